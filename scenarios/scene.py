@@ -1,0 +1,218 @@
+"""The Scene value (map + ego log + traffic + lights + route + command) and its versioned file format.
+
+A scene file is a zip of `.npy` arrays (readable with `numpy.load`) plus `header.npy`, a JSON
+document stored as bytes. Entries are written in a fixed order with a fixed timestamp, so the same
+scene always gives the same bytes (content hashes stay stable) and loads back bit-identical.
+"""
+from __future__ import annotations
+
+import io
+import json
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import shapely
+
+from sim.map import Area, Lane, RoadMap
+from sim.state import AgentTracks, StateIndex, TrafficLightStatus
+
+FORMAT_NAME = "w0sim-scene"
+FORMAT_VERSION = 1
+STEP_S = 0.1  # every log in w0sim is sampled at 10 Hz
+
+DRIVING_COMMANDS = ("left", "straight", "right", "unknown")  # NAVSIM's one-hot order
+
+
+class SceneFormatError(ValueError):
+    """A scene file cannot be read: names the file and what is wrong with it."""
+
+
+@dataclass
+class Scene:
+    """One driving scene: everything needed to replay, simulate, render and score it.
+
+    `ego_log` (T, 11) and `agents` (T, N) share the 10 Hz time axis; step `current_index` is the
+    "current frame" an agent plans from (earlier steps are history). `light_status` (T, L) holds a
+    `TrafficLightStatus` per light id; `driving_command` (T,) indexes DRIVING_COMMANDS.
+    """
+
+    token: str
+    map: RoadMap
+    ego_log: np.ndarray
+    agents: AgentTracks
+    route: list[str]
+    current_index: int
+    light_ids: list[str] = field(default_factory=list)
+    light_status: np.ndarray | None = None
+    driving_command: np.ndarray | None = None
+    command_text: str = ""
+    metadata: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        steps = self.ego_log.shape[0]
+        if self.ego_log.ndim != 2 or self.ego_log.shape[1] != len(StateIndex):
+            raise ValueError(f"scene {self.token}: ego_log must be (T, 11), got {self.ego_log.shape}")
+        if self.agents.num_steps != steps:
+            raise ValueError(f"scene {self.token}: agents have {self.agents.num_steps} steps, ego log {steps}")
+        if not 0 <= self.current_index < steps:
+            raise ValueError(f"scene {self.token}: current_index {self.current_index} outside 0..{steps - 1}")
+        if self.light_status is None:
+            self.light_status = np.full((steps, len(self.light_ids)), TrafficLightStatus.UNKNOWN, np.int8)
+        if self.light_status.shape != (steps, len(self.light_ids)):
+            raise ValueError(f"scene {self.token}: light_status {self.light_status.shape} != ({steps}, {len(self.light_ids)})")
+        if self.driving_command is None:
+            self.driving_command = np.full(steps, DRIVING_COMMANDS.index("unknown"), np.int8)
+        for lane_id in self.route:
+            self.map.lane(lane_id)
+
+    @property
+    def num_steps(self) -> int:
+        return self.ego_log.shape[0]
+
+    @property
+    def initial_ego_state(self) -> np.ndarray:
+        return self.ego_log[self.current_index]
+
+    @property
+    def family(self) -> str:
+        return self.metadata.get("family", self.metadata.get("source", "unknown"))
+
+    def light_status_at(self, step: int) -> dict[str, int]:
+        return dict(zip(self.light_ids, self.light_status[step].tolist()))
+
+
+# --- file format ------------------------------------------------------------------------------
+
+
+def _polyline_block(lines: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    offsets = np.cumsum([0] + [len(p) for p in lines]).astype(np.int64)
+    points = np.concatenate(lines) if lines else np.zeros((0, 2))
+    return points.astype(np.float64), offsets
+
+
+def _split(points: np.ndarray, offsets: np.ndarray) -> list[np.ndarray]:
+    return [points[offsets[i] : offsets[i + 1]] for i in range(len(offsets) - 1)]
+
+
+def scene_to_arrays(scene: Scene) -> tuple[dict, dict[str, np.ndarray]]:
+    """(JSON header, arrays) of a scene; the inverse of `scene_from_arrays`."""
+    lanes = scene.map.lanes
+    arrays: dict[str, np.ndarray] = {}
+    for name in ("centerline", "left_boundary", "right_boundary"):
+        arrays[f"lane_{name}"], arrays[f"lane_{name}_offsets"] = _polyline_block([getattr(l, name) for l in lanes])
+    arrays["lane_speed_limit"] = np.array([l.speed_limit for l in lanes], dtype=np.float64)
+    wkb = [shapely.to_wkb(a.polygon) for a in scene.map.areas]
+    arrays["area_wkb"] = np.frombuffer(b"".join(wkb), dtype=np.uint8)
+    arrays["area_wkb_offsets"] = np.cumsum([0] + [len(b) for b in wkb]).astype(np.int64)
+    arrays["ego_log"] = scene.ego_log
+    for name, value in scene.agents.arrays().items():
+        arrays[f"agents_{name}"] = value
+    arrays["light_status"] = scene.light_status
+    arrays["driving_command"] = scene.driving_command
+    header = {
+        "format": FORMAT_NAME,
+        "version": FORMAT_VERSION,
+        "token": scene.token,
+        "current_index": scene.current_index,
+        "step_s": STEP_S,
+        "route": scene.route,
+        "command_text": scene.command_text,
+        "metadata": scene.metadata,
+        "map": {
+            "name": scene.map.name,
+            "lanes": [
+                {
+                    "id": l.id, "lane_group": l.lane_group, "successors": list(l.successors),
+                    "predecessors": list(l.predecessors), "is_connector": l.is_connector,
+                    "traffic_light": l.traffic_light,
+                }
+                for l in lanes
+            ],
+            "areas": [{"id": a.id, "kind": a.kind} for a in scene.map.areas],
+        },
+        "track_ids": scene.agents.track_ids,
+        "light_ids": scene.light_ids,
+    }
+    return header, arrays
+
+
+def scene_from_arrays(header: dict, arrays: dict[str, np.ndarray]) -> Scene:
+    lane_geom = {
+        name: _split(arrays[f"lane_{name}"], arrays[f"lane_{name}_offsets"])
+        for name in ("centerline", "left_boundary", "right_boundary")
+    }
+    lanes = [
+        Lane(
+            id=info["id"], centerline=lane_geom["centerline"][i], left_boundary=lane_geom["left_boundary"][i],
+            right_boundary=lane_geom["right_boundary"][i], speed_limit=float(arrays["lane_speed_limit"][i]),
+            lane_group=info["lane_group"], successors=tuple(info["successors"]),
+            predecessors=tuple(info["predecessors"]), is_connector=info["is_connector"],
+            traffic_light=info["traffic_light"],
+        )
+        for i, info in enumerate(header["map"]["lanes"])
+    ]
+    wkb, off = arrays["area_wkb"].tobytes(), arrays["area_wkb_offsets"]
+    areas = [
+        Area(id=info["id"], kind=info["kind"], polygon=shapely.from_wkb(wkb[off[i] : off[i + 1]]))
+        for i, info in enumerate(header["map"]["areas"])
+    ]
+    agents = AgentTracks(
+        **{name: arrays[f"agents_{name}"] for name in AgentTracks._TIME_FIELDS + AgentTracks._TRACK_FIELDS},
+        track_ids=list(header["track_ids"]),
+    )
+    return Scene(
+        token=header["token"], map=RoadMap(lanes, areas, name=header["map"]["name"]),
+        ego_log=arrays["ego_log"], agents=agents, route=list(header["route"]),
+        current_index=int(header["current_index"]), light_ids=list(header["light_ids"]),
+        light_status=arrays["light_status"], driving_command=arrays["driving_command"],
+        command_text=header["command_text"], metadata=header["metadata"],
+    )
+
+
+_FIXED_ZIP_TIME = (1980, 1, 1, 0, 0, 0)
+
+
+def save_scene(scene: Scene, path: str | Path) -> Path:
+    """Write a scene file (byte-for-byte deterministic); returns the path."""
+    path = Path(path)
+    header, arrays = scene_to_arrays(scene)
+    entries = {"header": np.frombuffer(json.dumps(header, sort_keys=True).encode(), dtype=np.uint8), **arrays}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        for name, value in entries.items():
+            buffer = io.BytesIO()
+            np.lib.format.write_array(buffer, np.ascontiguousarray(value), allow_pickle=False)
+            info = zipfile.ZipInfo(f"{name}.npy", date_time=_FIXED_ZIP_TIME)
+            info.compress_type = zipfile.ZIP_DEFLATED
+            archive.writestr(info, buffer.getvalue())
+    tmp.replace(path)  # atomic: a reader never sees half a file
+    return path
+
+
+def load_scene(path: str | Path) -> Scene:
+    """Read a scene file; raises SceneFormatError naming the file and the problem."""
+    path = Path(path)
+    if not path.is_file():
+        raise SceneFormatError(f"{path}: no such scene file")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {name: data[name] for name in data.files}
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
+        raise SceneFormatError(f"{path}: not a w0sim scene file ({exc})") from exc
+    if "header" not in arrays:
+        raise SceneFormatError(f"{path}: no header entry; not a w0sim scene file")
+    try:
+        header = json.loads(arrays.pop("header").tobytes())
+    except json.JSONDecodeError as exc:
+        raise SceneFormatError(f"{path}: header is not valid JSON ({exc})") from exc
+    if header.get("format") != FORMAT_NAME:
+        raise SceneFormatError(f"{path}: format {header.get('format')!r} is not {FORMAT_NAME!r}")
+    if header.get("version") != FORMAT_VERSION:
+        raise SceneFormatError(f"{path}: scene format version {header.get('version')} (this w0sim reads {FORMAT_VERSION})")
+    try:
+        return scene_from_arrays(header, arrays)
+    except (KeyError, IndexError, TypeError, ValueError) as exc:
+        raise SceneFormatError(f"{path}: malformed scene ({type(exc).__name__}: {exc})") from exc

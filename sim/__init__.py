@@ -1,0 +1,1 @@
+"""Simulator core: geometry, road map, state arrays, dynamics, traffic and renderers (numpy only)."""

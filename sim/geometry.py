@@ -1,0 +1,120 @@
+"""SE(2) geometry on numpy arrays: angle wrapping, frame changes, oriented-box corners and polygons."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import shapely
+
+
+def principal_value(angle: np.ndarray | float) -> np.ndarray | float:
+    """Wrap angles to [-pi, pi) exactly as nuPlan's `principal_value` does: (a + pi) mod 2pi - pi."""
+    return (np.asarray(angle) + np.pi) % (2.0 * np.pi) - np.pi
+
+
+def rotation_matrices(heading: np.ndarray) -> np.ndarray:
+    """(..., 2, 2) rotation matrices for headings of shape (...)."""
+    c, s = np.cos(heading), np.sin(heading)
+    return np.stack([np.stack([c, -s], -1), np.stack([s, c], -1)], -2)
+
+
+def local_to_global(poses_local: np.ndarray, origin: np.ndarray) -> np.ndarray:
+    """Compose local poses (..., 3) with an origin pose (3,) (SE(2) product; heading via atan2).
+
+    The heading is recovered from the composed rotation matrix, as NAVSIM's `transform_trajectory`
+    does, so it lands in (-pi, pi].
+    """
+    poses_local = np.asarray(poses_local, dtype=np.float64)
+    x0, y0, h0 = origin
+    c, s = np.cos(h0), np.sin(h0)
+    x = x0 + c * poses_local[..., 0] - s * poses_local[..., 1]
+    y = y0 + s * poses_local[..., 0] + c * poses_local[..., 1]
+    h = h0 + poses_local[..., 2]
+    return np.stack([x, y, np.arctan2(np.sin(h), np.cos(h))], axis=-1)
+
+
+def global_to_local(poses_global: np.ndarray, origin: np.ndarray) -> np.ndarray:
+    """Express global poses (..., 3) in the frame of an origin pose (3,); heading wrapped to [-pi, pi)."""
+    poses_global = np.asarray(poses_global, dtype=np.float64)
+    x0, y0, h0 = origin
+    c, s = np.cos(h0), np.sin(h0)
+    dx, dy = poses_global[..., 0] - x0, poses_global[..., 1] - y0
+    return np.stack(
+        [c * dx + s * dy, -s * dx + c * dy, principal_value(poses_global[..., 2] - h0)], axis=-1
+    )
+
+
+def points_to_local(points: np.ndarray, origin: np.ndarray) -> np.ndarray:
+    """Express global points (..., 2) in the frame of an origin pose (3,)."""
+    x0, y0, h0 = origin
+    c, s = np.cos(h0), np.sin(h0)
+    dx, dy = points[..., 0] - x0, points[..., 1] - y0
+    return np.stack([c * dx + s * dy, -s * dx + c * dy], axis=-1)
+
+
+# Corner order of nuPlan's BBCoordsIndex / OrientedBox.all_corners: FL, RL, RR, FR.
+_CORNER_SIGNS = np.array([[1.0, 1.0], [-1.0, 1.0], [-1.0, -1.0], [1.0, -1.0]])
+
+
+def box_corners(x, y, heading, length, width) -> np.ndarray:
+    """Corners (..., 4, 2) of oriented boxes centred at (x, y), in FL, RL, RR, FR order."""
+    x, y, heading, length, width = np.broadcast_arrays(
+        *(np.asarray(v, dtype=np.float64) for v in (x, y, heading, length, width))
+    )
+    c, s = np.cos(heading)[..., None], np.sin(heading)[..., None]
+    lon = _CORNER_SIGNS[:, 0] * (length[..., None] / 2.0)
+    lat = _CORNER_SIGNS[:, 1] * (width[..., None] / 2.0)
+    cx = x[..., None] + lon * c - lat * s
+    cy = y[..., None] + lon * s + lat * c
+    return np.stack([cx, cy], axis=-1)
+
+
+def polygons_from_corners(corners: np.ndarray) -> np.ndarray:
+    """Shapely polygons (...) from corner arrays (..., K, 2); one vectorised call."""
+    corners = np.asarray(corners, dtype=np.float64)
+    flat = corners.reshape(-1, corners.shape[-2], 2)
+    return shapely.polygons(flat).reshape(corners.shape[:-2])
+
+
+@dataclass(frozen=True)
+class VehicleParameters:
+    """Ego vehicle geometry; defaults are nuPlan's Chrysler Pacifica (`get_pacifica_parameters`)."""
+
+    width: float = 2.297
+    front_length: float = 4.049
+    rear_length: float = 1.127
+    wheel_base: float = 3.089
+    cog_position_from_rear_axle: float = 1.67
+    height: float = 1.777
+
+    @property
+    def length(self) -> float:
+        return self.front_length + self.rear_length
+
+    @property
+    def rear_axle_to_center(self) -> float:
+        """Distance from the rear axle forward to the box centre (1.461 m for the Pacifica)."""
+        return self.length / 2.0 - self.rear_length
+
+
+PACIFICA = VehicleParameters()
+
+
+def ego_corners(states: np.ndarray, vehicle: VehicleParameters = PACIFICA) -> np.ndarray:
+    """Ego footprint corners (..., 4, 2) from rear-axle poses/states (..., >=3), FL, RL, RR, FR."""
+    x, y, h = states[..., 0], states[..., 1], states[..., 2]
+    cx = x + vehicle.rear_axle_to_center * np.cos(h)
+    cy = y + vehicle.rear_axle_to_center * np.sin(h)
+    return box_corners(cx, cy, h, vehicle.length, vehicle.width)
+
+
+def ego_center(states: np.ndarray, vehicle: VehicleParameters = PACIFICA) -> np.ndarray:
+    """Box centre (..., 2) of the ego from rear-axle poses/states (..., >=3)."""
+    h = states[..., 2]
+    return np.stack(
+        [
+            states[..., 0] + vehicle.rear_axle_to_center * np.cos(h),
+            states[..., 1] + vehicle.rear_axle_to_center * np.sin(h),
+        ],
+        axis=-1,
+    )
