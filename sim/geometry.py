@@ -58,15 +58,13 @@ _CORNER_SIGNS = np.array([[1.0, 1.0], [-1.0, 1.0], [-1.0, -1.0], [1.0, -1.0]])
 
 def box_corners(x, y, heading, length, width) -> np.ndarray:
     """Corners (..., 4, 2) of oriented boxes centred at (x, y), in FL, RL, RR, FR order."""
-    x, y, heading, length, width = np.broadcast_arrays(
-        *(np.asarray(v, dtype=np.float64) for v in (x, y, heading, length, width))
-    )
-    c, s = np.cos(heading)[..., None], np.sin(heading)[..., None]
-    lon = _CORNER_SIGNS[:, 0] * (length[..., None] / 2.0)
-    lat = _CORNER_SIGNS[:, 1] * (width[..., None] / 2.0)
-    cx = x[..., None] + lon * c - lat * s
-    cy = y[..., None] + lon * s + lat * c
-    return np.stack([cx, cy], axis=-1)
+    heading = np.asarray(heading, dtype=np.float64)[..., None]
+    c, s = np.cos(heading), np.sin(heading)
+    lon = _CORNER_SIGNS[:, 0] * (0.5 * np.asarray(length, dtype=np.float64))[..., None]
+    lat = _CORNER_SIGNS[:, 1] * (0.5 * np.asarray(width, dtype=np.float64))[..., None]
+    cx = np.asarray(x, dtype=np.float64)[..., None] + lon * c - lat * s
+    cy = np.asarray(y, dtype=np.float64)[..., None] + lon * s + lat * c
+    return np.stack(np.broadcast_arrays(cx, cy), axis=-1)
 
 
 def polygons_from_corners(corners: np.ndarray) -> np.ndarray:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+import shapely
 
 from sim.geometry import principal_value
 from sim.map import RoadMap
@@ -46,6 +47,15 @@ class SignalPlan:
     yellow_s: float = 3.0
     all_red_s: float = 1.0
     offset_s: float = 0.0
+
+    def as_dict(self) -> dict:
+        return {"light_ids": list(self.light_ids), "phases": [list(p) for p in self.phases], "green_s": self.green_s,
+                "yellow_s": self.yellow_s, "all_red_s": self.all_red_s, "offset_s": self.offset_s}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "SignalPlan":
+        return cls(tuple(data["light_ids"]), tuple(tuple(p) for p in data["phases"]), data["green_s"],
+                   data["yellow_s"], data["all_red_s"], data["offset_s"])
 
     @property
     def cycle_s(self) -> float:
@@ -394,3 +404,55 @@ def log_replay(tracks: AgentTracks, step: int) -> AgentSlice:
     if step <= last:
         return tracks.at(step)
     return constant_velocity(tracks.at(last), step - last, 0.1).at(step - last)
+
+
+# --- reactive traffic from a logged scene -------------------------------------------------------
+
+
+def attach_to_lanes(road_map: RoadMap, tracks: AgentTracks, step: int, indices: np.ndarray,
+                    min_length: float = 300.0) -> tuple[list[list[str]], np.ndarray, np.ndarray]:
+    """Lane chains, arc length on the first lane and lateral offset for logged agents at `step`.
+
+    Successors are chosen to follow where the log says each agent went (the successor whose
+    centerline passes closest to its later logged positions), else the straightest one, so
+    reactive replays of a log keep each agent's route.
+    """
+    if len(indices) == 0:
+        return [], np.zeros(0), np.zeros(0)
+    poses = np.stack([tracks.x[step, indices], tracks.y[step, indices], tracks.heading[step, indices]], -1)
+    lanes = road_map.nearest_lanes(poses)
+    s = road_map.project(lanes, poses[:, :2])
+    centre = shapely.line_interpolate_point(road_map.lane_centerlines[lanes], s)
+    lane_heading = road_map.heading_at(lanes, s)
+    d = poses[:, :2] - shapely.get_coordinates(centre)
+    lateral = -np.sin(lane_heading) * d[:, 0] + np.cos(lane_heading) * d[:, 1]
+    chains = []
+    for k, agent in enumerate(indices):
+        later = tracks.valid[step:, agent]
+        future = np.stack([tracks.x[step:, agent][later], tracks.y[step:, agent][later]], -1)[::5]
+        chains.append(_follow_log(road_map, road_map.lanes[lanes[k]].id, future, min_length))
+    return chains, s, lateral
+
+
+def _follow_log(road_map: RoadMap, start: str, future_xy: np.ndarray, min_length: float) -> list[str]:
+    chain, total = [start], road_map.lane(start).length
+    points = shapely.points(future_xy) if len(future_xy) else None
+    while total < min_length:
+        options = road_map.lane(chain[-1]).successors
+        if not options:
+            break
+        if len(options) == 1:
+            choice = options[0]
+        else:
+            idx = [road_map.lane_index[o] for o in options]
+            if points is not None:
+                score = shapely.distance(road_map.lane_centerlines[idx][:, None], points[None, :]).min(axis=1)
+            else:  # no log to follow: the straightest continuation
+                end_h = road_map.heading_at([road_map.lane_index[chain[-1]]], [road_map.lane(chain[-1]).length])[0]
+                score = np.abs(principal_value(road_map.heading_at(idx, road_map.lane_lengths[idx]) - end_h))
+            choice = options[int(np.argmin(score))]
+        if choice in chain:
+            break
+        chain.append(choice)
+        total += road_map.lane(choice).length
+    return chain

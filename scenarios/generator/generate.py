@@ -88,20 +88,21 @@ class _Population:
     lateral: np.ndarray
 
 
-def _populate_vehicles(layout: Layout, ego_chain: list[str], ego_s: float, count: int, config: GeneratorConfig,
+def _populate_vehicles(layout: Layout, route: EgoRoute, ego_chain: list[str], count: int, config: GeneratorConfig,
                        rng: np.random.Generator) -> _Population:
     """Ego first, then vehicles and cyclists spread over non-connector lanes without overlaps."""
     road_map = layout.road_map
     horizon = 30.0 * (config.warmup_s + config.history_s + config.future_s)
-    chains, start_s, speed, desired, size, kind, lateral = [ego_chain], [ego_s], [], [], [], [], []
     ego_limit = road_map.lane(ego_chain[0]).speed_limit
     ego_speed = float(rng.uniform(0.5, 0.9) * ego_limit)
-    speed.append(ego_speed)
+    # The route's start_s is where the ego is at the current frame; start earlier to cover warm-up and history.
+    ego_s = max(route.start_s - ego_speed * (config.warmup_s + config.history_s), 0.0)
+    chains, start_s, speed, desired, size, kind, lateral = [ego_chain], [ego_s], [ego_speed], [], [], [], []
     desired.append(ego_limit * float(rng.uniform(0.85, 1.0)))
     size.append((config.vehicle.length, config.vehicle.width, config.vehicle.height))
     kind.append(AgentType.VEHICLE)
     lateral.append(0.0)
-    occupied: dict[str, list[tuple[float, float]]] = {ego_chain[0]: [(ego_s - 14.0, ego_s + 14.0)]}
+    occupied: dict[str, list[tuple[float, float]]] = {ego_chain[0]: [(ego_s - 12.0, ego_s + 12.0)]}
     lanes = [l for l in road_map.lanes if not l.is_connector]
     attempts = 0
     while len(chains) - 1 < count and attempts < 40 * max(count, 1):
@@ -114,7 +115,7 @@ def _populate_vehicles(layout: Layout, ego_chain: list[str], ego_s: float, count
             continue
         is_cyclist = rng.random() < config.cyclist_fraction and not lane.successors == () and lane.speed_limit < 20
         box = CYCLIST_SIZE if is_cyclist else CAR_SIZE
-        occupied.setdefault(lane.id, []).append((s - box[0] - 9.0, s + box[0] + 9.0))
+        occupied.setdefault(lane.id, []).append((s - box[0] - 3.0, s + box[0] + 3.0))
         chains.append(_random_chain(road_map, lane.id, rng, horizon))
         start_s.append(s)
         top = float(rng.uniform(4.0, 6.0)) if is_cyclist else lane.speed_limit * float(rng.uniform(0.7, 1.05))
@@ -187,10 +188,7 @@ def generate_scene(family: str, seed: int, config: GeneratorConfig = GeneratorCo
     route = layout.ego_routes[int(rng.integers(len(layout.ego_routes)))]
     ego_chain = _extend_route(road_map, route, rng, 400.0)
     count = config.num_vehicles if config.num_vehicles is not None else _default_vehicle_count(family, rng)
-    # The route's start_s is where the ego is at the current frame; start earlier to cover warm-up and history.
-    pop = _populate_vehicles(layout, ego_chain, 0.0, count, config, rng)
-    lead_in = pop.speed[0] * (config.warmup_s + config.history_s)
-    pop.start_s[0] = max(route.start_s - lead_in, 0.0)
+    pop = _populate_vehicles(layout, route, ego_chain, count, config, rng)
     paths = AgentPaths.build(road_map, pop.chains, pop.lateral)
     warmup = int(round(config.warmup_s / STEP_S))
     steps = config.num_steps
@@ -260,7 +258,10 @@ def generate_scene(family: str, seed: int, config: GeneratorConfig = GeneratorCo
         current_index=config.current_index, light_ids=light_ids, light_status=light_table[warmup:],
         driving_command=commands, command_text=COMMAND_TEXT[route.maneuver],
         metadata={"source": "generator", "family": family, "seed": seed, "generator_version": GENERATOR_VERSION,
-                  "maneuver": route.maneuver, "log_name": f"w0sim_{family}"},
+                  "maneuver": route.maneuver, "log_name": f"w0sim_{family}",
+                  # Lets a closed-loop run continue the lights past the end of the log.
+                  "signal_plans": [plan.as_dict() for plan in layout.signal_plans],
+                  "signal_time_offset_s": warmup * STEP_S},
     )
 
 

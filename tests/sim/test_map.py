@@ -1,0 +1,56 @@
+"""RoadMap: construction errors, point queries, lane matching and routes on a hand-made map."""
+import numpy as np
+import pytest
+
+from scenarios.generator.roads import MapBuilder, straight
+from sim.map import Lane, MapError, RoadMap
+
+
+def two_way_road_with_branch() -> RoadMap:
+    builder = MapBuilder("test")
+    main = builder.add_road("main", straight(np.zeros(2), 0.0, 100.0), 1, 1, 10.0)
+    exit_road = builder.add_road("exit", straight(np.array([120.0, 0.0]), 0.0, 50.0), 1, 0, 10.0)
+    side = builder.add_road("side", straight(np.array([110.0, -15.0]), -np.pi / 2, 50.0), 1, 0, 10.0)
+    builder.connect(main.forward[0], exit_road.forward[0], "j")
+    builder.connect(main.forward[0], side.forward[0], "j")
+    return builder.build()
+
+
+def test_points_on_road_are_drivable_and_off_road_are_not():
+    road_map = two_way_road_with_branch()
+    drivable = road_map.is_drivable(np.array([[50.0, -1.75], [50.0, 1.75], [50.0, -30.0], [130.0, -1.0]]))
+    assert drivable.tolist() == [True, True, False, True]
+
+
+def test_nearest_lane_respects_heading():
+    road_map = two_way_road_with_branch()
+    # Same spot between the two directions; the heading decides.
+    idx = road_map.nearest_lanes(np.array([[50.0, 0.2, 0.0], [50.0, 0.2, np.pi]]))
+    assert [road_map.lanes[i].id for i in idx] == ["main_f0", "main_b0"]
+
+
+def test_lanes_at_and_projection():
+    road_map = two_way_road_with_branch()
+    pts, lanes = road_map.lanes_at(np.array([[30.0, -1.75]]))
+    assert [road_map.lanes[i].id for i in lanes] == ["main_f0"]
+    s = road_map.project(lanes, np.array([[30.0, -1.75]]))
+    assert s[0] == pytest.approx(30.0, abs=1e-6)
+
+
+def test_shortest_route_follows_the_graph():
+    road_map = two_way_road_with_branch()
+    route = road_map.shortest_route("main_f0", "side_f0")
+    assert route == ["main_f0", "main_f0__side_f0", "side_f0"]
+    polyline = road_map.route_polyline(route)
+    assert np.all(np.linalg.norm(np.diff(polyline, axis=0), axis=1) < 3.0)  # connected, no jumps
+    with pytest.raises(MapError, match="no route"):
+        road_map.shortest_route("side_f0", "main_f0")
+
+
+def test_bad_maps_are_rejected_with_the_lane_named():
+    line = np.array([[0.0, 0.0], [10.0, 0.0]])
+    lane = Lane("a", line, line + [0, 1], line - [0, 1], 10.0, "g", successors=("missing",))
+    with pytest.raises(MapError, match="'a' links to unknown lane 'missing'"):
+        RoadMap([lane])
+    with pytest.raises(MapError, match="no lane 'nope'"):
+        two_way_road_with_branch().lane("nope")

@@ -1,0 +1,125 @@
+"""Traffic behaviours: IDM following, red-light stops, merges, signal plans, walkers, log replay."""
+import numpy as np
+
+from scenarios.generator.roads import MapBuilder, straight
+from sim.state import AgentTracks, TrafficLightStatus
+from sim.traffic import AgentPaths, CrosswalkWalkers, IDMTraffic, Obstacles, SignalPlan, attach_to_lanes, log_replay
+
+
+def single_lane(length=400.0, light=False):
+    builder = MapBuilder("lane")
+    a = builder.add_road("a", straight(np.zeros(2), 0.0, length / 2), 1, 0, 15.0)
+    b = builder.add_road("b", straight(np.array([length / 2 + 10, 0.0]), 0.0, length / 2), 1, 0, 15.0)
+    builder.connect(a.forward[0], b.forward[0], "j", traffic_light="tl" if light else None)
+    return builder.build(), [a.forward[0], f"{a.forward[0]}__{b.forward[0]}", b.forward[0]]
+
+
+def make_traffic(road_map, chain, s, v, desired, light_ids=()):
+    n = len(s)
+    return IDMTraffic(road_map, AgentPaths.build(road_map, [chain] * n), s=np.array(s, float), v=np.array(v, float),
+                      desired_speed=np.full(n, desired), length=np.full(n, 4.6), width=np.full(n, 1.9), light_ids=list(light_ids))
+
+
+def test_follower_keeps_a_gap_behind_a_slow_leader():
+    road_map, chain = single_lane()
+    traffic = make_traffic(road_map, chain, [0.0, 40.0], [14.0, 3.0], 14.0)
+    traffic.desired_speed[1] = 3.0
+    min_gap = np.inf
+    for _ in range(300):
+        traffic.step(0.1)
+        min_gap = min(min_gap, traffic.s[1] - traffic.s[0] - 4.6)
+    assert min_gap > 2.0  # never closer than IDM's minimum gap
+    assert abs(traffic.v[0] - 3.0) < 0.3  # and settles at the leader's speed
+
+
+def test_free_agent_reaches_its_desired_speed():
+    road_map, chain = single_lane()
+    traffic = make_traffic(road_map, chain, [0.0], [0.0], 10.0)
+    for _ in range(300):
+        traffic.step(0.1)
+    assert abs(traffic.v[0] - 10.0) < 0.2
+
+
+def test_red_light_stops_the_agent_before_the_junction_and_green_releases_it():
+    road_map, chain = single_lane(light=True)
+    traffic = make_traffic(road_map, chain, [100.0], [10.0], 10.0, light_ids=["tl"])
+    red = np.array([TrafficLightStatus.RED])
+    for _ in range(200):
+        traffic.step(0.1, light_status=red)
+    stop_line = road_map.lane(chain[0]).length
+    front = traffic.s[0] + 2.3
+    assert traffic.v[0] < 0.1 and stop_line - 3.0 < front <= stop_line
+    for _ in range(100):
+        traffic.step(0.1, light_status=np.array([TrafficLightStatus.GREEN]))
+    assert traffic.s[0] > stop_line + 10
+
+
+def test_agent_brakes_for_an_obstacle_in_its_corridor():
+    road_map, chain = single_lane()
+    traffic = make_traffic(road_map, chain, [0.0], [12.0], 12.0)
+    x, y, _ = traffic.poses()
+    cone = Obstacles(np.array([x[0] + 60.0]), np.array([y[0]]), np.zeros(1), np.zeros(1), np.array([0.5]), np.array([0.5]))
+    for _ in range(200):
+        traffic.step(0.1, cone)
+    x, _, _ = traffic.poses()
+    assert x[0] + 2.3 < cone.x[0] - 0.25 and traffic.v[0] < 0.1
+
+
+def test_merging_lanes_zip_instead_of_colliding():
+    builder = MapBuilder("merge")
+    a = builder.add_lane("a", straight(np.array([0.0, 0.0]), 0.0, 100.0), 15.0, "a")
+    b = builder.add_lane("b", straight(np.array([0.0, -10.0]), 0.3, 100.0), 15.0, "b")
+    m = builder.add_lane("m", straight(np.array([130.0, 0.0]), 0.0, 200.0), 15.0, "m")
+    builder.connect(a, m, "j")
+    builder.connect(b, m, "j")
+    road_map = builder.build()
+    chains = [["a", "a__m", "m"], ["b", "b__m", "m"]]
+    traffic = IDMTraffic(road_map, AgentPaths.build(road_map, chains), s=np.array([50.0, 50.0]), v=np.array([10.0, 10.0]),
+                         desired_speed=np.array([10.0, 10.0]), length=np.full(2, 4.6), width=np.full(2, 1.9))
+    for _ in range(300):
+        traffic.step(0.1)
+        x, y, _ = traffic.poses()
+        assert np.hypot(x[0] - x[1], y[0] - y[1]) > 4.6  # never overlap
+
+
+def test_signal_plan_cycles_green_yellow_red_and_never_greens_two_phases():
+    plan = SignalPlan(("a", "b"), (("a",), ("b",)), green_s=10, yellow_s=3, all_red_s=1)
+    status = plan.status_at(np.arange(0, 28, 0.1))
+    assert status[0].tolist() == [TrafficLightStatus.GREEN, TrafficLightStatus.RED]
+    assert status[110].tolist() == [TrafficLightStatus.YELLOW, TrafficLightStatus.RED]
+    assert status[135].tolist() == [TrafficLightStatus.RED, TrafficLightStatus.RED]
+    assert status[150].tolist() == [TrafficLightStatus.RED, TrafficLightStatus.GREEN]
+    assert not ((status == TrafficLightStatus.GREEN).sum(axis=1) > 1).any()
+    assert SignalPlan.from_dict(plan.as_dict()) == plan
+
+
+def test_walkers_wait_for_traffic_then_cross():
+    walkers = CrosswalkWalkers(np.array([[0.0, -8.0]]), np.array([[0.0, 8.0]]), np.array([1.2]), np.array([0.0]))
+    car = np.array([[-8.0, 0.0]])
+    walkers.step(0.1, 1.0, car, np.array([10.0]))
+    assert walkers.progress[0] == 0.0  # a car is near and moving
+    for k in range(200):
+        walkers.step(0.1, 1.0 + k * 0.1, np.zeros((0, 2)), np.zeros(0))
+    x, y, _, speed = walkers.state()
+    assert y[0] == 8.0 and speed[0] == 0.0
+
+
+def test_log_replay_extends_at_constant_velocity():
+    tracks = AgentTracks.empty(3, 1)
+    tracks.x[:, 0] = [0.0, 1.0, 2.0]
+    tracks.vx[:, 0] = 10.0
+    tracks.valid[:] = True
+    assert log_replay(tracks, 1).x[0] == 1.0
+    assert log_replay(tracks, 5).x[0] == 2.0 + 3 * 0.1 * 10.0
+
+
+def test_attach_to_lanes_follows_the_logged_branch():
+    from tests.sim.test_map import two_way_road_with_branch
+    road_map = two_way_road_with_branch()
+    tracks = AgentTracks.empty(40, 1)
+    tracks.valid[:] = True
+    tracks.x[:, 0] = np.linspace(80.0, 112.0, 40)
+    tracks.y[:, 0] = np.where(tracks.x[:, 0] > 100, -1.75 - (tracks.x[:, 0] - 100) * 1.5, -1.75)
+    chains, s, lateral = attach_to_lanes(road_map, tracks, 0, np.array([0]))
+    assert chains[0][:3] == ["main_f0", "main_f0__side_f0", "side_f0"]
+    assert abs(s[0] - 80.0) < 1e-6 and abs(lateral[0]) < 1e-6
