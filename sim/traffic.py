@@ -17,6 +17,7 @@ from sim.map import RoadMap
 from sim.state import AgentSlice, AgentTracks, TrafficLightStatus
 
 PATH_STEP_M = 0.5
+ANTICIPATION_S = 1.5  # s: how far ahead the path corridor predicts moving obstacles
 
 
 @dataclass(frozen=True)
@@ -29,7 +30,10 @@ class IDMParameters:
     decel_comfort: float = 3.0  # b (m/s^2)
     decel_max: float = 8.0  # hard clip: emergency braking
     exponent: float = 4.0
-    corridor_lookahead: float = 15.0  # m: short Euclidean corridor for objects off the lane graph
+    corridor_lookahead: float = 25.0  # m: corridor for objects off the lane graph (walkers, statics, ego)
+    # "straight": the corridor runs along the agent's heading (cheap; background traffic).
+    # "path": it follows the agent's own path, so turns see what lies on them (planners).
+    corridor: str = "path"
     lane_lookahead: float = 60.0  # m: how far along the own path other agents are considered
     stop_line_setback: float = 1.0  # m before the entry of a lane with a red light
 
@@ -45,7 +49,7 @@ class SignalPlan:
     phases: tuple[tuple[str, ...], ...]
     green_s: float = 10.0
     yellow_s: float = 3.0
-    all_red_s: float = 1.0
+    all_red_s: float = 2.0  # lets turning traffic clear the junction
     offset_s: float = 0.0
 
     def as_dict(self) -> dict:
@@ -95,14 +99,16 @@ class AgentPaths:
     """Per-agent paths along the lane graph, resampled at PATH_STEP_M and padded to one length.
 
     points (N, K, 2), heading (N, K), lane (N, K) lane index per sample (-1 padding),
-    length (N,) usable arc length, lane_start (N, L) arc length where each map lane starts on
-    each path (NaN where the path does not use that lane).
+    length (N,) usable arc length, own_lane_start (N, L) arc length where each map lane starts on
+    each path (NaN where the path does not use that lane), lane_start the same plus virtual starts
+    of lanes merging into the path (see `_add_merge_siblings`), for finding leads.
     """
 
     points: np.ndarray
     heading: np.ndarray
     lane: np.ndarray
     length: np.ndarray
+    own_lane_start: np.ndarray
     lane_start: np.ndarray
 
     @classmethod
@@ -136,6 +142,7 @@ class AgentPaths:
                 xy = xy + offsets[i] * np.stack([-np.sin(heading), np.cos(heading)], -1)
             resampled.append((xy, heading))
             lanes_per_sample.append(lane_idx)
+        own_starts = starts.copy()
         _add_merge_siblings(road_map, starts)
         k_max = max(len(xy) for xy, _ in resampled)
         points = np.zeros((n, k_max, 2))
@@ -148,7 +155,7 @@ class AgentPaths:
             heading[i, :k], heading[i, k:] = h, h[-1]
             lane[i, :k], lane[i, k:] = lane_idx, lane_idx[-1]
             length[i] = (k - 1) * PATH_STEP_M
-        return cls(points, heading, lane, length, starts)
+        return cls(points, heading, lane, length, own_starts, starts)
 
     def pose_at(self, s: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(x, y, heading) at arc lengths s (N,), clamped to each path; linear interpolation."""
@@ -236,7 +243,7 @@ class IDMTraffic:
         self._light_lanes = np.array([i for i, _ in lanes], dtype=np.int64)
         self._light_columns = np.array([c for _, c in lanes], dtype=np.int64)
         # Stop lines on each path (N, R): NaN where the path never enters that lane.
-        self._stop_s = self.paths.lane_start[:, self._light_lanes] - self.params.stop_line_setback
+        self._stop_s = self.paths.own_lane_start[:, self._light_lanes] - self.params.stop_line_setback
         self._pose_cache: tuple[np.ndarray, tuple] | None = None
 
     @property
@@ -292,6 +299,37 @@ class IDMTraffic:
         speed_along = np.maximum(obstacles.speed[j] * (c[:, 0] * oc[j] + s[:, 0] * os_[j]), 0.0)
         return best, np.where(best < np.inf, speed_along, 0.0)
 
+    def _path_corridor_leads(self, obstacles: Obstacles) -> tuple[np.ndarray, np.ndarray]:
+        """Like `_corridor_leads`, but along each agent's path: (N, K) samples ahead against M obstacles."""
+        if obstacles.x.size == 0:
+            return np.full(self.count, np.inf), np.zeros(self.count)
+        # Each obstacle now and where it will be in ANTICIPATION_S (walkers stepping onto the road).
+        oc, os_ = np.cos(obstacles.heading), np.sin(obstacles.heading)
+        obstacles = Obstacles(
+            np.concatenate([obstacles.x, obstacles.x + obstacles.speed * oc * ANTICIPATION_S]),
+            np.concatenate([obstacles.y, obstacles.y + obstacles.speed * os_ * ANTICIPATION_S]),
+            np.tile(obstacles.heading, 2), np.tile(obstacles.speed, 2), np.tile(obstacles.length, 2), np.tile(obstacles.width, 2),
+        )
+        k = max(int(self.params.corridor_lookahead / PATH_STEP_M), 1)
+        last = self.paths.points.shape[1] - 1
+        idx = np.minimum((self.s / PATH_STEP_M).astype(np.int64)[:, None] + np.arange(k), last)  # (N, K)
+        samples = self.paths.points[self._rows[:, None], idx]  # (N, K, 2)
+        d2 = ((samples[:, :, None, :] - np.stack([obstacles.x, obstacles.y], -1)) ** 2).sum(-1)  # (N, K, M)
+        nearest = np.argmin(d2, axis=1)  # (N, M) sample index closest to each obstacle
+        dist = np.sqrt(np.take_along_axis(d2, nearest[:, None, :], axis=1)[:, 0, :])
+        path_heading = self.paths.heading[self._rows[:, None], np.take_along_axis(idx, nearest, axis=1)]
+        rel = obstacles.heading - path_heading
+        rel_c, rel_s = np.abs(np.cos(rel)), np.abs(np.sin(rel))
+        half_across = 0.5 * (rel_s * obstacles.length + rel_c * obstacles.width)
+        half_along = 0.5 * (rel_c * obstacles.length + rel_s * obstacles.width)
+        gap = nearest * PATH_STEP_M - half_along - 0.5 * self.length[:, None]
+        inside = (dist < half_across + 0.5 * self.width[:, None] + 0.3) & (nearest > 0) & (nearest < k - 1)
+        gap = np.where(inside, gap, np.inf)
+        j = np.argmin(gap, axis=1)
+        best = gap[self._rows, j]
+        speed_along = np.maximum(obstacles.speed[j] * np.cos(rel[self._rows, j]), 0.0)
+        return best, np.where(best < np.inf, speed_along, 0.0)
+
     def _stop_line_gaps(self, light_status: np.ndarray | None) -> np.ndarray:
         """Gap (N,) to the nearest stop line ahead whose light is red, or yellow and still stoppable."""
         if light_status is None or self._light_lanes.size == 0:
@@ -308,7 +346,10 @@ class IDMTraffic:
         x, y, heading = self.poses()
         lane_now = self.paths.lane_at(self.s)
         gap_l, v_l = self._lane_leads(lane_now)
-        gap_c, v_c = self._corridor_leads(x, y, heading, obstacles)
+        if self.params.corridor == "path":
+            gap_c, v_c = self._path_corridor_leads(obstacles)
+        else:
+            gap_c, v_c = self._corridor_leads(x, y, heading, obstacles)
         gap_r = self._stop_line_gaps(light_status)
         use_c = gap_c < gap_l
         gap = np.where(use_c, gap_c, gap_l)
@@ -373,9 +414,13 @@ class CrosswalkWalkers:
         if self.count == 0:
             return
         near = np.linalg.norm(vehicle_xy[None, :, :] - self._centre[:, None, :], axis=2)  # (P, M)
-        busy = ((near < self.clear_radius) & (vehicle_speed > 0.5)).any(axis=1) | (near < 5.0).any(axis=1)
+        # Busy while a vehicle could reach the crossing within ~4 s, or stands right at it.
+        busy = ((near < self.clear_radius + 4.0 * vehicle_speed) & (vehicle_speed > 0.5)).any(axis=1) | (near < 5.0).any(axis=1)
         waiting = self.progress == 0.0
-        go = ~waiting | ((time >= self.ready_time) & ~busy)
+        # Walkers already crossing pause when a vehicle stands right in their way.
+        ahead = self.start + self._dir * (self.progress + 1.0)[:, None]
+        blocked = (np.linalg.norm(vehicle_xy[None, :, :] - ahead[:, None, :], axis=2) < 3.0).any(axis=1)
+        go = (~waiting & ~blocked) | (waiting & (time >= self.ready_time) & ~busy)
         self.progress = np.where(go, np.minimum(self.progress + self.speed * dt, self._length), self.progress)
 
 

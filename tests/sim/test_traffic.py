@@ -123,3 +123,19 @@ def test_attach_to_lanes_follows_the_logged_branch():
     chains, s, lateral = attach_to_lanes(road_map, tracks, 0, np.array([0]))
     assert chains[0][:3] == ["main_f0", "main_f0__side_f0", "side_f0"]
     assert abs(s[0] - 80.0) < 1e-6 and abs(lateral[0]) < 1e-6
+
+
+def test_red_light_on_a_merging_lane_does_not_stop_traffic_already_past_it():
+    # Two connectors merge into "m"; only "b"'s connector has a light, and it is red.
+    builder = MapBuilder("merge")
+    a = builder.add_lane("a", straight(np.array([0.0, 0.0]), 0.0, 100.0), 15.0, "a")
+    b = builder.add_lane("b", straight(np.array([0.0, -10.0]), 0.3, 100.0), 15.0, "b")
+    m = builder.add_lane("m", straight(np.array([130.0, 0.0]), 0.0, 200.0), 15.0, "m")
+    builder.connect(a, m, "j")
+    builder.connect(b, m, "j", traffic_light="tl_b")
+    road_map = builder.build()
+    traffic = IDMTraffic(road_map, AgentPaths.build(road_map, [["a", "a__m", "m"]]), s=np.array([60.0]), v=np.array([10.0]),
+                         desired_speed=np.array([10.0]), length=np.full(1, 4.6), width=np.full(1, 1.9), light_ids=["tl_b"])
+    for _ in range(100):
+        traffic.step(0.1, light_status=np.array([TrafficLightStatus.RED]))
+    assert traffic.v[0] > 9.0 and traffic.s[0] > 140.0

@@ -1,0 +1,181 @@
+"""The embedded closed-loop simulator: ego (LQR + kinematic bicycle), reactive or replayed traffic, lights, events."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from scenarios.scene import STEP_S, Scene
+from sim.dynamics import BatchLQRTracker, KinematicBicycle, interpolate_trajectory_states
+from sim.envs.events import RedLightMonitor, RouteProgress, StepEvents, Collision, agent_type_name, ego_collisions, is_offroad
+from sim.geometry import PACIFICA, VehicleParameters, ego_center
+from sim.state import AgentSlice, AgentType, TrafficLightStatus
+from sim.traffic import AgentPaths, IDMTraffic, Obstacles, SignalPlan, attach_to_lanes, log_replay
+
+TRAFFIC_MODES = ("reactive", "replay")
+
+
+@dataclass(frozen=True)
+class SimulatorConfig:
+    """`traffic`: "reactive" (vehicles and cyclists drive IDM along their logged lanes, yielding to
+    the ego) or "replay" (the log, extended at constant velocity past its end)."""
+
+    traffic: str = "reactive"
+    vehicle: VehicleParameters = PACIFICA
+    detect_events: bool = True
+
+    def __post_init__(self) -> None:
+        if self.traffic not in TRAFFIC_MODES:
+            raise ValueError(f"traffic must be one of {TRAFFIC_MODES}, got {self.traffic!r}")
+
+
+class BuiltinSimulator:
+    """One scene simulated at 10 Hz from its current frame. Not thread-safe; one per environment."""
+
+    def __init__(self, scene: Scene, config: SimulatorConfig = SimulatorConfig()):
+        self.scene = scene
+        self.config = config
+        self.bicycle = KinematicBicycle(wheel_base=config.vehicle.wheel_base)
+        self.tracker = BatchLQRTracker(wheel_base=config.vehicle.wheel_base)
+        self._plans = [SignalPlan.from_dict(p) for p in scene.metadata.get("signal_plans", [])]
+        self._signal_offset = float(scene.metadata.get("signal_time_offset_s", 0.0))
+        self.reset()
+
+    # --- state ---------------------------------------------------------------------------------
+
+    def reset(self) -> None:
+        scene = self.scene
+        self.step_index = scene.current_index
+        self.ego = scene.initial_ego_state.copy()
+        self.ego_log = [s.copy() for s in scene.ego_log[: scene.current_index + 1]]
+        self._reference = None
+        self._reference_step = 0
+        now = scene.agents.at(self.step_index)
+        self._current = AgentSlice(
+            x=now.x.copy(), y=now.y.copy(), heading=now.heading.copy(), vx=now.vx.copy(), vy=now.vy.copy(),
+            valid=now.valid.copy(), length=now.length, width=now.width, height=now.height,
+            agent_type=now.agent_type, track_ids=now.track_ids,
+        )
+        self._setup_traffic()
+        route_line = scene.map.route_polyline(scene.route)
+        self.route = RouteProgress(route_line)
+        self.route.reset(self.ego[:2])
+        self.red_lights = RedLightMonitor(scene.map, scene.light_ids)
+        self.events: list[StepEvents] = []
+
+    def _setup_traffic(self) -> None:
+        scene, now = self.scene, self._current
+        self.idm: IDMTraffic | None = None
+        self._idm_index = np.zeros(0, dtype=np.int64)
+        if self.config.traffic != "reactive":
+            return
+        movable = (now.agent_type == AgentType.VEHICLE) | (now.agent_type == AgentType.BICYCLE)
+        idx = np.flatnonzero(now.valid & movable)
+        if idx.size == 0:
+            return
+        chains, s, lateral = attach_to_lanes(scene.map, scene.agents, self.step_index, idx)
+        logged = np.where(scene.agents.valid[:, idx], np.hypot(scene.agents.vx[:, idx], scene.agents.vy[:, idx]), 0.0)
+        logged_top = logged.max(axis=0)
+        # Parked vehicles (never moving, beside the lane) stay where the log has them.
+        keep = (logged_top > 0.3) | (np.abs(lateral) < 1.5)
+        idx, s, lateral, logged_top = idx[keep], s[keep], lateral[keep], logged_top[keep]
+        chains = [c for c, k in zip(chains, keep) if k]
+        if idx.size == 0:
+            return
+        speed = now.speed[idx]
+        limits = np.array([scene.map.lane(c[0]).speed_limit for c in chains])
+        cyclist = now.agent_type[idx] == AgentType.BICYCLE
+        desired = np.where(cyclist, np.maximum(logged_top, 4.0), np.maximum(logged_top, 0.9 * limits))
+        self.idm = IDMTraffic(scene.map, AgentPaths.build(scene.map, chains, lateral), s=s, v=speed,
+                              desired_speed=desired, length=now.length[idx], width=now.width[idx],
+                              light_ids=scene.light_ids)
+        self._idm_index = idx
+
+    @property
+    def time_s(self) -> float:
+        return (self.step_index - self.scene.current_index) * STEP_S
+
+    def light_status(self, step: int | None = None) -> np.ndarray:
+        """(L,) light states at a log step: the log while it lasts, then the signal plans, else the last state."""
+        step = self.step_index if step is None else step
+        scene = self.scene
+        if step < scene.num_steps or not scene.light_ids:
+            return scene.light_status[min(step, scene.num_steps - 1)]
+        if self._plans:
+            _, table = _plans_status(self._plans, self._signal_offset + step * STEP_S)
+            return table
+        return scene.light_status[-1]
+
+    def agents(self) -> AgentSlice:
+        """All tracks of the scene at the current step (IDM-driven ones at their simulated poses)."""
+        return self._current
+
+    # --- stepping ------------------------------------------------------------------------------
+
+    def plan(self, local_poses: np.ndarray, interval: float) -> None:
+        """Set a trajectory (N, 3) in the current ego frame for the LQR tracker to follow."""
+        self._reference = interpolate_trajectory_states(self.ego, local_poses, interval)[0]
+        self._profiles = self.tracker.profiles(self._reference[None])
+        self._reference_step = 0
+
+    def step(self, control: np.ndarray | None = None) -> StepEvents:
+        """Advance 0.1 s. `control` = (acceleration, steering rate) overrides the tracked plan."""
+        if control is None:
+            if self._reference is None:
+                raise RuntimeError("BuiltinSimulator.step: call plan() first or pass a control")
+            i = min(self._reference_step, self._reference.shape[0] - 2)
+            control = self.tracker.command(i, self.ego[None], self._profiles)[0]
+            self._reference_step += 1
+        previous = self.ego
+        self.ego = self.bicycle.propagate(self.ego[None], np.asarray(control, dtype=np.float64)[None], STEP_S)[0]
+        self.step_index += 1
+        self._step_traffic(previous)
+        self.ego_log.append(self.ego.copy())
+        events = StepEvents(time_s=self.time_s)
+        if self.config.detect_events:
+            self._detect(previous, events)
+        self.events.append(events)
+        return events
+
+    def _step_traffic(self, previous_ego: np.ndarray) -> None:
+        replay = log_replay(self.scene.agents, self.step_index)
+        now = self._current
+        for name in ("x", "y", "heading", "vx", "vy", "valid"):
+            getattr(now, name)[:] = getattr(replay, name)
+        if self.idm is None:
+            return
+        # IDM agents must not run into the ego or the replayed objects (pedestrians, statics).
+        others = np.ones(len(now.x), dtype=bool)
+        others[self._idm_index] = False
+        others &= now.valid
+        centre = ego_center(previous_ego, self.config.vehicle)
+        obstacles = Obstacles(
+            x=np.append(now.x[others], centre[0]), y=np.append(now.y[others], centre[1]),
+            heading=np.append(now.heading[others], previous_ego[2]), speed=np.append(now.speed[others], previous_ego[3]),
+            length=np.append(now.length[others], self.config.vehicle.length),
+            width=np.append(now.width[others], self.config.vehicle.width),
+        )
+        self.idm.step(STEP_S, obstacles, self.light_status(self.step_index - 1))
+        x, y, h = self.idm.poses()
+        vx, vy = self.idm.velocities()
+        k = self._idm_index
+        now.x[k], now.y[k], now.heading[k], now.vx[k], now.vy[k] = x, y, h, vx, vy
+        now.valid[k] = self.idm.active
+
+    def _detect(self, previous: np.ndarray, events: StepEvents) -> None:
+        vehicle = self.config.vehicle
+        now = self._current
+        for j in ego_collisions(self.ego, now, vehicle):
+            events.collisions.append(Collision(now.track_ids[j], agent_type_name(now.agent_type[j]), float(self.ego[3])))
+        events.offroad = is_offroad(self.ego, self.scene.map, vehicle)
+        events.red_lights = self.red_lights.update(previous, self.ego, self.light_status(), vehicle)
+        events.route_progress_m = self.route.update(ego_center(self.ego, vehicle))
+        events.route_fraction = float(events.route_progress_m / max(self.route.length - self.route.s[self.route.start_index], 1e-9))
+
+
+def _plans_status(plans: list[SignalPlan], time_s: float) -> tuple[list[str], np.ndarray]:
+    ids = [lid for p in plans for lid in p.light_ids]
+    return ids, np.concatenate([p.status_at(time_s)[0] for p in plans]).astype(np.int8)
+
+
+__all__ = ["BuiltinSimulator", "SimulatorConfig", "TRAFFIC_MODES", "TrafficLightStatus"]

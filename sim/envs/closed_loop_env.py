@@ -1,0 +1,164 @@
+"""`w0sim/ClosedLoop-v0`: the ego drives its route among reactive or replayed traffic, stepping at 10 Hz."""
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+from scenarios.scene import Scene
+from sim.agent_input import HISTORY_STRIDE, NUM_HISTORY_FRAMES, AgentInput, build_agent_input
+from sim.envs.backends.builtin import BuiltinSimulator, SimulatorConfig
+from sim.envs.frames import FrameRenderer
+from sim.envs.observation import check_action, control_space, observation_space, to_observation, trajectory_space
+from sim.envs.scene_source import SceneSource
+from sim.geometry import local_to_global
+from sim.render.camera import CameraConfig
+from sim.state import TrajectorySampling
+
+CONTROL_MODES = ("trajectory", "direct")
+STEPS_PER_PLAN = 5  # a trajectory is followed for 0.5 s (2 Hz planning, 10 Hz physics)
+
+
+class ClosedLoopEnv(gym.Env):
+    """Closed-loop driving of a scene's route.
+
+    control="trajectory": the action is a (num_poses, 3) trajectory in the current ego frame,
+    tracked by LQR for 0.5 s (5 physics steps). control="direct": the action is (acceleration,
+    steering rate), applied for one 0.1 s step.
+
+    The episode terminates when the route is completed (within `goal_tolerance_m` of its end),
+    on a collision if `terminate_on_collision`, or on a non-finite action (`failure_reason` in
+    info); it is truncated at `max_time_s` (default: time to drive the route at 3 m/s, + 60 s for
+    red lights and queues).
+    Reward: metres of route progress in the step. info carries the step's `events` (one dict per
+    physics step: collisions with track id and type, off-road, red lights crossed, route progress),
+    `route_fraction` and running counts.
+    """
+
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 10}
+
+    def __init__(self, scenes=None, families=None, generator_config=None, traffic: str = "reactive",
+                 control: str = "trajectory", terminate_on_collision: bool = False, max_time_s: float | None = None,
+                 goal_tolerance_m: float = 3.0, camera: CameraConfig | None = None, cameras: bool = True,
+                 num_history_frames: int = NUM_HISTORY_FRAMES, trajectory_sampling: TrajectorySampling = TrajectorySampling(),
+                 render_mode: str | None = None):
+        if control not in CONTROL_MODES:
+            raise ValueError(f"control must be one of {CONTROL_MODES}, got {control!r}")
+        if render_mode not in (None, "rgb_array"):
+            raise ValueError(f"render_mode must be None or 'rgb_array', got {render_mode!r}")
+        kwargs = {} if families is None else {"families": families}
+        self.source = SceneSource(scenes, generator_config=generator_config, **kwargs)
+        self.sim_config = SimulatorConfig(traffic=traffic)
+        self.control = control
+        self.terminate_on_collision = terminate_on_collision
+        self.max_time_s = max_time_s
+        self.goal_tolerance_m = goal_tolerance_m
+        self.camera = camera or CameraConfig()
+        self.with_cameras = cameras
+        self.num_history_frames = num_history_frames
+        self.sampling = trajectory_sampling
+        self.render_mode = render_mode
+        self.observation_space = observation_space(num_history_frames, (self.camera.height, self.camera.width) if cameras else None)
+        self.action_space = trajectory_space(trajectory_sampling) if control == "trajectory" else control_space()
+        self.sim: BuiltinSimulator | None = None
+
+    # --- gymnasium API -----------------------------------------------------------------------------
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        super().reset(seed=seed)
+        scene = self.source.get(self.np_random, options)
+        self.scene: Scene = scene
+        self.sim = BuiltinSimulator(scene, self.sim_config)
+        self.frames = FrameRenderer(scene.map, self.camera)
+        self._camera_cache: OrderedDict[int, np.ndarray] = OrderedDict()
+        self._planned: np.ndarray | None = None
+        self._counts = {"collisions": 0, "offroad_steps": 0, "red_lights": 0}
+        route_left = self.sim.route.remaining_m
+        self._time_limit = self.max_time_s if self.max_time_s is not None else route_left / 3.0 + 60.0
+        self._done = False
+        self.agent_input = self._agent_input()
+        info = {"token": scene.token, "family": scene.family, "agent_input": self.agent_input,
+                "route_length_m": route_left}
+        return to_observation(self.agent_input, self.with_cameras), info
+
+    def step(self, action):
+        if self.sim is None:
+            raise RuntimeError("ClosedLoopEnv.step called before reset")
+        if self._done:
+            raise RuntimeError("ClosedLoopEnv.step called after the episode ended; call reset")
+        shape = (self.sampling.num_poses, 3) if self.control == "trajectory" else (2,)
+        array, failure = check_action(action, shape, f"ClosedLoop-v0 {self.control} action")
+        info: dict[str, Any] = {"token": self.scene.token, "events": []}
+        if failure is not None:
+            self._done = True
+            info.update(failure_reason=failure, **self._progress_info())
+            return to_observation(self.agent_input, self.with_cameras), 0.0, True, False, info
+
+        before = self.sim.route.s[self.sim.route.index]
+        if self.control == "trajectory":
+            self.sim.plan(array, self.sampling.interval)
+            self._planned = local_to_global(array, self.sim.ego[:3])
+            steps = [None] * STEPS_PER_PLAN
+        else:
+            steps = [array]
+        collided = False
+        for control in steps:
+            events = self.sim.step(control)
+            info["events"].append(events.as_dict())
+            collided |= bool(events.collisions)
+            self._counts["collisions"] += len(events.collisions)
+            self._counts["offroad_steps"] += int(events.offroad)
+            self._counts["red_lights"] += len(events.red_lights)
+            if self._goal_reached() or (collided and self.terminate_on_collision):
+                break
+        reward = float(self.sim.route.s[self.sim.route.index] - before)
+        terminated = self._goal_reached() or (collided and self.terminate_on_collision)
+        truncated = not terminated and self.sim.time_s >= self._time_limit - 1e-9
+        self._done = terminated or truncated
+        self.agent_input = self._agent_input()
+        info.update(self._progress_info(), route_completed=self._goal_reached())
+        return to_observation(self.agent_input, self.with_cameras), reward, terminated, truncated, info
+
+    def render(self):
+        if self.render_mode != "rgb_array" or self.sim is None:
+            return None
+        sim = self.sim
+        return self.frames.composite(sim.ego, sim.agents(), dict(zip(self.scene.light_ids, sim.light_status().tolist())),
+                                     self.scene.route, planned=self._planned, executed=np.array(sim.ego_log[self.scene.current_index:]))
+
+    # --- helpers ---------------------------------------------------------------------------------
+
+    def _goal_reached(self) -> bool:
+        return self.sim.route.remaining_m <= self.goal_tolerance_m
+
+    def _progress_info(self) -> dict[str, Any]:
+        route = self.sim.route
+        done_m = float(route.s[route.index] - route.s[route.start_index])
+        total = float(route.length - route.s[route.start_index])
+        return {"time_s": self.sim.time_s, "route_progress_m": done_m, "route_fraction": done_m / max(total, 1e-9),
+                **self._counts}
+
+    def _agent_input(self) -> AgentInput:
+        sim = self.sim
+        now = sim.step_index
+        steps = np.maximum(now - HISTORY_STRIDE * np.arange(self.num_history_frames - 1, -1, -1), 0)
+        history = np.array(sim.ego_log)[steps]
+        cameras = np.stack([self._camera(int(k)) for k in steps]) if self.with_cameras else None
+        command = int(self.scene.driving_command[min(now, self.scene.num_steps - 1)])
+        return build_agent_input(history, command, self.scene.command_text, cameras)
+
+    def _camera(self, step: int) -> np.ndarray:
+        """Camera frame at a log step: the recorded log before the episode, the simulation after."""
+        if step not in self._camera_cache:
+            if step <= self.scene.current_index:
+                image = self.frames.log_camera(self.scene, step)
+            elif step == self.sim.step_index:
+                image = self.frames.camera(self.sim.ego, self.sim.agents(), dict(zip(self.scene.light_ids, self.sim.light_status().tolist())))
+            else:
+                raise RuntimeError(f"camera frame of step {step} was not rendered when it was current")
+            self._camera_cache[step] = image
+            while len(self._camera_cache) > (self.num_history_frames - 1) * HISTORY_STRIDE + 1:
+                self._camera_cache.popitem(last=False)
+        return self._camera_cache[step]
