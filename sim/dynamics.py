@@ -19,6 +19,7 @@ __all__ = [
     "interpolate_trajectory_states",
     "interpolate_global_poses",
     "track_trajectories",
+    "TrackedEgo",
 ]
 
 _S = StateIndex
@@ -615,3 +616,51 @@ def track_trajectories(
     """Planned local poses (N, 3) / (B, N, 3) -> simulated states (B, num_samples, 11) (sample + track)."""
     reference = interpolate_trajectory_states(initial_state, local_poses, interval, num_samples, dt, t0_us)
     return simulate(initial_state, reference, tracker=tracker, model=model, dt=dt)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# closed loop: one ego stepped 0.1 s at a time
+
+
+class TrackedEgo:
+    """One ego state advanced step by step, tracking its latest plan (the closed-loop form of `simulate`).
+
+    Inputs are checked once per plan; a step is then the same ~60 small numpy calls as one iteration
+    of `simulate`, on the (11, 1) row layout the tracker and model share.
+    """
+
+    def __init__(self, state, tracker: BatchLQRTracker | None = None, model: KinematicBicycle | None = None,
+                 dt: float = 0.1):
+        self.tracker = BatchLQRTracker() if tracker is None else tracker
+        self.model = KinematicBicycle() if model is None else model
+        self._constants = self.model._constants(_positive(dt, "dt"))
+        self._rows = _array(state, "state", (1,), last=STATE_SIZE).reshape(STATE_SIZE, 1).copy()
+        self._profiles: TrackingProfiles | None = None
+        self._index = 0
+
+    @property
+    def state(self) -> np.ndarray:
+        """The current (11,) state (a copy)."""
+        return self._rows[:, 0].copy()
+
+    def plan(self, reference) -> None:
+        """Follow reference states (N, >=3) from now on; index 0 is the current time."""
+        self._profiles = self.tracker.profiles(_array(reference, "reference", (2,), min_last=3)[None])
+        self._index = 0
+
+    def step(self, control=None) -> np.ndarray:
+        """Advance dt with `control` (acceleration, steering rate), or with the tracker's command; returns the state."""
+        if control is None:
+            if self._profiles is None:
+                raise RuntimeError("TrackedEgo.step: call plan() first or pass a control")
+            i = min(self._index, self._profiles.num_steps - 1)
+            accel, steer_rate = self.tracker._command(i, self._rows, self._profiles)
+            self._index += 1
+        else:
+            control = _array(control, "control", (1,), last=2)
+            accel, steer_rate = control[:1], control[1:]
+        out = np.zeros_like(self._rows)
+        self.model._step(self._rows, accel, steer_rate, self._constants, out)
+        self._rows = out
+        return out[:, 0]
+

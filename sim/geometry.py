@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import math
+
 import numpy as np
 import shapely
 
@@ -54,6 +56,7 @@ def points_to_local(points: np.ndarray, origin: np.ndarray) -> np.ndarray:
 
 # Corner order of nuPlan's BBCoordsIndex / OrientedBox.all_corners: FL, RL, RR, FR.
 _CORNER_SIGNS = np.array([[1.0, 1.0], [-1.0, 1.0], [-1.0, -1.0], [1.0, -1.0]])
+_CORNER_SIGNS_LIST = _CORNER_SIGNS.tolist()
 
 
 def box_corners(x, y, heading, length, width) -> np.ndarray:
@@ -100,10 +103,21 @@ PACIFICA = VehicleParameters()
 
 def ego_corners(states: np.ndarray, vehicle: VehicleParameters = PACIFICA) -> np.ndarray:
     """Ego footprint corners (..., 4, 2) from rear-axle poses/states (..., >=3), FL, RL, RR, FR."""
+    states = np.asarray(states, dtype=np.float64)
+    if states.ndim == 1:
+        return _one_ego_corners(float(states[0]), float(states[1]), float(states[2]), vehicle)
     x, y, h = states[..., 0], states[..., 1], states[..., 2]
     cx = x + vehicle.rear_axle_to_center * np.cos(h)
     cy = y + vehicle.rear_axle_to_center * np.sin(h)
     return box_corners(cx, cy, h, vehicle.length, vehicle.width)
+
+
+def _one_ego_corners(x: float, y: float, h: float, vehicle: VehicleParameters) -> np.ndarray:
+    """`ego_corners` of a single pose with float math: a closed-loop step calls this every 0.1 s."""
+    c, s = math.cos(h), math.sin(h)
+    cx, cy = x + vehicle.rear_axle_to_center * c, y + vehicle.rear_axle_to_center * s
+    hl, hw = 0.5 * vehicle.length, 0.5 * vehicle.width
+    return np.array([[cx + sl * hl * c - sw * hw * s, cy + sl * hl * s + sw * hw * c] for sl, sw in _CORNER_SIGNS_LIST])
 
 
 def ego_center(states: np.ndarray, vehicle: VehicleParameters = PACIFICA) -> np.ndarray:

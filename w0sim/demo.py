@@ -23,7 +23,7 @@ class RouteFollower:
     def __init__(self, env: ClosedLoopEnv, sampling: TrajectorySampling = TrajectorySampling()):
         self.env = env
         self.sampling = sampling
-        self.params = IDMParameters(corridor_lookahead=40.0, corridor="path")
+        self.params = IDMParameters(corridor_lookahead=40.0)
 
     def plan(self) -> np.ndarray:
         sim, scene = self.env.sim, self.env.scene

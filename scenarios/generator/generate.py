@@ -194,26 +194,23 @@ def generate_scene(family: str, seed: int, config: GeneratorConfig = GeneratorCo
     steps = config.num_steps
     times = (np.arange(warmup + steps)) * STEP_S
     light_ids, light_table = light_status_table(layout.signal_plans, times)
-    traffic = IDMTraffic(road_map, paths, s=pop.start_s.copy(), v=pop.speed.copy(), desired_speed=pop.desired,
-                         length=pop.size[:, 0], width=pop.size[:, 1], light_ids=light_ids)
     walkers = _pedestrians(layout, config, rng)
     parked = _spots_clear_of_crosswalks(layout)
     cones = np.array(_cones(layout, rng), dtype=np.float64).reshape(-1, 3)
+    static_xyh = np.concatenate([parked, cones])
+    static_size = np.array([CAR_SIZE] * len(parked) + [CONE_SIZE] * len(cones), dtype=np.float64).reshape(-1, 3)
+    statics = Obstacles(static_xyh[:, 0], static_xyh[:, 1], static_xyh[:, 2], np.zeros(len(static_xyh)),
+                        static_size[:, 0], static_size[:, 1])
+    traffic = IDMTraffic(road_map, paths, s=pop.start_s.copy(), v=pop.speed.copy(), desired_speed=pop.desired,
+                         length=pop.size[:, 0], width=pop.size[:, 1], light_ids=light_ids, static_obstacles=statics)
 
     n_v, n_p, n_s, n_c = traffic.count, walkers.count, len(parked), len(cones)
     rec = np.zeros((steps, n_v, 5))  # x, y, heading, speed, acceleration
     rec_valid = np.zeros((steps, n_v), dtype=bool)
     rec_walk = np.zeros((steps, n_p, 4))
-    static_xyh = np.concatenate([parked, cones]) if n_s + n_c else np.zeros((0, 3))
-    static_size = np.array([CAR_SIZE] * n_s + [CONE_SIZE] * n_c, dtype=np.float64).reshape(-1, 3)
     for k in range(warmup + steps):
         walk = np.stack(walkers.state())
-        obstacles = Obstacles(
-            x=np.concatenate([walk[0], static_xyh[:, 0]]), y=np.concatenate([walk[1], static_xyh[:, 1]]),
-            heading=np.concatenate([walk[2], static_xyh[:, 2]]), speed=np.concatenate([walk[3], np.zeros(len(static_xyh))]),
-            length=np.concatenate([np.full(n_p, PEDESTRIAN_SIZE[0]), static_size[:, 0]]),
-            width=np.concatenate([np.full(n_p, PEDESTRIAN_SIZE[1]), static_size[:, 1]]),
-        )
+        obstacles = Obstacles(*walk, length=np.full(n_p, PEDESTRIAN_SIZE[0]), width=np.full(n_p, PEDESTRIAN_SIZE[1]))
         acc = traffic.accelerations(obstacles, light_table[k])
         x, y, h = traffic.poses()
         if k >= warmup:

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import shapely
 
-from sim.geometry import PACIFICA, VehicleParameters, box_corners, ego_center, ego_corners
+from sim.geometry import PACIFICA, VehicleParameters, box_corners
 from sim.map import RoadMap
 from sim.state import AgentSlice, AgentType, TrafficLightStatus
 
@@ -42,23 +42,23 @@ class StepEvents:
         }
 
 
-def ego_collisions(state: np.ndarray, agents: AgentSlice, vehicle: VehicleParameters = PACIFICA) -> np.ndarray:
-    """Indices of valid agents whose box overlaps the ego footprint (broad phase by distance)."""
-    centre = ego_center(state, vehicle)
-    reach = 0.5 * np.hypot(agents.length, agents.width) + 0.5 * np.hypot(vehicle.length, vehicle.width)
-    near = agents.valid & (np.hypot(agents.x - centre[0], agents.y - centre[1]) < reach)
+def ego_collisions(corners: np.ndarray, agents: AgentSlice) -> np.ndarray:
+    """Indices of valid agents whose box overlaps the ego footprint `corners` (4, 2) (broad phase by distance)."""
+    centre = 0.5 * (corners[0] + corners[2])  # front-left and rear-right are opposite corners
+    ego_reach = float(np.hypot(*(corners[0] - centre)))
+    reach = 0.5 * np.hypot(agents.length, agents.width) + ego_reach
+    near = agents.valid & ((agents.x - centre[0]) ** 2 + (agents.y - centre[1]) ** 2 < reach * reach)
     candidates = np.flatnonzero(near)
     if candidates.size == 0:
         return candidates
-    ego = shapely.Polygon(ego_corners(state, vehicle))
     boxes = shapely.polygons(box_corners(agents.x[candidates], agents.y[candidates], agents.heading[candidates],
                                          agents.length[candidates], agents.width[candidates]))
-    return candidates[shapely.intersects(ego, boxes)]
+    return candidates[shapely.intersects(shapely.Polygon(corners), boxes)]
 
 
-def is_offroad(state: np.ndarray, road_map: RoadMap, vehicle: VehicleParameters = PACIFICA) -> bool:
-    """True when a corner of the ego footprint is outside the drivable area."""
-    return not bool(road_map.is_drivable(ego_corners(state, vehicle)).all())
+def is_offroad(corners: np.ndarray, road_map: RoadMap) -> bool:
+    """True when a corner of the ego footprint `corners` (4, 2) is outside the drivable area."""
+    return not bool(road_map.is_drivable(corners).all())
 
 
 class RouteProgress:
@@ -71,6 +71,7 @@ class RouteProgress:
         s = np.arange(0.0, self.length + 1e-9, ROUTE_STEP_M)
         self.points = np.stack([np.interp(s, cum, polyline[:, 0]), np.interp(s, cum, polyline[:, 1])], -1)
         self.s = s
+        self._x, self._y = self.points[:, 0].copy(), self.points[:, 1].copy()
         self.window = int(window_m / ROUTE_STEP_M)
         self.index = 0
 
@@ -80,16 +81,14 @@ class RouteProgress:
 
     def update(self, xy: np.ndarray) -> float:
         """Metres of route covered since `reset`; the matched point never moves backwards."""
-        window = self.points[self.index : self.index + self.window]
-        self.index += int(np.argmin(np.einsum("ij,ij->i", window - xy, window - xy)))
+        end = self.index + self.window
+        dx, dy = self._x[self.index : end] - xy[0], self._y[self.index : end] - xy[1]
+        self.index += int(np.argmin(dx * dx + dy * dy))
         return float(self.s[self.index] - self.s[self.start_index])
 
     @property
     def remaining_m(self) -> float:
         return float(self.length - self.s[self.index])
-
-    def deviation(self, xy: np.ndarray) -> float:
-        return float(np.linalg.norm(self.points[self.index] - xy))
 
 
 class RedLightMonitor:
@@ -111,14 +110,15 @@ class RedLightMonitor:
         if self.columns.size == 0:
             return []
         b = current[:2] + vehicle.wheel_base * np.array([np.cos(current[2]), np.sin(current[2])])
-        # Cheap reject: no stop line within reach of this step (the common case).
-        if np.min(np.abs(self.left - b).sum(axis=1)) > 20.0:
+        # Only stop lines within reach of this step can be crossed (usually none).
+        near = np.flatnonzero(np.abs(self.left - b).sum(axis=1) < 20.0)
+        if near.size == 0:
             return []
         a = previous[:2] + vehicle.wheel_base * np.array([np.cos(previous[2]), np.sin(previous[2])])
-        crossed = _segments_intersect(a, b, self.left, self.right) & (self.direction @ (b - a) > 0)
-        red = status[self.columns] == TrafficLightStatus.RED
+        crossed = _segments_intersect(a, b, self.left[near], self.right[near]) & (self.direction[near] @ (b - a) > 0)
+        red = status[self.columns[near]] == TrafficLightStatus.RED
         hits = []
-        for k in np.flatnonzero(crossed & red):
+        for k in near[crossed & red]:
             light = self.light_ids[self.columns[k]]
             if light not in self.reported:
                 self.reported.add(light)

@@ -6,9 +6,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from scenarios.scene import STEP_S, Scene
-from sim.dynamics import BatchLQRTracker, KinematicBicycle, interpolate_trajectory_states
+from sim.dynamics import BatchLQRTracker, KinematicBicycle, TrackedEgo, interpolate_trajectory_states
 from sim.envs.events import RedLightMonitor, RouteProgress, StepEvents, Collision, agent_type_name, ego_collisions, is_offroad
-from sim.geometry import PACIFICA, VehicleParameters, ego_center
+from sim.geometry import PACIFICA, VehicleParameters, ego_corners
 from sim.state import AgentSlice, AgentType, TrafficLightStatus
 from sim.traffic import AgentPaths, IDMTraffic, Obstacles, SignalPlan, attach_to_lanes, log_replay
 
@@ -48,8 +48,8 @@ class BuiltinSimulator:
         self.step_index = scene.current_index
         self.ego = scene.initial_ego_state.copy()
         self.ego_log = [s.copy() for s in scene.ego_log[: scene.current_index + 1]]
-        self._reference = None
-        self._reference_step = 0
+        self._tracked = TrackedEgo(self.ego, self.tracker, self.bicycle, STEP_S)
+        self._planned = False
         now = scene.agents.at(self.step_index)
         self._current = AgentSlice(
             x=now.x.copy(), y=now.y.copy(), heading=now.heading.copy(), vx=now.vx.copy(), vy=now.vy.copy(),
@@ -86,10 +86,23 @@ class BuiltinSimulator:
         limits = np.array([scene.map.lane(c[0]).speed_limit for c in chains])
         cyclist = now.agent_type[idx] == AgentType.BICYCLE
         desired = np.where(cyclist, np.maximum(logged_top, 4.0), np.maximum(logged_top, 0.9 * limits))
+        # Tracks that stand still for the whole log are static obstacles, found on each path once.
+        others = np.setdiff1d(np.arange(len(now.x)), idx)
+        agents = scene.agents
+        still = agents.valid[:, others].all(axis=0) & (np.hypot(agents.vx[:, others], agents.vy[:, others]).max(axis=0) < 0.05)
+        statics = others[still]
+        static_obstacles = Obstacles(now.x[statics], now.y[statics], now.heading[statics], np.zeros(statics.size),
+                                     now.length[statics], now.width[statics])
         self.idm = IDMTraffic(scene.map, AgentPaths.build(scene.map, chains, lateral), s=s, v=speed,
                               desired_speed=desired, length=now.length[idx], width=now.width[idx],
-                              light_ids=scene.light_ids)
+                              light_ids=scene.light_ids, static_obstacles=static_obstacles)
         self._idm_index = idx
+        # Obstacle buffers for the IDM agents: the moving other tracks, then the ego (filled each step).
+        self._others = others[~still]
+        size = len(self._others) + 1
+        self._obstacles = Obstacles(np.zeros(size), np.zeros(size), np.zeros(size), np.zeros(size),
+                                    np.append(now.length[self._others], self.config.vehicle.length),
+                                    np.append(now.width[self._others], self.config.vehicle.width))
 
     @property
     def time_s(self) -> float:
@@ -114,23 +127,18 @@ class BuiltinSimulator:
 
     def plan(self, local_poses: np.ndarray, interval: float) -> None:
         """Set a trajectory (N, 3) in the current ego frame for the LQR tracker to follow."""
-        self._reference = interpolate_trajectory_states(self.ego, local_poses, interval)[0]
-        self._profiles = self.tracker.profiles(self._reference[None])
-        self._reference_step = 0
+        self._tracked.plan(interpolate_trajectory_states(self.ego, local_poses, interval)[0])
+        self._planned = True
 
     def step(self, control: np.ndarray | None = None) -> StepEvents:
         """Advance 0.1 s. `control` = (acceleration, steering rate) overrides the tracked plan."""
-        if control is None:
-            if self._reference is None:
-                raise RuntimeError("BuiltinSimulator.step: call plan() first or pass a control")
-            i = min(self._reference_step, self._reference.shape[0] - 2)
-            control = self.tracker.command(i, self.ego[None], self._profiles)[0]
-            self._reference_step += 1
+        if control is None and not self._planned:
+            raise RuntimeError("BuiltinSimulator.step: call plan() first or pass a control")
         previous = self.ego
-        self.ego = self.bicycle.propagate(self.ego[None], np.asarray(control, dtype=np.float64)[None], STEP_S)[0]
+        self.ego = self._tracked.step(control).copy()
         self.step_index += 1
         self._step_traffic(previous)
-        self.ego_log.append(self.ego.copy())
+        self.ego_log.append(self.ego)
         events = StepEvents(time_s=self.time_s)
         if self.config.detect_events:
             self._detect(previous, events)
@@ -144,18 +152,18 @@ class BuiltinSimulator:
             getattr(now, name)[:] = getattr(replay, name)
         if self.idm is None:
             return
-        # IDM agents must not run into the ego or the replayed objects (pedestrians, statics).
-        others = np.ones(len(now.x), dtype=bool)
-        others[self._idm_index] = False
-        others &= now.valid
-        centre = ego_center(previous_ego, self.config.vehicle)
-        obstacles = Obstacles(
-            x=np.append(now.x[others], centre[0]), y=np.append(now.y[others], centre[1]),
-            heading=np.append(now.heading[others], previous_ego[2]), speed=np.append(now.speed[others], previous_ego[3]),
-            length=np.append(now.length[others], self.config.vehicle.length),
-            width=np.append(now.width[others], self.config.vehicle.width),
-        )
-        self.idm.step(STEP_S, obstacles, self.light_status(self.step_index - 1))
+        # IDM agents must not run into the ego or the replayed objects (pedestrians, statics);
+        # absent objects are parked far away so the buffers keep their size.
+        obs, k = self._obstacles, self._others
+        far = ~now.valid[k]
+        obs.x[:-1] = np.where(far, 1e9, now.x[k])
+        obs.y[:-1] = np.where(far, 1e9, now.y[k])
+        obs.heading[:-1], obs.speed[:-1] = now.heading[k], np.hypot(now.vx[k], now.vy[k])
+        c, s = np.cos(previous_ego[2]), np.sin(previous_ego[2])
+        offset = self.config.vehicle.rear_axle_to_center
+        obs.x[-1], obs.y[-1] = previous_ego[0] + offset * c, previous_ego[1] + offset * s
+        obs.heading[-1], obs.speed[-1] = previous_ego[2], previous_ego[3]
+        self.idm.step(STEP_S, obs, self.light_status(self.step_index - 1))
         x, y, h = self.idm.poses()
         vx, vy = self.idm.velocities()
         k = self._idm_index
@@ -165,11 +173,12 @@ class BuiltinSimulator:
     def _detect(self, previous: np.ndarray, events: StepEvents) -> None:
         vehicle = self.config.vehicle
         now = self._current
-        for j in ego_collisions(self.ego, now, vehicle):
+        corners = ego_corners(self.ego, vehicle)
+        for j in ego_collisions(corners, now):
             events.collisions.append(Collision(now.track_ids[j], agent_type_name(now.agent_type[j]), float(self.ego[3])))
-        events.offroad = is_offroad(self.ego, self.scene.map, vehicle)
+        events.offroad = is_offroad(corners, self.scene.map)
         events.red_lights = self.red_lights.update(previous, self.ego, self.light_status(), vehicle)
-        events.route_progress_m = self.route.update(ego_center(self.ego, vehicle))
+        events.route_progress_m = self.route.update(0.5 * (corners[0] + corners[2]))
         events.route_fraction = float(events.route_progress_m / max(self.route.length - self.route.s[self.route.start_index], 1e-9))
 
 

@@ -1,0 +1,37 @@
+"""Geometry helpers: frames, angle wrapping and footprints against hand-computed values."""
+import numpy as np
+import pytest
+
+from sim.geometry import PACIFICA, box_corners, ego_center, ego_corners, global_to_local, local_to_global, principal_value
+
+
+def test_principal_value_wraps_to_half_open_interval():
+    assert principal_value(np.pi) == pytest.approx(-np.pi)
+    assert principal_value(-np.pi) == pytest.approx(-np.pi)
+    assert principal_value(3 * np.pi / 2) == pytest.approx(-np.pi / 2)
+
+
+def test_local_global_round_trip():
+    rng = np.random.default_rng(0)
+    origin = np.array([10.0, -4.0, 2.5])
+    local = rng.normal(size=(20, 3))
+    local[:, 2] = principal_value(local[:, 2])
+    np.testing.assert_allclose(global_to_local(local_to_global(local, origin), origin), local, atol=1e-12)
+    np.testing.assert_allclose(local_to_global(np.array([[1.0, 0.0, 0.0]]), np.array([0.0, 0.0, np.pi / 2]))[0],
+                               [0.0, 1.0, np.pi / 2], atol=1e-12)
+
+
+def test_pacifica_footprint_and_corner_order():
+    corners = ego_corners(np.array([0.0, 0.0, 0.0]))
+    # FL, RL, RR, FR around the box centre 1.461 m ahead of the rear axle.
+    np.testing.assert_allclose(corners, [[4.049, 1.1485], [-1.127, 1.1485], [-1.127, -1.1485], [4.049, -1.1485]], atol=1e-12)
+    np.testing.assert_allclose(ego_center(np.array([0.0, 0.0, 0.0])), [PACIFICA.rear_axle_to_center, 0.0])
+
+
+def test_single_and_batched_ego_corners_agree():
+    rng = np.random.default_rng(1)
+    states = rng.normal(size=(7, 11)) * [50, 50, 3, 1, 1, 1, 1, 1, 1, 1, 1]
+    batched = ego_corners(states)
+    for state, expected in zip(states, batched):
+        np.testing.assert_allclose(ego_corners(state), expected, atol=1e-12)
+    np.testing.assert_allclose(box_corners(1.0, 2.0, 0.0, 4.0, 2.0), [[3, 3], [-1, 3], [-1, 1], [3, 1]])
