@@ -197,6 +197,8 @@ def load_scene(path: str | Path) -> Scene:
     path = Path(path)
     if not path.is_file():
         raise SceneFormatError(f"{path}: no such scene file")
+    if not zipfile.is_zipfile(path):
+        raise SceneFormatError(f"{path}: not a w0sim scene file (not a zip of .npy arrays; truncated or another format)")
     try:
         with np.load(path, allow_pickle=False) as data:
             arrays = {name: data[name] for name in data.files}

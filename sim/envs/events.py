@@ -22,7 +22,7 @@ class Collision:
 
 @dataclass
 class StepEvents:
-    """What happened during one 10 Hz step."""
+    """What happened during one 10 Hz step. `collisions` lists contacts that began in this step."""
 
     time_s: float
     collisions: list[Collision] = field(default_factory=list)
@@ -84,7 +84,14 @@ class RouteProgress:
         end = self.index + self.window
         dx, dy = self._x[self.index : end] - xy[0], self._y[self.index : end] - xy[1]
         self.index += int(np.argmin(dx * dx + dy * dy))
-        return float(self.s[self.index] - self.s[self.start_index])
+        return self.progress_m(xy)
+
+    def progress_m(self, xy: np.ndarray) -> float:
+        """Metres covered: the matched route point plus the projection onto the segment after it."""
+        i = min(self.index, len(self.s) - 2)
+        seg_x, seg_y = self._x[i + 1] - self._x[i], self._y[i + 1] - self._y[i]
+        along = ((xy[0] - self._x[i]) * seg_x + (xy[1] - self._y[i]) * seg_y) / max(seg_x * seg_x + seg_y * seg_y, 1e-12)
+        return float(self.s[i] + min(max(along, 0.0), 1.0) * (self.s[i + 1] - self.s[i]) - self.s[self.start_index])
 
     @property
     def remaining_m(self) -> float:
@@ -92,37 +99,55 @@ class RouteProgress:
 
 
 class RedLightMonitor:
-    """Detects the ego's front axle crossing the entry line of a lane whose light is red."""
+    """Detects the ego entering a lane whose light was red when its front axle crossed the stop line.
 
-    def __init__(self, road_map: RoadMap, light_ids: list[str]):
+    Lanes of a junction approach (straight, left, right) share one stop line, so a crossing only
+    names candidates; the lane the ego actually takes is decided once it is `decide_after_m` past
+    the line, by its distance to each candidate's centerline.
+    """
+
+    def __init__(self, road_map: RoadMap, light_ids: list[str], decide_after_m: float = 6.0):
         column = {lid: i for i, lid in enumerate(light_ids)}
         entries = [(lane, column[lane.traffic_light]) for lane in road_map.lanes if lane.traffic_light in column]
         self.light_ids = light_ids
         self.columns = np.array([c for _, c in entries], dtype=np.int64)
+        self.centerlines = [shapely.LineString(lane.centerline) for lane, _ in entries]
         self.left = np.array([lane.left_boundary[0] for lane, _ in entries]).reshape(-1, 2)
         self.right = np.array([lane.right_boundary[0] for lane, _ in entries]).reshape(-1, 2)
         d = np.array([lane.centerline[1] - lane.centerline[0] for lane, _ in entries]).reshape(-1, 2)
         self.direction = d / np.maximum(np.linalg.norm(d, axis=1, keepdims=True), 1e-9)
+        self.decide_after_m = decide_after_m
         self.reported: set[str] = set()
+        self._pending: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # (entries, red at crossing, crossing point)
 
     def update(self, previous: np.ndarray, current: np.ndarray, status: np.ndarray, vehicle: VehicleParameters = PACIFICA) -> list[str]:
-        """Ids of red lights whose stop line the ego's front crossed between two states (once per light)."""
+        """Ids of red lights the ego ran, reported once per light, a few metres after the stop line."""
         if self.columns.size == 0:
             return []
         b = current[:2] + vehicle.wheel_base * np.array([np.cos(current[2]), np.sin(current[2])])
+        hits = self._decide(b)
         # Only stop lines within reach of this step can be crossed (usually none).
         near = np.flatnonzero(np.abs(self.left - b).sum(axis=1) < 20.0)
-        if near.size == 0:
-            return []
-        a = previous[:2] + vehicle.wheel_base * np.array([np.cos(previous[2]), np.sin(previous[2])])
-        crossed = _segments_intersect(a, b, self.left[near], self.right[near]) & (self.direction[near] @ (b - a) > 0)
-        red = status[self.columns[near]] == TrafficLightStatus.RED
-        hits = []
-        for k in near[crossed & red]:
-            light = self.light_ids[self.columns[k]]
-            if light not in self.reported:
+        if near.size:
+            a = previous[:2] + vehicle.wheel_base * np.array([np.cos(previous[2]), np.sin(previous[2])])
+            crossed = near[_segments_intersect(a, b, self.left[near], self.right[near]) & (self.direction[near] @ (b - a) > 0)]
+            if crossed.size:
+                self._pending.append((crossed, status[self.columns[crossed]] == TrafficLightStatus.RED, b))
+        return hits
+
+    def _decide(self, front: np.ndarray) -> list[str]:
+        hits, still_pending = [], []
+        for entries, red, crossing in self._pending:
+            if np.linalg.norm(front - crossing) < self.decide_after_m:
+                still_pending.append((entries, red, crossing))
+                continue
+            point = shapely.Point(front)
+            taken = int(np.argmin([self.centerlines[k].distance(point) for k in entries]))
+            light = self.light_ids[self.columns[entries[taken]]]
+            if red[taken] and light not in self.reported:
                 self.reported.add(light)
                 hits.append(light)
+        self._pending = still_pending
         return hits
 
 

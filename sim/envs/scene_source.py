@@ -54,5 +54,7 @@ class SceneSource:
             return generate_scene(family, int(rng.integers(2**31 - 1)), self.generator_config)
         index = options.get("scene_index")
         index = int(rng.integers(len(self.items))) if index is None else int(index)
-        item = self.items[index % len(self.items)]
+        if not 0 <= index < len(self.items):
+            raise IndexError(f"scene_index {index} is outside 0..{len(self.items) - 1} of this scene list")
+        item = self.items[index]
         return item if isinstance(item, Scene) else load_scene(item)

@@ -139,6 +139,17 @@ class IDMTraffic:
         ni, pi = np.nonzero(near & self.active[:, None])
         if ni.size == 0:
             return no_lead
+        # Predicted positions only count for obstacles now ahead of the agent: a faster car behind
+        # would otherwise be "predicted" in front of it.
+        later = pi >= obstacles.x.size
+        if later.any():
+            _, _, heading = self.poses()
+            m_now = m[pi]
+            ahead = (obstacles.x[m_now] - x[ni]) * np.cos(heading[ni]) + (obstacles.y[m_now] - y[ni]) * np.sin(heading[ni]) > 0
+            keep = ~later | ahead
+            ni, pi = ni[keep], pi[keep]
+            if ni.size == 0:
+                return no_lead
         mi = m[pi]
         k = max(int(self.params.corridor_lookahead / PATH_STEP_M), 2)
         last = self.paths.points.shape[1] - 1

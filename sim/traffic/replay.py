@@ -25,12 +25,18 @@ def constant_velocity(agents: AgentSlice, horizon_steps: int, dt: float) -> Agen
     )
 
 
-def log_replay(tracks: AgentTracks, step: int) -> AgentSlice:
+def log_replay(tracks: AgentTracks, step: int, dt: float = 0.1) -> AgentSlice:
     """The logged agents at `step`; past the end of the log, the last frame extrapolated at constant velocity."""
     last = tracks.num_steps - 1
     if step <= last:
         return tracks.at(step)
-    return constant_velocity(tracks.at(last), step - last, 0.1).at(step - last)
+    final = tracks.at(last)
+    elapsed = (step - last) * dt
+    return AgentSlice(
+        x=final.x + final.vx * elapsed, y=final.y + final.vy * elapsed, heading=final.heading, vx=final.vx,
+        vy=final.vy, valid=final.valid, length=final.length, width=final.width, height=final.height,
+        agent_type=final.agent_type, track_ids=final.track_ids,
+    )
 
 
 def attach_to_lanes(road_map: RoadMap, tracks: AgentTracks, step: int, indices: np.ndarray,

@@ -35,6 +35,10 @@ def test_missing_truncated_and_foreign_files_name_the_file(tmp_path):
     truncated.write_bytes(good.read_bytes()[:1000])
     with pytest.raises(SceneFormatError, match="truncated.npz"):
         load_scene(truncated)
+    text = tmp_path / "notes.npz"
+    text.write_text("not a scene")
+    with pytest.raises(SceneFormatError, match="notes.npz: not a w0sim scene file \\(not a zip"):
+        load_scene(text)
     foreign = tmp_path / "foreign.npz"
     np.savez(foreign, x=np.zeros(3))
     with pytest.raises(SceneFormatError, match="foreign.npz: no header"):

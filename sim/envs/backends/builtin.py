@@ -56,12 +56,14 @@ class BuiltinSimulator:
             valid=now.valid.copy(), length=now.length, width=now.width, height=now.height,
             agent_type=now.agent_type, track_ids=now.track_ids,
         )
+        self._continued_lights = np.zeros((0, len(scene.light_ids)), dtype=np.int8)
         self._setup_traffic()
         route_line = scene.map.route_polyline(scene.route)
         self.route = RouteProgress(route_line)
         self.route.reset(self.ego[:2])
         self.red_lights = RedLightMonitor(scene.map, scene.light_ids)
         self.events: list[StepEvents] = []
+        self._in_contact: set[str] = set()
 
     def _setup_traffic(self) -> None:
         scene, now = self.scene, self._current
@@ -114,10 +116,15 @@ class BuiltinSimulator:
         scene = self.scene
         if step < scene.num_steps or not scene.light_ids:
             return scene.light_status[min(step, scene.num_steps - 1)]
-        if self._plans:
-            _, table = _plans_status(self._plans, self._signal_offset + step * STEP_S)
-            return table
-        return scene.light_status[-1]
+        if not self._plans:
+            return scene.light_status[-1]
+        beyond = step - scene.num_steps
+        if beyond >= len(self._continued_lights):  # extend the plan's table a minute at a time
+            start = scene.num_steps + len(self._continued_lights)
+            times = self._signal_offset + (start + np.arange(600)) * STEP_S
+            table = np.concatenate([plan.status_at(times) for plan in self._plans], axis=1)
+            self._continued_lights = np.concatenate([self._continued_lights, table])
+        return self._continued_lights[beyond]
 
     def agents(self) -> AgentSlice:
         """All tracks of the scene at the current step (IDM-driven ones at their simulated poses)."""
@@ -174,17 +181,16 @@ class BuiltinSimulator:
         vehicle = self.config.vehicle
         now = self._current
         corners = ego_corners(self.ego, vehicle)
-        for j in ego_collisions(corners, now):
-            events.collisions.append(Collision(now.track_ids[j], agent_type_name(now.agent_type[j]), float(self.ego[3])))
+        touching = ego_collisions(corners, now)
+        # A collision is reported when contact begins, not for every step the boxes stay in contact.
+        for j in touching:
+            if now.track_ids[j] not in self._in_contact:
+                events.collisions.append(Collision(now.track_ids[j], agent_type_name(now.agent_type[j]), float(self.ego[3])))
+        self._in_contact = {now.track_ids[j] for j in touching}
         events.offroad = is_offroad(corners, self.scene.map)
         events.red_lights = self.red_lights.update(previous, self.ego, self.light_status(), vehicle)
         events.route_progress_m = self.route.update(0.5 * (corners[0] + corners[2]))
         events.route_fraction = float(events.route_progress_m / max(self.route.length - self.route.s[self.route.start_index], 1e-9))
-
-
-def _plans_status(plans: list[SignalPlan], time_s: float) -> tuple[list[str], np.ndarray]:
-    ids = [lid for p in plans for lid in p.light_ids]
-    return ids, np.concatenate([p.status_at(time_s)[0] for p in plans]).astype(np.int8)
 
 
 __all__ = ["BuiltinSimulator", "SimulatorConfig", "TRAFFIC_MODES", "TrafficLightStatus"]

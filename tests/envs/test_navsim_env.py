@@ -1,0 +1,295 @@
+"""`w0sim/NavsimScene-v0`: API conformance, physics of the tracked trajectory, malformed actions, scene sources."""
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import pytest
+from gymnasium.utils.env_checker import check_env
+
+import sim.envs  # noqa: F401 - registers the ids
+from scenarios.scene import save_scene
+from sim.envs.navsim_env import NavsimSceneEnv
+from sim.envs.observation import InvalidActionError
+from sim.geometry import global_to_local
+from sim.state import StateIndex
+from tests.envs.helpers import fresh_scene, logged_future_trajectory, obs_equal, straight_trajectory
+
+NUM_STATES = 41  # 4 s at 10 Hz, the initial state included
+
+
+@pytest.fixture(scope="module")
+def straight_scene():
+    return fresh_scene("straight", 0)
+
+
+def make_env(scene=None, **kwargs) -> NavsimSceneEnv:
+    kwargs.setdefault("cameras", False)
+    return NavsimSceneEnv(scenes=None if scene is None else [scene], **kwargs)
+
+
+# --- API conformance ------------------------------------------------------------------------------
+
+
+def test_check_env_passes_with_cameras():
+    env = gym.make("w0sim/NavsimScene-v0")
+    assert isinstance(env.unwrapped, NavsimSceneEnv)
+    assert "cameras" in env.observation_space.spaces
+    check_env(env.unwrapped)
+
+
+def test_reset_observation_and_info(straight_scene):
+    env = make_env(straight_scene, cameras=True)
+    obs, info = env.reset(seed=0)
+    assert env.observation_space.contains(obs)
+    assert obs["cameras"].shape == (4, env.camera.height, env.camera.width, 3)
+    assert obs["cameras"].dtype == np.uint8
+    # The current frame is the origin of the ego frame; history lies behind the ego.
+    np.testing.assert_allclose(obs["ego_poses"][-1], 0.0, atol=1e-6)
+    assert (np.diff(obs["ego_poses"][:, 0]) > 0).all()
+    assert obs["driving_command"].sum() == 1
+    assert info["token"] == straight_scene.token
+    assert info["family"] == "straight"
+    np.testing.assert_array_equal(info["agent_input"].ego_state, straight_scene.initial_ego_state)
+
+
+def test_observation_without_cameras_has_no_camera_key(straight_scene):
+    env = make_env(straight_scene)
+    obs, _ = env.reset(seed=0)
+    assert "cameras" not in obs and "cameras" not in env.observation_space.spaces
+    assert env.observation_space.contains(obs)
+
+
+def test_returned_cameras_are_copies(straight_scene):
+    env = make_env(straight_scene, cameras=True)
+    obs, _ = env.reset(seed=0)
+    original = obs["cameras"].copy()
+    obs["cameras"][:] = 0
+    obs2, _, _, _, _ = env.step(straight_trajectory(8.0))
+    np.testing.assert_array_equal(obs2["cameras"], original)
+
+
+# --- physics ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("family", ["straight", "curve", "intersection", "t_junction", "merge"])
+def test_logged_future_is_reproduced(family):
+    scene = fresh_scene(family, 0)
+    env = make_env(scene)
+    env.reset(seed=0)
+    _, reward, terminated, truncated, info = env.step(logged_future_trajectory(scene).astype(np.float32))
+    assert terminated and not truncated and reward == 0.0
+    assert info["valid"] is True and "failure_reason" not in info
+    states = info["simulated_states"]
+    assert states.shape == (NUM_STATES, len(StateIndex))
+    np.testing.assert_array_equal(states[0], scene.initial_ego_state)
+    logged = scene.ego_log[scene.current_index : scene.current_index + NUM_STATES]
+    error = np.hypot(*(states[:, :2] - logged[:, :2]).T)
+    assert error.max() < 1.5, f"simulated ego drifts {error.max():.2f} m from its own log"
+    # The planned trajectory, back in the global frame, is the logged future itself.
+    steps = scene.current_index + 5 * np.arange(1, 9)
+    np.testing.assert_allclose(info["trajectory_global"][:, :2], scene.ego_log[steps, :2], atol=1e-3)
+
+
+def test_straight_10mps_trajectory_ends_near_40m():
+    scene = fresh_scene("curve", 0)
+    ci = scene.current_index
+    scene.ego_log[ci, StateIndex.VELOCITY_X] = 10.0
+    scene.ego_log[ci, StateIndex.VELOCITY_Y :] = 0.0
+    env = make_env(scene)
+    env.reset(seed=0)
+    _, _, _, _, info = env.step(straight_trajectory(10.0))
+    states = info["simulated_states"]
+    end = global_to_local(states[-1, :3], scene.initial_ego_state[:3])
+    assert end[0] == pytest.approx(40.0, abs=1.0)
+    assert abs(end[1]) < 0.3 and abs(end[2]) < 0.05
+    assert states[-1, StateIndex.VELOCITY_X] == pytest.approx(10.0, abs=0.5)
+    # The planned end pose is exactly 40 m ahead.
+    planned_end = global_to_local(info["trajectory_global"][-1], scene.initial_ego_state[:3])
+    np.testing.assert_allclose(planned_end, [40.0, 0.0, 0.0], atol=1e-4)
+    # Progress along the heading is monotone (no reversing).
+    along = global_to_local(states[:, :3], scene.initial_ego_state[:3])[:, 0]
+    assert (np.diff(along) >= -1e-9).all()
+
+
+def test_stop_trajectory_brakes():
+    scene = fresh_scene("straight", 1)
+    env = make_env(scene)
+    env.reset(seed=0)
+    _, _, _, _, info = env.step(np.zeros((8, 3), np.float32))
+    states = info["simulated_states"]
+    assert states[-1, StateIndex.VELOCITY_X] < 0.5 * scene.initial_ego_state[StateIndex.VELOCITY_X]
+
+
+# --- determinism ----------------------------------------------------------------------------------
+
+
+def test_same_seed_same_episode_with_cameras():
+    a, b = NavsimSceneEnv(), NavsimSceneEnv()
+    obs_a, info_a = a.reset(seed=123)
+    obs_b, info_b = b.reset(seed=123)
+    assert info_a["token"] == info_b["token"]
+    assert obs_equal(obs_a, obs_b)
+    action = straight_trajectory(7.0)
+    step_a, step_b = a.step(action), b.step(action)
+    assert obs_equal(step_a[0], step_b[0])
+    assert step_a[1:4] == step_b[1:4]
+    np.testing.assert_array_equal(step_a[4]["simulated_states"], step_b[4]["simulated_states"])
+    np.testing.assert_array_equal(step_a[4]["trajectory_global"], step_b[4]["trajectory_global"])
+
+
+def test_different_seeds_give_different_scenes():
+    env = make_env()
+    tokens = {env.reset(seed=seed)[1]["token"] for seed in range(6)}
+    assert len(tokens) == 6
+
+
+def test_step_is_deterministic_for_the_same_action(straight_scene):
+    env = make_env(straight_scene)
+    action = straight_trajectory(9.0)
+    action[:, 1] = np.linspace(0.0, 1.5, 8)
+    runs = []
+    for _ in range(2):
+        env.reset(seed=5)
+        runs.append(env.step(action)[4]["simulated_states"])
+    np.testing.assert_array_equal(runs[0], runs[1])
+    env.reset(seed=5)
+    other = env.step(straight_trajectory(3.0))[4]["simulated_states"]
+    assert not np.allclose(other, runs[0])
+
+
+# --- malformed actions ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("action", [np.zeros((7, 3)), np.zeros((8, 2)), np.zeros(24), np.zeros((1, 8, 3)), 3.0])
+def test_wrong_shape_raises_naming_expected_shape(straight_scene, action):
+    env = make_env(straight_scene)
+    env.reset(seed=0)
+    with pytest.raises(InvalidActionError, match=r"\(8, 3\)"):
+        env.step(action)
+    # A programming error does not consume the episode: a correct action still works.
+    _, _, terminated, _, info = env.step(straight_trajectory(5.0))
+    assert terminated and info["valid"]
+
+
+@pytest.mark.parametrize("action", ["forward", [["a", "b", "c"]] * 8, {"x": 1}, object()])
+def test_non_numeric_action_raises(straight_scene, action):
+    env = make_env(straight_scene)
+    env.reset(seed=0)
+    with pytest.raises(InvalidActionError, match=r"\(8, 3\)"):
+        env.step(action)
+
+
+def test_invalid_action_error_is_a_value_error():
+    assert issubclass(InvalidActionError, ValueError)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_non_finite_trajectory_fails_the_episode(straight_scene, bad):
+    env = make_env(straight_scene)
+    obs0, _ = env.reset(seed=0)
+    action = straight_trajectory(5.0)
+    action[3, 1] = bad
+    obs, reward, terminated, truncated, info = env.step(action)
+    assert terminated and not truncated and reward == 0.0
+    assert info["valid"] is False
+    assert "non-finite" in info["failure_reason"]
+    assert "simulated_states" not in info and "trajectory_global" not in info
+    assert obs_equal(obs, obs0)
+    with pytest.raises(RuntimeError):
+        env.step(straight_trajectory(5.0))
+
+
+def test_step_after_end_and_before_reset_raise(straight_scene):
+    env = make_env(straight_scene)
+    with pytest.raises(RuntimeError):
+        env.step(straight_trajectory(5.0))
+    env.reset(seed=0)
+    env.step(straight_trajectory(5.0))
+    with pytest.raises(RuntimeError):
+        env.step(straight_trajectory(5.0))
+    env.reset(seed=0)  # a reset starts a new episode
+    assert env.step(straight_trajectory(5.0))[4]["valid"]
+
+
+# --- scene sources -------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def scene_dir(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("scenes")
+    scenes = [fresh_scene("straight", 0), fresh_scene("curve", 1), fresh_scene("merge", 2)]
+    for name, scene in zip(["b.npz", "a.npz", "c.npz"], scenes):
+        save_scene(scene, folder / name)
+    (folder / "notes.txt").write_text("not a scene")
+    # Sorted file order: a (curve 1), b (straight 0), c (merge 2).
+    return folder, [scenes[1].token, scenes[0].token, scenes[2].token]
+
+
+def test_directory_source_with_scene_index(scene_dir):
+    folder, tokens = scene_dir
+    for kind in (folder, str(folder)):
+        env = NavsimSceneEnv(scenes=kind, cameras=False)
+        assert len(env.source) == 3
+        for i, token in enumerate(tokens):
+            _, info = env.reset(seed=0, options={"scene_index": i})
+            assert info["token"] == token
+    env = NavsimSceneEnv(scenes=folder, cameras=False)
+    drawn = {env.reset(seed=seed)[1]["token"] for seed in range(12)}
+    assert drawn <= set(tokens) and len(drawn) > 1
+    for outside in (3, -1):
+        with pytest.raises(IndexError, match=f"scene_index {outside} is outside 0..2"):
+            env.reset(options={"scene_index": outside})
+
+
+def test_list_source_mixes_scenes_and_paths(scene_dir):
+    folder, tokens = scene_dir
+    scene = fresh_scene("intersection", 4)
+    env = NavsimSceneEnv(scenes=[scene, folder / "c.npz", str(folder / "a.npz")], cameras=False)
+    expected = [scene.token, tokens[2], tokens[0]]
+    for i, token in enumerate(expected):
+        _, info = env.reset(options={"scene_index": i})
+        assert info["token"] == token
+    other = fresh_scene("curve", 9)
+    _, info = env.reset(options={"scene": other})
+    assert info["token"] == other.token
+
+
+def test_bad_sources_raise_clear_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        NavsimSceneEnv(scenes=tmp_path / "missing", cameras=False)
+    with pytest.raises(FileNotFoundError, match=r"\*\.npz"):
+        NavsimSceneEnv(scenes=tmp_path, cameras=False)
+    with pytest.raises(ValueError, match="empty"):
+        NavsimSceneEnv(scenes=[], cameras=False)
+    with pytest.raises(ValueError, match="roundabout"):
+        NavsimSceneEnv(families=["roundabout"], cameras=False)
+    with pytest.raises(ValueError):
+        NavsimSceneEnv(render_mode="human")
+
+
+def test_family_filter():
+    env = NavsimSceneEnv(families=["merge"], cameras=False)
+    assert {env.reset(seed=s)[1]["family"] for s in range(4)} == {"merge"}
+
+
+# --- render -----------------------------------------------------------------------------------------
+
+
+def test_render_rgb_array_before_and_after_step(straight_scene):
+    env = make_env(straight_scene, render_mode="rgb_array")
+    assert env.render() is None  # nothing to show before the first reset
+    env.reset(seed=0)
+    before = env.render()
+    assert before.ndim == 3 and before.shape[2] == 3 and before.dtype == np.uint8
+    env.step(straight_trajectory(8.0))
+    after = env.render()
+    assert after.shape == before.shape and after.dtype == np.uint8
+    assert not np.array_equal(before, after), "planned / executed paths are not drawn after the step"
+
+
+def test_render_none_mode_returns_none(straight_scene):
+    env = make_env(straight_scene)
+    env.reset(seed=0)
+    assert env.render() is None
+    env.step(straight_trajectory(8.0))
+    assert env.render() is None
