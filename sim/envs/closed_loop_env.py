@@ -4,15 +4,14 @@ from __future__ import annotations
 from collections import OrderedDict
 from typing import Any
 
-import gymnasium as gym
 import numpy as np
 
 from scenarios.scene import Scene
 from sim.agent_input import HISTORY_STRIDE, NUM_HISTORY_FRAMES, AgentInput, build_agent_input
 from sim.envs.backends.builtin import BuiltinSimulator, SimulatorConfig
 from sim.envs.frames import FrameRenderer
-from sim.envs.observation import check_action, control_space, observation_space, to_observation, trajectory_space
-from sim.envs.scene_source import SceneSource
+from sim.envs.base import SceneEnv
+from sim.envs.observation import check_action, control_space, to_observation, trajectory_space
 from sim.geometry import local_to_global
 from sim.render.camera import CameraConfig
 from sim.state import TrajectorySampling
@@ -21,7 +20,7 @@ CONTROL_MODES = ("trajectory", "direct")
 STEPS_PER_PLAN = 5  # a trajectory is followed for 0.5 s (2 Hz planning, 10 Hz physics)
 
 
-class ClosedLoopEnv(gym.Env):
+class ClosedLoopEnv(SceneEnv):
     """Closed-loop driving of a scene's route.
 
     control="trajectory": the action is a (num_poses, 3) trajectory in the current ego frame,
@@ -46,22 +45,16 @@ class ClosedLoopEnv(gym.Env):
                  render_mode: str | None = None):
         if control not in CONTROL_MODES:
             raise ValueError(f"control must be one of {CONTROL_MODES}, got {control!r}")
-        if render_mode not in (None, "rgb_array"):
-            raise ValueError(f"render_mode must be None or 'rgb_array', got {render_mode!r}")
-        kwargs = {} if families is None else {"families": families}
-        self.source = SceneSource(scenes, generator_config=generator_config, **kwargs)
+        super().__init__(scenes, families, generator_config, camera, cameras, num_history_frames, trajectory_sampling,
+                         render_mode)
         self.sim_config = SimulatorConfig(traffic=traffic)
         self.control = control
         self.terminate_on_collision = terminate_on_collision
         self.max_time_s = max_time_s
         self.goal_tolerance_m = goal_tolerance_m
-        self.camera = camera or CameraConfig()
-        self.with_cameras = cameras
-        self.num_history_frames = num_history_frames
-        self.sampling = trajectory_sampling
-        self.render_mode = render_mode
-        self.observation_space = observation_space(num_history_frames, (self.camera.height, self.camera.width) if cameras else None)
         self.action_space = trajectory_space(trajectory_sampling) if control == "trajectory" else control_space()
+        # One env step is 0.5 s with trajectories, 0.1 s with direct control.
+        self.metadata = {**self.metadata, "render_fps": 2 if control == "trajectory" else 10}
         self.sim: BuiltinSimulator | None = None
 
     # --- gymnasium API -----------------------------------------------------------------------------

@@ -3,21 +3,20 @@ from __future__ import annotations
 
 from typing import Any
 
-import gymnasium as gym
 import numpy as np
 
 from scenarios.scene import Scene
 from sim.agent_input import NUM_HISTORY_FRAMES, AgentInput, build_agent_input, history_indices
 from sim.dynamics import track_trajectories
 from sim.envs.frames import FrameRenderer
-from sim.envs.observation import check_action, observation_space, to_observation, trajectory_space
-from sim.envs.scene_source import SceneSource
+from sim.envs.base import SceneEnv
+from sim.envs.observation import check_action, to_observation, trajectory_space
 from sim.geometry import local_to_global
 from sim.render.camera import CameraConfig
 from sim.state import TrajectorySampling
 
 
-class NavsimSceneEnv(gym.Env):
+class NavsimSceneEnv(SceneEnv):
     """One scene per episode. `reset` returns the agent input of the scene's current frame;
     `step(trajectory)` tracks the (num_poses, 3) trajectory with LQR + kinematic bicycle for 4 s
     against log-replayed traffic and ends the episode.
@@ -33,16 +32,8 @@ class NavsimSceneEnv(gym.Env):
     def __init__(self, scenes=None, families=None, generator_config=None, camera: CameraConfig | None = None,
                  cameras: bool = True, num_history_frames: int = NUM_HISTORY_FRAMES,
                  trajectory_sampling: TrajectorySampling = TrajectorySampling(), render_mode: str | None = None):
-        if render_mode not in (None, "rgb_array"):
-            raise ValueError(f"render_mode must be None or 'rgb_array', got {render_mode!r}")
-        kwargs = {} if families is None else {"families": families}
-        self.source = SceneSource(scenes, generator_config=generator_config, **kwargs)
-        self.camera = camera or CameraConfig()
-        self.with_cameras = cameras
-        self.num_history_frames = num_history_frames
-        self.sampling = trajectory_sampling
-        self.render_mode = render_mode
-        self.observation_space = observation_space(num_history_frames, (self.camera.height, self.camera.width) if cameras else None)
+        super().__init__(scenes, families, generator_config, camera, cameras, num_history_frames, trajectory_sampling,
+                         render_mode)
         self.action_space = trajectory_space(trajectory_sampling)
         self.scene: Scene | None = None
         self.frames: FrameRenderer | None = None
