@@ -7,6 +7,7 @@ import pytest
 from sim.dynamics import (
     BatchLQRTracker,
     KinematicBicycle,
+    TrackedEgo,
     interpolate_global_poses,
     interpolate_states,
     interpolate_trajectory_states,
@@ -363,6 +364,63 @@ def test_local_poses_are_placed_in_the_initial_frame():
     states = interpolate_trajectory_states(start, [[1.0, 0.0, 0.0], [2.0, 1.0, np.pi / 2]], 0.5, num_samples=11)[0]
     np.testing.assert_allclose(states[5, :3], [10.0, 6.0, np.pi / 2], atol=1e-12)
     np.testing.assert_allclose(states[10, :3], [9.0, 7.0, -np.pi], atol=1e-12)
+
+
+def test_tracked_ego_steps_like_command_then_propagate():
+    # TrackedEgo reuses the previous step's tan(steering) and per-plan tables: it must still be the plain
+    # composition of the public command and propagate, with tracked and explicit-control steps mixed.
+    rng = np.random.default_rng(5)
+    refs = _random_references(rng, batch=2)
+    start = _perturbed_states(rng, refs, 0)[1]
+    refs = refs[1:]  # row 0 is the slow one
+    tracker, model = BatchLQRTracker(), KinematicBicycle()
+    ego = TrackedEgo(start, tracker, model)
+    ego.plan(refs[0])
+    prof = tracker.profiles(refs)
+    state, index = start[None], 0
+    for k in range(45):
+        control = rng.normal(0, [2.0, 0.5]) if k % 7 == 3 else None
+        if control is None:  # explicit controls leave the plan's step index where it is
+            command, index = tracker.command(min(index, 39), state, prof), index + 1
+        else:
+            command = control[None]
+        state = model.propagate(state, command, 0.1)
+        np.testing.assert_allclose(ego.step(control), state[0], rtol=0, atol=1e-12)
+    np.testing.assert_array_equal(ego.state, state[0])
+
+
+def test_single_row_profiles_match_the_batched_ones():
+    # B = 1 takes its own matrix-product layout for the coefficient table; both must agree with the batch.
+    refs = _random_references(np.random.default_rng(6), batch=4)
+    tracker = BatchLQRTracker()
+    batched = tracker.profiles(refs)
+    for b in range(len(refs)):
+        single = tracker.profiles(refs[b:b + 1])
+        for name in ("velocity", "curvature", "velocity_ref", "heading_ref", "xy_ref", "normal_ref", "coefficients"):
+            ours, theirs = getattr(single, name), getattr(batched, name)
+            theirs = theirs[b:b + 1] if name in ("velocity", "curvature") else theirs[..., b:b + 1]
+            np.testing.assert_allclose(ours, theirs, rtol=1e-12, atol=1e-12, err_msg=name)
+        assert single.may_stop == tuple(bool(x) for x in batched.slow_ref[:, b])
+
+
+def test_cached_tables_do_not_leak_between_calls():
+    # Sampling indices and tracker tables are cached per shape; results must be fresh arrays every time.
+    start, poses = ego_state(vx=6.0), np.cumsum(np.full((8, 3), [3.0, 0.2, 0.01]), axis=0)
+    first = interpolate_trajectory_states(start, poses, 0.5)
+    expected = first.copy()
+    first[:] = 123.0
+    np.testing.assert_array_equal(interpolate_trajectory_states(start, poses, 0.5), expected)
+    knots = np.zeros((3, 11))
+    knots[:, S.HEADING] = [3.0, -3.0, 3.1]
+    knots[:, S.STEERING_RATE] = 1.0
+    before = knots.copy()
+    interpolate_states(knots, np.array([0, 500_000, 1_000_000]))
+    np.testing.assert_array_equal(knots, before)  # the caller's knots are not unwrapped or zeroed in place
+    tracker = BatchLQRTracker()
+    prof = tracker.profiles(expected)
+    coefficients = prof.coefficients.copy()
+    prof.coefficients[:] = 0.0
+    np.testing.assert_array_equal(tracker.profiles(expected).coefficients, coefficients)
 
 
 # ---------------------------------------------------------------------------------------------------------
