@@ -58,7 +58,7 @@ def closed_loop_rate(num_agents: int, steps: int = 400) -> float:
                 sim.plan(straight_plan, 0.5)
             sim.step()
 
-    return best_rate(run, steps, repeats=5)
+    return best_rate(run, steps, repeats=10)
 
 
 def main() -> None:

@@ -67,7 +67,32 @@ def box_corners(x, y, heading, length, width) -> np.ndarray:
     lat = _CORNER_SIGNS[:, 1] * (0.5 * np.asarray(width, dtype=np.float64))[..., None]
     cx = np.asarray(x, dtype=np.float64)[..., None] + lon * c - lat * s
     cy = np.asarray(y, dtype=np.float64)[..., None] + lon * s + lat * c
-    return np.stack(np.broadcast_arrays(cx, cy), axis=-1)
+    out = np.empty(np.broadcast_shapes(cx.shape, cy.shape) + (2,))
+    out[..., 0], out[..., 1] = cx, cy
+    return out
+
+
+def rectangles_intersect(a, boxes) -> np.ndarray:
+    """(M,) whether rectangle `a` (4, 2) intersects each of `boxes` (M, 4, 2), touching included.
+
+    Separating-axis test on the edge directions of both rectangles (for a rectangle these are its
+    edge normals too). Callers pass the few boxes a broad phase left, so plain float arithmetic per
+    box beats both numpy's per-call overhead and building shapely polygons.
+    """
+    a_pts = np.asarray(a, dtype=np.float64).tolist()
+    return np.array([_rectangles_touch(a_pts, box) for box in np.asarray(boxes, dtype=np.float64).reshape(-1, 4, 2).tolist()],
+                    dtype=bool)
+
+
+def _rectangles_touch(a: list, b: list) -> bool:
+    for rect in (a, b):
+        for (x0, y0), (x1, y1) in ((rect[0], rect[1]), (rect[1], rect[2])):
+            ax, ay = x1 - x0, y1 - y0
+            pa = [px * ax + py * ay for px, py in a]
+            pb = [px * ax + py * ay for px, py in b]
+            if max(pa) < min(pb) or max(pb) < min(pa):
+                return False
+    return True
 
 
 def polygons_from_corners(corners: np.ndarray) -> np.ndarray:
@@ -115,9 +140,15 @@ def ego_corners(states: np.ndarray, vehicle: VehicleParameters = PACIFICA) -> np
 def _one_ego_corners(x: float, y: float, h: float, vehicle: VehicleParameters) -> np.ndarray:
     """`ego_corners` of a single pose with float math: a closed-loop step calls this every 0.1 s."""
     c, s = math.cos(h), math.sin(h)
-    cx, cy = x + vehicle.rear_axle_to_center * c, y + vehicle.rear_axle_to_center * s
-    hl, hw = 0.5 * vehicle.length, 0.5 * vehicle.width
-    return np.array([[cx + sl * hl * c - sw * hw * s, cy + sl * hl * s + sw * hw * c] for sl, sw in _CORNER_SIGNS_LIST])
+    return np.array(one_box_corners(x + vehicle.rear_axle_to_center * c, y + vehicle.rear_axle_to_center * s, h,
+                                    vehicle.length, vehicle.width))
+
+
+def one_box_corners(x: float, y: float, heading: float, length: float, width: float) -> list[list[float]]:
+    """Corners of one box as nested float lists (FL, RL, RR, FR): for the few boxes a broad phase keeps."""
+    c, s = math.cos(heading), math.sin(heading)
+    hl, hw = 0.5 * length, 0.5 * width
+    return [[x + sl * hl * c - sw * hw * s, y + sl * hl * s + sw * hw * c] for sl, sw in _CORNER_SIGNS_LIST]
 
 
 def ego_center(states: np.ndarray, vehicle: VehicleParameters = PACIFICA) -> np.ndarray:

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import shapely
 
-from sim.geometry import PACIFICA, VehicleParameters, box_corners
+from sim.geometry import PACIFICA, VehicleParameters, one_box_corners, rectangles_intersect
 from sim.map import RoadMap
 from sim.state import AgentSlice, AgentType, TrafficLightStatus
 
@@ -51,9 +51,9 @@ def ego_collisions(corners: np.ndarray, agents: AgentSlice) -> np.ndarray:
     candidates = np.flatnonzero(near)
     if candidates.size == 0:
         return candidates
-    boxes = shapely.polygons(box_corners(agents.x[candidates], agents.y[candidates], agents.heading[candidates],
-                                         agents.length[candidates], agents.width[candidates]))
-    return candidates[shapely.intersects(shapely.Polygon(corners), boxes)]
+    boxes = [one_box_corners(agents.x[j], agents.y[j], agents.heading[j], agents.length[j], agents.width[j])
+             for j in candidates.tolist()]
+    return candidates[rectangles_intersect(corners, boxes)]
 
 
 def is_offroad(corners: np.ndarray, road_map: RoadMap) -> bool:

@@ -78,6 +78,10 @@ class IDMTraffic:
             self.active = np.ones(len(self.s), dtype=bool)
         self._rows = np.arange(len(self.s))
         self._half_length_sum = 0.5 * (self.length + self.length[:, None])
+        self._corridor_samples = max(int(self.params.corridor_lookahead / PATH_STEP_M), 2)
+        self._corridor_offsets = np.arange(self._corridor_samples)
+        self._last_sample = self.paths.points.shape[1] - 1
+        self._corridor_reach = self.params.corridor_lookahead + 0.5 * float(self.length.max(initial=0.0)) + 5.0
         self._static_block = _static_blocks(self.paths, self.width, self.static_obstacles or Obstacles.none())
         self._speed_limit = self.road_map.speed_limits
         # Lanes whose entry a traffic light of `light_ids` controls, and that light's column.
@@ -129,36 +133,28 @@ class IDMTraffic:
         no_lead = np.full(n, np.inf), np.zeros(n)
         if obstacles.x.size == 0 or n == 0:
             return no_lead
-        oc, os_ = np.cos(obstacles.heading), np.sin(obstacles.heading)
-        ox = np.concatenate([obstacles.x, obstacles.x + obstacles.speed * oc * ANTICIPATION_S])
-        oy = np.concatenate([obstacles.y, obstacles.y + obstacles.speed * os_ * ANTICIPATION_S])
-        m = np.tile(np.arange(obstacles.x.size), 2)
-        x, y, _ = self.poses()
-        reach = self.params.corridor_lookahead + 0.5 * self.length.max() + 5.0
-        near = (ox - x[:, None]) ** 2 + (oy - y[:, None]) ** 2 < reach * reach
-        ni, pi = np.nonzero(near & self.active[:, None])
+        x, y, heading = self.poses()
+        # Pairs within reach of the obstacle now or where it will be (its speed x ANTICIPATION_S on).
+        reach = self._corridor_reach + obstacles.speed * ANTICIPATION_S
+        dx, dy = obstacles.x - x[:, None], obstacles.y - y[:, None]
+        ni, mi = np.nonzero((dx * dx + dy * dy < reach * reach) & self.active[:, None])
+        # Obstacles behind an agent are never in its corridor; dropping them also keeps a faster car
+        # behind from being "predicted" in front of it.
+        ahead = dx[ni, mi] * np.cos(heading[ni]) + dy[ni, mi] * np.sin(heading[ni]) > 0
+        ni, mi = ni[ahead], mi[ahead]
         if ni.size == 0:
             return no_lead
-        # Predicted positions only count for obstacles now ahead of the agent: a faster car behind
-        # would otherwise be "predicted" in front of it.
-        later = pi >= obstacles.x.size
-        if later.any():
-            _, _, heading = self.poses()
-            m_now = m[pi]
-            ahead = (obstacles.x[m_now] - x[ni]) * np.cos(heading[ni]) + (obstacles.y[m_now] - y[ni]) * np.sin(heading[ni]) > 0
-            keep = ~later | ahead
-            ni, pi = ni[keep], pi[keep]
-            if ni.size == 0:
-                return no_lead
-        mi = m[pi]
-        k = max(int(self.params.corridor_lookahead / PATH_STEP_M), 2)
-        last = self.paths.points.shape[1] - 1
-        idx = np.minimum((self.s[ni] / PATH_STEP_M).astype(np.int64)[:, None] + np.arange(k), last)  # (P, K)
-        d2 = (self.paths.px[ni[:, None], idx] - ox[pi, None]) ** 2 + (self.paths.py[ni[:, None], idx] - oy[pi, None]) ** 2
+        k = self._corridor_samples
+        idx = np.minimum((self.s[ni] / PATH_STEP_M).astype(np.int64)[:, None] + self._corridor_offsets, self._last_sample)
+        px, py = self.paths.px[ni[:, None], idx], self.paths.py[ni[:, None], idx]  # (P, K) corridor samples
+        ox, oy, speed, oh = obstacles.x[mi, None], obstacles.y[mi, None], obstacles.speed[mi], obstacles.heading[mi]
+        lead = (speed * ANTICIPATION_S)[:, None]
+        d2 = np.minimum((px - ox) ** 2 + (py - oy) ** 2,
+                        (px - ox - lead * np.cos(oh)[:, None]) ** 2 + (py - oy - lead * np.sin(oh)[:, None]) ** 2)
         nearest = np.argmin(d2, axis=1)
         rows = np.arange(ni.size)
         dist = np.sqrt(d2[rows, nearest])
-        rel = obstacles.heading[mi] - self.paths.heading[ni, idx[rows, nearest]]
+        rel = oh - self.paths.heading[ni, idx[rows, nearest]]
         rel_c, rel_s = np.abs(np.cos(rel)), np.abs(np.sin(rel))
         half_across = 0.5 * (rel_s * obstacles.length[mi] + rel_c * obstacles.width[mi])
         half_along = 0.5 * (rel_c * obstacles.length[mi] + rel_s * obstacles.width[mi])
@@ -166,7 +162,7 @@ class IDMTraffic:
         inside = (dist < half_across + 0.5 * self.width[ni] + 0.3) & (nearest > 0) & (nearest < k - 1)
         if not inside.any():
             return no_lead
-        ni, gap, speed = ni[inside], gap[inside], np.maximum(obstacles.speed[mi] * np.cos(rel), 0.0)[inside]
+        ni, gap, speed = ni[inside], gap[inside], np.maximum(speed * np.cos(rel), 0.0)[inside]
         order = np.lexsort((gap, ni))  # nearest obstacle first, per agent
         first = order[np.concatenate([[True], ni[order][1:] != ni[order][:-1]])]
         best, best_speed = no_lead[0].copy(), no_lead[1].copy()

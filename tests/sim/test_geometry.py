@@ -35,3 +35,19 @@ def test_single_and_batched_ego_corners_agree():
     for state, expected in zip(states, batched):
         np.testing.assert_allclose(ego_corners(state), expected, atol=1e-12)
     np.testing.assert_allclose(box_corners(1.0, 2.0, 0.0, 4.0, 2.0), [[3, 3], [-1, 3], [-1, 1], [3, 1]])
+
+
+def test_rectangle_overlap_agrees_with_shapely():
+    import shapely
+
+    from sim.geometry import rectangles_intersect
+
+    rng = np.random.default_rng(3)
+    a = box_corners(0.0, 0.0, 0.3, 4.6, 1.9)
+    centres = rng.uniform(-6, 6, size=(400, 2))
+    b = box_corners(centres[:, 0], centres[:, 1], rng.uniform(-np.pi, np.pi, 400), rng.uniform(0.4, 6, 400), rng.uniform(0.4, 3, 400))
+    expected = shapely.intersects(shapely.Polygon(a), shapely.polygons(b))
+    assert 50 < expected.sum() < 350  # both outcomes are well represented
+    np.testing.assert_array_equal(rectangles_intersect(a, b), expected)
+    # Touching edges count as intersecting, as in shapely.
+    assert rectangles_intersect(box_corners(0, 0, 0, 2, 2), box_corners(2, 0, 0, 2, 2)).all()
