@@ -20,7 +20,9 @@ fi
 pip=("$venv/bin/python" -m pip install --quiet)
 if ! command -v nvidia-smi >/dev/null 2>&1; then
     echo "w0sim: no NVIDIA GPU found, installing the CPU build of PyTorch" >&2
-    "${pip[@]}" --extra-index-url https://download.pytorch.org/whl/cpu -r "$root/requirements/cpu.txt"
+    # torch alone from the CPU index (its dependencies come from PyPI below); few retries, so a
+    # machine that cannot reach that index falls back to what pip finds elsewhere quickly.
+    "${pip[@]}" --no-deps --retries 1 --extra-index-url https://download.pytorch.org/whl/cpu -r "$root/requirements/cpu.txt"
 fi
 echo "w0sim: installing w0sim and its dependencies" >&2
 "${pip[@]}" -e "$root[test]"
