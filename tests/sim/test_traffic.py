@@ -65,14 +65,19 @@ def test_agent_brakes_for_an_obstacle_in_its_corridor():
     assert x[0] + 2.3 < cone.x[0] - 0.25 and traffic.v[0] < 0.1
 
 
-def test_merging_lanes_zip_instead_of_colliding():
+def merging_lanes(light_on_b: str | None = None):
+    """Lanes "a" and "b" merge into "m" through connectors "a__m" and "b__m"."""
     builder = MapBuilder("merge")
     a = builder.add_lane("a", straight(np.array([0.0, 0.0]), 0.0, 100.0), 15.0, "a")
     b = builder.add_lane("b", straight(np.array([0.0, -10.0]), 0.3, 100.0), 15.0, "b")
     m = builder.add_lane("m", straight(np.array([130.0, 0.0]), 0.0, 200.0), 15.0, "m")
     builder.connect(a, m, "j")
-    builder.connect(b, m, "j")
-    road_map = builder.build()
+    builder.connect(b, m, "j", traffic_light=light_on_b)
+    return builder.build()
+
+
+def test_merging_lanes_zip_instead_of_colliding():
+    road_map = merging_lanes()
     chains = [["a", "a__m", "m"], ["b", "b__m", "m"]]
     traffic = IDMTraffic(road_map, AgentPaths.build(road_map, chains), s=np.array([50.0, 50.0]), v=np.array([10.0, 10.0]),
                          desired_speed=np.array([10.0, 10.0]), length=np.full(2, 4.6), width=np.full(2, 1.9))
@@ -126,14 +131,8 @@ def test_attach_to_lanes_follows_the_logged_branch():
 
 
 def test_red_light_on_a_merging_lane_does_not_stop_traffic_already_past_it():
-    # Two connectors merge into "m"; only "b"'s connector has a light, and it is red.
-    builder = MapBuilder("merge")
-    a = builder.add_lane("a", straight(np.array([0.0, 0.0]), 0.0, 100.0), 15.0, "a")
-    b = builder.add_lane("b", straight(np.array([0.0, -10.0]), 0.3, 100.0), 15.0, "b")
-    m = builder.add_lane("m", straight(np.array([130.0, 0.0]), 0.0, 200.0), 15.0, "m")
-    builder.connect(a, m, "j")
-    builder.connect(b, m, "j", traffic_light="tl_b")
-    road_map = builder.build()
+    # Only "b"'s connector has a light, and it is red.
+    road_map = merging_lanes(light_on_b="tl_b")
     traffic = IDMTraffic(road_map, AgentPaths.build(road_map, [["a", "a__m", "m"]]), s=np.array([60.0]), v=np.array([10.0]),
                          desired_speed=np.array([10.0]), length=np.full(1, 4.6), width=np.full(1, 1.9), light_ids=["tl_b"])
     for _ in range(100):
