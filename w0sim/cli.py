@@ -29,7 +29,7 @@ def scenes_generate(
     families: Optional[str] = typer.Option(None, "--families", help="Comma-separated families (default: all)."),
 ) -> None:
     """Generate COUNT scenes, cycling through the families, one .npz file each (existing files are kept)."""
-    from scenarios.generator import FAMILIES, generate_scene
+    from scenarios.generator import FAMILIES, generate_scene, scene_specs
     from scenarios.scene import save_scene
 
     chosen = tuple(f.strip() for f in families.split(",")) if families else FAMILIES
@@ -40,9 +40,7 @@ def scenes_generate(
     written = skipped = 0
     with _progress() as progress:
         task = progress.add_task("generating scenes", total=count)
-        for i in range(count):
-            family = chosen[i % len(chosen)]
-            scene_seed = seed * 1_000_003 + i
+        for i, (family, scene_seed) in enumerate(scene_specs(count, seed, chosen)):
             path = out / f"{i:05d}_{family}_{scene_seed}.npz"
             if path.exists():  # resuming an interrupted run
                 skipped += 1

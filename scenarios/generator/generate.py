@@ -68,7 +68,7 @@ def _random_chain(road_map: RoadMap, start: str, rng: np.random.Generator, min_l
     return chain
 
 
-def _extend_route(road_map: RoadMap, route: EgoRoute, rng: np.random.Generator, min_length: float) -> list[str]:
+def _extend_route(road_map: RoadMap, route: EgoRoute, min_length: float) -> list[str]:
     chain = list(route.lanes)
     total = sum(road_map.lane(l).length for l in chain)
     while total < min_length and road_map.lane(chain[-1]).successors:
@@ -186,7 +186,7 @@ def generate_scene(family: str, seed: int, config: GeneratorConfig = GeneratorCo
     layout = BUILDERS[family](rng)
     road_map = layout.road_map
     route = layout.ego_routes[int(rng.integers(len(layout.ego_routes)))]
-    ego_chain = _extend_route(road_map, route, rng, 400.0)
+    ego_chain = _extend_route(road_map, route, 400.0)
     count = config.num_vehicles if config.num_vehicles is not None else _default_vehicle_count(family, rng)
     pop = _populate_vehicles(layout, route, ego_chain, count, config, rng)
     paths = AgentPaths.build(road_map, pop.chains, pop.lateral)
@@ -293,8 +293,13 @@ def _cones(layout: Layout, rng: np.random.Generator) -> list[tuple[float, float,
     return cones
 
 
+def scene_specs(count: int, seed: int = 0, families: tuple[str, ...] = FAMILIES) -> list[tuple[str, int]]:
+    """(family, scene seed) of `count` scenes cycling through `families`; scene i has seed `seed * 1_000_003 + i`."""
+    return [(families[i % len(families)], seed * 1_000_003 + i) for i in range(count)]
+
+
 def generate_scenes(count: int, seed: int = 0, families: tuple[str, ...] = FAMILIES,
                     config: GeneratorConfig = GeneratorConfig()):
-    """`count` scenes cycling through `families`; scene i uses seed `seed * 1_000_003 + i`."""
-    for i in range(count):
-        yield generate_scene(families[i % len(families)], seed * 1_000_003 + i, config)
+    """The scenes of `scene_specs`, one at a time."""
+    for family, scene_seed in scene_specs(count, seed, families):
+        yield generate_scene(family, scene_seed, config)
