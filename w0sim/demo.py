@@ -10,47 +10,30 @@ from pathlib import Path
 
 import numpy as np
 
+from agents.pdm_proposals import ProposalConfig, idm_proposals
 from sim.envs.closed_loop_env import ClosedLoopEnv
-from sim.geometry import PACIFICA, global_to_local
-from sim.state import AgentType, TrajectorySampling
-from sim.traffic import AgentPaths, IDMParameters, IDMTraffic, Obstacles
+from sim.geometry import global_to_local
+from sim.state import TrajectorySampling
+from sim.traffic import IDMParameters
 from w0sim.video import contact_sheet, write_mp4
 
 
 class RouteFollower:
-    """Plans 4 s along the route with IDM: objects on the next 40 m of the route (at constant velocity), red lights."""
+    """A privileged IDM driver: PDM-Closed's centre proposal at full speed, without the scoring
+    (objects forecast at constant velocity, red lights, leads on the next 40 m of the route)."""
 
     def __init__(self, env: ClosedLoopEnv, sampling: TrajectorySampling = TrajectorySampling()):
         self.env = env
         self.sampling = sampling
-        self.params = IDMParameters(corridor_lookahead=40.0)
+        self.config = ProposalConfig(lateral_offsets=(0.0,), speed_fractions=(1.0,),
+                                     horizon_steps=int(round(sampling.time_horizon / 0.1)),
+                                     idm=IDMParameters(corridor_lookahead=40.0, follow_each_other=False))
 
     def plan(self) -> np.ndarray:
         sim, scene = self.env.sim, self.env.scene
-        ego = sim.ego
-        road_map = scene.map
-        route = scene.route
-        centre = ego[:2] + PACIFICA.rear_axle_to_center * np.array([np.cos(ego[2]), np.sin(ego[2])])
-        paths = AgentPaths.build(road_map, [route])
-        s0 = float(np.argmin(np.linalg.norm(paths.points[0] - centre, axis=1)) * 0.5)
-        me = IDMTraffic(road_map, paths, s=np.array([s0]), v=np.array([max(ego[3], 0.0)]),
-                        desired_speed=np.array([road_map.lane(route[0]).speed_limit]), length=np.array([PACIFICA.length]),
-                        width=np.array([PACIFICA.width]), light_ids=scene.light_ids, params=self.params)
-        agents = sim.agents()
-        keep = agents.valid & (agents.agent_type != AgentType.GENERIC_OBJECT)
-        x, y, vx, vy = agents.x[keep], agents.y[keep], agents.vx[keep], agents.vy[keep]
-        status = sim.light_status()
-        dt, steps = 0.1, int(round(self.sampling.time_horizon / 0.1))
-        poses = []
-        for k in range(steps):
-            obstacles = Obstacles(x + vx * k * dt, y + vy * k * dt, agents.heading[keep], np.hypot(vx, vy),
-                                  agents.length[keep], agents.width[keep])
-            me.step(dt, obstacles, status)
-            px, py, ph = me.poses()
-            poses.append([px[0] - PACIFICA.rear_axle_to_center * np.cos(ph[0]),
-                          py[0] - PACIFICA.rear_axle_to_center * np.sin(ph[0]), ph[0]])
-        stride = int(round(self.sampling.interval / dt))
-        return global_to_local(np.array(poses)[stride - 1 :: stride], ego[:3])
+        poses = idm_proposals(scene.map, scene.route, sim.ego, sim.agents(), scene.light_ids, sim.light_status(), self.config)[0]
+        stride = int(round(self.sampling.interval / 0.1))
+        return global_to_local(poses[stride::stride], sim.ego[:3])
 
 
 @dataclass

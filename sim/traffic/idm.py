@@ -33,6 +33,8 @@ class IDMParameters:
     # Leads are searched every this many steps (as PDM-Closed's IDM does) and, in between, their
     # gap is advanced with the lead's last speed. Halves the cost of a step.
     lead_update_steps: int = 2
+    # False for planners' proposals: alternatives of one ego are not each other's leads.
+    follow_each_other: bool = True
 
 
 @dataclass
@@ -205,7 +207,10 @@ class IDMTraffic:
 
     def _find_leads(self, lane_now: np.ndarray, obstacles: Obstacles, light_status: np.ndarray | None):
         """(gap, lead speed) per agent: the nearest of lane lead, corridor obstacle and stop line."""
-        gap_l, v_l = self._lane_leads(lane_now)
+        if self.params.follow_each_other:
+            gap_l, v_l = self._lane_leads(lane_now)
+        else:
+            gap_l, v_l = np.full(self.count, np.inf), np.zeros(self.count)
         gap_c, v_c = self._corridor_leads(obstacles)
         # Red lights and static obstacles are both leads standing still.
         gap_r = np.minimum(self._stop_line_gaps(light_status), self._static_gaps())

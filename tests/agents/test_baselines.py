@@ -1,0 +1,46 @@
+"""Baseline agents: constant velocity and human log replay, on generated scenes and through the environment."""
+import numpy as np
+import pytest
+
+from agents.constant_velocity import ConstantVelocityAgent
+from agents.human import HumanAgent
+from scenarios.generator import generate_scene
+from sim.agent_input import build_agent_input, history_indices
+from sim.envs.navsim_env import NavsimSceneEnv
+from sim.geometry import local_to_global
+from sim.state import TrajectorySampling
+
+
+def agent_input_of(scene):
+    steps = history_indices(scene.current_index)
+    return build_agent_input(scene.ego_log[steps], int(scene.driving_command[scene.current_index]))
+
+
+def test_constant_velocity_goes_straight_at_the_current_speed():
+    scene = generate_scene("straight", 4)
+    trajectory = ConstantVelocityAgent().compute_trajectory(agent_input_of(scene))
+    speed = np.hypot(*scene.initial_ego_state[3:5])
+    np.testing.assert_allclose(trajectory.poses[:, 0], speed * 0.5 * np.arange(1, 9))
+    assert not trajectory.poses[:, 1:].any()
+    other = ConstantVelocityAgent(TrajectorySampling(num_poses=40, interval=0.1)).compute_trajectory(agent_input_of(scene))
+    assert other.poses.shape == (40, 3) and other.poses[-1, 0] == pytest.approx(4.0 * speed)
+
+
+def test_human_agent_replays_the_logged_future():
+    scene = generate_scene("intersection", 2)
+    trajectory = HumanAgent().compute_trajectory(agent_input_of(scene), scene)
+    logged = scene.ego_log[scene.current_index + 5 :: 5][:8, :3]
+    np.testing.assert_allclose(local_to_global(trajectory.poses, scene.initial_ego_state[:3]), logged, atol=1e-9)
+    with pytest.raises(ValueError, match="pass the scene"):
+        HumanAgent().compute_trajectory(agent_input_of(scene))
+
+
+def test_human_agent_tracked_by_the_environment_stays_on_its_log():
+    scene = generate_scene("curve", 6)
+    env = NavsimSceneEnv(scenes=[scene], cameras=False)
+    _, info = env.reset(options={"scene_index": 0})
+    trajectory = HumanAgent().compute_trajectory(info["agent_input"], scene)
+    _, _, _, _, step_info = env.step(trajectory.poses)
+    simulated = step_info["simulated_states"][::5, :2]
+    logged = scene.ego_log[scene.current_index :: 5][: len(simulated), :2]
+    assert np.max(np.linalg.norm(simulated - logged, axis=1)) < 1.0
