@@ -7,8 +7,10 @@ import numpy as np
 
 from scenarios.scene import Scene
 from sim.agent_input import NUM_HISTORY_FRAMES, AgentInput, build_agent_input, history_indices
+from metrics.pdm import VERSIONS
 from sim.dynamics import track_trajectories
 from sim.envs.frames import FrameRenderer
+from sim.envs.scene_scoring import SceneScorer
 from sim.envs.base import SceneEnv
 from sim.envs.observation import check_action, to_observation, trajectory_space
 from sim.geometry import local_to_global
@@ -21,9 +23,13 @@ class NavsimSceneEnv(SceneEnv):
     `step(trajectory)` tracks the (num_poses, 3) trajectory with LQR + kinematic bicycle for 4 s
     against log-replayed traffic and ends the episode.
 
+    The reward is the PDM score of the trajectory: PDMS (`pdm_version="v1.1"`, default) or EPDMS
+    ("v2.2"), computed as NAVSIM does against the scene's PDM-Closed reference and log-replayed
+    objects; `pdm_version=None` skips scoring (reward 0).
+
     info after `step`: `simulated_states` (41, 11) global ego states at 10 Hz, `trajectory_global`
-    (N, 3), `valid` and, for a non-finite trajectory, `failure_reason` (the episode then ends with
-    reward 0 and no simulation). The reward is 0 until a scorer is attached (`metrics`).
+    (N, 3), `scores` (every sub-score, NAVSIM's column names), `valid` and, for a non-finite
+    trajectory, `failure_reason` (the episode then ends with reward 0 and no simulation).
     info after `reset`: `token`, `family`, `agent_input` (the full-precision `AgentInput`).
     """
 
@@ -31,9 +37,13 @@ class NavsimSceneEnv(SceneEnv):
 
     def __init__(self, scenes=None, families=None, generator_config=None, camera: CameraConfig | None = None,
                  cameras: bool = True, num_history_frames: int = NUM_HISTORY_FRAMES,
-                 trajectory_sampling: TrajectorySampling = TrajectorySampling(), render_mode: str | None = None):
+                 trajectory_sampling: TrajectorySampling = TrajectorySampling(), render_mode: str | None = None,
+                 pdm_version: str | None = "v1.1"):
         super().__init__(scenes, families, generator_config, camera, cameras, num_history_frames, trajectory_sampling,
                          render_mode)
+        if pdm_version not in (None, *VERSIONS):
+            raise ValueError(f"pdm_version must be None or one of {VERSIONS}, got {pdm_version!r}")
+        self.pdm_version = pdm_version
         self.action_space = trajectory_space(trajectory_sampling)
         self.scene: Scene | None = None
         self.frames: FrameRenderer | None = None
@@ -44,6 +54,7 @@ class NavsimSceneEnv(SceneEnv):
         self.scene = self.source.get(self.np_random, options)
         self.frames = FrameRenderer(self.scene.map, self.camera)
         self._result = None
+        self._scorer: SceneScorer | None = None  # built at the first step: PDM-Closed planning costs ~40 ms
         self.agent_input = self._agent_input()
         info = {"token": self.scene.token, "family": self.scene.family, "agent_input": self.agent_input}
         return to_observation(self.agent_input, self.with_cameras), info
@@ -62,15 +73,26 @@ class NavsimSceneEnv(SceneEnv):
             raise RuntimeError("NavsimSceneEnv episodes are one step long; call reset")
         poses, failure = check_action(action, (self.sampling.num_poses, 3), "NavsimScene-v0 trajectory")
         info: dict[str, Any] = {"token": self.scene.token, "family": self.scene.family, "valid": failure is None}
+        reward = 0.0
+        if failure is None and self.pdm_version is not None:
+            if self._scorer is None:
+                self._scorer = SceneScorer(self.scene, self.pdm_version)
+            rows, reward = self._scorer.score(poses, self.sampling.interval)
+            if rows.valid[0]:
+                info["scores"] = {**rows.result(0), "score": reward}
+                info["simulated_states"] = rows.states[0]
+            else:
+                failure = rows.reason[0]
+        elif failure is None:
+            info["simulated_states"] = track_trajectories(self.scene.initial_ego_state, poses[None], self.sampling.interval)[0]
         if failure is None:
-            states = track_trajectories(self.scene.initial_ego_state, poses[None], self.sampling.interval)[0]
-            info["simulated_states"] = states
             info["trajectory_global"] = local_to_global(poses, self.scene.initial_ego_state[:3])
         else:
+            info["valid"] = False
             info["failure_reason"] = failure
         self._result = info
         obs = to_observation(self.agent_input, self.with_cameras)
-        return obs, 0.0, True, False, info
+        return obs, reward, True, False, info
 
     def render(self):
         if self.render_mode != "rgb_array" or self.scene is None:

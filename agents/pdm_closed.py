@@ -1,0 +1,117 @@
+"""PDM-Closed (NAVSIM's reference planner, spec §3.7): IDM proposals, simulated, scored, the best one kept.
+
+Used to normalise ego progress, as NAVSIM's metric cache does, and as the privileged expert that
+drives data collection. Works from a RoadMap, so every scene source gets the same planner.
+"""
+from __future__ import annotations
+
+import weakref
+from dataclasses import dataclass
+
+import numpy as np
+
+from agents.base import Agent
+from agents.pdm_proposals import ProposalConfig, idm_proposals, route_from_ego
+from metrics.observation import Observation
+from metrics.pdm import ScoringContext, score_states
+from metrics.scoring_map import ScoringMap
+from scenarios.scene import STEP_S, Scene
+from sim.agent_input import AgentInput
+from sim.dynamics import interpolate_global_poses, simulate
+from sim.geometry import ego_center, global_to_local
+from sim.map import RoadMap
+from sim.state import AgentSlice, TrafficLightStatus, Trajectory, TrajectorySampling
+
+SCORED_STEPS = 40  # proposals are simulated and scored over 4 s, as NAVSIM's proposal sampling
+
+
+@dataclass(frozen=True)
+class PDMClosedConfig:
+    version: str = "v1.1"  # which scorer ranks the proposals (NAVSIM's v2 caches use the v2 scorer)
+    proposals: ProposalConfig = ProposalConfig()
+    map_radius: float = 100.0
+
+
+@dataclass
+class PDMClosedPlan:
+    """The chosen proposal (T + 1, 3) global rear-axle poses at 0.1 s, and every proposal's score."""
+
+    poses: np.ndarray
+    scores: np.ndarray
+    best: int
+
+
+class PDMClosedPlanner:
+    """Plans from privileged state: the map, the route, the objects now and the lights now."""
+
+    def __init__(self, config: PDMClosedConfig = PDMClosedConfig()):
+        self.config = config
+        self._maps: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+    def plan(self, road_map: RoadMap, route: list[str], ego_state: np.ndarray, agents: AgentSlice | None,
+             light_ids: list[str], light_status: np.ndarray | None) -> PDMClosedPlan:
+        proposals = idm_proposals(road_map, route, ego_state, agents, light_ids, light_status, self.config.proposals)
+        times = np.arange(SCORED_STEPS + 1) * STEP_S
+        references = interpolate_global_poses(proposals[:, : SCORED_STEPS + 1], times)
+        states = simulate(ego_state, references)
+        context = self._context(road_map, route, ego_state, agents, light_ids, light_status)
+        scores = score_states(states, context, self.config.version).score
+        best = int(np.argmax(scores))  # first on ties, as NAVSIM
+        return PDMClosedPlan(proposals[best], scores, best)
+
+    def _context(self, road_map, route, ego_state, agents, light_ids, light_status) -> ScoringContext:
+        chain = route_from_ego(road_map, route, ego_state)
+        centre = ego_center(ego_state, self.config.proposals.vehicle)
+        scoring_map = ScoringMap.from_road_map(road_map, chain, centre, self.config.map_radius)
+        observation = _forecast(agents, SCORED_STEPS + 1)
+        red = [lane for lane in chain if road_map.lane(lane).traffic_light in light_ids and light_status is not None
+               and light_status[light_ids.index(road_map.lane(lane).traffic_light)] == TrafficLightStatus.RED]
+        if red:
+            polygons = [road_map.lane_polygons[road_map.lane_index[lane]] for lane in red]
+            observation = observation.with_red_lights(red, polygons, np.ones((SCORED_STEPS + 1, len(red)), dtype=bool))
+        centerline = road_map.route_polyline(chain)
+        return ScoringContext(scoring_map, observation, centerline)
+
+
+def _forecast(agents: AgentSlice | None, steps: int) -> Observation:
+    """Objects moving on at constant velocity for `steps` steps of 0.1 s (PDM-Closed's forecast)."""
+    if agents is None or not np.any(agents.valid):
+        empty = np.zeros((steps, 0))
+        return Observation(empty, empty, empty, empty, empty, empty.astype(bool), np.zeros(0), np.zeros(0),
+                           np.zeros(0, dtype=np.int8))
+    keep = np.asarray(agents.valid, dtype=bool)
+    t = np.arange(steps)[:, None] * STEP_S
+    vx, vy = agents.vx[keep], agents.vy[keep]
+    ones = np.ones((steps, 1))
+    return Observation(agents.x[keep] + vx * t, agents.y[keep] + vy * t, agents.heading[keep] * ones, vx * ones,
+                       vy * ones, np.ones((steps, int(keep.sum())), dtype=bool), agents.length[keep],
+                       agents.width[keep], agents.agent_type[keep], [i for i, k in zip(agents.track_ids, keep) if k])
+
+
+class PDMClosedAgent(Agent):
+    """PDM-Closed as an agent: plans on the scene's map, route, objects and lights at the current frame."""
+
+    requires_scene = True
+
+    def __init__(self, trajectory_sampling: TrajectorySampling = TrajectorySampling(),
+                 config: PDMClosedConfig = PDMClosedConfig()):
+        super().__init__(trajectory_sampling)
+        self.planner = PDMClosedPlanner(config)
+
+    def compute_trajectory(self, agent_input: AgentInput, scene: Scene | None = None) -> Trajectory:
+        if scene is None:
+            raise ValueError("PDMClosedAgent is privileged: pass the scene to compute_trajectory")
+        now = scene.current_index
+        plan = self.planner.plan(scene.map, scene.route, scene.initial_ego_state, scene.agents.at(now),
+                                 scene.light_ids, scene.light_status[now])
+        return Trajectory(_resample(plan.poses, scene.initial_ego_state, self.trajectory_sampling), self.trajectory_sampling)
+
+
+def _resample(poses_10hz: np.ndarray, ego_state: np.ndarray, sampling: TrajectorySampling) -> np.ndarray:
+    """Poses at the sampling's times from 10 Hz global poses (pose 0 = now), in the ego frame."""
+    times = (np.arange(sampling.num_poses) + 1) * sampling.interval
+    idx = np.minimum(np.round(times / STEP_S).astype(int), len(poses_10hz) - 1)
+    return global_to_local(poses_10hz[idx], ego_state[:3])
+
+
+__all__ = ["PDMClosedAgent", "PDMClosedConfig", "PDMClosedPlan", "PDMClosedPlanner"]

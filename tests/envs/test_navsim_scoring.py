@@ -1,0 +1,59 @@
+"""NavsimScene-v0 rewards: PDMS / EPDMS against the scene's PDM-Closed reference, failed rows, baselines."""
+import numpy as np
+import pytest
+
+from agents.constant_velocity import ConstantVelocityAgent
+from agents.human import HumanAgent
+from agents.pdm_closed import PDMClosedAgent
+from metrics.pdm_agent import score_agent
+from scenarios.generator import generate_scene
+from sim.envs.navsim_env import NavsimSceneEnv
+
+
+@pytest.fixture(scope="module")
+def straight_scene():
+    return generate_scene("straight", 5000)
+
+
+@pytest.mark.parametrize("version", ["v1.1", "v2.2"])
+def test_reward_is_the_pdm_score_of_the_trajectory(straight_scene, version):
+    env = NavsimSceneEnv(scenes=[straight_scene], cameras=False, pdm_version=version)
+    _, info = env.reset(options={"scene_index": 0})
+    trajectory = HumanAgent().compute_trajectory(info["agent_input"], straight_scene)
+    _, reward, terminated, _, step_info = env.step(trajectory.poses)
+    assert terminated and 0.9 < reward <= 1.0
+    scorer = env._scorer
+    rows = score_agent(trajectory.poses, 0.5, scorer.reference, scorer.context, version)
+    assert step_info["scores"]["score"] == pytest.approx(reward)
+    assert step_info["scores"]["no_at_fault_collisions"] == rows.no_at_fault_collisions[0] == 1.0
+    np.testing.assert_array_equal(step_info["simulated_states"], rows.states[0])
+
+
+def test_leaving_the_road_scores_zero_and_nan_is_a_failed_row(straight_scene):
+    env = NavsimSceneEnv(scenes=[straight_scene], cameras=False)
+    _, info = env.reset(options={"scene_index": 0})
+    off_road = np.stack([np.arange(1, 9) * 4.0, -np.arange(1, 9) * 3.0, np.full(8, -0.6)], -1)  # veer right, off the road
+    _, reward, _, _, step_info = env.step(off_road)
+    assert reward == 0.0 and step_info["scores"]["drivable_area_compliance"] == 0.0
+    env.reset(options={"scene_index": 0})
+    bad = np.full((8, 3), np.nan)
+    _, reward, terminated, _, step_info = env.step(bad)
+    assert reward == 0.0 and terminated and not step_info["valid"] and "non-finite" in step_info["failure_reason"]
+
+
+def test_pdm_closed_and_baselines_on_a_free_straight_road(straight_scene):
+    env = NavsimSceneEnv(scenes=[straight_scene], cameras=False)
+    rewards = {}
+    for agent in (ConstantVelocityAgent(), HumanAgent(), PDMClosedAgent()):
+        _, info = env.reset(options={"scene_index": 0})
+        trajectory = agent.compute_trajectory(info["agent_input"], straight_scene)
+        assert trajectory.poses.shape == (8, 3) and np.isfinite(trajectory.poses).all()
+        rewards[agent.name()] = env.step(trajectory.poses)[1]
+    # PDM-Closed is the progress reference: it scores (near) 1 where the road is free.
+    assert rewards["PDMClosedAgent"] > 0.95
+    assert all(0.0 <= r <= 1.0 for r in rewards.values())
+
+
+def test_unknown_pdm_version_is_rejected():
+    with pytest.raises(ValueError, match="pdm_version must be None or one of"):
+        NavsimSceneEnv(cameras=False, pdm_version="v3")
