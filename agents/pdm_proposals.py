@@ -13,7 +13,7 @@ import shapely
 
 from sim.geometry import PACIFICA, VehicleParameters
 from sim.map import RoadMap
-from sim.state import AgentSlice
+from sim.state import AgentSlice, TrafficLightStatus
 from sim.traffic import PATH_STEP_M, AgentPaths, IDMParameters, IDMTraffic, Obstacles
 
 STEP_S = 0.1
@@ -61,7 +61,8 @@ def idm_proposals(road_map: RoadMap, route: list[str], ego_state: np.ndarray, ag
     planner = IDMTraffic(road_map, paths, s=np.full(n, s0), v=np.full(n, max(float(ego_state[3]), 0.0)),
                          desired_speed=fractions * limit, length=np.full(n, vehicle.length),
                          width=np.full(n, vehicle.width), light_ids=light_ids, params=config.idm)
-    forecast = _constant_velocity_forecast(agents)
+    centre_path = (paths.points[centre_row], paths.heading[centre_row])
+    forecast = _forecast(agents, centre_path, _red_stop_lines(planner, centre_row, light_status))
     poses = np.empty((n, config.horizon_steps + 1, 3))
     for k in range(config.horizon_steps + 1):
         x, y, h = planner.poses()
@@ -73,12 +74,57 @@ def idm_proposals(road_map: RoadMap, route: list[str], ego_state: np.ndarray, ag
     return poses
 
 
-def _constant_velocity_forecast(agents: AgentSlice | None):
-    """Obstacles at time t (s) from now: valid agents moving on at their current velocity."""
+def _red_stop_lines(planner: IDMTraffic, row: int, light_status: np.ndarray | None) -> np.ndarray:
+    """Sorted arc lengths of the red stop lines on one proposal's path."""
+    if light_status is None or planner._light_lanes.size == 0:
+        return np.zeros(0)
+    red = np.asarray(light_status)[planner._light_columns] == TrafficLightStatus.RED
+    stops = planner._stop_s[row][red]
+    return np.sort(stops[np.isfinite(stops)])
+
+
+def _forecast(agents: AgentSlice | None, centre_path: tuple[np.ndarray, np.ndarray], red_stops: np.ndarray):
+    """Obstacles at time t (s) from now: valid agents moving on at their current velocity, except that
+    those driving along the route towards a red stop line queue behind it instead of running it."""
     if agents is None or not np.any(agents.valid):
         return lambda t: Obstacles.none()
     keep = np.asarray(agents.valid, dtype=bool)
     x, y, vx, vy = agents.x[keep], agents.y[keep], agents.vx[keep], agents.vy[keep]
     heading, speed = agents.heading[keep], np.hypot(vx, vy)
     length, width = agents.length[keep], agents.width[keep]
-    return lambda t: Obstacles(x + vx * t, y + vy * t, heading, speed, length, width)
+    points, path_heading = centre_path
+    s_obj, limit = _queue_limits(x, y, heading, length, points, path_heading, red_stops)
+    queued = np.isfinite(limit)
+
+    def at(t: float) -> Obstacles:
+        ox, oy, oh, ov = x + vx * t, y + vy * t, heading, speed
+        if queued.any():
+            s_t = np.minimum(s_obj[queued] + speed[queued] * t, limit[queued])
+            k = np.minimum((s_t / PATH_STEP_M).astype(int), len(points) - 1)
+            ox, oy, oh, ov = ox.copy(), oy.copy(), oh.copy(), ov.copy()
+            ox[queued], oy[queued], oh[queued] = points[k, 0], points[k, 1], path_heading[k]
+            ov[queued] = np.where(s_t >= limit[queued], 0.0, speed[queued])
+        return Obstacles(ox, oy, oh, ov, length, width)
+
+    return at
+
+
+def _queue_limits(x, y, heading, length, points, path_heading, red_stops) -> tuple[np.ndarray, np.ndarray]:
+    """Arc length on the path (M,) of objects following it, and how far each may go (inf: not queued)."""
+    m = len(x)
+    limit = np.full(m, np.inf)
+    if red_stops.size == 0 or m == 0:
+        return np.zeros(m), limit
+    d2 = (x[:, None] - points[:, 0]) ** 2 + (y[:, None] - points[:, 1]) ** 2
+    nearest = np.argmin(d2, axis=1)
+    s_obj = nearest * PATH_STEP_M
+    aligned = np.abs(np.angle(np.exp(1j * (heading - path_heading[nearest])))) < np.pi / 4
+    following = (np.sqrt(d2[np.arange(m), nearest]) < 2.0) & aligned
+    stop_index = np.searchsorted(red_stops, s_obj)
+    for j in range(red_stops.size):  # a few lights at most
+        waiting = np.flatnonzero(following & (stop_index == j) & (s_obj < red_stops[j]))
+        front = red_stops[j]
+        for i in waiting[np.argsort(-s_obj[waiting])]:  # nearest to the line first
+            limit[i] = front - 0.5 * length[i]
+            front = limit[i] - 0.5 * length[i] - 1.0
+    return s_obj, limit

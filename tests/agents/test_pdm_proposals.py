@@ -53,3 +53,26 @@ def test_proposals_stop_at_a_red_light_on_the_route():
     line_x = global_to_local(np.array([[*entry, ego[2]]]), ego[:3])[0, 0]
     assert global_to_local(stopped[9, -1:], ego[:3])[0, 0] + config.vehicle.front_length < line_x
     assert global_to_local(moving[9, -1:], ego[:3])[0, 0] > line_x + 10.0
+
+
+def test_a_vehicle_ahead_queues_at_the_red_light_so_the_proposals_stop_behind_it():
+    scene = generate_scene("intersection", 3)
+    ego = scene.initial_ego_state
+    red = np.full(len(scene.light_ids), TrafficLightStatus.RED, dtype=np.int8)
+    entry = scene.map.lane(scene.route[1]).centerline[0]
+    line_x = global_to_local(np.array([[*entry, ego[2]]]), ego[:3])[0, 0]
+    # A car 12 m ahead in the ego's lane, still driving at 8 m/s towards the red line.
+    lane = scene.map.lane(scene.route[0])
+    s = scene.map.project([scene.map.lane_index[lane.id]], ego[None, :2])[0] + 12.0
+    point = _point_at(lane.centerline, s)
+    car = one_agent(point[0], point[1], ego[2], speed=8.0)
+    config = ProposalConfig(horizon_steps=150)
+    poses = idm_proposals(scene.map, scene.route, ego, car, scene.light_ids, red, config)
+    front = global_to_local(poses[5:10, -1], ego[:3])[:, 0] + config.vehicle.front_length
+    # The car waits at the line, so the ego's front stays a car length (4.6 m) behind it.
+    assert np.all(front < line_x - 4.6)
+
+
+def _point_at(line, s):
+    cum = np.concatenate([[0.0], np.cumsum(np.linalg.norm(np.diff(line, axis=0), axis=1))])
+    return np.array([np.interp(s, cum, line[:, 0]), np.interp(s, cum, line[:, 1])])
