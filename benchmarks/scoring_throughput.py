@@ -1,0 +1,72 @@
+"""Scoring time per scene on one core: one agent trajectory with a cached PDM-Closed reference, and the full
+pipeline (running PDM-Closed first), on the golden scene and on a generated intersection with 50 agents.
+
+Prints progress to stderr, then one JSON object on the last stdout line (milliseconds, medians).
+"""
+from __future__ import annotations
+
+import os
+
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from agents.pdm_closed import PDMClosedPlanner
+from metrics.golden_scene import golden_objects, golden_road_map, initial_state, pdm_reference, scoring_context
+from metrics.pdm_agent import PDMReference, score_agent
+from scenarios.generator import GeneratorConfig, generate_scene
+from sim.envs.scene_scoring import SceneScorer
+
+GOLDEN = Path(os.environ.get("W0SIM_SHARED", Path(__file__).resolve().parents[2] / "shared")) / "fixtures/navsim_golden/golden_v1_1.json"
+AGENT_POSES = np.stack([np.arange(1, 9) * 0.5 * 10.0, np.zeros(8), np.zeros(8)], -1)  # 10 m/s straight
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def median_ms(run, repeats: int = 60) -> float:
+    run()  # warm caches (sample grids, tracker tables)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - start)
+    return round(1e3 * statistics.median(times), 3)
+
+
+def main() -> None:
+    result = {}
+    if GOLDEN.exists():
+        golden = json.loads(GOLDEN.read_text())
+        scene = golden["scene"]
+        context, reference = scoring_context(golden), pdm_reference(golden)
+        result["golden_cached_ms_per_scene"] = median_ms(lambda: score_agent(AGENT_POSES, 0.5, reference, context))
+        road_map, objects, ego = golden_road_map(scene), golden_objects(scene), initial_state(scene)
+        route = ["2001", "3001", "2011"]  # the route lanes the ego drives through
+
+        def full_golden() -> None:
+            plan = PDMClosedPlanner().plan(road_map, route, ego, objects, [], None)
+            score_agent(AGENT_POSES, 0.5, PDMReference.from_global_poses(ego, plan.poses), context)
+
+        result["golden_full_ms_per_scene"] = median_ms(full_golden, repeats=20)
+    else:
+        log(f"golden fixture {GOLDEN} is absent: golden figures skipped (set W0SIM_SHARED)")
+    log(f"golden: {result}")
+    busy = generate_scene("intersection", 11, GeneratorConfig(num_vehicles=50, warmup_s=0.0))
+    scorer = SceneScorer(busy)
+    result["intersection50_cached_ms_per_scene"] = median_ms(lambda: scorer.score(AGENT_POSES, 0.5))
+    result["intersection50_full_ms_per_scene"] = median_ms(lambda: SceneScorer(busy).score(AGENT_POSES, 0.5), repeats=20)
+    log(f"intersection with {busy.agents.num_tracks} tracks: {result}")
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
