@@ -8,8 +8,10 @@ import numpy as np
 
 from scenarios.scene import Scene
 from sim.agent_input import HISTORY_STRIDE, NUM_HISTORY_FRAMES, AgentInput, build_agent_input
+from metrics.driving_score import FAILURE_AGENT_CRASHED, is_route_completed
 from sim.envs.backends.builtin import BuiltinSimulator, SimulatorConfig
 from sim.envs.frames import FrameRenderer
+from sim.envs.leaderboard_monitor import LeaderboardMonitor
 from sim.envs.base import SceneEnv
 from sim.envs.observation import check_action, control_space, to_observation, trajectory_space
 from sim.geometry import local_to_global
@@ -27,7 +29,8 @@ class ClosedLoopEnv(SceneEnv):
     tracked by LQR for 0.5 s (5 physics steps). control="direct": the action is (acceleration,
     steering rate), applied for one 0.1 s step.
 
-    The episode terminates when the route is completed (within `goal_tolerance_m` of its end),
+    The episode terminates when the route is completed (the Leaderboard's rule: over 99 % done and
+    the goal within 10 m),
     on a collision if `terminate_on_collision`, or on a non-finite action (`failure_reason` in
     info); it is truncated at `max_time_s` (default: time to drive the route at 3 m/s, + 60 s for
     red lights and queues).
@@ -40,7 +43,7 @@ class ClosedLoopEnv(SceneEnv):
 
     def __init__(self, scenes=None, families=None, generator_config=None, traffic: str = "reactive",
                  control: str = "trajectory", terminate_on_collision: bool = False, max_time_s: float | None = None,
-                 goal_tolerance_m: float = 3.0, camera: CameraConfig | None = None, cameras: bool = True,
+                 camera: CameraConfig | None = None, cameras: bool = True,
                  num_history_frames: int = NUM_HISTORY_FRAMES, trajectory_sampling: TrajectorySampling = TrajectorySampling(),
                  render_mode: str | None = None):
         if control not in CONTROL_MODES:
@@ -51,7 +54,6 @@ class ClosedLoopEnv(SceneEnv):
         self.control = control
         self.terminate_on_collision = terminate_on_collision
         self.max_time_s = max_time_s
-        self.goal_tolerance_m = goal_tolerance_m
         self.action_space = trajectory_space(trajectory_sampling) if control == "trajectory" else control_space()
         # One env step is 0.5 s with trajectories, 0.1 s with direct control.
         self.metadata = {**self.metadata, "render_fps": 2 if control == "trajectory" else 10}
@@ -68,6 +70,8 @@ class ClosedLoopEnv(SceneEnv):
         self._camera_cache: OrderedDict[int, np.ndarray] = OrderedDict()
         self._planned: np.ndarray | None = None
         self._counts = {"collisions": 0, "offroad_steps": 0, "red_lights": 0}
+        self.leaderboard = LeaderboardMonitor(scene.map, scene.route, self.sim.route, scene.light_ids)
+        self._progress_m = 0.0
         route_left = self.sim.route.remaining_m
         self._time_limit = self.max_time_s if self.max_time_s is not None else route_left / 3.0 + 60.0
         self._done = False
@@ -86,7 +90,8 @@ class ClosedLoopEnv(SceneEnv):
         info: dict[str, Any] = {"token": self.scene.token, "events": []}
         if failure is not None:
             self._done = True
-            info.update(failure_reason=failure, **self._progress_info())
+            info.update(failure_reason=failure, **self._progress_info(),
+                        route_record=self._route_record(external_failure=FAILURE_AGENT_CRASHED))
             return to_observation(self.agent_input, self.with_cameras), 0.0, True, False, info
 
         before = self.sim.route.s[self.sim.route.index]
@@ -97,6 +102,7 @@ class ClosedLoopEnv(SceneEnv):
         else:
             steps = [array]
         collided = False
+        info["leaderboard_events"] = []
         for control in steps:
             events = self.sim.step(control)
             info["events"].append(events.as_dict())
@@ -104,14 +110,22 @@ class ClosedLoopEnv(SceneEnv):
             self._counts["collisions"] += len(events.collisions)
             self._counts["offroad_steps"] += int(events.offroad)
             self._counts["red_lights"] += len(events.red_lights)
-            if self._goal_reached() or (collided and self.terminate_on_collision):
+            progressed, self._progress_m = events.route_progress_m - self._progress_m, events.route_progress_m
+            raised = self.leaderboard.update(events, self.sim.ego, self.sim.agents(), progressed, self.sim.step_index)
+            info["leaderboard_events"].extend(e.message for e in raised)
+            if self._goal_reached() or (collided and self.terminate_on_collision) or self.leaderboard.ended_by:
                 break
         reward = float(self.sim.route.s[self.sim.route.index] - before)
-        terminated = self._goal_reached() or (collided and self.terminate_on_collision)
+        # The Leaderboard ends a route on deviation or when the ego is blocked.
+        terminated = self._goal_reached() or (collided and self.terminate_on_collision) or self.leaderboard.ended_by is not None
         truncated = not terminated and self.sim.time_s >= self._time_limit - 1e-9
         self._done = terminated or truncated
         self.agent_input = self._agent_input()
-        info.update(self._progress_info(), route_completed=self._goal_reached())
+        record = self._route_record(timed_out=truncated)
+        info.update(self._progress_info(), route_completed=self._goal_reached(),
+                    driving_score=record["scores"]["score_composed"], running_record=record)
+        if self._done:
+            info["route_record"] = record
         return to_observation(self.agent_input, self.with_cameras), reward, terminated, truncated, info
 
     def render(self):
@@ -123,8 +137,14 @@ class ClosedLoopEnv(SceneEnv):
 
     # --- helpers ---------------------------------------------------------------------------------
 
+    def _route_record(self, timed_out: bool = False, external_failure: str = "") -> dict:
+        """The Leaderboard route record of the episode so far (final once the episode ends)."""
+        return self.leaderboard.route_record(0, self.scene.token, self.sim.time_s, timed_out=timed_out,
+                                             frame=self.sim.step_index, external_failure=external_failure)
+
     def _goal_reached(self) -> bool:
-        return self.sim.route.remaining_m <= self.goal_tolerance_m
+        """The Leaderboard's rule: > 99 % of the route done and the goal within reach."""
+        return is_route_completed(self.leaderboard.completion_percent(), self.sim.route.remaining_m)
 
     def _progress_info(self) -> dict[str, Any]:
         route = self.sim.route

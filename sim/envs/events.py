@@ -93,6 +93,10 @@ class RouteProgress:
         along = ((xy[0] - self._x[i]) * seg_x + (xy[1] - self._y[i]) * seg_y) / max(seg_x * seg_x + seg_y * seg_y, 1e-12)
         return float(self.s[i] + min(max(along, 0.0), 1.0) * (self.s[i + 1] - self.s[i]) - self.s[self.start_index])
 
+    def deviation_m(self, xy: np.ndarray) -> float:
+        """Distance from the matched route point (InRouteTest's measure)."""
+        return float(np.hypot(self._x[self.index] - xy[0], self._y[self.index] - xy[1]))
+
     @property
     def remaining_m(self) -> float:
         return float(self.length - self.s[self.index])

@@ -369,7 +369,8 @@ def test_route_follower_completes_a_straight_route():
     assert np.all(np.diff(progress) >= 0)
     assert np.all(np.diff([e["route_progress_m"] for e in events]) >= 0)
     assert min(rewards) >= 0 and sum(rewards) == pytest.approx(progress[-1])
-    assert info0["route_length_m"] - progress[-1] <= env.goal_tolerance_m + 1.0
+    assert progress[-1] > 0.99 * info0["route_length_m"]  # the Leaderboard's completion rule
+    assert info["route_record"]["status"] in ("Completed", "Perfect") and info["route_record"]["scores"]["score_route"] == 100.0
     assert info["collisions"] == 0 and info["offroad_steps"] == 0
     with pytest.raises(RuntimeError):
         env.step(driver.plan())

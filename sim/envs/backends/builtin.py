@@ -58,8 +58,7 @@ class BuiltinSimulator:
         )
         self._continued_lights = np.zeros((0, len(scene.light_ids)), dtype=np.int8)
         self._setup_traffic()
-        route_line = scene.map.route_polyline(scene.route)
-        self.route = RouteProgress(route_line)
+        self.route = RouteProgress(_closed_loop_route(scene.map.route_polyline(scene.route)))
         self.route.reset(self.ego[:2])
         self.red_lights = RedLightMonitor(scene.map, scene.light_ids)
         self.events: list[StepEvents] = []
@@ -191,6 +190,20 @@ class BuiltinSimulator:
         events.red_lights = self.red_lights.update(previous, self.ego, self.light_status(), vehicle)
         events.route_progress_m = self.route.update(0.5 * (corners[0] + corners[2]))
         events.route_fraction = float(events.route_progress_m / max(self.route.length - self.route.s[self.route.start_index], 1e-9))
+
+
+ROUTE_END_MARGIN_M = 15.0
+
+
+def _closed_loop_route(polyline: np.ndarray) -> np.ndarray:
+    """The route a closed-loop episode must complete: generated routes run to the map's edge, so the
+    goal is set ROUTE_END_MARGIN_M before it, where the ego can still drive past it."""
+    seg = np.linalg.norm(np.diff(polyline, axis=0), axis=1)
+    cum = np.concatenate([[0.0], np.cumsum(seg)])
+    if cum[-1] < 4 * ROUTE_END_MARGIN_M:
+        return polyline
+    keep = cum <= cum[-1] - ROUTE_END_MARGIN_M
+    return polyline[keep]
 
 
 __all__ = ["BuiltinSimulator", "SimulatorConfig", "TRAFFIC_MODES", "TrafficLightStatus"]
