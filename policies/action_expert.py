@@ -1,0 +1,210 @@
+"""DriveVLA-W0 with the action expert: backbone context pass + joint-attention expert with a query, AR or flow-matching decoder.
+
+drivevla_w0_paper.md §4.3. The expert's first token is a state token, MLP of continuous ego
+features (speed, acceleration normalised by the config's state ranges, command one-hot; the paper
+uses 3 past deltas + command). It reads the backbone's context up to (excluding) <boa>:
+- query: learned queries, one bidirectional pass, LayerNorm + zero-init Linear -> poses, L1 loss;
+- ar: action tokens (backbone embedding table -> MLP) through the expert only, causal, CE over
+  the action-bin block (the head covers the 3*bins action ids, not the whole vocabulary), greedy;
+- flow: x_tau = (1-tau) x0 + tau eps, tau = 1 - Beta(1.5, 1), target eps - x0, adaLN head, Euler
+  from tau 1 to 0 in `flow_steps` steps.
+Continuous decoders work on poses normalised to [-1, 1] by the action ranges of the config.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import DynamicCache, PreTrainedModel
+
+from policies.backbone import DriveVLAW0Backbone
+from policies.config import COMMANDS, DriveVLAW0Config
+from policies.joint_attention import KV, ActionExpertTransformer, context_kv_from_cache
+from policies.sequence import VLASequence
+
+
+def state_features(config: DriveVLAW0Config, speed: torch.Tensor, accel: torch.Tensor,
+                   command: torch.Tensor) -> torch.Tensor:
+    """(B,) speed m/s, acceleration m/s^2, command index -> (B, 2 + len(COMMANDS)) expert state input."""
+    (s_lo, s_hi), (a_lo, a_hi) = config.state_speed_range, config.state_accel_range
+    s = 2 * (speed - s_lo) / (s_hi - s_lo) - 1
+    a = 2 * (accel - a_lo) / (a_hi - a_lo) - 1
+    onehot = F.one_hot(command.long(), len(COMMANDS)).to(speed.dtype)
+    return torch.cat([s[:, None], a[:, None], onehot], dim=1)
+
+
+def _sinusoidal(t: torch.Tensor, width: int, min_period: float = 4e-3, max_period: float = 4.0) -> torch.Tensor:
+    """(B,) scalars in [0,1] -> (B, width) sin/cos features over geometric periods (pi0-style)."""
+    frac = torch.linspace(0, 1, width // 2, device=t.device, dtype=torch.float32)
+    period = min_period * (max_period / min_period) ** frac
+    angle = 2 * math.pi * t.float()[:, None] / period[None]
+    return torch.cat([angle.sin(), angle.cos()], dim=1)
+
+
+@dataclass
+class ExpertOutput:
+    """Action loss of the expert's decoder (the stage-2 objective) and the decoder's raw output."""
+
+    loss: torch.Tensor
+    prediction: torch.Tensor  # query: (B,P,3) normalised poses; flow: velocity; ar: logits
+
+
+class DriveVLAW0ExpertPolicy(PreTrainedModel):
+    """Backbone + action expert; `config.expert_decoder` picks the decoder built on the expert."""
+
+    config_class = DriveVLAW0Config
+    base_model_prefix = "policy"
+    _supports_sdpa = True
+    _no_split_modules = ["Qwen2DecoderLayer"]
+
+    def __init__(self, config: DriveVLAW0Config) -> None:
+        super().__init__(config)
+        he, p = config.expert_hidden_size, config.num_poses
+        self.backbone = DriveVLAW0Backbone(config)
+        self.expert = ActionExpertTransformer(config)
+        self.state_in = nn.Sequential(nn.Linear(2 + len(COMMANDS), he), nn.SiLU(), nn.Linear(he, he))
+        decoder = config.expert_decoder
+        if decoder == "query":
+            self.queries = nn.Parameter(torch.randn(p, he) * he ** -0.5)
+            self.query_norm = nn.LayerNorm(he)
+            self.query_out = nn.Linear(he, 3)
+        elif decoder == "flow":
+            self.flow_in = nn.Linear(3, he)
+            self.flow_pos = nn.Parameter(torch.randn(p, he) * he ** -0.5)
+            self.flow_mix = nn.Sequential(nn.Linear(2 * he, he), nn.SiLU(), nn.Linear(he, he))
+            self.flow_time = nn.Sequential(nn.SiLU(), nn.Linear(he, 2 * he))  # adaLN shift, scale
+            self.flow_norm = nn.LayerNorm(he, elementwise_affine=False)
+            self.flow_out = nn.Linear(he, 3)
+        else:  # "ar"
+            self.ar_in = nn.Sequential(nn.Linear(config.hidden_size, he), nn.SiLU(), nn.Linear(he, he))
+            self.ar_out = nn.Linear(he, 3 * config.action_bins)
+        self.post_init()
+
+    def _pose_range(self, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        # From the config, not buffers: non-persistent buffers are not restored by from_pretrained.
+        c = self.config
+        ranges = torch.tensor([c.action_x_range, c.action_y_range, c.action_heading_range],
+                              dtype=like.dtype, device=like.device)
+        return ranges[:, 0], ranges[:, 1]
+
+    def _init_weights(self, module: nn.Module) -> None:
+        super()._init_weights(module)
+        # Zero-init output heads (official query / flow heads, adaLN modulation): training starts
+        # from a zero prediction (the range centre / zero velocity) instead of random offsets.
+        zero = [getattr(self, name) for name in ("query_out", "flow_out") if hasattr(self, name)]
+        if hasattr(self, "flow_time"):
+            zero.append(self.flow_time[-1])
+        if any(module is z for z in zero):
+            nn.init.zeros_(module.weight)
+            nn.init.zeros_(module.bias)
+
+    # --- pose normalisation ---------------------------------------------------------------------
+    def normalize_poses(self, poses: torch.Tensor) -> torch.Tensor:
+        lo, hi = self._pose_range(poses)
+        return 2 * (poses - lo) / (hi - lo) - 1
+
+    def denormalize_poses(self, x: torch.Tensor) -> torch.Tensor:
+        lo, hi = self._pose_range(x)
+        return lo + (x + 1) / 2 * (hi - lo)
+
+    # --- context ----------------------------------------------------------------------------------
+    def context(self, seq: VLASequence, image_features: torch.Tensor | None = None) -> tuple[list[KV], torch.Tensor]:
+        """One backbone pass; per-layer K/V and mask of the context before <boa> (what the expert reads).
+        image_features: (B,F,h*w,D) patch features on the continuous path, else None."""
+        cache = DynamicCache(config=self.backbone.model.config)
+        self.backbone(seq.input_ids, seq.attention_mask, seq.position_ids, seq.type_ids, image_features,
+                      cache=cache, use_cache=True)
+        length = seq.action_start - 1  # the expert sees everything before <boa> (paper §4.2)
+        return context_kv_from_cache(cache, length), seq.attention_mask[:, :length].bool()
+
+    def _state_token(self, state: torch.Tensor) -> torch.Tensor:
+        return self.state_in(state.to(self.state_in[0].weight.dtype))[:, None]
+
+    # --- decoders: one pass ----------------------------------------------------------------------
+    def _query_pass(self, ctx: list[KV], mask: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
+        b = state.shape[0]
+        x = torch.cat([self._state_token(state), self.queries[None].expand(b, -1, -1)], 1)
+        out, _ = self.expert(x, ctx, mask, causal=False)
+        return self.query_out(self.query_norm(out[:, 1:]))
+
+    def _flow_velocity(self, ctx: list[KV], mask: torch.Tensor, state: torch.Tensor,
+                       x_tau: torch.Tensor, tau: torch.Tensor) -> torch.Tensor:
+        he = self.config.expert_hidden_size
+        temb = _sinusoidal(tau, he).to(x_tau.dtype)
+        tokens = self.flow_in(x_tau) + self.flow_pos
+        tokens = self.flow_mix(torch.cat([tokens, temb[:, None].expand_as(tokens)], -1))
+        out, _ = self.expert(torch.cat([self._state_token(state), tokens], 1), ctx, mask, causal=False)
+        shift, scale = self.flow_time(temb)[:, None].chunk(2, dim=-1)
+        return self.flow_out(self.flow_norm(out[:, 1:]) * (1 + scale) + shift)
+
+    def _ar_embed(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.ar_in(self.backbone.model.embed_tokens(ids))
+
+    # --- training ---------------------------------------------------------------------------------
+    def loss(self, seq: VLASequence, state: torch.Tensor, poses: torch.Tensor,
+             generator: torch.Generator | None = None, image_features: torch.Tensor | None = None) -> ExpertOutput:
+        """Stage-2 action loss of the configured decoder. seq: a VLA sequence (prompt or full training
+        sequence; the expert only reads its context before <boa>); state: (B,6) `state_features`;
+        poses: (B,P,3) ground-truth trajectory."""
+        ctx, mask = self.context(seq, image_features)
+        decoder = self.config.expert_decoder
+        if decoder == "query":
+            pred = self._query_pass(ctx, mask, state)
+            return ExpertOutput(F.l1_loss(pred, self.normalize_poses(poses).to(pred.dtype)), pred)
+        if decoder == "flow":
+            x0 = self.normalize_poses(poses).to(self.flow_in.weight.dtype)
+            b = x0.shape[0]
+            eps = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
+            # u ~ Beta(a, 1) by inverse CDF (r ** (1/a)); tau = 1 - u favours small tau (near data).
+            r = torch.rand(b, generator=generator, device=x0.device, dtype=x0.dtype)
+            tau = 1 - r ** (1 / self.config.flow_beta_a)
+            x_tau = (1 - tau[:, None, None]) * x0 + tau[:, None, None] * eps
+            v = self._flow_velocity(ctx, mask, state, x_tau, tau)
+            return ExpertOutput(F.mse_loss(v, eps - x0), v)
+        ids = self.backbone.action_tokenizer.encode(poses)  # (B, P*3)
+        boa = ids.new_full((ids.shape[0], 1), self.config.special_id("<boa>"))
+        x = torch.cat([self._state_token(state), self._ar_embed(torch.cat([boa, ids[:, :-1]], 1))], 1)
+        out, _ = self.expert(x, ctx, mask, causal=True)
+        logits = self.ar_out(out[:, 1:]).float()
+        target = ids - self.config.action_offset
+        return ExpertOutput(F.cross_entropy(logits.flatten(0, 1), target.flatten()), logits)
+
+    # --- inference --------------------------------------------------------------------------------
+    @torch.no_grad()
+    def predict(self, prompt: VLASequence, state: torch.Tensor, flow_steps: int | None = None,
+                generator: torch.Generator | None = None, image_features: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, num_poses, 3) trajectory: one backbone context pass, then the expert decodes."""
+        ctx, mask = self.context(prompt, image_features)
+        decoder = self.config.expert_decoder
+        if decoder == "query":
+            return self.denormalize_poses(self._query_pass(ctx, mask, state).float())
+        if decoder == "flow":
+            steps = flow_steps or self.config.flow_steps
+            b, dtype = state.shape[0], self.flow_in.weight.dtype
+            x = torch.randn(b, self.config.num_poses, 3, generator=generator, device=state.device, dtype=dtype)
+            for k in range(steps):  # Euler from tau = 1 (noise) to 0 (data)
+                tau = torch.full((b,), 1 - k / steps, device=state.device, dtype=dtype)
+                x = x - self._flow_velocity(ctx, mask, state, x, tau) / steps
+            return self.denormalize_poses(x.float())
+        return self.backbone.action_tokenizer.decode(self._ar_decode(ctx, mask, state))
+
+    def _ar_decode(self, ctx: list[KV], mask: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
+        """Greedy AR decoding through the expert only, with the expert's own K/V cache."""
+        c = self.config
+        b = state.shape[0]
+        boa = torch.full((b, 1), c.special_id("<boa>"), device=state.device, dtype=torch.long)
+        x = torch.cat([self._state_token(state), self._ar_embed(boa)], 1)
+        past = None
+        tokens = []
+        for step in range(c.num_action_tokens):
+            out, past = self.expert(x, ctx, mask, causal=True, past_kv=past)
+            block = (step % 3) * c.action_bins
+            logits = self.ar_out(out[:, -1]).float()[:, block:block + c.action_bins]
+            nxt = logits.argmax(-1) + block + c.action_offset
+            tokens.append(nxt)
+            x = self._ar_embed(nxt[:, None])
+        return torch.stack(tokens, 1)
+
