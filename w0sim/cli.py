@@ -131,5 +131,38 @@ def demo(
     console.print(f"video: {result.video}\ncontact sheet: {result.contact_sheet}")
 
 
+@app.command("score")
+def score(
+    scene: Path = typer.Option(..., "--scene", help="A scene file (.npz); its current frame is scored."),
+    trajectories: Path = typer.Option(..., "--trajectories", help="JSON: a list (or a dict name -> trajectory) of "
+                                      "objects with name, poses (a list of x, y, heading triples) and interval "
+                                      "(s, default 0.5), in the ego rear-axle frame of the current frame."),
+    version: str = typer.Option("v1.1", "--version", help="v1.1 (PDMS) or v2.2 (EPDMS)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="CSV to write (default: TRAJECTORIES.scores.csv)."),
+) -> None:
+    """Score trajectories on a scene with NAVSIM's PDMS / EPDMS: every sub-score per trajectory, a table and a CSV."""
+    from rich.markup import escape
+
+    from w0sim.score import ScoreInputError, failure_lines, render_table, score_trajectories, write_csv
+
+    try:
+        report = score_trajectories(scene, trajectories, version)
+    except ScoreInputError as exc:
+        console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+    console.print(render_table(report))
+    for line in failure_lines(report):
+        console.print(f"[red]failed[/red] {escape(line)}", highlight=False, soft_wrap=True)
+    target = out or trajectories.with_name(trajectories.name + ".scores.csv")
+    try:
+        write_csv(report, target)
+    except OSError as exc:
+        console.print(f"[red]error:[/red] {escape(str(target))}: cannot write the CSV ({escape(str(exc))})",
+                      highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+    failed = sum(not row["valid"] for row in report.rows)
+    console.print(f"scored {len(report.rows)} trajectories ({failed} failed); CSV: {target}", soft_wrap=True)
+
+
 if __name__ == "__main__":
     app()

@@ -1,0 +1,150 @@
+"""`w0sim score`: NAVSIM PDMS / EPDMS of arbitrary trajectories on a scene file (table + CSV, clear errors)."""
+from __future__ import annotations
+
+import csv
+import json
+import math
+import re
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from scenarios.generator import generate_scene
+from scenarios.scene import save_scene
+from sim.geometry import global_to_local
+from w0sim.cli import app
+from w0sim.score import SUBSCORE_COLUMNS, load_trajectories, score_trajectories
+
+runner = CliRunner()
+
+
+def squashed(text: str) -> str:
+    """Output without whitespace: rich wraps long lines (and paths) at the console width."""
+    return re.sub(r"\s+", "", text)
+
+
+def invoke(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def read_csv(path) -> list[dict]:
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+@pytest.fixture(scope="module")
+def scene_file(tmp_path_factory):
+    scene = generate_scene("straight", 1)
+    path = save_scene(scene, tmp_path_factory.mktemp("score") / "straight_1.npz")
+    return path, scene
+
+
+def logged_future(scene) -> list[list[float]]:
+    """The human trajectory: 8 logged poses at 0.5 s in the current rear-axle frame."""
+    steps = np.minimum(scene.current_index + np.arange(1, 9) * 5, scene.num_steps - 1)
+    return global_to_local(scene.ego_log[steps, :3], scene.initial_ego_state[:3]).tolist()
+
+
+def off_road() -> list[list[float]]:
+    """Heads 60 m off to the left within 4 s (headings along the path): far off every roadblock of the road."""
+    return [[4.0 * i, 7.5 * i, math.atan2(7.5, 4.0)] for i in range(1, 9)]
+
+
+@pytest.fixture(scope="module")
+def trajectories_file(scene_file, tmp_path_factory):
+    _, scene = scene_file
+    path = tmp_path_factory.mktemp("traj") / "trajectories.json"
+    # Python's json writes NaN as the (widely accepted) NaN literal.
+    path.write_text(json.dumps([
+        {"name": "human", "poses": logged_future(scene), "interval": 0.5},
+        {"name": "off_road", "poses": off_road()},
+        {"name": "nan", "poses": [[1.0, 0.0, 0.0]] * 7 + [[float("nan"), 0.0, 0.0]]},
+        {"name": "empty", "poses": []},
+        {"name": "bad_interval", "poses": logged_future(scene), "interval": "fast"},
+    ]))
+    return path
+
+
+@pytest.mark.parametrize("version", ["v1.1", "v2.2"])
+def test_scores_logged_future_high_and_off_road_zero(scene_file, trajectories_file, tmp_path, version):
+    scene_path, scene = scene_file
+    out = tmp_path / "scores.csv"
+    result = invoke("score", "--scene", scene_path, "--trajectories", trajectories_file, "--version", version,
+                    "--out", out)
+    assert result.exit_code == 0, result.output
+    rows = {r["name"]: r for r in read_csv(out)}
+    header = list(read_csv(out)[0])
+    assert header == ["token", "name", "valid", *SUBSCORE_COLUMNS[version], "score", "reason"]
+    assert all(r["token"] == scene.token for r in rows.values())
+
+    human = rows["human"]
+    assert human["valid"] == "True" and human["reason"] == ""
+    assert float(human["score"]) > 0.9
+    assert float(human["no_at_fault_collisions"]) == 1.0 and float(human["drivable_area_compliance"]) == 1.0
+
+    off = rows["off_road"]
+    assert off["valid"] == "True"
+    assert float(off["drivable_area_compliance"]) == 0.0 and float(off["score"]) == 0.0
+
+    for name, reason in (("nan", "non-finite"), ("empty", "shape"), ("bad_interval", "interval")):
+        failed = rows[name]
+        assert failed["valid"] == "False" and reason in failed["reason"]
+        assert failed["score"] == "" and all(failed[c] == "" for c in SUBSCORE_COLUMNS[version])
+
+    text = squashed(result.output)
+    assert "human" in text and "off_road" in text
+    assert "failednan:trajectoryholdsnon-finitevalues" in text
+    assert "scored5trajectories(3failed)" in text
+
+
+def test_dict_input_default_interval_and_default_csv_path(scene_file, tmp_path):
+    scene_path, scene = scene_file
+    path = tmp_path / "named.json"
+    path.write_text(json.dumps({"human": {"poses": logged_future(scene)}, "slow": {"poses": logged_future(scene),
+                                                                                  "interval": 1.0}}))
+    specs = load_trajectories(path)
+    assert [(s.name, s.interval) for s in specs] == [("human", 0.5), ("slow", 1.0)]
+    result = invoke("score", "--scene", scene_path, "--trajectories", path)
+    assert result.exit_code == 0, result.output
+    rows = read_csv(tmp_path / "named.json.scores.csv")
+    assert [r["name"] for r in rows] == ["human", "slow"]
+    assert "comfort" in rows[0]  # v1.1 is the default
+    # The same numbers through the library function.
+    report = score_trajectories(scene_path, path, "v1.1")
+    assert float(rows[0]["score"]) == pytest.approx(report.rows[0]["score"], abs=1e-12)
+
+
+def test_bad_json_exits_2_naming_the_file(scene_file, tmp_path):
+    scene_path, _ = scene_file
+    bad = tmp_path / "broken.json"
+    bad.write_text('[{"name": "a", "poses": [[1, 2, 3]')
+    result = invoke("score", "--scene", scene_path, "--trajectories", bad)
+    assert result.exit_code == 2
+    text = squashed(result.output)
+    assert "error" in text and "broken.json" in text and "invalidJSON" in text
+    assert "Traceback" not in result.output
+
+    wrong = tmp_path / "wrong.json"
+    wrong.write_text(json.dumps([{"name": "a", "trajectory": [[1, 2, 3]]}]))
+    result = invoke("score", "--scene", scene_path, "--trajectories", wrong)
+    assert result.exit_code == 2 and "wrong.json" in squashed(result.output) and "'poses'" in result.output
+
+    result = invoke("score", "--scene", scene_path, "--trajectories", tmp_path / "absent.json")
+    assert result.exit_code == 2 and "absent.json:nosuchtrajectoriesfile" in squashed(result.output)
+
+
+def test_missing_or_malformed_scene_file_exits_2_naming_the_file(trajectories_file, tmp_path):
+    result = invoke("score", "--scene", tmp_path / "nowhere.npz", "--trajectories", trajectories_file)
+    assert result.exit_code == 2
+    assert "nowhere.npz:nosuchscenefile" in squashed(result.output) and "Traceback" not in result.output
+
+    junk = tmp_path / "junk.npz"
+    junk.write_bytes(b"not a zip")
+    result = invoke("score", "--scene", junk, "--trajectories", trajectories_file)
+    assert result.exit_code == 2 and "junk.npz" in squashed(result.output)
+
+
+def test_unknown_version_exits_2(scene_file, trajectories_file):
+    result = invoke("score", "--scene", scene_file[0], "--trajectories", trajectories_file, "--version", "v9")
+    assert result.exit_code == 2 and "v1.1" in result.output
