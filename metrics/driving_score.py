@@ -15,7 +15,9 @@ Typical use::
 from metrics.leaderboard.criteria import (
     BLOCKED_MAX_TIME_S,
     BLOCKED_MAX_TIME_S_BENCH2DRIVE,
+    BLOCKED_MIN_SPEED_MPS,
     MIN_SPEED_CHECKPOINTS,
+    ROUTE_DEVIATION_MAX_M,
     ROUND_DIGITS,
     ROUND_DIGITS_SCORE,
     is_route_completed,

@@ -7,7 +7,9 @@ import shapely
 
 from metrics.driving_score import (
     BLOCKED_MAX_TIME_S,
+    BLOCKED_MIN_SPEED_MPS,
     MIN_SPEED_CHECKPOINTS,
+    ROUTE_DEVIATION_MAX_M,
     Event,
     build_route_record,
     collision_event,
@@ -21,7 +23,6 @@ from metrics.driving_score import (
     route_timeout_event,
     vehicle_blocked_event,
 )
-from metrics.leaderboard.criteria import BLOCKED_MIN_SPEED_MPS, ROUTE_DEVIATION_MAX_M
 from sim.envs.events import RouteProgress, StepEvents
 from sim.map import RoadMap
 from sim.state import AgentSlice, AgentType
