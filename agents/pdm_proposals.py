@@ -93,7 +93,7 @@ def _forecast(agents: AgentSlice | None, centre_path: tuple[np.ndarray, np.ndarr
     heading, speed = agents.heading[keep], np.hypot(vx, vy)
     length, width = agents.length[keep], agents.width[keep]
     points, path_heading = centre_path
-    s_obj, limit = _queue_limits(x, y, heading, length, points, path_heading, red_stops)
+    s_obj, limit = _queue_limits(x, y, heading, length, speed, points, path_heading, red_stops)
     queued = np.isfinite(limit)
 
     def at(t: float) -> Obstacles:
@@ -109,22 +109,28 @@ def _forecast(agents: AgentSlice | None, centre_path: tuple[np.ndarray, np.ndarr
     return at
 
 
-def _queue_limits(x, y, heading, length, points, path_heading, red_stops) -> tuple[np.ndarray, np.ndarray]:
-    """Arc length on the path (M,) of objects following it, and how far each may go (inf: not queued)."""
+def _queue_limits(x, y, heading, length, speed, points, path_heading, red_stops) -> tuple[np.ndarray, np.ndarray]:
+    """Arc length on the path (M,) of objects following it, and how far each may go (inf: free).
+
+    Walking the queue from its front: an object stops at a red stop line ahead of it, or behind the
+    object in front of it when that one stands still or is itself held (a queue discharges slowly).
+    """
     m = len(x)
     limit = np.full(m, np.inf)
-    if red_stops.size == 0 or m == 0:
+    if m == 0:
         return np.zeros(m), limit
     d2 = (x[:, None] - points[:, 0]) ** 2 + (y[:, None] - points[:, 1]) ** 2
     nearest = np.argmin(d2, axis=1)
     s_obj = nearest * PATH_STEP_M
     aligned = np.abs(np.angle(np.exp(1j * (heading - path_heading[nearest])))) < np.pi / 4
-    following = (np.sqrt(d2[np.arange(m), nearest]) < 2.0) & aligned
-    stop_index = np.searchsorted(red_stops, s_obj)
-    for j in range(red_stops.size):  # a few lights at most
-        waiting = np.flatnonzero(following & (stop_index == j) & (s_obj < red_stops[j]))
-        front = red_stops[j]
-        for i in waiting[np.argsort(-s_obj[waiting])]:  # nearest to the line first
-            limit[i] = front - 0.5 * length[i]
-            front = limit[i] - 0.5 * length[i] - 1.0
+    following = np.flatnonzero((np.sqrt(d2[np.arange(m), nearest]) < 2.0) & aligned)
+    ahead_end = np.inf  # where the back of the held object in front will stand
+    for i in following[np.argsort(-s_obj[following])]:  # front of the queue first
+        line = red_stops[red_stops > s_obj[i]]
+        bounds = [line[0] - 0.5 * length[i]] if line.size else []
+        if np.isfinite(ahead_end):
+            bounds.append(ahead_end - 0.5 * length[i] - 1.0)
+        limit[i] = min(bounds) if bounds else np.inf
+        held = np.isfinite(limit[i]) or speed[i] < 0.5
+        ahead_end = (limit[i] if np.isfinite(limit[i]) else s_obj[i]) - 0.5 * length[i] if held else np.inf
     return s_obj, limit
