@@ -5,7 +5,6 @@ drives data collection. Works from a RoadMap, so every scene source gets the sam
 """
 from __future__ import annotations
 
-import weakref
 from dataclasses import dataclass
 
 import numpy as np
@@ -34,11 +33,13 @@ class PDMClosedConfig:
 
 @dataclass
 class PDMClosedPlan:
-    """The chosen proposal (T + 1, 3) global rear-axle poses at 0.1 s, and every proposal's score."""
+    """The chosen proposal (T + 1, 3) global rear-axle poses at 0.1 s, every proposal's score, and the
+    scoring context they were ranked in (map, forecast, centerline)."""
 
     poses: np.ndarray
     scores: np.ndarray
     best: int
+    context: ScoringContext
 
 
 class PDMClosedPlanner:
@@ -46,7 +47,6 @@ class PDMClosedPlanner:
 
     def __init__(self, config: PDMClosedConfig = PDMClosedConfig()):
         self.config = config
-        self._maps: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
     def plan(self, road_map: RoadMap, route: list[str], ego_state: np.ndarray, agents: AgentSlice | None,
              light_ids: list[str], light_status: np.ndarray | None) -> PDMClosedPlan:
@@ -57,7 +57,7 @@ class PDMClosedPlanner:
         context = self._context(road_map, route, ego_state, agents, light_ids, light_status)
         scores = score_states(states, context, self.config.version).score
         best = int(np.argmax(scores))  # first on ties, as NAVSIM
-        return PDMClosedPlan(proposals[best], scores, best)
+        return PDMClosedPlan(proposals[best], scores, best, context)
 
     def _context(self, road_map, route, ego_state, agents, light_ids, light_status) -> ScoringContext:
         chain = route_from_ego(road_map, route, ego_state)

@@ -11,12 +11,12 @@ from dataclasses import dataclass
 import numpy as np
 import shapely
 
+from scenarios.scene import STEP_S
 from sim.geometry import PACIFICA, VehicleParameters
 from sim.map import RoadMap
 from sim.state import AgentSlice, TrafficLightStatus
 from sim.traffic import PATH_STEP_M, AgentPaths, IDMParameters, IDMTraffic, Obstacles
 
-STEP_S = 0.1
 
 
 @dataclass(frozen=True)

@@ -5,12 +5,11 @@ import numpy as np
 import shapely
 
 from metrics.observation import RED_LIGHT_PREFIX, Observation
-from metrics.pdm import ScoringContext
+from metrics.pdm import OBSERVATION_STEPS, ScoringContext
 from metrics.pdm_agent import PDMReference
 from metrics.scoring_map import ScoringMap
 from sim.state import ego_state
 
-OBSERVATION_STEPS = {"v1.1": 51, "v2.2": 41}  # v1 metric cache: 0..5 s; v2: 0..4 s
 
 
 def initial_state(scene: dict) -> np.ndarray:

@@ -31,6 +31,8 @@ HUMAN_FILTER_COLUMNS = ("no_at_fault_collisions", "drivable_area_compliance", "d
                         "traffic_light_compliance", "ego_progress", "time_to_collision_within_bound", "lane_keeping",
                         "history_comfort")
 HISTORY_DT_US = 100_000
+# Observation length of NAVSIM's metric cache at 10 Hz, t = 0 included: 0..5 s in v1.1, 0..4 s in v2.2.
+OBSERVATION_STEPS = {"v1.1": 51, "v2.2": 41}
 
 
 def _check_version(version: str) -> str:

@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 
 from scenarios.scene import Scene
-from sim.agent_input import HISTORY_STRIDE, NUM_HISTORY_FRAMES, AgentInput, build_agent_input
+from sim.agent_input import HISTORY_STRIDE, NUM_HISTORY_FRAMES, AgentInput, build_agent_input, history_indices
 from metrics.driving_score import FAILURE_AGENT_CRASHED, is_route_completed
 from sim.envs.backends.builtin import BuiltinSimulator, SimulatorConfig
 from sim.envs.frames import FrameRenderer
@@ -147,16 +147,15 @@ class ClosedLoopEnv(SceneEnv):
         return is_route_completed(self.leaderboard.completion_percent(), self.sim.route.remaining_m)
 
     def _progress_info(self) -> dict[str, Any]:
-        route = self.sim.route
-        done_m = float(route.s[route.index] - route.s[route.start_index])
-        total = float(route.length - route.s[route.start_index])
-        return {"time_s": self.sim.time_s, "route_progress_m": done_m, "route_fraction": done_m / max(total, 1e-9),
+        done_m = self.leaderboard.completion_m
+        return {"time_s": self.sim.time_s, "route_progress_m": done_m,
+                "route_fraction": done_m / max(self.leaderboard.route_length, 1e-9),
                 **self._counts}
 
     def _agent_input(self) -> AgentInput:
         sim = self.sim
         now = sim.step_index
-        steps = np.maximum(now - HISTORY_STRIDE * np.arange(self.num_history_frames - 1, -1, -1), 0)
+        steps = history_indices(now, self.num_history_frames)
         history = np.array(sim.ego_log)[steps]
         cameras = np.stack([self._camera(int(k)) for k in steps]) if self.with_cameras else None
         command = int(self.scene.driving_command[min(now, self.scene.num_steps - 1)])

@@ -7,15 +7,11 @@ import numpy as np
 from agents.pdm_closed import PDMClosedConfig, PDMClosedPlanner
 from agents.pdm_proposals import route_from_ego
 from metrics.observation import Observation
-from metrics.pdm import VERSIONS, PDMRows, ScoringContext, final_score
+from metrics.pdm import OBSERVATION_STEPS, VERSIONS, PDMRows, ScoringContext, final_score
 from metrics.pdm_agent import PDMReference, score_agent
-from metrics.scoring_map import ScoringMap
 from scenarios.scene import Scene
-from sim.geometry import ego_center
 from sim.state import TrafficLightStatus
 
-# Observation length of NAVSIM's metric cache: 5 s in v1.1, 4 s in v2.2 (10 Hz, t = 0 included).
-OBSERVATION_STEPS = {"v1.1": 51, "v2.2": 41}
 HISTORY_STEPS = 15  # v2.2 history comfort looks 1.5 s back
 
 
@@ -32,9 +28,10 @@ class SceneScorer:
                                        scene.light_status[now])
         self.reference = PDMReference.from_global_poses(ego, self.pdm_closed.poses)
         chain = route_from_ego(scene.map, scene.route, ego)
-        scoring_map = ScoringMap.from_road_map(scene.map, chain, ego_center(ego), planner.config.map_radius)
+        # Same map and centerline PDM-Closed was ranked on; the objects are the log's, not a forecast.
+        planned = self.pdm_closed.context
         history = scene.ego_log[max(now - HISTORY_STEPS, 0) : now] if version == "v2.2" else None
-        self.context = ScoringContext(scoring_map, self._observation(chain), scene.map.route_polyline(chain), history)
+        self.context = ScoringContext(planned.scoring_map, self._observation(chain), planned.centerline_xy, history)
 
     def _observation(self, chain: list[str]) -> Observation:
         """The logged future of every object (log replay), padded with its last frame if the log is short."""
