@@ -10,8 +10,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from agents.base import Agent
-from agents.pdm_proposals import ProposalConfig, idm_proposals, route_from_ego
-from metrics.observation import Observation
+from agents.forecast import ObjectForecast, braking_rates
+from agents.pdm_proposals import ProposalConfig, plan_proposals, route_from_ego
 from metrics.pdm import ScoringContext, score_states
 from metrics.scoring_map import ScoringMap
 from scenarios.scene import STEP_S, Scene
@@ -49,21 +49,23 @@ class PDMClosedPlanner:
         self.config = config
 
     def plan(self, road_map: RoadMap, route: list[str], ego_state: np.ndarray, agents: AgentSlice | None,
-             light_ids: list[str], light_status: np.ndarray | None) -> PDMClosedPlan:
-        proposals = idm_proposals(road_map, route, ego_state, agents, light_ids, light_status, self.config.proposals)
+             light_ids: list[str], light_status: np.ndarray | None, braking: np.ndarray | None = None) -> PDMClosedPlan:
+        """Plan from the objects now; `braking` (N,) their current deceleration (`agents.forecast.braking_rates`)."""
+        proposals, forecast = plan_proposals(road_map, route, ego_state, agents, light_ids, light_status,
+                                             self.config.proposals, braking)
         times = np.arange(SCORED_STEPS + 1) * STEP_S
         references = interpolate_global_poses(proposals[:, : SCORED_STEPS + 1], times)
         states = simulate(ego_state, references)
-        context = self._context(road_map, route, ego_state, agents, light_ids, light_status)
+        context = self._context(road_map, route, ego_state, forecast, light_ids, light_status)
         scores = score_states(states, context, self.config.version).score
         best = int(np.argmax(scores))  # first on ties, as NAVSIM
         return PDMClosedPlan(proposals[best], scores, best, context)
 
-    def _context(self, road_map, route, ego_state, agents, light_ids, light_status) -> ScoringContext:
+    def _context(self, road_map, route, ego_state, forecast: ObjectForecast, light_ids, light_status) -> ScoringContext:
         chain = route_from_ego(road_map, route, ego_state)
         centre = ego_center(ego_state, self.config.proposals.vehicle)
         scoring_map = ScoringMap.from_road_map(road_map, chain, centre, self.config.map_radius)
-        observation = _forecast(agents, SCORED_STEPS + 1)
+        observation = forecast.observation(SCORED_STEPS + 1, STEP_S)
         red = [lane for lane in chain if road_map.lane(lane).traffic_light in light_ids and light_status is not None
                and light_status[light_ids.index(road_map.lane(lane).traffic_light)] == TrafficLightStatus.RED]
         if red:
@@ -71,21 +73,6 @@ class PDMClosedPlanner:
             observation = observation.with_red_lights(red, polygons, np.ones((SCORED_STEPS + 1, len(red)), dtype=bool))
         centerline = road_map.route_polyline(chain)
         return ScoringContext(scoring_map, observation, centerline)
-
-
-def _forecast(agents: AgentSlice | None, steps: int) -> Observation:
-    """Objects moving on at constant velocity for `steps` steps of 0.1 s (PDM-Closed's forecast)."""
-    if agents is None or not np.any(agents.valid):
-        empty = np.zeros((steps, 0))
-        return Observation(empty, empty, empty, empty, empty, empty.astype(bool), np.zeros(0), np.zeros(0),
-                           np.zeros(0, dtype=np.int8))
-    keep = np.asarray(agents.valid, dtype=bool)
-    t = np.arange(steps)[:, None] * STEP_S
-    vx, vy = agents.vx[keep], agents.vy[keep]
-    ones = np.ones((steps, 1))
-    return Observation(agents.x[keep] + vx * t, agents.y[keep] + vy * t, agents.heading[keep] * ones, vx * ones,
-                       vy * ones, np.ones((steps, int(keep.sum())), dtype=bool), agents.length[keep],
-                       agents.width[keep], agents.agent_type[keep], [i for i, k in zip(agents.track_ids, keep) if k])
 
 
 class PDMClosedAgent(Agent):
@@ -103,7 +90,7 @@ class PDMClosedAgent(Agent):
             raise ValueError("PDMClosedAgent is privileged: pass the scene to compute_trajectory")
         now = scene.current_index
         plan = self.planner.plan(scene.map, scene.route, scene.initial_ego_state, scene.agents.at(now),
-                                 scene.light_ids, scene.light_status[now])
+                                 scene.light_ids, scene.light_status[now], braking_rates(scene.agents, now))
         return Trajectory(_resample(plan.poses, scene.initial_ego_state, self.trajectory_sampling), self.trajectory_sampling)
 
 

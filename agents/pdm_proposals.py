@@ -1,8 +1,9 @@
 """PDM-Closed's proposals: IDM rollouts along the route centerline and its lateral offsets, at several speeds.
 
 As NAVSIM's PDM-Closed (spec §3.7 steps 3-6): paths = centerline of the route and its +-1 m parallels,
-target speeds = fractions of the lane speed limit, other objects forecast at constant velocity,
-red-light stop lines on the route. Works from a RoadMap, so every scene source gets the same planner.
+target speeds = fractions of the lane speed limit, other objects forecast (`agents.forecast`: NAVSIM's
+constant velocity, or lane following by default), red-light stop lines on the route. Works from a RoadMap, so
+every scene source gets the same planner.
 """
 from __future__ import annotations
 
@@ -15,8 +16,8 @@ from scenarios.scene import STEP_S
 from sim.geometry import PACIFICA, VehicleParameters
 from sim.map import RoadMap
 from sim.state import AgentSlice, TrafficLightStatus
-from sim.traffic import PATH_STEP_M, AgentPaths, IDMParameters, IDMTraffic, Obstacles
-
+from agents.forecast import ObjectForecast
+from sim.traffic import PATH_STEP_M, AgentPaths, IDMParameters, IDMTraffic
 
 
 @dataclass(frozen=True)
@@ -29,6 +30,7 @@ class ProposalConfig:
     idm: IDMParameters = IDMParameters(min_gap=1.0, headway=1.5, accel_max=1.5, decel_comfort=3.0, decel_max=3.0,
                                        corridor_lookahead=40.0, follow_each_other=False, lead_update_steps=2)
     vehicle: VehicleParameters = PACIFICA
+    forecast: str = "lane_following"  # agents.forecast.FORECASTS; NAVSIM's is "constant_velocity"
 
     @property
     def count(self) -> int:
@@ -44,8 +46,16 @@ def route_from_ego(road_map: RoadMap, route: list[str], ego_state: np.ndarray) -
 
 def idm_proposals(road_map: RoadMap, route: list[str], ego_state: np.ndarray, agents: AgentSlice | None,
                   light_ids: list[str], light_status: np.ndarray | None,
-                  config: ProposalConfig = ProposalConfig()) -> np.ndarray:
+                  config: ProposalConfig = ProposalConfig(), braking: np.ndarray | None = None) -> np.ndarray:
     """(P, horizon_steps + 1, 3) rear-axle global poses at 0.1 s, pose 0 = now; proposal order: offset-major."""
+    return plan_proposals(road_map, route, ego_state, agents, light_ids, light_status, config, braking)[0]
+
+
+def plan_proposals(road_map: RoadMap, route: list[str], ego_state: np.ndarray, agents: AgentSlice | None,
+                   light_ids: list[str], light_status: np.ndarray | None, config: ProposalConfig = ProposalConfig(),
+                   braking: np.ndarray | None = None) -> tuple[np.ndarray, ObjectForecast]:
+    """The proposals (see `idm_proposals`) and the object forecast they were rolled out against.
+    `braking` (N,): the objects' current deceleration (`agents.forecast.braking_rates`), aligned with `agents`."""
     vehicle = config.vehicle
     chain = route_from_ego(road_map, route, ego_state)
     offsets = np.repeat(config.lateral_offsets, len(config.speed_fractions))
@@ -62,16 +72,18 @@ def idm_proposals(road_map: RoadMap, route: list[str], ego_state: np.ndarray, ag
                          desired_speed=fractions * limit, length=np.full(n, vehicle.length),
                          width=np.full(n, vehicle.width), light_ids=light_ids, params=config.idm)
     centre_path = (paths.points[centre_row], paths.heading[centre_row])
-    forecast = _forecast(agents, centre_path, _red_stop_lines(planner, centre_row, light_status))
+    forecast = ObjectForecast.build(agents, config.forecast, braking, centre_path,
+                                    _red_stop_lines(planner, centre_row, light_status), road_map)
+    obstacles = forecast.obstacles(np.arange(config.horizon_steps) * STEP_S)
     poses = np.empty((n, config.horizon_steps + 1, 3))
     for k in range(config.horizon_steps + 1):
         x, y, h = planner.poses()
         poses[:, k] = np.stack([x - vehicle.rear_axle_to_center * np.cos(h), y - vehicle.rear_axle_to_center * np.sin(h), h], -1)
         if k < config.horizon_steps:
-            planner.step(STEP_S, forecast(k * STEP_S), light_status)
+            planner.step(STEP_S, obstacles[k], light_status)
     # The rollout starts on the path; the first pose is the ego itself, as in NAVSIM's proposals.
     poses[:, 0] = ego_state[:3]
-    return poses
+    return poses, forecast
 
 
 def _red_stop_lines(planner: IDMTraffic, row: int, light_status: np.ndarray | None) -> np.ndarray:
@@ -81,56 +93,3 @@ def _red_stop_lines(planner: IDMTraffic, row: int, light_status: np.ndarray | No
     red = np.asarray(light_status)[planner._light_columns] == TrafficLightStatus.RED
     stops = planner._stop_s[row][red]
     return np.sort(stops[np.isfinite(stops)])
-
-
-def _forecast(agents: AgentSlice | None, centre_path: tuple[np.ndarray, np.ndarray], red_stops: np.ndarray):
-    """Obstacles at time t (s) from now: valid agents moving on at their current velocity, except that
-    those driving along the route towards a red stop line queue behind it instead of running it."""
-    if agents is None or not np.any(agents.valid):
-        return lambda t: Obstacles.none()
-    keep = np.asarray(agents.valid, dtype=bool)
-    x, y, vx, vy = agents.x[keep], agents.y[keep], agents.vx[keep], agents.vy[keep]
-    heading, speed = agents.heading[keep], np.hypot(vx, vy)
-    length, width = agents.length[keep], agents.width[keep]
-    points, path_heading = centre_path
-    s_obj, limit = _queue_limits(x, y, heading, length, speed, points, path_heading, red_stops)
-    queued = np.isfinite(limit)
-
-    def at(t: float) -> Obstacles:
-        ox, oy, oh, ov = x + vx * t, y + vy * t, heading, speed
-        if queued.any():
-            s_t = np.minimum(s_obj[queued] + speed[queued] * t, limit[queued])
-            k = np.minimum((s_t / PATH_STEP_M).astype(int), len(points) - 1)
-            ox, oy, oh, ov = ox.copy(), oy.copy(), oh.copy(), ov.copy()
-            ox[queued], oy[queued], oh[queued] = points[k, 0], points[k, 1], path_heading[k]
-            ov[queued] = np.where(s_t >= limit[queued], 0.0, speed[queued])
-        return Obstacles(ox, oy, oh, ov, length, width)
-
-    return at
-
-
-def _queue_limits(x, y, heading, length, speed, points, path_heading, red_stops) -> tuple[np.ndarray, np.ndarray]:
-    """Arc length on the path (M,) of objects following it, and how far each may go (inf: free).
-
-    Walking the queue from its front: an object stops at a red stop line ahead of it, or behind the
-    object in front of it when that one stands still or is itself held (a queue discharges slowly).
-    """
-    m = len(x)
-    limit = np.full(m, np.inf)
-    if m == 0:
-        return np.zeros(m), limit
-    d2 = (x[:, None] - points[:, 0]) ** 2 + (y[:, None] - points[:, 1]) ** 2
-    nearest = np.argmin(d2, axis=1)
-    s_obj = nearest * PATH_STEP_M
-    aligned = np.abs(np.angle(np.exp(1j * (heading - path_heading[nearest])))) < np.pi / 4
-    following = np.flatnonzero((np.sqrt(d2[np.arange(m), nearest]) < 2.0) & aligned)
-    ahead_end = np.inf  # where the back of the held object in front will stand
-    for i in following[np.argsort(-s_obj[following])]:  # front of the queue first
-        line = red_stops[red_stops > s_obj[i]]
-        bounds = [line[0] - 0.5 * length[i]] if line.size else []
-        if np.isfinite(ahead_end):
-            bounds.append(ahead_end - 0.5 * length[i] - 1.0)
-        limit[i] = min(bounds) if bounds else np.inf
-        held = np.isfinite(limit[i]) or speed[i] < 0.5
-        ahead_end = (limit[i] if np.isfinite(limit[i]) else s_obj[i]) - 0.5 * length[i] if held else np.inf
-    return s_obj, limit

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from agents.forecast import braking_rates
 from agents.pdm_closed import PDMClosedConfig, PDMClosedPlanner
 from agents.pdm_proposals import route_from_ego
 from metrics.observation import Observation
@@ -25,7 +26,7 @@ class SceneScorer:
         now, ego = scene.current_index, scene.initial_ego_state
         planner = PDMClosedPlanner(PDMClosedConfig(version=version))
         self.pdm_closed = planner.plan(scene.map, scene.route, ego, scene.agents.at(now), scene.light_ids,
-                                       scene.light_status[now])
+                                       scene.light_status[now], braking_rates(scene.agents, now))
         self.reference = PDMReference.from_global_poses(ego, self.pdm_closed.poses)
         chain = route_from_ego(scene.map, scene.route, ego)
         # Same map and centerline PDM-Closed was ranked on; the objects are the log's, not a forecast.

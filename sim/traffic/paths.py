@@ -78,18 +78,19 @@ class AgentPaths:
             length[i] = (k - 1) * PATH_STEP_M
         return cls(points, heading, lane, length, own_starts, starts)
 
-    def pose_at(self, s: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(x, y, heading) at arc lengths s (N,), clamped to each path; linear in x, y.
+    def pose_at(self, s: np.ndarray, rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(x, y, heading) at arc lengths s (N,) on paths `rows` (N,; default path i for s[i]), clamped to each
+        path; linear in x, y.
 
         The heading is that of the sample segment (0.5 m resolution), which is what following a
         polyline means.
         """
         last = self.points.shape[1] - 1
-        u = np.minimum(np.maximum(s, 0.0), self.length) / PATH_STEP_M
+        rows = np.arange(len(s)) if rows is None else rows
+        u = np.minimum(np.maximum(s, 0.0), self.length[rows]) / PATH_STEP_M
         i0 = np.minimum(u.astype(np.int64), max(last - 1, 0))
         i1 = np.minimum(i0 + 1, last)
         frac = u - i0
-        rows = np.arange(len(s))
         x0, y0 = self.px[rows, i0], self.py[rows, i0]
         return x0 + (self.px[rows, i1] - x0) * frac, y0 + (self.py[rows, i1] - y0) * frac, self.heading[rows, i0]
 

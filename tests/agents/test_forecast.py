@@ -1,0 +1,106 @@
+"""PDM-Closed's object forecast: NAVSIM's constant velocity, and lane following with braking and queues."""
+import numpy as np
+import pytest
+import shapely
+
+from agents.forecast import ObjectForecast, braking_rates
+from agents.pdm_closed import PDMClosedConfig, PDMClosedPlanner, _resample
+from agents.pdm_proposals import ProposalConfig
+from scenarios.generator import generate_scene
+from sim.envs.scene_scoring import SceneScorer
+from sim.state import AgentSlice, AgentTracks, AgentType, TrajectorySampling
+
+
+def slice_of(xs, ys, headings, speeds, agent_type=AgentType.VEHICLE):
+    xs, ys, headings, speeds = (np.asarray(v, dtype=np.float64) for v in (xs, ys, headings, speeds))
+    n = len(xs)
+    return AgentSlice(x=xs, y=ys, heading=headings, vx=speeds * np.cos(headings), vy=speeds * np.sin(headings),
+                      valid=np.ones(n, dtype=bool), length=np.full(n, 4.6), width=np.full(n, 1.9),
+                      height=np.full(n, 1.6), agent_type=np.full(n, int(agent_type), dtype=np.int8),
+                      track_ids=[f"car_{i}" for i in range(n)])
+
+
+def test_constant_velocity_moves_every_object_along_its_logged_velocity():
+    agents = slice_of([0.0, 10.0], [0.0, 5.0], [0.3, -1.0], [5.0, 2.0])
+    forecast = ObjectForecast.build(agents, "constant_velocity", braking=np.array([-3.0, -3.0]))
+    x, y, heading, speed = forecast.at(2.0)
+    np.testing.assert_allclose(x, agents.x + 2.0 * agents.vx)
+    np.testing.assert_allclose(y, agents.y + 2.0 * agents.vy)
+    np.testing.assert_allclose(heading, agents.heading)
+    np.testing.assert_allclose(speed, [5.0, 2.0])  # NAVSIM ignores braking
+    obs = forecast.observation(41)
+    np.testing.assert_allclose(obs.vx[-1], agents.vx)
+
+
+def test_a_braking_object_keeps_braking_until_it_stands():
+    agents = slice_of([0.0], [0.0], [0.0], [4.0])
+    forecast = ObjectForecast.build(agents, "lane_following", braking=np.array([-2.0]))
+    assert forecast.at(1.0)[0][0] == pytest.approx(3.0)
+    assert forecast.at(2.0)[0][0] == pytest.approx(4.0)
+    assert forecast.at(4.0)[0][0] == pytest.approx(4.0)  # stands; never reverses
+    assert forecast.at(4.0)[3][0] == 0.0
+
+
+def test_braking_rates_read_the_speed_drop_of_the_last_half_second():
+    tracks = AgentTracks.empty(20, 3)
+    tracks.valid[:] = True
+    tracks.vx[:, 0] = np.linspace(10.0, 0.5, 20)  # braking
+    tracks.vx[:, 1] = np.linspace(2.0, 8.0, 20)  # accelerating: not extrapolated
+    tracks.valid[:12, 2] = False  # appeared 0.3 s ago: no rate yet
+    rates = braking_rates(tracks, 15)
+    assert rates[0] == pytest.approx(-9.5 / 19 * 10)
+    assert rates[1] == 0.0 and rates[2] == 0.0
+
+
+def moving_cars_on_lanes(scene):
+    now = scene.current_index
+    agents = scene.agents.at(now)
+    lanes = scene.map.nearest_lanes(np.stack([agents.x, agents.y, agents.heading], -1))
+    dist = shapely.distance(scene.map.lane_centerlines[lanes], shapely.points(np.stack([agents.x, agents.y], -1)))
+    return np.flatnonzero(agents.valid & (agents.speed > 3.0) & (dist < 0.5)), agents
+
+
+def test_lane_following_keeps_vehicles_on_a_curve_where_constant_velocity_leaves_it():
+    scene = generate_scene("curve", 1)
+    cars, agents = moving_cars_on_lanes(scene)
+    assert cars.size
+    lane_following = ObjectForecast.build(agents, "lane_following", road_map=scene.map)
+    straight_on = ObjectForecast.build(agents, "constant_velocity")
+    drivable = shapely.union_all(scene.map.lane_polygons)
+    inside = lambda f: shapely.contains_xy(drivable, *f.at(4.0)[:2])  # noqa: E731
+    rows = (np.cumsum(agents.valid) - 1)[cars]  # forecast rows are the valid agents, in order
+    on_map = lane_following.lane_s0[rows] + lane_following.travel(4.0)[rows] < lane_following.lane_paths.length
+    rows = rows[on_map]  # beyond the map's lanes both forecasts go straight on
+    assert rows.size >= 2
+    assert inside(lane_following)[rows].all()
+    assert not inside(straight_on)[rows].all()
+
+
+def test_a_car_behind_a_braking_lead_on_the_route_queues_behind_it():
+    scene = generate_scene("straight", 0)
+    ego = scene.initial_ego_state
+    forward = np.array([np.cos(ego[2]), np.sin(ego[2])])
+    lead, follower = ego[:2] + 30.0 * forward, ego[:2] + 15.0 * forward
+    agents = slice_of([lead[0], follower[0]], [lead[1], follower[1]], [ego[2]] * 2, [4.0, 8.0])
+    points = ego[:2] + np.arange(0.0, 100.0, 0.5)[:, None] * forward  # the route centreline, 0.5 m samples
+    path = (points, np.full(len(points), ego[2]))
+    forecast = ObjectForecast.build(agents, "lane_following", braking=np.array([-2.0, 0.0]), centre_path=path)
+    x, y, _, speed = forecast.at(5.0)
+    gap = np.linalg.norm([x[0] - x[1], y[0] - y[1]]) - 4.6
+    assert 0.5 < gap < 1.5 and speed[1] == 0.0  # stopped a metre behind the lead's stopping point
+
+
+@pytest.mark.parametrize("family, seed", [("curve", 1), ("intersection", 9)])
+def test_pdm_closed_drives_scenes_that_constant_velocity_forecasting_fails(family, seed):
+    """Curve 1: oncoming cars leave the curve into the ego's lane in a straight-line forecast; intersection 9:
+    the lead brakes into a queue and a constant-speed forecast rear-ends it. Scored against the log."""
+    scene = generate_scene(family, seed)
+    scorer = SceneScorer(scene)
+    sampling = TrajectorySampling()
+    default = _resample(scorer.pdm_closed.poses, scene.initial_ego_state, sampling)
+    assert scorer.score(default, sampling.interval)[1] > 0.9
+    navsim = PDMClosedPlanner(PDMClosedConfig(proposals=ProposalConfig(forecast="constant_velocity")))
+    now = scene.current_index
+    plan = navsim.plan(scene.map, scene.route, scene.initial_ego_state, scene.agents.at(now), scene.light_ids,
+                       scene.light_status[now])
+    assert scorer.score(_resample(plan.poses, scene.initial_ego_state, sampling), sampling.interval)[1] == 0.0
