@@ -91,14 +91,14 @@ class PDMClosedAgent(Agent):
         now = scene.current_index
         plan = self.planner.plan(scene.map, scene.route, scene.initial_ego_state, scene.agents.at(now),
                                  scene.light_ids, scene.light_status[now], braking_rates(scene.agents, now))
-        return Trajectory(_resample(plan.poses, scene.initial_ego_state, self.trajectory_sampling), self.trajectory_sampling)
+        return Trajectory(plan_to_local(plan.poses, scene.initial_ego_state, self.trajectory_sampling), self.trajectory_sampling)
 
 
-def _resample(poses_10hz: np.ndarray, ego_state: np.ndarray, sampling: TrajectorySampling) -> np.ndarray:
+def plan_to_local(poses_10hz: np.ndarray, ego_state: np.ndarray, sampling: TrajectorySampling) -> np.ndarray:
     """Poses at the sampling's times from 10 Hz global poses (pose 0 = now), in the ego frame."""
     times = (np.arange(sampling.num_poses) + 1) * sampling.interval
     idx = np.minimum(np.round(times / STEP_S).astype(int), len(poses_10hz) - 1)
     return global_to_local(poses_10hz[idx], ego_state[:3])
 
 
-__all__ = ["PDMClosedAgent", "PDMClosedConfig", "PDMClosedPlan", "PDMClosedPlanner"]
+__all__ = ["PDMClosedAgent", "PDMClosedConfig", "PDMClosedPlan", "PDMClosedPlanner", "plan_to_local"]

@@ -166,3 +166,33 @@ def score(
 
 if __name__ == "__main__":
     app()
+
+
+@app.command("collect")
+def collect(
+    split: str = typer.Option("builtin:navtrain", "--split", help="builtin:NAME or a directory of scene files."),
+    scenes: int = typer.Option(..., "--scenes", min=1, help="Number of scenes (the first N of the split)."),
+    out: Path = typer.Option(..., "--out", help="Output folder (resumed when it holds the same collection)."),
+    config: str = typer.Option("tiny", "--config", help="Policy preset whose frame size and history to collect for."),
+    workers: Optional[int] = typer.Option(None, "--workers", min=1, help="Processes (default: all cores)."),
+) -> None:
+    """Let the PDM-Closed expert plan on generated scenes and store its samples (frames, state, trajectory,
+    future frame) in shards with a manifest and a content hash."""
+    from policies.config import DriveVLAW0Config
+    from scenarios.splits import SplitError
+    from training.collect import CollectConfig, CollectError, collect as run_collect
+
+    try:
+        collect_config = CollectConfig.for_policy(DriveVLAW0Config.preset(config))
+    except (KeyError, ValueError) as err:
+        raise typer.BadParameter(str(err), param_hint="--config") from None
+    with _progress() as progress:
+        task = progress.add_task("collecting shards", total=None)
+        try:
+            manifest = run_collect(split, scenes, out, collect_config, workers,
+                                   progress=lambda done, total: progress.update(task, completed=done, total=total))
+        except (SplitError, CollectError) as err:
+            console.print(f"[red]error:[/red] {err}")
+            raise typer.Exit(2) from None
+    console.print(f"{manifest['samples']} samples from {scenes} scenes in {out} "
+                  f"({manifest['failures']} failed scenes); content hash {manifest['content_hash'][:16]}")

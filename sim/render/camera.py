@@ -393,3 +393,14 @@ class CameraRenderer:
         p = np.asarray(out)
         uv = np.stack([k[0, 0] * p[:, 0] / p[:, 2] + k[0, 2], k[1, 1] * p[:, 1] / p[:, 2] + k[1, 2]], -1)
         return np.rint(uv * _ONE).astype(np.int32)
+
+
+def downsample_frames(frames: np.ndarray, height: int, width: int) -> np.ndarray:
+    """(..., H, W, 3) uint8 camera frames area-averaged to (..., height, width, 3): what a policy that
+    works at a lower resolution than the camera sees (the same function at training and at evaluation)."""
+    frames = np.asarray(frames)
+    if frames.shape[-3:-1] == (height, width):
+        return frames
+    flat = frames.reshape(-1, *frames.shape[-3:])
+    out = np.stack([cv2.resize(f, (width, height), interpolation=cv2.INTER_AREA) for f in flat])
+    return out.reshape(*frames.shape[:-3], height, width, 3)

@@ -4,7 +4,7 @@ import pytest
 import shapely
 
 from agents.forecast import ObjectForecast, braking_rates
-from agents.pdm_closed import PDMClosedConfig, PDMClosedPlanner, _resample
+from agents.pdm_closed import PDMClosedConfig, PDMClosedPlanner, plan_to_local
 from agents.pdm_proposals import ProposalConfig
 from scenarios.generator import generate_scene
 from sim.envs.scene_scoring import SceneScorer
@@ -97,10 +97,10 @@ def test_pdm_closed_drives_scenes_that_constant_velocity_forecasting_fails(famil
     scene = generate_scene(family, seed)
     scorer = SceneScorer(scene)
     sampling = TrajectorySampling()
-    default = _resample(scorer.pdm_closed.poses, scene.initial_ego_state, sampling)
+    default = plan_to_local(scorer.pdm_closed.poses, scene.initial_ego_state, sampling)
     assert scorer.score(default, sampling.interval)[1] > 0.9
     navsim = PDMClosedPlanner(PDMClosedConfig(proposals=ProposalConfig(forecast="constant_velocity")))
     now = scene.current_index
     plan = navsim.plan(scene.map, scene.route, scene.initial_ego_state, scene.agents.at(now), scene.light_ids,
                        scene.light_status[now])
-    assert scorer.score(_resample(plan.poses, scene.initial_ego_state, sampling), sampling.interval)[1] == 0.0
+    assert scorer.score(plan_to_local(plan.poses, scene.initial_ego_state, sampling), sampling.interval)[1] == 0.0

@@ -1,0 +1,80 @@
+"""Expert data collection: samples, shards, manifest, resume, failures, and the memory-mapped dataset."""
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from scenarios.generator import generate_scene
+from scenarios.scene import save_scene
+from scenarios.splits import SplitError, resolve_split
+from training.collect import CollectConfig, CollectError, collect
+from training.dataset import DatasetError, ExpertDataset, collate
+
+CONFIG = CollectConfig(scenes_per_shard=2)
+
+
+@pytest.fixture(scope="module")
+def collected(tmp_path_factory):
+    out = tmp_path_factory.mktemp("data")
+    return out, collect("builtin:navtrain", 4, out, CONFIG, workers=2)
+
+
+def test_samples_hold_frames_state_and_the_expert_trajectory(collected):
+    out, manifest = collected
+    assert manifest["complete"] and manifest["failures"] == 0
+    assert manifest["samples"] == 8 and len(manifest["shards"]) == 2  # 2 decisions per scene
+    data = ExpertDataset(out)
+    batch = collate([data[i] for i in range(len(data))])
+    assert batch["history_frames"].shape == (8, 2, 64, 128, 3)
+    assert batch["future_frame"].shape == (8, 64, 128, 3)
+    trajectory = batch["trajectory"].numpy()
+    assert trajectory.shape == (8, 8, 3) and np.isfinite(trajectory).all()
+    assert (np.diff(trajectory[..., 0], axis=1) >= -1e-3).all()  # the expert drives forwards
+    # The future frame is the camera 1 s on: it differs from the current one.
+    assert (batch["future_frame"].float() - batch["history_frames"][:, -1].float()).abs().mean() > 1.0
+    assert all(isinstance(t, str) and t for t in batch["text"])
+
+
+def test_resume_rewrites_only_missing_shards_and_gives_the_same_content(collected, tmp_path):
+    out, manifest = collected
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    shutil.rmtree(copy / "shard_00001")  # as if killed before the second shard was renamed into place
+    kept = (copy / "shard_00000" / "trajectories.npy").stat().st_mtime_ns
+    again = collect("builtin:navtrain", 4, copy, CONFIG, workers=1)
+    assert again["content_hash"] == manifest["content_hash"]
+    assert (copy / "shard_00000" / "trajectories.npy").stat().st_mtime_ns == kept
+
+
+def test_another_collection_in_the_same_folder_is_refused(collected):
+    out, _ = collected
+    with pytest.raises(CollectError, match="another collection"):
+        collect("builtin:navtrain", 6, out, CONFIG, workers=1)
+
+
+def test_a_scene_that_fails_is_recorded_and_the_run_goes_on(tmp_path):
+    scenes = tmp_path / "scenes"
+    scenes.mkdir()
+    save_scene(generate_scene("straight", 1), scenes / "a_good.npz")
+    (scenes / "b_broken.npz").write_bytes(b"not a scene")
+    manifest = collect(str(scenes), 2, tmp_path / "data", CONFIG, workers=1)
+    assert manifest["samples"] == 2 and manifest["failures"] == 1
+    failures = json.loads((tmp_path / "data" / "shard_00000" / "samples.json").read_text())["failures"]
+    assert failures[0]["token"] == "b_broken" and failures[0]["reason"]
+
+
+def test_unknown_split_and_missing_data_folder_say_what_is_wrong(tmp_path):
+    with pytest.raises(SplitError, match="unknown built-in split"):
+        resolve_split("builtin:nope")
+    with pytest.raises(SplitError, match="neither"):
+        resolve_split(str(tmp_path / "absent"))
+    with pytest.raises(DatasetError, match="no manifest.json"):
+        ExpertDataset(tmp_path)
+
+
+def test_builtin_splits_are_fixed_and_disjoint():
+    train, test = resolve_split("builtin:navtrain", 50), resolve_split("builtin:navtest")
+    assert len(test) == 500 and [r.family for r in test[:5]] == ["straight", "curve", "intersection", "t_junction", "merge"]
+    assert not {r.token for r in train} & {r.token for r in test}
+    assert resolve_split("builtin:navtest", 3)[2].token == test[2].token
