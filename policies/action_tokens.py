@@ -29,18 +29,24 @@ class ActionTokenizer:
         self.bins = config.action_bins
         self.num_poses = config.num_poses
         self.offset = config.action_offset
-        ranges = (config.action_x_range, config.action_y_range, config.action_heading_range)
-        self._lo = torch.tensor([r[0] for r in ranges], dtype=torch.float64)
-        self._hi = torch.tensor([r[1] for r in ranges], dtype=torch.float64)
+        # Python floats, not tensors: a tokenizer built inside from_pretrained's meta-device
+        # initialisation would otherwise hold data-less meta tensors.
+        self._ranges = (config.action_x_range, config.action_y_range, config.action_heading_range)
+
+    def _range(self, device: torch.device | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(3,) float64 lower and upper bounds of x, y, heading."""
+        lo, hi = torch.tensor(self._ranges, dtype=torch.float64, device=device).unbind(1)
+        return lo, hi
 
     @property
     def bin_width(self) -> torch.Tensor:
         """(3,) bin width of x, y, heading."""
-        return (self._hi - self._lo) / self.bins
+        lo, hi = self._range()
+        return (hi - lo) / self.bins
 
     def encode(self, poses: torch.Tensor) -> torch.Tensor:
         """(…, P, 3) float -> (…, P*3) long ids."""
-        lo, hi = self._lo.to(poses.device), self._hi.to(poses.device)
+        lo, hi = self._range(poses.device)
         index = _to_bins(poses.double(), lo, hi, self.bins)
         dim_offset = torch.arange(3, device=poses.device) * self.bins
         return (index + dim_offset + self.offset).flatten(-2)
@@ -52,7 +58,7 @@ class ActionTokenizer:
         index = ids - self.offset - dim_offset
         if bool(((index < 0) | (index >= self.bins)).any()):
             raise ValueError("action ids outside their x / y / heading blocks of the vocabulary")
-        lo, hi = self._lo.to(ids.device), self._hi.to(ids.device)
+        lo, hi = self._range(ids.device)
         return _bin_centres(index, lo, hi, self.bins).to(dtype)
 
     def allowed_range(self, step: int) -> tuple[int, int]:

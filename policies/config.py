@@ -82,6 +82,7 @@ class DriveVLAW0Config(PreTrainedConfig):
     # --- action expert (same depth / heads / head_dim as the backbone, joint attention) --------
     expert_hidden_size: int = 128
     expert_intermediate_size: int = 512
+    use_action_expert: bool = False  # DriveVLAW0ForDriving: False = the baseline VLA (AR actions via the backbone)
     expert_decoder: str = "query"  # "query" | "ar" | "flow" (drivevla_w0_paper.md §4.3)
     flow_steps: int = 10  # Euler steps, tau 1 -> 0
     flow_beta_a: float = 1.5  # tau = 1 - u, u ~ Beta(a, 1) (official Beta(1.5, 1))
