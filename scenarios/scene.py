@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import shapely
 
-from sim.map import Area, Lane, RoadMap
+from sim.map import Area, Lane, RoadMap, StopSign
 from sim.state import AgentTracks, StateIndex, TrafficLightStatus
 
 FORMAT_NAME = "w0sim-scene"
@@ -106,6 +106,12 @@ def scene_to_arrays(scene: Scene) -> tuple[dict, dict[str, np.ndarray]]:
     wkb = [shapely.to_wkb(a.polygon) for a in scene.map.areas]
     arrays["area_wkb"] = np.frombuffer(b"".join(wkb), dtype=np.uint8)
     arrays["area_wkb_offsets"] = np.cumsum([0] + [len(b) for b in wkb]).astype(np.int64)
+    signs = scene.map.stop_signs
+    if signs:  # optional entries: maps without stop signs keep their exact (version 1) bytes
+        arrays["stop_sign_position"] = np.array([sign.position for sign in signs], dtype=np.float64).reshape(-1, 2)
+        wkb = [shapely.to_wkb(sign.trigger) for sign in signs]
+        arrays["stop_sign_trigger_wkb"] = np.frombuffer(b"".join(wkb), dtype=np.uint8)
+        arrays["stop_sign_trigger_wkb_offsets"] = np.cumsum([0] + [len(b) for b in wkb]).astype(np.int64)
     arrays["ego_log"] = scene.ego_log
     for name, value in scene.agents.arrays().items():
         arrays[f"agents_{name}"] = value
@@ -135,6 +141,8 @@ def scene_to_arrays(scene: Scene) -> tuple[dict, dict[str, np.ndarray]]:
         "track_ids": scene.agents.track_ids,
         "light_ids": scene.light_ids,
     }
+    if signs:
+        header["map"]["stop_signs"] = [{"id": sign.id, "lane_ids": list(sign.lane_ids)} for sign in signs]
     return header, arrays
 
 
@@ -158,12 +166,20 @@ def scene_from_arrays(header: dict, arrays: dict[str, np.ndarray]) -> Scene:
         Area(id=info["id"], kind=info["kind"], polygon=shapely.from_wkb(wkb[off[i] : off[i + 1]]))
         for i, info in enumerate(header["map"]["areas"])
     ]
+    stop_signs = []
+    if header["map"].get("stop_signs"):  # absent from files written before stop signs existed
+        wkb, off = arrays["stop_sign_trigger_wkb"].tobytes(), arrays["stop_sign_trigger_wkb_offsets"]
+        stop_signs = [
+            StopSign(id=info["id"], position=arrays["stop_sign_position"][i],
+                     trigger=shapely.from_wkb(wkb[off[i] : off[i + 1]]), lane_ids=tuple(info["lane_ids"]))
+            for i, info in enumerate(header["map"]["stop_signs"])
+        ]
     agents = AgentTracks(
         **{name: arrays[f"agents_{name}"] for name in AgentTracks._TIME_FIELDS + AgentTracks._TRACK_FIELDS},
         track_ids=list(header["track_ids"]),
     )
     return Scene(
-        token=header["token"], map=RoadMap(lanes, areas, name=header["map"]["name"]),
+        token=header["token"], map=RoadMap(lanes, areas, name=header["map"]["name"], stop_signs=stop_signs),
         ego_log=arrays["ego_log"], agents=agents, route=list(header["route"]),
         current_index=int(header["current_index"]), light_ids=list(header["light_ids"]),
         light_status=arrays["light_status"], driving_command=arrays["driving_command"],

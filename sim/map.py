@@ -50,6 +50,21 @@ class Area:
     polygon: shapely.Polygon
 
 
+@dataclass(frozen=True)
+class StopSign:
+    """A stop sign (CARLA's `traffic.stop` actor, a map landmark).
+
+    `position` (2,) is the sign's own location (what the Leaderboard's event message reports);
+    `trigger` is the footprint of its trigger volume, as given (RunningStopTest enlarges it 1.2 x
+    about its centre, and measures proximity to that centre); `lane_ids` are the lanes it controls.
+    """
+
+    id: str
+    position: np.ndarray
+    trigger: shapely.Polygon
+    lane_ids: tuple[str, ...] = ()
+
+
 @dataclass
 class RoadMap:
     """A road network. Build once per scene; all queries are vectorised over points.
@@ -60,6 +75,7 @@ class RoadMap:
     lanes: list[Lane]
     areas: list[Area] = field(default_factory=list)
     name: str = "map"
+    stop_signs: list[StopSign] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.lane_index = {lane.id: i for i, lane in enumerate(self.lanes)}
@@ -74,6 +90,16 @@ class RoadMap:
         for area in self.areas:
             if area.kind not in AREA_KINDS:
                 raise MapError(f"map {self.name!r}: area {area.id!r} has unknown kind {area.kind!r}")
+        if len({sign.id for sign in self.stop_signs}) != len(self.stop_signs):
+            raise MapError(f"map {self.name!r}: duplicate stop sign ids")
+        for sign in self.stop_signs:
+            for lane_id in sign.lane_ids:
+                if lane_id not in self.lane_index:
+                    raise MapError(f"map {self.name!r}: stop sign {sign.id!r} controls unknown lane {lane_id!r}")
+            if np.shape(sign.position) != (2,):
+                raise MapError(f"map {self.name!r}: stop sign {sign.id!r} position has shape {np.shape(sign.position)}")
+            if not isinstance(sign.trigger, shapely.Polygon) or sign.trigger.is_empty or sign.trigger.area <= 0:
+                raise MapError(f"map {self.name!r}: stop sign {sign.id!r} trigger is not a non-empty polygon")
         self.lane_polygons = np.array([lane.polygon() for lane in self.lanes], dtype=object)
         self.lane_centerlines = np.array([shapely.LineString(lane.centerline) for lane in self.lanes], dtype=object)
         self.lane_tree = STRtree(self.lane_polygons)

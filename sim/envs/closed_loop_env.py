@@ -35,7 +35,8 @@ class ClosedLoopEnv(SceneEnv):
     info); it is truncated at `max_time_s` (default: time to drive the route at 3 m/s, + 60 s for
     red lights and queues).
     Reward: metres of route progress in the step. info carries the step's `events` (one dict per
-    physics step: collisions with track id and type, off-road, red lights crossed, route progress),
+    physics step: collisions with track id and type, off-road, red lights crossed, stop signs run,
+    route progress),
     `route_fraction` and running counts.
     """
 
@@ -69,7 +70,7 @@ class ClosedLoopEnv(SceneEnv):
         self.frames = FrameRenderer(scene.map, self.camera)
         self._camera_cache: OrderedDict[int, np.ndarray] = OrderedDict()
         self._planned: np.ndarray | None = None
-        self._counts = {"collisions": 0, "offroad_steps": 0, "red_lights": 0}
+        self._counts = {"collisions": 0, "offroad_steps": 0, "red_lights": 0, "stop_signs": 0}
         self.leaderboard = LeaderboardMonitor(scene.map, scene.route, self.sim.route, scene.light_ids)
         self._progress_m = 0.0
         route_left = self.sim.route.remaining_m
@@ -110,6 +111,7 @@ class ClosedLoopEnv(SceneEnv):
             self._counts["collisions"] += len(events.collisions)
             self._counts["offroad_steps"] += int(events.offroad)
             self._counts["red_lights"] += len(events.red_lights)
+            self._counts["stop_signs"] += len(events.stop_signs)
             progressed, self._progress_m = events.route_progress_m - self._progress_m, events.route_progress_m
             raised = self.leaderboard.update(events, self.sim.ego, self.sim.agents(), progressed, self.sim.step_index)
             info["leaderboard_events"].extend(e.message for e in raised)

@@ -1,10 +1,11 @@
-"""Closed-loop event detection on arrays: ego collisions, off-road, red-light crossings, route progress."""
+"""Closed-loop event detection on arrays: ego collisions, off-road, red-light crossings, stop signs run, route progress."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
 import numpy as np
 import shapely
+import shapely.affinity
 
 from sim.geometry import PACIFICA, VehicleParameters, one_box_corners, rectangles_intersect
 from sim.map import RoadMap
@@ -28,6 +29,7 @@ class StepEvents:
     collisions: list[Collision] = field(default_factory=list)
     offroad: bool = False
     red_lights: list[str] = field(default_factory=list)
+    stop_signs: list[str] = field(default_factory=list)  # ids of stop signs run (left without stopping)
     route_progress_m: float = 0.0
     route_fraction: float = 0.0
 
@@ -37,6 +39,7 @@ class StepEvents:
             "collisions": [c.__dict__ for c in self.collisions],
             "offroad": self.offroad,
             "red_lights": list(self.red_lights),
+            "stop_signs": list(self.stop_signs),
             "route_progress_m": self.route_progress_m,
             "route_fraction": self.route_fraction,
         }
@@ -153,6 +156,104 @@ class RedLightMonitor:
                 hits.append(light)
         self._pending = still_pending
         return hits
+
+
+# RunningStopTest (scenario_runner, Leaderboard 2.x) constants.
+STOP_PROXIMITY_M = 4.0  # PROXIMITY_THRESHOLD: trigger centre to the ego's lane waypoint
+STOP_WAYPOINT_STEP_M = 0.5  # WAYPOINT_STEP: lane waypoints 0..4 m ahead
+STOP_SPEED_MPS = 0.1  # SPEED_THRESHOLD: below it the ego has stopped
+STOP_TRIGGER_SCALE = 1.2  # point_inside_boundingbox multiplier on the trigger extent
+STOP_MIN_DOT = -0.17  # about 100 degrees: reversing / driving against the lane
+# Cheap pre-filter on the ego centre before any lane query: a sign can only affect an ego whose lane
+# waypoint is within 4 m of the trigger centre, so an ego within 7 m of its lane centreline is covered.
+_STOP_SCAN_M = STOP_PROXIMITY_M + 7.0
+
+
+class StopSignMonitor:
+    """RunningStopTest: the ego must be below 0.1 m/s at some step while a stop sign affects it.
+
+    A sign affects the ego when its trigger centre is within 4 m of the ego's lane waypoint (the
+    ego centre projected onto its lane) and its trigger footprint, enlarged 1.2 x about its centre,
+    strictly contains one of the lane waypoints 0, 0.5, .., 4 m ahead (continuing onto the first
+    successor lane). Signs are only looked for when the ego is not reversing (forward speed above
+    -0.17 m/s) nor facing against its lane (heading . lane direction >= -0.17). One sign is the
+    target at a time; when it stops affecting the ego without the ego having stopped, the sign's
+    id is reported (not twice in a row for the same sign, as `_last_failed_stop`). Free when the
+    map has no stop signs.
+    """
+
+    def __init__(self, road_map: RoadMap):
+        self.map = road_map
+        signs = road_map.stop_signs
+        self.sign_ids = [sign.id for sign in signs]
+        self.triggers = [shapely.affinity.scale(sign.trigger, STOP_TRIGGER_SCALE, STOP_TRIGGER_SCALE, origin="centroid")
+                         for sign in signs]
+        for trigger in self.triggers:
+            shapely.prepare(trigger)
+        self.centres = np.array([[c.x, c.y] for c in (sign.trigger.centroid for sign in signs)]).reshape(-1, 2)
+        self._offsets = np.arange(0.0, STOP_PROXIMITY_M + 1e-9, STOP_WAYPOINT_STEP_M)
+        self.target: int | None = None
+        self.stopped = False
+        self.last_failed: int | None = None
+
+    def update(self, ego: np.ndarray, vehicle: VehicleParameters = PACIFICA) -> list[str]:
+        """Ids of stop signs the ego ran in this step (ego: rear-axle state row, vx at column 3)."""
+        if not self.sign_ids:
+            return []
+        centre = ego[:2] + vehicle.rear_axle_to_center * np.array([np.cos(ego[2]), np.sin(ego[2])])
+        if self.target is None:
+            d2 = ((self.centres - centre) ** 2).sum(axis=1)
+            near = np.flatnonzero(d2 < _STOP_SCAN_M * _STOP_SCAN_M)
+            if near.size == 0:
+                return []
+            waypoints, lane_heading = self._waypoints(ego, centre)
+            if ego[3] < STOP_MIN_DOT or np.cos(ego[2] - lane_heading) < STOP_MIN_DOT:
+                return []
+            for k in near.tolist():
+                if self._affects(k, waypoints):
+                    self.target = k
+                    break
+            return []
+        if not self.stopped and float(np.hypot(ego[3], ego[4])) < STOP_SPEED_MPS:
+            self.stopped = True
+        waypoints, _ = self._waypoints(ego, centre)
+        if self._affects(self.target, waypoints):
+            return []
+        hits = []
+        if not self.stopped and self.last_failed != self.target:
+            hits.append(self.sign_ids[self.target])
+            self.last_failed = self.target
+        self.target, self.stopped = None, False
+        return hits
+
+    def _affects(self, k: int, waypoints: np.ndarray) -> bool:
+        if np.hypot(*(self.centres[k] - waypoints[0])) > STOP_PROXIMITY_M:
+            return False
+        return bool(shapely.contains_xy(self.triggers[k], waypoints[:, 0], waypoints[:, 1]).any())
+
+    def _waypoints(self, ego: np.ndarray, centre: np.ndarray) -> tuple[np.ndarray, float]:
+        """(K, 2) points of the ego's lane centreline 0..4 m ahead of the ego centre's projection, and the lane heading there."""
+        road = self.map
+        lane = int(road.nearest_lanes(np.array([[centre[0], centre[1], ego[2]]]))[0])
+        s0 = float(road.project([lane], centre[None])[0])
+        heading = float(road.heading_at([lane], [s0])[0])
+        remaining = s0 + self._offsets
+        out = np.empty((remaining.size, 2))
+        done = np.zeros(remaining.size, dtype=bool)
+        for _ in range(8):  # the lane, then first successors (as CARLA's waypoint.next()[0])
+            length = road.lane_lengths[lane]
+            take = ~done & (remaining <= length + 1e-9)
+            if take.any():
+                points = shapely.line_interpolate_point(road.lane_centerlines[lane], remaining[take])
+                out[take] = shapely.get_coordinates(points)
+                done |= take
+            successors = road.lanes[lane].successors
+            if done.all() or not successors:
+                break
+            remaining = remaining - length
+            lane = road.lane_index[successors[0]]
+        # Waypoints stop where the lane graph ends; they are consecutive from the first.
+        return out[: int(np.argmin(done)) if not done.all() else done.size], heading
 
 
 def _segments_intersect(a: np.ndarray, b: np.ndarray, c: np.ndarray, d: np.ndarray) -> np.ndarray:

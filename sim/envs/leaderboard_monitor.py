@@ -21,6 +21,7 @@ from metrics.driving_score import (
     route_completion_percent,
     route_deviation_event,
     route_timeout_event,
+    stop_event,
     vehicle_blocked_event,
 )
 from sim.envs.events import RouteProgress, StepEvents
@@ -39,7 +40,7 @@ MIN_COLLISION_SPEED = 0.1  # CollisionTest: EPSILON
 
 
 class LeaderboardMonitor:
-    """Criteria state of one episode: collisions, red lights, outside route lanes, deviation, blocked, min speed."""
+    """Criteria state of one episode: collisions, red lights, stop signs, outside route lanes, deviation, blocked, min speed."""
 
     def __init__(self, road_map: RoadMap, route: list[str], progress: RouteProgress, light_ids: list[str]):
         self.progress = progress
@@ -49,6 +50,8 @@ class LeaderboardMonitor:
         self.route_lanes = lanes
         self.light_index = {lid: i for i, lid in enumerate(light_ids)}
         self.light_position = {lane.traffic_light: lane.centerline[0] for lane in road_map.lanes if lane.traffic_light}
+        self.stop_index = {sign.id: i for i, sign in enumerate(road_map.stop_signs)}
+        self.stop_position = {sign.id: sign.position for sign in road_map.stop_signs}
         self.events: list[Event] = []
         self._last_collision: dict[str, tuple[float, np.ndarray]] = {}
         self._outside_m = 0.0
@@ -73,6 +76,9 @@ class LeaderboardMonitor:
         for light in step.red_lights:
             x, y = self.light_position.get(light, ego[:2])
             new.append(red_light_event(self.light_index.get(light, -1), (float(x), float(y), 0.0), frame))
+        for sign in step.stop_signs:  # RunningStopTest: the event is located at the sign
+            x, y = self.stop_position.get(sign, ego[:2])
+            new.append(stop_event(self.stop_index.get(sign, -1), (float(x), float(y), 0.0), frame))
         if not self.route_lanes.contains(shapely.Point(ego[0], ego[1])):
             self._outside_m += progressed_m
         new.extend(self._min_speed(speed, agents, frame))

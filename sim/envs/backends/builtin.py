@@ -7,7 +7,7 @@ import numpy as np
 
 from scenarios.scene import STEP_S, Scene
 from sim.dynamics import BatchLQRTracker, KinematicBicycle, TrackedEgo, interpolate_trajectory_states
-from sim.envs.events import RedLightMonitor, RouteProgress, StepEvents, Collision, agent_type_name, ego_collisions, is_offroad
+from sim.envs.events import RedLightMonitor, RouteProgress, StepEvents, StopSignMonitor, Collision, agent_type_name, ego_collisions, is_offroad
 from sim.geometry import PACIFICA, VehicleParameters, ego_corners
 from sim.state import AgentSlice, AgentType, TrafficLightStatus
 from sim.traffic import AgentPaths, IDMTraffic, Obstacles, SignalPlan, attach_to_lanes, log_replay
@@ -61,6 +61,7 @@ class BuiltinSimulator:
         self.route = RouteProgress(_closed_loop_route(scene.map.route_polyline(scene.route)))
         self.route.reset(self.ego[:2])
         self.red_lights = RedLightMonitor(scene.map, scene.light_ids)
+        self.stop_signs = StopSignMonitor(scene.map)
         self.events: list[StepEvents] = []
         self._in_contact: set[str] = set()
 
@@ -188,6 +189,7 @@ class BuiltinSimulator:
         self._in_contact = {now.track_ids[j] for j in touching}
         events.offroad = is_offroad(corners, self.scene.map)
         events.red_lights = self.red_lights.update(previous, self.ego, self.light_status(), vehicle)
+        events.stop_signs = self.stop_signs.update(self.ego, vehicle)
         events.route_progress_m = self.route.update(0.5 * (corners[0] + corners[2]))
         events.route_fraction = float(events.route_progress_m / max(self.route.length - self.route.s[self.route.start_index], 1e-9))
 
