@@ -164,10 +164,6 @@ def score(
     console.print(f"scored {len(report.rows)} trajectories ({failed} failed); CSV: {target}", soft_wrap=True)
 
 
-if __name__ == "__main__":
-    app()
-
-
 @app.command("collect")
 def collect(
     split: str = typer.Option("builtin:navtrain", "--split", help="builtin:NAME or a directory of scene files."),
@@ -196,3 +192,41 @@ def collect(
             raise typer.Exit(2) from None
     console.print(f"{manifest['samples']} samples from {scenes} scenes in {out} "
                   f"({manifest['failures']} failed scenes); content hash {manifest['content_hash'][:16]}")
+
+
+@app.command("train")
+def train(
+    data: Path = typer.Option(..., "--data", help="A `w0sim collect` folder."),
+    out: Path = typer.Option(..., "--out", help="Run folder: stage{k}/ with checkpoints, metrics.csv, tensorboard/, model/."),
+    config: str = typer.Option("tiny", "--config", help="Model preset: tiny, small or paper."),
+    stage: Optional[int] = typer.Option(None, "--stage", min=0, max=2, help="Train one stage (0 tokenizer, "
+                                        "1 backbone + world model, 2 action expert)."),
+    all_stages: bool = typer.Option(False, "--all", help="Train stages 0, 1 and 2 in order."),
+    steps: Optional[int] = typer.Option(None, "--steps", min=1, help="Steps per trained stage (default: per stage)."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1),
+    lr: Optional[float] = typer.Option(None, "--lr"),
+    seed: int = typer.Option(0, "--seed"),
+    checkpoint_every: Optional[int] = typer.Option(None, "--checkpoint-every", min=1, help="Steps between checkpoints."),
+    world_model: bool = typer.Option(True, "--world-model/--no-world-model",
+                                     help="--no-world-model: the action-only baseline."),
+    decoder: str = typer.Option("query", "--decoder", help="Action-expert decoder: query, ar or flow."),
+) -> None:
+    """Train DriveVLA-W0 on collected data; an interrupted run resumes from its last checkpoint when run again."""
+    from training.dataset import DatasetError
+    from training.pipeline import model_config, train_stages
+
+    if all_stages == (stage is not None):
+        raise typer.BadParameter("give either --stage N or --all", param_hint="--stage / --all")
+    stages = (0, 1, 2) if all_stages else (stage,)
+    fields = {"steps": steps, "batch_size": batch_size, "lr": lr, "seed": seed, "checkpoint_every": checkpoint_every}
+    overrides = {s: {k: v for k, v in fields.items() if v is not None} for s in stages}
+    try:
+        model = train_stages(data, out, stages, model_config(config, world_model, decoder), overrides)
+    except (DatasetError, FileNotFoundError, ValueError) as err:
+        console.print(f"[red]error:[/red] {err}")
+        raise typer.Exit(2) from None
+    console.print(f"model saved to {model}")
+
+
+if __name__ == "__main__":
+    app()

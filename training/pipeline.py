@@ -1,0 +1,59 @@
+"""Stages 0-2 in order: each stage starts from the previous stage's model folder; `RUN/stage{k}/model` is its result.
+
+The model is built once, at stage 0, from a named preset (`tiny`, `small`, `paper`) with the action expert
+attached, so stage 2 needs no weight remapping; `world_model=False` gives the action-only baseline (the
+same model with the world-model loss switched off).
+"""
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+from policies.config import DriveVLAW0Config
+from policies.model import DriveVLAW0ForDriving
+from training.dataset import ExpertDataset
+from training.trainer import TrainConfig, Trainer
+
+# Per-stage defaults for the tiny model on a CPU (what `w0sim train --all` runs unless told otherwise).
+STAGE_DEFAULTS = {
+    0: TrainConfig(stage=0, steps=300, batch_size=16, lr=2e-3, warmup_steps=20),
+    1: TrainConfig(stage=1, steps=1200, batch_size=16, lr=1e-3, warmup_steps=50),
+    2: TrainConfig(stage=2, steps=600, batch_size=16, lr=1e-3, warmup_steps=30),
+}
+
+
+def model_config(preset: str, world_model: bool = True, expert_decoder: str = "query", **overrides) -> DriveVLAW0Config:
+    return DriveVLAW0Config.preset(preset, use_action_expert=True, expert_decoder=expert_decoder,
+                                   use_world_model=world_model, **overrides)
+
+
+def stage_model(run_dir: Path, stage: int, config: DriveVLAW0Config, seed: int = 0) -> DriveVLAW0ForDriving:
+    """The model a stage starts from: the previous stage's result, or a fresh one (initialised from `seed`) at stage 0."""
+    if stage == 0:
+        torch.manual_seed(seed)
+        return DriveVLAW0ForDriving(config)
+    previous = run_dir / f"stage{stage - 1}" / "model"
+    if not (previous / "model.safetensors").exists():
+        raise FileNotFoundError(f"stage {stage} starts from {previous}, which does not exist: train stage {stage - 1} first")
+    return DriveVLAW0ForDriving.from_pretrained(previous)
+
+
+def train_stages(data_dir: str | Path, run_dir: str | Path, stages: tuple[int, ...] = (0, 1, 2),
+                 config: DriveVLAW0Config | None = None, overrides: dict[int, dict] | None = None,
+                 indices=None, show_progress: bool = True) -> Path:
+    """Train `stages` in order on the data in `data_dir` (a subset with `indices`); returns the last model folder.
+    `overrides[stage]` replaces fields of that stage's `STAGE_DEFAULTS` (steps, batch_size, lr, seed, ...)."""
+    run_dir = Path(run_dir)
+    dataset = ExpertDataset(data_dir, indices)
+    config = config or model_config("tiny")
+    out = run_dir
+    for stage in stages:
+        train_config = replace(STAGE_DEFAULTS[stage], **(overrides or {}).get(stage, {}))
+        model = stage_model(run_dir, stage, config, train_config.seed)
+        out = Trainer(model, dataset, train_config, run_dir / f"stage{stage}", show_progress=show_progress).train()
+    return out
+
+
+__all__ = ["STAGE_DEFAULTS", "model_config", "stage_model", "train_stages"]

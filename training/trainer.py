@@ -1,0 +1,253 @@
+"""Stage 0-2 training of DriveVLAW0ForDriving on collected expert data, on `accelerate`, resumable step for step.
+
+Stage 0 trains the VQ-VAE image tokenizer (reconstruction + commitment, EMA codebook); stage 1 the
+backbone (and the patch encoder / diffusion world model of the continuous path) on the action +
+world-model losses with the tokenizer frozen; stage 2 the action expert on its action loss, with the
+backbone frozen or at `backbone_lr_scale` x the learning rate.
+
+Determinism across interruptions: batch k of a run is a fixed function of (seed, k) (a seeded
+permutation per epoch) and the loss's noise generator is seeded with (seed, k), so a run resumed from the
+checkpoint of step s computes exactly the steps an uninterrupted run computes after s. Checkpoints
+(accelerate state: model, optimizer, scheduler + `trainer_state.json`) are written to a temporary folder
+and renamed; the newest complete one is resumed automatically.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import math
+import shutil
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+from torch.utils.tensorboard import SummaryWriter
+from tqdm import tqdm
+
+from policies.model import DriveVLAW0ForDriving
+from training.dataset import ExpertDataset, collate
+
+METRIC_COLUMNS = ("step", "loss", "action_loss", "world_model_loss", "reconstruction_loss", "lr", "samples_per_s")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    stage: int  # 0 tokenizer, 1 backbone + world model, 2 action expert
+    steps: int = 1000
+    batch_size: int = 16
+    lr: float = 1e-3
+    weight_decay: float = 0.01
+    warmup_steps: int = 50
+    min_lr_ratio: float = 0.1  # cosine decay to lr * this
+    grad_clip: float = 1.0
+    backbone_lr_scale: float = 0.0  # stage 2: 0 freezes the backbone
+    checkpoint_every: int = 100
+    keep_checkpoints: int = 2
+    log_every: int = 10
+    seed: int = 0
+
+
+def frames_to_model(frames: torch.Tensor) -> torch.Tensor:
+    """(..., H, W, 3) uint8 -> (..., 3, H, W) float in [0, 1], the model's frame layout."""
+    return frames.movedim(-1, -3).float() / 255.0
+
+
+def trainable_groups(model: DriveVLAW0ForDriving, config: TrainConfig) -> list[dict]:
+    """Optimizer parameter groups of a stage; everything else is frozen (requires_grad False)."""
+    for p in model.parameters():
+        p.requires_grad_(False)
+    if config.stage == 0:
+        if model.vq is None:
+            raise ValueError("stage 0 trains the VQ-VAE, which this configuration does not have")
+        groups = [list(model.vq.parameters())]
+    elif config.stage == 1:
+        parts = [model.backbone, model.patch_encoder, model.diffusion_wm]
+        groups = [[p for part in parts if part is not None for p in part.parameters()]]
+    elif config.stage == 2:
+        if model.policy is None:
+            raise ValueError("stage 2 trains the action expert; the configuration has use_action_expert=False")
+        backbone = {id(p) for p in model.policy.backbone.parameters()}
+        groups = [[p for p in model.policy.parameters() if id(p) not in backbone]]
+        if config.backbone_lr_scale > 0:
+            groups.append(list(model.policy.backbone.parameters()))
+    else:
+        raise ValueError(f"stage must be 0, 1 or 2, got {config.stage!r}")
+    for group in groups:
+        for p in group:
+            p.requires_grad_(True)
+    scales = [1.0, config.backbone_lr_scale]
+    return [{"params": g, "lr": config.lr * s} for g, s in zip(groups, scales)]
+
+
+def lr_factor(step: int, config: TrainConfig) -> float:
+    """Linear warm-up, then cosine decay to `min_lr_ratio`."""
+    if step < config.warmup_steps:
+        return (step + 1) / config.warmup_steps
+    progress = (step - config.warmup_steps) / max(config.steps - config.warmup_steps, 1)
+    return config.min_lr_ratio + (1 - config.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+
+
+class Trainer:
+    """Trains one stage of `model` on `dataset`, writing checkpoints, metrics.csv and TensorBoard logs to `run_dir`."""
+
+    def __init__(self, model: DriveVLAW0ForDriving, dataset: ExpertDataset, config: TrainConfig, run_dir: str | Path,
+                 accelerator: Accelerator | None = None, show_progress: bool = True):
+        if len(dataset) < config.batch_size:
+            raise ValueError(f"{len(dataset)} samples cannot fill a batch of {config.batch_size}")
+        self.config, self.dataset, self.run_dir = config, dataset, Path(run_dir)
+        self.accelerator = accelerator or Accelerator(
+            mixed_precision="bf16" if torch.cuda.is_available() else "no")
+        self.show_progress = show_progress
+        groups = trainable_groups(model, config)
+        optimizer = torch.optim.AdamW(groups, lr=config.lr, betas=(0.9, 0.95), weight_decay=config.weight_decay)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, config))
+        self.model, self.optimizer, self.scheduler = self.accelerator.prepare(model, optimizer, scheduler)
+        self.step = 0
+
+    # --- data ---------------------------------------------------------------------------------------
+    def batch_indices(self, step: int) -> torch.Tensor:
+        """Dataset positions of batch `step` (this process's share): a fixed function of (seed, step)."""
+        n, b = len(self.dataset), self.config.batch_size
+        per_epoch = n // b
+        epoch, k = divmod(step, per_epoch)
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(self.config.seed * 100_003 + epoch))
+        rows = order[k * b : (k + 1) * b]
+        acc = self.accelerator
+        return rows[acc.process_index :: acc.num_processes]
+
+    def _batch(self, step: int) -> dict:
+        batch = collate([self.dataset[int(i)] for i in self.batch_indices(step)])
+        device = self.accelerator.device
+        return {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
+
+    # --- one step -----------------------------------------------------------------------------------
+    def compute_loss(self, batch: dict, step: int) -> dict[str, torch.Tensor]:
+        model = self.accelerator.unwrap_model(self.model)
+        generator = torch.Generator(self.accelerator.device).manual_seed(self.config.seed * 1_000_003 + step)
+        if self.config.stage == 0:
+            frames = torch.cat([batch["history_frames"].flatten(0, 1), batch["future_frame"]])
+            out = model.vq(frames_to_model(frames))
+            return {"loss": out.loss, "reconstruction_loss": out.reconstruction_loss}
+        inputs = model.build_inputs(frames_to_model(batch["history_frames"]), batch["text"], batch["speed"],
+                                    batch["accel"], batch["command"], batch["trajectory"],
+                                    frames_to_model(batch["future_frame"]))
+        out = model.loss(inputs, stage=self.config.stage, generator=generator)
+        parts = {"loss": out.loss, "action_loss": out.action_loss}
+        if out.world_model_loss is not None:
+            parts["world_model_loss"] = out.world_model_loss
+        return parts
+
+    def _set_modes(self) -> None:
+        model = self.accelerator.unwrap_model(self.model)
+        model.train()
+        if self.config.stage > 0 and model.vq is not None:
+            model.vq.eval()  # frozen tokenizer: no EMA codebook updates
+        if self.config.stage == 2 and self.config.backbone_lr_scale == 0:
+            model.policy.backbone.eval()
+
+    # --- loop ---------------------------------------------------------------------------------------
+    def train(self, stop_after: int | None = None) -> Path:
+        """Run (or resume) to `config.steps`; `stop_after` ends early after that many steps (tests). Returns
+        the folder of the final model (`save_pretrained` layout) once all steps are done."""
+        self.resume()
+        writer = SummaryWriter(str(self.run_dir / "tensorboard"), purge_step=self.step)
+        metrics = MetricsLog(self.run_dir / "metrics.csv", self.step)
+        self._set_modes()
+        end = self.config.steps if stop_after is None else min(self.config.steps, self.step + stop_after)
+        bar = tqdm(total=self.config.steps, initial=self.step, desc=f"stage {self.config.stage}",
+                   disable=not self.show_progress or not self.accelerator.is_main_process)
+        started, done = time.perf_counter(), 0
+        while self.step < end:
+            batch = self._batch(self.step)
+            parts = self.compute_loss(batch, self.step)
+            self.accelerator.backward(parts["loss"])
+            if self.config.grad_clip:
+                self.accelerator.clip_grad_norm_(
+                    [p for g in self.optimizer.param_groups for p in g["params"]], self.config.grad_clip)
+            self.optimizer.step()
+            self.scheduler.step()
+            self.optimizer.zero_grad(set_to_none=True)
+            self.step += 1
+            done += 1
+            rate = done * self.config.batch_size / (time.perf_counter() - started)
+            row = {"step": self.step, "lr": self.scheduler.get_last_lr()[0], "samples_per_s": rate,
+                   **{k: float(v.detach()) for k, v in parts.items()}}
+            if self.accelerator.is_main_process and (self.step % self.config.log_every == 0 or self.step == end):
+                metrics.write(row)
+                for key in ("loss", "action_loss", "world_model_loss", "reconstruction_loss", "lr"):
+                    if key in row:
+                        writer.add_scalar(f"stage{self.config.stage}/{key}", row[key], self.step)
+            bar.update(1)
+            bar.set_postfix(loss=f"{row['loss']:.4f}", samples_per_s=f"{rate:.1f}")
+            if self.step % self.config.checkpoint_every == 0 or self.step == self.config.steps:
+                self.save_checkpoint()
+        bar.close()
+        writer.close()
+        metrics.close()
+        return self.save_final() if self.step >= self.config.steps else self.run_dir
+
+    # --- checkpoints ----------------------------------------------------------------------------------
+    def checkpoints(self) -> list[Path]:
+        folder = self.run_dir / "checkpoints"
+        found = [p for p in folder.glob("step_*") if (p / "trainer_state.json").exists()] if folder.exists() else []
+        return sorted(found)
+
+    def save_checkpoint(self) -> Path:
+        final = self.run_dir / "checkpoints" / f"step_{self.step:07d}"
+        tmp = final.with_name(final.name + ".tmp")
+        self.accelerator.wait_for_everyone()
+        if self.accelerator.is_main_process:
+            shutil.rmtree(tmp, ignore_errors=True)
+        self.accelerator.save_state(str(tmp))
+        if self.accelerator.is_main_process:
+            state = {"step": self.step, "config": asdict(self.config)}
+            (tmp / "trainer_state.json").write_text(json.dumps(state, indent=1))
+            shutil.rmtree(final, ignore_errors=True)
+            tmp.rename(final)
+            for old in self.checkpoints()[: -self.config.keep_checkpoints]:
+                shutil.rmtree(old, ignore_errors=True)
+        return final
+
+    def resume(self) -> None:
+        """Load the newest complete checkpoint of this run (model, optimizer, scheduler, RNG states), if any;
+        a fresh run seeds the global RNG (the tokenizer's dead-code restarts draw from it)."""
+        found = self.checkpoints()
+        if not found:
+            torch.manual_seed(self.config.seed)
+            return
+        self.accelerator.load_state(str(found[-1]))
+        self.step = json.loads((found[-1] / "trainer_state.json").read_text())["step"]
+
+    def save_final(self) -> Path:
+        out = self.run_dir / "model"
+        if self.accelerator.is_main_process:
+            self.accelerator.unwrap_model(self.model).save_pretrained(out)
+        return out
+
+
+class MetricsLog:
+    """metrics.csv of a run, reopened on resume with the rows past the resumed step dropped (they are
+    recomputed identically)."""
+
+    def __init__(self, path: Path, resumed_step: int):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        rows = []
+        if path.exists():
+            with path.open() as f:
+                rows = [r for r in csv.DictReader(f) if int(r["step"]) <= resumed_step]
+        self._handle = path.open("w", newline="")
+        self._writer = csv.DictWriter(self._handle, fieldnames=METRIC_COLUMNS)
+        self._writer.writeheader()
+        self._writer.writerows(rows)
+
+    def write(self, row: dict) -> None:
+        self._writer.writerow({k: row.get(k, "") for k in METRIC_COLUMNS})
+        self._handle.flush()
+
+    def close(self) -> None:
+        self._handle.close()
+
+
+__all__ = ["METRIC_COLUMNS", "TrainConfig", "Trainer", "MetricsLog", "frames_to_model", "lr_factor", "trainable_groups"]
