@@ -19,8 +19,8 @@ from training.trainer import TrainConfig, Trainer
 # Per-stage defaults for the tiny model on a CPU (what `w0sim train --all` runs unless told otherwise).
 STAGE_DEFAULTS = {
     0: TrainConfig(stage=0, steps=300, batch_size=16, lr=2e-3, warmup_steps=20),
-    1: TrainConfig(stage=1, steps=1200, batch_size=16, lr=1e-3, warmup_steps=50),
-    2: TrainConfig(stage=2, steps=600, batch_size=16, lr=1e-3, warmup_steps=30),
+    1: TrainConfig(stage=1, steps=800, batch_size=16, lr=1e-3, warmup_steps=50),
+    2: TrainConfig(stage=2, steps=400, batch_size=16, lr=1e-3, warmup_steps=30),
 }
 
 
@@ -37,7 +37,8 @@ def stage_model(run_dir: Path, stage: int, config: DriveVLAW0Config, seed: int =
     previous = run_dir / f"stage{stage - 1}" / "model"
     if not (previous / "model.safetensors").exists():
         raise FileNotFoundError(f"stage {stage} starts from {previous}, which does not exist: train stage {stage - 1} first")
-    return DriveVLAW0ForDriving.from_pretrained(previous)
+    # The run's config, not the folder's: a shared tokenizer folder may come from another variant.
+    return DriveVLAW0ForDriving.from_pretrained(previous, config=config)
 
 
 def train_stages(data_dir: str | Path, run_dir: str | Path, stages: tuple[int, ...] = (0, 1, 2),

@@ -228,5 +228,85 @@ def train(
     console.print(f"model saved to {model}")
 
 
+@app.command("eval")
+def evaluate(
+    agent: str = typer.Option(..., "--agent", help="constant_velocity, human, pdm_closed or drivevla_w0."),
+    checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="Model folder (drivevla_w0)."),
+    split: str = typer.Option("builtin:navtest", "--split", help="builtin:NAME or a directory of scene files."),
+    out: Path = typer.Option(..., "--out", help="Output folder: rows.jsonl, scores.csv, summary.md."),
+    limit: Optional[int] = typer.Option(None, "--limit", min=1, help="The first N scenes of the split."),
+    workers: Optional[int] = typer.Option(None, "--workers", min=1, help="Processes (default: all cores)."),
+    pdm_version: str = typer.Option("v1.1", "--pdm-version", help="v1.1 (PDMS) or v2.2 (EPDMS)."),
+    seed: int = typer.Option(0, "--seed", help="Agent seed (flow-matching noise)."),
+) -> None:
+    """Evaluate an agent on a one-shot split: NAVSIM's CSV, a summary per family; resumes an interrupted run."""
+    from scenarios.splits import SplitError
+    from w0sim.evaluation import AgentSpec, evaluate_split, summarize, summary_markdown
+
+    try:
+        spec = AgentSpec(agent, str(checkpoint) if checkpoint else None, seed)
+    except ValueError as err:
+        raise typer.BadParameter(str(err), param_hint="--agent / --checkpoint") from None
+    with _progress() as progress:
+        task = progress.add_task(f"evaluating {agent}", total=None)
+        try:
+            rows = evaluate_split(split, spec, out, pdm_version, limit, workers,
+                                  progress=lambda done, total: progress.update(task, completed=done, total=total))
+        except SplitError as err:
+            console.print(f"[red]error:[/red] {err}")
+            raise typer.Exit(2) from None
+    summary = summarize(rows)
+    (out / "summary.md").write_text(summary_markdown(summary, agent, split, pdm_version))
+    console.print(summary_markdown(summary, agent, split, pdm_version))
+    console.print(f"CSV: {out / 'scores.csv'}")
+
+
+experiment_app = typer.Typer(help="Experiments over trained policies.", no_args_is_help=True)
+app.add_typer(experiment_app, name="experiment")
+
+
+@experiment_app.command("scaling")
+def experiment_scaling(
+    sizes: str = typer.Option("500,2000,8000", "--sizes", help="Training-set sizes (samples), comma-separated."),
+    config: str = typer.Option("tiny", "--config", help="Model preset."),
+    data: Optional[Path] = typer.Option(None, "--data", help="A `w0sim collect` folder (default: OUT/data, "
+                                        "collected from builtin:navtrain when absent)."),
+    out: Path = typer.Option(Path("runs/scaling"), "--out", help="Experiment folder (resumed when run again)."),
+    eval_split: str = typer.Option("builtin:navtest", "--eval-split", help="Held-out split the models are scored on."),
+    eval_limit: Optional[int] = typer.Option(100, "--eval-limit", min=1, help="First N scenes of the split."),
+    seed: int = typer.Option(0, "--seed"),
+    workers: Optional[int] = typer.Option(None, "--workers", min=1, help="Processes for collection and evaluation."),
+) -> None:
+    """Train the action-only baseline and the world-model variant at each size on the same data and seeds,
+    score both on the held-out split, and write scaling.csv and scaling.png (PDMS vs size, log x)."""
+    import math
+
+    from policies.config import DriveVLAW0Config
+    from training.collect import CollectConfig, collect as run_collect
+    from training.scaling import ScalingConfig, run_scaling
+    from w0sim.evaluation import AgentSpec, evaluate_split, summarize
+
+    try:
+        size_list = tuple(sorted(int(s) for s in sizes.split(",")))
+    except ValueError:
+        raise typer.BadParameter(f"expected integers, got {sizes!r}", param_hint="--sizes") from None
+    scaling = ScalingConfig(sizes=size_list, preset=config, seed=seed)
+    if data is None:
+        data = out / "data"
+        collect_config = CollectConfig.for_policy(DriveVLAW0Config.preset(config))
+        scenes = math.ceil(max(size_list) / len(collect_config.sample_offsets) * 1.02)
+        console.print(f"collecting expert data: {scenes} scenes of builtin:navtrain -> {data}")
+        run_collect("builtin:navtrain", scenes, data, collect_config, workers)
+
+    def evaluate(model_dir: Path, eval_dir: Path) -> dict:
+        spec = AgentSpec("drivevla_w0", str(model_dir), seed)
+        return summarize(evaluate_split(eval_split, spec, eval_dir, limit=eval_limit, workers=workers))
+
+    rows = run_scaling(data, out, evaluate, scaling, log=console.print)
+    for row in rows:
+        console.print(f"{row['variant']:>12s} {row['size']:>6d} samples: PDMS {row['pdms']:.4f}")
+    console.print(f"results: {out / 'scaling.csv'}, {out / 'scaling.png'}")
+
+
 if __name__ == "__main__":
     app()

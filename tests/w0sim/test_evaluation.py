@@ -1,0 +1,66 @@
+"""One-shot evaluation: NAVSIM's CSV layout, resume after a kill, failed rows instead of tracebacks."""
+import csv
+import json
+
+import numpy as np
+import pytest
+
+from agents.base import Agent
+from scenarios.generator import generate_scene
+from scenarios.scene import save_scene
+from scenarios.splits import SceneRef
+from sim.state import Trajectory
+from w0sim.evaluation import AgentSpec, csv_columns, evaluate_scene, evaluate_split, summarize
+
+
+@pytest.mark.parametrize("version, average", [("v1.1", "average"), ("v2.2", "average_all_frames")])
+def test_csv_has_navsim_columns_and_the_average_row(tmp_path, version, average):
+    rows = evaluate_split("builtin:navtest", AgentSpec("constant_velocity"), tmp_path, version, limit=3, workers=1)
+    table = list(csv.DictReader((tmp_path / "scores.csv").open()))
+    assert list(table[0]) == csv_columns(version)
+    assert [r["token"] for r in table[:3]] == [r["token"] for r in rows] and table[-1]["token"] == average
+    scores = [float(r["score"]) for r in table[:3]]
+    assert float(table[-1]["score"]) == pytest.approx(np.mean(scores))
+    assert summarize(rows)["all"]["scenes"] == 3
+
+
+def test_a_killed_run_resumes_to_the_same_csv(tmp_path):
+    straight = tmp_path / "straight"
+    evaluate_split("builtin:navtest", AgentSpec("constant_velocity"), straight, limit=4, workers=1)
+    killed = tmp_path / "killed"
+    evaluate_split("builtin:navtest", AgentSpec("constant_velocity"), killed, limit=4, workers=1)
+    lines = (killed / "rows.jsonl").read_text().splitlines()
+    (killed / "rows.jsonl").write_text("\n".join(lines[:2]) + "\n" + lines[2][:20])  # cut mid-row by a kill
+    (killed / "scores.csv").unlink()
+    evaluate_split("builtin:navtest", AgentSpec("constant_velocity"), killed, limit=4, workers=2)
+    assert (killed / "scores.csv").read_bytes() == (straight / "scores.csv").read_bytes()
+
+
+class Raising(Agent):
+    def compute_trajectory(self, agent_input, scene=None):
+        raise RuntimeError("policy exploded")
+
+
+class NaNAgent(Agent):
+    def compute_trajectory(self, agent_input, scene=None):
+        return Trajectory(np.full((8, 3), np.nan), self.trajectory_sampling)
+
+
+def test_an_agent_that_raises_or_returns_nan_gives_a_failed_row():
+    ref = SceneRef("x", "straight", 3)
+    raised = evaluate_scene(ref, Raising())
+    assert not raised["valid"] and "policy exploded" in raised["reason"]
+    nan = evaluate_scene(ref, NaNAgent())
+    assert not nan["valid"] and "finite" in nan["reason"].lower()
+
+
+def test_missing_and_malformed_scene_files_give_failed_rows(tmp_path):
+    scenes = tmp_path / "scenes"
+    scenes.mkdir()
+    save_scene(generate_scene("curve", 2), scenes / "a.npz")
+    (scenes / "b.npz").write_text("garbage")
+    rows = evaluate_split(str(scenes), AgentSpec("constant_velocity"), tmp_path / "out", workers=1)
+    assert [r["valid"] for r in rows] == [True, False] and rows[1]["reason"]
+    missing = evaluate_scene(SceneRef("gone", path=tmp_path / "gone.npz"), AgentSpec("constant_velocity").build())
+    assert not missing["valid"] and "gone.npz" in missing["reason"]
+    assert json.loads((tmp_path / "out" / "rows.jsonl").read_text().splitlines()[1])["token"] == "b"

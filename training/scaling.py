@@ -1,0 +1,126 @@
+"""The data-scaling experiment: action-only baseline vs world-model variant at several training-set sizes, same data and seeds.
+
+For each size N the training set is the first N samples of one seeded permutation of the collected data
+(so smaller sets are subsets of larger ones). Both variants start from one image tokenizer (stage 0, trained
+once on all the data) and then train stage 1 (action loss, plus the world-model loss for the world-model
+variant) and stage 2 (the action expert) for a number of steps that grows with N (a fixed number of epochs,
+capped). Each model is evaluated on the same held-out one-shot split by the `evaluate` function the caller
+passes (the evaluation runner lives above this layer, in `w0sim`). Results: `scaling.csv` and `scaling.png`
+(PDMS against training-set size, log x axis).
+"""
+from __future__ import annotations
+
+import csv
+import math
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from training.dataset import ExpertDataset
+from training.pipeline import STAGE_DEFAULTS, model_config, train_stages
+
+# evaluate(model_dir, out_dir) -> {"all": {"score", "failed", ...}, family: {...}} on the held-out split
+Evaluate = Callable[[Path, Path], dict]
+
+VARIANTS = ("action_only", "world_model")
+FAMILY_COLUMNS = ("straight", "curve", "intersection", "t_junction", "merge")
+
+
+@dataclass(frozen=True)
+class ScalingConfig:
+    sizes: tuple[int, ...] = (500, 2000, 8000)
+    preset: str = "tiny"
+    seed: int = 0
+    # Capped at `w0sim train`'s defaults, so the largest world-model run is trained as the shipped checkpoint is.
+    batch_size: int = STAGE_DEFAULTS[1].batch_size
+    tokenizer_steps: int = STAGE_DEFAULTS[0].steps
+    stage1_epochs: float = 4.0
+    stage1_max_steps: int = STAGE_DEFAULTS[1].steps
+    stage2_epochs: float = 2.0
+    stage2_max_steps: int = STAGE_DEFAULTS[2].steps
+
+    def steps(self, size: int, epochs: float, cap: int) -> int:
+        return max(1, min(cap, math.ceil(epochs * size / self.batch_size)))
+
+
+def subset(total: int, size: int, seed: int) -> np.ndarray:
+    """The first `size` samples of a seeded permutation (sorted, so shards are read in order)."""
+    if size > total:
+        raise ValueError(f"a training set of {size} samples needs more data: the collection holds {total}")
+    order = torch.randperm(total, generator=torch.Generator().manual_seed(seed)).numpy()
+    return np.sort(order[:size])
+
+
+def run_scaling(data_dir: str | Path, out_dir: str | Path, evaluate: Evaluate,
+                config: ScalingConfig = ScalingConfig(), log=print) -> list[dict]:
+    """Train and evaluate every (size, variant); already finished runs are kept (the experiment resumes)."""
+    data_dir, out_dir = Path(data_dir), Path(out_dir)
+    total = ExpertDataset(data_dir).total_samples
+    tokenizer = out_dir / "tokenizer"
+    log(f"stage 0: image tokenizer on all {total} samples")
+    train_stages(data_dir, tokenizer, (0,), model_config(config.preset),
+                 {0: {"steps": config.tokenizer_steps, "batch_size": config.batch_size, "seed": config.seed}})
+    rows = []
+    for size in config.sizes:
+        indices = subset(total, size, config.seed)
+        for variant in VARIANTS:
+            run = out_dir / f"{variant}_{size}"
+            if not (run / "stage0" / "model").exists():
+                shutil.copytree(tokenizer / "stage0" / "model", run / "stage0" / "model")
+            steps1 = config.steps(size, config.stage1_epochs, config.stage1_max_steps)
+            steps2 = config.steps(size, config.stage2_epochs, config.stage2_max_steps)
+            log(f"{variant} on {size} samples: stage 1 {steps1} steps, stage 2 {steps2} steps")
+            started = time.perf_counter()
+            common = {"batch_size": config.batch_size, "seed": config.seed}
+            model = train_stages(data_dir, run, (1, 2), model_config(config.preset, variant == "world_model"),
+                                 {1: {"steps": steps1, **common}, 2: {"steps": steps2, **common}}, indices)
+            train_s = time.perf_counter() - started
+            summary = evaluate(model, run / "eval")
+            row = {"size": size, "variant": variant, "pdms": summary["all"]["score"],
+                   "failed": summary["all"]["failed"], "stage1_steps": steps1, "stage2_steps": steps2,
+                   "train_minutes": round(train_s / 60, 1)}
+            row.update({f"pdms_{f}": summary.get(f, {}).get("score", math.nan) for f in FAMILY_COLUMNS})
+            log(f"  PDMS {row['pdms']:.4f}")
+            rows.append(row)
+            write_results(rows, out_dir)
+    return rows
+
+
+def write_results(rows: list[dict], out_dir: Path) -> None:
+    """scaling.csv and scaling.png in `out_dir`."""
+    columns = list(rows[0])
+    with (out_dir / "scaling.csv").open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)
+    plot(rows, out_dir / "scaling.png")
+
+
+def plot(rows: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.5, 3.8), dpi=120)
+    for variant, style in zip(VARIANTS, ("o--", "s-")):
+        points = sorted((r["size"], r["pdms"]) for r in rows if r["variant"] == variant)
+        if points:
+            ax.plot(*zip(*points), style, label=variant.replace("_", " "))
+    ax.set_xscale("log")
+    ax.set_xlabel("training samples")
+    ax.set_ylabel("PDMS (built-in navtest)")
+    ax.set_title("DriveVLA-W0 tiny: data scaling")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+__all__ = ["ScalingConfig", "VARIANTS", "plot", "run_scaling", "subset", "write_results"]
