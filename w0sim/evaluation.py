@@ -53,11 +53,8 @@ class AgentSpec:
             from agents.pdm_closed import PDMClosedAgent
 
             return PDMClosedAgent()
-        import torch
-
         from agents.drivevla_w0 import DriveVLAW0Agent
 
-        torch.set_num_threads(1)  # one process per core
         agent = DriveVLAW0Agent(self.checkpoint, seed=self.seed)
         agent.initialize()
         return agent
@@ -99,6 +96,10 @@ _WORKER_AGENT = None
 
 def _init_worker(spec: AgentSpec) -> None:
     global _WORKER_AGENT
+    if spec.name == "drivevla_w0":
+        import torch
+
+        torch.set_num_threads(1)  # one process per core
     _WORKER_AGENT = spec.build()
 
 
