@@ -238,6 +238,7 @@ def evaluate(
     workers: Optional[int] = typer.Option(None, "--workers", min=1, help="Processes (default: all cores)."),
     pdm_version: str = typer.Option("v1.1", "--pdm-version", help="v1.1 (PDMS) or v2.2 (EPDMS)."),
     seed: int = typer.Option(0, "--seed", help="Agent seed (flow-matching noise)."),
+    videos: int = typer.Option(0, "--videos", min=0, help="Rollout videos of the first K scenes (drivevla_w0)."),
 ) -> None:
     """Evaluate an agent on a one-shot split: NAVSIM's CSV, a summary per family; resumes an interrupted run."""
     from scenarios.splits import SplitError
@@ -259,6 +260,38 @@ def evaluate(
     (out / "summary.md").write_text(summary_markdown(summary, agent, split, pdm_version))
     console.print(summary_markdown(summary, agent, split, pdm_version))
     console.print(f"CSV: {out / 'scores.csv'}")
+    if videos:
+        if agent != "drivevla_w0":
+            console.print("[yellow]--videos needs a world model: only the drivevla_w0 agent has one[/yellow]")
+            return
+        from scenarios.splits import resolve_split
+        from w0sim.rollout_video import render_rollout
+
+        policy = spec.build()
+        for ref in resolve_split(split, min(videos, limit or videos)):
+            result = render_rollout(policy, ref.load(), out / "videos" / f"{ref.token}.mp4", pdm_version, seed)
+            console.print(f"video: {result.video} ({result.frames} frames)")
+
+
+@app.command("render")
+def render(
+    checkpoint: Path = typer.Option(..., "--checkpoint", help="A DriveVLA-W0 model folder."),
+    scene: Path = typer.Option(..., "--scene", help="A scene file (.npz)."),
+    out: Path = typer.Option(..., "--out", help="The mp4 to write (a contact sheet png goes beside it)."),
+    pdm_version: str = typer.Option("v1.1", "--pdm-version"),
+    seed: int = typer.Option(0, "--seed"),
+) -> None:
+    """Write a rollout video: ground-truth camera frames beside the world model's predictions, a BEV, the scores."""
+    from agents.drivevla_w0 import CheckpointError, DriveVLAW0Agent
+    from scenarios.scene import SceneFormatError, load_scene
+    from w0sim.rollout_video import render_rollout
+
+    try:
+        result = render_rollout(DriveVLAW0Agent(checkpoint, seed=seed), load_scene(scene), out, pdm_version, seed)
+    except (CheckpointError, SceneFormatError, FileNotFoundError) as err:
+        console.print(f"[red]error:[/red] {err}")
+        raise typer.Exit(2) from None
+    console.print(f"{result.video} ({result.frames} frames, PDMS {result.score:.3f}); {result.contact_sheet}")
 
 
 experiment_app = typer.Typer(help="Experiments over trained policies.", no_args_is_help=True)
