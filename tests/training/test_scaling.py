@@ -1,0 +1,36 @@
+"""The scaling experiment's plumbing: nested subsets, both variants per size, CSV and plot, resume."""
+import csv
+
+import numpy as np
+import pytest
+
+from training.collect import CollectConfig, collect
+from training.scaling import ScalingConfig, run_scaling, subset
+
+
+def test_subsets_are_nested_and_reproducible():
+    small, large = subset(100, 10, seed=0), subset(100, 40, seed=0)
+    assert set(small) <= set(large) and np.array_equal(small, subset(100, 10, seed=0))
+    with pytest.raises(ValueError, match="needs more data"):
+        subset(100, 101, seed=0)
+
+
+def test_both_variants_are_trained_per_size_and_results_written(tmp_path):
+    data = tmp_path / "data"
+    collect("builtin:navtrain", 4, data, CollectConfig(scenes_per_shard=4), workers=1)
+    seen = []
+
+    def evaluate(model_dir, eval_dir):  # stands in for w0sim's evaluation runner
+        seen.append(model_dir)
+        return {"all": {"score": 0.5 + 0.01 * len(seen), "failed": 0}, "straight": {"score": 0.9}}
+
+    config = ScalingConfig(sizes=(4, 8), batch_size=4, tokenizer_steps=1, stage1_max_steps=1, stage2_max_steps=1)
+    rows = run_scaling(data, tmp_path / "exp", evaluate, config, log=lambda _: None)
+    assert [(r["size"], r["variant"]) for r in rows] == [(4, "action_only"), (4, "world_model"),
+                                                         (8, "action_only"), (8, "world_model")]
+    assert all((m / "model.safetensors").exists() and m.parent.name == "stage2" for m in seen)
+    table = list(csv.DictReader((tmp_path / "exp" / "scaling.csv").open()))
+    assert [float(r["pdms"]) for r in table] == pytest.approx([0.51, 0.52, 0.53, 0.54])
+    assert (tmp_path / "exp" / "scaling.png").stat().st_size > 1000
+    again = run_scaling(data, tmp_path / "exp", evaluate, config, log=lambda _: None)  # resumes: no retraining
+    assert [r["stage1_steps"] for r in again] == [1, 1, 1, 1]
