@@ -239,6 +239,8 @@ def evaluate(
     pdm_version: str = typer.Option("v1.1", "--pdm-version", help="v1.1 (PDMS) or v2.2 (EPDMS)."),
     seed: int = typer.Option(0, "--seed", help="Agent seed (flow-matching noise)."),
     videos: int = typer.Option(0, "--videos", min=0, help="Rollout videos of the first K scenes (drivevla_w0)."),
+    ray_address: Optional[str] = typer.Option(None, "--ray-address", help="Run the scenes on a Ray cluster at "
+                                              "ADDR; 'local' starts one on this machine."),
 ) -> None:
     """Evaluate an agent on a one-shot split: NAVSIM's CSV, a summary per family; resumes an interrupted run."""
     from scenarios.splits import SplitError
@@ -252,7 +254,8 @@ def evaluate(
         task = progress.add_task(f"evaluating {agent}", total=None)
         try:
             rows = evaluate_split(split, spec, out, pdm_version, limit, workers,
-                                  progress=lambda done, total: progress.update(task, completed=done, total=total))
+                                  progress=lambda done, total: progress.update(task, completed=done, total=total),
+                                  ray_address=ray_address)
         except SplitError as err:
             console.print(f"[red]error:[/red] {err}")
             raise typer.Exit(2) from None

@@ -109,9 +109,10 @@ def _run_in_worker(ref: SceneRef, version: str) -> dict:
 
 def evaluate_split(split: str, agent: AgentSpec, out_dir: str | Path, version: str = "v1.1",
                    limit: int | None = None, workers: int | None = None,
-                   progress: Callable[[int, int], None] | None = None) -> list[dict]:
+                   progress: Callable[[int, int], None] | None = None, ray_address: str | None = None) -> list[dict]:
     """Evaluate `agent` on the first `limit` scenes of `split`; writes rows.jsonl, scores.csv and returns the rows
-    in split order. Resumes from the rows already in `out_dir`."""
+    in split order. Resumes from the rows already in `out_dir`. Scenes run on a local process pool, or on a Ray
+    cluster with `ray_address` ("local" starts one on this machine with `workers` CPUs)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     refs = resolve_split(split, limit)
@@ -126,7 +127,10 @@ def evaluate_split(split: str, agent: AgentSpec, out_dir: str | Path, version: s
             if progress is not None:
                 progress(len(done), len(refs))
 
-        if workers == 1:
+        if ray_address is not None and todo:
+            for row in _ray_rows(ray_address, agent, todo, version, workers):
+                record(row)
+        elif workers == 1:
             agent_instance = agent.build() if todo else None
             for ref in todo:
                 record(evaluate_scene(ref, agent_instance, version))
@@ -137,6 +141,33 @@ def evaluate_split(split: str, agent: AgentSpec, out_dir: str | Path, version: s
     rows = [done[ref.token] for ref in refs]
     write_csv(rows, out_dir / "scores.csv", version)
     return rows
+
+
+def _ray_rows(address: str, spec: AgentSpec, refs: list[SceneRef], version: str, workers: int):
+    """Rows of `refs` as Ray actors finish them (one agent per actor, built once)."""
+    import ray
+    from ray.util import ActorPool
+
+    started = not ray.is_initialized()
+    if started:
+        local = address == "local"
+        ray.init(address=None if local else address, num_cpus=workers if local else None,
+                 include_dashboard=False, log_to_driver=False, configure_logging=False)
+
+    @ray.remote(num_cpus=1)
+    class SceneWorker:
+        def __init__(self, spec: AgentSpec):
+            _init_worker(spec)
+
+        def run(self, ref: SceneRef) -> dict:
+            return _run_in_worker(ref, version)
+
+    try:
+        actors = [SceneWorker.remote(spec) for _ in range(max(1, min(workers, len(refs))))]
+        yield from ActorPool(actors).map_unordered(lambda actor, ref: actor.run.remote(ref), refs)
+    finally:
+        if started:
+            ray.shutdown()
 
 
 def _read_rows(path: Path) -> dict[str, dict]:
