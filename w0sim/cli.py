@@ -233,7 +233,8 @@ def evaluate(
     agent: str = typer.Option(..., "--agent", help="constant_velocity, human, pdm_closed or drivevla_w0."),
     checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="Model folder (drivevla_w0)."),
     split: str = typer.Option("builtin:navtest", "--split", help="builtin:NAME or a directory of scene files."),
-    out: Path = typer.Option(..., "--out", help="Output folder: rows.jsonl, scores.csv, summary.md."),
+    out: Path = typer.Option(..., "--out", help="Output folder: scores.csv (one-shot) or results.json "
+                             "(closed loop), rows.jsonl, summary.md."),
     limit: Optional[int] = typer.Option(None, "--limit", min=1, help="The first N scenes of the split."),
     workers: Optional[int] = typer.Option(None, "--workers", min=1, help="Processes (default: all cores)."),
     pdm_version: str = typer.Option("v1.1", "--pdm-version", help="v1.1 (PDMS) or v2.2 (EPDMS)."),
@@ -241,27 +242,42 @@ def evaluate(
     videos: int = typer.Option(0, "--videos", min=0, help="Rollout videos of the first K scenes (drivevla_w0)."),
     ray_address: Optional[str] = typer.Option(None, "--ray-address", help="Run the scenes on a Ray cluster at "
                                               "ADDR; 'local' starts one on this machine."),
+    closed_loop: Optional[bool] = typer.Option(None, "--closed-loop/--one-shot", help="How to drive the scenes "
+                                               "(default: closed loop for builtin:routes, one-shot otherwise)."),
 ) -> None:
-    """Evaluate an agent on a one-shot split: NAVSIM's CSV, a summary per family; resumes an interrupted run."""
-    from scenarios.splits import SplitError
+    """Evaluate an agent on a split: NAVSIM's CSV (one-shot) or the Leaderboard's results JSON (closed loop),
+    a summary per family; an interrupted run resumes where it stopped."""
+    from scenarios.splits import SplitError, builtin_split
     from w0sim.evaluation import AgentSpec, evaluate_split, summarize, summary_markdown
 
     try:
         spec = AgentSpec(agent, str(checkpoint) if checkpoint else None, seed)
-    except ValueError as err:
-        raise typer.BadParameter(str(err), param_hint="--agent / --checkpoint") from None
+        if closed_loop is None:
+            closed_loop = split.startswith("builtin:") and builtin_split(split.removeprefix("builtin:")).kind == "closed_loop"
+    except (ValueError, SplitError) as err:
+        raise typer.BadParameter(str(err), param_hint="--agent / --checkpoint / --split") from None
     with _progress() as progress:
         task = progress.add_task(f"evaluating {agent}", total=None)
+        report = lambda done, total: progress.update(task, completed=done, total=total)  # noqa: E731
         try:
-            rows = evaluate_split(split, spec, out, pdm_version, limit, workers,
-                                  progress=lambda done, total: progress.update(task, completed=done, total=total),
-                                  ray_address=ray_address)
+            if closed_loop:
+                from w0sim.closed_loop_eval import evaluate_routes, routes_markdown
+
+                results = evaluate_routes(split, spec, out, limit, workers, report)
+            else:
+                rows = evaluate_split(split, spec, out, pdm_version, limit, workers, report, ray_address)
         except SplitError as err:
             console.print(f"[red]error:[/red] {err}")
             raise typer.Exit(2) from None
-    summary = summarize(rows)
-    (out / "summary.md").write_text(summary_markdown(summary, agent, split, pdm_version))
-    console.print(summary_markdown(summary, agent, split, pdm_version))
+    if closed_loop:
+        text = routes_markdown(results, agent, split)
+        (out / "summary.md").write_text(text)
+        console.print(text)
+        console.print(f"results: {out / 'results.json'}")
+        return
+    text = summary_markdown(summarize(rows), agent, split, pdm_version)
+    (out / "summary.md").write_text(text)
+    console.print(text)
     console.print(f"CSV: {out / 'scores.csv'}")
     if videos:
         if agent != "drivevla_w0":

@@ -1,0 +1,154 @@
+"""Closed-loop (Leaderboard-style) evaluation of an agent on a route split: `results.json` in the Leaderboard 2.x layout.
+
+Each route is a scene driven in `w0sim/ClosedLoop-v0` until the Leaderboard's rules end it; its route
+record goes into the results file, rewritten atomically after every route, so a killed run resumes with
+the routes it has not finished. Agents that see only the agent input (constant velocity, DriveVLA-W0)
+drive from it; the privileged ones read the live simulation: PDM-Closed plans on the simulator's objects
+and lights, the human agent replays the logged ego path from the current time.
+"""
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from pathlib import Path
+
+import numpy as np
+
+from agents.forecast import BRAKING_WINDOW_STEPS
+from agents.pdm_closed import PDMClosedPlanner, plan_to_local
+from metrics.leaderboard.results_io import build_results, read_results, write_results
+from scenarios.splits import SceneRef, resolve_split
+from sim.envs.closed_loop_env import ClosedLoopEnv
+from sim.geometry import global_to_local
+from w0sim.evaluation import AgentSpec, _init_worker
+
+STEP_S = 0.1
+
+
+def _pdm_closed_driver(env: ClosedLoopEnv) -> Callable[[], np.ndarray]:
+    planner, history = PDMClosedPlanner(), []
+
+    def plan() -> np.ndarray:
+        sim, scene = env.sim, env.scene
+        agents = sim.agents()
+        history.append(agents.speed.copy())
+        window = min(len(history) - 1, max(1, BRAKING_WINDOW_STEPS // 5))  # decisions are 0.5 s apart
+        braking = None
+        if window:
+            braking = np.minimum((history[-1] - history[-1 - window]) / (0.5 * window), 0.0)
+        result = planner.plan(scene.map, scene.route, sim.ego, agents, scene.light_ids, sim.light_status(), braking)
+        return plan_to_local(result.poses, sim.ego, env.sampling)
+
+    return plan
+
+
+def _human_driver(env: ClosedLoopEnv) -> Callable[[], np.ndarray]:
+    def plan() -> np.ndarray:
+        scene, sim = env.scene, env.sim
+        stride = int(round(env.sampling.interval / STEP_S))
+        steps = sim.step_index + stride * (np.arange(env.sampling.num_poses) + 1)
+        poses = scene.ego_log[np.minimum(steps, scene.num_steps - 1), :3]
+        return global_to_local(poses, sim.ego[:3])
+
+    return plan
+
+
+def drive_route(ref: SceneRef, index: int, spec: AgentSpec, agent) -> dict:
+    """The Leaderboard route record of one route driven by `agent` (built from `spec`)."""
+    scene = ref.load()
+    env = ClosedLoopEnv(scenes=[scene], cameras=agent.get_sensor_config().cameras)
+    env.reset(seed=0)
+    if spec.name == "pdm_closed":
+        plan = _pdm_closed_driver(env)
+    elif spec.name == "human":
+        plan = _human_driver(env)
+    else:
+        def plan() -> np.ndarray:
+            return agent.compute_trajectory(env.agent_input).poses
+    while True:
+        try:
+            action = plan()
+        except Exception:  # the agent crashed: a non-finite action makes the env end the route as the LB does
+            action = np.full((env.sampling.num_poses, 3), np.nan)
+        _, _, terminated, truncated, info = env.step(action)
+        if terminated or truncated:
+            record = dict(info["route_record"])
+            record.update(index=index, route_id=ref.token)
+            return record
+
+
+_SPEC: AgentSpec | None = None
+
+
+def _init(spec: AgentSpec) -> None:
+    global _SPEC
+    _SPEC = spec
+    _init_worker(spec)
+
+
+def _drive_in_worker(ref: SceneRef, index: int) -> dict:
+    from w0sim import evaluation
+
+    return drive_route(ref, index, _SPEC, evaluation._WORKER_AGENT)
+
+
+def evaluate_routes(split: str, spec: AgentSpec, out_dir: str | Path, limit: int | None = None,
+                    workers: int | None = None, progress: Callable[[int, int], None] | None = None) -> dict:
+    """Drive the first `limit` routes of `split`; writes and returns `out_dir/results.json` (Leaderboard layout).
+    Routes whose records are already in the file are kept (resume)."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / "results.json"
+    refs = resolve_split(split, limit)
+    records: dict[str, dict] = {}
+    if path.exists():
+        records = {r["route_id"]: r for r in read_results(path)["_checkpoint"]["records"]}
+    failures: list[dict] = []
+    todo = [(i, ref) for i, ref in enumerate(refs) if ref.token not in records]
+    workers = max(1, min(workers or os.cpu_count() or 1, len(todo) or 1))
+
+    def finish(ref: SceneRef, get) -> None:
+        try:
+            records[ref.token] = get()
+        except Exception as err:  # the route could not run (a broken scene file): it counts as not driven
+            failures.append({"route_id": ref.token, "reason": f"{type(err).__name__}: {err}"})
+        ordered = [records[r.token] for r in refs if r.token in records]
+        write_results(path, build_results(ordered, len(refs)))
+        if progress is not None:
+            progress(len(records) + len(failures), len(refs))
+
+    if workers == 1:
+        agent = spec.build() if todo else None
+        for i, ref in todo:
+            finish(ref, lambda: drive_route(ref, i, spec, agent))
+    else:
+        with ProcessPoolExecutor(workers, initializer=_init, initargs=(spec,)) as pool:
+            futures = {pool.submit(_drive_in_worker, ref, i): ref for i, ref in todo}
+            for future in as_completed(futures):
+                finish(futures[future], future.result)
+    if failures:
+        (out_dir / "failed_routes.json").write_text(json.dumps(failures, indent=1))
+    ordered = [records[r.token] for r in refs if r.token in records]
+    results = build_results(ordered, len(refs))
+    write_results(path, results)
+    return results
+
+
+def routes_markdown(results: dict, agent: str, split: str) -> str:
+    """Global scores and one line per route, as markdown."""
+    record = results["_checkpoint"]["global_record"]
+    scores = record["scores_mean"]
+    lines = [f"# {agent} on {split} (closed loop, Leaderboard 2.0 scoring)", "",
+             f"driving score {scores['score_composed']:.2f}, route completion {scores['score_route']:.2f}, "
+             f"infraction penalty {scores['score_penalty']:.3f} over {results['_checkpoint']['progress'][1]} routes",
+             "", "| route | status | driving score | route completion | penalty |", "|---|---|---|---|---|"]
+    for r in results["_checkpoint"]["records"]:
+        s = r["scores"]
+        lines.append(f"| {r['route_id']} | {r['status']} | {s['score_composed']:.2f} | {s['score_route']:.2f} | "
+                     f"{s['score_penalty']:.3f} |")
+    return "\n".join(lines) + "\n"
+
+
+__all__ = ["drive_route", "evaluate_routes", "routes_markdown"]
