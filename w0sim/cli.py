@@ -207,6 +207,8 @@ def train(
     lr: Optional[float] = typer.Option(None, "--lr"),
     seed: int = typer.Option(0, "--seed"),
     checkpoint_every: Optional[int] = typer.Option(None, "--checkpoint-every", min=1, help="Steps between checkpoints."),
+    backbone_lr_scale: Optional[float] = typer.Option(None, "--backbone-lr-scale", min=0.0, help="Stage 2: the "
+                                                      "backbone's learning rate as a fraction of --lr (0 freezes it)."),
     world_model: bool = typer.Option(True, "--world-model/--no-world-model",
                                      help="--no-world-model: the action-only baseline."),
     decoder: str = typer.Option("query", "--decoder", help="Action-expert decoder: query, ar or flow."),
@@ -218,7 +220,8 @@ def train(
     if all_stages == (stage is not None):
         raise typer.BadParameter("give either --stage N or --all", param_hint="--stage / --all")
     stages = (0, 1, 2) if all_stages else (stage,)
-    fields = {"steps": steps, "batch_size": batch_size, "lr": lr, "seed": seed, "checkpoint_every": checkpoint_every}
+    fields = {"steps": steps, "batch_size": batch_size, "lr": lr, "seed": seed, "checkpoint_every": checkpoint_every,
+              "backbone_lr_scale": backbone_lr_scale}
     overrides = {s: {k: v for k, v in fields.items() if v is not None} for s in stages}
     try:
         model = train_stages(data, out, stages, model_config(config, world_model, decoder), overrides)

@@ -13,6 +13,7 @@ import torch
 from agents.drivevla_w0 import CheckpointError, DriveVLAW0Agent
 from policies.config import DriveVLAW0Config
 from scenarios.splits import resolve_split
+from sim.envs.closed_loop_env import ClosedLoopEnv
 from sim.envs.navsim_env import NavsimSceneEnv
 from training.collect import CollectConfig, collect
 from training.pipeline import model_config, train_stages
@@ -39,6 +40,11 @@ def test_collect_train_all_stages_and_evaluate_end_to_end(tmp_path):
         assert step_info["valid"] and 0.0 <= reward <= 1.0
         trajectories.append(trajectory.poses)
     assert not np.allclose(trajectories[0], trajectories[1])  # the output depends on the input
+    closed = ClosedLoopEnv(scenes=[resolve_split("builtin:routes", 1)[0].load()])
+    _, info = closed.reset(seed=0)
+    for _ in range(3):  # the same agent drives closed loop from the frames the simulator renders
+        _, _, terminated, _, info = closed.step(agent.compute_trajectory(closed.agent_input).poses)
+        assert "failure_reason" not in info and not terminated
 
 
 def _train_command(data, out, steps):
