@@ -228,13 +228,16 @@ def train(
     except (DatasetError, FileNotFoundError, ValueError) as err:
         console.print(f"[red]error:[/red] {err}")
         raise typer.Exit(2) from None
-    console.print(f"model saved to {model}")
+    from training.curves import plot_run
+
+    console.print(f"model saved to {model}; loss curves: {plot_run(out)}")
 
 
 @app.command("eval")
 def evaluate(
     agent: str = typer.Option(..., "--agent", help="constant_velocity, human, pdm_closed or drivevla_w0."),
-    checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="Model folder (drivevla_w0)."),
+    checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="Model folder (drivevla_w0; default: the "
+                                              "shipped checkpoints/drivevla-w0-tiny)."),
     split: str = typer.Option("builtin:navtest", "--split", help="builtin:NAME or a directory of scene files."),
     out: Path = typer.Option(..., "--out", help="Output folder: scores.csv (one-shot) or results.json "
                              "(closed loop), rows.jsonl, summary.md."),
@@ -297,7 +300,8 @@ def evaluate(
 
 @app.command("render")
 def render(
-    checkpoint: Path = typer.Option(..., "--checkpoint", help="A DriveVLA-W0 model folder."),
+    checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="A DriveVLA-W0 model folder (default: "
+                                              "the shipped checkpoints/drivevla-w0-tiny)."),
     scene: Path = typer.Option(..., "--scene", help="A scene file (.npz)."),
     out: Path = typer.Option(..., "--out", help="The mp4 to write (a contact sheet png goes beside it)."),
     pdm_version: str = typer.Option("v1.1", "--pdm-version"),
@@ -306,8 +310,10 @@ def render(
     """Write a rollout video: ground-truth camera frames beside the world model's predictions, a BEV, the scores."""
     from agents.drivevla_w0 import CheckpointError, DriveVLAW0Agent
     from scenarios.scene import SceneFormatError, load_scene
+    from w0sim.evaluation import DEFAULT_CHECKPOINT
     from w0sim.rollout_video import render_rollout
 
+    checkpoint = checkpoint or DEFAULT_CHECKPOINT
     try:
         result = render_rollout(DriveVLAW0Agent(checkpoint, seed=seed), load_scene(scene), out, pdm_version, seed)
     except (CheckpointError, SceneFormatError, FileNotFoundError) as err:

@@ -23,6 +23,8 @@ from scenarios.splits import SceneRef, resolve_split
 from w0sim.score import SUBSCORE_COLUMNS
 
 AGENT_NAMES = ("constant_velocity", "human", "pdm_closed", "drivevla_w0")
+# The shipped tiny checkpoint (docs: checkpoints/drivevla-w0-tiny/README.md), the drivevla_w0 default.
+DEFAULT_CHECKPOINT = Path(__file__).resolve().parents[1] / "checkpoints" / "drivevla-w0-tiny"
 AVERAGE_TOKEN = {"v1.1": "average", "v2.2": "average_all_frames"}
 
 
@@ -38,7 +40,10 @@ class AgentSpec:
         if self.name not in AGENT_NAMES:
             raise ValueError(f"unknown agent {self.name!r}; choose from {', '.join(AGENT_NAMES)}")
         if self.name == "drivevla_w0" and not self.checkpoint:
-            raise ValueError("the drivevla_w0 agent needs --checkpoint DIR")
+            if not DEFAULT_CHECKPOINT.is_dir():
+                raise ValueError(f"the drivevla_w0 agent needs --checkpoint DIR (no shipped checkpoint at "
+                                 f"{DEFAULT_CHECKPOINT})")
+            object.__setattr__(self, "checkpoint", str(DEFAULT_CHECKPOINT))
 
     def build(self):
         if self.name == "constant_velocity":
