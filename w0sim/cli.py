@@ -276,7 +276,10 @@ def evaluate(
             console.print(f"[red]error:[/red] {err}")
             raise typer.Exit(2) from None
     if closed_loop:
-        text = routes_markdown(results, agent, split)
+        from scenarios.splits import resolve_split
+
+        families = {ref.token: ref.family or "scene files" for ref in resolve_split(split, limit)}
+        text = routes_markdown(results, agent, split, families)
         (out / "summary.md").write_text(text)
         console.print(text)
         console.print(f"results: {out / 'results.json'}")

@@ -136,15 +136,24 @@ def evaluate_routes(split: str, spec: AgentSpec, out_dir: str | Path, limit: int
     return results
 
 
-def routes_markdown(results: dict, agent: str, split: str) -> str:
-    """Global scores and one line per route, as markdown."""
+def routes_markdown(results: dict, agent: str, split: str, families: dict[str, str] | None = None) -> str:
+    """Global scores, means per family (`families`: route id -> family) and one line per route, as markdown."""
     record = results["_checkpoint"]["global_record"]
     scores = record["scores_mean"]
     lines = [f"# {agent} on {split} (closed loop, Leaderboard 2.0 scoring)", "",
              f"driving score {scores['score_composed']:.2f}, route completion {scores['score_route']:.2f}, "
-             f"infraction penalty {scores['score_penalty']:.3f} over {results['_checkpoint']['progress'][1]} routes",
-             "", "| route | status | driving score | route completion | penalty |", "|---|---|---|---|---|"]
-    for r in results["_checkpoint"]["records"]:
+             f"infraction penalty {scores['score_penalty']:.3f} over {results['_checkpoint']['progress'][1]} routes"]
+    records = results["_checkpoint"]["records"]
+    if families:
+        lines += ["", "| family | routes | driving score | route completion | penalty |", "|---|---|---|---|---|"]
+        for family in dict.fromkeys(families.values()):
+            group = [r["scores"] for r in records if families.get(r["route_id"]) == family]
+            if group:
+                mean = {k: float(np.mean([g[k] for g in group])) for k in ("score_composed", "score_route", "score_penalty")}
+                lines.append(f"| {family} | {len(group)} | {mean['score_composed']:.2f} | {mean['score_route']:.2f} | "
+                             f"{mean['score_penalty']:.3f} |")
+    lines += ["", "| route | status | driving score | route completion | penalty |", "|---|---|---|---|---|"]
+    for r in records:
         s = r["scores"]
         lines.append(f"| {r['route_id']} | {r['status']} | {s['score_composed']:.2f} | {s['score_route']:.2f} | "
                      f"{s['score_penalty']:.3f} |")

@@ -80,3 +80,29 @@ def test_a_local_ray_cluster_gives_the_rows_of_the_process_pool(tmp_path):
         ray.shutdown()
     assert on_ray == pool
     assert (tmp_path / "ray" / "scores.csv").read_bytes() == (tmp_path / "pool" / "scores.csv").read_bytes()
+
+
+def test_a_run_killed_mid_way_resumes_to_the_same_csv(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    def command(out):
+        return [sys.executable, "-c", "from w0sim.cli import app; app()", "eval", "--agent", "pdm_closed",
+                "--split", "builtin:navtest", "--limit", "6", "--workers", "1", "--out", str(out)]
+
+    subprocess.run(command(tmp_path / "straight"), check=True, capture_output=True)
+    process = subprocess.Popen(command(tmp_path / "killed"), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    rows = tmp_path / "killed" / "rows.jsonl"
+    deadline = time.monotonic() + 120
+    while process.poll() is None and time.monotonic() < deadline:
+        if rows.exists() and len(rows.read_text().splitlines()) >= 2:
+            os.kill(process.pid, signal.SIGKILL)
+            break
+        time.sleep(0.01)
+    process.wait()
+    assert not (tmp_path / "killed" / "scores.csv").exists(), "the run finished before it could be killed"
+    subprocess.run(command(tmp_path / "killed"), check=True, capture_output=True)
+    assert (tmp_path / "killed" / "scores.csv").read_bytes() == (tmp_path / "straight" / "scores.csv").read_bytes()
