@@ -77,13 +77,15 @@ def run_scaling(data_dir: str | Path, out_dir: str | Path, evaluate: Evaluate,
             log(f"{variant} on {size} samples: stage 1 {steps1} steps, stage 2 {steps2} steps")
             started = time.perf_counter()
             common = {"batch_size": config.batch_size, "seed": config.seed}
+            timing = run / "train_minutes.txt"  # kept from the run that trained, not a resumed one
             model = train_stages(data_dir, run, (1, 2), model_config(config.preset, variant == "world_model"),
                                  {1: {"steps": steps1, **common}, 2: {"steps": steps2, **common}}, indices)
-            train_s = time.perf_counter() - started
+            if not timing.exists():
+                timing.write_text(f"{(time.perf_counter() - started) / 60:.1f}\n")
             summary = evaluate(model, run / "eval")
             row = {"size": size, "variant": variant, "pdms": summary["all"]["score"],
                    "failed": summary["all"]["failed"], "stage1_steps": steps1, "stage2_steps": steps2,
-                   "train_minutes": round(train_s / 60, 1)}
+                   "train_minutes": float(timing.read_text())}
             row.update({f"pdms_{f}": summary.get(f, {}).get("score", math.nan) for f in FAMILY_COLUMNS})
             log(f"  PDMS {row['pdms']:.4f}")
             rows.append(row)
