@@ -55,6 +55,17 @@ def _human_driver(env: ClosedLoopEnv) -> Callable[[], np.ndarray]:
     return plan
 
 
+def agent_sensors(spec: AgentSpec) -> list[str]:
+    """The results file's `sensors`, in CARLA's sensor names: ego status always, the front camera for the camera
+    policy, the map (and, here, the whole simulator state) for the privileged agents."""
+    sensors = ["sensor.speedometer"]
+    if spec.name == "drivevla_w0":
+        sensors.append("sensor.camera.rgb")
+    if spec.name in ("pdm_closed", "human"):
+        sensors.append("sensor.opendrive_map")
+    return sensors
+
+
 def drive_route(ref: SceneRef, index: int, spec: AgentSpec, agent) -> dict:
     """The Leaderboard route record of one route driven by `agent` (built from `spec`)."""
     scene = ref.load()
@@ -108,6 +119,7 @@ def evaluate_routes(split: str, spec: AgentSpec, out_dir: str | Path, limit: int
     failures: list[dict] = []
     todo = [(i, ref) for i, ref in enumerate(refs) if ref.token not in records]
     workers = max(1, min(workers or os.cpu_count() or 1, len(todo) or 1))
+    sensors = agent_sensors(spec)
 
     def finish(ref: SceneRef, get) -> None:
         try:
@@ -115,7 +127,10 @@ def evaluate_routes(split: str, spec: AgentSpec, out_dir: str | Path, limit: int
         except Exception as err:  # the route could not run (a broken scene file): it counts as not driven
             failures.append({"route_id": ref.token, "reason": f"{type(err).__name__}: {err}"})
         ordered = [records[r.token] for r in refs if r.token in records]
-        write_results(path, build_results(ordered, len(refs)))
+        # While routes are left, the file says so, as the Leaderboard's does during a run.
+        partial = build_results(ordered, len(refs), sensors=sensors, validate=False)
+        partial.update(entry_status="Started", eligible=False)
+        write_results(path, partial)
         if progress is not None:
             progress(len(records) + len(failures), len(refs))
 
@@ -131,7 +146,7 @@ def evaluate_routes(split: str, spec: AgentSpec, out_dir: str | Path, limit: int
     if failures:
         (out_dir / "failed_routes.json").write_text(json.dumps(failures, indent=1))
     ordered = [records[r.token] for r in refs if r.token in records]
-    results = build_results(ordered, len(refs))
+    results = build_results(ordered, len(refs), sensors=sensors)
     write_results(path, results)
     return results
 
@@ -160,4 +175,4 @@ def routes_markdown(results: dict, agent: str, split: str, families: dict[str, s
     return "\n".join(lines) + "\n"
 
 
-__all__ = ["drive_route", "evaluate_routes", "routes_markdown"]
+__all__ = ["agent_sensors", "drive_route", "evaluate_routes", "routes_markdown"]

@@ -15,6 +15,7 @@ def test_results_json_has_the_leaderboard_layout_and_resumes_to_the_same_file(tm
     records = data["_checkpoint"]["records"]
     assert [r["index"] for r in records] == [0, 1, 2] and data["_checkpoint"]["progress"] == [3, 3]
     assert len(data["values"]) == len(data["labels"]) == 15
+    assert data["entry_status"] == "Finished" and data["eligible"] and data["sensors"] == ["sensor.speedometer"]
     # Killed after two routes: the file holds those; running again adds the third only.
     partial = json.loads(json.dumps(full))
     partial["_checkpoint"]["records"] = records[:2]
