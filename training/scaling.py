@@ -108,6 +108,7 @@ def plot(rows: list[dict], path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     fig, ax = plt.subplots(figsize=(5.5, 3.8), dpi=120)
     for variant, style in zip(VARIANTS, ("o--", "s-")):
@@ -115,6 +116,9 @@ def plot(rows: list[dict], path: Path) -> None:
         if points:
             ax.plot(*zip(*points), style, label=variant.replace("_", " "))
     ax.set_xscale("log")
+    sizes = sorted({r["size"] for r in rows})
+    ax.set_xticks(sizes, [f"{n:,}" for n in sizes])
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     ax.set_xlabel("training samples")
     ax.set_ylabel("PDMS (built-in navtest)")
     ax.set_title("DriveVLA-W0 tiny: data scaling")

@@ -16,6 +16,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
 import shutil
 import time
 from dataclasses import asdict, dataclass
@@ -228,19 +229,25 @@ class Trainer:
 
 
 class MetricsLog:
-    """metrics.csv of a run, reopened on resume with the rows past the resumed step dropped (they are
-    recomputed identically)."""
+    """metrics.csv of a run. On resume the rows past the resumed step are dropped (they are recomputed
+    identically): the kept rows go to a new file that replaces the old one, then rows are appended."""
 
     def __init__(self, path: Path, resumed_step: int):
         path.parent.mkdir(parents=True, exist_ok=True)
         rows = []
         if path.exists():
-            with path.open() as f:
-                rows = [r for r in csv.DictReader(f) if int(r["step"]) <= resumed_step]
-        self._handle = path.open("w", newline="")
+            with path.open(newline="") as f:
+                reader = csv.DictReader(f)
+                if reader.fieldnames and reader.fieldnames[0] == "step":  # else unreadable: start afresh
+                    rows = [r for r in reader if r.get("step", "").isdigit() and int(r["step"]) <= resumed_step]
+        tmp = path.with_suffix(".csv.tmp")
+        with tmp.open("w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=METRIC_COLUMNS, extrasaction="ignore")
+            writer.writeheader()
+            writer.writerows(rows)
+        os.replace(tmp, path)
+        self._handle = path.open("a", newline="")
         self._writer = csv.DictWriter(self._handle, fieldnames=METRIC_COLUMNS)
-        self._writer.writeheader()
-        self._writer.writerows(rows)
 
     def write(self, row: dict) -> None:
         self._writer.writerow({k: row.get(k, "") for k in METRIC_COLUMNS})
