@@ -7,7 +7,6 @@ longitudinal speed and acceleration of the current frame; the driving command an
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -15,12 +14,10 @@ import torch
 
 from agents.base import Agent, SensorConfig
 from policies.model import DriveVLAW0ForDriving
-from scenarios.scene import Scene
+from scenarios.scene import STEP_S, Scene
 from sim.agent_input import HISTORY_STRIDE, NUM_HISTORY_FRAMES, AgentInput
 from sim.render.camera import downsample_frames
 from sim.state import Trajectory, TrajectorySampling
-
-STEP_S = 0.1
 
 
 class CheckpointError(ValueError):
@@ -36,7 +33,6 @@ def load_policy(checkpoint: str | Path, device: str | torch.device = "cpu") -> D
         if not (folder / name).exists():
             raise CheckpointError(f"checkpoint {folder} has no {name} (expected a save_pretrained folder)")
     try:
-        json.loads((folder / "config.json").read_text())
         model = DriveVLAW0ForDriving.from_pretrained(folder)
     except Exception as err:  # transformers / safetensors raise many types for a damaged folder
         raise CheckpointError(f"checkpoint {folder} cannot be loaded: {type(err).__name__}: {err}") from err

@@ -18,6 +18,7 @@ import numpy as np
 import shapely
 
 from metrics.observation import Observation
+from scenarios.scene import STEP_S
 from sim.map import RoadMap
 from sim.state import AgentSlice, AgentTracks, AgentType
 from sim.traffic import PATH_STEP_M, AgentPaths, Obstacles
@@ -30,15 +31,19 @@ LANE_FOLLOWING_MIN_SPEED = 0.5  # m/s; slower objects stay where constant veloci
 HORIZON_S = 5.0  # PDM-Closed's proposal horizon: lane paths are built this far ahead (plus slack)
 
 
-def braking_rates(tracks: AgentTracks, step: int, window: int = BRAKING_WINDOW_STEPS, dt: float = 0.1) -> np.ndarray:
-    """(N,) deceleration of each track at `step` (m/s^2, <= 0) from its speed change over `window` steps;
-    0 where the track is accelerating or was not seen `window` steps before."""
+def braking_between(now: AgentSlice, before: AgentSlice, seconds: float) -> np.ndarray:
+    """(N,) deceleration of each track (m/s^2, <= 0) from its speed change between two slices of the same
+    tracks `seconds` apart; 0 where the track is accelerating or is not seen in both."""
+    rate = (now.speed - before.speed) / seconds
+    return np.where(now.valid & before.valid, np.minimum(rate, 0.0), 0.0)
+
+
+def braking_rates(tracks: AgentTracks, step: int, window: int = BRAKING_WINDOW_STEPS, dt: float = STEP_S) -> np.ndarray:
+    """(N,) deceleration of each track at `step` over the last `window` steps of a log (see `braking_between`)."""
     before = max(step - window, 0)
     if before == step:
         return np.zeros(tracks.valid.shape[1])
-    speed = np.hypot(tracks.vx, tracks.vy)
-    rate = (speed[step] - speed[before]) / ((step - before) * dt)
-    return np.where(tracks.valid[step] & tracks.valid[before], np.minimum(rate, 0.0), 0.0)
+    return braking_between(tracks.at(step), tracks.at(before), (step - before) * dt)
 
 
 @dataclass
@@ -228,4 +233,4 @@ def _straightest_chain(road_map: RoadMap, lane_id: str, length: float) -> list[s
     return chain
 
 
-__all__ = ["BRAKING_WINDOW_STEPS", "FORECASTS", "ObjectForecast", "braking_rates"]
+__all__ = ["BRAKING_WINDOW_STEPS", "FORECASTS", "ObjectForecast", "braking_between", "braking_rates"]

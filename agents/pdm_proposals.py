@@ -12,11 +12,11 @@ from dataclasses import dataclass
 import numpy as np
 import shapely
 
+from agents.forecast import ObjectForecast
 from scenarios.scene import STEP_S
 from sim.geometry import PACIFICA, VehicleParameters
 from sim.map import RoadMap
 from sim.state import AgentSlice, TrafficLightStatus
-from agents.forecast import ObjectForecast
 from sim.traffic import PATH_STEP_M, AgentPaths, IDMParameters, IDMTraffic
 
 

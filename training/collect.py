@@ -26,6 +26,7 @@ import numpy as np
 
 from agents.forecast import braking_rates
 from agents.pdm_closed import PDMClosedPlanner, plan_to_local
+from scenarios.scene import STEP_S
 from scenarios.splits import SceneRef, resolve_split
 from sim.agent_input import build_agent_input, history_indices
 from sim.envs.frames import FrameRenderer
@@ -52,7 +53,7 @@ class CollectConfig:
     @classmethod
     def for_policy(cls, config, **overrides) -> "CollectConfig":
         """From a `DriveVLAW0Config` (frame size, history frames and their spacing)."""
-        stride = int(round(config.frame_interval_s / 0.1))
+        stride = int(round(config.frame_interval_s / STEP_S))
         history = tuple(stride * k for k in range(config.num_history_frames - 1, -1, -1))
         return cls(frame_height=config.image_height, frame_width=config.image_width, history_steps=history,
                    future_step=stride, **overrides)
@@ -66,7 +67,7 @@ def expert_samples(scene, config: CollectConfig, planner: PDMClosedPlanner, samp
     """The samples of one scene as arrays (see the module docstring) plus per-sample metadata."""
     frames = FrameRenderer(scene.map, config.camera)
     out: dict[str, list] = {name: [] for name in ARRAYS} | {"meta": []}
-    last_needed = max(sampling.num_poses * round(sampling.interval / 0.1), config.future_step)
+    last_needed = max(sampling.num_poses * round(sampling.interval / STEP_S), config.future_step)
     for offset in config.sample_offsets:
         t = scene.current_index + offset
         if t - max(config.history_steps) < 0 or t + last_needed >= scene.num_steps:

@@ -12,32 +12,31 @@ import json
 import os
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
-from agents.forecast import BRAKING_WINDOW_STEPS
+from agents.forecast import braking_between
+from agents.human import logged_poses
 from agents.pdm_closed import PDMClosedPlanner, plan_to_local
 from metrics.leaderboard.results_io import build_results, read_results, write_results
 from scenarios.splits import SceneRef, resolve_split
 from sim.envs.closed_loop_env import ClosedLoopEnv
-from sim.geometry import global_to_local
 from w0sim.evaluation import AgentSpec, _init_worker
-
-STEP_S = 0.1
 
 
 def _pdm_closed_driver(env: ClosedLoopEnv) -> Callable[[], np.ndarray]:
-    planner, history = PDMClosedPlanner(), []
+    """PDM-Closed on the live simulation; braking is read over the last decision (0.5 s, as on logs)."""
+    planner, previous = PDMClosedPlanner(), None
 
     def plan() -> np.ndarray:
+        nonlocal previous
         sim, scene = env.sim, env.scene
         agents = sim.agents()
-        history.append(agents.speed.copy())
-        window = min(len(history) - 1, max(1, BRAKING_WINDOW_STEPS // 5))  # decisions are 0.5 s apart
-        braking = None
-        if window:
-            braking = np.minimum((history[-1] - history[-1 - window]) / (0.5 * window), 0.0)
+        braking = None if previous is None else braking_between(agents, previous, env.sampling.interval)
+        # The simulator updates its slice in place: keep a copy of what braking needs.
+        previous = replace(agents, vx=agents.vx.copy(), vy=agents.vy.copy(), valid=agents.valid.copy())
         result = planner.plan(scene.map, scene.route, sim.ego, agents, scene.light_ids, sim.light_status(), braking)
         return plan_to_local(result.poses, sim.ego, env.sampling)
 
@@ -45,12 +44,9 @@ def _pdm_closed_driver(env: ClosedLoopEnv) -> Callable[[], np.ndarray]:
 
 
 def _human_driver(env: ClosedLoopEnv) -> Callable[[], np.ndarray]:
+    """Log replay from the current simulation time (the log's path, wherever the ego is now)."""
     def plan() -> np.ndarray:
-        scene, sim = env.scene, env.sim
-        stride = int(round(env.sampling.interval / STEP_S))
-        steps = sim.step_index + stride * (np.arange(env.sampling.num_poses) + 1)
-        poses = scene.ego_log[np.minimum(steps, scene.num_steps - 1), :3]
-        return global_to_local(poses, sim.ego[:3])
+        return logged_poses(env.scene, env.sim.step_index, env.sim.ego, env.sampling)
 
     return plan
 

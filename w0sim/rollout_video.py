@@ -17,7 +17,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from scenarios.scene import Scene
+from scenarios.scene import STEP_S, Scene
 from sim.envs.frames import COMPOSITE_BEV, EXECUTED_COLOUR, LOGGED_COLOUR, PLANNED_COLOUR
 from sim.envs.navsim_env import NavsimSceneEnv
 from sim.render.bev import bev_to_rgb, draw_bev_polylines, render_bev_channels
@@ -62,7 +62,7 @@ def render_rollout(agent, scene: Scene, out_path: str | Path, pdm_version: str =
     agent_input = info["agent_input"]
     trajectory = agent.compute_trajectory(agent_input)
     _, score, _, _, result = env.step(trajectory.poses)
-    stride = int(round(config.frame_interval_s / 0.1))
+    stride = int(round(config.frame_interval_s / STEP_S))
     steps = int(round(trajectory.sampling.time_horizon / config.frame_interval_s))
     inputs = agent.model_inputs(agent_input)
     generator = torch.Generator(agent.device).manual_seed(seed)
