@@ -2,6 +2,8 @@
 and the episode becomes a route record in the Leaderboard's layout (spec carla_eval §1.2)."""
 from __future__ import annotations
 
+import zlib
+
 import numpy as np
 import shapely
 
@@ -69,7 +71,7 @@ class LeaderboardMonitor:
             last = self._last_collision.get(hit.track_id)
             repeated = last is not None and (step.time_s - last[0] < SAME_ACTOR_S or np.linalg.norm(last[1] - ego[:2]) < SAME_PLACE_M)
             if speed >= MIN_COLLISION_SPEED and not repeated:
-                event = collision_event(CARLA_TYPE_IDS[hit.agent_type], abs(hash(hit.track_id)) % 10_000, where, frame)
+                event = collision_event(CARLA_TYPE_IDS[hit.agent_type], actor_id(hit.track_id), where, frame)
                 if event is not None:
                     new.append(event)
                 self._last_collision[hit.track_id] = (step.time_s, ego[:2].copy())
@@ -132,3 +134,8 @@ class LeaderboardMonitor:
         return build_route_record(index, route_id, self.route_length, completion, events, completed=completed,
                                   duration_game=duration_game, duration_system=duration_system,
                                   external_failure=external_failure)
+
+
+def actor_id(track_id: str) -> int:
+    """A CARLA-style actor id for a track, the same in every process (str hash() is salted per process)."""
+    return zlib.crc32(track_id.encode()) % 10_000

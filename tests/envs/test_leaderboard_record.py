@@ -62,3 +62,18 @@ def test_leaving_the_route_far_behind_ends_it_as_a_deviation():
     assert record["status"] == "Failed - Agent deviated from the route"
     assert record["infractions"]["route_dev"] and record["infractions"]["outside_route_lanes"]
     assert record["scores"]["score_route"] < 100
+
+
+def test_collision_actor_ids_are_the_same_in_every_process():
+    """Route records name the other actor; Python's str hash is salted per process, so a record written by
+    a pool worker must not depend on it (resumed and uninterrupted runs must write the same file)."""
+    import os
+    import subprocess
+    import sys
+
+    from sim.envs.leaderboard_monitor import actor_id
+
+    code = "from sim.envs.leaderboard_monitor import actor_id; print(actor_id('ped_17'))"
+    ids = {subprocess.run([sys.executable, "-c", code], env={**os.environ, "PYTHONHASHSEED": seed},
+                          capture_output=True, text=True, check=True).stdout.strip() for seed in ("1", "2")}
+    assert ids == {str(actor_id("ped_17"))}
