@@ -14,6 +14,7 @@ from agents.forecast import ObjectForecast, braking_rates
 from agents.pdm_proposals import ProposalConfig, plan_proposals, route_from_ego
 from metrics.pdm import ScoringContext, score_states
 from metrics.scoring_map import ScoringMap
+from scenarios.log_frames import logged_ego_state
 from scenarios.scene import STEP_S, Scene
 from sim.agent_input import AgentInput
 from sim.dynamics import interpolate_global_poses, simulate
@@ -88,10 +89,10 @@ class PDMClosedAgent(Agent):
     def compute_trajectory(self, agent_input: AgentInput, scene: Scene | None = None) -> Trajectory:
         if scene is None:
             raise ValueError("PDMClosedAgent is privileged: pass the scene to compute_trajectory")
-        now = scene.current_index
-        plan = self.planner.plan(scene.map, scene.route, scene.initial_ego_state, scene.agents.at(now),
+        now, ego = scene.current_index, logged_ego_state(scene.initial_ego_state)  # what a log says of the ego
+        plan = self.planner.plan(scene.map, scene.route, ego, scene.agents.at(now),
                                  scene.light_ids, scene.light_status[now], braking_rates(scene.agents, now))
-        return Trajectory(plan_to_local(plan.poses, scene.initial_ego_state, self.trajectory_sampling), self.trajectory_sampling)
+        return Trajectory(plan_to_local(plan.poses, ego, self.trajectory_sampling), self.trajectory_sampling)
 
 
 def plan_to_local(poses_10hz: np.ndarray, ego_state: np.ndarray, sampling: TrajectorySampling) -> np.ndarray:

@@ -5,6 +5,7 @@ from typing import Any
 
 import numpy as np
 
+from scenarios.log_frames import logged_ego_state
 from scenarios.scene import Scene
 from sim.agent_input import NUM_HISTORY_FRAMES, AgentInput, build_agent_input, history_indices
 from metrics.pdm import VERSIONS
@@ -84,7 +85,7 @@ class NavsimSceneEnv(SceneEnv):
             else:
                 failure = rows.reason[0]
         elif failure is None:
-            info["simulated_states"] = track_trajectories(self.scene.initial_ego_state, poses[None], self.sampling.interval)[0]
+            info["simulated_states"] = track_trajectories(logged_ego_state(self.scene.initial_ego_state), poses[None], self.sampling.interval)[0]
         if failure is None:
             info["trajectory_global"] = local_to_global(poses, self.scene.initial_ego_state[:3])
         else:

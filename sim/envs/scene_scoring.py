@@ -1,5 +1,9 @@
 """NAVSIM-style scoring of a scene's current frame: the metric cache (PDM-Closed reference, map, log-replayed
-observation) built once per scene, then PDMS v1.1 or EPDMS v2.2 for any trajectory."""
+observation) built once per scene, then PDMS v1.1 or EPDMS v2.2 for any trajectory.
+
+The cache reads only what a NAVSIM log holds (`scenarios.log_frames`): the 2 Hz frames, objects
+interpolated between them, and the logged ego state, as NAVSIM's metric cache does.
+"""
 from __future__ import annotations
 
 import numpy as np
@@ -7,13 +11,14 @@ import numpy as np
 from agents.forecast import braking_rates
 from agents.pdm_closed import PDMClosedConfig, PDMClosedPlanner
 from agents.pdm_proposals import route_from_ego
-from metrics.observation import Observation
+from metrics.observation import Observation, red_mask_from_2hz
 from metrics.pdm import OBSERVATION_STEPS, VERSIONS, PDMRows, ScoringContext, final_score
 from metrics.pdm_agent import PDMReference, score_agent
-from scenarios.scene import Scene
+from scenarios.log_frames import FRAME_STRIDE, interpolate_tracks, logged_ego_state, window_steps
+from scenarios.scene import STEP_S, Scene
 from sim.state import TrafficLightStatus
 
-HISTORY_STEPS = 15  # v2.2 history comfort looks 1.5 s back
+HISTORY_FRAMES = 4  # v2.2 history comfort: the logged frames at -1.5, -1.0, -0.5 and 0 s
 
 
 class SceneScorer:
@@ -23,7 +28,7 @@ class SceneScorer:
         if version not in VERSIONS:
             raise ValueError(f"unknown PDM score version {version!r}; expected one of {VERSIONS}")
         self.scene, self.version = scene, version
-        now, ego = scene.current_index, scene.initial_ego_state
+        now, ego = scene.current_index, logged_ego_state(scene.initial_ego_state)
         planner = PDMClosedPlanner(PDMClosedConfig(version=version))
         self.pdm_closed = planner.plan(scene.map, scene.route, ego, scene.agents.at(now), scene.light_ids,
                                        scene.light_status[now], braking_rates(scene.agents, now))
@@ -31,25 +36,38 @@ class SceneScorer:
         chain = route_from_ego(scene.map, scene.route, ego)
         # Same map and centerline PDM-Closed was ranked on; the objects are the log's, not a forecast.
         planned = self.pdm_closed.context
-        history = scene.ego_log[max(now - HISTORY_STEPS, 0) : now] if version == "v2.2" else None
+        history = self._history() if version == "v2.2" else None
         self.context = ScoringContext(planned.scoring_map, self._observation(chain), planned.centerline_xy, history)
 
+    def _history(self) -> np.ndarray | None:
+        """v2.2 history comfort's past states, from the logged frames of the last 1.5 s (None without history)."""
+        scene, now = self.scene, self.scene.current_index
+        steps = now - FRAME_STRIDE * np.arange(HISTORY_FRAMES - 1, -1, -1)
+        steps = steps[steps >= 0]
+        if len(steps) < 2:
+            return None
+        past = np.zeros((len(steps), 8))
+        past[:, :7] = scene.ego_log[steps, :7]
+        past[:, 7] = np.round((steps - now) * STEP_S * 1e6)
+        return ScoringContext.history_from_past_states(past)
+
     def _observation(self, chain: list[str]) -> Observation:
-        """The logged future of every object (log replay), padded with its last frame if the log is short."""
+        """Log replay: every object's logged frames over the horizon, interpolated to 10 Hz (spec §3.5)."""
         scene, steps = self.scene, OBSERVATION_STEPS[self.version]
-        frames = np.minimum(scene.current_index + np.arange(steps), scene.num_steps - 1)
+        frames = window_steps(scene.current_index, (steps - 1) // FRAME_STRIDE + 1, scene.num_steps)
         tracks = scene.agents
-        observation = Observation(tracks.x[frames], tracks.y[frames], tracks.heading[frames], tracks.vx[frames],
-                                  tracks.vy[frames], tracks.valid[frames], tracks.length, tracks.width,
-                                  tracks.agent_type, list(tracks.track_ids))
+        logged = {name: getattr(tracks, name)[frames] for name in ("x", "y", "heading", "vx", "vy")}
+        values, valid = interpolate_tracks(logged, tracks.valid[frames], hold_single=True)
+        observation = Observation(values["x"], values["y"], values["heading"], values["vx"], values["vy"], valid,
+                                  tracks.length, tracks.width, tracks.agent_type, list(tracks.track_ids))
         if self.version == "v1.1":
             return observation
-        # v2.2 traffic-light compliance: the route's connectors, red where the log says so.
+        # v2.2 traffic-light compliance: the route's connectors, red where the log's frame says so.
         lanes = [lane for lane in chain if scene.map.lane(lane).traffic_light in scene.light_ids]
         if not lanes:
             return observation
         columns = [scene.light_ids.index(scene.map.lane(lane).traffic_light) for lane in lanes]
-        red = scene.light_status[frames][:, columns] == TrafficLightStatus.RED
+        red = red_mask_from_2hz(scene.light_status[frames][:, columns] == TrafficLightStatus.RED, steps)
         polygons = [scene.map.lane_polygons[scene.map.lane_index[lane]] for lane in lanes]
         return observation.with_red_lights(lanes, polygons, red)
 

@@ -7,6 +7,7 @@ import pytest
 from gymnasium.utils.env_checker import check_env
 
 import sim.envs  # noqa: F401 - registers the ids
+from scenarios.log_frames import logged_ego_state
 from scenarios.scene import save_scene
 from sim.envs.navsim_env import NavsimSceneEnv
 from sim.envs.observation import InvalidActionError
@@ -83,7 +84,9 @@ def test_logged_future_is_reproduced(family):
     assert 0.0 <= reward <= 1.0 and info["scores"]["score"] == reward
     states = info["simulated_states"]
     assert states.shape == (NUM_STATES, len(StateIndex))
-    np.testing.assert_array_equal(states[0], scene.initial_ego_state)
+    # Tracking starts from the ego state a log holds: pose, velocity, acceleration; steering and yaw rates 0.
+    np.testing.assert_array_equal(states[0], logged_ego_state(scene.initial_ego_state))
+    assert not states[0, StateIndex.STEERING_ANGLE:].any()
     logged = scene.ego_log[scene.current_index : scene.current_index + NUM_STATES]
     error = np.hypot(*(states[:, :2] - logged[:, :2]).T)
     assert error.max() < 1.5, f"simulated ego drifts {error.max():.2f} m from its own log"
