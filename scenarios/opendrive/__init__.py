@@ -1,0 +1,7 @@
+"""CARLA towns (OpenDRIVE) as w0sim road maps: lanes, areas, traffic lights, stop signs, speed limits."""
+from scenarios.opendrive.frames import carla_to_local, local_to_carla
+from scenarios.opendrive.town import OpenDriveError, Town, load_town, parse_xodr, save_town_overview
+
+__all__ = [
+    "OpenDriveError", "Town", "carla_to_local", "load_town", "local_to_carla", "parse_xodr", "save_town_overview",
+]
