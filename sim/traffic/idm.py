@@ -116,8 +116,10 @@ class IDMTraffic:
         # Where agent j sits on agent i's path: start of j's lane there + j's progress in that lane.
         into_lane = self.s - self.paths.lane_start[self._rows, lane_now]
         ahead = self.paths.lane_start[:, lane_now] + (into_lane - self.s[:, None])  # (N, N); NaN: not on i's path
-        # Self (ahead = 0), agents behind and NaN entries all fail the comparison.
+        # Agents behind and NaN entries fail the comparison; self is excluded explicitly, as rounding can
+        # leave its own `ahead` a hair above 0.
         mask = (ahead > 0.0) & (ahead < self.params.lane_lookahead) & self.active
+        np.fill_diagonal(mask, False)
         gap = np.where(mask, ahead - self._half_length_sum, np.inf)
         j = np.argmin(gap, axis=1)
         best = gap[self._rows, j]
