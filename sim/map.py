@@ -12,6 +12,8 @@ from shapely import STRtree
 # Area layers, in nuPlan terms. DRIVABLE_KINDS is the drivable-area set of NAVSIM's scorer (§1.3).
 AREA_KINDS = ("roadblock", "intersection", "carpark", "crosswalk", "walkway", "stop_polygon")
 DRIVABLE_KINDS = ("roadblock", "intersection", "carpark")
+LANE_CHANGE_M = 30.0  # a route's lane change blends the two centerlines over this distance
+LANE_CHANGE_SAMPLE_M = 0.5
 
 
 class MapError(ValueError):
@@ -213,13 +215,41 @@ class RoadMap:
                     heapq.heappush(queue, (new_cost, nxt))
         raise MapError(f"map {self.name!r}: no route from lane {start!r} to lane {goal!r}")
 
+    def is_lane_change(self, from_id: str, to_id: str) -> bool:
+        """True when `to_id` is not a successor of `from_id` but a parallel lane of its lane group (a lane change)."""
+        a, b = self.lane(from_id), self.lane(to_id)
+        return (to_id not in a.successors and to_id != from_id and a.lane_group == b.lane_group
+                and not a.is_connector and not b.is_connector)
+
+    def lane_change_centerline(self, from_id: str, to_id: str) -> np.ndarray:
+        """(K, 2) path that starts on lane `from_id` and ends on the parallel lane `to_id`: the two centerlines
+        blended over LANE_CHANGE_M (smoothstep) around the middle of the lane, over all of a shorter one."""
+        a, b = self.lane_centerlines[self.lane_index[from_id]], self.lane_centerlines[self.lane_index[to_id]]
+        length = max(a.length, b.length)
+        u = np.linspace(0.0, 1.0, max(2, int(np.ceil(length / LANE_CHANGE_SAMPLE_M)) + 1))
+        pa = shapely.get_coordinates(shapely.line_interpolate_point(a, u, normalized=True))
+        pb = shapely.get_coordinates(shapely.line_interpolate_point(b, u, normalized=True))
+        span = min(LANE_CHANGE_M, 0.8 * length)
+        x = np.clip((u * length - 0.5 * (length - span)) / max(span, 1e-9), 0.0, 1.0)
+        w = (x * x * (3.0 - 2.0 * x))[:, None]
+        return (1.0 - w) * pa + w * pb
+
     def route_polyline(self, lane_ids: list[str]) -> np.ndarray:
-        """(K, 2) concatenated centerlines of consecutive lanes (shared end points dropped)."""
-        parts = []
+        """(K, 2) concatenated centerlines of consecutive lanes (shared end points dropped).
+
+        Consecutive lanes are successors or a lane change to a parallel lane (see `is_lane_change`), which is
+        driven along `lane_change_centerline` instead of the two lanes' own centerlines.
+        """
+        parts: list[np.ndarray] = []
         for i, lane_id in enumerate(lane_ids):
             line = self.lane(lane_id).centerline
             if i > 0 and lane_id not in self.lane(lane_ids[i - 1]).successors:
-                raise MapError(f"map {self.name!r}: route lane {lane_id!r} does not follow {lane_ids[i - 1]!r}")
+                if not self.is_lane_change(lane_ids[i - 1], lane_id):
+                    raise MapError(f"map {self.name!r}: route lane {lane_id!r} does not follow {lane_ids[i - 1]!r}")
+                parts[-1] = self.lane_change_centerline(lane_ids[i - 1], lane_id)
+                if len(parts) > 1 and np.allclose(parts[-2][-1], parts[-1][0]):
+                    parts[-1] = parts[-1][1:]
+                continue
             if parts and np.allclose(parts[-1][-1], line[0]):
                 line = line[1:]
             parts.append(line)

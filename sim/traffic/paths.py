@@ -38,16 +38,27 @@ class AgentPaths:
         offsets = np.zeros(n) if lateral_offsets is None else np.asarray(lateral_offsets, dtype=np.float64)
         resampled, lanes_per_sample, starts = [], [], np.full((n, num_lanes), np.nan)
         for i, chain in enumerate(lane_chains):
-            pts, lane_of_pt, s0 = [], [], 0.0
-            for lane_id in chain:
+            pts, lane_of_pt, s0, lengths = [], [], 0.0, []
+            for j, lane_id in enumerate(chain):
                 k = road_map.lane_index[lane_id]
                 line = road_map.lanes[k].centerline
+                changing = j > 0 and road_map.is_lane_change(chain[j - 1], lane_id)
+                if changing:  # drive the lane change's blended path instead of the previous lane's centerline
+                    pts.pop(), lane_of_pt.pop()
+                    s0 -= lengths.pop()
+                    line = road_map.lane_change_centerline(chain[j - 1], lane_id)
                 seg = np.linalg.norm(np.diff(line, axis=0), axis=1)
                 cum = np.concatenate([[0.0], np.cumsum(seg)])
-                if np.isnan(starts[i, k]):
-                    starts[i, k] = s0
                 pts.append(line[:-1] if lane_id != chain[-1] else line)
-                lane_of_pt.append(np.full(len(pts[-1]), k))
+                owner = np.full(len(pts[-1]), k)
+                if changing:  # the first half still belongs to the lane being left
+                    half = len(line) // 2
+                    owner[:half] = road_map.lane_index[chain[j - 1]]
+                    starts[i, k] = s0 + cum[half] if np.isnan(starts[i, k]) else starts[i, k]
+                elif np.isnan(starts[i, k]):
+                    starts[i, k] = s0
+                lane_of_pt.append(owner)
+                lengths.append(cum[-1])
                 s0 += cum[-1]
             pts = np.concatenate(pts)
             lane_of_pt = np.concatenate(lane_of_pt)

@@ -58,7 +58,7 @@ class BuiltinSimulator:
         )
         self._continued_lights = np.zeros((0, len(scene.light_ids)), dtype=np.int8)
         self._setup_traffic()
-        self.route = RouteProgress(_closed_loop_route(scene.map.route_polyline(scene.route)))
+        self.route = RouteProgress(closed_loop_route(scene.map.route_polyline(scene.route), scene.metadata.get("route_span_m")))
         self.route.reset(self.ego[:2])
         self.red_lights = RedLightMonitor(scene.map, scene.light_ids)
         self.stop_signs = StopSignMonitor(scene.map)
@@ -197,11 +197,18 @@ class BuiltinSimulator:
 ROUTE_END_MARGIN_M = 15.0
 
 
-def _closed_loop_route(polyline: np.ndarray) -> np.ndarray:
-    """The route a closed-loop episode must complete: generated routes run to the map's edge, so the
-    goal is set ROUTE_END_MARGIN_M before it, where the ego can still drive past it."""
+def closed_loop_route(polyline: np.ndarray, span_m: tuple[float, float] | None = None) -> np.ndarray:
+    """The route a closed-loop episode must complete. `span_m` = (start, end) arc lengths along the polyline
+    where a route begins and ends (Leaderboard routes end at their last waypoint); without it, the goal
+    is ROUTE_END_MARGIN_M before the end, as generated routes run to the map's edge and the ego must be
+    able to drive past the goal."""
     seg = np.linalg.norm(np.diff(polyline, axis=0), axis=1)
     cum = np.concatenate([[0.0], np.cumsum(seg)])
+    if span_m is not None:
+        start, end = float(span_m[0]), float(span_m[1])
+        inner = (cum > start) & (cum < end)
+        ends = np.stack([np.interp([start, end], cum, polyline[:, 0]), np.interp([start, end], cum, polyline[:, 1])], -1)
+        return np.concatenate([ends[:1], polyline[inner], ends[1:]])
     if cum[-1] < 4 * ROUTE_END_MARGIN_M:
         return polyline
     keep = cum <= cum[-1] - ROUTE_END_MARGIN_M
