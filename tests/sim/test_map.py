@@ -54,3 +54,32 @@ def test_bad_maps_are_rejected_with_the_lane_named():
         RoadMap([lane])
     with pytest.raises(MapError, match="no lane 'nope'"):
         two_way_road_with_branch().lane("nope")
+
+
+def two_lane_road() -> RoadMap:
+    """Two forward lanes (f0 right, f1 left) over 100 m, then one more section of each."""
+    builder = MapBuilder("lanes")
+    first = builder.add_road("a", straight(np.zeros(2), 0.0, 100.0), 2, 0, 10.0)
+    second = builder.add_road("b", straight(np.array([100.0, 0.0]), 0.0, 100.0), 2, 0, 10.0)
+    for k in range(2):
+        builder.connect(first.forward[k], second.forward[k], "j")
+    return builder.build()
+
+
+def test_a_route_may_change_to_a_parallel_lane():
+    road_map = two_lane_road()
+    lanes = {lane.id: lane for lane in road_map.lanes}
+    f0, f1 = "a_f0", "a_f1"
+    assert road_map.is_lane_change(f0, f1) and not road_map.is_lane_change(f0, f0)
+    after = next(iter(lanes[f1].successors))
+    polyline = road_map.route_polyline([f0, f1, after])
+    y0, y1 = lanes[f0].centerline[0, 1], lanes[f1].centerline[0, 1]
+    # Starts on the lane it leaves, ends the section on the lane it enters, moves across smoothly in between.
+    assert polyline[0, 1] == pytest.approx(y0) and polyline[0, 0] == pytest.approx(0.0)
+    at_100 = polyline[np.argmin(np.abs(polyline[:, 0] - 100.0)), 1]
+    assert at_100 == pytest.approx(y1)
+    assert np.all(np.abs(np.diff(polyline[:, 1])) <= 0.1 * np.abs(y1 - y0) + 1e-9)
+    assert np.all(np.diff(polyline[:, 0]) >= 0)
+    # A lane that is neither a successor nor a parallel lane still breaks the route.
+    with pytest.raises(MapError, match="does not follow"):
+        road_map.route_polyline([after, f0])

@@ -1,5 +1,6 @@
 """Traffic behaviours: IDM following, red-light stops, merges, signal plans, walkers, log replay."""
 import numpy as np
+import pytest
 
 from scenarios.generator.roads import MapBuilder, straight
 from sim.state import AgentTracks, TrafficLightStatus
@@ -138,3 +139,18 @@ def test_red_light_on_a_merging_lane_does_not_stop_traffic_already_past_it():
     for _ in range(100):
         traffic.step(0.1, light_status=np.array([TrafficLightStatus.RED]))
     assert traffic.v[0] > 9.0 and traffic.s[0] > 140.0
+
+
+def test_agent_paths_drive_a_lane_change_along_the_route_polyline():
+    from tests.sim.test_map import two_lane_road
+
+    road_map = two_lane_road()
+    chain = ["a_f0", "a_f1", *road_map.lane("a_f1").successors]
+    paths = AgentPaths.build(road_map, [chain])
+    polyline = road_map.route_polyline(chain)
+    assert paths.length[0] == pytest.approx(np.sum(np.linalg.norm(np.diff(polyline, axis=0), axis=1)), abs=0.5)
+    x, y, _ = paths.pose_at(np.array([10.0, 95.0]), np.array([0, 0]))
+    assert y[0] == pytest.approx(road_map.lane("a_f0").centerline[0, 1], abs=1e-6)
+    assert y[1] == pytest.approx(road_map.lane("a_f1").centerline[0, 1], abs=1e-6)
+    lanes = paths.lane_at(np.array([10.0]))[0], paths.lane_at(np.array([95.0]))[0]
+    assert [road_map.lanes[k].id for k in lanes] == ["a_f0", "a_f1"]

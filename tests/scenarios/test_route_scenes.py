@@ -1,0 +1,52 @@
+"""Closed-loop scenes from Leaderboard routes on CARLA towns: start, traffic, lights, route span, a full drive."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from scenarios.leaderboard import densify, read_routes, town_for
+from scenarios.route_scenes import EGO_CLEARANCE_M, route_scene
+from scenarios.scene import load_scene, save_scene
+from sim.envs.closed_loop_env import ClosedLoopEnv
+from tests.conftest import require_fixture
+
+
+@pytest.fixture(scope="module")
+def town01_route():
+    pytest.importorskip("carla", reason="the carla client package reads OpenDRIVE towns (pip install 'w0sim[carla]')")
+    route = read_routes(require_fixture("carla/routes/routes_devtest.xml"))[0]
+    town = town_for(str(require_fixture("carla/maps/Town01.xodr").parent), route.town)
+    return route, town
+
+
+def test_the_ego_stands_at_the_first_waypoint_among_seeded_traffic(town01_route):
+    route, town = town01_route
+    scene = route_scene(route, town, seed=0)
+    assert scene.token == "RouteScenario_0" and scene.metadata["town"] == "Town01"
+    ego = scene.initial_ego_state
+    assert np.linalg.norm(ego[:2] - route.waypoints[0, :2]) < 2.0 and ego[3] == 0.0
+    now = scene.agents.at(scene.current_index)
+    assert now.valid.sum() >= 10
+    assert np.hypot(now.x - ego[0], now.y - ego[1]).min() > EGO_CLEARANCE_M - 1e-6
+    # Town01's signals run the lights of the route's junctions.
+    assert scene.light_ids and any(scene.map.lane(lane).traffic_light in scene.light_ids for lane in scene.route)
+    again, other = route_scene(route, town, seed=0), route_scene(route, town, seed=1)
+    np.testing.assert_array_equal(again.agents.x, scene.agents.x)
+    assert other.agents.x.shape != scene.agents.x.shape or not np.array_equal(other.agents.x, scene.agents.x)
+
+
+def test_a_route_scene_survives_its_file_format(town01_route, tmp_path):
+    route, town = town01_route
+    scene = route_scene(route, town, seed=0)
+    loaded = load_scene(save_scene(scene, tmp_path / "route.npz"))
+    assert loaded.route == scene.route and loaded.metadata["route_span_m"] == scene.metadata["route_span_m"]
+    np.testing.assert_array_equal(loaded.agents.x, scene.agents.x)
+
+
+def test_the_episode_scores_the_dense_route_between_first_and_last_waypoint(town01_route):
+    route, town = town01_route
+    dense = densify(town.road_map, route.waypoints)
+    env = ClosedLoopEnv(scenes=[route_scene(route, town, seed=0)], cameras=False)
+    _, info = env.reset(seed=0)
+    assert info["route_length_m"] == pytest.approx(dense.length_m, abs=1.0)
+    assert env.leaderboard.route_length == pytest.approx(dense.length_m, abs=1.0)
