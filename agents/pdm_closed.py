@@ -5,7 +5,7 @@ drives data collection. Works from a RoadMap, so every scene source gets the sam
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -23,6 +23,7 @@ from sim.map import RoadMap
 from sim.state import AgentSlice, TrafficLightStatus, Trajectory, TrajectorySampling
 
 SCORED_STEPS = 40  # proposals are simulated and scored over 4 s, as NAVSIM's proposal sampling
+PLANNING_RADIUS_M = 250.0  # objects beyond this cannot reach the ego within the horizon (closing speed < 60 m/s)
 
 
 @dataclass(frozen=True)
@@ -51,7 +52,12 @@ class PDMClosedPlanner:
 
     def plan(self, road_map: RoadMap, route: list[str], ego_state: np.ndarray, agents: AgentSlice | None,
              light_ids: list[str], light_status: np.ndarray | None, braking: np.ndarray | None = None) -> PDMClosedPlan:
-        """Plan from the objects now; `braking` (N,) their current deceleration (`agents.forecast.braking_rates`)."""
+        """Plan from the objects now; `braking` (N,) their current deceleration (`agents.forecast.braking_rates`).
+        Objects farther than PLANNING_RADIUS_M cannot meet the ego within the horizon and are left out."""
+        if agents is not None:
+            far = np.hypot(agents.x - ego_state[0], agents.y - ego_state[1]) > PLANNING_RADIUS_M
+            if (far & agents.valid).any():
+                agents = replace(agents, valid=agents.valid & ~far)
         proposals, forecast = plan_proposals(road_map, route, ego_state, agents, light_ids, light_status,
                                              self.config.proposals, braking)
         times = np.arange(SCORED_STEPS + 1) * STEP_S

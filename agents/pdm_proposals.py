@@ -37,11 +37,26 @@ class ProposalConfig:
         return len(self.lateral_offsets) * len(self.speed_fractions)
 
 
-def route_from_ego(road_map: RoadMap, route: list[str], ego_state: np.ndarray) -> list[str]:
-    """The route from the lane the ego is on (the nearest route lane to its pose) onwards."""
-    lines = road_map.lane_centerlines[[road_map.lane_index[lane_id] for lane_id in route]]
-    best = int(np.argmin(shapely.distance(lines, shapely.Point(ego_state[:2]))))
-    return list(route[best:])
+ROUTE_LOOKAHEAD_M = 1000.0  # planning needs the route only this far ahead (long Leaderboard routes)
+MAX_ROUTE_HEADING_ERROR = np.pi / 3
+
+
+def route_from_ego(road_map: RoadMap, route: list[str], ego_state: np.ndarray,
+                   lookahead_m: float = ROUTE_LOOKAHEAD_M) -> list[str]:
+    """The route from the lane the ego is on onwards, up to `lookahead_m` beyond that lane's start.
+
+    The ego's lane is the nearest route lane running its way (a route that crosses itself passes
+    the ego on a lane at right angles, which must not be taken for the current one).
+    """
+    indices = np.array([road_map.lane_index[lane_id] for lane_id in route])
+    point = shapely.Point(ego_state[:2])
+    distance = shapely.distance(road_map.lane_centerlines[indices], point)
+    s = shapely.line_locate_point(road_map.lane_centerlines[indices], point)
+    error = np.abs(np.angle(np.exp(1j * (ego_state[2] - road_map.heading_at(indices, s)))))
+    best = int(np.argmin(np.where(error < MAX_ROUTE_HEADING_ERROR, distance, distance + 1e6)))
+    lengths = np.cumsum(road_map.lane_lengths[indices[best:]])
+    end = best + int(np.searchsorted(lengths, lookahead_m)) + 1
+    return list(route[best:end])
 
 
 def idm_proposals(road_map: RoadMap, route: list[str], ego_state: np.ndarray, agents: AgentSlice | None,

@@ -105,6 +105,7 @@ class RoadMap:
         self.lane_polygons = np.array([lane.polygon() for lane in self.lanes], dtype=object)
         self.lane_centerlines = np.array([shapely.LineString(lane.centerline) for lane in self.lanes], dtype=object)
         self.lane_tree = STRtree(self.lane_polygons)
+        self._lane_changes: dict[tuple[str, str], np.ndarray] = {}
         self.lane_lengths = np.array([lane.length for lane in self.lanes])
         self.speed_limits = np.array([lane.speed_limit for lane in self.lanes])
         self._area_layers: dict[str, tuple[list[str], np.ndarray, STRtree]] = {}
@@ -134,6 +135,11 @@ class RoadMap:
         union = shapely.union_all(np.concatenate(parts))
         shapely.prepare(union)
         return union
+
+    @cached_property
+    def centerline_arc_lengths(self) -> np.ndarray:
+        """(L,) centerline lengths as the end of each lane's cumulative arc length (what paths along lanes add up)."""
+        return np.array([np.cumsum(np.linalg.norm(np.diff(lane.centerline, axis=0), axis=1))[-1] for lane in self.lanes])
 
     @cached_property
     def bounds(self) -> np.ndarray:
@@ -224,6 +230,12 @@ class RoadMap:
     def lane_change_centerline(self, from_id: str, to_id: str) -> np.ndarray:
         """(K, 2) path that starts on lane `from_id` and ends on the parallel lane `to_id`: the two centerlines
         blended over LANE_CHANGE_M (smoothstep) around the middle of the lane, over all of a shorter one."""
+        key = (from_id, to_id)
+        if key not in self._lane_changes:
+            self._lane_changes[key] = self._blend(from_id, to_id)
+        return self._lane_changes[key]
+
+    def _blend(self, from_id: str, to_id: str) -> np.ndarray:
         a, b = self.lane_centerlines[self.lane_index[from_id]], self.lane_centerlines[self.lane_index[to_id]]
         length = max(a.length, b.length)
         u = np.linspace(0.0, 1.0, max(2, int(np.ceil(length / LANE_CHANGE_SAMPLE_M)) + 1))

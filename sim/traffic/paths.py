@@ -47,19 +47,20 @@ class AgentPaths:
                     pts.pop(), lane_of_pt.pop()
                     s0 -= lengths.pop()
                     line = road_map.lane_change_centerline(chain[j - 1], lane_id)
-                seg = np.linalg.norm(np.diff(line, axis=0), axis=1)
-                cum = np.concatenate([[0.0], np.cumsum(seg)])
                 pts.append(line[:-1] if lane_id != chain[-1] else line)
                 owner = np.full(len(pts[-1]), k)
                 if changing:  # the first half still belongs to the lane being left
+                    cum = np.concatenate([[0.0], np.cumsum(np.linalg.norm(np.diff(line, axis=0), axis=1))])
                     half = len(line) // 2
                     owner[:half] = road_map.lane_index[chain[j - 1]]
                     starts[i, k] = s0 + cum[half] if np.isnan(starts[i, k]) else starts[i, k]
-                elif np.isnan(starts[i, k]):
-                    starts[i, k] = s0
+                    length = cum[-1]
+                else:
+                    starts[i, k] = s0 if np.isnan(starts[i, k]) else starts[i, k]
+                    length = road_map.centerline_arc_lengths[k]
                 lane_of_pt.append(owner)
-                lengths.append(cum[-1])
-                s0 += cum[-1]
+                lengths.append(length)
+                s0 += length
             pts = np.concatenate(pts)
             lane_of_pt = np.concatenate(lane_of_pt)
             seg = np.linalg.norm(np.diff(pts, axis=0), axis=1)
@@ -119,6 +120,8 @@ def _add_merge_siblings(road_map: RoadMap, starts: np.ndarray) -> None:
     """
     lengths = road_map.lane_lengths
     for p, lane in enumerate(road_map.lanes):
+        if np.isnan(starts[:, p]).all():  # on no path (yet): nothing to place beside it
+            continue
         for succ in lane.successors:
             for q_id in road_map.lane(succ).predecessors:
                 q = road_map.lane_index[q_id]
