@@ -14,7 +14,7 @@ from agents.forecast import ObjectForecast, braking_rates
 from agents.pdm_proposals import ProposalConfig, plan_proposals, route_from_ego
 from metrics.pdm import ScoringContext, score_states
 from metrics.scoring_map import ScoringMap
-from scenarios.log_frames import logged_ego_state
+from scenarios.log_frames import logged_ego_state, logged_light_status
 from scenarios.scene import STEP_S, Scene
 from sim.agent_input import AgentInput
 from sim.dynamics import interpolate_global_poses, simulate
@@ -97,7 +97,7 @@ class PDMClosedAgent(Agent):
             raise ValueError("PDMClosedAgent is privileged: pass the scene to compute_trajectory")
         now, ego = scene.current_index, logged_ego_state(scene.initial_ego_state)  # what a log says of the ego
         plan = self.planner.plan(scene.map, scene.route, ego, scene.agents.at(now),
-                                 scene.light_ids, scene.light_status[now], braking_rates(scene.agents, now))
+                                 scene.light_ids, logged_light_status(scene.light_status[now]), braking_rates(scene.agents, now))
         return Trajectory(plan_to_local(plan.poses, ego, self.trajectory_sampling), self.trajectory_sampling)
 
 

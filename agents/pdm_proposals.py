@@ -24,7 +24,8 @@ from sim.traffic import PATH_STEP_M, AgentPaths, IDMParameters, IDMTraffic
 class ProposalConfig:
     """NAVSIM's PDM-Closed settings (MetricCacheProcessor): 3 paths x 5 speeds, 5 s at 10 Hz."""
 
-    lateral_offsets: tuple[float, ...] = (-1.0, 0.0, 1.0)
+    # The centerline first, then its offsets, as PDM-Closed orders its paths: on a tie the centerline wins.
+    lateral_offsets: tuple[float, ...] = (0.0, -1.0, 1.0)
     speed_fractions: tuple[float, ...] = (0.2, 0.4, 0.6, 0.8, 1.0)
     horizon_steps: int = 50
     idm: IDMParameters = IDMParameters(min_gap=1.0, headway=1.5, accel_max=1.5, decel_comfort=3.0, decel_max=3.0,

@@ -1,8 +1,9 @@
 """What a NAVSIM log records of a scene: its 2 Hz frames, and the 10 Hz values NAVSIM rebuilds from them.
 
 A NAVSIM/OpenScene log holds one frame every 0.5 s; the metric cache interpolates object boxes to
-10 Hz between the frames a track is seen in (spec §3.5) and starts the ego from the logged pose,
-velocity and acceleration with steering, steering rate, yaw rate and yaw acceleration 0 (§3.2).
+10 Hz between the frames a track is seen in (spec §3.5), starts the ego from the logged pose,
+velocity and acceleration with steering, steering rate, yaw rate and yaw acceleration 0 (§3.2),
+and knows each light as red or not (§4.1).
 One-shot scoring uses these rules for every scene, so a generated scene and the same scene
 written to and read back from NAVSIM's file formats score the same.
 """
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from sim.state import StateIndex
+from sim.state import StateIndex, TrafficLightStatus
 
 FRAME_STRIDE = 5  # 10 Hz steps per 2 Hz log frame
 _UNLOGGED_STATE = slice(StateIndex.STEERING_ANGLE, None)  # steering angle, steering rate, yaw rate, yaw acceleration
@@ -26,6 +27,13 @@ def logged_ego_state(state: np.ndarray) -> np.ndarray:
     logged = np.array(state, dtype=np.float64, copy=True)
     logged[..., _UNLOGGED_STATE] = 0.0
     return logged
+
+
+def logged_light_status(status: np.ndarray) -> np.ndarray:
+    """Light states as a log gives them: NAVSIM logs say red or not, so yellow reads as green."""
+    status = np.array(status, copy=True)
+    status[status == TrafficLightStatus.YELLOW] = TrafficLightStatus.GREEN
+    return status
 
 
 def frame_steps(current_index: int, num_steps: int) -> np.ndarray:

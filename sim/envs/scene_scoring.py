@@ -14,7 +14,7 @@ from agents.pdm_proposals import route_from_ego
 from metrics.observation import Observation, red_mask_from_2hz
 from metrics.pdm import OBSERVATION_STEPS, VERSIONS, PDMRows, ScoringContext, final_score
 from metrics.pdm_agent import PDMReference, score_agent
-from scenarios.log_frames import FRAME_STRIDE, interpolate_tracks, logged_ego_state, window_steps
+from scenarios.log_frames import FRAME_STRIDE, interpolate_tracks, logged_ego_state, logged_light_status, window_steps
 from scenarios.scene import STEP_S, Scene
 from sim.state import TrafficLightStatus
 
@@ -31,7 +31,7 @@ class SceneScorer:
         now, ego = scene.current_index, logged_ego_state(scene.initial_ego_state)
         planner = PDMClosedPlanner(PDMClosedConfig(version=version))
         self.pdm_closed = planner.plan(scene.map, scene.route, ego, scene.agents.at(now), scene.light_ids,
-                                       scene.light_status[now], braking_rates(scene.agents, now))
+                                       logged_light_status(scene.light_status[now]), braking_rates(scene.agents, now))
         self.reference = PDMReference.from_global_poses(ego, self.pdm_closed.poses)
         chain = route_from_ego(scene.map, scene.route, ego)
         # Same map and centerline PDM-Closed was ranked on; the objects are the log's, not a forecast.

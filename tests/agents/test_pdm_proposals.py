@@ -27,8 +27,8 @@ def test_fifteen_proposals_offset_major_with_faster_fractions_going_further():
     # Within each lateral offset, distance grows with the speed fraction.
     for row in range(3):
         assert np.all(np.diff(local[row * 5 : row * 5 + 5, 0]) > 0)
-    # The three paths are 1 m apart laterally (straight road, ego on its lane centre).
-    np.testing.assert_allclose(local[[0, 5, 10], 1] - local[5, 1], [-1.0, 0.0, 1.0], atol=0.05)
+    # The centerline first, then the paths 1 m to either side (straight road, ego on its lane centre).
+    np.testing.assert_allclose(local[[0, 5, 10], 1] - local[0, 1], [0.0, -1.0, 1.0], atol=0.05)
 
 
 def test_proposals_stop_behind_a_stopped_vehicle():

@@ -10,7 +10,7 @@ from scenarios.generator import generate_scene
 from scenarios.log_frames import (FRAME_STRIDE, frame_steps, hold_frames, interpolate_states, interpolate_tracks,
                                   logged_ego_state, window_steps)
 from sim.envs.scene_scoring import SceneScorer
-from sim.state import StateIndex
+from sim.state import StateIndex, TrafficLightStatus
 from tests.envs.helpers import logged_future_trajectory
 
 
@@ -72,13 +72,15 @@ def test_steps_of_frames_and_windows():
 
 @pytest.mark.parametrize("version", ["v1.1", "v2.2"])
 def test_scoring_reads_only_the_logged_frames(version):
-    """Moving objects between frames and changing the ego's steering leaves every score unchanged."""
+    """Moving objects between frames, changing the ego's steering or yellow for green leaves every score unchanged."""
     scene = generate_scene("intersection", 4)
     changed = copy.deepcopy(scene)
     between = np.ones(scene.num_steps, dtype=bool)
     between[frame_steps(scene.current_index, scene.num_steps)] = False
     changed.agents.x[between] += 3.0
     changed.ego_log[:, StateIndex.STEERING_ANGLE:] += 0.05
+    green = changed.light_status == TrafficLightStatus.GREEN
+    changed.light_status[green] = TrafficLightStatus.YELLOW  # a log knows red or not red
     trajectory = logged_future_trajectory(scene)
     rows, score = SceneScorer(scene, version).score(trajectory, 0.5)
     rows_changed, score_changed = SceneScorer(changed, version).score(trajectory, 0.5)
