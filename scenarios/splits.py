@@ -1,4 +1,5 @@
-"""Named scene sets: the built-in splits (fixed seeds and sizes, the same on every machine) and directories of scene files."""
+"""Named scene sets: the built-in splits (fixed seeds and sizes, the same on every machine), directories of scene
+files, and NAVSIM log splits (`navsim:NAME`: the logs of `<navsim_logs>/NAME/` sliced as NAVSIM's SceneFilter does)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -35,14 +36,23 @@ class SplitError(ValueError):
 
 @dataclass(frozen=True)
 class SceneRef:
-    """One scene of a split: generated from (family, seed) or read from a file."""
+    """One scene of a split: generated from (family, seed), read from a scene file, or a window of a NAVSIM log
+    (`navsim_log` from frame `window_start`, its map under `nuplan_maps`, images under `sensor_blobs`)."""
 
     token: str
     family: str | None = None
     seed: int | None = None
     path: Path | None = None
+    navsim_log: Path | None = None
+    window_start: int = 0
+    nuplan_maps: Path | None = None
+    sensor_blobs: Path | None = None
 
     def load(self) -> Scene:
+        if self.navsim_log is not None:
+            from scenarios.navsim_logs import load_log_scene
+
+            return load_log_scene(self.navsim_log, self.window_start, self.nuplan_maps, self.sensor_blobs)
         if self.path is not None:
             return load_scene(self.path)
         return generate_scene(self.family, self.seed)
@@ -54,8 +64,12 @@ def builtin_split(name: str) -> BuiltinSplit:
     return BUILTIN_SPLITS[name]
 
 
-def resolve_split(spec: str, limit: int | None = None) -> list[SceneRef]:
-    """Scenes of `builtin:NAME` or of a directory of `.npz` scene files (sorted by name); the first `limit`."""
+def resolve_split(spec: str, limit: int | None = None, navsim_logs: str | Path | None = None,
+                  nuplan_maps: str | Path | None = None, sensor_blobs: str | Path | None = None) -> list[SceneRef]:
+    """Scenes of `builtin:NAME`, of `navsim:NAME` (needs `navsim_logs` and `nuplan_maps`) or of a directory of
+    `.npz` scene files (sorted by name); the first `limit`."""
+    if spec.startswith("navsim:"):
+        return navsim_split(spec.removeprefix("navsim:"), navsim_logs, nuplan_maps, sensor_blobs, limit)
     if spec.startswith("builtin:"):
         split = builtin_split(spec.removeprefix("builtin:"))
         count = split.size if limit is None else min(limit, split.size)
@@ -70,4 +84,50 @@ def resolve_split(spec: str, limit: int | None = None) -> list[SceneRef]:
     return [SceneRef(path.stem, path=path) for path in files]
 
 
-__all__ = ["BUILTIN_SPLITS", "BuiltinSplit", "SceneRef", "SplitError", "builtin_split", "resolve_split"]
+def navsim_log_dir(name: str, navsim_logs: str | Path | None) -> Path:
+    """The folder of a NAVSIM split's logs: `<navsim_logs>/<name>/`, or `navsim_logs` itself when it holds the logs."""
+    if navsim_logs is None:
+        raise SplitError(f"split navsim:{name} needs the NAVSIM logs folder (--navsim-logs DIR)")
+    root = Path(navsim_logs)
+    if (root / name).is_dir():
+        return root / name
+    if root.is_dir() and any(root.glob("*.pkl")):
+        return root
+    raise SplitError(f"split navsim:{name}: no folder {root / name} of log pickles"
+                     + (f" (and {root} holds no .pkl logs)" if root.is_dir() else f" ({root} does not exist)"))
+
+
+def navsim_split(name: str, navsim_logs: str | Path | None, nuplan_maps: str | Path | None,
+                 sensor_blobs: str | Path | None = None, limit: int | None = None) -> list[SceneRef]:
+    """Scenes of the logs of a NAVSIM split (sorted by log name), windows as NAVSIM's SceneFilter makes them
+    (4 history + 10 future frames, one window after another); checks that each log's map is there."""
+    from scenarios.navsim_logs import NUM_HISTORY_FRAMES, NavsimLogError, filter_scenes, load_navsim_log, map_file
+
+    folder = navsim_log_dir(name, navsim_logs)
+    if nuplan_maps is None or not Path(nuplan_maps).is_dir():
+        raise SplitError(f"split navsim:{name} needs the nuPlan maps folder (--nuplan-maps DIR)"
+                         + (f"; {nuplan_maps} is not a directory" if nuplan_maps is not None else ""))
+    refs: list[SceneRef] = []
+    locations: set[str] = set()
+    for log in sorted(folder.glob("*.pkl")):
+        try:
+            frames = load_navsim_log(log)
+            windows = filter_scenes(frames, max_scenes=None if limit is None else limit - len(refs))
+            for location in {str(w[0]["map_location"]) for w in windows} - locations:
+                map_file(nuplan_maps, location)
+                locations.add(location)
+        except NavsimLogError as exc:
+            raise SplitError(str(exc)) from None
+        starts = {id(frame): k for k, frame in enumerate(frames)}
+        refs += [SceneRef(str(w[NUM_HISTORY_FRAMES - 1]["token"]), "navsim", navsim_log=log, window_start=starts[id(w[0])],
+                          nuplan_maps=Path(nuplan_maps), sensor_blobs=None if sensor_blobs is None else Path(sensor_blobs))
+                 for w in windows]
+        if limit is not None and len(refs) >= limit:
+            break
+    if not refs:
+        raise SplitError(f"split navsim:{name}: the logs in {folder} hold no scenes (4 history + 10 future frames "
+                         "with route roadblocks)")
+    return refs
+
+
+__all__ = ["BUILTIN_SPLITS", "BuiltinSplit", "SceneRef", "SplitError", "builtin_split", "navsim_log_dir", "navsim_split", "resolve_split"]

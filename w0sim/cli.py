@@ -76,6 +76,37 @@ def scenes_show(
     console.print(f"BEV image: {target}")
 
 
+@scenes_app.command("export-navsim")
+def scenes_export_navsim(
+    out: Path = typer.Option(..., "--out", help="Output folder: navsim_logs/NAME/*.pkl, maps/ (nuPlan GeoPackages) "
+                             "and, with --images, sensor_blobs/NAME/."),
+    split: str = typer.Option("builtin:navtest", "--split", help="builtin:NAME or a directory of scene files."),
+    limit: int = typer.Option(10, "--limit", min=1, help="The first N scenes of the split."),
+    name: str = typer.Option("navtest", "--name", help="NAVSIM split name to write the logs under."),
+    images: bool = typer.Option(False, "--images/--no-images", help="Also write CAM_F0 jpgs (sensor blobs)."),
+) -> None:
+    """Write scenes as NAVSIM log pickles with their maps as nuPlan GeoPackages (each scene its own map
+    location), ready for `w0sim eval --split navsim:NAME --navsim-logs OUT/navsim_logs --nuplan-maps OUT/maps`."""
+    from scenarios.navsim_log_writer import write_navsim_log
+    from scenarios.splits import SplitError, resolve_split
+
+    try:
+        refs = resolve_split(split, limit)
+    except SplitError as err:
+        console.print(f"[red]error:[/red] {err}")
+        raise typer.Exit(2) from None
+    blobs = out / "sensor_blobs" / name if images else None
+    with _progress() as progress:
+        task = progress.add_task("writing NAVSIM logs", total=len(refs))
+        for ref in refs:
+            write_navsim_log(ref.load(), out / "navsim_logs" / name, out / "maps", sensor_blobs_dir=blobs)
+            progress.advance(task)
+    console.print(f"wrote {len(refs)} logs to {out / 'navsim_logs' / name} and their maps to {out / 'maps'}\n"
+                  f"evaluate: w0sim eval --agent pdm_closed --split navsim:{name} --navsim-logs {out / 'navsim_logs'} "
+                  f"--nuplan-maps {out / 'maps'}" + (f" --sensor-blobs {blobs}" if blobs else "") + " --out OUT",
+                  soft_wrap=True)
+
+
 @scenes_app.command("check")
 def scenes_check(
     directory: Path = typer.Argument(..., help="Directory of scene files."),
@@ -250,11 +281,18 @@ def evaluate(
                                               "ADDR; 'local' starts one on this machine."),
     closed_loop: Optional[bool] = typer.Option(None, "--closed-loop/--one-shot", help="How to drive the scenes "
                                                "(default: closed loop for builtin:routes, one-shot otherwise)."),
+    navsim_logs: Optional[Path] = typer.Option(None, "--navsim-logs", help="NAVSIM log pickles for --split "
+                                               "navsim:NAME: the folder holding NAME/, or NAME/ itself."),
+    nuplan_maps: Optional[Path] = typer.Option(None, "--nuplan-maps", help="nuPlan maps root (<location>/<version>/"
+                                               "map.gpkg) for --split navsim:NAME."),
+    sensor_blobs: Optional[Path] = typer.Option(None, "--sensor-blobs", help="Sensor blobs of the split "
+                                                "(<log>/CAM_F0/<token>.jpg): agents see these images."),
 ) -> None:
     """Evaluate an agent on a split: NAVSIM's CSV (one-shot) or the Leaderboard's results JSON (closed loop),
     a summary per family; an interrupted run resumes where it stopped."""
     from scenarios.splits import SplitError, builtin_split
     from w0sim.evaluation import AgentSpec, evaluate_split, summarize, summary_markdown
+    split_options = {"navsim_logs": navsim_logs, "nuplan_maps": nuplan_maps, "sensor_blobs": sensor_blobs}
 
     try:
         spec = AgentSpec(agent, str(checkpoint) if checkpoint else None, seed)
@@ -271,7 +309,8 @@ def evaluate(
 
                 results = evaluate_routes(split, spec, out, limit, workers, report)
             else:
-                rows = evaluate_split(split, spec, out, pdm_version, limit, workers, report, ray_address)
+                rows = evaluate_split(split, spec, out, pdm_version, limit, workers, report, ray_address,
+                                     split_options)
         except SplitError as err:
             console.print(f"[red]error:[/red] {err}")
             raise typer.Exit(2) from None
@@ -296,7 +335,7 @@ def evaluate(
         from w0sim.rollout_video import render_rollout
 
         policy = spec.build()
-        for ref in resolve_split(split, min(videos, limit or videos)):
+        for ref in resolve_split(split, min(videos, limit or videos), **split_options):
             result = render_rollout(policy, ref.load(), out / "videos" / f"{ref.token}.mp4", pdm_version, seed)
             console.print(f"video: {result.video} ({result.frames} frames)")
 

@@ -114,13 +114,15 @@ def _run_in_worker(ref: SceneRef, version: str) -> dict:
 
 def evaluate_split(split: str, agent: AgentSpec, out_dir: str | Path, version: str = "v1.1",
                    limit: int | None = None, workers: int | None = None,
-                   progress: Callable[[int, int], None] | None = None, ray_address: str | None = None) -> list[dict]:
+                   progress: Callable[[int, int], None] | None = None, ray_address: str | None = None,
+                   split_options: dict | None = None) -> list[dict]:
     """Evaluate `agent` on the first `limit` scenes of `split`; writes rows.jsonl, scores.csv and returns the rows
     in split order. Resumes from the rows already in `out_dir`. Scenes run on a local process pool, or on a Ray
-    cluster with `ray_address` ("local" starts one on this machine with `workers` CPUs)."""
+    cluster with `ray_address` ("local" starts one on this machine with `workers` CPUs). `split_options` are
+    passed to `resolve_split` (navsim_logs, nuplan_maps, sensor_blobs for `navsim:NAME`)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    refs = resolve_split(split, limit)
+    refs = resolve_split(split, limit, **(split_options or {}))
     done = _read_rows(out_dir / "rows.jsonl")
     todo = [ref for ref in refs if ref.token not in done]  # done is keyed by "ref"
     workers = max(1, min(workers or os.cpu_count() or 1, len(todo) or 1))

@@ -1,0 +1,230 @@
+"""NAVSIM log pickles: a scene written as a log + nuPlan map reads back to the same frames and the same scores."""
+from __future__ import annotations
+
+import csv
+import pickle
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from scenarios.generator import FAMILIES, generate_scene
+from scenarios.log_frames import FRAME_STRIDE, frame_steps
+from scenarios.navsim_log_writer import write_navsim_log
+from scenarios.navsim_logs import EXTENSION_KEY, NavsimLogError, filter_scenes, load_navsim_log, scene_from_frames
+from scenarios.splits import SplitError, resolve_split
+from sim.envs.frames import FrameRenderer, fit_image, read_rgb
+from sim.envs.navsim_env import NavsimSceneEnv
+from sim.envs.scene_scoring import SceneScorer
+from sim.render.camera import CameraConfig, CameraRenderer
+from w0sim.cli import app
+from w0sim.evaluation import AgentSpec
+
+SPECS = [(family, seed) for family in FAMILIES for seed in (0, 1)]
+AGENTS = ("constant_velocity", "human", "pdm_closed", "drivevla_w0")
+STATE_COLUMNS = slice(0, 7)  # pose, velocity, acceleration: what a log records of the ego
+
+
+def _write_and_read(scene, root, sensor_blobs=None):
+    log = write_navsim_log(scene, root / "logs", root / "maps", sensor_blobs_dir=sensor_blobs)
+    windows = filter_scenes(load_navsim_log(log))
+    return scene_from_frames(windows[0], root / "maps", sensor_blobs)
+
+
+@pytest.fixture(scope="module")
+def pairs(tmp_path_factory):
+    """(original, read back) per (family, seed)."""
+    root = tmp_path_factory.mktemp("navsim")
+    out = {}
+    for family, seed in SPECS:
+        scene = generate_scene(family, seed)
+        out[(family, seed)] = (scene, _write_and_read(scene, root))
+    return out
+
+
+@pytest.fixture(scope="module")
+def agents():
+    return {name: AgentSpec(name).build() for name in AGENTS}
+
+
+def _agent_input(scene):
+    env = NavsimSceneEnv(scenes=[scene], cameras=True, pdm_version=None)
+    return env.reset(seed=0)[1]["agent_input"]
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=[f"{f}-{s}" for f, s in SPECS])
+def test_written_scene_scores_the_same_for_every_agent(pairs, agents, spec):
+    original, read_back = pairs[spec]
+    inputs = [_agent_input(original), _agent_input(read_back)]
+    np.testing.assert_array_equal(inputs[0].cameras, inputs[1].cameras)  # what the policy sees
+    np.testing.assert_allclose(inputs[0].ego_poses, inputs[1].ego_poses, atol=1e-9)
+    assert inputs[0].command_text == inputs[1].command_text
+    scenes = (original, read_back)
+    chosen = {name: agent for name, agent in agents.items() if name != "drivevla_w0" or spec[1] == 0}  # time
+    plans = {name: [agent.compute_trajectory(agent_input, scene if agent.requires_scene else None)
+                    for scene, agent_input in zip(scenes, inputs)] for name, agent in chosen.items()}
+    for version in ("v1.1", "v2.2"):
+        scorers = [SceneScorer(scene, version) for scene in scenes]
+        for name, trajectories in plans.items():
+            scores = [scorer.score(t.poses, t.sampling.interval)[1] for scorer, t in zip(scorers, trajectories)]
+            assert scores[1] == pytest.approx(scores[0], abs=1e-9), (name, version)
+
+
+@pytest.mark.parametrize("spec", SPECS[::2], ids=FAMILIES)
+def test_frame_values_survive(pairs, spec):
+    original, read_back = pairs[spec]
+    assert read_back.token == original.token and read_back.current_index == 3 * FRAME_STRIDE
+    steps = frame_steps(read_back.current_index, read_back.num_steps)
+    old_steps = steps + original.current_index - read_back.current_index
+    ego_old, ego_new = original.ego_log[old_steps, STATE_COLUMNS], read_back.ego_log[steps, STATE_COLUMNS]
+    heading = (ego_new[:, 2] - ego_old[:, 2] + np.pi) % (2 * np.pi) - np.pi
+    np.testing.assert_allclose(heading, 0.0, atol=1e-9)
+    np.testing.assert_allclose(np.delete(ego_new, 2, 1), np.delete(ego_old, 2, 1), atol=1e-9)
+    columns = [original.agents.track_ids.index(i) for i in read_back.agents.track_ids]
+    np.testing.assert_array_equal(read_back.agents.valid[steps], original.agents.valid[old_steps][:, columns])
+    valid = read_back.agents.valid[steps]
+    for name in ("x", "y", "vx", "vy"):
+        np.testing.assert_allclose(getattr(read_back.agents, name)[steps][valid],
+                                   getattr(original.agents, name)[old_steps][:, columns][valid], atol=1e-9)
+    for name in ("length", "width", "height", "agent_type"):
+        np.testing.assert_array_equal(getattr(read_back.agents, name), getattr(original.agents, name)[columns])
+    assert read_back.light_ids == original.light_ids
+    np.testing.assert_array_equal(read_back.light_status[steps], original.light_status[old_steps])
+    np.testing.assert_array_equal(read_back.driving_command[steps], original.driving_command[old_steps])
+    geometry = [[scene.map.lane(lane).centerline for lane in scene.route] for scene in (original, read_back)]
+    assert len(geometry[0]) == len(geometry[1])
+    for old, new in zip(*geometry):
+        np.testing.assert_array_equal(old, new)
+
+
+def _frames(count, empty_route=(), prefix="t"):
+    return [{"token": f"{prefix}{i}", "roadblock_ids": [] if i in empty_route else ["1"]} for i in range(count)]
+
+
+def test_filter_scenes_windows_like_navsims_scene_filter():
+    frames = _frames(30, empty_route={7})
+    windows = filter_scenes(frames)  # 14-frame windows every 14 frames; the last 2 frames are too few
+    assert [w[3]["token"] for w in windows] == ["t3", "t17"]
+    dense = filter_scenes(frames, frame_interval=1)
+    currents = [w[3]["token"] for w in dense]
+    assert len(dense) == 16 and "t7" not in currents and currents[0] == "t3" and currents[-1] == "t19"
+    assert [w[3]["token"] for w in filter_scenes(frames, frame_interval=1, tokens={"t5", "t10", "t7"})] == ["t5", "t10"]
+    assert len(filter_scenes(frames, frame_interval=1, max_scenes=4)) == 4
+    assert [w[1]["token"] for w in filter_scenes(frames, 2, 3, frame_interval=5)] == ["t1", "t6", "t11", "t16", "t21", "t26"]
+
+
+@pytest.fixture(scope="module")
+def one_log(tmp_path_factory):
+    root = tmp_path_factory.mktemp("one_log")
+    return write_navsim_log(generate_scene("intersection", 3), root / "logs", root / "maps"), root
+
+
+def test_errors_name_the_file_the_frame_and_the_key(one_log, tmp_path):
+    log, root = one_log
+    with pytest.raises(NavsimLogError, match="no such NAVSIM log"):
+        load_navsim_log(tmp_path / "absent.pkl")
+    data = log.read_bytes()
+    cut = tmp_path / "cut.pkl"
+    cut.write_bytes(data[: len(data) // 2])
+    with pytest.raises(NavsimLogError, match=r"cut\.pkl.*truncated or corrupt"):
+        load_navsim_log(cut)
+    frames = pickle.loads(data)
+    for key, where in (("anns", frames[2]), ("ego2global_translation", frames[5])):
+        broken = pickle.loads(data)
+        del broken[frames.index(where)][key]
+        path = tmp_path / f"no_{key}.pkl"
+        path.write_bytes(pickle.dumps(broken))
+        with pytest.raises(NavsimLogError) as err:
+            load_navsim_log(path)
+        message = str(err.value)
+        assert str(path) in message and f"frame {frames.index(where)}" in message and where["token"] in message
+        assert repr(key) in message
+    shaped = pickle.loads(data)
+    shaped[1]["ego_dynamic_state"] = [1.0, 2.0]
+    (tmp_path / "shape.pkl").write_bytes(pickle.dumps(shaped))
+    with pytest.raises(NavsimLogError, match=r"frame 1 .*'ego_dynamic_state' has shape \(2,\)"):
+        load_navsim_log(tmp_path / "shape.pkl")
+    (tmp_path / "dict.pkl").write_bytes(pickle.dumps({"frames": frames}))
+    with pytest.raises(NavsimLogError, match="list of frame dicts, got dict"):
+        load_navsim_log(tmp_path / "dict.pkl")
+    window = [dict(frame, map_location="atlantis") for frame in filter_scenes(frames)[0]]
+    with pytest.raises(NavsimLogError, match=rf"'atlantis'.*{root / 'maps'}"):
+        scene_from_frames(window, root / "maps")
+
+
+def test_split_errors_say_what_is_missing(one_log, tmp_path):
+    log, root = one_log
+    with pytest.raises(SplitError, match="--navsim-logs"):
+        resolve_split("navsim:navtest")
+    with pytest.raises(SplitError, match="no folder"):
+        resolve_split("navsim:navtest", navsim_logs=tmp_path, nuplan_maps=root / "maps")
+    with pytest.raises(SplitError, match="--nuplan-maps"):
+        resolve_split("navsim:navtest", navsim_logs=log.parent)
+    with pytest.raises(SplitError, match="no nuPlan map for location"):
+        resolve_split("navsim:navtest", navsim_logs=log.parent, nuplan_maps=tmp_path)
+    refs = resolve_split("navsim:logs", navsim_logs=root, nuplan_maps=root / "maps")  # root holding <split>/
+    assert [ref.token for ref in refs] == [generate_scene("intersection", 3).token]
+
+
+def test_the_environment_shows_the_logs_camera_images(tmp_path):
+    scene = generate_scene("t_junction", 0)
+    read_back = _write_and_read(scene, tmp_path, sensor_blobs=tmp_path / "blobs")
+    images = read_back.metadata["camera_images"]
+    assert sorted(map(int, images)) == list(range(0, read_back.num_steps, FRAME_STRIDE))
+    camera = CameraConfig()
+    shown = NavsimSceneEnv(scenes=[read_back], camera=camera, pdm_version=None).reset(seed=0)[1]["agent_input"].cameras
+    for k, step in enumerate(range(0, read_back.current_index + 1, FRAME_STRIDE)):
+        np.testing.assert_array_equal(shown[k], fit_image(read_rgb(images[str(step)]), camera))
+    # The image is CAM_F0's view of the same scene: close to what the renderer draws at the camera's size.
+    rendered = CameraRenderer(scene.map, camera).render(scene.ego_log[scene.current_index, :3],
+                                                       scene.agents.at(scene.current_index),
+                                                       scene.light_status_at(scene.current_index))
+    assert np.abs(shown[-1].astype(float) - rendered).mean() < 12.0
+    del read_back.metadata["camera_images"][str(read_back.current_index)]  # no file: rendered instead
+    np.testing.assert_array_equal(FrameRenderer(read_back.map, camera).log_camera(read_back, read_back.current_index),
+                                  CameraRenderer(read_back.map, camera).render(
+                                      read_back.ego_log[read_back.current_index, :3],
+                                      read_back.agents.at(read_back.current_index),
+                                      read_back.light_status_at(read_back.current_index)))
+
+
+def test_cli_evaluates_a_navsim_split(tmp_path):
+    runner = CliRunner()
+    exported = runner.invoke(app, ["scenes", "export-navsim", "--out", str(tmp_path / "data"), "--limit", "3"])
+    assert exported.exit_code == 0, exported.output
+    result = runner.invoke(app, ["eval", "--agent", "constant_velocity", "--split", "navsim:navtest",
+                                 "--navsim-logs", str(tmp_path / "data" / "navsim_logs"),
+                                 "--nuplan-maps", str(tmp_path / "data" / "maps"), "--out", str(tmp_path / "eval"),
+                                 "--workers", "1"])
+    assert result.exit_code == 0, result.output
+    with (tmp_path / "eval" / "scores.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    expected = {ref.token for ref in resolve_split("builtin:navtest", 3)}
+    assert {row["token"] for row in rows[:-1]} == expected and rows[-1]["token"] == "average"
+    assert all(row["valid"] == "True" for row in rows)
+    missing = runner.invoke(app, ["eval", "--agent", "constant_velocity", "--split", "navsim:navtest",
+                                  "--out", str(tmp_path / "eval2")])
+    assert missing.exit_code == 2 and "--navsim-logs" in missing.output
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_a_plain_navsim_log_scores_the_same_for_agents_without_cameras(tmp_path, agents, family):
+    """Without w0sim's extension key the reader sees what NAVSIM sees: red-or-not lights per connector and no
+    command text. Only the camera policy's input changes; every other agent scores the same."""
+    scene = generate_scene(family, 0)
+    log = write_navsim_log(scene, tmp_path / "logs", tmp_path / "maps")
+    frames = load_navsim_log(log)
+    for frame in frames:
+        del frame[EXTENSION_KEY]
+    with open(log, "wb") as handle:
+        pickle.dump(frames, handle)
+    read_back = scene_from_frames(filter_scenes(load_navsim_log(log))[0], tmp_path / "maps")
+    assert read_back.command_text == "" and all(light.isdigit() for light in read_back.light_ids)
+    scenes = (scene, read_back)
+    for version in ("v1.1", "v2.2"):
+        scorers = [SceneScorer(s, version) for s in scenes]
+        for name in ("constant_velocity", "human", "pdm_closed"):
+            agent = agents[name]
+            plans = [agent.compute_trajectory(_agent_input(s), s if agent.requires_scene else None) for s in scenes]
+            scores = [scorer.score(p.poses, p.sampling.interval)[1] for scorer, p in zip(scorers, plans)]
+            assert scores[1] == pytest.approx(scores[0], abs=1e-9), (name, version)
