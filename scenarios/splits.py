@@ -1,5 +1,6 @@
 """Named scene sets: the built-in splits (fixed seeds and sizes, the same on every machine), directories of scene
-files, and NAVSIM log splits (`navsim:NAME`: the logs of `<navsim_logs>/NAME/` sliced as NAVSIM's SceneFilter does)."""
+files, NAVSIM log splits (`navsim:NAME`: the logs of `<navsim_logs>/NAME/` sliced as NAVSIM's SceneFilter does)
+and CARLA Leaderboard routes (`carla:ROUTES.xml`: closed-loop route scenes on the towns of `town_dir`)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -37,7 +38,8 @@ class SplitError(ValueError):
 @dataclass(frozen=True)
 class SceneRef:
     """One scene of a split: generated from (family, seed), read from a scene file, or a window of a NAVSIM log
-    (`navsim_log` from frame `window_start`, its map under `nuplan_maps`, images under `sensor_blobs`)."""
+    (`navsim_log` from frame `window_start`, its map under `nuplan_maps`, images under `sensor_blobs`), or a
+    Leaderboard route (`route_id` of `route_file`, its town read from `town_dir`, traffic drawn from `seed`)."""
 
     token: str
     family: str | None = None
@@ -47,8 +49,17 @@ class SceneRef:
     window_start: int = 0
     nuplan_maps: Path | None = None
     sensor_blobs: Path | None = None
+    route_file: Path | None = None
+    route_id: str | None = None
+    town_dir: Path | None = None
 
     def load(self) -> Scene:
+        if self.route_file is not None:
+            from scenarios.leaderboard import read_routes, town_for
+            from scenarios.route_scenes import route_scene
+
+            route = next(r for r in read_routes(self.route_file) if r.route_id == self.route_id)
+            return route_scene(route, town_for(str(self.town_dir), route.town), self.seed or 0)
         if self.navsim_log is not None:
             from scenarios.navsim_logs import load_log_scene
 
@@ -65,9 +76,12 @@ def builtin_split(name: str) -> BuiltinSplit:
 
 
 def resolve_split(spec: str, limit: int | None = None, navsim_logs: str | Path | None = None,
-                  nuplan_maps: str | Path | None = None, sensor_blobs: str | Path | None = None) -> list[SceneRef]:
-    """Scenes of `builtin:NAME`, of `navsim:NAME` (needs `navsim_logs` and `nuplan_maps`) or of a directory of
-    `.npz` scene files (sorted by name); the first `limit`."""
+                  nuplan_maps: str | Path | None = None, sensor_blobs: str | Path | None = None,
+                  town_dir: str | Path | None = None) -> list[SceneRef]:
+    """Scenes of `builtin:NAME`, of `navsim:NAME` (needs `navsim_logs` and `nuplan_maps`), of `carla:ROUTES.xml`
+    (needs `town_dir`) or of a directory of `.npz` scene files (sorted by name); the first `limit`."""
+    if spec.startswith("carla:"):
+        return carla_split(Path(spec.removeprefix("carla:")), town_dir, limit)
     if spec.startswith("navsim:"):
         return navsim_split(spec.removeprefix("navsim:"), navsim_logs, nuplan_maps, sensor_blobs, limit)
     if spec.startswith("builtin:"):
@@ -130,4 +144,26 @@ def navsim_split(name: str, navsim_logs: str | Path | None, nuplan_maps: str | P
     return refs
 
 
-__all__ = ["BUILTIN_SPLITS", "BuiltinSplit", "SceneRef", "SplitError", "builtin_split", "navsim_log_dir", "navsim_split", "resolve_split"]
+def carla_split(route_file: Path, town_dir: str | Path | None, limit: int | None = None) -> list[SceneRef]:
+    """The routes of a Leaderboard route file, in file order; checks that every route's town is in `town_dir`."""
+    from scenarios.leaderboard import RouteFileError, read_routes
+
+    if town_dir is None or not Path(town_dir).is_dir():
+        raise SplitError(f"split carla:{route_file} needs the folder of CARLA towns, TownNN.xodr (--town-dir DIR)"
+                         + (f"; {town_dir} is not a directory" if town_dir is not None else ""))
+    try:
+        routes = read_routes(route_file)[:limit]
+    except RouteFileError as err:
+        raise SplitError(str(err)) from None
+    for route in routes:
+        if not (Path(town_dir) / f"{route.town}.xodr").is_file():
+            known = ", ".join(sorted(p.stem for p in Path(town_dir).glob("*.xodr"))) or "none"
+            raise SplitError(f"{route_file}: route {route.route_id} names town {route.town!r}, which is not in "
+                             f"{town_dir} (towns there: {known})")
+    from scenarios.route_scenes import route_token
+
+    return [SceneRef(route_token(r), r.town, 0, route_file=Path(route_file), route_id=r.route_id,
+                     town_dir=Path(town_dir)) for r in routes]
+
+
+__all__ = ["BUILTIN_SPLITS", "BuiltinSplit", "SceneRef", "SplitError", "builtin_split", "carla_split", "navsim_log_dir", "navsim_split", "resolve_split"]

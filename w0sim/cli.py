@@ -269,7 +269,8 @@ def evaluate(
     agent: str = typer.Option(..., "--agent", help="constant_velocity, human, pdm_closed or drivevla_w0."),
     checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="Model folder (drivevla_w0; default: the "
                                               "shipped checkpoints/drivevla-w0-tiny)."),
-    split: str = typer.Option("builtin:navtest", "--split", help="builtin:NAME or a directory of scene files."),
+    split: str = typer.Option("builtin:navtest", "--split", help="builtin:NAME, navsim:NAME (NAVSIM logs), "
+                              "carla:ROUTES.xml (Leaderboard routes) or a directory of scene files."),
     out: Path = typer.Option(..., "--out", help="Output folder: scores.csv (one-shot) or results.json "
                              "(closed loop), rows.jsonl, summary.md."),
     limit: Optional[int] = typer.Option(None, "--limit", min=1, help="The first N scenes of the split."),
@@ -280,24 +281,29 @@ def evaluate(
     ray_address: Optional[str] = typer.Option(None, "--ray-address", help="Run the scenes on a Ray cluster at "
                                               "ADDR; 'local' starts one on this machine."),
     closed_loop: Optional[bool] = typer.Option(None, "--closed-loop/--one-shot", help="How to drive the scenes "
-                                               "(default: closed loop for builtin:routes, one-shot otherwise)."),
+                                               "(default: closed loop for builtin:routes and carla:, one-shot "
+                                               "otherwise)."),
     navsim_logs: Optional[Path] = typer.Option(None, "--navsim-logs", help="NAVSIM log pickles for --split "
                                                "navsim:NAME: the folder holding NAME/, or NAME/ itself."),
     nuplan_maps: Optional[Path] = typer.Option(None, "--nuplan-maps", help="nuPlan maps root (<location>/<version>/"
                                                "map.gpkg) for --split navsim:NAME."),
     sensor_blobs: Optional[Path] = typer.Option(None, "--sensor-blobs", help="Sensor blobs of the split "
                                                 "(<log>/CAM_F0/<token>.jpg): agents see these images."),
+    town_dir: Optional[Path] = typer.Option(None, "--town-dir", help="CARLA towns (TownNN.xodr) for --split "
+                                            "carla:ROUTES.xml."),
 ) -> None:
     """Evaluate an agent on a split: NAVSIM's CSV (one-shot) or the Leaderboard's results JSON (closed loop),
     a summary per family; an interrupted run resumes where it stopped."""
     from scenarios.splits import SplitError, builtin_split
     from w0sim.evaluation import AgentSpec, evaluate_split, summarize, summary_markdown
-    split_options = {"navsim_logs": navsim_logs, "nuplan_maps": nuplan_maps, "sensor_blobs": sensor_blobs}
+    split_options = {"navsim_logs": navsim_logs, "nuplan_maps": nuplan_maps, "sensor_blobs": sensor_blobs,
+                     "town_dir": town_dir}
 
     try:
         spec = AgentSpec(agent, str(checkpoint) if checkpoint else None, seed)
         if closed_loop is None:
-            closed_loop = split.startswith("builtin:") and builtin_split(split.removeprefix("builtin:")).kind == "closed_loop"
+            closed_loop = split.startswith("carla:") or (
+                split.startswith("builtin:") and builtin_split(split.removeprefix("builtin:")).kind == "closed_loop")
     except (ValueError, SplitError) as err:
         raise typer.BadParameter(str(err), param_hint="--agent / --checkpoint / --split") from None
     with _progress() as progress:
@@ -307,7 +313,7 @@ def evaluate(
             if closed_loop:
                 from w0sim.closed_loop_eval import evaluate_routes, routes_markdown
 
-                results = evaluate_routes(split, spec, out, limit, workers, report)
+                results = evaluate_routes(split, spec, out, limit, workers, report, split_options)
             else:
                 rows = evaluate_split(split, spec, out, pdm_version, limit, workers, report, ray_address,
                                      split_options)
@@ -317,7 +323,7 @@ def evaluate(
     if closed_loop:
         from scenarios.splits import resolve_split
 
-        families = {ref.token: ref.family or "scene files" for ref in resolve_split(split, limit)}
+        families = {ref.token: ref.family or "scene files" for ref in resolve_split(split, limit, **split_options)}
         text = routes_markdown(results, agent, split, families)
         (out / "summary.md").write_text(text)
         console.print(text)

@@ -102,13 +102,15 @@ def _drive_in_worker(ref: SceneRef, index: int) -> dict:
 
 
 def evaluate_routes(split: str, spec: AgentSpec, out_dir: str | Path, limit: int | None = None,
-                    workers: int | None = None, progress: Callable[[int, int], None] | None = None) -> dict:
-    """Drive the first `limit` routes of `split`; writes and returns `out_dir/results.json` (Leaderboard layout).
-    Routes whose records are already in the file are kept (resume)."""
+                    workers: int | None = None, progress: Callable[[int, int], None] | None = None,
+                    split_options: dict | None = None) -> dict:
+    """Drive the first `limit` routes of `split` (`split_options`: see `resolve_split`, e.g. `town_dir` for
+    `carla:ROUTES.xml`); writes and returns `out_dir/results.json` (Leaderboard layout). Routes whose records
+    are already in the file are kept (resume)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / "results.json"
-    refs = resolve_split(split, limit)
+    refs = resolve_split(split, limit, **(split_options or {}))
     records: dict[str, dict] = {}
     if path.exists():
         records = {r["route_id"]: r for r in read_results(path)["_checkpoint"]["records"]}

@@ -84,3 +84,21 @@ def test_every_route_densifies_into_a_connected_route_through_its_waypoints(name
         gaps = shapely.distance(waypoints, shapely.LineString(dense.points))
         assert gaps.max() < 8.0, f"route {route.route_id}: waypoint {int(gaps.argmax())} is {gaps.max():.1f} m off the route"
         assert np.linalg.norm(dense.points[-1] - route.waypoints[-1, :2]) < 4.0
+
+
+def test_a_carla_split_lists_the_routes_and_checks_their_towns(tmp_path):
+    from scenarios.splits import SplitError, resolve_split
+
+    town_dir = _town_dir()
+    devtest = require_fixture("carla/routes/routes_devtest.xml")
+    refs = resolve_split(f"carla:{devtest}", town_dir=town_dir)
+    assert [r.token for r in refs] == [f"RouteScenario_{i}" for i in range(4)]
+    assert [r.family for r in refs] == ["Town01", "Town03", "Town04", "Town06"]
+    assert resolve_split(f"carla:{devtest}", limit=2, town_dir=town_dir)[1].load().token == "RouteScenario_1"
+    with pytest.raises(SplitError, match="--town-dir"):
+        resolve_split(f"carla:{devtest}")
+    unknown = _write(tmp_path, "<routes><route id='5' town='Town99'><waypoint x='1' y='2'/><waypoint x='9' y='2'/>"
+                               "</route></routes>")
+    with pytest.raises(SplitError, match=r"routes\.xml: route 5 names town 'Town99'.*Town01") as info:
+        resolve_split(f"carla:{unknown}", town_dir=town_dir)
+    assert str(unknown) in str(info.value)

@@ -31,3 +31,18 @@ def test_privileged_agents_drive_from_the_live_simulation(tmp_path, agent):
     assert record["scores"]["score_route"] > 0  # it moved along the route
     if agent == "pdm_closed":
         assert record["status"] in ("Perfect", "Completed")
+
+
+def test_pdm_closed_completes_a_leaderboard_route_on_a_carla_town(tmp_path):
+    """`w0sim eval --split carla:ROUTES.xml --town-dir DIR`: the first devtest route (Town01, 762 m, lights)."""
+    from tests.conftest import require_fixture
+
+    pytest.importorskip("carla", reason="the carla client package reads OpenDRIVE towns (pip install 'w0sim[carla]')")
+    routes = require_fixture("carla/routes/routes_devtest.xml")
+    town_dir = require_fixture("carla/maps/Town01.xodr").parent
+    results = evaluate_routes(f"carla:{routes}", AgentSpec("pdm_closed"), tmp_path, limit=1, workers=1,
+                              split_options={"town_dir": town_dir})
+    record = results["_checkpoint"]["records"][0]
+    assert record["route_id"] == "RouteScenario_0" and record["scores"]["score_route"] == 100
+    assert record["meta"]["route_length"] == pytest.approx(762.1, abs=1.0)
+    assert not record["infractions"]["collisions_vehicle"] and not record["infractions"]["red_light"]
