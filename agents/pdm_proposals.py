@@ -39,25 +39,39 @@ class ProposalConfig:
 
 
 ROUTE_LOOKAHEAD_M = 1000.0  # planning needs the route only this far ahead (long Leaderboard routes)
+ROUTE_SEARCH_M = 300.0  # the ego's lane is looked for among the route lanes starting this far into the route
 MAX_ROUTE_HEADING_ERROR = np.pi / 3
+ROUTE_MATCH_TOLERANCE_M = 1.0
 
 
-def route_from_ego(road_map: RoadMap, route: list[str], ego_state: np.ndarray,
-                   lookahead_m: float = ROUTE_LOOKAHEAD_M) -> list[str]:
-    """The route from the lane the ego is on onwards, up to `lookahead_m` beyond that lane's start.
-
-    The ego's lane is the nearest route lane running its way (a route that crosses itself passes
-    the ego on a lane at right angles, which must not be taken for the current one).
-    """
+def route_index_from_ego(road_map: RoadMap, route: list[str], ego_state: np.ndarray,
+                         search_m: float = ROUTE_SEARCH_M) -> int:
+    """Index of the route lane the ego is on: the nearest lane running its way among those that start within
+    `search_m` of the route's start (a route that passes a junction twice must not skip ahead to its second
+    visit; a crossing lane at right angles is not the ego's)."""
     indices = np.array([road_map.lane_index[lane_id] for lane_id in route])
+    starts = np.concatenate([[0.0], np.cumsum(road_map.lane_lengths[indices])[:-1]])
+    indices = indices[starts <= search_m]
     point = shapely.Point(ego_state[:2])
     distance = shapely.distance(road_map.lane_centerlines[indices], point)
     s = shapely.line_locate_point(road_map.lane_centerlines[indices], point)
     error = np.abs(np.angle(np.exp(1j * (ego_state[2] - road_map.heading_at(indices, s)))))
-    best = int(np.argmin(np.where(error < MAX_ROUTE_HEADING_ERROR, distance, distance + 1e6)))
-    lengths = np.cumsum(road_map.lane_lengths[indices[best:]])
-    end = best + int(np.searchsorted(lengths, lookahead_m)) + 1
-    return list(route[best:end])
+    cost = np.where(error < MAX_ROUTE_HEADING_ERROR, distance, distance + 1e6)
+    # The first of the lanes about as near as the nearest: where a route passes one junction twice, the
+    # lanes of both passes start at the ego; the earlier pass is the one being driven.
+    return int(np.argmax(cost <= cost.min() + ROUTE_MATCH_TOLERANCE_M))
+
+
+def route_from_ego(road_map: RoadMap, route: list[str], ego_state: np.ndarray,
+                   lookahead_m: float = ROUTE_LOOKAHEAD_M) -> list[str]:
+    """The route from the lane the ego is on (`route_index_from_ego`) onwards, up to `lookahead_m` beyond
+    that lane's start and short of the first lane it would enter a second time (a route that loops back
+    past the ego is planned one pass at a time)."""
+    best = route_index_from_ego(road_map, route, ego_state)
+    lengths = np.cumsum(road_map.lane_lengths[[road_map.lane_index[lane_id] for lane_id in route[best:]]])
+    chain = list(route[best : best + int(np.searchsorted(lengths, lookahead_m)) + 1])
+    repeated = next((k for k, lane_id in enumerate(chain) if lane_id in chain[:k]), len(chain))
+    return chain[:repeated]
 
 
 def idm_proposals(road_map: RoadMap, route: list[str], ego_state: np.ndarray, agents: AgentSlice | None,
@@ -81,7 +95,9 @@ def plan_proposals(road_map: RoadMap, route: list[str], ego_state: np.ndarray, a
     heading = ego_state[2]
     centre = ego_state[:2] + vehicle.rear_axle_to_center * np.array([np.cos(heading), np.sin(heading)])
     centre_row = int(np.argmin(np.abs(offsets)))  # all paths share the centerline's arc length
-    s0 = float(np.argmin(np.linalg.norm(paths.points[centre_row] - centre, axis=1))) * PATH_STEP_M
+    # Searched on the first lane only (and a little beyond): a route may pass the ego's position again later.
+    first = int((road_map.lane_lengths[road_map.lane_index[chain[0]]] + 20.0) / PATH_STEP_M) + 1
+    s0 = float(np.argmin(np.linalg.norm(paths.points[centre_row, :first] - centre, axis=1))) * PATH_STEP_M
     limit = road_map.lane(chain[0]).speed_limit
     n = len(offsets)
     planner = IDMTraffic(road_map, paths, s=np.full(n, s0), v=np.full(n, max(float(ego_state[3]), 0.0)),

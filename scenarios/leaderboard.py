@@ -28,6 +28,8 @@ DENSE_STEP_M = 1.0  # the Leaderboard's route-planner hop
 LANE_CHANGE_COST_M = 20.0  # a lane change costs like this much extra driving (keeps routes in lane)
 HISTORY_STEPS = 15  # 1.5 s standing start: the agents' history frames
 WAYPOINT_SNAP_M = 5.0  # a waypoint farther than this from every lane is an error
+WAYPOINT_MATCH_M = 1.5  # lanes this close to a waypoint (and running its way) may carry the route there
+MAX_HEADING_ERROR = np.pi / 3
 
 
 class RouteFileError(ValueError):
@@ -127,38 +129,46 @@ def _lane_neighbours(road_map: RoadMap) -> dict[str, tuple[str, ...]]:
     return {lane_id: tuple(m for m in members if m != lane_id) for members in groups.values() for lane_id in members}
 
 
-def _snap(road_map: RoadMap, waypoint: np.ndarray, where: str) -> tuple[int, float]:
-    """(lane index, arc length) of the lane a waypoint lies on (heading-aware)."""
+def _candidates(road_map: RoadMap, waypoint: np.ndarray, where: str) -> dict[int, float]:
+    """{lane index: arc length} of the lanes a waypoint may lie on: every lane within WAYPOINT_MATCH_M running
+    the waypoint's way (at junctions several connectors overlap), else the nearest lane."""
     pose = np.asarray(waypoint, dtype=np.float64).copy()
     if not np.isfinite(pose[2]):
         pose[2] = 0.0
+    point = shapely.Point(pose[:2])
+    near = road_map.lane_tree.query(point, predicate="dwithin", distance=WAYPOINT_MATCH_M)
+    s = road_map.project(near, np.tile(pose[:2], (len(near), 1))) if len(near) else np.zeros(0)
+    error = np.abs(np.angle(np.exp(1j * (pose[2] - road_map.heading_at(near, s))))) if len(near) else np.zeros(0)
+    aligned = error < MAX_HEADING_ERROR
+    if aligned.any():
+        return {int(k): float(v) for k, v in zip(near[aligned], s[aligned])}
     lane = int(road_map.nearest_lanes(pose[None])[0])
-    distance = shapely.distance(road_map.lane_centerlines[lane], shapely.Point(pose[:2]))
+    distance = shapely.distance(road_map.lane_centerlines[lane], point)
     if distance > WAYPOINT_SNAP_M:
         raise RouteFileError(f"{where} lies {distance:.1f} m from the nearest lane of map {road_map.name!r}")
-    return lane, float(road_map.project([lane], pose[None, :2])[0])
+    return {lane: float(road_map.project([lane], pose[None, :2])[0])}
 
 
-def _lane_path(road_map: RoadMap, start: int, start_s: float, goal: int, goal_s: float,
+def _lane_path(road_map: RoadMap, start: int, start_s: float, goals: dict[int, float],
                neighbours: dict[str, tuple[str, ...]]) -> list[tuple[str, bool]]:
-    """[(lane id, reached by a lane change)] from start to goal: Dijkstra over successor and lane-change edges."""
+    """[(lane id, reached by a lane change)] from the start lane to the nearest of the goal lanes: Dijkstra
+    over successor and lane-change edges. The start lane itself counts when its goal point lies ahead."""
     lanes = road_map.lanes
-    if start == goal and goal_s >= start_s - 1e-6:
+    if start in goals and goals[start] >= start_s - 1e-6:
         return [(lanes[start].id, False)]
-    start_id, goal_id = lanes[start].id, lanes[goal].id
+    goal_ids = {lanes[g].id for g in goals}
+    start_id = lanes[start].id
     best = {(start_id, False): 0.0}
     previous: dict[tuple[str, bool], tuple[str, bool]] = {}
     queue = [(0.0, start_id, False)]
-    first = True
     while queue:
         cost, lane_id, changed = heapq.heappop(queue)
-        if lane_id == goal_id and not first:
+        if lane_id in goal_ids and (lane_id, changed) in previous:
             node, path = (lane_id, changed), []
             while node in previous:
                 path.append(node)
                 node = previous[node]
             return [(start_id, False)] + path[::-1]
-        first = False
         if cost > best.get((lane_id, changed), np.inf):
             continue
         lane = road_map.lane(lane_id)
@@ -171,25 +181,30 @@ def _lane_path(road_map: RoadMap, start: int, start_s: float, goal: int, goal_s:
                 best[node] = cost + step
                 previous[node] = (lane_id, changed)
                 heapq.heappush(queue, (cost + step, nxt, change))
-    raise MapError(f"map {road_map.name!r}: no path from lane {start_id!r} to lane {goal_id!r}")
+    raise MapError(f"map {road_map.name!r}: no path from lane {start_id!r} to any of lanes {sorted(goal_ids)}")
 
 
 def densify(road_map: RoadMap, waypoints: np.ndarray, where: str = "route") -> DenseRoute:
     """The dense route through the waypoints (K, 3) on `road_map`, as the Leaderboard's planner gives it."""
     neighbours = _lane_neighbours(road_map)
-    snapped = [_snap(road_map, w, f"{where}: waypoint {k}") for k, w in enumerate(waypoints)]
-    path: list[tuple[str, bool]] = [(road_map.lanes[snapped[0][0]].id, False)]
-    for k in range(len(snapped) - 1):
-        (a, sa), (b, sb) = snapped[k], snapped[k + 1]
+    candidates = [_candidates(road_map, w, f"{where}: waypoint {k}") for k, w in enumerate(waypoints)]
+    # Start on the first waypoint's nearest candidate; each leg ends on whichever candidate it reaches first.
+    first = min(candidates[0], key=lambda lane: shapely.distance(road_map.lane_centerlines[lane],
+                                                                 shapely.Point(waypoints[0][:2])))
+    current, current_s = first, candidates[0][first]
+    path: list[tuple[str, bool]] = [(road_map.lanes[current].id, False)]
+    for k in range(len(waypoints) - 1):
         try:
-            leg = _lane_path(road_map, a, sa, b, sb, neighbours)
+            leg = _lane_path(road_map, current, current_s, candidates[k + 1], neighbours)
         except MapError as err:
             raise RouteFileError(f"{where}: waypoints {k} and {k + 1} are not connected ({err})") from None
         path.extend(leg[1:])
+        current = road_map.lane_index[leg[-1][0]]
+        current_s = candidates[k + 1][current]
     chain = [lane_id for k, (lane_id, _) in enumerate(path) if k == 0 or lane_id != path[k - 1][0]]
     polyline = road_map.route_polyline(chain)
     line = shapely.LineString(polyline)
-    start_s = float(line.project(shapely.Point(waypoints[0][:2])))
+    start_s = candidates[0][first]  # on the first lane (a route may pass its start again later)
     # The goal lies on the last lane: project onto it and offset by the chain before it.
     last = road_map.lane_index[chain[-1]]
     end_s = float(line.length - road_map.lane_lengths[last] + road_map.project([last], waypoints[-1][None, :2])[0])

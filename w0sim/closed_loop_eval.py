@@ -20,6 +20,7 @@ import numpy as np
 from agents.forecast import braking_between
 from agents.human import logged_poses
 from agents.pdm_closed import PDMClosedPlanner, plan_to_local
+from agents.pdm_proposals import route_index_from_ego
 from metrics.leaderboard.results_io import build_results, read_results, write_results
 from scenarios.splits import SceneRef, resolve_split
 from sim.envs.closed_loop_env import ClosedLoopEnv
@@ -27,17 +28,20 @@ from w0sim.evaluation import AgentSpec, _init_worker
 
 
 def _pdm_closed_driver(env: ClosedLoopEnv) -> Callable[[], np.ndarray]:
-    """PDM-Closed on the live simulation; braking is read over the last decision (0.5 s, as on logs)."""
-    planner, previous = PDMClosedPlanner(), None
+    """PDM-Closed on the live simulation; braking is read over the last decision (0.5 s, as on logs). The route
+    is planned from the lane reached so far, so a route that passes a junction twice is driven in order."""
+    planner, previous, reached = PDMClosedPlanner(), None, 0
 
     def plan() -> np.ndarray:
-        nonlocal previous
+        nonlocal previous, reached
         sim, scene = env.sim, env.scene
         agents = sim.agents()
         braking = None if previous is None else braking_between(agents, previous, env.sampling.interval)
         # The simulator updates its slice in place: keep a copy of what braking needs.
         previous = replace(agents, vx=agents.vx.copy(), vy=agents.vy.copy(), valid=agents.valid.copy())
-        result = planner.plan(scene.map, scene.route, sim.ego, agents, scene.light_ids, sim.light_status(), braking)
+        reached += route_index_from_ego(scene.map, scene.route[reached:], sim.ego)
+        result = planner.plan(scene.map, scene.route[reached:], sim.ego, agents, scene.light_ids, sim.light_status(),
+                              braking)
         return plan_to_local(result.poses, sim.ego, env.sampling)
 
     return plan

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import shapely
 
-from scenarios.leaderboard import DENSE_STEP_M, RouteFileError, densify, read_routes, town_for
+from scenarios.leaderboard import DENSE_STEP_M, RouteFileError, _candidates, densify, read_routes, town_for
 from tests.conftest import require_fixture
 
 ROUTE_FILES = {"routes_devtest.xml": 4, "routes_testing.xml": 26}
@@ -75,10 +75,10 @@ def test_every_route_densifies_into_a_connected_route_through_its_waypoints(name
         hops = np.linalg.norm(np.diff(dense.points, axis=0), axis=1)
         assert hops.max() <= DENSE_STEP_M + 1e-6, f"route {route.route_id}: a hop of {hops.max():.2f} m"
         assert abs(hops.sum() - dense.length_m) < 0.05 * dense.length_m + 1.0
-        # Every waypoint lies on a lane of the route; the path passes it within two lane widths (a lane
-        # change blends over its lane, so it may pass a waypoint in the lane it is leaving).
-        snapped = town.road_map.nearest_lanes(route.waypoints)
-        missed = [k for k, lane in enumerate(snapped) if town.road_map.lanes[lane].id not in dense.lane_ids]
+        # The route passes every waypoint on one of the lanes it may lie on; the path passes it within two lane
+        # widths (a lane change blends over its lane, so it may pass a waypoint in the lane it is leaving).
+        on_route = {town.road_map.lane_index[lane] for lane in dense.lane_ids}
+        missed = [k for k, w in enumerate(route.waypoints) if not on_route & set(_candidates(town.road_map, w, ""))]
         assert not missed, f"route {route.route_id}: the lanes of waypoints {missed} are not on the route"
         waypoints = shapely.points(route.waypoints[:, :2])
         gaps = shapely.distance(waypoints, shapely.LineString(dense.points))
