@@ -20,7 +20,7 @@ import shapely
 
 from scenarios.opendrive import Town, carla_to_local, load_town
 from scenarios.scene import STEP_S, Scene
-from sim.map import MapError, RoadMap
+from sim.map import RoadMap
 from sim.state import AgentTracks, AgentType
 from sim.traffic import light_status_table
 
@@ -149,62 +149,77 @@ def _candidates(road_map: RoadMap, waypoint: np.ndarray, where: str) -> dict[int
     return {lane: float(road_map.project([lane], pose[None, :2])[0])}
 
 
-def _lane_path(road_map: RoadMap, start: int, start_s: float, goals: dict[int, float],
-               neighbours: dict[str, tuple[str, ...]]) -> list[tuple[str, bool]]:
-    """[(lane id, reached by a lane change)] from the start lane to the nearest of the goal lanes: Dijkstra
-    over successor and lane-change edges. The start lane itself counts when its goal point lies ahead."""
+def _paths_to(road_map: RoadMap, start: int, start_s: float, goals: dict[int, float],
+              neighbours: dict[str, tuple[str, ...]]) -> dict[int, tuple[float, list[tuple[str, bool]]]]:
+    """{goal lane: (metres, [(lane id, reached by a lane change)])} from the point `start_s` of the start lane to
+    the goal point (arc length in `goals`) of every reachable goal lane: Dijkstra over successor and
+    lane-change edges. The start lane itself is a goal when its goal point lies ahead."""
     lanes = road_map.lanes
+    found: dict[int, tuple[float, list[tuple[str, bool]]]] = {}
     if start in goals and goals[start] >= start_s - 1e-6:
-        return [(lanes[start].id, False)]
-    goal_ids = {lanes[g].id for g in goals}
+        found[start] = (goals[start] - start_s, [(lanes[start].id, False)])
+    goal_s = {lanes[g].id: s for g, s in goals.items()}
     start_id = lanes[start].id
-    best = {(start_id, False): 0.0}
+    # Costs are metres to the end of a lane; a queue entry marked `arrive` is a goal point itself.
+    best = {(start_id, False): road_map.lane(start_id).length - start_s}
     previous: dict[tuple[str, bool], tuple[str, bool]] = {}
-    queue = [(0.0, start_id, False)]
-    while queue:
-        cost, lane_id, changed = heapq.heappop(queue)
-        if lane_id in goal_ids and (lane_id, changed) in previous:
-            node, path = (lane_id, changed), []
-            while node in previous:
-                path.append(node)
-                node = previous[node]
-            return [(start_id, False)] + path[::-1]
+    queue = [(best[(start_id, False)], start_id, False, False)]
+    while queue and len(found) < len(goals):
+        cost, lane_id, changed, arrive = heapq.heappop(queue)
+        if arrive:
+            index = road_map.lane_index[lane_id]
+            if index not in found:
+                node, path = (lane_id, changed), []
+                while node in previous:
+                    path.append(node)
+                    node = previous[node]
+                found[index] = (cost, [(start_id, False)] + path[::-1])
+            continue
         if cost > best.get((lane_id, changed), np.inf):
             continue
         lane = road_map.lane(lane_id)
-        moves = [(nxt, False, road_map.lane(nxt).length) for nxt in lane.successors]
+        moves = [(nxt, False, cost, road_map.lane(nxt).length) for nxt in lane.successors]
         if not changed:  # no two lane changes in a row: the chain must stay drivable
-            moves += [(nxt, True, LANE_CHANGE_COST_M) for nxt in neighbours.get(lane_id, ())]
-        for nxt, change, step in moves:
+            start_of_lane = cost - lane.length  # the change drives the neighbour over the same stretch
+            moves += [(nxt, True, start_of_lane + LANE_CHANGE_COST_M, road_map.lane(nxt).length)
+                      for nxt in neighbours.get(lane_id, ())]
+        for nxt, change, at_start, length in moves:
             node = (nxt, change)
-            if cost + step < best.get(node, np.inf):
-                best[node] = cost + step
+            if at_start + length < best.get(node, np.inf):
+                best[node] = at_start + length
                 previous[node] = (lane_id, changed)
-                heapq.heappush(queue, (cost + step, nxt, change))
-    raise MapError(f"map {road_map.name!r}: no path from lane {start_id!r} to any of lanes {sorted(goal_ids)}")
+                heapq.heappush(queue, (at_start + length, nxt, change, False))
+                if nxt in goal_s:
+                    heapq.heappush(queue, (at_start + goal_s[nxt], nxt, change, True))
+    return found
+
+
+def _best_lane_path(road_map: RoadMap, candidates: list[dict[int, float]], where: str) -> list[tuple[str, bool]]:
+    """The shortest lane path through one candidate lane of every waypoint (Viterbi over the candidates: where
+    junction connectors overlap, the waypoint after decides which one the route takes)."""
+    neighbours = _lane_neighbours(road_map)
+    # Per candidate of the current waypoint: (total metres, path so far).
+    states = {lane: (0.0, [(road_map.lanes[lane].id, False)]) for lane in candidates[0]}
+    for k in range(len(candidates) - 1):
+        following: dict[int, tuple[float, list[tuple[str, bool]]]] = {}
+        for lane, (total, path) in states.items():
+            for goal, (cost, leg) in _paths_to(road_map, lane, candidates[k][lane], candidates[k + 1], neighbours).items():
+                if total + cost < following.get(goal, (np.inf,))[0]:
+                    following[goal] = (total + cost, path + leg[1:])
+        if not following:
+            raise RouteFileError(f"{where}: waypoints {k} and {k + 1} are not connected on map {road_map.name!r}")
+        states = following
+    return min(states.values(), key=lambda state: state[0])[1]
 
 
 def densify(road_map: RoadMap, waypoints: np.ndarray, where: str = "route") -> DenseRoute:
     """The dense route through the waypoints (K, 3) on `road_map`, as the Leaderboard's planner gives it."""
-    neighbours = _lane_neighbours(road_map)
     candidates = [_candidates(road_map, w, f"{where}: waypoint {k}") for k, w in enumerate(waypoints)]
-    # Start on the first waypoint's nearest candidate; each leg ends on whichever candidate it reaches first.
-    first = min(candidates[0], key=lambda lane: shapely.distance(road_map.lane_centerlines[lane],
-                                                                 shapely.Point(waypoints[0][:2])))
-    current, current_s = first, candidates[0][first]
-    path: list[tuple[str, bool]] = [(road_map.lanes[current].id, False)]
-    for k in range(len(waypoints) - 1):
-        try:
-            leg = _lane_path(road_map, current, current_s, candidates[k + 1], neighbours)
-        except MapError as err:
-            raise RouteFileError(f"{where}: waypoints {k} and {k + 1} are not connected ({err})") from None
-        path.extend(leg[1:])
-        current = road_map.lane_index[leg[-1][0]]
-        current_s = candidates[k + 1][current]
+    path = _best_lane_path(road_map, candidates, where)
     chain = [lane_id for k, (lane_id, _) in enumerate(path) if k == 0 or lane_id != path[k - 1][0]]
     polyline = road_map.route_polyline(chain)
     line = shapely.LineString(polyline)
-    start_s = candidates[0][first]  # on the first lane (a route may pass its start again later)
+    start_s = candidates[0][road_map.lane_index[path[0][0]]]  # on the first lane (a route may pass its start again)
     # The goal lies on the last lane: project onto it and offset by the chain before it.
     last = road_map.lane_index[chain[-1]]
     end_s = float(line.length - road_map.lane_lengths[last] + road_map.project([last], waypoints[-1][None, :2])[0])
