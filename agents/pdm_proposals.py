@@ -39,19 +39,20 @@ class ProposalConfig:
 
 
 ROUTE_LOOKAHEAD_M = 1000.0  # planning needs the route only this far ahead (long Leaderboard routes)
-ROUTE_SEARCH_M = 300.0  # the ego's lane is looked for among the route lanes starting this far into the route
+ROUTE_SEARCH_M = 300.0  # the ego's lane is looked for on the route's first lane and this far beyond it
 MAX_ROUTE_HEADING_ERROR = np.pi / 3
 ROUTE_MATCH_TOLERANCE_M = 1.0
 
 
 def route_index_from_ego(road_map: RoadMap, route: list[str], ego_state: np.ndarray,
                          search_m: float = ROUTE_SEARCH_M) -> int:
-    """Index of the route lane the ego is on: the nearest lane running its way among those that start within
-    `search_m` of the route's start (a route that passes a junction twice must not skip ahead to its second
+    """Index of the route lane the ego is on: the nearest lane running its way among the first lane and those
+    that start within `search_m` after it (a route that passes a junction twice must not skip ahead to its second
     visit; a crossing lane at right angles is not the ego's)."""
     indices = np.array([road_map.lane_index[lane_id] for lane_id in route])
-    starts = np.concatenate([[0.0], np.cumsum(road_map.lane_lengths[indices])[:-1]])
-    indices = indices[starts <= search_m]
+    ends = np.cumsum(road_map.lane_lengths[indices])
+    starts = ends - road_map.lane_lengths[indices]
+    indices = indices[starts - ends[0] <= search_m]  # the first lane, and those starting within search_m after it
     point = shapely.Point(ego_state[:2])
     distance = shapely.distance(road_map.lane_centerlines[indices], point)
     s = shapely.line_locate_point(road_map.lane_centerlines[indices], point)

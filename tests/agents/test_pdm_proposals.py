@@ -1,7 +1,7 @@
 """PDM-Closed's IDM proposals: path offsets, speed fractions, leads and red lights."""
 import numpy as np
 
-from agents.pdm_proposals import ProposalConfig, idm_proposals
+from agents.pdm_proposals import ProposalConfig, idm_proposals, route_from_ego, route_index_from_ego
 from scenarios.generator import generate_scene
 from sim.geometry import global_to_local
 from sim.state import AgentSlice, AgentType, TrafficLightStatus
@@ -76,3 +76,13 @@ def test_a_vehicle_ahead_queues_at_the_red_light_so_the_proposals_stop_behind_it
 def _point_at(line, s):
     cum = np.concatenate([[0.0], np.cumsum(np.linalg.norm(np.diff(line, axis=0), axis=1))])
     return np.array([np.interp(s, cum, line[:, 0]), np.interp(s, cum, line[:, 1])])
+
+
+def test_a_route_that_comes_back_past_the_ego_is_planned_one_pass_at_a_time():
+    scene, ego = free_straight_scene()
+    here = scene.route[0]
+    others = [lane.id for lane in scene.map.lanes if lane.id not in scene.route]
+    looped = [here, *others[:2], here, others[2]]  # the route passes the ego's lane again later
+    assert route_index_from_ego(scene.map, looped, ego) == 0  # the first pass, not the second
+    assert route_from_ego(scene.map, looped, ego) == looped[:3]  # planned up to the second pass
+    assert route_index_from_ego(scene.map, looped[1:], ego) == 2  # once past the first pass, the second
