@@ -13,7 +13,7 @@ from dataclasses import replace
 import numpy as np
 import shapely
 
-from scenarios.generator.generate import driving_commands
+from scenarios.commands import driving_commands
 from scenarios.leaderboard import LeaderboardRoute, densify
 from scenarios.opendrive import Town
 from scenarios.scene import STEP_S, Scene

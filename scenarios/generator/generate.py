@@ -7,8 +7,9 @@ from dataclasses import dataclass
 import numpy as np
 import shapely
 
+from scenarios.commands import driving_commands
 from scenarios.generator.families import BUILDERS, EgoRoute, Layout
-from scenarios.scene import DRIVING_COMMANDS, STEP_S, Scene
+from scenarios.scene import STEP_S, Scene
 from sim.geometry import PACIFICA, VehicleParameters
 from sim.map import RoadMap
 from sim.state import AgentTracks, AgentType, ego_state
@@ -156,21 +157,6 @@ def _ego_states(x, y, heading, v, acc, vehicle: VehicleParameters) -> np.ndarray
     states[:, 10] = np.gradient(yaw_rate, STEP_S)
     states[:, 8] = np.gradient(steering, STEP_S)
     return states
-
-
-def driving_commands(route_polyline: np.ndarray, ego_log: np.ndarray, lookahead: float = 20.0,
-                     threshold: float = 2.0) -> np.ndarray:
-    """NAVSIM-style command per step: the route point `lookahead` m ahead, left/right past +-threshold m."""
-    seg = np.linalg.norm(np.diff(route_polyline, axis=0), axis=1)
-    cum = np.concatenate([[0.0], np.cumsum(seg)])
-    commands = np.empty(len(ego_log), dtype=np.int8)
-    for t, (x, y, h) in enumerate(ego_log[:, :3]):
-        s_now = cum[np.argmin(np.hypot(route_polyline[:, 0] - x, route_polyline[:, 1] - y))]
-        s = min(s_now + lookahead, cum[-1])
-        px, py = np.interp(s, cum, route_polyline[:, 0]), np.interp(s, cum, route_polyline[:, 1])
-        lateral = -np.sin(h) * (px - x) + np.cos(h) * (py - y)
-        commands[t] = DRIVING_COMMANDS.index("left" if lateral > threshold else "right" if lateral < -threshold else "straight")
-    return commands
 
 
 def _default_vehicle_count(family: str, rng: np.random.Generator) -> int:

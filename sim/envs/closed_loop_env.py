@@ -6,6 +6,7 @@ from typing import Any
 
 import numpy as np
 
+from scenarios.commands import command_at
 from scenarios.scene import Scene
 from sim.agent_input import HISTORY_STRIDE, NUM_HISTORY_FRAMES, AgentInput, build_agent_input, history_indices
 from metrics.driving_score import FAILURE_AGENT_CRASHED, is_route_completed
@@ -160,7 +161,11 @@ class ClosedLoopEnv(SceneEnv):
         steps = history_indices(now, self.num_history_frames)
         history = np.array(sim.ego_log)[steps]
         cameras = np.stack([self._camera(int(k)) for k in steps]) if self.with_cameras else None
-        command = int(self.scene.driving_command[min(now, self.scene.num_steps - 1)])
+        if now < self.scene.num_steps:
+            command = int(self.scene.driving_command[now])
+        else:  # past the log: NAVSIM's rule on the route from where the ego has got to
+            route = sim.route
+            command = command_at(route.points, route.s, float(route.s[route.index]), sim.ego)
         return build_agent_input(history, command, self.scene.command_text, cameras)
 
     def _camera(self, step: int) -> np.ndarray:
