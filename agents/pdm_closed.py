@@ -96,8 +96,8 @@ class PDMClosedAgent(Agent):
         if scene is None:
             raise ValueError("PDMClosedAgent is privileged: pass the scene to compute_trajectory")
         now, ego = scene.current_index, logged_ego_state(scene.initial_ego_state)  # what a log says of the ego
-        plan = self.planner.plan(scene.map, scene.route, ego, scene.agents.at(now),
-                                 scene.light_ids, logged_light_status(scene.light_status[now]), braking_rates(scene.agents, now))
+        plan = self.planner.plan(scene.map, scene.route, ego, scene.agents.at(now), scene.light_ids,
+                                 logged_light_status(scene.light_status[now]), braking_rates(scene.agents, now))
         return Trajectory(plan_to_local(plan.poses, ego, self.trajectory_sampling), self.trajectory_sampling)
 
 

@@ -1,17 +1,17 @@
-"""CARLA Leaderboard routes: read route XML files, densify each route along a town's lane graph, build closed-loop scenes.
+"""CARLA Leaderboard routes: read route XML files and densify each route along a town's lane graph.
 
 A Leaderboard route lists sparse waypoints in CARLA's frame; the Leaderboard densifies them with
 CARLA's global route planner (1 m hops along the road network, lane changes allowed) and scores
 route completion on that dense route. Here the same happens on the town's `RoadMap`: a shortest
 path over lanes (successor links, plus lane changes to a parallel lane of the same lane group)
 between consecutive waypoints gives the route's lane chain (`RoadMap.route_polyline` drives a
-lane change along a blend of the two lanes), and a closed-loop `Scene` with the ego standing at the first waypoint and seeded IDM traffic.
+lane change along a blend of the two lanes). `scenarios.route_scenes` turns it into a closed-loop scene.
 """
 from __future__ import annotations
 
 import heapq
 import xml.etree.ElementTree as ElementTree
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
@@ -19,14 +19,10 @@ import numpy as np
 import shapely
 
 from scenarios.opendrive import Town, carla_to_local, load_town
-from scenarios.scene import STEP_S, Scene
 from sim.map import RoadMap
-from sim.state import AgentTracks, AgentType
-from sim.traffic import light_status_table
 
 DENSE_STEP_M = 1.0  # the Leaderboard's route-planner hop
 LANE_CHANGE_COST_M = 20.0  # a lane change costs like this much extra driving (keeps routes in lane)
-HISTORY_STEPS = 15  # 1.5 s standing start: the agents' history frames
 WAYPOINT_SNAP_M = 5.0  # a waypoint farther than this from every lane is an error
 WAYPOINT_MATCH_M = 1.5  # lanes this close to a waypoint (and running its way) may carry the route there
 MAX_HEADING_ERROR = np.pi / 3
@@ -203,7 +199,8 @@ def _best_lane_path(road_map: RoadMap, candidates: list[dict[int, float]], where
     for k in range(len(candidates) - 1):
         following: dict[int, tuple[float, list[tuple[str, bool]]]] = {}
         for lane, (total, path) in states.items():
-            for goal, (cost, leg) in _paths_to(road_map, lane, candidates[k][lane], candidates[k + 1], neighbours).items():
+            legs = _paths_to(road_map, lane, candidates[k][lane], candidates[k + 1], neighbours)
+            for goal, (cost, leg) in legs.items():
                 if total + cost < following.get(goal, (np.inf,))[0]:
                     following[goal] = (total + cost, path + leg[1:])
         if not following:

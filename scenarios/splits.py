@@ -166,4 +166,5 @@ def carla_split(route_file: Path, town_dir: str | Path | None, limit: int | None
                      town_dir=Path(town_dir)) for r in routes]
 
 
-__all__ = ["BUILTIN_SPLITS", "BuiltinSplit", "SceneRef", "SplitError", "builtin_split", "carla_split", "navsim_log_dir", "navsim_split", "resolve_split"]
+__all__ = ["BUILTIN_SPLITS", "BuiltinSplit", "SceneRef", "SplitError", "builtin_split", "carla_split", "navsim_log_dir",
+           "navsim_split", "resolve_split"]

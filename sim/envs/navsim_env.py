@@ -85,7 +85,8 @@ class NavsimSceneEnv(SceneEnv):
             else:
                 failure = rows.reason[0]
         elif failure is None:
-            info["simulated_states"] = track_trajectories(logged_ego_state(self.scene.initial_ego_state), poses[None], self.sampling.interval)[0]
+            start = logged_ego_state(self.scene.initial_ego_state)
+            info["simulated_states"] = track_trajectories(start, poses[None], self.sampling.interval)[0]
         if failure is None:
             info["trajectory_global"] = local_to_global(poses, self.scene.initial_ego_state[:3])
         else:
