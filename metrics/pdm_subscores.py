@@ -59,11 +59,15 @@ def in_intersection(geo: EgoGeometry, smap: ScoringMap, point: int) -> np.ndarra
 
 
 def _relative_angle(ego_xy: np.ndarray, ego_heading: np.ndarray, obj_xy: np.ndarray) -> np.ndarray:
-    """nuPlan get_agent_relative_angle: arccos(dot(ego direction, unit vector ego -> object)), NaN kept."""
+    """nuPlan get_agent_relative_angle: arccos(dot(ego direction, unit vector ego -> object)) in [0, pi].
+
+    The cosine is clipped to [-1, 1]: rounding can push it past 1 for an object dead ahead, and arccos would
+    then give NaN (not ahead), so the result would hang on the last bit of the positions. NaN stays only for
+    an object centred exactly on the ego's rear axle."""
     vec = obj_xy - ego_xy
     with np.errstate(invalid="ignore", divide="ignore"):
         unit = vec / np.linalg.norm(vec, axis=-1, keepdims=True)
-        return np.arccos(np.cos(ego_heading) * unit[..., 0] + np.sin(ego_heading) * unit[..., 1])
+        return np.arccos(np.clip(np.cos(ego_heading) * unit[..., 0] + np.sin(ego_heading) * unit[..., 1], -1.0, 1.0))
 
 
 EGO_RADIUS = float(np.hypot(PACIFICA.length / 2.0, PACIFICA.width / 2.0))

@@ -265,3 +265,15 @@ def test_v2_intersections_exempt_ddc_and_lane_keeping():
     assert v1.driving_direction_compliance[0] == 0.0  # v1.1 has no intersection exemption
     assert v2.driving_direction_compliance[0] == 1.0 and v2.lane_keeping[0] == 1.0
     assert v2.drivable_area_compliance[0] == 1.0 and v2.score[0] > 0.9
+
+
+def test_an_object_dead_ahead_is_ahead_whatever_the_rounding():
+    """arccos of a cosine rounded past 1 would be NaN ('not ahead'); the angle is 0 for every such pose."""
+    from metrics.pdm_subscores import _relative_angle
+
+    heading = np.linspace(-np.pi, np.pi, 2001)
+    ego = np.stack([np.full_like(heading, 123.456), np.full_like(heading, -78.9)], -1)
+    ahead = ego + 11.0 * np.stack([np.cos(heading), np.sin(heading)], -1)
+    angle = _relative_angle(ego, heading, ahead)
+    assert np.isfinite(angle).all() and angle.max() < 1e-6
+    assert np.isnan(_relative_angle(ego[:1], heading[:1], ego[:1])).all()  # an object on the rear axle: undefined
