@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import zlib
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import cv2
 import numpy as np
@@ -18,6 +18,8 @@ CAM_F0_WIDTH = 1920
 CAM_F0_HEIGHT = 1080
 CAM_F0_FOCAL = 1545.0
 SIDE_CAMERA_YAW = np.deg2rad(55.0)
+SNAP_M_DECIMALS = 6  # world positions are drawn rounded to 1 um
+SNAP_RAD_DECIMALS = 9  # and headings to 1 nrad
 
 _ONE = float(1 << SHIFT)
 
@@ -234,6 +236,12 @@ class CameraRenderer:
         ego_pose = np.asarray(ego_pose, dtype=np.float64)
         if ego_pose.shape[-1] < 3 or not np.isfinite(ego_pose[:3]).all():
             raise ValueError(f"camera: ego pose must be a finite (3,) rear-axle pose, got {ego_pose[:3]}")
+        # Snapped to 1 um / 1 nrad: a pixel edge must not hang on the last bits of a float (the same scene read
+        # back from a file, or computed in another order, then renders the same image).
+        ego_pose = np.concatenate([np.round(ego_pose[:2], SNAP_M_DECIMALS), np.round(ego_pose[2:3], SNAP_RAD_DECIMALS)])
+        if agents is not None:
+            agents = replace(agents, x=np.round(agents.x, SNAP_M_DECIMALS), y=np.round(agents.y, SNAP_M_DECIMALS),
+                             heading=np.round(agents.heading, SNAP_RAD_DECIMALS))
         centre, rot, yaw = camera_pose(cfg, ego_pose)
         img = self._background.copy()
         if self._ground_top < cfg.height:
