@@ -189,6 +189,13 @@ def _finite(agents: AgentSlice) -> np.ndarray:
 # --- the camera -------------------------------------------------------------------------------
 
 
+def _snap_heading(heading: np.ndarray) -> np.ndarray:
+    """Headings on a 1 nrad grid in [-pi, pi): pi and -pi (one direction, two floats) snap to the same value."""
+    half_turn = np.round(np.pi, SNAP_RAD_DECIMALS)
+    snapped = np.round((np.asarray(heading, dtype=np.float64) + np.pi) % (2.0 * np.pi) - np.pi, SNAP_RAD_DECIMALS)
+    return np.where(snapped >= half_turn, -half_turn, snapped)
+
+
 class CameraRenderer:
     """Renders (H, W, 3) uint8 RGB frames of a RoadMap and its agents from the ego's camera.
 
@@ -238,10 +245,10 @@ class CameraRenderer:
             raise ValueError(f"camera: ego pose must be a finite (3,) rear-axle pose, got {ego_pose[:3]}")
         # Snapped to 1 um / 1 nrad: a pixel edge must not hang on the last bits of a float (the same scene read
         # back from a file, or computed in another order, then renders the same image).
-        ego_pose = np.concatenate([np.round(ego_pose[:2], SNAP_M_DECIMALS), np.round(ego_pose[2:3], SNAP_RAD_DECIMALS)])
+        ego_pose = np.concatenate([np.round(ego_pose[:2], SNAP_M_DECIMALS), _snap_heading(ego_pose[2:3])])
         if agents is not None:
             agents = replace(agents, x=np.round(agents.x, SNAP_M_DECIMALS), y=np.round(agents.y, SNAP_M_DECIMALS),
-                             heading=np.round(agents.heading, SNAP_RAD_DECIMALS))
+                             heading=_snap_heading(agents.heading))
         centre, rot, yaw = camera_pose(cfg, ego_pose)
         img = self._background.copy()
         if self._ground_top < cfg.height:

@@ -230,9 +230,10 @@ def test_a_plain_navsim_log_scores_the_same_for_agents_without_cameras(tmp_path,
             assert scores[1] == pytest.approx(scores[0], abs=1e-9), (name, version)
 
 
-def test_read_back_camera_frames_are_bit_identical_even_on_a_pixel_edge(tmp_path):
-    """In builtin:navtest scene 5fc21390e2bac5c8 (intersection, seed 2000423) a polygon edge of a history frame lies
-    within float noise of a pixel boundary: the ~1e-14 m a log's box conversion adds must not flip it."""
-    scene = generate_scene("intersection", 2000423)
+@pytest.mark.parametrize("family, seed", [("intersection", 2000423), ("t_junction", 2000389)])
+def test_read_back_camera_frames_are_bit_identical_even_on_a_pixel_edge(tmp_path, family, seed):
+    """builtin:navtest scenes 5fc21390e2bac5c8 and b5de9e8ecb7e860d: a polygon edge of a history frame lies within
+    float noise of a pixel boundary, and a heading of pi reads back as -pi. Neither may change a pixel."""
+    scene = generate_scene(family, seed)
     read_back = _write_and_read(scene, tmp_path)
     np.testing.assert_array_equal(_agent_input(scene).cameras, _agent_input(read_back).cameras)
