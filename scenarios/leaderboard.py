@@ -117,12 +117,12 @@ def town_for(town_dir: str, name: str) -> Town:
 
 
 def _lane_neighbours(road_map: RoadMap) -> dict[str, tuple[str, ...]]:
-    """Lanes one can change into: the other non-connector lanes of the same lane group."""
+    """Lanes one can change into: those of the same lane group the map counts as a lane change
+    (`RoadMap.is_lane_change`, the rule `route_polyline` drives by)."""
     groups: dict[str, list[str]] = {}
     for lane in road_map.lanes:
-        if not lane.is_connector:
-            groups.setdefault(lane.lane_group, []).append(lane.id)
-    return {lane_id: tuple(m for m in members if m != lane_id) for members in groups.values() for lane_id in members}
+        groups.setdefault(lane.lane_group, []).append(lane.id)
+    return {a: tuple(b for b in members if road_map.is_lane_change(a, b)) for members in groups.values() for a in members}
 
 
 def _candidates(road_map: RoadMap, waypoint: np.ndarray, where: str) -> dict[int, float]:

@@ -11,15 +11,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from sim.geometry import principal_value
 from sim.state import StateIndex, TrafficLightStatus
 
 FRAME_STRIDE = 5  # 10 Hz steps per 2 Hz log frame
 _UNLOGGED_STATE = slice(StateIndex.STEERING_ANGLE, None)  # steering angle, steering rate, yaw rate, yaw acceleration
-
-
-def wrap_angle(angle: np.ndarray) -> np.ndarray:
-    """Angles in [-pi, pi) (NAVSIM's principal value)."""
-    return (np.asarray(angle, dtype=np.float64) + np.pi) % (2.0 * np.pi) - np.pi
 
 
 def logged_ego_state(state: np.ndarray) -> np.ndarray:
@@ -77,9 +73,9 @@ def interpolate_tracks(frames: dict[str, np.ndarray], valid: np.ndarray, stride:
     for name, values in frames.items():
         values = np.asarray(values, dtype=np.float64)
         a, b = values[lo_c, cols], values[hi_c, cols]
-        delta = wrap_angle(b - a) if name == "heading" else b - a
+        delta = principal_value(b - a) if name == "heading" else b - a
         value = a + weight * delta
-        out[name] = wrap_angle(value) if name == "heading" else value
+        out[name] = principal_value(value) if name == "heading" else value
     if hold_single:
         single = valid.sum(axis=0) == 1
         if single.any():
@@ -101,9 +97,9 @@ def interpolate_states(frames: np.ndarray, stride: int = FRAME_STRIDE) -> np.nda
     hi = np.minimum(lo + 1, len(frames) - 1)
     weight = (tau - lo)[:, None]
     delta = frames[hi] - frames[lo]
-    delta[:, StateIndex.HEADING] = wrap_angle(delta[:, StateIndex.HEADING])
+    delta[:, StateIndex.HEADING] = principal_value(delta[:, StateIndex.HEADING])
     states = frames[lo] + weight * delta
-    states[:, StateIndex.HEADING] = wrap_angle(states[:, StateIndex.HEADING])
+    states[:, StateIndex.HEADING] = principal_value(states[:, StateIndex.HEADING])
     return states
 
 

@@ -21,6 +21,7 @@ from scenarios.navsim_logs import EXTENSION_KEY, NUPLAN_NAMES
 from scenarios.nuplan_map import nuplan_map_path
 from scenarios.nuplan_map_writer import NuplanMapIds, write_nuplan_map, write_nuplan_maps_index
 from scenarios.scene import Scene
+from sim.geometry import principal_value
 from sim.render.camera import CAM_F0_HEIGHT, CAM_F0_WIDTH, CameraConfig, CameraRenderer
 from sim.state import AgentType, StateIndex, TrafficLightStatus
 
@@ -107,7 +108,7 @@ def _annotations(scene: Scene, step: int, log_name: str) -> tuple[dict, list[str
     dx, dy = tracks.x[rows] - ego[StateIndex.X], tracks.y[rows] - ego[StateIndex.Y]
     heading = tracks.heading[rows] - ego[StateIndex.HEADING]
     boxes = np.stack([c * dx + s * dy, -s * dx + c * dy, tracks.height[rows] / 2, tracks.length[rows],
-                      tracks.width[rows], tracks.height[rows], (heading + np.pi) % (2 * np.pi) - np.pi], axis=1)
+                      tracks.width[rows], tracks.height[rows], principal_value(heading)], axis=1)
     vx, vy = tracks.vx[rows], tracks.vy[rows]
     velocity = np.stack([c * vx + s * vy, -s * vx + c * vy, np.zeros(len(rows))], axis=1)
     ids = [tracks.track_ids[i] for i in rows]

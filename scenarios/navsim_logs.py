@@ -15,9 +15,10 @@ from pathlib import Path
 
 import numpy as np
 
-from scenarios.log_frames import FRAME_STRIDE, hold_frames, interpolate_states, interpolate_tracks, wrap_angle
+from scenarios.log_frames import FRAME_STRIDE, hold_frames, interpolate_states, interpolate_tracks
 from scenarios.nuplan_map import MapFormatError, nuplan_map_path, read_nuplan_map
 from scenarios.scene import Scene
+from sim.geometry import principal_value
 from sim.map import MapError, RoadMap
 from sim.state import STATE_SIZE, AgentTracks, AgentType, StateIndex, TrafficLightStatus
 
@@ -175,7 +176,7 @@ def window_tracks(window: list[dict], ego: np.ndarray) -> AgentTracks:
         c, s = np.cos(h), np.sin(h)
         values["x"][k, cols] = c * boxes[:, 0] - s * boxes[:, 1] + x
         values["y"][k, cols] = s * boxes[:, 0] + c * boxes[:, 1] + y
-        values["heading"][k, cols] = wrap_angle(boxes[:, 6] + h)
+        values["heading"][k, cols] = principal_value(boxes[:, 6] + h)
         values["vx"][k, cols] = c * velocity[:, 0] - s * velocity[:, 1]
         values["vy"][k, cols] = s * velocity[:, 0] + c * velocity[:, 1]
         first = [i for i, col in enumerate(cols) if not valid[:k, col].any()]  # sizes from the first appearance
@@ -218,7 +219,7 @@ def _heading_at(line: np.ndarray, end: bool) -> float:
 def _straightest(road_map: RoadMap, anchor: str, candidates: list[str], forward: bool) -> str:
     """The candidate that turns least from `anchor` (compared at their far ends: where each leads)."""
     base = _heading_at(road_map.lane(anchor).centerline, end=forward)
-    turns = [abs(float(wrap_angle(_heading_at(road_map.lane(c).centerline, end=forward) - base))) for c in candidates]
+    turns = [abs(float(principal_value(_heading_at(road_map.lane(c).centerline, end=forward) - base))) for c in candidates]
     return candidates[int(np.argmin(turns))]
 
 
@@ -239,7 +240,7 @@ def route_through_roadblocks(road_map: RoadMap, roadblocks: list[str], ego_pose:
         t = np.clip(np.einsum("ij,ij->i", point - line[:-1], seg) / np.maximum(np.einsum("ij,ij->i", seg, seg), 1e-12), 0, 1)
         gaps = np.hypot(*(line[:-1] + t[:, None] * seg - point).T)
         i = int(np.argmin(gaps))
-        costs.append(gaps[i] + abs(float(wrap_angle(np.arctan2(seg[i, 1], seg[i, 0]) - ego_pose[2]))))
+        costs.append(gaps[i] + abs(float(principal_value(np.arctan2(seg[i, 1], seg[i, 0]) - ego_pose[2]))))
     index, start = candidates[int(np.argmin(costs))]
     chain = [start]
     for step, neighbours in ((1, "successors"), (-1, "predecessors")):

@@ -8,7 +8,7 @@ from dataclasses import dataclass, replace
 import cv2
 import numpy as np
 
-from sim.geometry import box_corners
+from sim.geometry import box_corners, principal_value
 from sim.map import RoadMap
 from sim.render.map_paint import SHIFT, MapPaint, map_paint, paint_ground, paint_stop_lines, stop_line_codes
 from sim.state import AgentSlice, AgentType, TrafficLightStatus
@@ -192,7 +192,7 @@ def _finite(agents: AgentSlice) -> np.ndarray:
 def _snap_heading(heading: np.ndarray) -> np.ndarray:
     """Headings on a 1 nrad grid in [-pi, pi): pi and -pi (one direction, two floats) snap to the same value."""
     half_turn = np.round(np.pi, SNAP_RAD_DECIMALS)
-    snapped = np.round((np.asarray(heading, dtype=np.float64) + np.pi) % (2.0 * np.pi) - np.pi, SNAP_RAD_DECIMALS)
+    snapped = np.round(principal_value(np.asarray(heading, dtype=np.float64)), SNAP_RAD_DECIMALS)
     return np.where(snapped >= half_turn, -half_turn, snapped)
 
 
