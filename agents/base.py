@@ -4,7 +4,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
-from scenarios.scene import Scene
+from sim.scene import Scene
 from sim.agent_input import NUM_HISTORY_FRAMES, AgentInput
 from sim.state import Trajectory, TrajectorySampling
 

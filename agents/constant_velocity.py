@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from agents.base import Agent
-from scenarios.scene import Scene
+from sim.scene import Scene
 from sim.agent_input import AgentInput
 from sim.state import Trajectory
 

@@ -14,7 +14,7 @@ import torch
 
 from agents.base import Agent, SensorConfig
 from policies.model import DriveVLAW0ForDriving
-from scenarios.scene import STEP_S, Scene
+from sim.scene import STEP_S, Scene
 from sim.agent_input import HISTORY_STRIDE, NUM_HISTORY_FRAMES, AgentInput
 from sim.render.camera import downsample_frames
 from sim.state import Trajectory, TrajectorySampling

@@ -18,7 +18,7 @@ import numpy as np
 import shapely
 
 from metrics.observation import Observation
-from scenarios.scene import STEP_S
+from sim.scene import STEP_S
 from sim.map import RoadMap
 from sim.state import AgentSlice, AgentTracks, AgentType
 from sim.traffic import PATH_STEP_M, AgentPaths, Obstacles

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from agents.base import Agent
-from scenarios.scene import STEP_S, Scene
+from sim.scene import STEP_S, Scene
 from sim.agent_input import AgentInput
 from sim.geometry import global_to_local
 from sim.state import Trajectory, TrajectorySampling

@@ -15,7 +15,7 @@ from agents.pdm_proposals import ProposalConfig, plan_proposals, route_from_ego
 from metrics.pdm import ScoringContext, score_states
 from metrics.scoring_map import ScoringMap
 from scenarios.log_frames import logged_ego_state, logged_light_status
-from scenarios.scene import STEP_S, Scene
+from sim.scene import STEP_S, Scene
 from sim.agent_input import AgentInput
 from sim.dynamics import interpolate_global_poses, simulate
 from sim.geometry import ego_center, global_to_local

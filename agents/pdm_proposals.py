@@ -13,7 +13,7 @@ import numpy as np
 import shapely
 
 from agents.forecast import ObjectForecast
-from scenarios.scene import STEP_S
+from sim.scene import STEP_S
 from sim.geometry import PACIFICA, VehicleParameters
 from sim.map import RoadMap
 from sim.state import AgentSlice, TrafficLightStatus

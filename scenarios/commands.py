@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from scenarios.scene import DRIVING_COMMANDS
+from sim.scene import DRIVING_COMMANDS
 
 LOOKAHEAD_M = 20.0
 LATERAL_THRESHOLD_M = 2.0

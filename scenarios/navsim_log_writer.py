@@ -20,7 +20,7 @@ from scenarios.log_frames import frame_steps
 from scenarios.navsim_logs import EXTENSION_KEY, NUPLAN_NAMES
 from scenarios.nuplan_map import nuplan_map_path
 from scenarios.nuplan_map_writer import NuplanMapIds, write_nuplan_map, write_nuplan_maps_index
-from scenarios.scene import Scene
+from sim.scene import Scene
 from sim.geometry import principal_value
 from sim.render.camera import CAM_F0_HEIGHT, CAM_F0_WIDTH, CameraConfig, CameraRenderer
 from sim.state import AgentType, StateIndex, TrafficLightStatus

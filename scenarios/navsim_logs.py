@@ -17,7 +17,7 @@ import numpy as np
 
 from scenarios.log_frames import FRAME_STRIDE, hold_frames, interpolate_states, interpolate_tracks
 from scenarios.nuplan_map import MapFormatError, nuplan_map_path, read_nuplan_map
-from scenarios.scene import Scene
+from sim.scene import Scene
 from sim.geometry import principal_value
 from sim.map import MapError, RoadMap
 from sim.state import STATE_SIZE, AgentTracks, AgentType, StateIndex, TrafficLightStatus

@@ -16,7 +16,7 @@ import shapely
 from scenarios.commands import driving_commands
 from scenarios.leaderboard import LeaderboardRoute, densify
 from scenarios.opendrive import Town
-from scenarios.scene import STEP_S, Scene
+from sim.scene import STEP_S, Scene
 from sim.state import AgentTracks, AgentType, ego_state
 from sim.traffic import light_status_table
 

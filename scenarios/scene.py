@@ -1,4 +1,4 @@
-"""The Scene value (map + ego log + traffic + lights + route + command) and its versioned file format.
+"""The scene file format: a `sim.scene.Scene` saved to and loaded from one versioned, byte-stable file.
 
 A scene file is a zip of `.npy` arrays (readable with `numpy.load`) plus `header.npy`, a JSON
 document stored as bytes. Entries are written in a fixed order with a fixed timestamp, so the same
@@ -9,78 +9,21 @@ from __future__ import annotations
 import io
 import json
 import zipfile
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import shapely
 
 from sim.map import Area, Lane, RoadMap, StopSign
-from sim.state import AgentTracks, StateIndex, TrafficLightStatus
+from sim.scene import STEP_S, Scene
+from sim.state import AgentTracks
 
 FORMAT_NAME = "w0sim-scene"
 FORMAT_VERSION = 1
-STEP_S = 0.1  # every log in w0sim is sampled at 10 Hz
-
-DRIVING_COMMANDS = ("left", "straight", "right", "unknown")  # NAVSIM's one-hot order
 
 
 class SceneFormatError(ValueError):
     """A scene file cannot be read: names the file and what is wrong with it."""
-
-
-@dataclass
-class Scene:
-    """One driving scene: everything needed to replay, simulate, render and score it.
-
-    `ego_log` (T, 11) and `agents` (T, N) share the 10 Hz time axis; step `current_index` is the
-    "current frame" an agent plans from (earlier steps are history). `light_status` (T, L) holds a
-    `TrafficLightStatus` per light id; `driving_command` (T,) indexes DRIVING_COMMANDS.
-    """
-
-    token: str
-    map: RoadMap
-    ego_log: np.ndarray
-    agents: AgentTracks
-    route: list[str]
-    current_index: int
-    light_ids: list[str] = field(default_factory=list)
-    light_status: np.ndarray | None = None
-    driving_command: np.ndarray | None = None
-    command_text: str = ""
-    metadata: dict = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        steps = self.ego_log.shape[0]
-        if self.ego_log.ndim != 2 or self.ego_log.shape[1] != len(StateIndex):
-            raise ValueError(f"scene {self.token}: ego_log must be (T, 11), got {self.ego_log.shape}")
-        if self.agents.num_steps != steps:
-            raise ValueError(f"scene {self.token}: agents have {self.agents.num_steps} steps, ego log {steps}")
-        if not 0 <= self.current_index < steps:
-            raise ValueError(f"scene {self.token}: current_index {self.current_index} outside 0..{steps - 1}")
-        if self.light_status is None:
-            self.light_status = np.full((steps, len(self.light_ids)), TrafficLightStatus.UNKNOWN, np.int8)
-        if self.light_status.shape != (steps, len(self.light_ids)):
-            raise ValueError(f"scene {self.token}: light_status {self.light_status.shape} != ({steps}, {len(self.light_ids)})")
-        if self.driving_command is None:
-            self.driving_command = np.full(steps, DRIVING_COMMANDS.index("unknown"), np.int8)
-        for lane_id in self.route:
-            self.map.lane(lane_id)
-
-    @property
-    def num_steps(self) -> int:
-        return self.ego_log.shape[0]
-
-    @property
-    def initial_ego_state(self) -> np.ndarray:
-        return self.ego_log[self.current_index]
-
-    @property
-    def family(self) -> str:
-        return self.metadata.get("family", self.metadata.get("source", "unknown"))
-
-    def light_status_at(self, step: int) -> dict[str, int]:
-        return dict(zip(self.light_ids, self.light_status[step].tolist()))
 
 
 # --- file format ------------------------------------------------------------------------------
@@ -175,7 +118,7 @@ def scene_from_arrays(header: dict, arrays: dict[str, np.ndarray]) -> Scene:
             for i, info in enumerate(header["map"]["stop_signs"])
         ]
     agents = AgentTracks(
-        **{name: arrays[f"agents_{name}"] for name in AgentTracks._TIME_FIELDS + AgentTracks._TRACK_FIELDS},
+        **{name: arrays[f"agents_{name}"] for name in AgentTracks.TIME_FIELDS + AgentTracks.TRACK_FIELDS},
         track_ids=list(header["track_ids"]),
     )
     return Scene(

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from scenarios.scene import DRIVING_COMMANDS, STEP_S, Scene
+from sim.scene import DRIVING_COMMANDS, STEP_S, Scene
 from sim.state import AgentType
 
 

@@ -77,15 +77,15 @@ class AgentTracks:
     agent_type: np.ndarray  # (N,) int8 AgentType codes
     track_ids: list[str] = field(default_factory=list)
 
-    _TIME_FIELDS = ("x", "y", "heading", "vx", "vy", "valid")
-    _TRACK_FIELDS = ("length", "width", "height", "agent_type")
+    TIME_FIELDS = ("x", "y", "heading", "vx", "vy", "valid")
+    TRACK_FIELDS = ("length", "width", "height", "agent_type")
 
     def __post_init__(self) -> None:
         shape = np.shape(self.x)
-        for name in self._TIME_FIELDS:
+        for name in self.TIME_FIELDS:
             if np.shape(getattr(self, name)) != shape:
                 raise ValueError(f"AgentTracks.{name} has shape {np.shape(getattr(self, name))}, expected {shape}")
-        for name in self._TRACK_FIELDS:
+        for name in self.TRACK_FIELDS:
             if np.shape(getattr(self, name)) != (shape[1],):
                 raise ValueError(f"AgentTracks.{name} has shape {np.shape(getattr(self, name))}, expected ({shape[1]},)")
         if not self.track_ids:
@@ -122,14 +122,14 @@ class AgentTracks:
     def window(self, start: int, stop: int) -> "AgentTracks":
         """Steps [start, stop) as views."""
         return AgentTracks(
-            *(getattr(self, n)[start:stop] for n in self._TIME_FIELDS),
-            *(getattr(self, n) for n in self._TRACK_FIELDS),
+            *(getattr(self, n)[start:stop] for n in self.TIME_FIELDS),
+            *(getattr(self, n) for n in self.TRACK_FIELDS),
             track_ids=self.track_ids,
         )
 
     def arrays(self) -> dict[str, np.ndarray]:
         """All arrays by field name (for serialisation)."""
-        return {n: getattr(self, n) for n in self._TIME_FIELDS + self._TRACK_FIELDS}
+        return {n: getattr(self, n) for n in self.TIME_FIELDS + self.TRACK_FIELDS}
 
 
 @dataclass

@@ -26,7 +26,7 @@ import numpy as np
 
 from agents.forecast import braking_rates
 from agents.pdm_closed import PDMClosedPlanner, plan_to_local
-from scenarios.scene import STEP_S
+from sim.scene import STEP_S
 from scenarios.splits import SceneRef, resolve_split
 from sim.agent_input import build_agent_input, history_indices
 from sim.envs.frames import FrameRenderer

@@ -17,7 +17,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from scenarios.scene import STEP_S, Scene
+from sim.scene import STEP_S, Scene
 from sim.envs.frames import COMPOSITE_BEV, EXECUTED_COLOUR, LOGGED_COLOUR, PLANNED_COLOUR
 from sim.envs.navsim_env import NavsimSceneEnv
 from sim.render.bev import bev_to_rgb, draw_bev_polylines, render_bev_channels

@@ -9,7 +9,7 @@ import shapely
 
 from scenarios.commands import driving_commands
 from scenarios.generator.families import BUILDERS, EgoRoute, Layout
-from scenarios.scene import STEP_S, Scene
+from sim.scene import STEP_S, Scene
 from sim.geometry import PACIFICA, VehicleParameters
 from sim.map import RoadMap
 from sim.state import AgentTracks, AgentType, ego_state

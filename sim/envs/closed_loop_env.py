@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 
 from scenarios.commands import command_at
-from scenarios.scene import Scene
+from sim.scene import Scene
 from sim.agent_input import HISTORY_STRIDE, NUM_HISTORY_FRAMES, AgentInput, build_agent_input, history_indices
 from metrics.driving_score import FAILURE_AGENT_CRASHED, is_route_completed
 from sim.envs.backends.builtin import BuiltinSimulator, SimulatorConfig

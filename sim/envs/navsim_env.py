@@ -6,7 +6,7 @@ from typing import Any
 import numpy as np
 
 from scenarios.log_frames import logged_ego_state
-from scenarios.scene import Scene
+from sim.scene import Scene
 from sim.agent_input import NUM_HISTORY_FRAMES, AgentInput, build_agent_input, history_indices
 from metrics.pdm import VERSIONS
 from sim.dynamics import track_trajectories

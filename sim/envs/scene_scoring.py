@@ -15,7 +15,7 @@ from metrics.observation import Observation, red_mask_from_2hz
 from metrics.pdm import OBSERVATION_STEPS, VERSIONS, PDMRows, ScoringContext, final_score
 from metrics.pdm_agent import PDMReference, score_agent
 from scenarios.log_frames import FRAME_STRIDE, interpolate_tracks, logged_ego_state, logged_light_status, window_steps
-from scenarios.scene import STEP_S, Scene
+from sim.scene import STEP_S, Scene
 from sim.state import TrafficLightStatus
 
 HISTORY_FRAMES = 4  # v2.2 history comfort: the logged frames at -1.5, -1.0, -0.5 and 0 s

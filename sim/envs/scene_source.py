@@ -7,7 +7,8 @@ from typing import Sequence
 import numpy as np
 
 from scenarios.generator import FAMILIES, GeneratorConfig, generate_scene
-from scenarios.scene import Scene, load_scene
+from sim.scene import Scene
+from scenarios.scene import load_scene
 
 SCENE_SUFFIX = ".npz"
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from scenarios.generator import generate_scene
-from scenarios.scene import Scene
+from sim.scene import Scene
 from sim.geometry import global_to_local
 from sim.state import TrajectorySampling
 

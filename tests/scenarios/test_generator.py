@@ -4,7 +4,8 @@ import pytest
 import shapely
 
 from scenarios.generator import FAMILIES, GeneratorConfig, generate_scene
-from scenarios.scene import DRIVING_COMMANDS, scene_to_arrays
+from sim.scene import DRIVING_COMMANDS
+from scenarios.scene import scene_to_arrays
 from sim.geometry import box_corners, ego_corners
 from sim.state import AgentType
 

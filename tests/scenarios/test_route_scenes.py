@@ -54,7 +54,7 @@ def test_the_episode_scores_the_dense_route_between_first_and_last_waypoint(town
 
 def test_past_the_log_the_driving_command_follows_the_route(town01_route):
     """The route starts northwards and turns left (west) after ~30 m, when the 1.5 s log is long over."""
-    from scenarios.scene import DRIVING_COMMANDS
+    from sim.scene import DRIVING_COMMANDS
     from w0sim.closed_loop_eval import _pdm_closed_driver
 
     route, town = town01_route

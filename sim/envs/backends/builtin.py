@@ -5,7 +5,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from scenarios.scene import STEP_S, Scene
+from sim.scene import STEP_S, Scene
 from sim.dynamics import BatchLQRTracker, KinematicBicycle, TrackedEgo, interpolate_trajectory_states
 from sim.envs.events import RedLightMonitor, RouteProgress, StepEvents, StopSignMonitor, Collision, agent_type_name, ego_collisions, is_offroad
 from sim.geometry import PACIFICA, VehicleParameters, ego_corners
