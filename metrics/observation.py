@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import shapely
 
-from metrics.footprint import box_corners, ego_corners
+from sim.geometry import box_corners, ego_corners
 from sim.state import AgentType
 
 RED_LIGHT_PREFIX = "red_light"
@@ -66,7 +66,7 @@ class Observation:
 
     def _derive(self) -> None:
         steps, num = self.valid.shape
-        corners = box_corners(self.x, self.y, self.heading, self.length / 2.0, self.width / 2.0)  # (T, N, 4, 2)
+        corners = box_corners(self.x, self.y, self.heading, self.length, self.width, nuplan_formula=True)  # (T, N, 4, 2)
         self.radius = 0.5 * np.hypot(np.asarray(self.length, np.float64), np.asarray(self.width, np.float64))
         self.polygons = np.full((steps, num), None, dtype=object)
         if self.valid.any():
@@ -96,7 +96,7 @@ class Observation:
 
     def without_initial_overlaps(self, initial_state: np.ndarray) -> "Observation":
         """A copy without every track whose box at step 0 intersects the ego footprint (NAVSIM v2 log replay)."""
-        ego = shapely.polygons(ego_corners(np.asarray(initial_state, dtype=np.float64)[None])[0])
+        ego = shapely.polygons(ego_corners(np.asarray(initial_state, dtype=np.float64)[None], nuplan_formula=True)[0])
         hit = shapely.intersects(self.polygons[0], ego) & self.valid[0]
         if not hit.any():
             return self

@@ -8,8 +8,7 @@ import shapely
 
 from metrics.observation import Observation
 from metrics.scoring_map import ScoringMap
-from metrics.footprint import ego_center, ego_corners
-from sim.geometry import PACIFICA
+from sim.geometry import PACIFICA, ego_center, ego_corners
 from sim.state import StateIndex as S
 
 MULTIPLE_LANES, NON_DRIVABLE_AREA, ONCOMING_TRAFFIC = 0, 1, 2  # EgoAreaIndex
@@ -34,7 +33,7 @@ class EgoGeometry:
     @classmethod
     def build(cls, states: np.ndarray, smap: ScoringMap) -> "EgoGeometry":
         center = ego_center(states)
-        corners = ego_corners(states, center)
+        corners = ego_corners(states, center=center, nuplan_formula=True)
         points = np.concatenate([corners, center[..., None, :], states[..., None, :2]], axis=-2)
         return cls(states, corners, center, smap.points_in_polygons(points))
 

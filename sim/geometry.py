@@ -57,16 +57,31 @@ def points_to_local(points: np.ndarray, origin: np.ndarray) -> np.ndarray:
 # Corner order of nuPlan's BBCoordsIndex / OrientedBox.all_corners: FL, RL, RR, FR.
 _CORNER_SIGNS = np.array([[1.0, 1.0], [-1.0, 1.0], [-1.0, -1.0], [1.0, -1.0]])
 _CORNER_SIGNS_LIST = _CORNER_SIGNS.tolist()
+_HALF_PI = np.pi / 2.0
 
 
-def box_corners(x, y, heading, length, width) -> np.ndarray:
-    """Corners (..., 4, 2) of oriented boxes centred at (x, y), in FL, RL, RR, FR order."""
+def box_corners(x, y, heading, length, width, *, nuplan_formula: bool = False) -> np.ndarray:
+    """Corners (..., 4, 2) of oriented boxes centred at (x, y), in FL, RL, RR, FR order.
+
+    Two float evaluation orders of the same corners (they differ in the last bits):
+    - default (the simulator, renderers): centre + (lon cos h - lat sin h, lon sin h + lat cos h);
+    - `nuplan_formula=True` (the PDM scorer): NAVSIM's `translate_lon_and_lat` / nuPlan's
+      `translate_longitudinally_and_laterally`, centre + ((lat cos(h + pi/2)) + (lon cos h),
+      (lat sin(h + pi/2)) + (lon sin h)). cos(h + pi/2) is not bit-equal to -sin(h); the same formula
+      keeps boundary-touching tests identical to NAVSIM's.
+    """
     heading = np.asarray(heading, dtype=np.float64)[..., None]
     c, s = np.cos(heading), np.sin(heading)
     lon = _CORNER_SIGNS[:, 0] * (0.5 * np.asarray(length, dtype=np.float64))[..., None]
     lat = _CORNER_SIGNS[:, 1] * (0.5 * np.asarray(width, dtype=np.float64))[..., None]
-    cx = np.asarray(x, dtype=np.float64)[..., None] + lon * c - lat * s
-    cy = np.asarray(y, dtype=np.float64)[..., None] + lon * s + lat * c
+    x = np.asarray(x, dtype=np.float64)[..., None]
+    y = np.asarray(y, dtype=np.float64)[..., None]
+    if nuplan_formula:
+        cx = x + ((lat * np.cos(heading + _HALF_PI)) + (lon * c))
+        cy = y + ((lat * np.sin(heading + _HALF_PI)) + (lon * s))
+    else:
+        cx = x + lon * c - lat * s
+        cy = y + lon * s + lat * c
     out = np.empty(np.broadcast_shapes(cx.shape, cy.shape) + (2,))
     out[..., 0], out[..., 1] = cx, cy
     return out
@@ -126,15 +141,20 @@ class VehicleParameters:
 PACIFICA = VehicleParameters()
 
 
-def ego_corners(states: np.ndarray, vehicle: VehicleParameters = PACIFICA) -> np.ndarray:
-    """Ego footprint corners (..., 4, 2) from rear-axle poses/states (..., >=3), FL, RL, RR, FR."""
+def ego_corners(states: np.ndarray, vehicle: VehicleParameters = PACIFICA, *, center: np.ndarray | None = None,
+                nuplan_formula: bool = False) -> np.ndarray:
+    """Ego footprint corners (..., 4, 2) from rear-axle poses/states (..., >=3), FL, RL, RR, FR.
+
+    `center`: the box centres (..., 2) if already computed (`ego_center`). `nuplan_formula`: the corners
+    with NAVSIM's float formula (`state_array_to_coords_array`; see `box_corners`), for the PDM scorer.
+    A single pose (3,) without either takes a float-math path (a closed-loop step calls it every 0.1 s).
+    """
     states = np.asarray(states, dtype=np.float64)
-    if states.ndim == 1:
+    if states.ndim == 1 and center is None and not nuplan_formula:
         return _one_ego_corners(float(states[0]), float(states[1]), float(states[2]), vehicle)
-    x, y, h = states[..., 0], states[..., 1], states[..., 2]
-    cx = x + vehicle.rear_axle_to_center * np.cos(h)
-    cy = y + vehicle.rear_axle_to_center * np.sin(h)
-    return box_corners(cx, cy, h, vehicle.length, vehicle.width)
+    center = ego_center(states, vehicle) if center is None else center
+    return box_corners(center[..., 0], center[..., 1], states[..., 2], vehicle.length, vehicle.width,
+                       nuplan_formula=nuplan_formula)
 
 
 def _one_ego_corners(x: float, y: float, h: float, vehicle: VehicleParameters) -> np.ndarray:

@@ -47,7 +47,7 @@ DISCRETE = {"no_at_fault_collisions": {0.0, 0.5, 1.0}, "drivable_area_compliance
             "driving_direction_compliance": {0.0, 0.5, 1.0}, "traffic_light_compliance": {0.0, 1.0},
             "time_to_collision_within_bound": {0.0, 1.0}, "comfort": {0.0, 1.0}, "lane_keeping": {0.0, 1.0},
             "history_comfort": {0.0, 1.0}}
-# Pacifica footprint from the spec (§1.2), kept independent of metrics.footprint for the DAC oracle.
+# Pacifica footprint from the spec (§1.2), kept independent of sim.geometry's footprints for the DAC oracle.
 REAR_AXLE_TO_CENTER, HALF_LENGTH, HALF_WIDTH = 1.461, 2.588, 1.1485
 
 

@@ -51,3 +51,17 @@ def test_rectangle_overlap_agrees_with_shapely():
     np.testing.assert_array_equal(rectangles_intersect(a, b), expected)
     # Touching edges count as intersecting, as in shapely.
     assert rectangles_intersect(box_corners(0, 0, 0, 2, 2), box_corners(2, 0, 0, 2, 2)).all()
+
+
+def test_nuplan_corner_formula_is_the_same_box_up_to_rounding():
+    rng = np.random.default_rng(4)
+    x, y = rng.uniform(-1e3, 1e3, (2, 300))
+    heading, length, width = rng.uniform(-4, 4, 300), rng.uniform(0.4, 12, 300), rng.uniform(0.4, 3, 300)
+    fast = box_corners(x, y, heading, length, width)
+    nuplan = box_corners(x, y, heading, length, width, nuplan_formula=True)
+    np.testing.assert_allclose(nuplan, fast, rtol=0, atol=1e-9)
+    assert (nuplan != fast).any()  # the two float orders really differ in the last bits
+    states = np.stack([x, y, heading], axis=-1)
+    np.testing.assert_array_equal(ego_corners(states, center=ego_center(states), nuplan_formula=True),
+                                  ego_corners(states, nuplan_formula=True))
+    np.testing.assert_allclose(ego_corners(states, nuplan_formula=True), ego_corners(states), rtol=0, atol=1e-9)
