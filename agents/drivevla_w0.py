@@ -12,26 +12,37 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from agents.base import Agent, SensorConfig
+from agents.base import AgentError, AgentOptions, SensorConfig, WorldModelAgent
 from policies.model import DriveVLAW0ForDriving
-from sim.scene import STEP_S, Scene
+from sim.scene import STEP_S
 from sim.agent_input import HISTORY_STRIDE, NUM_HISTORY_FRAMES, AgentInput
 from sim.render.camera import downsample_frames
 from sim.state import Trajectory, TrajectorySampling
+from sim.world_view import WorldView
 
 
-class CheckpointError(ValueError):
+# The shipped tiny checkpoint (checkpoints/drivevla-w0-tiny/README.md), used when no checkpoint is given.
+DEFAULT_CHECKPOINT = Path(__file__).resolve().parents[1] / "checkpoints" / "drivevla-w0-tiny"
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+class CheckpointError(AgentError):
     """A checkpoint folder cannot be loaded: the message names the folder and what is wrong."""
 
 
-def load_policy(checkpoint: str | Path, device: str | torch.device = "cpu") -> DriveVLAW0ForDriving:
-    """`DriveVLAW0ForDriving.from_pretrained(checkpoint)` in eval mode, or a CheckpointError that says why."""
-    folder = Path(checkpoint)
+def check_checkpoint_folder(folder: Path) -> None:
+    """A CheckpointError unless `folder` looks like a `save_pretrained` folder (config.json + model.safetensors)."""
     if not folder.is_dir():
         raise CheckpointError(f"checkpoint {folder} is not a folder")
     for name in ("config.json", "model.safetensors"):
         if not (folder / name).exists():
             raise CheckpointError(f"checkpoint {folder} has no {name} (expected a save_pretrained folder)")
+
+
+def load_policy(checkpoint: str | Path, device: str | torch.device = "cpu") -> DriveVLAW0ForDriving:
+    """`DriveVLAW0ForDriving.from_pretrained(checkpoint)` in eval mode, or a CheckpointError that says why."""
+    folder = Path(checkpoint)
+    check_checkpoint_folder(folder)
     try:
         model = DriveVLAW0ForDriving.from_pretrained(folder)
     except Exception as err:  # transformers / safetensors raise many types for a damaged folder
@@ -39,19 +50,33 @@ def load_policy(checkpoint: str | Path, device: str | torch.device = "cpu") -> D
     return model.to(device).eval()
 
 
-class DriveVLAW0Agent(Agent):
+class DriveVLAW0Agent(WorldModelAgent):
     """DriveVLA-W0 from a checkpoint folder; deterministic for a seed (flow-matching noise)."""
 
-    def __init__(self, checkpoint: str | Path, trajectory_sampling: TrajectorySampling = TrajectorySampling(),
-                 device: str = "cpu", seed: int = 0):
+    def __init__(self, checkpoint: str | Path = DEFAULT_CHECKPOINT,
+                 trajectory_sampling: TrajectorySampling = TrajectorySampling(), device: str = "cpu", seed: int = 0,
+                 dtype: str = "float32"):
         super().__init__(trajectory_sampling)
         self.checkpoint, self.device, self.seed = Path(checkpoint), device, seed
+        if dtype not in DTYPES:
+            raise AgentError(f"DriveVLAW0Agent: dtype {dtype!r} is not one of {', '.join(DTYPES)}")
+        self.dtype = DTYPES[dtype]
         self.model: DriveVLAW0ForDriving | None = None
+
+    @classmethod
+    def from_options(cls, options: AgentOptions = AgentOptions()) -> "DriveVLAW0Agent":
+        """`--checkpoint` (default: the shipped tiny checkpoint), `--seed`, `--device`, `--dtype`; the folder and
+        the device are checked here, before any scene runs."""
+        checkpoint = Path(options.checkpoint) if options.checkpoint else DEFAULT_CHECKPOINT
+        check_checkpoint_folder(checkpoint)
+        if options.device.startswith("cuda") and not torch.cuda.is_available():
+            raise AgentError(f"DriveVLAW0Agent: device {options.device!r} asked for, but torch sees no CUDA device")
+        return cls(checkpoint, device=options.device, seed=options.seed, dtype=options.dtype)
 
     def initialize(self) -> None:
         if self.model is not None:
             return
-        self.model = load_policy(self.checkpoint, self.device)
+        self.model = load_policy(self.checkpoint, self.device).to(self.dtype)
         c = self.model.config
         if (c.num_poses, c.pose_interval_s) != (self.trajectory_sampling.num_poses, self.trajectory_sampling.interval):
             raise CheckpointError(f"checkpoint {self.checkpoint} plans {c.num_poses} poses at {c.pose_interval_s} s; "
@@ -82,17 +107,29 @@ class DriveVLAW0Agent(Agent):
             raise ValueError(f"DriveVLAW0Agent: {len(agent_input.cameras)} history frames are too few")
         frames = downsample_frames(agent_input.cameras[picks], c.image_height, c.image_width)
         history = torch.from_numpy(np.ascontiguousarray(frames)).movedim(-1, -3).float().div(255.0)[None]
-        as_tensor = lambda v, dtype=torch.float32: torch.tensor([v], dtype=dtype, device=self.device)  # noqa: E731
+        as_tensor = lambda v, dtype=self.dtype: torch.tensor([v], dtype=dtype, device=self.device)  # noqa: E731
         return {"history_frames": history.to(self.device), "texts": [agent_input.command_text],
                 "speed": as_tensor(float(agent_input.ego_velocity[-1, 0])),
                 "accel": as_tensor(float(agent_input.ego_acceleration[-1, 0])),
                 "command": as_tensor(int(np.argmax(agent_input.driving_command)), torch.long)}
 
-    def compute_trajectory(self, agent_input: AgentInput, scene: Scene | None = None) -> Trajectory:
+    def compute_trajectory(self, agent_input: AgentInput, world: WorldView | None = None) -> Trajectory:
         self.initialize()
         generator = torch.Generator(self.device).manual_seed(self.seed)
         poses = self.model.predict_trajectory(**self.model_inputs(agent_input), generator=generator)
         return Trajectory(poses[0].double().cpu().numpy(), self.trajectory_sampling)
 
+    @property
+    def frame_interval_s(self) -> float:
+        self.initialize()
+        return self.model.config.frame_interval_s
 
-__all__ = ["CheckpointError", "DriveVLAW0Agent", "load_policy"]
+    def predict_frames(self, agent_input: AgentInput, steps: int, seed: int = 0) -> np.ndarray:
+        """(steps, h, w, 3) uint8 frames the world model predicts, one `frame_interval_s` apart, re-planning at each."""
+        self.initialize()
+        generator = torch.Generator(self.device).manual_seed(seed)
+        predicted = self.model.rollout_frames(**self.model_inputs(agent_input), steps=steps, generator=generator)[0]
+        return (predicted.float().movedim(1, -1).clamp(0, 1) * 255).round().byte().cpu().numpy()
+
+
+__all__ = ["DEFAULT_CHECKPOINT", "CheckpointError", "DriveVLAW0Agent", "check_checkpoint_folder", "load_policy"]

@@ -9,18 +9,19 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from agents.base import Agent
-from agents.forecast import ObjectForecast, braking_rates
-from agents.pdm_proposals import ProposalConfig, plan_proposals, route_from_ego
+from agents.base import Agent, require_world
+from agents.forecast import ObjectForecast, braking_between
+from agents.pdm_proposals import ProposalConfig, plan_proposals
 from metrics.pdm import ScoringContext, score_states
 from metrics.scoring_map import ScoringMap
-from scenarios.log_frames import logged_ego_state, logged_light_status
-from sim.scene import STEP_S, Scene
+from sim.scene import STEP_S
 from sim.agent_input import AgentInput
 from sim.dynamics import interpolate_global_poses, simulate
 from sim.geometry import ego_center, global_to_local
 from sim.map import RoadMap
+from sim.route import route_from_ego
 from sim.state import AgentSlice, TrafficLightStatus, Trajectory, TrajectorySampling
+from sim.world_view import WorldView
 
 SCORED_STEPS = 40  # proposals are simulated and scored over 4 s, as NAVSIM's proposal sampling
 PLANNING_RADIUS_M = 250.0  # objects beyond this cannot reach the ego within the horizon (closing speed < 60 m/s)
@@ -52,7 +53,7 @@ class PDMClosedPlanner:
 
     def plan(self, road_map: RoadMap, route: list[str], ego_state: np.ndarray, agents: AgentSlice | None,
              light_ids: list[str], light_status: np.ndarray | None, braking: np.ndarray | None = None) -> PDMClosedPlan:
-        """Plan from the objects now; `braking` (N,) their current deceleration (`agents.forecast.braking_rates`).
+        """Plan from the objects now; `braking` (N,) their current deceleration (`agents.forecast.braking_between`).
         Objects farther than PLANNING_RADIUS_M cannot meet the ego within the horizon and are left out."""
         if agents is not None:
             far = np.hypot(agents.x - ego_state[0], agents.y - ego_state[1]) > PLANNING_RADIUS_M
@@ -67,6 +68,13 @@ class PDMClosedPlanner:
         scores = score_states(states, context, self.config.version).score
         best = int(np.argmax(scores))  # first on ties, as NAVSIM
         return PDMClosedPlan(proposals[best], scores, best, context)
+
+    def plan_view(self, world: WorldView) -> PDMClosedPlan:
+        """Plan from a world view; the objects' braking is read from their speed change since `agents_before`."""
+        braking = None if world.agents_before is None else braking_between(world.agents, world.agents_before,
+                                                                            world.history_s)
+        return self.plan(world.road_map, world.route, world.ego_state, world.agents, world.light_ids,
+                         world.light_status, braking)
 
     def _context(self, road_map, route, ego_state, forecast: ObjectForecast, light_ids, light_status) -> ScoringContext:
         chain = route_from_ego(road_map, route, ego_state)
@@ -83,22 +91,19 @@ class PDMClosedPlanner:
 
 
 class PDMClosedAgent(Agent):
-    """PDM-Closed as an agent: plans on the scene's map, route, objects and lights at the current frame."""
+    """PDM-Closed as an agent: plans from the world view (map, route ahead, objects, lights)."""
 
-    requires_scene = True
+    privileged = True
 
     def __init__(self, trajectory_sampling: TrajectorySampling = TrajectorySampling(),
                  config: PDMClosedConfig = PDMClosedConfig()):
         super().__init__(trajectory_sampling)
         self.planner = PDMClosedPlanner(config)
 
-    def compute_trajectory(self, agent_input: AgentInput, scene: Scene | None = None) -> Trajectory:
-        if scene is None:
-            raise ValueError("PDMClosedAgent is privileged: pass the scene to compute_trajectory")
-        now, ego = scene.current_index, logged_ego_state(scene.initial_ego_state)  # what a log says of the ego
-        plan = self.planner.plan(scene.map, scene.route, ego, scene.agents.at(now), scene.light_ids,
-                                 logged_light_status(scene.light_status[now]), braking_rates(scene.agents, now))
-        return Trajectory(plan_to_local(plan.poses, ego, self.trajectory_sampling), self.trajectory_sampling)
+    def compute_trajectory(self, agent_input: AgentInput, world: WorldView | None = None) -> Trajectory:
+        world = require_world(self, world)
+        plan = self.planner.plan_view(world)
+        return Trajectory(plan_to_local(plan.poses, world.ego_state, self.trajectory_sampling), self.trajectory_sampling)
 
 
 def plan_to_local(poses_10hz: np.ndarray, ego_state: np.ndarray, sampling: TrajectorySampling) -> np.ndarray:

@@ -12,24 +12,10 @@ from __future__ import annotations
 import numpy as np
 
 from sim.geometry import principal_value
-from sim.state import StateIndex, TrafficLightStatus
+from sim.state import StateIndex
+from sim.world_view import logged_ego_state
 
 FRAME_STRIDE = 5  # 10 Hz steps per 2 Hz log frame
-_UNLOGGED_STATE = slice(StateIndex.STEERING_ANGLE, None)  # steering angle, steering rate, yaw rate, yaw acceleration
-
-
-def logged_ego_state(state: np.ndarray) -> np.ndarray:
-    """(..., 11) ego state as a log gives it: pose, velocity and acceleration; the rest 0."""
-    logged = np.array(state, dtype=np.float64, copy=True)
-    logged[..., _UNLOGGED_STATE] = 0.0
-    return logged
-
-
-def logged_light_status(status: np.ndarray) -> np.ndarray:
-    """Light states as a log gives them: NAVSIM logs say red or not, so yellow reads as green."""
-    status = np.array(status, copy=True)
-    status[status == TrafficLightStatus.YELLOW] = TrafficLightStatus.GREEN
-    return status
 
 
 def frame_steps(current_index: int, num_steps: int) -> np.ndarray:

@@ -76,6 +76,16 @@ def builtin_split(name: str) -> BuiltinSplit:
     return BUILTIN_SPLITS[name]
 
 
+def split_kind(spec: str) -> str:
+    """How a split is evaluated by default: "closed_loop" for Leaderboard routes (`carla:` and closed-loop built-in
+    splits), "one_shot" (NAVSIM-style scoring) otherwise."""
+    if spec.startswith("carla:"):
+        return "closed_loop"
+    if spec.startswith("builtin:"):
+        return builtin_split(spec.removeprefix("builtin:")).kind
+    return "one_shot"
+
+
 def resolve_split(spec: str, limit: int | None = None, navsim_logs: str | Path | None = None,
                   nuplan_maps: str | Path | None = None, sensor_blobs: str | Path | None = None,
                   town_dir: str | Path | None = None) -> list[SceneRef]:

@@ -12,7 +12,7 @@ NUM_HISTORY_FRAMES = 4  # NAVSIM: 4 frames at 2 Hz, the last one is the current 
 HISTORY_STRIDE = 5  # 10 Hz steps between history frames
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class AgentInput:
     """NAVSIM's AgentInput, as arrays. Frame F-1 is the current frame.
 
@@ -30,6 +30,16 @@ class AgentInput:
     cameras: np.ndarray | None
     command_text: str
     ego_state: np.ndarray
+
+    def __eq__(self, other: object) -> bool:
+        # Value equality over the arrays (the dataclass default would compare arrays element-wise and fail).
+        if not isinstance(other, AgentInput):
+            return NotImplemented
+        return self.command_text == other.command_text and all(
+            np.array_equal(getattr(self, name), getattr(other, name))
+            for name in ("ego_poses", "ego_velocity", "ego_acceleration", "driving_command", "cameras", "ego_state"))
+
+    __hash__ = None  # mutable arrays inside: not hashable
 
     @property
     def num_frames(self) -> int:

@@ -4,7 +4,8 @@ One sample = a decision at log step t of a scene: the front-camera frames of the
 default), ego speed / acceleration / driving command / command text, PDM-Closed's trajectory (8 poses at
 0.5 s in the ego frame) and the ground-truth future frame: the camera 1 s ahead *on the expert's plan*
 (non-reactive: the logged objects and lights of t + 1 s), so the world model learns the frame the action
-leads to. Frames are rendered at the environment's camera resolution and area-downsampled to the policy's.
+leads to. The expert plans from `WorldView.from_log(scene, t, as_logged=False)`: the scene's full state at t
+(steering, yellow lights), as the live closed-loop view gives it, not the reduced view of a NAVSIM log. Frames are rendered at the environment's camera resolution and area-downsampled to the policy's.
 
 Layout of DIR: `manifest.json` plus `shard_00000/ ...` each holding `history_frames.npy` (n, F, H, W, 3)
 uint8, `future_frames.npy` (n, H, W, 3) uint8, `trajectories.npy` (n, 8, 3) float32, `speed.npy`,
@@ -24,7 +25,6 @@ from pathlib import Path
 
 import numpy as np
 
-from agents.forecast import braking_rates
 from agents.pdm_closed import PDMClosedPlanner, plan_to_local
 from sim.scene import STEP_S
 from scenarios.splits import SceneRef, resolve_split
@@ -32,6 +32,7 @@ from sim.agent_input import build_agent_input, history_indices
 from sim.envs.frames import FrameRenderer
 from sim.render.camera import CameraConfig, downsample_frames
 from sim.state import TrajectorySampling
+from sim.world_view import WorldView
 
 FORMAT = "w0sim-expert-data"
 FORMAT_VERSION = 1
@@ -72,9 +73,9 @@ def expert_samples(scene, config: CollectConfig, planner: PDMClosedPlanner, samp
         t = scene.current_index + offset
         if t - max(config.history_steps) < 0 or t + last_needed >= scene.num_steps:
             continue
-        ego = scene.ego_log[t]
-        plan = planner.plan(scene.map, scene.route, ego, scene.agents.at(t), scene.light_ids, scene.light_status[t],
-                            braking_rates(scene.agents, t))
+        world = WorldView.from_log(scene, t, as_logged=False)  # the expert sees the scene's full state at t
+        ego = world.ego_state
+        plan = planner.plan_view(world)
         history = np.stack([frames.log_camera(scene, t - k) for k in config.history_steps])
         future_t = t + config.future_step
         future = frames.camera(plan.poses[config.future_step], scene.agents.at(future_t), scene.light_status_at(future_t))

@@ -1,4 +1,4 @@
-"""The `w0sim` command line: scene generation and inspection, and the closed-loop demo."""
+"""The `w0sim` command line: evaluation, scoring, scenes, data collection, training, videos and experiments."""
 from __future__ import annotations
 
 import json
@@ -266,9 +266,10 @@ def train(
 
 @app.command("eval")
 def evaluate(
-    agent: str = typer.Option(..., "--agent", help="constant_velocity, human, pdm_closed or drivevla_w0."),
-    checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="Model folder (drivevla_w0; default: the "
-                                              "shipped checkpoints/drivevla-w0-tiny)."),
+    agent: str = typer.Option(..., "--agent", help="An agent name (see `w0sim agents`: built-in ones and those other "
+                              "packages register under the `w0sim.agents` entry points) or package.module:Class."),
+    checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="Model folder, for agents with weights "
+                                              "(drivevla_w0: default the shipped checkpoints/drivevla-w0-tiny)."),
     split: str = typer.Option("builtin:navtest", "--split", help="builtin:NAME, navsim:NAME (NAVSIM logs), "
                               "carla:ROUTES.xml (Leaderboard routes) or a directory of scene files."),
     out: Path = typer.Option(..., "--out", help="Output folder: scores.csv (one-shot) or results.json "
@@ -277,7 +278,11 @@ def evaluate(
     workers: Optional[int] = typer.Option(None, "--workers", min=1, help="Processes (default: all cores)."),
     pdm_version: str = typer.Option("v1.1", "--pdm-version", help="v1.1 (PDMS) or v2.2 (EPDMS)."),
     seed: int = typer.Option(0, "--seed", help="Agent seed (flow-matching noise)."),
-    videos: int = typer.Option(0, "--videos", min=0, help="Rollout videos of the first K scenes (drivevla_w0)."),
+    device: str = typer.Option("cpu", "--device", help="Torch device for agents with weights (cpu, cuda, cuda:1)."),
+    dtype: str = typer.Option("float32", "--dtype", help="Weights' dtype for agents with weights (float32, bfloat16, "
+                              "float16)."),
+    videos: int = typer.Option(0, "--videos", min=0, help="Rollout videos of the first K scenes (one-shot, agents "
+                               "with a world model)."),
     ray_address: Optional[str] = typer.Option(None, "--ray-address", help="Run the scenes on a Ray cluster at "
                                               "ADDR; 'local' starts one on this machine."),
     closed_loop: Optional[bool] = typer.Option(None, "--closed-loop/--one-shot", help="How to drive the scenes "
@@ -293,57 +298,44 @@ def evaluate(
                                             "carla:ROUTES.xml."),
 ) -> None:
     """Evaluate an agent on a split: NAVSIM's CSV (one-shot) or the Leaderboard's results JSON (closed loop),
-    a summary per family; an interrupted run resumes where it stopped."""
-    from scenarios.splits import SplitError, builtin_split
-    from w0sim.evaluation import AgentSpec, evaluate_split, summarize, summary_markdown
+    a summary per family; an interrupted run resumes where it stopped; exits 1 when scenes failed."""
+    from rich.markup import escape
+
+    from agents.base import AgentError, AgentOptions
+    from agents.registry import AgentSpec
+    from scenarios.splits import SplitError
+    from w0sim.evaluation import evaluate as run_evaluation
+
     split_options = {"navsim_logs": navsim_logs, "nuplan_maps": nuplan_maps, "sensor_blobs": sensor_blobs,
                      "town_dir": town_dir}
-
-    try:
-        spec = AgentSpec(agent, str(checkpoint) if checkpoint else None, seed)
-        if closed_loop is None:
-            closed_loop = split.startswith("carla:") or (
-                split.startswith("builtin:") and builtin_split(split.removeprefix("builtin:")).kind == "closed_loop")
-    except (ValueError, SplitError) as err:
-        raise typer.BadParameter(str(err), param_hint="--agent / --checkpoint / --split") from None
     with _progress() as progress:
         task = progress.add_task(f"evaluating {agent}", total=None)
         report = lambda done, total: progress.update(task, completed=done, total=total)  # noqa: E731
         try:
-            if closed_loop:
-                from w0sim.closed_loop_eval import evaluate_routes, routes_markdown
-
-                results = evaluate_routes(split, spec, out, limit, workers, report, split_options)
-            else:
-                rows = evaluate_split(split, spec, out, pdm_version, limit, workers, report, ray_address,
-                                     split_options)
-        except SplitError as err:
-            console.print(f"[red]error:[/red] {err}")
+            spec = AgentSpec(agent, AgentOptions(str(checkpoint) if checkpoint else None, seed, device, dtype))
+            result = run_evaluation(split, spec, out, closed_loop=closed_loop, pdm_version=pdm_version, limit=limit,
+                                    workers=workers, ray_address=ray_address, split_options=split_options,
+                                    videos=videos, progress=report)
+        except (AgentError, SplitError) as err:
+            console.print(f"[red]error:[/red] {escape(str(err))}", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
-    if closed_loop:
-        from scenarios.splits import resolve_split
+    console.print(result.summary)
+    console.print(f"scores: {result.scores_file}")
+    for video in result.videos:
+        console.print(f"video: {video}")
+    for token, reason in result.failures:
+        console.print(f"[red]failed[/red] {escape(token)}: {escape(reason)}", highlight=False, soft_wrap=True)
+    if result.failures:
+        raise typer.Exit(1)
 
-        families = {ref.token: ref.family or "scene files" for ref in resolve_split(split, limit, **split_options)}
-        text = routes_markdown(results, agent, split, families)
-        (out / "summary.md").write_text(text)
-        console.print(text)
-        console.print(f"results: {out / 'results.json'}")
-        return
-    text = summary_markdown(summarize(rows), agent, split, pdm_version)
-    (out / "summary.md").write_text(text)
-    console.print(text)
-    console.print(f"CSV: {out / 'scores.csv'}")
-    if videos:
-        if agent != "drivevla_w0":
-            console.print("[yellow]--videos needs a world model: only the drivevla_w0 agent has one[/yellow]")
-            return
-        from scenarios.splits import resolve_split
-        from w0sim.rollout_video import render_rollout
 
-        policy = spec.build()
-        for ref in resolve_split(split, min(videos, limit or videos), **split_options):
-            result = render_rollout(policy, ref.load(), out / "videos" / f"{ref.token}.mp4", pdm_version, seed)
-            console.print(f"video: {result.video} ({result.frames} frames)")
+@app.command("agents")
+def list_agents() -> None:
+    """List the agents `--agent` accepts: the built-in ones and those other packages register (`w0sim.agents`)."""
+    from agents.registry import registered_agents
+
+    for name, target in registered_agents().items():
+        console.print(f"{name:20s} {target}", highlight=False)
 
 
 @app.command("render")
@@ -356,9 +348,8 @@ def render(
     seed: int = typer.Option(0, "--seed"),
 ) -> None:
     """Write a rollout video: ground-truth camera frames beside the world model's predictions, a BEV, the scores."""
-    from agents.drivevla_w0 import CheckpointError, DriveVLAW0Agent
+    from agents.drivevla_w0 import DEFAULT_CHECKPOINT, CheckpointError, DriveVLAW0Agent
     from scenarios.scene import SceneFormatError, load_scene
-    from w0sim.evaluation import DEFAULT_CHECKPOINT
     from w0sim.rollout_video import render_rollout
 
     checkpoint = checkpoint or DEFAULT_CHECKPOINT
@@ -393,7 +384,9 @@ def experiment_scaling(
     from policies.config import DriveVLAW0Config
     from training.collect import CollectConfig, collect as run_collect
     from training.scaling import ScalingConfig, run_scaling
-    from w0sim.evaluation import AgentSpec, evaluate_split, summarize
+    from agents.base import AgentOptions
+    from agents.registry import AgentSpec
+    from w0sim.one_shot import evaluate_split, summarize
 
     try:
         size_list = tuple(sorted(int(s) for s in sizes.split(",")))
@@ -408,7 +401,7 @@ def experiment_scaling(
         run_collect("builtin:navtrain", scenes, data, collect_config, workers)
 
     def evaluate(model_dir: Path, eval_dir: Path) -> dict:
-        spec = AgentSpec("drivevla_w0", str(model_dir), seed)
+        spec = AgentSpec("drivevla_w0", AgentOptions(str(model_dir), seed))
         return summarize(evaluate_split(eval_split, spec, eval_dir, limit=eval_limit, workers=workers))
 
     rows = run_scaling(data, out, evaluate, scaling, log=console.print)

@@ -17,16 +17,18 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from sim.scene import STEP_S, Scene
+from agents.base import WorldModelAgent
 from sim.envs.frames import COMPOSITE_BEV, EXECUTED_COLOUR, LOGGED_COLOUR, PLANNED_COLOUR
 from sim.envs.navsim_env import NavsimSceneEnv
 from sim.render.bev import bev_to_rgb, draw_bev_polylines, render_bev_channels
 from sim.render.camera import CameraRenderer, downsample_frames
+from sim.scene import STEP_S, Scene
 from w0sim.score import SHORT_NAMES
 from w0sim.video import contact_sheet, write_mp4
 
 PANEL_HEIGHT = 256
 CAPTION_HEIGHT = 40
+SCORE_NAMES = {"v1.1": "PDMS", "v2.2": "EPDMS"}
 
 
 @dataclass
@@ -49,25 +51,21 @@ def _panel(image: np.ndarray, width: int) -> np.ndarray:
     return cv2.resize(image, (width, PANEL_HEIGHT), interpolation=cv2.INTER_NEAREST)
 
 
-def render_rollout(agent, scene: Scene, out_path: str | Path, pdm_version: str = "v1.1", seed: int = 0) -> RolloutVideo:
-    """Plan with a `DriveVLAW0Agent` on `scene`, score the plan, roll its world model out over the plan's horizon
+def render_rollout(agent: WorldModelAgent, scene: Scene, out_path: str | Path, pdm_version: str = "v1.1",
+                   seed: int = 0) -> RolloutVideo:
+    """Plan with `agent` on `scene`, score the plan, roll the agent's world model out over the plan's horizon
     and write `out_path` (mp4) and `<stem>_contact_sheet.png`."""
-    import torch
-
     agent.initialize()
-    model = agent.model
-    config = model.config
-    env = NavsimSceneEnv(scenes=[scene], pdm_version=pdm_version)
+    env = NavsimSceneEnv(scenes=[scene], pdm_version=pdm_version, privileged=agent.privileged)
     _, info = env.reset(seed=0)
     agent_input = info["agent_input"]
-    trajectory = agent.compute_trajectory(agent_input)
+    trajectory = agent.compute_trajectory(agent_input, info.get("world"))
     _, score, _, _, result = env.step(trajectory.poses)
-    stride = int(round(config.frame_interval_s / STEP_S))
-    steps = int(round(trajectory.sampling.time_horizon / config.frame_interval_s))
-    inputs = agent.model_inputs(agent_input)
-    generator = torch.Generator(agent.device).manual_seed(seed)
-    predicted = model.rollout_frames(**inputs, steps=steps, generator=generator)[0]  # (K, 3, h, w)
-    predicted = (predicted.movedim(1, -1).clamp(0, 1) * 255).round().byte().cpu().numpy()
+    interval = agent.frame_interval_s
+    stride = int(round(interval / STEP_S))
+    steps = int(round(trajectory.sampling.time_horizon / interval))
+    predicted = agent.predict_frames(agent_input, steps, seed)  # (K, h, w, 3) uint8
+    image_height, image_width = predicted.shape[1:3]
 
     now = scene.current_index
     ego = scene.initial_ego_state
@@ -75,8 +73,8 @@ def render_rollout(agent, scene: Scene, out_path: str | Path, pdm_version: str =
     planned = result.get("trajectory_global")
     logged = scene.ego_log[now:, :3]
     camera = CameraRenderer(scene.map, env.camera)
-    size = (config.image_height, config.image_width)
-    width = int(round(PANEL_HEIGHT * config.image_width / config.image_height))
+    size = (image_height, image_width)
+    width = int(round(PANEL_HEIGHT * image_width / image_height))
     scores = result.get("scores", {})
     caption = " ".join(f"{SHORT_NAMES[k]} {v:.2f}" for k, v in scores.items() if k in SHORT_NAMES)
     frames, errors = [], []
@@ -87,18 +85,18 @@ def render_rollout(agent, scene: Scene, out_path: str | Path, pdm_version: str =
         if k == 0:
             guess, label = downsample_frames(agent_input.cameras[-1], *size), "current frame (input)"
         else:
-            guess, label = predicted[k - 1], f"world model, t+{k * config.frame_interval_s:.0f} s"
+            guess, label = predicted[k - 1], f"world model, t+{k * interval:.0f} s"
             errors.append(float(np.abs(guess.astype(np.float64) - truth).mean()))
         bev = bev_to_rgb(render_bev_channels(scene.map, pose, scene.agents.at(t), scene.route, COMPOSITE_BEV))
         lines = [(logged, LOGGED_COLOUR), (planned, PLANNED_COLOUR),
                  (None if executed is None else executed[:, :3], EXECUTED_COLOUR)]
         draw_bev_polylines(bev, pose, [np.asarray(p)[:, :2] for p, _ in lines if p is not None],
                            [c for p, c in lines if p is not None], COMPOSITE_BEV, thickness=2, point_radius=0)
-        row = np.concatenate([_label(_panel(truth, width), f"simulator, t+{k * config.frame_interval_s:.0f} s"),
+        row = np.concatenate([_label(_panel(truth, width), f"simulator, t+{k * interval:.0f} s"),
                               _label(_panel(guess, width), label),
                               _label(cv2.resize(bev, (PANEL_HEIGHT, PANEL_HEIGHT)), "BEV")], axis=1)
         bar = np.full((CAPTION_HEIGHT, row.shape[1], 3), 255, np.uint8)
-        text = f"{scene.family} {scene.token}  PDMS {score:.3f}  {caption}"
+        text = f"{scene.family} {scene.token}  {SCORE_NAMES[pdm_version]} {score:.3f}  {caption}"
         cv2.putText(bar, text, (8, 26), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
         frames.append(np.concatenate([row, bar], axis=0))
     out_path = Path(out_path)

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import numpy as np
 
+from agents.route_follower import RouteFollowerAgent
 from scenarios.scene import load_scene
 from sim.envs.closed_loop_env import ClosedLoopEnv
 from sim.envs.frames import FrameRenderer
 from sim.render.camera import CameraConfig
-from w0sim.demo import RouteFollower
 
 
 @dataclass
@@ -36,12 +36,11 @@ def check_scene(path: str | Path, max_decisions: int = 400) -> SceneCheck:
             scene.initial_ego_state, scene.agents.at(scene.current_index), scene.light_status_at(scene.current_index), scene.route)
         if frame.ndim != 3 or not frame.any():
             return SceneCheck(str(path), family, False, "rendered an empty frame")
-        env = ClosedLoopEnv(scenes=[scene], cameras=False)
-        env.reset(seed=0)
-        driver = RouteFollower(env)
-        info: dict = {}
+        env = ClosedLoopEnv(scenes=[scene], cameras=False, privileged=True)
+        _, info = env.reset(seed=0)
+        driver = RouteFollowerAgent()
         for decisions in range(1, max_decisions + 1):
-            plan = driver.plan()
+            plan = driver.compute_trajectory(info["agent_input"], info["world"]).poses
             if not np.isfinite(plan).all():
                 return SceneCheck(str(path), family, False, "route follower planned non-finite poses", decisions)
             _, _, terminated, truncated, info = env.step(plan)

@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 
 from scenarios.commands import command_at
-from sim.scene import Scene
+from sim.scene import STEP_S, Scene
 from sim.agent_input import HISTORY_STRIDE, NUM_HISTORY_FRAMES, AgentInput, build_agent_input, history_indices
 from metrics.driving_score import FAILURE_AGENT_CRASHED, is_route_completed
 from sim.envs.backends.builtin import BuiltinSimulator, SimulatorConfig
@@ -17,7 +17,9 @@ from sim.envs.base import SceneEnv
 from sim.envs.observation import check_action, control_space, to_observation, trajectory_space
 from sim.geometry import local_to_global
 from sim.render.camera import CameraConfig
-from sim.state import TrajectorySampling
+from sim.route import route_index_from_ego
+from sim.state import AgentSlice, TrajectorySampling
+from sim.world_view import WorldView, copy_slice
 
 CONTROL_MODES = ("trajectory", "direct")
 STEPS_PER_PLAN = 5  # a trajectory is followed for 0.5 s (2 Hz planning, 10 Hz physics)
@@ -47,7 +49,7 @@ class ClosedLoopEnv(SceneEnv):
                  control: str = "trajectory", terminate_on_collision: bool = False, max_time_s: float | None = None,
                  camera: CameraConfig | None = None, cameras: bool = True,
                  num_history_frames: int = NUM_HISTORY_FRAMES, trajectory_sampling: TrajectorySampling = TrajectorySampling(),
-                 render_mode: str | None = None):
+                 render_mode: str | None = None, privileged: bool = False):
         if control not in CONTROL_MODES:
             raise ValueError(f"control must be one of {CONTROL_MODES}, got {control!r}")
         super().__init__(scenes, families, generator_config, camera, cameras, num_history_frames, trajectory_sampling,
@@ -56,10 +58,12 @@ class ClosedLoopEnv(SceneEnv):
         self.control = control
         self.terminate_on_collision = terminate_on_collision
         self.max_time_s = max_time_s
+        self.privileged = privileged
         self.action_space = trajectory_space(trajectory_sampling) if control == "trajectory" else control_space()
         # One env step is 0.5 s with trajectories, 0.1 s with direct control.
         self.metadata = {**self.metadata, "render_fps": 2 if control == "trajectory" else 10}
         self.sim: BuiltinSimulator | None = None
+        self.world: WorldView | None = None
 
     # --- gymnasium API -----------------------------------------------------------------------------
 
@@ -77,9 +81,11 @@ class ClosedLoopEnv(SceneEnv):
         route_left = self.sim.route.remaining_m
         self._time_limit = self.max_time_s if self.max_time_s is not None else route_left / 3.0 + 60.0
         self._done = False
+        self._route_reached = 0  # route lanes the ego has left behind (a route may pass a junction twice)
+        self._agents_before: tuple[int, AgentSlice] | None = None  # the objects at the last decision
         self.agent_input = self._agent_input()
         info = {"token": scene.token, "family": scene.family, "agent_input": self.agent_input,
-                "route_length_m": route_left}
+                "route_length_m": route_left, **self._world_info()}
         return to_observation(self.agent_input, self.with_cameras), info
 
     def step(self, action):
@@ -129,6 +135,7 @@ class ClosedLoopEnv(SceneEnv):
                     driving_score=record["scores"]["score_composed"], running_record=record)
         if self._done:
             info["route_record"] = record
+        info.update(agent_input=self.agent_input, **self._world_info())
         return to_observation(self.agent_input, self.with_cameras), reward, terminated, truncated, info
 
     def render(self):
@@ -167,6 +174,21 @@ class ClosedLoopEnv(SceneEnv):
             route = sim.route
             command = command_at(route.points, route.s, float(route.s[route.index]), sim.ego)
         return build_agent_input(history, command, self.scene.command_text, cameras)
+
+    def _world_info(self) -> dict[str, Any]:
+        """{"world": the live world view} for a privileged env's next decision (also kept as `self.world`), else {}."""
+        if not self.privileged or self._done:
+            self.world = None
+            return {}
+        sim, scene = self.sim, self.scene
+        self._route_reached += route_index_from_ego(scene.map, scene.route[self._route_reached:], sim.ego)
+        agents = copy_slice(sim.agents())
+        before_step, before = self._agents_before or (sim.step_index, None)
+        self._agents_before = (sim.step_index, agents)
+        self.world = WorldView(scene.map, scene.route[self._route_reached:], sim.ego.copy(), agents, before,
+                               (sim.step_index - before_step) * STEP_S, list(scene.light_ids), sim.light_status(),
+                               scene.ego_log, sim.step_index, sim.time_s)
+        return {"world": self.world}
 
     def _camera(self, step: int) -> np.ndarray:
         """Camera frame at a log step: the recorded log before the episode, the simulation after."""

@@ -5,7 +5,6 @@ from typing import Any
 
 import numpy as np
 
-from scenarios.log_frames import logged_ego_state
 from sim.scene import Scene
 from sim.agent_input import NUM_HISTORY_FRAMES, AgentInput, build_agent_input, history_indices
 from metrics.pdm import VERSIONS
@@ -17,6 +16,7 @@ from sim.envs.observation import check_action, to_observation, trajectory_space
 from sim.geometry import local_to_global
 from sim.render.camera import CameraConfig
 from sim.state import TrajectorySampling
+from sim.world_view import WorldView, logged_ego_state
 
 
 class NavsimSceneEnv(SceneEnv):
@@ -31,7 +31,8 @@ class NavsimSceneEnv(SceneEnv):
     info after `step`: `simulated_states` (41, 11) global ego states at 10 Hz, `trajectory_global`
     (N, 3), `scores` (every sub-score, NAVSIM's column names), `valid` and, for a non-finite
     trajectory, `failure_reason` (the episode then ends with reward 0 and no simulation).
-    info after `reset`: `token`, `family`, `agent_input` (the full-precision `AgentInput`).
+    info after `reset`: `token`, `family`, `agent_input` (the full-precision `AgentInput`) and, with
+    `privileged=True`, `world`: the `WorldView` a NAVSIM log allows (what PDM-Closed and log replay plan from).
     """
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 2}
@@ -39,16 +40,18 @@ class NavsimSceneEnv(SceneEnv):
     def __init__(self, scenes=None, families=None, generator_config=None, camera: CameraConfig | None = None,
                  cameras: bool = True, num_history_frames: int = NUM_HISTORY_FRAMES,
                  trajectory_sampling: TrajectorySampling = TrajectorySampling(), render_mode: str | None = None,
-                 pdm_version: str | None = "v1.1"):
+                 pdm_version: str | None = "v1.1", privileged: bool = False):
         super().__init__(scenes, families, generator_config, camera, cameras, num_history_frames, trajectory_sampling,
                          render_mode)
         if pdm_version not in (None, *VERSIONS):
             raise ValueError(f"pdm_version must be None or one of {VERSIONS}, got {pdm_version!r}")
         self.pdm_version = pdm_version
+        self.privileged = privileged
         self.action_space = trajectory_space(trajectory_sampling)
         self.scene: Scene | None = None
         self.frames: FrameRenderer | None = None
         self._result: dict[str, Any] | None = None
+        self.world: WorldView | None = None
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         super().reset(seed=seed)
@@ -58,6 +61,9 @@ class NavsimSceneEnv(SceneEnv):
         self._scorer: SceneScorer | None = None  # built at the first step: PDM-Closed planning costs ~40 ms
         self.agent_input = self._agent_input()
         info = {"token": self.scene.token, "family": self.scene.family, "agent_input": self.agent_input}
+        self.world = WorldView.from_log(self.scene) if self.privileged else None
+        if self.world is not None:
+            info["world"] = self.world
         return to_observation(self.agent_input, self.with_cameras), info
 
     def _agent_input(self) -> AgentInput:

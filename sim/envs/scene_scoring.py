@@ -8,15 +8,15 @@ from __future__ import annotations
 
 import numpy as np
 
-from agents.forecast import braking_rates
 from agents.pdm_closed import PDMClosedConfig, PDMClosedPlanner
-from agents.pdm_proposals import route_from_ego
 from metrics.observation import Observation, red_mask_from_2hz
 from metrics.pdm import OBSERVATION_STEPS, VERSIONS, PDMRows, ScoringContext, final_score
 from metrics.pdm_agent import PDMReference, score_agent
-from scenarios.log_frames import FRAME_STRIDE, interpolate_tracks, logged_ego_state, logged_light_status, window_steps
+from scenarios.log_frames import FRAME_STRIDE, interpolate_tracks, window_steps
 from sim.scene import STEP_S, Scene
+from sim.route import route_from_ego
 from sim.state import TrafficLightStatus
+from sim.world_view import WorldView
 
 HISTORY_FRAMES = 4  # v2.2 history comfort: the logged frames at -1.5, -1.0, -0.5 and 0 s
 
@@ -28,12 +28,10 @@ class SceneScorer:
         if version not in VERSIONS:
             raise ValueError(f"unknown PDM score version {version!r}; expected one of {VERSIONS}")
         self.scene, self.version = scene, version
-        now, ego = scene.current_index, logged_ego_state(scene.initial_ego_state)
-        planner = PDMClosedPlanner(PDMClosedConfig(version=version))
-        self.pdm_closed = planner.plan(scene.map, scene.route, ego, scene.agents.at(now), scene.light_ids,
-                                       logged_light_status(scene.light_status[now]), braking_rates(scene.agents, now))
-        self.reference = PDMReference.from_global_poses(ego, self.pdm_closed.poses)
-        chain = route_from_ego(scene.map, scene.route, ego)
+        world = WorldView.from_log(scene)  # the metric cache reads what the log holds
+        self.pdm_closed = PDMClosedPlanner(PDMClosedConfig(version=version)).plan_view(world)
+        self.reference = PDMReference.from_global_poses(world.ego_state, self.pdm_closed.poses)
+        chain = route_from_ego(scene.map, scene.route, world.ego_state)
         # Same map and centerline PDM-Closed was ranked on; the objects are the log's, not a forecast.
         planned = self.pdm_closed.context
         history = self._history() if version == "v2.2" else None

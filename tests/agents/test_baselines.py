@@ -9,6 +9,7 @@ from sim.agent_input import build_agent_input, history_indices
 from sim.envs.navsim_env import NavsimSceneEnv
 from sim.geometry import local_to_global
 from sim.state import TrajectorySampling
+from sim.world_view import WorldView
 
 
 def agent_input_of(scene):
@@ -28,18 +29,18 @@ def test_constant_velocity_goes_straight_at_the_current_speed():
 
 def test_human_agent_replays_the_logged_future():
     scene = generate_scene("intersection", 2)
-    trajectory = HumanAgent().compute_trajectory(agent_input_of(scene), scene)
+    trajectory = HumanAgent().compute_trajectory(agent_input_of(scene), WorldView.from_log(scene))
     logged = scene.ego_log[scene.current_index + 5 :: 5][:8, :3]
     np.testing.assert_allclose(local_to_global(trajectory.poses, scene.initial_ego_state[:3]), logged, atol=1e-9)
-    with pytest.raises(ValueError, match="pass the scene"):
+    with pytest.raises(ValueError, match="plans from the world view"):
         HumanAgent().compute_trajectory(agent_input_of(scene))
 
 
 def test_human_agent_tracked_by_the_environment_stays_on_its_log():
     scene = generate_scene("curve", 6)
-    env = NavsimSceneEnv(scenes=[scene], cameras=False)
+    env = NavsimSceneEnv(scenes=[scene], cameras=False, privileged=True)
     _, info = env.reset(options={"scene_index": 0})
-    trajectory = HumanAgent().compute_trajectory(info["agent_input"], scene)
+    trajectory = HumanAgent().compute_trajectory(info["agent_input"], info["world"])
     _, _, _, _, step_info = env.step(trajectory.poses)
     simulated = step_info["simulated_states"][::5, :2]
     logged = scene.ego_log[scene.current_index :: 5][: len(simulated), :2]

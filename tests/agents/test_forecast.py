@@ -7,7 +7,7 @@ from agents.forecast import ObjectForecast, braking_rates
 from agents.pdm_closed import PDMClosedConfig, PDMClosedPlanner, plan_to_local
 from agents.pdm_proposals import ProposalConfig
 from scenarios.generator import generate_scene
-from scenarios.log_frames import logged_ego_state
+from sim.world_view import logged_ego_state
 from sim.envs.scene_scoring import SceneScorer
 from sim.state import AgentSlice, AgentTracks, AgentType, TrajectorySampling
 

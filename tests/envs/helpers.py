@@ -45,3 +45,11 @@ def route_trajectory(scene: Scene, ego: np.ndarray, speed: float) -> np.ndarray:
 
 def obs_equal(a: dict, b: dict) -> bool:
     return a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
+
+
+def route_follower(env):
+    """The IDM route follower driving a privileged env: `plan()` is its next trajectory (from env.agent_input/world)."""
+    from agents.route_follower import RouteFollowerAgent
+
+    agent = RouteFollowerAgent()
+    return lambda: agent.compute_trajectory(env.agent_input, env.world).poses

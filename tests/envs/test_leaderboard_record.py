@@ -4,9 +4,8 @@ import json
 import numpy as np
 
 from sim.state import TrafficLightStatus
-from tests.envs.helpers import fresh_scene, straight_trajectory
+from tests.envs.helpers import fresh_scene, route_follower, straight_trajectory
 from tests.envs.test_closed_loop_env import _drive_route, _intersection_scene_with_lights, _scene_with_stopped_vehicle, make_env
-from w0sim.demo import RouteFollower
 
 RECORD_KEYS = {"index", "route_id", "status", "num_infractions", "infractions", "scores", "meta"}
 
@@ -21,9 +20,9 @@ def run(env, act, steps=400):
 
 
 def test_a_clean_completed_route_is_perfect_and_serialises():
-    env = make_env(fresh_scene("straight", 1))
+    env = make_env(fresh_scene("straight", 1), privileged=True)
     env.reset(seed=0)
-    info = run(env, RouteFollower(env).plan)
+    info = run(env, route_follower(env))
     record = info["route_record"]
     assert RECORD_KEYS <= record.keys()
     assert record["status"] == "Perfect" and record["scores"]["score_route"] == 100

@@ -7,7 +7,7 @@ import pytest
 from gymnasium.utils.env_checker import check_env
 
 import sim.envs  # noqa: F401 - registers the ids
-from scenarios.log_frames import logged_ego_state
+from sim.world_view import logged_ego_state
 from scenarios.scene import save_scene
 from sim.envs.navsim_env import NavsimSceneEnv
 from sim.envs.observation import InvalidActionError

@@ -17,9 +17,9 @@ def straight_scene():
 
 @pytest.mark.parametrize("version", ["v1.1", "v2.2"])
 def test_reward_is_the_pdm_score_of_the_trajectory(straight_scene, version):
-    env = NavsimSceneEnv(scenes=[straight_scene], cameras=False, pdm_version=version)
+    env = NavsimSceneEnv(scenes=[straight_scene], cameras=False, pdm_version=version, privileged=True)
     _, info = env.reset(options={"scene_index": 0})
-    trajectory = HumanAgent().compute_trajectory(info["agent_input"], straight_scene)
+    trajectory = HumanAgent().compute_trajectory(info["agent_input"], info["world"])
     _, reward, terminated, _, step_info = env.step(trajectory.poses)
     assert terminated and 0.9 < reward <= 1.0
     scorer = env._scorer
@@ -42,11 +42,11 @@ def test_leaving_the_road_scores_zero_and_nan_is_a_failed_row(straight_scene):
 
 
 def test_pdm_closed_and_baselines_on_a_free_straight_road(straight_scene):
-    env = NavsimSceneEnv(scenes=[straight_scene], cameras=False)
+    env = NavsimSceneEnv(scenes=[straight_scene], cameras=False, privileged=True)
     rewards = {}
     for agent in (ConstantVelocityAgent(), HumanAgent(), PDMClosedAgent()):
         _, info = env.reset(options={"scene_index": 0})
-        trajectory = agent.compute_trajectory(info["agent_input"], straight_scene)
+        trajectory = agent.compute_trajectory(info["agent_input"], info["world"])
         assert trajectory.poses.shape == (8, 3) and np.isfinite(trajectory.poses).all()
         rewards[agent.name()] = env.step(trajectory.poses)[1]
     # PDM-Closed is the progress reference: it scores (near) 1 where the road is free.

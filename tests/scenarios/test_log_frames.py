@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 
 from scenarios.generator import generate_scene
-from scenarios.log_frames import (FRAME_STRIDE, frame_steps, hold_frames, interpolate_states, interpolate_tracks,
-                                  logged_ego_state, window_steps)
+from scenarios.log_frames import FRAME_STRIDE, frame_steps, hold_frames, interpolate_states, interpolate_tracks, window_steps
 from sim.envs.scene_scoring import SceneScorer
 from sim.state import StateIndex, TrafficLightStatus
+from sim.world_view import logged_ego_state
 from tests.envs.helpers import logged_future_trajectory
 
 

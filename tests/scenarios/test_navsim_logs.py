@@ -18,7 +18,8 @@ from sim.envs.navsim_env import NavsimSceneEnv
 from sim.envs.scene_scoring import SceneScorer
 from sim.render.camera import CameraConfig, CameraRenderer
 from w0sim.cli import app
-from w0sim.evaluation import AgentSpec
+from agents.registry import AgentSpec
+from sim.world_view import WorldView
 
 SPECS = [(family, seed) for family in FAMILIES for seed in (0, 1)]
 AGENTS = ("constant_velocity", "human", "pdm_closed", "drivevla_w0")
@@ -61,7 +62,7 @@ def test_written_scene_scores_the_same_for_every_agent(pairs, agents, spec):
     assert inputs[0].command_text == inputs[1].command_text
     scenes = (original, read_back)
     chosen = {name: agent for name, agent in agents.items() if name != "drivevla_w0" or spec[1] == 0}  # time
-    plans = {name: [agent.compute_trajectory(agent_input, scene if agent.requires_scene else None)
+    plans = {name: [agent.compute_trajectory(agent_input, WorldView.from_log(scene) if agent.privileged else None)
                     for scene, agent_input in zip(scenes, inputs)] for name, agent in chosen.items()}
     for version in ("v1.1", "v2.2"):
         scorers = [SceneScorer(scene, version) for scene in scenes]
@@ -225,7 +226,8 @@ def test_a_plain_navsim_log_scores_the_same_for_agents_without_cameras(tmp_path,
         scorers = [SceneScorer(s, version) for s in scenes]
         for name in ("constant_velocity", "human", "pdm_closed"):
             agent = agents[name]
-            plans = [agent.compute_trajectory(_agent_input(s), s if agent.requires_scene else None) for s in scenes]
+            plans = [agent.compute_trajectory(_agent_input(s), WorldView.from_log(s) if agent.privileged else None)
+                     for s in scenes]
             scores = [scorer.score(p.poses, p.sampling.interval)[1] for scorer, p in zip(scorers, plans)]
             assert scores[1] == pytest.approx(scores[0], abs=1e-9), (name, version)
 

@@ -55,16 +55,16 @@ def test_the_episode_scores_the_dense_route_between_first_and_last_waypoint(town
 def test_past_the_log_the_driving_command_follows_the_route(town01_route):
     """The route starts northwards and turns left (west) after ~30 m, when the 1.5 s log is long over."""
     from sim.scene import DRIVING_COMMANDS
-    from w0sim.closed_loop_eval import _pdm_closed_driver
+    from agents.pdm_closed import PDMClosedAgent
 
     route, town = town01_route
     scene = route_scene(route, town, seed=0)
-    env = ClosedLoopEnv(scenes=[scene], cameras=False)
-    env.reset(seed=0)
-    plan = _pdm_closed_driver(env)
+    env = ClosedLoopEnv(scenes=[scene], cameras=False, privileged=True)
+    _, info = env.reset(seed=0)
+    agent = PDMClosedAgent()
     commands = []
     for _ in range(24):  # 12 s
-        obs, _, terminated, truncated, _ = env.step(plan())
+        obs, _, terminated, truncated, info = env.step(agent.compute_trajectory(info["agent_input"], info["world"]).poses)
         commands.append(DRIVING_COMMANDS[int(np.argmax(obs["driving_command"]))])
     assert env.sim.step_index > scene.num_steps and not (terminated or truncated)
     assert commands[0] == "straight" and "left" in commands and "right" not in commands

@@ -10,7 +10,8 @@ from scenarios.generator import generate_scene
 from scenarios.scene import save_scene
 from scenarios.splits import SceneRef
 from sim.state import Trajectory
-from w0sim.evaluation import AgentSpec, csv_columns, evaluate_scene, evaluate_split, summarize
+from agents.registry import AgentSpec
+from w0sim.one_shot import csv_columns, evaluate_scene, evaluate_split, summarize
 
 
 @pytest.mark.parametrize("version, average", [("v1.1", "average"), ("v2.2", "average_all_frames")])
@@ -37,20 +38,20 @@ def test_a_killed_run_resumes_to_the_same_csv(tmp_path):
 
 
 class Raising(Agent):
-    def compute_trajectory(self, agent_input, scene=None):
+    def compute_trajectory(self, agent_input, world=None):
         raise RuntimeError("policy exploded")
 
 
 class NaNAgent(Agent):
-    def compute_trajectory(self, agent_input, scene=None):
+    def compute_trajectory(self, agent_input, world=None):
         return Trajectory(np.full((8, 3), np.nan), self.trajectory_sampling)
 
 
 def test_an_agent_that_raises_or_returns_nan_gives_a_failed_row():
     ref = SceneRef("x", "straight", 3)
-    raised = evaluate_scene(ref, Raising())
+    raised = evaluate_scene(ref, 0, Raising())
     assert not raised["valid"] and "policy exploded" in raised["reason"]
-    nan = evaluate_scene(ref, NaNAgent())
+    nan = evaluate_scene(ref, 0, NaNAgent())
     assert not nan["valid"] and "finite" in nan["reason"].lower()
 
 
@@ -61,7 +62,7 @@ def test_missing_and_malformed_scene_files_give_failed_rows(tmp_path):
     (scenes / "b.npz").write_text("garbage")
     rows = evaluate_split(str(scenes), AgentSpec("constant_velocity"), tmp_path / "out", workers=1)
     assert [r["valid"] for r in rows] == [True, False] and rows[1]["reason"]
-    missing = evaluate_scene(SceneRef("gone", path=tmp_path / "gone.npz"), AgentSpec("constant_velocity").build())
+    missing = evaluate_scene(SceneRef("gone", path=tmp_path / "gone.npz"), 0, AgentSpec("constant_velocity").build())
     assert not missing["valid"] and "gone.npz" in missing["reason"]
     assert json.loads((tmp_path / "out" / "rows.jsonl").read_text().splitlines()[1])["token"] == "b"
 

@@ -4,8 +4,8 @@ import json
 import pytest
 
 from metrics.leaderboard.results_io import CHECKPOINT_KEYS, TOP_LEVEL_KEYS, read_results, write_results
-from w0sim.closed_loop_eval import evaluate_routes
-from w0sim.evaluation import AgentSpec
+from agents.registry import AgentSpec
+from w0sim.closed_loop import evaluate_routes
 
 
 def test_results_json_has_the_leaderboard_layout_and_resumes_to_the_same_file(tmp_path):
@@ -16,10 +16,11 @@ def test_results_json_has_the_leaderboard_layout_and_resumes_to_the_same_file(tm
     assert [r["index"] for r in records] == [0, 1, 2] and data["_checkpoint"]["progress"] == [3, 3]
     assert len(data["values"]) == len(data["labels"]) == 15
     assert data["entry_status"] == "Finished" and data["eligible"] and data["sensors"] == ["sensor.speedometer"]
-    # Killed after two routes: the file holds those; running again adds the third only.
-    partial = json.loads(json.dumps(full))
-    partial["_checkpoint"]["records"] = records[:2]
-    write_results(tmp_path / "killed" / "results.json", partial)
+    # Killed after two routes, mid-way through writing the third row: running again drives the third only.
+    killed = tmp_path / "killed"
+    killed.mkdir()
+    lines = (tmp_path / "full" / "rows.jsonl").read_text().splitlines()
+    (killed / "rows.jsonl").write_text("\n".join(lines[:2]) + "\n" + lines[2][:30])
     again = evaluate_routes("builtin:routes", AgentSpec("constant_velocity"), tmp_path / "killed", limit=3, workers=2)
     assert again == full
 

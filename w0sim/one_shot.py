@@ -1,0 +1,112 @@
+"""One-shot (NAVSIM-style) evaluation: each scene's current frame scored in `w0sim/NavsimScene-v0`, NAVSIM's CSV.
+
+Each scene runs through the environment exactly as a user's loop would (the agent input and, for a
+privileged agent, the world view a NAVSIM log allows; the trajectory scored against the scene's
+PDM-Closed reference). The CSV is NAVSIM's layout (v1.1: `token, valid, <6 sub-scores>, score` and an
+`average` row; v2.2: its 9 sub-scores and `average_all_frames`), in split order whatever order scenes
+finished in.
+"""
+from __future__ import annotations
+
+import csv
+import math
+from collections.abc import Callable
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+
+from agents.base import Agent
+from agents.registry import AgentSpec
+from w0sim.score import SUBSCORE_COLUMNS
+from scenarios.splits import SceneRef, resolve_split
+from w0sim.runner import run_split
+
+AVERAGE_TOKEN = {"v1.1": "average", "v2.2": "average_all_frames"}
+
+
+def csv_columns(version: str) -> list[str]:
+    return ["token", "valid", *SUBSCORE_COLUMNS[version], "score"]
+
+
+def evaluate_scene(ref: SceneRef, index: int, agent: Agent, version: str = "v1.1") -> dict:
+    """The row of one scene: NAVSIM's columns plus family and, for a failed scene, the reason."""
+    from sim.envs.navsim_env import NavsimSceneEnv
+
+    row = {"token": ref.token, "family": ref.family, "valid": False, "reason": ""}
+    try:
+        scene = ref.load()
+        row["token"], row["family"] = scene.token, scene.family  # the scene's own token (the CSV's)
+        env = NavsimSceneEnv(scenes=[scene], cameras=agent.get_sensor_config().cameras, pdm_version=version,
+                             privileged=agent.privileged)
+        _, info = env.reset(seed=0)
+        trajectory = agent.compute_trajectory(info["agent_input"], info.get("world"))
+        _, _, _, _, result = env.step(trajectory.poses)
+    except Exception as err:  # the scene (or the agent on it) failed: a failed row, the run goes on
+        row["reason"] = f"{type(err).__name__}: {err}"
+        return row
+    if not result["valid"]:
+        row["reason"] = result.get("failure_reason", "invalid trajectory")
+        return row
+    scores = result["scores"]
+    row["valid"] = True
+    for name in SUBSCORE_COLUMNS[version]:
+        row[name] = float(scores.get(name, math.nan))
+    row["score"] = float(scores["score"])
+    return row
+
+
+def evaluate_split(split: str, agent: AgentSpec, out_dir: str | Path, version: str = "v1.1",
+                   limit: int | None = None, workers: int | None = None,
+                   progress: Callable[[int, int], None] | None = None, ray_address: str | None = None,
+                   split_options: dict | None = None) -> list[dict]:
+    """Score `agent` on the first `limit` scenes of `split` (`split_options`: see `resolve_split`); writes
+    rows.jsonl and scores.csv to `out_dir` and returns the rows in split order (see `run_split` for workers,
+    Ray and resume)."""
+    out_dir = Path(out_dir)
+    refs = resolve_split(split, limit, **(split_options or {}))
+    rows = run_split(refs, agent, partial(evaluate_scene, version=version), out_dir, workers, ray_address, progress)
+    write_csv(rows, out_dir / "scores.csv", version)
+    return rows
+
+
+def write_csv(rows: list[dict], path: Path, version: str) -> None:
+    """NAVSIM's CSV: a row per scene, then the average row (means skipping NaN, valid = all valid)."""
+    columns = csv_columns(version)
+    metric_columns = columns[2:]
+    table = [{c: row.get(c, math.nan) for c in columns} for row in rows]
+    average = {"token": AVERAGE_TOKEN[version], "valid": all(bool(r["valid"]) for r in rows)}
+    for c in metric_columns:
+        values = np.array([float(r.get(c, math.nan)) for r in rows], dtype=np.float64)
+        average[c] = float(np.nanmean(values)) if np.isfinite(values).any() else math.nan
+    tmp = path.with_suffix(".csv.tmp")
+    with tmp.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(table + [average])
+    tmp.replace(path)
+
+
+def summarize(rows: list[dict]) -> dict[str, dict[str, float]]:
+    """Mean score (failed scenes excluded, as NAVSIM's average) and counts, overall and per family."""
+    groups: dict[str, list[dict]] = {"all": rows}
+    for row in rows:
+        groups.setdefault(row.get("family") or "unknown", []).append(row)
+    out = {}
+    for name, group in groups.items():
+        valid = [r["score"] for r in group if r["valid"]]
+        out[name] = {"scenes": len(group), "failed": len(group) - len(valid),
+                     "score": float(np.mean(valid)) if valid else math.nan}
+    return out
+
+
+def summary_markdown(summary: dict, agent: str, split: str, version: str) -> str:
+    """The summary as a markdown table: mean score and failed scenes, overall and per family."""
+    name = "PDMS" if version == "v1.1" else "EPDMS"
+    lines = [f"# {agent} on {split} ({name} {version})", "", f"| scenes | count | failed | {name} |", "|---|---|---|---|"]
+    for group, values in summary.items():
+        lines.append(f"| {group} | {values['scenes']} | {values['failed']} | {values['score']:.4f} |")
+    return "\n".join(lines) + "\n"
+
+
+__all__ = ["csv_columns", "evaluate_scene", "evaluate_split", "summarize", "summary_markdown", "write_csv"]
