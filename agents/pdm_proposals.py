@@ -16,7 +16,7 @@ from sim.scene import STEP_S
 from sim.geometry import PACIFICA, VehicleParameters
 from sim.map import RoadMap
 from sim.route import route_from_ego
-from sim.state import AgentSlice, TrafficLightStatus
+from sim.state import AgentSlice
 from sim.traffic import PATH_STEP_M, AgentPaths, IDMParameters, IDMTraffic
 
 
@@ -69,7 +69,7 @@ def plan_proposals(road_map: RoadMap, route: list[str], ego_state: np.ndarray, a
                          width=np.full(n, vehicle.width), light_ids=light_ids, params=config.idm)
     centre_path = (paths.points[centre_row], paths.heading[centre_row])
     forecast = ObjectForecast.build(agents, config.forecast, braking, centre_path,
-                                    _red_stop_lines(planner, centre_row, light_status), road_map)
+                                    planner.red_stop_lines(centre_row, light_status), road_map)
     obstacles = forecast.obstacles(np.arange(config.horizon_steps) * STEP_S)
     poses = np.empty((n, config.horizon_steps + 1, 3))
     for k in range(config.horizon_steps + 1):
@@ -80,12 +80,3 @@ def plan_proposals(road_map: RoadMap, route: list[str], ego_state: np.ndarray, a
     # The rollout starts on the path; the first pose is the ego itself, as in NAVSIM's proposals.
     poses[:, 0] = ego_state[:3]
     return poses, forecast
-
-
-def _red_stop_lines(planner: IDMTraffic, row: int, light_status: np.ndarray | None) -> np.ndarray:
-    """Sorted arc lengths of the red stop lines on one proposal's path."""
-    if light_status is None or planner._light_lanes.size == 0:
-        return np.zeros(0)
-    red = np.asarray(light_status)[planner._light_columns] == TrafficLightStatus.RED
-    stops = planner._stop_s[row][red]
-    return np.sort(stops[np.isfinite(stops)])

@@ -41,13 +41,13 @@ class KinematicBicycle:
         if commands.shape[0] != states.shape[0]:
             raise ValueError(f"commands has shape {commands.shape}, expected ({states.shape[0]}, 2) to match states")
         out = np.zeros((STATE_SIZE, states.shape[0]))
-        self._step(np.ascontiguousarray(states.T), commands[:, 0], commands[:, 1], self._constants(dt), out)
+        self.step_rows(np.ascontiguousarray(states.T), commands[:, 0], commands[:, 1], self.step_constants(dt), out)
         return out.T.copy()
 
-    def _constants(self, dt: float) -> SimpleNamespace:
+    def step_constants(self, dt: float) -> SimpleNamespace:
         return _model_constants(self, _positive(dt, "dt"))
 
-    def _step(self, s, accel_cmd, steer_rate_cmd, k, out, tan_steer=None):
+    def step_rows(self, s, accel_cmd, steer_rate_cmd, k, out, tan_steer=None):
         """One Euler step from state rows s (11, B) into out (11, B), whose vy and ay rows must be 0.
 
         Row layout and ufunc `out=` writes keep the per-step cost at ~28 small numpy calls, which is what

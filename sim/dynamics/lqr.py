@@ -158,9 +158,9 @@ class BatchLQRTracker:
         and `command` evaluates them with one Horner step instead of composing H 3x3 matrices.
         (Rows that take the stopping branch get a different acceleration, but their steering rate is 0.)
         """
-        return self._profiles(_array(reference, "reference_states", (3,), min_last=3))
+        return self.profiles_unchecked(_array(reference, "reference_states", (3,), min_last=3))
 
-    def _profiles(self, reference: np.ndarray) -> TrackingProfiles:
+    def profiles_unchecked(self, reference: np.ndarray) -> TrackingProfiles:
         """`profiles` of checked references (B, N, >=3): ~35 numpy calls whatever the batch size."""
         velocity, curvature, trig = self._fit(reference)
         batch, num = velocity.shape
@@ -204,10 +204,10 @@ class BatchLQRTracker:
             raise ValueError(f"states has shape {states.shape}, expected ({profiles.batch_size}, {STATE_SIZE})")
         if isinstance(i, bool) or not isinstance(i, (int, np.integer)) or not 0 <= i < profiles.num_steps:
             raise ValueError(f"step i must be an integer in [0, {profiles.num_steps}), got {i!r}")
-        accel, steer_rate = self._command(int(i), np.ascontiguousarray(states.T), profiles)
+        accel, steer_rate = self.command_unchecked(int(i), np.ascontiguousarray(states.T), profiles)
         return np.stack([accel, steer_rate], axis=-1)
 
-    def _command(self, i, s, prof: TrackingProfiles):
+    def command_unchecked(self, i, s, prof: TrackingProfiles):
         """Controller on state rows s (11, B); shared by `command` and `simulate` (~35 small numpy calls)."""
         k = prof.constants
         v, steer = s[_VELOCITY_X], s[_STEERING_ANGLE]

@@ -38,7 +38,7 @@ def simulate(
     start = np.broadcast_to(start, (batch, STATE_SIZE))
     if tracker.discretization_time != dt:
         tracker = replace(tracker, discretization_time=dt)
-    prof = tracker._profiles(reference)
+    prof = tracker.profiles_unchecked(reference)
     # NAVSIM advances the model by a TimeDuration of int(dt * 1e6) microseconds (0.1 s -> 0.09999999999999999).
     model_dt_us = int(dt * 1e6)
     if model_dt_us < 1:
@@ -48,11 +48,11 @@ def simulate(
     # (N, 11, B): state i is a contiguous (11, B) block that the model writes in place.
     out = np.zeros((length, STATE_SIZE, batch))
     out[0] = start.T
-    constants = model._constants(model_dt)
+    constants = model.step_constants(model_dt)
     tan_steer = None
     for i in range(length - 1):
-        accel_cmd, steer_rate_cmd = tracker._command(i, out[i], prof)
-        tan_steer = model._step(out[i], accel_cmd, steer_rate_cmd, constants, out[i + 1], tan_steer)
+        accel_cmd, steer_rate_cmd = tracker.command_unchecked(i, out[i], prof)
+        tan_steer = model.step_rows(out[i], accel_cmd, steer_rate_cmd, constants, out[i + 1], tan_steer)
     return out.transpose(2, 0, 1).copy()
 
 
@@ -82,7 +82,7 @@ class TrackedEgo:
                  dt: float = 0.1):
         self.tracker = BatchLQRTracker() if tracker is None else tracker
         self.model = KinematicBicycle() if model is None else model
-        self._constants = self.model._constants(_positive(dt, "dt"))
+        self._constants = self.model.step_constants(_positive(dt, "dt"))
         self._rows = _array(state, "state", (1,), last=STATE_SIZE).reshape(STATE_SIZE, 1).copy()
         self._tan_steer = None  # tan of the current steering angle, as the last step computed it
         self._profiles: TrackingProfiles | None = None
@@ -95,7 +95,7 @@ class TrackedEgo:
 
     def plan(self, reference) -> None:
         """Follow reference states (N, >=3) from now on; index 0 is the current time."""
-        self._profiles = self.tracker._profiles(_array(reference, "reference", (2,), min_last=3)[None])
+        self._profiles = self.tracker.profiles_unchecked(_array(reference, "reference", (2,), min_last=3)[None])
         self._index = 0
 
     def step(self, control=None) -> np.ndarray:
@@ -105,12 +105,12 @@ class TrackedEgo:
             if profiles is None:
                 raise RuntimeError("TrackedEgo.step: call plan() first or pass a control")
             i = min(self._index, profiles.num_steps - 1)
-            accel, steer_rate = self.tracker._command(i, self._rows, profiles)
+            accel, steer_rate = self.tracker.command_unchecked(i, self._rows, profiles)
             self._index += 1
         else:
             control = _array(control, "control", (1,), last=2)
             accel, steer_rate = control[:1], control[1:]
         out = np.zeros((STATE_SIZE, 1))
-        self._tan_steer = self.model._step(self._rows, accel, steer_rate, self._constants, out, self._tan_steer)
+        self._tan_steer = self.model.step_rows(self._rows, accel, steer_rate, self._constants, out, self._tan_steer)
         self._rows = out
         return out[:, 0]

@@ -181,6 +181,14 @@ class IDMTraffic:
         gap = np.where((ahead > 0) & (ahead < self.params.lane_lookahead), ahead, np.inf).min(axis=1)
         return gap - 0.5 * self.length
 
+    def red_stop_lines(self, row: int, light_status: np.ndarray | None) -> np.ndarray:
+        """Sorted arc lengths of the stop lines on agent `row`'s path whose light is red."""
+        if light_status is None or self._light_lanes.size == 0:
+            return np.zeros(0)
+        red = np.asarray(light_status)[self._light_columns] == TrafficLightStatus.RED
+        stops = self._stop_s[row][red]
+        return np.sort(stops[np.isfinite(stops)])
+
     def _stop_line_gaps(self, light_status: np.ndarray | None) -> np.ndarray:
         """Gap (N,) to the nearest stop line ahead whose light is red, or yellow and still stoppable."""
         if light_status is None or self._light_lanes.size == 0:

@@ -67,22 +67,6 @@ def test_missing_and_malformed_scene_files_give_failed_rows(tmp_path):
     assert json.loads((tmp_path / "out" / "rows.jsonl").read_text().splitlines()[1])["token"] == "b"
 
 
-def test_a_local_ray_cluster_gives_the_rows_of_the_process_pool(tmp_path):
-    ray = pytest.importorskip("ray", reason="ray is not installed (pip install -e .[ray])")
-    pool = evaluate_split("builtin:navtest", AgentSpec("constant_velocity"), tmp_path / "pool", limit=4, workers=2)
-    try:
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
-    except Exception as err:  # a machine where Ray cannot start (no shared memory, sandboxed sockets)
-        pytest.skip(f"Ray cannot start a local cluster here: {type(err).__name__}: {err}")
-    try:
-        on_ray = evaluate_split("builtin:navtest", AgentSpec("constant_velocity"), tmp_path / "ray", limit=4,
-                                workers=2, ray_address="local")
-    finally:
-        ray.shutdown()
-    assert on_ray == pool
-    assert (tmp_path / "ray" / "scores.csv").read_bytes() == (tmp_path / "pool" / "scores.csv").read_bytes()
-
-
 def test_a_run_killed_mid_way_resumes_to_the_same_csv(tmp_path):
     import os
     import signal
