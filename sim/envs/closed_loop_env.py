@@ -122,6 +122,8 @@ class ClosedLoopEnv(SceneEnv):
             progressed, self._progress_m = events.route_progress_m - self._progress_m, events.route_progress_m
             raised = self.leaderboard.update(events, self.sim.ego, self.sim.agents(), progressed, self.sim.step_index)
             info["leaderboard_events"].extend(e.message for e in raised)
+            if self.with_cameras:  # every step, so an episode that ends mid-plan still has its history frames (~1 ms)
+                self._camera(self.sim.step_index)
             if self._goal_reached() or (collided and self.terminate_on_collision) or self.leaderboard.ended_by:
                 break
         reward = float(self.sim.route.s[self.sim.route.index] - before)

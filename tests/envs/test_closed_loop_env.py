@@ -415,3 +415,18 @@ def test_render_none_mode_returns_none():
     assert env.render() is None
     env.step(straight_trajectory(8.0))
     assert env.render() is None
+
+
+def test_a_camera_episode_that_ends_mid_plan_still_observes_its_history():
+    """A route completed 3 steps into a 5-step plan: the last observation's history frames (now - 5k) lie between
+    decisions; the env renders every step, so they exist (it used to raise, losing the route for camera agents)."""
+    env = make_env(fresh_scene("straight", 1), cameras=True, privileged=True)
+    env.reset(seed=0)
+    plan = route_follower(env)
+    for _ in range(200):
+        obs, _, terminated, truncated, info = env.step(plan())
+        if terminated or truncated:
+            break
+    assert info["route_completed"]
+    assert env.sim.step_index % 5 != env.scene.current_index % 5, "the route ended on a decision step: no test"
+    assert obs["cameras"].shape[0] == 4 and len({frame.tobytes() for frame in obs["cameras"]}) == 4
