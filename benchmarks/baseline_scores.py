@@ -19,7 +19,7 @@ from agents.constant_velocity import ConstantVelocityAgent
 from agents.human import HumanAgent
 from agents.pdm_closed import PDMClosedAgent
 from scenarios.generator import FAMILIES, generate_scene
-from sim.agent_input import build_agent_input, history_indices
+from sim.envs.navsim_env import NavsimSceneEnv
 from sim.envs.scene_scoring import SceneScorer
 
 AGENTS = {"pdm_closed": PDMClosedAgent, "constant_velocity": ConstantVelocityAgent, "human": HumanAgent}
@@ -29,12 +29,10 @@ def score_scene(spec: tuple[str, int, str]) -> tuple[str, int, dict[str, float]]
     family, seed, version = spec
     scene = generate_scene(family, seed)
     scorer = SceneScorer(scene, version)
-    steps = history_indices(scene.current_index)
-    agent_input = build_agent_input(scene.ego_log[steps], int(scene.driving_command[scene.current_index]),
-                                    scene.command_text)
+    _, info = NavsimSceneEnv(scenes=[scene], cameras=False, pdm_version=None, privileged=True).reset(seed=0)
     scores = {}
     for name, agent_class in AGENTS.items():
-        trajectory = agent_class().compute_trajectory(agent_input, scene)
+        trajectory = agent_class().compute_trajectory(info["agent_input"], info["world"])
         scores[name] = scorer.score(trajectory.poses, trajectory.sampling.interval)[1]
     return family, seed, scores
 
