@@ -100,3 +100,22 @@ def test_a_registered_agent_is_evaluated_one_shot_and_closed_loop_on_the_pool_an
                                                        key=lambda line: json.loads(line)["index"])]
     assert routes["ray"]["sensors"] == ["sensor.speedometer", "sensor.opendrive_map"]
     assert all(r["scores"]["score_route"] > 0 for r in records)
+
+
+def test_torch_agents_take_device_and_dtype_and_say_when_the_device_is_missing(monkeypatch):
+    torch = pytest.importorskip("torch")
+    from sim.envs.navsim_env import NavsimSceneEnv
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(AgentError, match="device 'cuda' asked for, but torch sees no CUDA device"):
+        AgentSpec("drivevla_w0", AgentOptions(device="cuda")).build()
+    with pytest.raises(AgentError, match="dtype 'int8' is not one of float32, bfloat16, float16"):
+        AgentSpec("drivevla_w0", AgentOptions(dtype="int8")).build()
+    _, info = NavsimSceneEnv(cameras=True).reset(seed=0)
+    plans = {}
+    for dtype in ("float32", "bfloat16"):
+        agent = AgentSpec("drivevla_w0", AgentOptions(dtype=dtype)).build()
+        plans[dtype] = agent.compute_trajectory(info["agent_input"]).poses
+        assert next(agent.model.parameters()).dtype == getattr(torch, dtype)
+    assert plans["bfloat16"].shape == (8, 3) and (plans["bfloat16"] == plans["bfloat16"]).all()
+    assert not (plans["bfloat16"] == plans["float32"]).all()  # the weights really ran in bfloat16

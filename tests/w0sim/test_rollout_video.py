@@ -265,17 +265,13 @@ def test_eval_videos_writes_the_render_video_and_the_csv_score(evaluated, render
     assert float(rows[scene.token]["score"]) == pytest.approx(api[0].score, rel=1e-12, abs=1e-12)
 
 
-def test_eval_videos_without_a_world_model_writes_none(one_thread, tmp_path):
+def test_eval_videos_without_a_world_model_is_refused_before_the_run(one_thread, tmp_path):
     out = tmp_path / "cv"
     result = invoke("eval", "--agent", "constant_velocity", "--split", "builtin:navtest", "--limit", 1,
                     "--videos", 1, "--workers", 1, "--out", out)
-    # a note beside the scores, or a usage error before the run: never a crash, never a video
-    assert result.exit_code in (0, 2), result.output
-    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
-    assert "worldmodel" in squashed(result.output).lower(), result.output
-    assert not out.exists() or (not list(out.rglob("*.mp4")) and not list(out.rglob("*contact_sheet*")))
-    if result.exit_code == 0:
-        assert (out / "scores.csv").is_file()
+    assert result.exit_code == 2, result.output
+    assert "needsanagentwithaworldmodel;constant_velocityhasnone" in squashed(result.output), result.output
+    assert not (out / "rows.jsonl").exists()  # refused before any scene ran
 
 
 def test_render_with_a_bad_checkpoint_or_scene_exits_2_and_writes_nothing(one_thread, scene_file, tmp_path):
