@@ -19,6 +19,7 @@ import shapely
 
 from metrics.observation import Observation
 from sim.scene import STEP_S
+from sim.geometry import principal_value
 from sim.map import RoadMap
 from sim.state import AgentSlice, AgentTracks, AgentType
 from sim.traffic import PATH_STEP_M, AgentPaths, Obstacles
@@ -112,7 +113,7 @@ class ObjectForecast:
         s = road_map.project(lanes, poses[:, :2])
         lane_heading = road_map.heading_at(lanes, s)
         dist = shapely.distance(road_map.lane_centerlines[lanes], shapely.points(poses[:, :2]))
-        aligned = np.abs(np.angle(np.exp(1j * (poses[:, 2] - lane_heading)))) < np.pi / 4
+        aligned = np.abs(principal_value(poses[:, 2] - lane_heading)) < np.pi / 4
         on_lane = (dist < ON_PATH_M) & aligned
         if not on_lane.any():
             return
@@ -200,7 +201,7 @@ class ObjectForecast:
         d2 = (self.x[:, None] - points[:, 0]) ** 2 + (self.y[:, None] - points[:, 1]) ** 2
         nearest = np.argmin(d2, axis=1)
         s_obj = nearest * PATH_STEP_M
-        aligned = np.abs(np.angle(np.exp(1j * (self.heading - path_heading[nearest])))) < np.pi / 4
+        aligned = np.abs(principal_value(self.heading - path_heading[nearest])) < np.pi / 4
         following = np.flatnonzero((np.sqrt(d2[np.arange(m), nearest]) < ON_PATH_M) & aligned)
         ahead_end = np.inf  # where the back of the held object in front will stand
         for i in following[np.argsort(-s_obj[following])]:  # front of the queue first

@@ -19,6 +19,7 @@ import numpy as np
 import shapely
 
 from scenarios.opendrive import Town, carla_to_local, load_town
+from sim.geometry import principal_value
 from sim.map import RoadMap
 
 DENSE_STEP_M = 1.0  # the Leaderboard's route-planner hop
@@ -134,7 +135,7 @@ def _candidates(road_map: RoadMap, waypoint: np.ndarray, where: str) -> dict[int
     point = shapely.Point(pose[:2])
     near = road_map.lane_tree.query(point, predicate="dwithin", distance=WAYPOINT_MATCH_M)
     s = road_map.project(near, np.tile(pose[:2], (len(near), 1))) if len(near) else np.zeros(0)
-    error = np.abs(np.angle(np.exp(1j * (pose[2] - road_map.heading_at(near, s))))) if len(near) else np.zeros(0)
+    error = np.abs(principal_value(pose[2] - road_map.heading_at(near, s))) if len(near) else np.zeros(0)
     aligned = error < MAX_HEADING_ERROR
     if aligned.any():
         return {int(k): float(v) for k, v in zip(near[aligned], s[aligned])}

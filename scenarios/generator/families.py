@@ -12,6 +12,7 @@ import numpy as np
 import shapely
 
 from scenarios.generator.roads import LANE_WIDTH, MapBuilder, arc, join, offset, rectangle, straight
+from sim.geometry import principal_value
 from sim.map import RoadMap
 from sim.traffic import SignalPlan
 
@@ -118,7 +119,7 @@ def _junction(rng: np.random.Generator, name: str, arm_angles: list[float]) -> L
             if a == b:
                 continue
             # Turn angle from heading into the junction (angle + pi) to heading out along arm b.
-            turn = np.angle(np.exp(1j * (other - (angle + np.pi))))
+            turn = principal_value(other - (angle + np.pi))
             kind = "straight" if abs(turn) < np.radians(30) else ("left" if turn > 0 else "right")
             if kind == "straight":
                 pairs = [(k, min(k, n_out[b] - 1)) for k in range(n_in[a])]
@@ -167,7 +168,7 @@ def _phase_groups(arm_angles: list[float]) -> list[list[int]]:
     remaining, groups = list(range(len(arm_angles))), []
     while remaining:
         a = remaining.pop(0)
-        partner = next((b for b in remaining if abs(np.angle(np.exp(1j * (arm_angles[b] - arm_angles[a] - np.pi)))) < 0.5), None)
+        partner = next((b for b in remaining if abs(principal_value(arm_angles[b] - arm_angles[a] - np.pi)) < 0.5), None)
         if partner is not None:
             remaining.remove(partner)
         groups.append([a] if partner is None else [a, partner])
