@@ -13,6 +13,17 @@ from metrics.scoring_map import ScoringMap
 from sim.state import STATE_SIZE
 
 VERSIONS = ("v1.1", "v2.2")
+# NAVSIM's result (CSV) columns per version, in NAVSIM's order: the sub-scores between `valid` and `score`.
+SUBSCORE_COLUMNS = {
+    "v1.1": ("no_at_fault_collisions", "drivable_area_compliance", "ego_progress", "time_to_collision_within_bound",
+             "comfort", "driving_direction_compliance"),
+    "v2.2": ("no_at_fault_collisions", "drivable_area_compliance", "driving_direction_compliance",
+             "traffic_light_compliance", "ego_progress", "time_to_collision_within_bound", "lane_keeping",
+             "history_comfort", "two_frame_extended_comfort"),
+}
+# The columns of the scorer's own row: v2.2's EC comes from the two-frame stage, after the scorer (and its filter).
+SCORER_COLUMNS = {version: tuple(c for c in columns if c != "two_frame_extended_comfort")
+                  for version, columns in SUBSCORE_COLUMNS.items()}
 PROGRESS_DISTANCE_THRESHOLD = 5.0  # m (v1.1 and v2.2; v1.0 used 0.1)
 # Weighted metrics in NAVSIM's WeightedMetricIndex order.
 WEIGHTED_NAMES = {
@@ -26,10 +37,8 @@ MULTIPLICATIVE_NAMES = {
     "v2.2": ("no_at_fault_collisions", "drivable_area_compliance", "driving_direction_compliance",
              "traffic_light_compliance"),
 }
-# Columns the v2.2 human filter may reset (every result column but the aggregates).
-HUMAN_FILTER_COLUMNS = ("no_at_fault_collisions", "drivable_area_compliance", "driving_direction_compliance",
-                        "traffic_light_compliance", "ego_progress", "time_to_collision_within_bound", "lane_keeping",
-                        "history_comfort")
+# Columns the v2.2 human filter may reset: every column of the scorer's row but the aggregates.
+HUMAN_FILTER_COLUMNS = SCORER_COLUMNS["v2.2"]
 HISTORY_DT_US = 100_000
 # Observation length of NAVSIM's metric cache at 10 Hz, t = 0 included: 0..5 s in v1.1, 0..4 s in v2.2.
 OBSERVATION_STEPS = {"v1.1": 51, "v2.2": 41}
@@ -142,13 +151,7 @@ class PDMRows:
 
     def result(self, row: int = -1) -> dict:
         """NAVSIM's result columns of one row (v1.1 PDMResults / v2.2 scorer row) as plain floats."""
-        names = (("no_at_fault_collisions", "drivable_area_compliance", "ego_progress",
-                  "time_to_collision_within_bound", "comfort", "driving_direction_compliance")
-                 if self.version == "v1.1" else
-                 ("no_at_fault_collisions", "drivable_area_compliance", "driving_direction_compliance",
-                  "traffic_light_compliance", "ego_progress", "time_to_collision_within_bound", "lane_keeping",
-                  "history_comfort"))
-        out = {n: float(getattr(self, n)[row]) for n in names}
+        out = {n: float(getattr(self, n)[row]) for n in SCORER_COLUMNS[self.version]}
         if self.version == "v1.1":
             out["score"] = float(self.score[row])
         else:

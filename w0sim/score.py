@@ -17,17 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
-from metrics.pdm import VERSIONS
+from metrics.pdm import SUBSCORE_COLUMNS, VERSIONS
 
 DEFAULT_INTERVAL = 0.5
-# NAVSIM's result columns per version (sub-scores between `valid` and `score`).
-SUBSCORE_COLUMNS = {
-    "v1.1": ("no_at_fault_collisions", "drivable_area_compliance", "ego_progress", "time_to_collision_within_bound",
-             "comfort", "driving_direction_compliance"),
-    "v2.2": ("no_at_fault_collisions", "drivable_area_compliance", "driving_direction_compliance",
-             "traffic_light_compliance", "ego_progress", "time_to_collision_within_bound", "lane_keeping",
-             "history_comfort", "two_frame_extended_comfort"),
-}
 SHORT_NAMES = {"no_at_fault_collisions": "NC", "drivable_area_compliance": "DAC",
                "driving_direction_compliance": "DDC", "traffic_light_compliance": "TLC", "ego_progress": "EP",
                "time_to_collision_within_bound": "TTC", "comfort": "C", "lane_keeping": "LK",
