@@ -18,7 +18,7 @@ import numpy as np
 
 from agents.base import Agent
 from agents.registry import AgentSpec
-from w0sim.score import SUBSCORE_COLUMNS
+from metrics.pdm import SUBSCORE_COLUMNS
 from scenarios.splits import SceneRef, resolve_split
 from w0sim.runner import run_split
 
