@@ -308,3 +308,11 @@ def test_bench2drive_summary():
     hit = _completed([collision_event("vehicle.a", 1, LOC)])
     summary = bench2drive_summary([ok_slow, hit], total_routes=4)
     assert summary == {"driving_score": (100.0 + 60.0) / 4, "success_rate": 0.25}
+
+
+def test_all_lists_exactly_the_names_the_module_re_exports():
+    import metrics.driving_score as module
+
+    public = {name for name in vars(module) if not name.startswith("_")}
+    assert len(module.__all__) == len(set(module.__all__))
+    assert set(module.__all__) == public
