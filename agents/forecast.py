@@ -18,14 +18,12 @@ import numpy as np
 import shapely
 
 from metrics.observation import Observation
-from sim.scene import STEP_S
 from sim.geometry import principal_value
 from sim.map import RoadMap
-from sim.state import AgentSlice, AgentTracks, AgentType
+from sim.state import AgentSlice, AgentType
 from sim.traffic import PATH_STEP_M, AgentPaths, Obstacles
 
 FORECASTS = ("constant_velocity", "lane_following")
-BRAKING_WINDOW_STEPS = 5  # 0.5 s at 10 Hz: long enough to average out IDM's step-to-step jitter
 QUEUE_GAP_M = 1.0  # bumper gap a queued object keeps to the one in front
 ON_PATH_M = 2.0  # an object's centre this close to a lane centreline (heading within 45 deg) follows it
 LANE_FOLLOWING_MIN_SPEED = 0.5  # m/s; slower objects stay where constant velocity puts them
@@ -37,14 +35,6 @@ def braking_between(now: AgentSlice, before: AgentSlice, seconds: float) -> np.n
     tracks `seconds` apart; 0 where the track is accelerating or is not seen in both."""
     rate = (now.speed - before.speed) / seconds
     return np.where(now.valid & before.valid, np.minimum(rate, 0.0), 0.0)
-
-
-def braking_rates(tracks: AgentTracks, step: int, window: int = BRAKING_WINDOW_STEPS, dt: float = STEP_S) -> np.ndarray:
-    """(N,) deceleration of each track at `step` over the last `window` steps of a log (see `braking_between`)."""
-    before = max(step - window, 0)
-    if before == step:
-        return np.zeros(tracks.valid.shape[1])
-    return braking_between(tracks.at(step), tracks.at(before), (step - before) * dt)
 
 
 @dataclass
@@ -74,7 +64,7 @@ class ObjectForecast:
     def build(cls, agents: AgentSlice | None, mode: str = "lane_following", braking: np.ndarray | None = None,
               centre_path: tuple[np.ndarray, np.ndarray] | None = None, red_stops: np.ndarray = np.zeros(0),
               road_map: RoadMap | None = None) -> "ObjectForecast":
-        """From the objects now; `braking` (N,) aligned with `agents` (see `braking_rates`); `centre_path` =
+        """From the objects now; `braking` (N,) aligned with `agents` (see `braking_between`); `centre_path` =
         (points, heading) of the ego's route centreline and `red_stops` the red stop lines' arc lengths on it;
         `road_map` for lane following."""
         if mode not in FORECASTS:
@@ -234,4 +224,4 @@ def _straightest_chain(road_map: RoadMap, lane_id: str, length: float) -> list[s
     return chain
 
 
-__all__ = ["BRAKING_WINDOW_STEPS", "FORECASTS", "ObjectForecast", "braking_between", "braking_rates"]
+__all__ = ["FORECASTS", "ObjectForecast", "braking_between"]

@@ -49,7 +49,7 @@ def plan_proposals(road_map: RoadMap, route: list[str], ego_state: np.ndarray, a
                    light_ids: list[str], light_status: np.ndarray | None, config: ProposalConfig = ProposalConfig(),
                    braking: np.ndarray | None = None) -> tuple[np.ndarray, ObjectForecast]:
     """The proposals (see `idm_proposals`) and the object forecast they were rolled out against.
-    `braking` (N,): the objects' current deceleration (`agents.forecast.braking_rates`), aligned with `agents`."""
+    `braking` (N,): the objects' current deceleration (`agents.forecast.braking_between`), aligned with `agents`."""
     vehicle = config.vehicle
     chain = route_from_ego(road_map, route, ego_state)
     offsets = np.repeat(config.lateral_offsets, len(config.speed_fractions))

@@ -15,7 +15,7 @@ from sim.map import RoadMap
 from sim.scene import STEP_S, Scene
 from sim.state import AgentSlice, StateIndex, TrafficLightStatus
 
-HISTORY_STEPS = 5  # the objects' recent history: the same tracks 0.5 s (one 2 Hz decision) earlier
+HISTORY_STEPS = 5  # the objects' recent history: 0.5 s earlier (one 2 Hz decision; averages out IDM's jitter)
 
 _UNLOGGED_STATE = slice(StateIndex.STEERING_ANGLE, None)  # steering angle, steering rate, yaw rate, yaw acceleration
 

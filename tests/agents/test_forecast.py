@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import shapely
 
-from agents.forecast import ObjectForecast, braking_rates
+from agents.forecast import ObjectForecast, braking_between
 from agents.pdm_closed import PDMClosedConfig, PDMClosedPlanner, plan_to_local
 from agents.pdm_proposals import ProposalConfig
 from scenarios.generator import generate_scene
@@ -42,13 +42,13 @@ def test_a_braking_object_keeps_braking_until_it_stands():
     assert forecast.at(4.0)[3][0] == 0.0
 
 
-def test_braking_rates_read_the_speed_drop_of_the_last_half_second():
+def test_braking_reads_the_speed_drop_since_the_world_views_last_decision():
     tracks = AgentTracks.empty(20, 3)
     tracks.valid[:] = True
     tracks.vx[:, 0] = np.linspace(10.0, 0.5, 20)  # braking
     tracks.vx[:, 1] = np.linspace(2.0, 8.0, 20)  # accelerating: not extrapolated
     tracks.valid[:12, 2] = False  # appeared 0.3 s ago: no rate yet
-    rates = braking_rates(tracks, 15)
+    rates = braking_between(tracks.at(15), tracks.at(10), 0.5)
     assert rates[0] == pytest.approx(-9.5 / 19 * 10)
     assert rates[1] == 0.0 and rates[2] == 0.0
 
