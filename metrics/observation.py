@@ -17,8 +17,9 @@ RED_LIGHT_PREFIX = "red_light"
 class Observation:
     """Objects over time (T, N) as boxes, plus red-light polygons (R,) with a per-step red mask (T, R).
 
-    NC/TTC use an object's *first appearance* (heading, speed, type) and its polygon at the query step
-    (spec §1.4 quirk); `first_*` hold those first-appearance values. Velocities are global (vx, vy).
+    NC/TTC use an object's *first appearance* and its polygon at the query step (spec §1.4 quirk): `first_speed`
+    holds the first-appearance speed (the first-appearance heading the spec also names enters no test: the
+    ahead / behind angles use the ego heading). Velocities are global (vx, vy).
     """
 
     x: np.ndarray  # (T, N) box centres
@@ -74,7 +75,6 @@ class Observation:
         # First appearance per track (tracks that never appear keep index 0; they never collide).
         first = np.argmax(self.valid, axis=0)
         cols = np.arange(num)
-        self.first_heading = self.heading[first, cols]
         self.first_speed = np.hypot(self.vx[first, cols], self.vy[first, cols])
         self.is_agent = np.asarray(self.agent_type) <= int(AgentType.BICYCLE)
         # nuPlan's is_track_stopped: static objects always, agents at <= 0.05 m/s.
@@ -87,12 +87,6 @@ class Observation:
     @property
     def num_tracks(self) -> int:
         return self.valid.shape[1]
-
-    def red_light_geometry(self) -> np.ndarray:
-        """(T, R) red-light polygons, None where the light is not red."""
-        out = np.full(self.red_mask.shape, None, dtype=object)
-        out[self.red_mask] = np.broadcast_to(self.red_light_polygons, self.red_mask.shape)[self.red_mask]
-        return out
 
     def without_initial_overlaps(self, initial_state: np.ndarray) -> "Observation":
         """A copy without every track whose box at step 0 intersects the ego footprint (NAVSIM v2 log replay)."""

@@ -106,10 +106,6 @@ class ScoringMap:
             flat_out[poly_idx[inside], pt_idx[inside]] = True
         return out
 
-    def in_layer(self, points: np.ndarray, mask: np.ndarray) -> np.ndarray:
-        """(...) bool: point (..., 2) strictly inside any polygon selected by the (M,) mask."""
-        return self.points_in_polygons(points)[mask].any(axis=0)
-
     def polygon_of(self, token: str) -> shapely.Polygon:
         try:
             return self.polygons[self.token_index[str(token)]]

@@ -1,4 +1,4 @@
-"""SE(2) geometry on numpy arrays: angle wrapping, frame changes, oriented-box corners and polygons."""
+"""SE(2) geometry on numpy arrays: angle wrapping, frame changes, oriented-box corners and their overlap test."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -6,18 +6,11 @@ from dataclasses import dataclass
 import math
 
 import numpy as np
-import shapely
 
 
 def principal_value(angle: np.ndarray | float) -> np.ndarray | float:
     """Wrap angles to [-pi, pi) exactly as nuPlan's `principal_value` does: (a + pi) mod 2pi - pi."""
     return (np.asarray(angle) + np.pi) % (2.0 * np.pi) - np.pi
-
-
-def rotation_matrices(heading: np.ndarray) -> np.ndarray:
-    """(..., 2, 2) rotation matrices for headings of shape (...)."""
-    c, s = np.cos(heading), np.sin(heading)
-    return np.stack([np.stack([c, -s], -1), np.stack([s, c], -1)], -2)
 
 
 def local_to_global(poses_local: np.ndarray, origin: np.ndarray) -> np.ndarray:
@@ -44,14 +37,6 @@ def global_to_local(poses_global: np.ndarray, origin: np.ndarray) -> np.ndarray:
     return np.stack(
         [c * dx + s * dy, -s * dx + c * dy, principal_value(poses_global[..., 2] - h0)], axis=-1
     )
-
-
-def points_to_local(points: np.ndarray, origin: np.ndarray) -> np.ndarray:
-    """Express global points (..., 2) in the frame of an origin pose (3,)."""
-    x0, y0, h0 = origin
-    c, s = np.cos(h0), np.sin(h0)
-    dx, dy = points[..., 0] - x0, points[..., 1] - y0
-    return np.stack([c * dx + s * dy, -s * dx + c * dy], axis=-1)
 
 
 # Corner order of nuPlan's BBCoordsIndex / OrientedBox.all_corners: FL, RL, RR, FR.
@@ -108,13 +93,6 @@ def _rectangles_touch(a: list, b: list) -> bool:
             if max(pa) < min(pb) or max(pb) < min(pa):
                 return False
     return True
-
-
-def polygons_from_corners(corners: np.ndarray) -> np.ndarray:
-    """Shapely polygons (...) from corner arrays (..., K, 2); one vectorised call."""
-    corners = np.asarray(corners, dtype=np.float64)
-    flat = corners.reshape(-1, corners.shape[-2], 2)
-    return shapely.polygons(flat).reshape(corners.shape[:-2])
 
 
 @dataclass(frozen=True)

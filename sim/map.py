@@ -1,7 +1,6 @@
 """RoadMap: lanes, lane graph and area polygons in shapely 2 arrays with STRtrees and vectorised queries."""
 from __future__ import annotations
 
-import heapq
 from dataclasses import dataclass, field
 from functools import cached_property
 
@@ -197,29 +196,6 @@ class RoadMap:
 
     def successors(self, lane_id: str) -> tuple[str, ...]:
         return self.lane(lane_id).successors
-
-    def shortest_route(self, start: str, goal: str) -> list[str]:
-        """Lane ids from start to goal (inclusive) minimising the summed lane length (Dijkstra)."""
-        self.lane(start), self.lane(goal)
-        best = {start: 0.0}
-        previous: dict[str, str] = {}
-        queue = [(0.0, start)]
-        while queue:
-            cost, lane_id = heapq.heappop(queue)
-            if lane_id == goal:
-                path = [goal]
-                while path[-1] != start:
-                    path.append(previous[path[-1]])
-                return path[::-1]
-            if cost > best[lane_id]:
-                continue
-            for nxt in self.lane(lane_id).successors:
-                new_cost = cost + self.lane(nxt).length
-                if new_cost < best.get(nxt, np.inf):
-                    best[nxt] = new_cost
-                    previous[nxt] = lane_id
-                    heapq.heappush(queue, (new_cost, nxt))
-        raise MapError(f"map {self.name!r}: no route from lane {start!r} to lane {goal!r}")
 
     def is_lane_change(self, from_id: str, to_id: str) -> bool:
         """True when `to_id` is not a successor of `from_id` but a parallel lane of its lane group (a lane change)."""

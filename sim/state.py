@@ -188,6 +188,3 @@ class Trajectory:
     @property
     def times(self) -> np.ndarray:
         return (np.arange(self.sampling.num_poses) + 1) * self.sampling.interval
-
-    def is_finite(self) -> bool:
-        return bool(np.isfinite(self.poses).all())

@@ -13,7 +13,6 @@ BLOCKED_MAX_TIME_S = 180.0  # Bench2Drive: 60 s
 BLOCKED_MAX_TIME_S_BENCH2DRIVE = 60.0
 MIN_SPEED_CHECKPOINTS = 4  # MinimumSpeedRouteTest; Bench2Drive: 20
 ROUTE_DEVIATION_MAX_M = 30.0  # InRouteTest offroad_max; offroad_min = half of it
-ROUTE_DEVIATION_MAX_SHARE = 0.3  # of the route length driven >= offroad_min away
 ROUTE_TIMEOUT_BASE_S = 300.0  # LB 2.x RouteTimeoutBehavior
 ROUTE_TIMEOUT_SPEED_RATIO = 0.10  # budget grows by 1 / (ratio x speed limit) s per metre passed
 SECONDS_GIVEN_PER_METERS_LB10 = 0.8

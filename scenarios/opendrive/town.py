@@ -31,9 +31,6 @@ class Town:
     lights: dict[str, tuple[str, ...]]  # light id -> connector lane ids it controls
     synthesised_lights: bool  # True where the map had no signals and lights were placed by rule
 
-    @property
-    def junction_ids(self) -> tuple[int, ...]:
-        return tuple(sorted(set(self.junction_of.values())))
 
 
 def _import_carla():

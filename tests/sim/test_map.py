@@ -37,14 +37,12 @@ def test_lanes_at_and_projection():
     assert s[0] == pytest.approx(30.0, abs=1e-6)
 
 
-def test_shortest_route_follows_the_graph():
+def test_route_through_a_junction_gives_a_connected_polyline():
     road_map = two_way_road_with_branch()
-    route = road_map.shortest_route("main_f0", "side_f0")
-    assert route == ["main_f0", "main_f0__side_f0", "side_f0"]
+    route = ["main_f0", "main_f0__side_f0", "side_f0"]
+    assert all(b in road_map.successors(a) for a, b in zip(route, route[1:]))
     polyline = road_map.route_polyline(route)
     assert np.all(np.linalg.norm(np.diff(polyline, axis=0), axis=1) < 3.0)  # connected, no jumps
-    with pytest.raises(MapError, match="no route"):
-        road_map.shortest_route("side_f0", "main_f0")
 
 
 def test_bad_maps_are_rejected_with_the_lane_named():
