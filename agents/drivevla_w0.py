@@ -1,4 +1,4 @@
-"""The DriveVLA-W0 agent: the one bridge between a trained policy and the simulator's agent input (imported lazily: it needs torch).
+"""The DriveVLA-W0 agent: the one bridge between a trained policy and the simulator's agent input (needs torch).
 
 Agent input -> model tensors: the history camera frames one `frame_interval_s` apart (current last),
 area-downsampled to the policy's frame size exactly as the training data was (`downsample_frames`);
@@ -14,12 +14,11 @@ import torch
 
 from agents.base import AgentError, AgentOptions, SensorConfig, WorldModelAgent
 from policies.model import DriveVLAW0ForDriving
-from sim.scene import STEP_S
 from sim.agent_input import HISTORY_STRIDE, NUM_HISTORY_FRAMES, AgentInput
 from sim.render.camera import downsample_frames
+from sim.scene import STEP_S
 from sim.state import Trajectory, TrajectorySampling
 from sim.world_view import WorldView
-
 
 # The shipped tiny checkpoint (checkpoints/drivevla-w0-tiny/README.md), used when no checkpoint is given.
 DEFAULT_CHECKPOINT = Path(__file__).resolve().parents[1] / "checkpoints" / "drivevla-w0-tiny"

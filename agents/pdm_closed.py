@@ -14,12 +14,12 @@ from agents.forecast import ObjectForecast, braking_between
 from agents.pdm_proposals import ProposalConfig, plan_proposals
 from metrics.pdm import ScoringContext, score_states
 from metrics.scoring_map import ScoringMap
-from sim.scene import STEP_S
 from sim.agent_input import AgentInput
 from sim.dynamics import interpolate_global_poses, simulate
 from sim.geometry import ego_center, global_to_local
 from sim.map import RoadMap
 from sim.route import route_from_ego
+from sim.scene import STEP_S
 from sim.state import AgentSlice, TrafficLightStatus, Trajectory, TrajectorySampling
 from sim.world_view import WorldView
 

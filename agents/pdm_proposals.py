@@ -12,10 +12,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from agents.forecast import ObjectForecast
-from sim.scene import STEP_S
 from sim.geometry import PACIFICA, VehicleParameters
 from sim.map import RoadMap
 from sim.route import route_from_ego
+from sim.scene import STEP_S
 from sim.state import AgentSlice
 from sim.traffic import PATH_STEP_M, AgentPaths, IDMParameters, IDMTraffic
 

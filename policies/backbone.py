@@ -1,4 +1,4 @@
-"""VLA backbone: a Qwen2 causal decoder over the unified vocabulary, with the action and AR world-model losses and constrained AR decoding.
+"""VLA backbone: a Qwen2 causal decoder over the unified vocabulary, its action and AR world-model losses, constrained decoding.
 
 Loss convention (w0sim): explicit per-group means, L = action_loss_weight * CE(action tokens)
 + world_model_loss_weight * CE(future-frame image tokens). The official code instead folds alpha

@@ -1,4 +1,4 @@
-"""DriveVLAW0ForDriving: the one DriveVLA-W0 model an agent loads; raw tensors in, losses, trajectories and world-model rollouts out.
+"""DriveVLAW0ForDriving: the DriveVLA-W0 model an agent loads; raw tensors in, losses, trajectories and world-model rollouts out.
 
 Parts, chosen by the config (one code path, drivevla_w0.md):
 - image_input "vq": the VQ-VAE tokenizes frames; the world model is AR next-frame code prediction

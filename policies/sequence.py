@@ -1,4 +1,4 @@
-"""Interleaved VLA sequence builder: command text, history frames, ego state, actions, future frame -> ids, masks, positions, types.
+"""Interleaved VLA sequences: command text, history frames, ego state, actions, future frame -> ids, masks, positions, types.
 
 Layout (w0sim keeps the paper's order, drivevla_w0.md "Sequence"):
 

@@ -5,7 +5,8 @@ default), ego speed / acceleration / driving command / command text, PDM-Closed'
 0.5 s in the ego frame) and the ground-truth future frame: the camera 1 s ahead *on the expert's plan*
 (non-reactive: the logged objects and lights of t + 1 s), so the world model learns the frame the action
 leads to. The expert plans from `WorldView.from_log(scene, t, as_logged=False)`: the scene's full state at t
-(steering, yellow lights), as the live closed-loop view gives it, not the reduced view of a NAVSIM log. Frames are rendered at the environment's camera resolution and area-downsampled to the policy's.
+(steering, yellow lights), as the live closed-loop view gives it, not the reduced view of a NAVSIM log. Frames are
+rendered at the environment's camera resolution and area-downsampled to the policy's.
 
 Layout of DIR: `manifest.json` plus `shard_00000/ ...` each holding `history_frames.npy` (n, F, H, W, 3)
 uint8, `future_frames.npy` (n, H, W, 3) uint8, `trajectories.npy` (n, 8, 3) float32, `speed.npy`,
@@ -26,11 +27,11 @@ from pathlib import Path
 import numpy as np
 
 from agents.pdm_closed import PDMClosedPlanner, plan_to_local
-from sim.scene import STEP_S
 from scenarios.splits import SceneRef, resolve_split
 from sim.agent_input import build_agent_input, history_indices
 from sim.envs.frames import FrameRenderer
 from sim.render.camera import CameraConfig, downsample_frames
+from sim.scene import STEP_S
 from sim.state import TrajectorySampling
 from sim.world_view import WorldView
 

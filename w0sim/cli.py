@@ -207,7 +207,8 @@ def collect(
     future frame) in shards with a manifest and a content hash."""
     from policies.config import DriveVLAW0Config
     from scenarios.splits import SplitError
-    from training.collect import CollectConfig, CollectError, collect as run_collect
+    from training.collect import CollectConfig, CollectError
+    from training.collect import collect as run_collect
 
     try:
         collect_config = CollectConfig.for_policy(DriveVLAW0Config.preset(config))
@@ -381,11 +382,12 @@ def experiment_scaling(
     score both on the held-out split, and write scaling.csv and scaling.png (PDMS vs size, log x)."""
     import math
 
-    from policies.config import DriveVLAW0Config
-    from training.collect import CollectConfig, collect as run_collect
-    from training.scaling import ScalingConfig, run_scaling
     from agents.base import AgentOptions
     from agents.registry import AgentSpec
+    from policies.config import DriveVLAW0Config
+    from training.collect import CollectConfig
+    from training.collect import collect as run_collect
+    from training.scaling import ScalingConfig, run_scaling
     from w0sim.one_shot import evaluate_split, summarize
 
     try:

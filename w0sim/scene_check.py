@@ -33,7 +33,8 @@ def check_scene(path: str | Path, max_decisions: int = 400) -> SceneCheck:
         scene = load_scene(path)
         family = scene.family
         frame = FrameRenderer(scene.map, CameraConfig()).composite(
-            scene.initial_ego_state, scene.agents.at(scene.current_index), scene.light_status_at(scene.current_index), scene.route)
+            scene.initial_ego_state, scene.agents.at(scene.current_index), scene.light_status_at(scene.current_index),
+            scene.route)
         if frame.ndim != 3 or not frame.any():
             return SceneCheck(str(path), family, False, "rendered an empty frame")
         env = ClosedLoopEnv(scenes=[scene], cameras=False, privileged=True)

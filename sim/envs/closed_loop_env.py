@@ -6,18 +6,18 @@ from typing import Any
 
 import numpy as np
 
-from scenarios.commands import command_at
-from sim.scene import STEP_S, Scene
-from sim.agent_input import HISTORY_STRIDE, NUM_HISTORY_FRAMES, AgentInput, build_agent_input, history_indices
 from metrics.driving_score import FAILURE_AGENT_CRASHED, is_route_completed
+from scenarios.commands import command_at
+from sim.agent_input import HISTORY_STRIDE, NUM_HISTORY_FRAMES, AgentInput, build_agent_input, history_indices
 from sim.envs.backends.builtin import BuiltinSimulator, SimulatorConfig
+from sim.envs.base import SceneEnv
 from sim.envs.frames import FrameRenderer
 from sim.envs.leaderboard_monitor import LeaderboardMonitor
-from sim.envs.base import SceneEnv
 from sim.envs.observation import check_action, control_space, to_observation, trajectory_space
 from sim.geometry import local_to_global
 from sim.render.camera import CameraConfig
 from sim.route import route_index_from_ego
+from sim.scene import STEP_S, Scene
 from sim.state import AgentSlice, TrajectorySampling
 from sim.world_view import WorldView, copy_slice
 
@@ -145,7 +145,8 @@ class ClosedLoopEnv(SceneEnv):
             return None
         sim = self.sim
         return self.frames.composite(sim.ego, sim.agents(), dict(zip(self.scene.light_ids, sim.light_status().tolist())),
-                                     self.scene.route, planned=self._planned, executed=np.array(sim.ego_log[self.scene.current_index:]))
+                                     self.scene.route, planned=self._planned,
+                                     executed=np.array(sim.ego_log[self.scene.current_index:]))
 
     # --- helpers ---------------------------------------------------------------------------------
 
@@ -198,7 +199,8 @@ class ClosedLoopEnv(SceneEnv):
             if step <= self.scene.current_index:
                 image = self.frames.log_camera(self.scene, step)
             elif step == self.sim.step_index:
-                image = self.frames.camera(self.sim.ego, self.sim.agents(), dict(zip(self.scene.light_ids, self.sim.light_status().tolist())))
+                lights = dict(zip(self.scene.light_ids, self.sim.light_status().tolist()))
+                image = self.frames.camera(self.sim.ego, self.sim.agents(), lights)
             else:
                 raise RuntimeError(f"camera frame of step {step} was not rendered when it was current")
             self._camera_cache[step] = image

@@ -127,7 +127,8 @@ class RedLightMonitor:
         self.reported: set[str] = set()
         self._pending: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # (entries, red at crossing, crossing point)
 
-    def update(self, previous: np.ndarray, current: np.ndarray, status: np.ndarray, vehicle: VehicleParameters = PACIFICA) -> list[str]:
+    def update(self, previous: np.ndarray, current: np.ndarray, status: np.ndarray,
+               vehicle: VehicleParameters = PACIFICA) -> list[str]:
         """Ids of red lights the ego ran, reported once per light, a few metres after the stop line."""
         if self.columns.size == 0:
             return []

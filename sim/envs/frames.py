@@ -8,10 +8,10 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from sim.scene import Scene
 from sim.map import RoadMap
 from sim.render.bev import BEVConfig, bev_to_rgb, draw_bev_polylines, render_bev_channels
 from sim.render.camera import CameraConfig, CameraRenderer
+from sim.scene import Scene
 from sim.state import AgentSlice
 
 PLANNED_COLOUR = (30, 170, 60)

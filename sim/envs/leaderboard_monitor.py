@@ -69,7 +69,8 @@ class LeaderboardMonitor:
         speed = float(ego[3])
         for hit in step.collisions:
             last = self._last_collision.get(hit.track_id)
-            repeated = last is not None and (step.time_s - last[0] < SAME_ACTOR_S or np.linalg.norm(last[1] - ego[:2]) < SAME_PLACE_M)
+            repeated = last is not None and (step.time_s - last[0] < SAME_ACTOR_S
+                                             or np.linalg.norm(last[1] - ego[:2]) < SAME_PLACE_M)
             if speed >= MIN_COLLISION_SPEED and not repeated:
                 event = collision_event(CARLA_TYPE_IDS[hit.agent_type], actor_id(hit.track_id), where, frame)
                 if event is not None:

@@ -5,16 +5,16 @@ from typing import Any
 
 import numpy as np
 
-from sim.scene import Scene
-from sim.agent_input import NUM_HISTORY_FRAMES, AgentInput, build_agent_input, history_indices
 from metrics.pdm import VERSIONS
+from sim.agent_input import NUM_HISTORY_FRAMES, AgentInput, build_agent_input, history_indices
 from sim.dynamics import track_trajectories
-from sim.envs.frames import FrameRenderer
-from sim.envs.scene_scoring import SceneScorer
 from sim.envs.base import SceneEnv
+from sim.envs.frames import FrameRenderer
 from sim.envs.observation import check_action, to_observation, trajectory_space
+from sim.envs.scene_scoring import SceneScorer
 from sim.geometry import local_to_global
 from sim.render.camera import CameraConfig
+from sim.scene import Scene
 from sim.state import TrajectorySampling
 from sim.world_view import WorldView, logged_ego_state
 

@@ -13,8 +13,8 @@ from metrics.observation import Observation, red_mask_from_2hz
 from metrics.pdm import OBSERVATION_STEPS, VERSIONS, PDMRows, ScoringContext, final_score
 from metrics.pdm_agent import PDMReference, score_agent
 from scenarios.log_frames import FRAME_STRIDE, interpolate_tracks, window_steps
-from sim.scene import STEP_S, Scene
 from sim.route import route_from_ego
+from sim.scene import STEP_S, Scene
 from sim.state import TrafficLightStatus
 from sim.world_view import WorldView
 

@@ -7,8 +7,8 @@ from typing import Sequence
 import numpy as np
 
 from scenarios.generator import FAMILIES, GeneratorConfig, generate_scene
-from sim.scene import Scene
 from scenarios.scene import load_scene
+from sim.scene import Scene
 
 SCENE_SUFFIX = ".npz"
 

@@ -7,9 +7,9 @@ from agents.forecast import ObjectForecast, braking_between
 from agents.pdm_closed import PDMClosedConfig, PDMClosedPlanner, plan_to_local
 from agents.pdm_proposals import ProposalConfig
 from scenarios.generator import generate_scene
-from sim.world_view import logged_ego_state
 from sim.envs.scene_scoring import SceneScorer
 from sim.state import AgentSlice, AgentTracks, AgentType, TrajectorySampling
+from sim.world_view import logged_ego_state
 
 
 def slice_of(xs, ys, headings, speeds, agent_type=AgentType.VEHICLE):

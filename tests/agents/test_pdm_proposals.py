@@ -2,9 +2,9 @@
 import numpy as np
 
 from agents.pdm_proposals import ProposalConfig, idm_proposals
-from sim.route import route_from_ego, route_index_from_ego
 from scenarios.generator import generate_scene
 from sim.geometry import global_to_local
+from sim.route import route_from_ego, route_index_from_ego
 from sim.state import AgentSlice, AgentType, TrafficLightStatus
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 import numpy as np
 
 from scenarios.generator import generate_scene
-from sim.scene import Scene
 from sim.geometry import global_to_local
+from sim.scene import Scene
 from sim.state import TrajectorySampling
 
 SAMPLING = TrajectorySampling()

@@ -145,7 +145,8 @@ def test_malformed_actions_raise(control, action, shape):
     assert not terminated and "failure_reason" not in info
 
 
-@pytest.mark.parametrize(("control", "bad"), [("trajectory", np.nan), ("trajectory", np.inf), ("direct", np.nan), ("direct", -np.inf)])
+@pytest.mark.parametrize(("control", "bad"),
+                         [("trajectory", np.nan), ("trajectory", np.inf), ("direct", np.nan), ("direct", -np.inf)])
 def test_non_finite_action_ends_the_episode(control, bad):
     env = make_env(fresh_scene("straight", 0), control=control)
     obs0, _ = env.reset(seed=0)

@@ -5,7 +5,12 @@ import numpy as np
 
 from sim.state import TrafficLightStatus
 from tests.envs.helpers import fresh_scene, route_follower, straight_trajectory
-from tests.envs.test_closed_loop_env import _drive_route, _intersection_scene_with_lights, _scene_with_stopped_vehicle, make_env
+from tests.envs.test_closed_loop_env import (
+    _drive_route,
+    _intersection_scene_with_lights,
+    _scene_with_stopped_vehicle,
+    make_env,
+)
 
 RECORD_KEYS = {"index", "route_id", "status", "num_infractions", "infractions", "scores", "meta"}
 

@@ -7,12 +7,12 @@ import pytest
 from gymnasium.utils.env_checker import check_env
 
 import sim.envs  # noqa: F401 - registers the ids
-from sim.world_view import logged_ego_state
 from scenarios.scene import save_scene
 from sim.envs.navsim_env import NavsimSceneEnv
 from sim.envs.observation import InvalidActionError
 from sim.geometry import global_to_local
 from sim.state import StateIndex
+from sim.world_view import logged_ego_state
 from tests.envs.helpers import fresh_scene, logged_future_trajectory, obs_equal, straight_trajectory
 
 NUM_STATES = 41  # 4 s at 10 Hz, the initial state included

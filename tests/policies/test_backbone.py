@@ -1,4 +1,4 @@
-"""VLA backbone: losses per token type, world-model switch, KV-cached constrained decoding, padding invariance, fitting, save/load."""
+"""VLA backbone: losses per token type, world-model switch, KV-cached constrained decoding, padding invariance, save/load."""
 from __future__ import annotations
 
 import pytest

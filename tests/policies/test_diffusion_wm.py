@@ -1,4 +1,4 @@
-"""Diffusion world model: loss on the next frame's latent, zero-init image condition, DDIM sampling shapes, gradients into the backbone."""
+"""Diffusion world model: next-frame latent loss, zero-init image condition, DDIM sampling shapes, gradients into the backbone."""
 from __future__ import annotations
 
 import torch

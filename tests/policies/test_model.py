@@ -1,4 +1,5 @@
-"""DriveVLAW0ForDriving: raw inputs -> losses of both stages, trajectories, world-model rollouts, save/load, on both image paths and every decoder."""
+"""DriveVLAW0ForDriving: losses of both stages, trajectories, world-model rollouts and save/load, on both image paths and every
+decoder."""
 from __future__ import annotations
 
 import pytest

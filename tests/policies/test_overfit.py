@@ -1,4 +1,5 @@
-"""Issue-4 overfitting check: the tiny model fits a fixed batch of 8 samples, backbone action and AR world-model losses both fall 10x within a CPU-minute.
+"""Overfitting check: the tiny model fits a fixed batch of 8 samples; action and AR world-model losses both fall 10x within a
+CPU-minute.
 
 The real `tiny` preset end to end (raw frames -> VQ codes -> 428-token sequences, batch 8), one
 torch thread: about 1.2 s per AdamW step, so the step budget is what keeps this in the default

@@ -31,7 +31,7 @@ def test_collect_train_all_stages_and_evaluate_end_to_end(tmp_path):
         assert rows and all(np.isfinite(float(r["loss"])) for r in rows)
     agent = DriveVLAW0Agent(model_dir)
     env = NavsimSceneEnv(scenes=[ref.load() for ref in resolve_split("builtin:navtest", 2)])
-    trajectories, rewards = [], []
+    trajectories = []
     for seed in range(2):
         _, info = env.reset(seed=seed)
         trajectory = agent.compute_trajectory(info["agent_input"])

@@ -1,10 +1,9 @@
 """Closed-loop evaluation: Leaderboard results JSON per route split, resume after a kill, privileged drivers."""
-import json
 
 import pytest
 
-from metrics.leaderboard.results_io import CHECKPOINT_KEYS, TOP_LEVEL_KEYS, read_results, write_results
 from agents.registry import AgentSpec
+from metrics.leaderboard.results_io import CHECKPOINT_KEYS, TOP_LEVEL_KEYS, read_results
 from w0sim.closed_loop import evaluate_routes
 
 

@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 
 from agents.base import Agent
+from agents.registry import AgentSpec
 from scenarios.generator import generate_scene
 from scenarios.scene import save_scene
 from scenarios.splits import SceneRef
 from sim.state import Trajectory
-from agents.registry import AgentSpec
 from w0sim.one_shot import csv_columns, evaluate_scene, evaluate_split, summarize
 
 

@@ -5,10 +5,19 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from sim.scene import STEP_S, Scene
 from sim.dynamics import BatchLQRTracker, KinematicBicycle, TrackedEgo, interpolate_trajectory_states
-from sim.envs.events import RedLightMonitor, RouteProgress, StepEvents, StopSignMonitor, Collision, agent_type_name, ego_collisions, is_offroad
+from sim.envs.events import (
+    Collision,
+    RedLightMonitor,
+    RouteProgress,
+    StepEvents,
+    StopSignMonitor,
+    agent_type_name,
+    ego_collisions,
+    is_offroad,
+)
 from sim.geometry import PACIFICA, VehicleParameters, ego_corners
+from sim.scene import STEP_S, Scene
 from sim.state import AgentSlice, AgentType, TrafficLightStatus
 from sim.traffic import AgentPaths, IDMTraffic, Obstacles, SignalPlan, attach_to_lanes, log_replay
 
@@ -192,7 +201,8 @@ class BuiltinSimulator:
         events.red_lights = self.red_lights.update(previous, self.ego, self.light_status(), vehicle)
         events.stop_signs = self.stop_signs.update(self.ego, vehicle)
         events.route_progress_m = self.route.update(0.5 * (corners[0] + corners[2]))
-        events.route_fraction = float(events.route_progress_m / max(self.route.length - self.route.s[self.route.start_index], 1e-9))
+        route_length = self.route.length - self.route.s[self.route.start_index]
+        events.route_fraction = float(events.route_progress_m / max(route_length, 1e-9))
 
 
 ROUTE_END_MARGIN_M = 15.0
