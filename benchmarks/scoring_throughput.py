@@ -24,7 +24,8 @@ from metrics.pdm_agent import PDMReference, score_agent
 from scenarios.generator import GeneratorConfig, generate_scene
 from sim.envs.scene_scoring import SceneScorer
 
-GOLDEN = Path(os.environ.get("W0SIM_SHARED", Path(__file__).resolve().parents[2] / "shared")) / "fixtures/navsim_golden/golden_v1_1.json"
+SHARED = Path(os.environ.get("W0SIM_SHARED", Path(__file__).resolve().parents[2] / "shared"))
+GOLDEN = SHARED / "fixtures/navsim_golden/golden_v1_1.json"
 AGENT_POSES = np.stack([np.arange(1, 9) * 0.5 * 10.0, np.zeros(8), np.zeros(8)], -1)  # 10 m/s straight
 
 

@@ -11,7 +11,6 @@ from metrics.scoring_map import ScoringMap
 from sim.state import ego_state
 
 
-
 def initial_state(scene: dict) -> np.ndarray:
     """(11,) the logged initial ego state of the scene."""
     e = scene["ego"]

@@ -20,9 +20,9 @@ from scenarios.log_frames import frame_steps
 from scenarios.navsim_logs import EXTENSION_KEY, NUPLAN_NAMES
 from scenarios.nuplan_map import nuplan_map_path
 from scenarios.nuplan_map_writer import NuplanMapIds, write_nuplan_map, write_nuplan_maps_index
-from sim.scene import Scene
 from sim.geometry import principal_value
 from sim.render.camera import CAM_F0_HEIGHT, CAM_F0_WIDTH, CameraConfig, CameraRenderer
+from sim.scene import Scene
 from sim.state import AgentType, StateIndex, TrafficLightStatus
 
 # A generated scene has its own map; it gets its own map location (and a version of w0sim's).
@@ -139,7 +139,8 @@ def _frame(scene: Scene, step: int, token: str, names: dict, ids: NuplanMapIds, 
     translation = np.array([ego[StateIndex.X], ego[StateIndex.Y], 0.0])
     rotation = yaw_quaternion(heading)
     ego2global = _pose_matrix(_yaw_matrix(heading), translation)
-    velocity, acceleration = ego[[StateIndex.VELOCITY_X, StateIndex.VELOCITY_Y]], ego[[StateIndex.ACCELERATION_X, StateIndex.ACCELERATION_Y]]
+    velocity = ego[[StateIndex.VELOCITY_X, StateIndex.VELOCITY_Y]]
+    acceleration = ego[[StateIndex.ACCELERATION_X, StateIndex.ACCELERATION_Y]]
     can_bus = np.zeros(18)
     can_bus[:3], can_bus[3:7] = translation, rotation
     can_bus[7:9], can_bus[10:12], can_bus[15] = acceleration, velocity, ego[StateIndex.ANGULAR_VELOCITY]

@@ -17,9 +17,9 @@ import numpy as np
 
 from scenarios.log_frames import FRAME_STRIDE, hold_frames, interpolate_states, interpolate_tracks
 from scenarios.nuplan_map import MapFormatError, nuplan_map_path, read_nuplan_map
-from sim.scene import Scene
 from sim.geometry import principal_value
 from sim.map import MapError, RoadMap
+from sim.scene import Scene
 from sim.state import STATE_SIZE, AgentTracks, AgentType, StateIndex, TrafficLightStatus
 
 NUM_HISTORY_FRAMES = 4
@@ -151,7 +151,8 @@ def frame_ego_states(window: list[dict]) -> np.ndarray:
     for k, frame in enumerate(window):
         states[k, StateIndex.X : StateIndex.Y + 1] = np.asarray(frame["ego2global_translation"], dtype=np.float64)[:2]
         states[k, StateIndex.HEADING] = quaternion_yaw(frame["ego2global_rotation"])
-        states[k, StateIndex.VELOCITY_X : StateIndex.ACCELERATION_Y + 1] = np.asarray(frame["ego_dynamic_state"], dtype=np.float64)
+        dynamic = np.asarray(frame["ego_dynamic_state"], dtype=np.float64)
+        states[k, StateIndex.VELOCITY_X : StateIndex.ACCELERATION_Y + 1] = dynamic
     return states
 
 
@@ -308,6 +309,6 @@ def load_log_scene(log_path: str | Path, start: int, maps_root: str | Path, sens
     return scene_from_frames(window, maps_root, sensor_blobs, num_history_frames)
 
 
-__all__ = ["EXTENSION_KEY", "NUPLAN_NAMES", "NUM_FUTURE_FRAMES", "NUM_HISTORY_FRAMES", "NavsimLogError", "check_frames", "filter_scenes",
-           "frame_ego_states", "load_log_scene", "load_navsim_log", "map_file", "quaternion_yaw",
+__all__ = ["EXTENSION_KEY", "NUPLAN_NAMES", "NUM_FUTURE_FRAMES", "NUM_HISTORY_FRAMES", "NavsimLogError", "check_frames",
+           "filter_scenes", "frame_ego_states", "load_log_scene", "load_navsim_log", "map_file", "quaternion_yaw",
            "route_through_roadblocks", "scene_from_frames", "window_lights", "window_tracks"]

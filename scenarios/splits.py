@@ -8,8 +8,8 @@ from pathlib import Path
 
 from scenarios.generator import FAMILIES, generate_scene, scene_specs
 from scenarios.generator.generate import scene_token
-from sim.scene import Scene
 from scenarios.scene import load_scene
+from sim.scene import Scene
 
 
 @dataclass(frozen=True)

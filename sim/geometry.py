@@ -1,9 +1,8 @@
 """SE(2) geometry on numpy arrays: angle wrapping, frame changes, oriented-box corners and their overlap test."""
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import math
+from dataclasses import dataclass
 
 import numpy as np
 

@@ -51,7 +51,8 @@ def _parking_strip(builder: MapBuilder, name: str, reference: np.ndarray, n_lane
         if rng.random() < 0.45:
             i = min(np.searchsorted(cum, s), len(mid) - 1)
             d = mid[min(i + 1, len(mid) - 1)] - mid[max(i - 1, 0)]
-            spots.append((float(np.interp(s, cum, mid[:, 0])), float(np.interp(s, cum, mid[:, 1])), float(np.arctan2(d[1], d[0]))))
+            spots.append((float(np.interp(s, cum, mid[:, 0])), float(np.interp(s, cum, mid[:, 1])),
+                          float(np.arctan2(d[1], d[0]))))
 
 
 def _midblock_crosswalk(builder: MapBuilder, name: str, reference: np.ndarray, half_width: float, at: float) -> np.ndarray:
@@ -135,7 +136,8 @@ def _junction(rng: np.random.Generator, name: str, arm_angles: list[float]) -> L
                                       speed_limit=URBAN_LIMIT if kind == "straight" else TURN_LIMIT)
                 movements.setdefault((a, kind), []).append((arms[a].backward[k_in], cid, arms[b].forward[k_out]))
     # Junction box and crosswalks at each arm's mouth.
-    connectors = [shapely.Polygon(np.concatenate([d["left"], d["right"][::-1]])) for d in builder.lanes.values() if d["is_connector"]]
+    connectors = [shapely.Polygon(np.concatenate([d["left"], d["right"][::-1]]))
+                  for d in builder.lanes.values() if d["is_connector"]]
     box = shapely.union_all([shapely.convex_hull(shapely.union_all(connectors)), shapely.box(-half, -half, half, half)])
     builder.add_area(f"{name}_junction", "intersection", box)
     for a, angle in enumerate(arm_angles):
@@ -145,7 +147,8 @@ def _junction(rng: np.random.Generator, name: str, arm_angles: list[float]) -> L
         center = direction * (half - 2.5) + normal * center_offset
         builder.add_area(f"{name}_crosswalk_{a}", "crosswalk", rectangle(center, angle, 4.0, width))
         layout.crosswalk_paths.append(np.array([center - normal * (width / 2 + 1.5), center + normal * (width / 2 + 1.5)]))
-        builder.add_area(f"{name}_stop_{a}", "stop_polygon", rectangle(direction * (half + 0.5) + normal * (n_in[a] * LANE_WIDTH / 2), angle, 1.0, n_in[a] * LANE_WIDTH))
+        stop_centre = direction * (half + 0.5) + normal * (n_in[a] * LANE_WIDTH / 2)
+        builder.add_area(f"{name}_stop_{a}", "stop_polygon", rectangle(stop_centre, angle, 1.0, n_in[a] * LANE_WIDTH))
     # Phases: per opposing pair (or single arm), straight+right then protected left.
     groups = _phase_groups(arm_angles)
     phases = []
@@ -214,7 +217,8 @@ def build_merge(rng: np.random.Generator) -> Layout:
     builder.add_area("ramp", "roadblock", shapely.buffer(shapely.LineString(ramp_ref), LANE_WIDTH / 2, cap_style="flat"))
     builder.link(ramp_id, main_b.forward[n])
     layout = Layout(road_map=None)
-    layout.ego_routes.append(EgoRoute((ramp_id, main_b.forward[n], merge, main_c.forward[n - 1]), "merge", float(rng.uniform(10, 40))))
+    layout.ego_routes.append(EgoRoute((ramp_id, main_b.forward[n], merge, main_c.forward[n - 1]), "merge",
+                                      float(rng.uniform(10, 40))))
     for k in range(n):
         layout.ego_routes.append(EgoRoute((main_a.forward[k], main_b.forward[k], f"{main_b.forward[k]}__{main_c.forward[k]}",
                                            main_c.forward[k]), "follow", float(rng.uniform(60, 110))))

@@ -9,9 +9,9 @@ import shapely
 
 from scenarios.commands import driving_commands
 from scenarios.generator.families import BUILDERS, EgoRoute, Layout
-from sim.scene import STEP_S, Scene
 from sim.geometry import PACIFICA, VehicleParameters
 from sim.map import RoadMap
+from sim.scene import STEP_S, Scene
 from sim.state import AgentTracks, AgentType, ego_state
 from sim.traffic import AgentPaths, CrosswalkWalkers, IDMTraffic, Obstacles, light_status_table
 

@@ -126,8 +126,9 @@ class MapBuilder:
         a, b = self.lanes[from_id]["centerline"], self.lanes[to_id]["centerline"]
         p0, h0 = end_pose(a)
         h1 = float(np.arctan2(*(b[1] - b[0])[::-1]))
-        limit = speed_limit if speed_limit is not None else min(self.lanes[from_id]["speed_limit"], self.lanes[to_id]["speed_limit"])
-        cid = self.add_lane(f"{from_id}__{to_id}", hermite(p0, h0, b[0], h1), limit, lane_group,
+        if speed_limit is None:
+            speed_limit = min(self.lanes[from_id]["speed_limit"], self.lanes[to_id]["speed_limit"])
+        cid = self.add_lane(f"{from_id}__{to_id}", hermite(p0, h0, b[0], h1), speed_limit, lane_group,
                             is_connector=True, traffic_light=traffic_light)
         self.link(from_id, cid)
         self.link(cid, to_id)

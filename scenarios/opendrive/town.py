@@ -83,8 +83,9 @@ def load_town(path: str | Path, name: str | None = None) -> Town:
 
 def save_town_overview(town: Town, path: str | Path, max_side: int = 2048) -> np.ndarray:
     """Write a north-up PNG of the town: road surface, lanes, and light-controlled connectors highlighted."""
-    from sim.render.bev import render_map_overview  # rendering (OpenCV) only when a picture is asked for
     import cv2
+
+    from sim.render.bev import render_map_overview  # rendering (OpenCV) only when a picture is asked for
 
     route = [lane_id for lane_ids in town.lights.values() for lane_id in lane_ids]
     img = render_map_overview(town.road_map, route_lane_ids=route, max_side=max_side)

@@ -9,9 +9,8 @@ import numpy as np
 
 from sim.geometry import PACIFICA, VehicleParameters, box_corners, ego_corners
 from sim.map import RoadMap
-from sim.render.map_paint import SHIFT, _ONE, _fill_each, _lines, map_paint, paint_ground, view_bbox
+from sim.render.map_paint import _ONE, SHIFT, _fill_each, _lines, map_paint, paint_ground, view_bbox
 from sim.state import AgentSlice, AgentType
-
 
 # --- semantic BEV -----------------------------------------------------------------------------
 

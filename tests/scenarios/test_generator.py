@@ -4,9 +4,9 @@ import pytest
 import shapely
 
 from scenarios.generator import FAMILIES, GeneratorConfig, generate_scene
-from sim.scene import DRIVING_COMMANDS
 from scenarios.scene import scene_to_arrays
 from sim.geometry import box_corners, ego_corners
+from sim.scene import DRIVING_COMMANDS
 from sim.state import AgentType
 
 

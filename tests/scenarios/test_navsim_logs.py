@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from agents.registry import AgentSpec
 from scenarios.generator import FAMILIES, generate_scene
 from scenarios.log_frames import FRAME_STRIDE, frame_steps
 from scenarios.navsim_log_writer import write_navsim_log
@@ -17,9 +18,8 @@ from sim.envs.frames import FrameRenderer, fit_image, read_rgb
 from sim.envs.navsim_env import NavsimSceneEnv
 from sim.envs.scene_scoring import SceneScorer
 from sim.render.camera import CameraConfig, CameraRenderer
-from w0sim.cli import app
-from agents.registry import AgentSpec
 from sim.world_view import WorldView
+from w0sim.cli import app
 
 SPECS = [(family, seed) for family in FAMILIES for seed in (0, 1)]
 AGENTS = ("constant_velocity", "human", "pdm_closed", "drivevla_w0")

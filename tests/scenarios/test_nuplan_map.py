@@ -13,7 +13,11 @@ import shapely
 from scenarios.generator import FAMILIES, generate_scene
 from scenarios.geopackage import GeometryBlobError, decode_geometries, encode_geometries
 from scenarios.nuplan_map import (
-    DEFAULT_SPEED_LIMIT, MAP_VERSIONS, MapFormatError, nuplan_map_path, read_nuplan_map,
+    DEFAULT_SPEED_LIMIT,
+    MAP_VERSIONS,
+    MapFormatError,
+    nuplan_map_path,
+    read_nuplan_map,
 )
 from scenarios.nuplan_map_writer import write_nuplan_map, write_nuplan_maps_index
 from scenarios.transverse_mercator import ProjectionError, TransverseMercator, parse_epsg, utm_zone

@@ -54,8 +54,8 @@ def test_the_episode_scores_the_dense_route_between_first_and_last_waypoint(town
 
 def test_past_the_log_the_driving_command_follows_the_route(town01_route):
     """The route starts northwards and turns left (west) after ~30 m, when the 1.5 s log is long over."""
-    from sim.scene import DRIVING_COMMANDS
     from agents.pdm_closed import PDMClosedAgent
+    from sim.scene import DRIVING_COMMANDS
 
     route, town = town01_route
     scene = route_scene(route, town, seed=0)

@@ -45,7 +45,8 @@ def test_rectangle_overlap_agrees_with_shapely():
     rng = np.random.default_rng(3)
     a = box_corners(0.0, 0.0, 0.3, 4.6, 1.9)
     centres = rng.uniform(-6, 6, size=(400, 2))
-    b = box_corners(centres[:, 0], centres[:, 1], rng.uniform(-np.pi, np.pi, 400), rng.uniform(0.4, 6, 400), rng.uniform(0.4, 3, 400))
+    b = box_corners(centres[:, 0], centres[:, 1], rng.uniform(-np.pi, np.pi, 400), rng.uniform(0.4, 6, 400),
+                    rng.uniform(0.4, 3, 400))
     expected = shapely.intersects(shapely.Polygon(a), shapely.polygons(b))
     assert 50 < expected.sum() < 350  # both outcomes are well represented
     np.testing.assert_array_equal(rectangles_intersect(a, b), expected)
