@@ -10,6 +10,7 @@ from metrics import pdm_subscores as sub
 from metrics.comfort import comfort_checks
 from metrics.observation import Observation
 from metrics.scoring_map import ScoringMap
+from sim.geometry import principal_value
 from sim.state import STATE_SIZE
 
 VERSIONS = ("v1.1", "v2.2")
@@ -88,7 +89,7 @@ class ScoringContext:
         offset = (samples - times[lo]).astype(np.float64)[:, None]
         states = np.zeros((len(samples), STATE_SIZE))
         states[:, :7] = (values[hi] - values[lo]) / span * offset + values[lo]
-        states[:, 2] = (states[:, 2] + np.pi) % (2.0 * np.pi) - np.pi
+        states[:, 2] = principal_value(states[:, 2])
         return states
 
     def observation_for(self, version: str, initial_state: np.ndarray) -> Observation:
