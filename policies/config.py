@@ -204,10 +204,10 @@ class DriveVLAW0Config(PreTrainedConfig):
             attention_dropout=self.attention_dropout,
             tie_word_embeddings=False,
             pad_token_id=self.pad_id,
+            attn_implementation="sdpa",
         )
         # Qwen2 reads an explicit head_dim when present (needed for the paired action expert).
         cfg.head_dim = self.head_dim
-        cfg._attn_implementation = "sdpa"
         return cfg
 
     def expert_config(self) -> Qwen2Config:
