@@ -72,6 +72,7 @@ def evaluate_routes(split: str, spec: AgentSpec, out_dir: str | Path, limit: int
 
     rows = run_split(refs, spec, drive_route, out_dir, workers, ray_address, progress, on_row=rewrite)
     failures = [{"route_id": row["ref"], "reason": row["reason"]} for row in rows if "record" not in row]
+    (out_dir / "failed_routes.json").unlink(missing_ok=True)  # a resumed run lists its failures anew
     if failures:
         (out_dir / "failed_routes.json").write_text(json.dumps(failures, indent=1))
     results = build_results(records({row["ref"]: row for row in rows}), len(refs), sensors=sensors)

@@ -1,6 +1,7 @@
 """`w0sim eval` as a function: an agent on a split, one-shot or closed loop, with its summary and rollout videos."""
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,7 +35,7 @@ def evaluate(split: str, spec: AgentSpec, out_dir: str | Path, *, closed_loop: b
     if videos:
         if closed_loop:
             raise AgentError("--videos renders one-shot rollouts; it does not apply to a closed-loop run")
-        if not issubclass(spec.build().__class__, WorldModelAgent):
+        if not isinstance(spec.build(), WorldModelAgent):
             raise AgentError(f"--videos needs an agent with a world model; {spec.name} has none")
     if closed_loop:
         from w0sim.closed_loop import evaluate_routes, routes_markdown
@@ -43,8 +44,8 @@ def evaluate(split: str, spec: AgentSpec, out_dir: str | Path, *, closed_loop: b
         families = {ref.token: ref.family or "scene files" for ref in resolve_split(split, limit, **split_options)}
         text = routes_markdown(results, spec.name, split, families)
         scores_file = out_dir / "results.json"
-        recorded = {r["route_id"] for r in results["_checkpoint"]["records"]}
-        failures = [(token, "route could not run (failed_routes.json)") for token in families if token not in recorded]
+        failed = out_dir / "failed_routes.json"
+        failures = [(f["route_id"], f["reason"]) for f in json.loads(failed.read_text())] if failed.exists() else []
     else:
         from w0sim.one_shot import evaluate_split, summarize, summary_markdown
 

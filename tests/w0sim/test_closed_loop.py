@@ -1,5 +1,7 @@
 """Closed-loop evaluation: Leaderboard results JSON per route split, resume after a kill, privileged drivers."""
 
+import json
+
 import pytest
 
 from agents.registry import AgentSpec
@@ -46,3 +48,25 @@ def test_pdm_closed_completes_a_leaderboard_route_on_a_carla_town(tmp_path):
     assert record["route_id"] == "RouteScenario_0" and record["scores"]["score_route"] == 100
     assert record["meta"]["route_length"] == pytest.approx(762.1, abs=1.0)
     assert not record["infractions"]["collisions_vehicle"] and not record["infractions"]["red_light"]
+
+
+def test_a_route_that_cannot_run_is_listed_with_its_reason_and_the_run_exits_1(tmp_path):
+    from typer.testing import CliRunner
+
+    from scenarios.generator import generate_scene
+    from scenarios.scene import save_scene
+    from w0sim.cli import app
+
+    scenes = tmp_path / "scenes"
+    scenes.mkdir()
+    save_scene(generate_scene("straight", 1), scenes / "a.npz")
+    (scenes / "b.npz").write_text("not a scene")
+    out = tmp_path / "out"
+    result = CliRunner().invoke(app, ["eval", "--agent", "constant_velocity", "--split", str(scenes), "--closed-loop",
+                                      "--workers", "1", "--out", str(out)])
+    assert result.exit_code == 1, result.output
+    failed = json.loads((out / "failed_routes.json").read_text())
+    assert [f["route_id"] for f in failed] == ["b"] and "b.npz" in failed[0]["reason"]
+    records = read_results(out / "results.json")["_checkpoint"]["records"]
+    assert [r["route_id"] for r in records] == ["a"]
+    assert "failed b" in " ".join(result.output.split())
