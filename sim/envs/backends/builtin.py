@@ -20,6 +20,7 @@ from sim.geometry import PACIFICA, VehicleParameters, ego_corners
 from sim.scene import STEP_S, Scene
 from sim.state import AgentSlice, AgentType, TrafficLightStatus
 from sim.traffic import AgentPaths, IDMTraffic, Obstacles, SignalPlan, attach_to_lanes, log_replay
+from sim.world_view import copy_slice
 
 TRAFFIC_MODES = ("reactive", "replay")
 
@@ -59,12 +60,7 @@ class BuiltinSimulator:
         self.ego_log = [s.copy() for s in scene.ego_log[: scene.current_index + 1]]
         self._tracked = TrackedEgo(self.ego, self.tracker, self.bicycle, STEP_S)
         self._planned = False
-        now = scene.agents.at(self.step_index)
-        self._current = AgentSlice(
-            x=now.x.copy(), y=now.y.copy(), heading=now.heading.copy(), vx=now.vx.copy(), vy=now.vy.copy(),
-            valid=now.valid.copy(), length=now.length, width=now.width, height=now.height,
-            agent_type=now.agent_type, track_ids=now.track_ids,
-        )
+        self._current = copy_slice(scene.agents.at(self.step_index))  # updated in place as the traffic moves
         self._continued_lights = np.zeros((0, len(scene.light_ids)), dtype=np.int8)
         self._setup_traffic()
         polyline = scene.map.route_polyline(scene.route)
