@@ -171,7 +171,12 @@ def finish_v22(rows: dict, sampling, result: dict) -> None:
             continue
         start = time.perf_counter()
         frame = pd.concat(agent_rows)
-        frame = compute_final_scores(create_scene_aggregators(infer_start_adjacent_mapping(frame), frame, sampling))
+        mapping = infer_start_adjacent_mapping(frame)
+        if mapping:
+            frame = create_scene_aggregators(mapping, frame, sampling)
+        else:  # no two adjacent frames (one scene per log): NAVSIM's concat of no updates raises; EC stays NaN
+            frame = frame.assign(two_frame_extended_comfort=float("nan")).drop(columns=["ego_simulated_states"])
+        frame = compute_final_scores(frame)
         seconds = (time.perf_counter() - start) / len(frame)
         for _, row in frame.iterrows():
             entry = result["tokens"][row["token"]]
