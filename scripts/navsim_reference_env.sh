@@ -24,7 +24,7 @@
 set -euo pipefail
 
 if [ $# -ne 3 ]; then
-    sed -n '4,10p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '4,8p' "$0" | sed 's/^# \{0,1\}//'
     exit 2
 fi
 NAVSIM_SRC=$(cd "$1" && pwd)
