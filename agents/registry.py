@@ -17,6 +17,7 @@ BUILTIN_AGENTS = {
     "constant_velocity": "agents.constant_velocity:ConstantVelocityAgent",
     "human": "agents.human:HumanAgent",
     "pdm_closed": "agents.pdm_closed:PDMClosedAgent",
+    "pdm_lane_following": "agents.lane_following_pdm:LaneFollowingPDMAgent",
     "drivevla_w0": "agents.drivevla_w0:DriveVLAW0Agent",
     "route_follower": "agents.route_follower:RouteFollowerAgent",
 }

@@ -18,11 +18,12 @@ from pathlib import Path
 
 import numpy as np
 
-from agents.pdm_closed import PDMClosedPlanner
+from agents.navsim_pdm_closed import NavsimPDMClosedPlanner
 from metrics.golden_scene import golden_objects, golden_road_map, initial_state, pdm_reference, scoring_context
 from metrics.pdm_agent import PDMReference, score_agent
 from scenarios.generator import GeneratorConfig, generate_scene
 from sim.envs.scene_scoring import SceneScorer
+from sim.world_view import WorldView
 
 SHARED = Path(os.environ.get("W0SIM_SHARED", Path(__file__).resolve().parents[2] / "shared"))
 GOLDEN = SHARED / "fixtures/navsim_golden/golden_v1_1.json"
@@ -54,7 +55,8 @@ def main() -> None:
         route = ["2001", "3001", "2011"]  # the route lanes the ego drives through
 
         def full_golden() -> None:
-            plan = PDMClosedPlanner().plan(road_map, route, ego, objects, [], None)
+            world = WorldView(road_map, route, ego, objects, None, 0.5, [], np.zeros(0, np.int8), ego[None], 0)
+            plan = NavsimPDMClosedPlanner().plan_view(world)
             score_agent(AGENT_POSES, 0.5, PDMReference.from_global_poses(ego, plan.poses), context)
 
         result["golden_full_ms_per_scene"] = median_ms(full_golden, repeats=20)

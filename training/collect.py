@@ -26,7 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
-from agents.pdm_closed import PDMClosedPlanner, plan_to_local
+from agents.lane_following_pdm import LaneFollowingPDMPlanner
+from agents.pdm_closed import plan_to_local
 from scenarios.splits import SceneRef, resolve_split
 from sim.agent_input import build_agent_input, history_indices
 from sim.envs.frames import FrameRenderer
@@ -65,7 +66,7 @@ class CollectError(RuntimeError):
     """The output folder holds data of another configuration or split."""
 
 
-def expert_samples(scene, config: CollectConfig, planner: PDMClosedPlanner, sampling: TrajectorySampling) -> dict:
+def expert_samples(scene, config: CollectConfig, planner: LaneFollowingPDMPlanner, sampling: TrajectorySampling) -> dict:
     """The samples of one scene as arrays (see the module docstring) plus per-sample metadata."""
     frames = FrameRenderer(scene.map, config.camera)
     out: dict[str, list] = {name: [] for name in ARRAYS} | {"meta": []}
@@ -98,7 +99,7 @@ def collect_shard(out_dir: Path, index: int, scenes: list[SceneRef], config: Col
     final = out_dir / f"shard_{index:05d}"
     if (final / "samples.json").exists():
         return _shard_entry(final)
-    planner, sampling = PDMClosedPlanner(), TrajectorySampling()
+    planner, sampling = LaneFollowingPDMPlanner(), TrajectorySampling()
     arrays: dict[str, list] = {name: [] for name in ARRAYS}
     samples, failures = [], []
     for ref in scenes:

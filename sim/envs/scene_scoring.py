@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from agents.pdm_closed import PDMClosedConfig, PDMClosedPlanner
+from agents.navsim_pdm_closed import NavsimPDMClosedConfig, NavsimPDMClosedPlanner
 from metrics.observation import Observation, red_mask_from_2hz
 from metrics.pdm import OBSERVATION_STEPS, VERSIONS, PDMRows, ScoringContext, final_score
 from metrics.pdm_agent import PDMReference, score_agent
 from scenarios.log_frames import FRAME_STRIDE, interpolate_tracks, window_steps
-from sim.route import route_from_ego
 from sim.scene import STEP_S, Scene
 from sim.state import TrafficLightStatus
 from sim.world_view import WorldView
@@ -29,13 +28,14 @@ class SceneScorer:
             raise ValueError(f"unknown PDM score version {version!r}; expected one of {VERSIONS}")
         self.scene, self.version = scene, version
         world = WorldView.from_log(scene)  # the metric cache reads what the log holds
-        self.pdm_closed = PDMClosedPlanner(PDMClosedConfig(version=version)).plan_view(world)
+        planner = NavsimPDMClosedPlanner(NavsimPDMClosedConfig(version=version))
+        self.pdm_closed = planner.plan_view(world, scene.metadata.get("route_roadblocks"))
         self.reference = PDMReference.from_global_poses(world.ego_state, self.pdm_closed.poses)
-        chain = route_from_ego(scene.map, scene.route, world.ego_state)
-        # Same map and centerline PDM-Closed was ranked on; the objects are the log's, not a forecast.
-        planned = self.pdm_closed.context
+        # Same map, route lanes and centerline PDM-Closed was ranked on; the objects are the log's, not a forecast.
+        plan = self.pdm_closed
         history = self._history() if version == "v2.2" else None
-        self.context = ScoringContext(planned.scoring_map, self._observation(chain), planned.centerline_xy, history)
+        self.context = ScoringContext(plan.scoring_map, self._observation(plan.route_lane_ids), plan.centerline.poses,
+                                      history)
 
     def _history(self) -> np.ndarray | None:
         """v2.2 history comfort's past states, from the logged frames of the last 1.5 s (None without history)."""
@@ -49,7 +49,7 @@ class SceneScorer:
         past[:, 7] = np.round((steps - now) * STEP_S * 1e6)
         return ScoringContext.history_from_past_states(past)
 
-    def _observation(self, chain: list[str]) -> Observation:
+    def _observation(self, route_lanes: list[str]) -> Observation:
         """Log replay: every object's logged frames over the horizon, interpolated to 10 Hz (spec §3.5)."""
         scene, steps = self.scene, OBSERVATION_STEPS[self.version]
         frames = window_steps(scene.current_index, (steps - 1) // FRAME_STRIDE + 1, scene.num_steps)
@@ -61,7 +61,7 @@ class SceneScorer:
         if self.version == "v1.1":
             return observation
         # v2.2 traffic-light compliance: the route's connectors, red where the log's frame says so.
-        lanes = [lane for lane in chain if scene.map.lane(lane).traffic_light in scene.light_ids]
+        lanes = [lane for lane in route_lanes if scene.map.lane(lane).traffic_light in scene.light_ids]
         if not lanes:
             return observation
         columns = [scene.light_ids.index(scene.map.lane(lane).traffic_light) for lane in lanes]

@@ -4,12 +4,12 @@ import pytest
 import shapely
 
 from agents.forecast import ObjectForecast, braking_between
-from agents.pdm_closed import PDMClosedConfig, PDMClosedPlanner, plan_to_local
-from agents.pdm_proposals import ProposalConfig
+from agents.lane_following_pdm import LaneFollowingPDMPlanner
+from agents.pdm_closed import plan_to_local
 from scenarios.generator import generate_scene
 from sim.envs.scene_scoring import SceneScorer
 from sim.state import AgentSlice, AgentTracks, AgentType, TrajectorySampling
-from sim.world_view import logged_ego_state
+from sim.world_view import WorldView, logged_ego_state
 
 
 def slice_of(xs, ys, headings, speeds, agent_type=AgentType.VEHICLE):
@@ -92,17 +92,14 @@ def test_a_car_behind_a_braking_lead_on_the_route_queues_behind_it():
 
 
 @pytest.mark.parametrize("family, seed", [("t_junction", 3), ("intersection", 9)])
-def test_pdm_closed_drives_scenes_that_constant_velocity_forecasting_fails(family, seed):
-    """Scenes where NAVSIM's straight-line, constant-speed forecast makes every proposal collide or leave the road
-    (intersection 9: the lead brakes into a queue and a constant-speed forecast rear-ends it), while following
-    lanes and braking drives through. Scored against the log."""
+def test_lane_following_pdm_drives_scenes_that_navsims_pdm_closed_fails(family, seed):
+    """Scenes where NAVSIM's PDM-Closed (straight-line, constant-speed forecast) makes every proposal collide or leave
+    the road (intersection 9: the lead brakes into a queue and a constant-speed forecast rear-ends it), while the
+    lane-following planner follows lanes, brakes and drives through. Both scored against the log."""
     scene = generate_scene(family, seed)
     scorer = SceneScorer(scene)
     sampling = TrajectorySampling()
     ego = logged_ego_state(scene.initial_ego_state)
-    default = plan_to_local(scorer.pdm_closed.poses, ego, sampling)
-    assert scorer.score(default, sampling.interval)[1] > 0.9
-    navsim = PDMClosedPlanner(PDMClosedConfig(proposals=ProposalConfig(forecast="constant_velocity")))
-    now = scene.current_index
-    plan = navsim.plan(scene.map, scene.route, ego, scene.agents.at(now), scene.light_ids, scene.light_status[now])
-    assert scorer.score(plan_to_local(plan.poses, ego, sampling), sampling.interval)[1] == 0.0
+    assert scorer.score(plan_to_local(scorer.pdm_closed.poses, ego, sampling), sampling.interval)[1] == 0.0
+    lane_following = LaneFollowingPDMPlanner().plan_view(WorldView.from_log(scene))
+    assert scorer.score(plan_to_local(lane_following.poses, ego, sampling), sampling.interval)[1] > 0.9
