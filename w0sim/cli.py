@@ -278,6 +278,8 @@ def evaluate(
     limit: Optional[int] = typer.Option(None, "--limit", min=1, help="The first N scenes of the split."),
     workers: Optional[int] = typer.Option(None, "--workers", min=1, help="Processes (default: all cores)."),
     pdm_version: str = typer.Option("v1.1", "--pdm-version", help="v1.1 (PDMS) or v2.2 (EPDMS)."),
+    human_filter: bool = typer.Option(True, "--human-filter/--no-human-filter", help="v2.2: NAVSIM's human penalty "
+                                      "filter (a column the logged human scores 0 on counts as 1), on as in NAVSIM."),
     seed: int = typer.Option(0, "--seed", help="Agent seed (flow-matching noise)."),
     device: str = typer.Option("cpu", "--device", help="Torch device for agents with weights (cpu, cuda, cuda:1)."),
     dtype: str = typer.Option("float32", "--dtype", help="Weights' dtype for agents with weights (float32, bfloat16, "
@@ -316,7 +318,7 @@ def evaluate(
             spec = AgentSpec(agent, AgentOptions(str(checkpoint) if checkpoint else None, seed, device, dtype))
             result = run_evaluation(split, spec, out, closed_loop=closed_loop, pdm_version=pdm_version, limit=limit,
                                     workers=workers, ray_address=ray_address, split_options=split_options,
-                                    videos=videos, progress=report)
+                                    videos=videos, progress=report, human_filter=human_filter)
         except (AgentError, SplitError) as err:
             console.print(f"[red]error:[/red] {escape(str(err))}", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None

@@ -25,10 +25,11 @@ class Evaluation:
 def evaluate(split: str, spec: AgentSpec, out_dir: str | Path, *, closed_loop: bool | None = None,
              pdm_version: str = "v1.1", limit: int | None = None, workers: int | None = None,
              ray_address: str | None = None, split_options: dict | None = None, videos: int = 0,
-             progress: Callable[[int, int], None] | None = None) -> Evaluation:
+             progress: Callable[[int, int], None] | None = None, human_filter: bool = True) -> Evaluation:
     """Evaluate `spec` on the first `limit` scenes of `split`: closed loop (Leaderboard results.json) or one-shot
     (NAVSIM scores.csv), by default as `split_kind` says; `videos`: rollout videos of the first K scenes (one-shot,
-    agents with a world model). An interrupted run resumes where it stopped."""
+    agents with a world model); `human_filter`: NAVSIM's v2.2 human penalty filter (on, as NAVSIM's default). An
+    interrupted run resumes where it stopped."""
     out_dir = Path(out_dir)
     split_options = split_options or {}
     closed_loop = split_kind(split) == "closed_loop" if closed_loop is None else closed_loop
@@ -49,7 +50,8 @@ def evaluate(split: str, spec: AgentSpec, out_dir: str | Path, *, closed_loop: b
     else:
         from w0sim.one_shot import evaluate_split, summarize, summary_markdown
 
-        rows = evaluate_split(split, spec, out_dir, pdm_version, limit, workers, progress, ray_address, split_options)
+        rows = evaluate_split(split, spec, out_dir, pdm_version, limit, workers, progress, ray_address, split_options,
+                             human_filter)
         text = summary_markdown(summarize(rows), spec.name, split, pdm_version)
         scores_file = out_dir / "scores.csv"
         failures = [(row["token"], row["reason"]) for row in rows if not row["valid"]]

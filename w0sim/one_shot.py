@@ -29,8 +29,9 @@ def csv_columns(version: str) -> list[str]:
     return ["token", "valid", *SUBSCORE_COLUMNS[version], "score"]
 
 
-def evaluate_scene(ref: SceneRef, index: int, agent: Agent, version: str = "v1.1") -> dict:
-    """The row of one scene: NAVSIM's columns plus family and, for a failed scene, the reason."""
+def evaluate_scene(ref: SceneRef, index: int, agent: Agent, version: str = "v1.1", human_filter: bool = True) -> dict:
+    """The row of one scene: NAVSIM's columns plus family and, for a failed scene, the reason. `human_filter`:
+    NAVSIM's v2.2 human penalty filter (its default)."""
     from sim.envs.navsim_env import NavsimSceneEnv
 
     row = {"token": ref.token, "family": ref.family, "valid": False, "reason": ""}
@@ -38,7 +39,7 @@ def evaluate_scene(ref: SceneRef, index: int, agent: Agent, version: str = "v1.1
         scene = ref.load()
         row["token"], row["family"] = scene.token, scene.family  # the scene's own token (the CSV's)
         env = NavsimSceneEnv(scenes=[scene], cameras=agent.get_sensor_config().cameras, pdm_version=version,
-                             privileged=agent.privileged)
+                             privileged=agent.privileged, human_filter=human_filter)
         _, info = env.reset(seed=0)
         trajectory = agent.compute_trajectory(info["agent_input"], info.get("world"))
         _, _, _, _, result = env.step(trajectory.poses)
@@ -59,13 +60,14 @@ def evaluate_scene(ref: SceneRef, index: int, agent: Agent, version: str = "v1.1
 def evaluate_split(split: str, agent: AgentSpec, out_dir: str | Path, version: str = "v1.1",
                    limit: int | None = None, workers: int | None = None,
                    progress: Callable[[int, int], None] | None = None, ray_address: str | None = None,
-                   split_options: dict | None = None) -> list[dict]:
+                   split_options: dict | None = None, human_filter: bool = True) -> list[dict]:
     """Score `agent` on the first `limit` scenes of `split` (`split_options`: see `resolve_split`); writes
     rows.jsonl and scores.csv to `out_dir` and returns the rows in split order (see `run_split` for workers,
     Ray and resume)."""
     out_dir = Path(out_dir)
     refs = resolve_split(split, limit, **(split_options or {}))
-    rows = run_split(refs, agent, partial(evaluate_scene, version=version), out_dir, workers, ray_address, progress)
+    task = partial(evaluate_scene, version=version, human_filter=human_filter)
+    rows = run_split(refs, agent, task, out_dir, workers, ray_address, progress)
     write_csv(rows, out_dir / "scores.csv", version)
     return rows
 

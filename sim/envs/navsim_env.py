@@ -40,13 +40,14 @@ class NavsimSceneEnv(SceneEnv):
     def __init__(self, scenes=None, families=None, generator_config=None, camera: CameraConfig | None = None,
                  cameras: bool = True, num_history_frames: int = NUM_HISTORY_FRAMES,
                  trajectory_sampling: TrajectorySampling = TrajectorySampling(), render_mode: str | None = None,
-                 pdm_version: str | None = "v1.1", privileged: bool = False):
+                 pdm_version: str | None = "v1.1", privileged: bool = False, human_filter: bool = True):
         super().__init__(scenes, families, generator_config, camera, cameras, num_history_frames, trajectory_sampling,
                          render_mode)
         if pdm_version not in (None, *VERSIONS):
             raise ValueError(f"pdm_version must be None or one of {VERSIONS}, got {pdm_version!r}")
         self.pdm_version = pdm_version
         self.privileged = privileged
+        self.human_filter = human_filter
         self.action_space = trajectory_space(trajectory_sampling)
         self.scene: Scene | None = None
         self.frames: FrameRenderer | None = None
@@ -83,7 +84,7 @@ class NavsimSceneEnv(SceneEnv):
         reward = 0.0
         if failure is None and self.pdm_version is not None:
             if self._scorer is None:
-                self._scorer = SceneScorer(self.scene, self.pdm_version)
+                self._scorer = SceneScorer(self.scene, self.pdm_version, self.human_filter)
             rows, reward = self._scorer.score(poses, self.sampling.interval)
             if rows.valid[0]:
                 info["scores"] = {**rows.result(0), "score": reward}

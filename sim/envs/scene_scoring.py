@@ -8,22 +8,26 @@ from __future__ import annotations
 
 import numpy as np
 
+from agents.human import logged_poses
 from agents.navsim_pdm_closed import NavsimPDMClosedConfig, NavsimPDMClosedPlanner
 from metrics.observation import Observation, red_mask_from_2hz
 from metrics.pdm import OBSERVATION_STEPS, VERSIONS, PDMRows, ScoringContext, final_score
 from metrics.pdm_agent import PDMReference, score_agent
 from scenarios.log_frames import FRAME_STRIDE, interpolate_tracks, window_steps
 from sim.scene import STEP_S, Scene
-from sim.state import TrafficLightStatus
+from sim.state import TrafficLightStatus, TrajectorySampling
 from sim.world_view import WorldView
 
 HISTORY_FRAMES = 4  # v2.2 history comfort: the logged frames at -1.5, -1.0, -0.5 and 0 s
+HUMAN_SAMPLING = TrajectorySampling(num_poses=8, interval=0.5)  # the logged future the v2.2 human filter scores
 
 
 class SceneScorer:
     """The metric cache of one scene's current frame, and the scorer over it."""
 
-    def __init__(self, scene: Scene, version: str = "v1.1"):
+    def __init__(self, scene: Scene, version: str = "v1.1", human_filter: bool = True):
+        """`human_filter` (v2.2): NAVSIM's human penalty filter, on by default as in NAVSIM's scorer config: a
+        column the logged human trajectory scores 0 on is set to 1 for the agent."""
         if version not in VERSIONS:
             raise ValueError(f"unknown PDM score version {version!r}; expected one of {VERSIONS}")
         self.scene, self.version = scene, version
@@ -31,6 +35,9 @@ class SceneScorer:
         planner = NavsimPDMClosedPlanner(NavsimPDMClosedConfig(version=version))
         self.pdm_closed = planner.plan_view(world, scene.metadata.get("route_roadblocks"))
         self.reference = PDMReference.from_global_poses(world.ego_state, self.pdm_closed.poses)
+        self.human_poses = None
+        if version == "v2.2" and human_filter:
+            self.human_poses = logged_poses(scene.ego_log, scene.current_index, world.ego_state, HUMAN_SAMPLING)
         # Same map, route lanes and centerline PDM-Closed was ranked on; the objects are the log's, not a forecast.
         plan = self.pdm_closed
         history = self._history() if version == "v2.2" else None
@@ -71,6 +78,7 @@ class SceneScorer:
 
     def score(self, local_poses, interval: float) -> tuple[PDMRows, float]:
         """The agent's row (or a failed row with its reason) and its reported score (0 for a failed row)."""
-        rows = score_agent(local_poses, interval, self.reference, self.context, self.version)
+        rows = score_agent(local_poses, interval, self.reference, self.context, self.version, self.human_poses,
+                           HUMAN_SAMPLING.interval)
         score = float(final_score(rows)[0]) if rows.valid[0] else 0.0
         return rows, score
