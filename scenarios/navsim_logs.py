@@ -278,7 +278,8 @@ def scene_from_frames(window: list[dict], maps_root: str | Path, sensor_blobs: s
         raise NavsimLogError(f"log {current['log_name']}, token {current['token']}: {exc}") from None
     commands = np.array([int(np.argmax(f["driving_command"])) for f in window], dtype=np.int8)
     metadata = {"source": "navsim", "log_name": str(current["log_name"]), "map_location": location,
-                "frame_tokens": [str(f["token"]) for f in window], "num_history_frames": num_history_frames}
+                "frame_tokens": [str(f["token"]) for f in window], "num_history_frames": num_history_frames,
+                "route_roadblocks": [str(r) for r in current["roadblock_ids"]]}
     if sensor_blobs is not None:
         images = {str(k * FRAME_STRIDE): str(Path(sensor_blobs) / f["cams"]["CAM_F0"]["data_path"])
                   for k, f in enumerate(window) if "CAM_F0" in f.get("cams", {})}
