@@ -274,6 +274,17 @@ def apply_human_filter(agent: PDMRows, human: PDMRows, human_row: int = 0) -> PD
     return replace(out, multiplicative_metrics_prod=np.where(agent.valid, product, np.nan), weighted_metrics=weighted)
 
 
+def epdms_with_extended_comfort(columns: dict[str, float], extended_comfort: float) -> float:
+    """EPDMS (v2.2) of one token's columns (after the human filter) with its two-frame EC (NaN: EC's weight 0),
+    NAVSIM's one-stage `compute_final_scores`."""
+    weights = WEIGHTS["v2.2"].copy()
+    values = np.array([float(columns[n]) for n in WEIGHTED_NAMES["v2.2"][:4]] + [extended_comfort])
+    if np.isnan(extended_comfort):
+        weights[-1], values[-1] = 0.0, 0.0
+    product = np.prod([float(columns[n]) for n in MULTIPLICATIVE_NAMES["v2.2"]])
+    return float(product * (values * weights).sum() / weights.sum())
+
+
 def final_score(rows: PDMRows, extended_comfort=None) -> np.ndarray:
     """(B,) the reported score: v1.1 PDMS; v2.2 EPDMS with EC (NaN EC -> its weight 0, one-stage rule)."""
     if rows.version == "v1.1":

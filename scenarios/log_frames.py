@@ -9,6 +9,8 @@ written to and read back from NAVSIM's file formats score the same.
 """
 from __future__ import annotations
 
+import hashlib
+
 import numpy as np
 
 from sim.geometry import principal_value
@@ -16,6 +18,13 @@ from sim.state import StateIndex
 from sim.world_view import logged_ego_state
 
 FRAME_STRIDE = 5  # 10 Hz steps per 2 Hz log frame
+ADJACENT_FRAMES_S = 0.55  # NAVSIM's two-frame EC pairs scenes of one log whose current frames are this close
+
+
+def frame_token(scene_token: str, step: int) -> str:
+    """The token of a generated scene's 2 Hz frame at 10 Hz step `step` (not the scene's current frame: that one
+    carries the scene's token), 16 hex characters like NAVSIM's."""
+    return hashlib.sha256(f"{scene_token}/frame/{step}".encode()).hexdigest()[:16]
 
 
 def frame_steps(current_index: int, num_steps: int) -> np.ndarray:

@@ -3,30 +3,36 @@ files, NAVSIM log splits (`navsim:NAME`: the logs of `<navsim_logs>/NAME/` slice
 and CARLA Leaderboard routes (`carla:ROUTES.xml`: closed-loop route scenes on the towns of `town_dir`)."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
-from scenarios.generator import FAMILIES, generate_scene, scene_specs
+from scenarios.generator import FAMILIES, GeneratorConfig, generate_scene, scene_specs
 from scenarios.generator.generate import scene_token
+from scenarios.log_frames import FRAME_STRIDE, frame_token
 from scenarios.scene import load_scene
+from scenarios.scene_filter import SceneFilter, SceneFilterError
 from sim.scene import Scene
 
 
 @dataclass(frozen=True)
 class BuiltinSplit:
-    """Generated scenes `scene_specs(size, seed)`: scene i is family i mod 5 with seed seed * 1000003 + i."""
+    """Generated scenes: `size` tokens, `frames_per_log` consecutive 2 Hz frames of each generated log
+    (`scene_specs(size // frames_per_log, seed)`: log i is family i mod 5 with seed seed * 1000003 + i), as a
+    NAVSIM split lists consecutive frames of its logs (which is what makes v2.2's two-frame comfort defined)."""
 
     name: str
     seed: int
     size: int
     kind: str  # "one_shot" (NAVSIM-style scoring) or "closed_loop" (Leaderboard-style routes)
     description: str
+    frames_per_log: int = 1
 
 
 BUILTIN_SPLITS = {
     split.name: split for split in (
         BuiltinSplit("navtrain", 1, 100_000, "one_shot", "training scenes for data collection"),
-        BuiltinSplit("navtest", 2, 500, "one_shot", "held-out test scenes, 100 per family"),
+        BuiltinSplit("navtest", 2, 500, "one_shot", "held-out test scenes: 250 logs x 2 consecutive frames, 100 per "
+                     "family", frames_per_log=2),
         BuiltinSplit("routes", 3, 50, "closed_loop", "closed-loop routes, 10 per family"),
     )
 }
@@ -40,7 +46,8 @@ class SplitError(ValueError):
 class SceneRef:
     """One scene of a split: generated from (family, seed), read from a scene file, or a window of a NAVSIM log
     (`navsim_log` from frame `window_start`, its map under `nuplan_maps`, images under `sensor_blobs`), or a
-    Leaderboard route (`route_id` of `route_file`, its town read from `town_dir`, traffic drawn from `seed`)."""
+    Leaderboard route (`route_id` of `route_file`, its town read from `town_dir`, traffic drawn from `seed`).
+    A generated scene's `frame` > 0 is its log `frame` 2 Hz frames after the generated current frame."""
 
     token: str
     family: str | None = None
@@ -53,6 +60,16 @@ class SceneRef:
     route_file: Path | None = None
     route_id: str | None = None
     town_dir: Path | None = None
+    frame: int = 0
+
+    @property
+    def log_frame(self) -> tuple[str, int]:
+        """(log, frame index in it): scenes of one log at consecutive frames are NAVSIM's adjacent frames."""
+        if self.navsim_log is not None:
+            return str(self.navsim_log), self.window_start
+        if self.family is not None and self.seed is not None and self.path is None and self.route_file is None:
+            return f"generated/{self.family}/{self.seed}", self.frame
+        return self.token, 0
 
     def load(self) -> Scene:
         if self.route_file is not None:
@@ -67,13 +84,30 @@ class SceneRef:
             return load_log_scene(self.navsim_log, self.window_start, self.nuplan_maps, self.sensor_blobs)
         if self.path is not None:
             return load_scene(self.path)
-        return generate_scene(self.family, self.seed)
+        scene = generate_scene(self.family, self.seed)
+        if not self.frame:
+            return scene
+        step = scene.current_index + FRAME_STRIDE * self.frame
+        return replace(scene, token=frame_token(scene.token, step), current_index=step,
+                       metadata={**scene.metadata, "log_token": scene.token})
 
 
 def builtin_split(name: str) -> BuiltinSplit:
     if name not in BUILTIN_SPLITS:
         raise SplitError(f"unknown built-in split {name!r}; expected one of {sorted(BUILTIN_SPLITS)}")
     return BUILTIN_SPLITS[name]
+
+
+def builtin_refs(split: BuiltinSplit, count: int) -> list[SceneRef]:
+    """The first `count` tokens of a built-in split: each generated log's frames one after another."""
+    per_log = split.frames_per_log
+    current = GeneratorConfig().current_index
+    refs = []
+    for family, seed in scene_specs(-(-count // per_log), split.seed, FAMILIES):
+        token = scene_token(family, seed)
+        refs += [SceneRef(token if k == 0 else frame_token(token, current + FRAME_STRIDE * k), family, seed, frame=k)
+                 for k in range(per_log)]
+    return refs[:count]
 
 
 def split_kind(spec: str) -> str:
@@ -88,17 +122,20 @@ def split_kind(spec: str) -> str:
 
 def resolve_split(spec: str, limit: int | None = None, navsim_logs: str | Path | None = None,
                   nuplan_maps: str | Path | None = None, sensor_blobs: str | Path | None = None,
-                  town_dir: str | Path | None = None) -> list[SceneRef]:
-    """Scenes of `builtin:NAME`, of `navsim:NAME` (needs `navsim_logs` and `nuplan_maps`), of `carla:ROUTES.xml`
-    (needs `town_dir`) or of a directory of `.npz` scene files (sorted by name); the first `limit`."""
+                  town_dir: str | Path | None = None, scene_filter: str | Path | None = None) -> list[SceneRef]:
+    """Scenes of `builtin:NAME`, of `navsim:NAME` (needs `navsim_logs` and `nuplan_maps`; `scene_filter` a NAVSIM
+    scene filter YAML), of `carla:ROUTES.xml` (needs `town_dir`) or of a directory of `.npz` scene files (sorted by
+    name); the first `limit`."""
     if spec.startswith("carla:"):
         return carla_split(Path(spec.removeprefix("carla:")), town_dir, limit)
     if spec.startswith("navsim:"):
-        return navsim_split(spec.removeprefix("navsim:"), navsim_logs, nuplan_maps, sensor_blobs, limit)
+        return navsim_split(spec.removeprefix("navsim:"), navsim_logs, nuplan_maps, sensor_blobs, limit, scene_filter)
+    if scene_filter is not None:
+        raise SplitError(f"a scene filter applies to navsim: splits only, not to {spec!r}")
     if spec.startswith("builtin:"):
         split = builtin_split(spec.removeprefix("builtin:"))
         count = split.size if limit is None else min(limit, split.size)
-        return [SceneRef(scene_token(family, seed), family, seed) for family, seed in scene_specs(count, split.seed, FAMILIES)]
+        return builtin_refs(split, count)
     directory = Path(spec)
     if not directory.is_dir():
         raise SplitError(f"split {spec!r} is neither builtin:{{{','.join(BUILTIN_SPLITS)}}} nor a directory")
@@ -123,21 +160,36 @@ def navsim_log_dir(name: str, navsim_logs: str | Path | None) -> Path:
 
 
 def navsim_split(name: str, navsim_logs: str | Path | None, nuplan_maps: str | Path | None,
-                 sensor_blobs: str | Path | None = None, limit: int | None = None) -> list[SceneRef]:
-    """Scenes of the logs of a NAVSIM split (sorted by log name), windows as NAVSIM's SceneFilter makes them
-    (4 history + 10 future frames, one window after another); checks that each log's map is there."""
+                 sensor_blobs: str | Path | None = None, limit: int | None = None,
+                 scene_filter: str | Path | None = None) -> list[SceneRef]:
+    """Scenes of the logs of a NAVSIM split (sorted by log name), windows as NAVSIM's SceneFilter makes them (by
+    default 4 history + 10 future frames, one window after another; `scene_filter` a NAVSIM scene filter YAML: its
+    frame interval, logs and tokens); checks that each log's map is there."""
     from scenarios.navsim_logs import NUM_HISTORY_FRAMES, NavsimLogError, filter_scenes, load_navsim_log, map_file
 
+    try:
+        selection = SceneFilter() if scene_filter is None else SceneFilter.from_yaml(scene_filter)
+    except SceneFilterError as err:
+        raise SplitError(str(err)) from None
+    if (selection.num_history_frames, selection.num_future_frames) != (NUM_HISTORY_FRAMES, 10) or not selection.has_route:
+        raise SplitError(f"scene filter {scene_filter}: w0sim scores windows of {NUM_HISTORY_FRAMES} history + 10 future "
+                         "frames with a route (has_route true)")
+    if selection.max_scenes is not None:
+        limit = selection.max_scenes if limit is None else min(limit, selection.max_scenes)
     folder = navsim_log_dir(name, navsim_logs)
     if nuplan_maps is None or not Path(nuplan_maps).is_dir():
         raise SplitError(f"split navsim:{name} needs the nuPlan maps folder (--nuplan-maps DIR)"
                          + (f"; {nuplan_maps} is not a directory" if nuplan_maps is not None else ""))
     refs: list[SceneRef] = []
     locations: set[str] = set()
-    for log in sorted(folder.glob("*.pkl")):
+    logs = sorted(folder.glob("*.pkl"))
+    if selection.log_names is not None:
+        logs = [log for log in logs if log.stem in set(selection.log_names)]
+    for log in logs:
         try:
             frames = load_navsim_log(log)
-            windows = filter_scenes(frames, max_scenes=None if limit is None else limit - len(refs))
+            windows = filter_scenes(frames, frame_interval=selection.frame_interval, tokens=selection.tokens,
+                                    max_scenes=None if limit is None else limit - len(refs))
             for location in {str(w[0]["map_location"]) for w in windows} - locations:
                 map_file(nuplan_maps, location)
                 locations.add(location)

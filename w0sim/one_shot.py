@@ -4,7 +4,9 @@ Each scene runs through the environment exactly as a user's loop would (the agen
 privileged agent, the world view a NAVSIM log allows; the trajectory scored against the scene's
 PDM-Closed reference). The CSV is NAVSIM's layout (v1.1: `token, valid, <6 sub-scores>, score` and an
 `average` row; v2.2: its 9 sub-scores and `average_all_frames`), in split order whatever order scenes
-finished in.
+finished in. v2.2's two-frame extended comfort is NAVSIM's one-stage rule: a token whose log's previous frame is
+also in the split is compared with that frame's simulated states, and its score recomputed; other tokens keep
+EC NaN (its weight 0).
 """
 from __future__ import annotations
 
@@ -18,7 +20,8 @@ import numpy as np
 
 from agents.base import Agent
 from agents.registry import AgentSpec
-from metrics.pdm import SUBSCORE_COLUMNS
+from metrics.comfort import two_frame_extended_comfort
+from metrics.pdm import SUBSCORE_COLUMNS, epdms_with_extended_comfort
 from scenarios.splits import SceneRef, resolve_split
 from w0sim.runner import run_split
 
@@ -54,6 +57,8 @@ def evaluate_scene(ref: SceneRef, index: int, agent: Agent, version: str = "v1.1
     for name in SUBSCORE_COLUMNS[version]:
         row[name] = float(scores.get(name, math.nan))
     row["score"] = float(scores["score"])
+    if version == "v2.2":  # the two-frame comfort of the next frame of this log compares with these
+        row["simulated_states"] = np.asarray(result["simulated_states"]).tolist()
     return row
 
 
@@ -68,8 +73,27 @@ def evaluate_split(split: str, agent: AgentSpec, out_dir: str | Path, version: s
     refs = resolve_split(split, limit, **(split_options or {}))
     task = partial(evaluate_scene, version=version, human_filter=human_filter)
     rows = run_split(refs, agent, task, out_dir, workers, ray_address, progress)
+    if version == "v2.2":
+        rows = with_extended_comfort(refs, rows)
     write_csv(rows, out_dir / "scores.csv", version)
     return rows
+
+
+def with_extended_comfort(refs: list[SceneRef], rows: list[dict]) -> list[dict]:
+    """Rows (split order, aligned with `refs`) with v2.2's two-frame EC and the score it changes, for every valid
+    token whose log's previous frame is a valid token of the split too."""
+    index = {ref.log_frame: k for k, ref in enumerate(refs)}
+    out = []
+    for k, (ref, row) in enumerate(zip(refs, rows)):
+        log, frame = ref.log_frame
+        before = index.get((log, frame - 1))
+        row = {k: v for k, v in row.items() if k != "simulated_states"}
+        if row["valid"] and before is not None and rows[before]["valid"]:
+            now, prev = np.asarray(rows[k]["simulated_states"]), np.asarray(rows[before]["simulated_states"])
+            row["two_frame_extended_comfort"] = float(two_frame_extended_comfort(now, prev))
+            row["score"] = epdms_with_extended_comfort(row, row["two_frame_extended_comfort"])
+        out.append(row)
+    return out
 
 
 def write_csv(rows: list[dict], path: Path, version: str) -> None:

@@ -239,3 +239,29 @@ def test_read_back_camera_frames_are_bit_identical_even_on_a_pixel_edge(tmp_path
     scene = generate_scene(family, seed)
     read_back = _write_and_read(scene, tmp_path)
     np.testing.assert_array_equal(_agent_input(scene).cameras, _agent_input(read_back).cameras)
+
+
+def test_a_navsim_scene_filter_yaml_picks_frames_logs_and_tokens(one_log, tmp_path):
+    from scenarios.log_frames import frame_token
+    from scenarios.scene_filter import SceneFilter
+
+    log, root = one_log
+    token = generate_scene("intersection", 3).token
+    later = frame_token(token, 20)
+    dense = SceneFilter(frame_interval=1).write_yaml(tmp_path / "dense.yaml")
+    refs = resolve_split("navsim:logs", navsim_logs=root, nuplan_maps=root / "maps", scene_filter=dense)
+    assert len(refs) == 7 and [r.token for r in refs[:2]] == [token, later]  # every window of the 20-frame log
+    assert refs[1].log_frame == (str(log), 1)
+    picked = SceneFilter(frame_interval=1, tokens=(later,), log_names=(log.stem,)).write_yaml(tmp_path / "one.yaml")
+    assert SceneFilter.from_yaml(picked).tokens == (later,)
+    assert "navsim.common.dataclasses.SceneFilter" in picked.read_text()  # NAVSIM instantiates it as it is
+    assert [r.token for r in resolve_split("navsim:logs", navsim_logs=root, nuplan_maps=root / "maps",
+                                           scene_filter=picked)] == [later]
+    other_log = SceneFilter(log_names=("another_log",)).write_yaml(tmp_path / "none.yaml")
+    with pytest.raises(SplitError, match="hold no scenes"):
+        resolve_split("navsim:logs", navsim_logs=root, nuplan_maps=root / "maps", scene_filter=other_log)
+    (tmp_path / "bad.yaml").write_text("frame_interval: 1\nnum_frames: 3\n")
+    with pytest.raises(SplitError, match=r"bad.yaml: unknown keys \['num_frames'\]"):
+        resolve_split("navsim:logs", navsim_logs=root, nuplan_maps=root / "maps", scene_filter=tmp_path / "bad.yaml")
+    with pytest.raises(SplitError, match="navsim: splits only"):
+        resolve_split("builtin:navtest", 2, scene_filter=dense)

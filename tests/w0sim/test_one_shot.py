@@ -91,3 +91,34 @@ def test_a_run_killed_mid_way_resumes_to_the_same_csv(tmp_path):
     assert not (tmp_path / "killed" / "scores.csv").exists(), "the run finished before it could be killed"
     subprocess.run(command(tmp_path / "killed"), check=True, capture_output=True)
     assert (tmp_path / "killed" / "scores.csv").read_bytes() == (tmp_path / "straight" / "scores.csv").read_bytes()
+
+
+def test_v2_two_frame_comfort_pairs_consecutive_frames_of_a_log(tmp_path):
+    """navtest lists two consecutive 2 Hz frames of each generated log, as NAVSIM's navtest lists consecutive frames:
+    the second frame's EC compares its simulated states with the first's (NAVSIM's one-stage rule), the first has
+    none (NaN, weight 0), and the score is recomputed with it."""
+    from metrics.comfort import two_frame_extended_comfort
+    from metrics.pdm import epdms_with_extended_comfort
+
+    rows = evaluate_split("builtin:navtest", AgentSpec("constant_velocity"), tmp_path, "v2.2", limit=4, workers=1)
+    assert len(rows) == 4
+    raw = [json.loads(line) for line in (tmp_path / "rows.jsonl").read_text().splitlines()]
+    states = {r["token"]: np.asarray(r["simulated_states"]) for r in raw}
+    first, second = rows[0], rows[1]
+    assert np.isnan(first["two_frame_extended_comfort"])
+    expected = float(two_frame_extended_comfort(states[second["token"]], states[first["token"]]))
+    assert second["two_frame_extended_comfort"] == expected
+    assert second["score"] == pytest.approx(epdms_with_extended_comfort(second, expected), abs=0)
+    other_log = rows[2]  # the next log starts again without a previous frame
+    assert np.isnan(other_log["two_frame_extended_comfort"])
+    assert "simulated_states" not in first  # kept in rows.jsonl, not in the rows / CSV
+
+
+def test_builtin_navtest_lists_two_consecutive_frames_of_each_log():
+    from scenarios.splits import resolve_split
+
+    refs = resolve_split("builtin:navtest", 4)
+    first, second = refs[0].load(), refs[1].load()
+    assert refs[0].log_frame[0] == refs[1].log_frame[0] != refs[2].log_frame[0]
+    assert second.current_index == first.current_index + 5 and second.token == refs[1].token != first.token
+    np.testing.assert_array_equal(second.ego_log, first.ego_log)  # the same drive, half a second later
