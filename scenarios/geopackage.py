@@ -144,29 +144,48 @@ def create_metadata_tables(db: sqlite3.Connection, srs: list[tuple[int, str, str
 
 
 def create_feature_table(db: sqlite3.Connection, table: str, geometry_type: str | None, srs_id: int,
-                         columns: list[tuple[str, str]], rows: list[tuple], blobs: list[bytes] | None = None) -> None:
+                         columns: list[tuple[str, str]], rows: list[tuple] = (), blobs: list[bytes] | None = None) -> None:
     """A feature table (integer `fid`, `geom`, then `columns` = (name, SQL type)) or, with
     geometry_type None, an attributes table; registered in gpkg_contents / gpkg_geometry_columns.
 
-    `rows` hold fid then the column values; `blobs` the geometry cells in the same order.
+    `rows` hold fid then the column values; `blobs` the geometry cells in the same order. More rows can
+    be added later with `append_features`.
     """
     fields = ["fid INTEGER PRIMARY KEY AUTOINCREMENT NOT NULL"]
     if geometry_type is not None:
         fields.append(f"geom {geometry_type}")
     fields += [f'"{name}" {kind}' for name, kind in columns]
     db.execute(f'CREATE TABLE "{table}" ({", ".join(fields)})')
-    if geometry_type is not None:
-        rows = [(row[0], blob, *row[1:]) for row, blob in zip(rows, blobs)]
-    width = len(fields)
-    db.executemany(f'INSERT INTO "{table}" VALUES ({", ".join("?" * width)})', rows)
     if geometry_type is None:
         db.execute("INSERT INTO gpkg_contents (table_name, data_type, identifier, last_change) VALUES (?, ?, ?, ?)",
                    (table, "attributes", table, LAST_CHANGE))
+    else:
+        db.execute("INSERT INTO gpkg_contents VALUES (?, 'features', ?, '', ?, NULL, NULL, NULL, NULL, ?)",
+                   (table, table, LAST_CHANGE, srs_id))
+        db.execute("INSERT INTO gpkg_geometry_columns VALUES (?, 'geom', ?, ?, 0, 0)", (table, geometry_type, srs_id))
+    append_features(db, table, rows, blobs)
+
+
+def append_features(db: sqlite3.Connection, table: str, rows: list[tuple], blobs: list[bytes] | None = None) -> None:
+    """Insert rows (fid then the column values) into a table made by `create_feature_table`, with their
+    geometry cells `blobs` for a feature table (None for an attributes table); gpkg_contents' extent grows
+    to cover them."""
+    if not len(rows):
+        return
+    if blobs is not None:
+        rows = [(row[0], blob, *row[1:]) for row, blob in zip(rows, blobs)]
+    width = len(rows[0])
+    db.executemany(f'INSERT INTO "{table}" VALUES ({", ".join("?" * width)})', rows)
+    if blobs is None:
         return
     box = _bounds_of_blobs(blobs)
-    db.execute("INSERT INTO gpkg_contents VALUES (?, 'features', ?, '', ?, ?, ?, ?, ?, ?)",
-               (table, table, LAST_CHANGE, *box, srs_id))
-    db.execute("INSERT INTO gpkg_geometry_columns VALUES (?, 'geom', ?, ?, 0, 0)", (table, geometry_type, srs_id))
+    if box[0] is None:
+        return
+    old = db.execute("SELECT min_x, min_y, max_x, max_y FROM gpkg_contents WHERE table_name = ?", (table,)).fetchone()
+    if old[0] is not None:
+        box = (min(old[0], box[0]), min(old[1], box[1]), max(old[2], box[2]), max(old[3], box[3]))
+    db.execute("UPDATE gpkg_contents SET min_x = ?, min_y = ?, max_x = ?, max_y = ? WHERE table_name = ?",
+               (*box, table))
 
 
 def _bounds_of_blobs(blobs: list[bytes]) -> tuple[float | None, ...]:

@@ -1,26 +1,31 @@
-"""Write a RoadMap as a nuPlan map GeoPackage (`map.gpkg`, nuPlan's table and column names) and the maps index.
+"""Write RoadMaps as a nuPlan map GeoPackage (`map.gpkg`, nuPlan's table and column names) and the maps index.
 
-fids come from one counter over the whole file: lanes and lane connectors first, in RoadMap order
-(so reading back keeps the lane order), then areas in RoadMap order (likewise), then lane groups
-that are not a roadblock area, then the other rows (stop lines, boundaries, baseline paths...).
-`NuplanMapIds` says which fid each w0sim id became, so a log writer can translate route
-roadblocks and traffic lights. Lane -> lane links (nuPlan always puts a connector between lanes)
-go to the extra attributes table `w0sim_lane_links`; stop signs (a CARLA notion) are not written.
+A `NuplanMapFile` creates every table, then appends maps one at a time, each in its own block of
+FID_BLOCK fids (`fid_base`), so many scenes can share one city's file. Within a block, fids come from
+one counter: lanes and lane connectors first, in RoadMap order (so reading back keeps the lane order),
+then areas in RoadMap order (likewise), then lane groups that are not a roadblock area, then the
+other rows (stop lines, boundaries, baseline paths...). `NuplanMapIds` says which fid each w0sim id
+became, so a log writer can translate route roadblocks and traffic lights. nuPlan reads lane
+topology only from lane connectors (exit / entry lane) and lane-group connectors; every connector
+row names the intersection polygon it lies in (`intersection_fid`). Links nuPlan cannot express
+(lane -> lane, connector -> connector: CARLA towns have them, generated maps do not) go to the extra
+attributes table `w0sim_lane_links`, created only for a map that has such links; stop signs (a CARLA
+notion) are not written.
 """
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import sqlite3
 from collections.abc import Callable
-from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import shapely
 
-from scenarios.geopackage import create_feature_table, create_metadata_tables, encode_geometries, utm_wkt
+from scenarios.geopackage import append_features, create_feature_table, create_metadata_tables, encode_geometries, utm_wkt
 from scenarios.nuplan_map import LANE_LINKS_TABLE, LOCATION_EPSG, MAP_VERSIONS, MAPS_INDEX_FILE
 from scenarios.transverse_mercator import utm_zone
 from sim.map import Lane, MapError, RoadMap
@@ -28,6 +33,7 @@ from sim.map import Lane, MapError, RoadMap
 STOP_LINE_SNAP = 0.5  # m: a stop polygon this close to a lit connector's start is its stop line
 STOP_LINE_DEPTH = 1.0  # m: depth of a stop line made up for a lit connector that has none
 TRAFFIC_LIGHT_STOP = 2  # nuPlan stop_polygon_type_fid of a traffic-light stop line
+FID_BLOCK = 1_000_000  # fids of the map appended with fid_base b are b + 1 .. b + FID_BLOCK - 1
 
 # Table -> (geometry type or None for an attributes table, [(column, SQL type)]) after fid and geom.
 SCHEMAS: dict[str, tuple[str | None, list[tuple[str, str]]]] = {
@@ -98,39 +104,95 @@ class NuplanMapIds:
         return tuple(str(fid) for fid in self.traffic_lights.get(light_id, ()))
 
 
-def write_nuplan_map(road_map: RoadMap, path: str | Path, location: str = "us-nv-las-vegas-strip",
-                     srs: str = "utm") -> NuplanMapIds:
-    """Write `road_map` to the GeoPackage `path` (replaced if present) and return the id mapping.
+class NuplanMapFile:
+    """A nuPlan `map.gpkg` being written (the file at `path` is replaced): every nuPlan table is created at once,
+    then `add` appends maps. With no map added it is a valid city map with empty tables. Use as a context
+    manager, or call `close`.
 
     srs "utm": coordinates are stored as given, as easting / northing of the location's UTM zone
     (exact round trip). srs "wgs84": they are taken as that UTM zone and stored as lon/lat.
     """
-    if location not in LOCATION_EPSG:
-        raise MapError(f"unknown nuPlan location {location!r}; expected one of {sorted(LOCATION_EPSG)}")
-    if srs not in ("utm", "wgs84"):
-        raise MapError(f"srs must be 'utm' or 'wgs84', got {srs!r}")
-    epsg = LOCATION_EPSG[location]
-    layout = _Layout(road_map)
-    tables = layout.tables()
-    # nuPlan's loader projects every layer to meta's projectedCoordSystem.
-    tables["meta"] = ([], [(None, "projectedCoordSystem", f"EPSG:{epsg}"), (None, "geographicCoordSystem", "EPSG:4326"),
-                           (None, "location", location), (None, "version", MAP_VERSIONS[location])])
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.unlink(missing_ok=True)
-    srs_id = epsg if srs == "utm" else 4326
-    with closing(sqlite3.connect(path)) as db:
-        zone_name = f"WGS 84 / UTM zone {epsg % 100}{'S' if epsg > 32700 else 'N'}"
-        create_metadata_tables(db, [(epsg, zone_name, utm_wkt(epsg))])
+
+    def __init__(self, path: str | Path, location: str = "us-nv-las-vegas-strip", srs: str = "utm") -> None:
+        if location not in LOCATION_EPSG:
+            raise MapError(f"unknown nuPlan location {location!r}; expected one of {sorted(LOCATION_EPSG)}")
+        if srs not in ("utm", "wgs84"):
+            raise MapError(f"srs must be 'utm' or 'wgs84', got {srs!r}")
+        self.path, self.location, self.epsg = Path(path), location, LOCATION_EPSG[location]
+        self.srs_id = self.epsg if srs == "utm" else 4326
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.unlink(missing_ok=True)
+        self.db = sqlite3.connect(self.path)
+        zone_name = f"WGS 84 / UTM zone {self.epsg % 100}{'S' if self.epsg > 32700 else 'N'}"
+        create_metadata_tables(self.db, [(self.epsg, zone_name, utm_wkt(self.epsg))])
         for table, (geometry_type, columns) in SCHEMAS.items():
+            if table != LANE_LINKS_TABLE:  # only in files that need it
+                create_feature_table(self.db, table, geometry_type, self.srs_id, columns)
+        # nuPlan's loader projects every layer to meta's projectedCoordSystem.
+        append_features(self.db, "meta", [(None, "projectedCoordSystem", f"EPSG:{self.epsg}"),
+                                          (None, "geographicCoordSystem", "EPSG:4326"), (None, "location", location),
+                                          (None, "version", MAP_VERSIONS[location])])
+        self.used_blocks: set[int] = set()
+
+    def add(self, road_map: RoadMap, fid_base: int = 0) -> NuplanMapIds:
+        """Append `road_map` with fids fid_base + 1 .. fid_base + FID_BLOCK - 1; returns the id mapping."""
+        if fid_base % FID_BLOCK or fid_base < 0:
+            raise MapError(f"fid_base must be a non-negative multiple of {FID_BLOCK}, got {fid_base}")
+        if fid_base in self.used_blocks:
+            raise MapError(f"{self.path}: fid block {fid_base} already holds a map")
+        layout = _Layout(road_map, fid_base)
+        tables = layout.tables()
+        if layout.last_fid >= fid_base + FID_BLOCK:
+            raise MapError(f"map {road_map.name!r} needs {layout.last_fid - fid_base} fids, more than a block of "
+                           f"{FID_BLOCK - 1}")
+        self.used_blocks.add(fid_base)
+        if tables[LANE_LINKS_TABLE][1] and not self._has_table(LANE_LINKS_TABLE):
+            create_feature_table(self.db, LANE_LINKS_TABLE, None, self.srs_id, SCHEMAS[LANE_LINKS_TABLE][1])
+        for table, (geometry_type, _) in SCHEMAS.items():
             geoms, rows = tables[table]
             blobs = None
-            if geometry_type is not None:
+            if geometry_type is not None and rows:
                 geoms = np.asarray(geoms, dtype=object)
-                blobs = encode_geometries(_to_lonlat(geoms, epsg) if srs == "wgs84" else geoms, srs_id)
-            create_feature_table(db, table, geometry_type, srs_id, columns, rows, blobs)
-        db.commit()
-    return layout.ids
+                blobs = encode_geometries(_to_lonlat(geoms, self.epsg) if self.srs_id == 4326 else geoms, self.srs_id)
+            append_features(self.db, table, rows, blobs)
+        return layout.ids
+
+    def _has_table(self, table: str) -> bool:
+        return self.db.execute("SELECT 1 FROM sqlite_master WHERE name = ?", (table,)).fetchone() is not None
+
+    def close(self) -> None:
+        if self.db is not None:
+            self.db.commit()
+            self.db.close()
+            self.db = None
+
+    def __enter__(self) -> NuplanMapFile:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def write_nuplan_map(road_map: RoadMap, path: str | Path, location: str = "us-nv-las-vegas-strip",
+                     srs: str = "utm") -> NuplanMapIds:
+    """Write `road_map` alone to the GeoPackage `path` (replaced if present) and return the id mapping
+    (see NuplanMapFile for `srs`)."""
+    with NuplanMapFile(path, location, srs) as file:
+        return file.add(road_map)
+
+
+def translated_map(road_map: RoadMap, offset: tuple[int, int] | np.ndarray) -> RoadMap:
+    """The map moved by `offset` (x, y) metres: lanes, areas and stop signs (ids and links unchanged)."""
+    shift = np.asarray(offset, dtype=np.float64)
+    if not shift.any():
+        return road_map
+    move = lambda geom: shapely.transform(geom, lambda xy: xy + shift)  # noqa: E731
+    lanes = [dataclasses.replace(lane, centerline=lane.centerline + shift, left_boundary=lane.left_boundary + shift,
+                                 right_boundary=lane.right_boundary + shift) for lane in road_map.lanes]
+    areas = [dataclasses.replace(area, polygon=move(area.polygon)) for area in road_map.areas]
+    signs = [dataclasses.replace(sign, position=np.asarray(sign.position) + shift, trigger=move(sign.trigger))
+             for sign in road_map.stop_signs]
+    return RoadMap(lanes, areas, name=road_map.name, stop_signs=signs)
 
 
 def write_nuplan_maps_index(maps_root: str | Path, versions: dict[str, str] | None = None) -> Path:
@@ -154,9 +216,9 @@ def _to_lonlat(geoms: np.ndarray, epsg: int) -> np.ndarray:
 class _Layout:
     """fids and table rows (geometries, tuples of fid + schema columns) of one RoadMap."""
 
-    def __init__(self, road_map: RoadMap) -> None:
+    def __init__(self, road_map: RoadMap, fid_base: int = 0) -> None:
         self.map = road_map
-        self.next_fid = itertools.count(1).__next__
+        self._counter, self.last_fid = itertools.count(fid_base + 1), fid_base
         lanes = {lane.id: self.next_fid() for lane in road_map.lanes}
         areas = {(area.kind, area.id): self.next_fid() for area in road_map.areas}
         if len(areas) != len(road_map.areas):
@@ -177,6 +239,28 @@ class _Layout:
             if lane.is_connector and lane.traffic_light is not None:
                 lights.setdefault(lane.traffic_light, []).append(lanes[lane.id])
         self.ids = NuplanMapIds(lanes, groups, areas, {k: tuple(v) for k, v in lights.items()})
+        self.intersection_of = self._intersections()
+
+    def next_fid(self) -> int:
+        self.last_fid = next(self._counter)
+        return self.last_fid
+
+    def _intersections(self) -> dict[str, int]:
+        """Connector id -> fid of the intersection polygon it lies in (the one holding the longest part of
+        its centerline); connectors outside every intersection are left out (their intersection_fid is NULL)."""
+        areas = [a for a in self.map.areas if a.kind == "intersection"]
+        connectors = [lane for lane in self.map.lanes if lane.is_connector]
+        if not areas or not connectors:
+            return {}
+        polygons = np.array([a.polygon for a in areas], dtype=object)
+        lines = np.array([shapely.LineString(lane.centerline) for lane in connectors], dtype=object)
+        line_index, area_index = shapely.STRtree(polygons).query(lines, predicate="intersects")
+        inside = shapely.length(shapely.intersection(lines[line_index], polygons[area_index]))
+        best: dict[int, tuple[float, int]] = {}
+        for k, a, length in zip(line_index.tolist(), area_index.tolist(), inside.tolist()):
+            if length > best.get(k, (0.0, -1))[0]:
+                best[k] = (length, a)
+        return {connectors[k].id: self.ids.areas[("intersection", areas[a].id)] for k, (_, a) in best.items()}
 
     def tables(self) -> dict[str, tuple[list, list[tuple]]]:
         """Table -> (geometries, rows); each row is fid followed by the schema's columns."""
@@ -216,7 +300,9 @@ class _Layout:
                 continue
             before = [self.map.lane(p).lane_group for p in members[0].predecessors]
             after = [self.map.lane(s).lane_group for s in members[0].successors]
+            inside = [self.intersection_of[l.id] for l in members if l.id in self.intersection_of]
             add("lane_group_connectors", fid, polygon,
+                intersection_fid=max(set(inside), key=inside.count) if inside else None,
                 from_lane_group_fid=self.ids.lane_groups.get(before[0]) if before else None,
                 to_lane_group_fid=self.ids.lane_groups.get(after[0]) if after else None)
 
@@ -237,6 +323,7 @@ class _Layout:
         add("lane_connectors", fid, centerline, exit_lane_fid=ids.lanes.get(exit_lane),
             exit_lane_group_fid=self._group_fid(exit_lane), entry_lane_fid=ids.lanes.get(entry_lane),
             entry_lane_group_fid=self._group_fid(entry_lane), lane_group_connector_fid=ids.lane_groups[lane.lane_group],
+            intersection_fid=self.intersection_of.get(lane.id),
             traffic_light_stop_line_fids=",".join(map(str, stop_lines.get(fid, []))) or None,
             speed_limit_mps=lane.speed_limit)
         add("baseline_paths", path, centerline, path_type_fid=2, lane_connector_fid=fid)
