@@ -189,38 +189,39 @@ def build_t_junction(rng: np.random.Generator) -> Layout:
 
 
 def build_merge(rng: np.random.Generator) -> Layout:
-    """A one-way highway with an on-ramp: ramp -> acceleration lane -> merge connector into the main road."""
+    """A one-way highway with an on-ramp, shaped as nuPlan maps are: the main road's n lanes and the ramp (which
+    runs on as an acceleration lane beside them) are roadblocks that end where the merge begins; lane connectors,
+    one per main lane plus the merge from the acceleration lane, lead through the merge area (an intersection
+    polygon, as nuPlan puts every lane connector in one) onto the n lanes of the road beyond."""
     builder = MapBuilder("merge")
     n = int(rng.integers(2, 4))
     merge_length = float(rng.uniform(35, 50))
     up = straight(np.array([-160.0, 0.0]), 0.0, 160.0)
     acc = straight(np.zeros(2), 0.0, 110.0)
     down = straight(np.array([110.0 + merge_length, 0.0]), 0.0, 160.0)
-    main_a = builder.add_road("main_a", up, n, 0, HIGHWAY_LIMIT, sidewalks=False)
-    main_b = builder.add_road("main_b", acc, n + 1, 0, HIGHWAY_LIMIT, sidewalks=False)
+    main = builder.add_road("main_a", join(up, acc), n, 0, HIGHWAY_LIMIT, sidewalks=False)
     main_c = builder.add_road("main_c", down, n, 0, HIGHWAY_LIMIT, sidewalks=False)
-    for k in range(n):
-        builder.link(main_a.forward[k], main_b.forward[k])
-        builder.connect(main_b.forward[k], main_c.forward[k], "main_bc")
-    merge = builder.connect(main_b.forward[n], main_c.forward[n - 1], "main_bc")
-    gap_area = shapely.box(110.0, -n * LANE_WIDTH, 110.0 + merge_length, 0.0)
-    builder.add_area("main_bc", "roadblock", shapely.union_all([gap_area, shapely.Polygon(np.concatenate(
-        [builder.lanes[merge]["left"], builder.lanes[merge]["right"][::-1]]))]))
-    # Ramp: comes in from the right and ends where the acceleration lane (main_b lane n) starts.
-    acc_start = builder.lanes[main_b.forward[n]]["centerline"][0]
+    # Ramp: comes in from the right and runs on, where the main road's lanes are, as the acceleration lane.
+    acc_line = offset(acc, -(n + 0.5) * LANE_WIDTH)
     angle = float(rng.uniform(np.radians(12), np.radians(25)))
     ramp_a = straight(np.zeros(2), angle, 60.0)
     ramp_b = arc(ramp_a[-1], angle, 60.0, -angle)
     ramp_ref = join(ramp_a, ramp_b)
-    ramp_ref = ramp_ref + (acc_start - ramp_ref[-1])[None, :]  # end exactly at the acceleration lane
-    ramp_id = builder.add_lane("ramp", ramp_ref, RAMP_LIMIT, "ramp")
-    builder.add_area("ramp", "roadblock", shapely.buffer(shapely.LineString(ramp_ref), LANE_WIDTH / 2, cap_style="flat"))
-    builder.link(ramp_id, main_b.forward[n])
-    layout = Layout(road_map=None)
-    layout.ego_routes.append(EgoRoute((ramp_id, main_b.forward[n], merge, main_c.forward[n - 1]), "merge",
-                                      float(rng.uniform(10, 40))))
+    ramp_ref = ramp_ref + (acc_line[0] - ramp_ref[-1])[None, :]  # end exactly where the acceleration lane starts
+    ramp_id = builder.add_lane("ramp", join(ramp_ref, acc_line), RAMP_LIMIT, "ramp")
+    acc_strip = shapely.Polygon(np.concatenate([offset(acc, -n * LANE_WIDTH), offset(acc, -(n + 1) * LANE_WIDTH)[::-1]]))
+    builder.add_area("ramp", "roadblock", shapely.union_all([
+        shapely.buffer(shapely.LineString(ramp_ref), LANE_WIDTH / 2, cap_style="flat"), acc_strip]))
     for k in range(n):
-        layout.ego_routes.append(EgoRoute((main_a.forward[k], main_b.forward[k], f"{main_b.forward[k]}__{main_c.forward[k]}",
+        builder.connect(main.forward[k], main_c.forward[k], "main_bc")
+    merge = builder.connect(ramp_id, main_c.forward[n - 1], "main_bc")
+    gap_area = shapely.box(110.0, -n * LANE_WIDTH, 110.0 + merge_length, 0.0)
+    builder.add_area("main_bc", "intersection", shapely.union_all([gap_area, shapely.Polygon(np.concatenate(
+        [builder.lanes[merge]["left"], builder.lanes[merge]["right"][::-1]]))]))
+    layout = Layout(road_map=None)
+    layout.ego_routes.append(EgoRoute((ramp_id, merge, main_c.forward[n - 1]), "merge", float(rng.uniform(10, 40))))
+    for k in range(n):
+        layout.ego_routes.append(EgoRoute((main.forward[k], f"{main.forward[k]}__{main_c.forward[k]}",
                                            main_c.forward[k]), "follow", float(rng.uniform(60, 110))))
     layout.road_map = builder.build()
     return layout

@@ -49,7 +49,7 @@ def test_on_route_lanes_are_every_lane_of_the_route_roadblocks():
     graph = roadblock_graph(scene.map)
     lanes = route_lanes(graph, route_roadblocks(scene.map, scene.route))
     assert set(scene.route) < set(lanes)
-    assert {"main_b_f0", "main_b_f1"} <= set(lanes)  # the lanes beside the ego's, same roadblock
+    assert {"main_c_f0", "main_a_f0__main_c_f0"} <= set(lanes)  # lanes beside the ego's, in its roadblocks
 
 
 def _straight_world(objects: AgentSlice | None, speed: float = 10.0) -> WorldView:
