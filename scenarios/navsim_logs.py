@@ -3,8 +3,9 @@
 A log is a pickled list of 2 Hz frame dicts (spec §4.1). `scene_from_frames` turns one window of
 frames into a `Scene` the way NAVSIM's metric cache sees it: ego states and object boxes
 interpolated between frames (`scenarios.log_frames`), lights and commands held, the route rebuilt
-as the lane chain through the frame's roadblocks, the map read from the nuPlan GeoPackage of the
-log's location. Pickles can run code when loaded: read only logs you trust (as NAVSIM does).
+as the lane chain through the frame's roadblocks, the map cropped (`window_map`) from the nuPlan
+GeoPackage of the log's location (read once per process). Pickles can run code when loaded: read
+only logs you trust (as NAVSIM does).
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from scenarios.log_frames import FRAME_STRIDE, hold_frames, interpolate_states, interpolate_tracks
-from scenarios.nuplan_map import MapFormatError, nuplan_map_path, read_nuplan_map
+from scenarios.nuplan_map import MapFormatError, NuplanMapContents, nuplan_map_path
 from sim.geometry import principal_value
 from sim.map import MapError, RoadMap
 from sim.scene import Scene
@@ -38,6 +39,9 @@ NUPLAN_NAMES = {
 }
 AGENT_TYPES = {name: code for code, name in NUPLAN_NAMES.items()}
 MAP_ALIASES = {"las_vegas": "us-nv-las-vegas-strip"}  # OpenScene's short name, renamed as NAVSIM does
+# A scene reads the part of its (city) map within this of the ego's and the objects' positions in its window:
+# more than the metric cache's ±100 m map box and than the look-ahead of a planner's route and forecasts.
+CROP_RADIUS_M = 300.0
 
 
 class NavsimLogError(ValueError):
@@ -122,18 +126,26 @@ def map_file(maps_root: str | Path, location: str) -> Path:
     return path
 
 
-@lru_cache(maxsize=4)  # maps are big and many scenes share one: read each once per process (mtime: if rewritten)
-def _read_map(path: str, mtime_ns: int, location: str) -> RoadMap:
-    return read_nuplan_map(path, location)
+@lru_cache(maxsize=4)  # a city map is big and all its scenes share it: read each once per process (mtime: if rewritten)
+def _read_map(path: str, mtime_ns: int, location: str) -> NuplanMapContents:
+    return NuplanMapContents.read(path, location)
 
 
-@lru_cache(maxsize=8)
-def _map_with_lights(path: str, mtime_ns: int, location: str, lights: tuple[tuple[str, str], ...]) -> RoadMap:
+def _with_lights(road_map: RoadMap, named: dict[str, str]) -> RoadMap:
     """The map with the named connectors' `traffic_light` set to their w0sim light id (from a w0sim-written log)."""
-    road_map, named = _read_map(path, mtime_ns, location), dict(lights)
     lanes = [dataclasses.replace(lane, traffic_light=named[lane.id]) if lane.id in named else lane
              for lane in road_map.lanes]
     return RoadMap(lanes, road_map.areas, name=road_map.name, stop_signs=road_map.stop_signs)
+
+
+def window_map(contents: NuplanMapContents, window: list[dict], ego: np.ndarray, tracks: AgentTracks,
+               num_history_frames: int = NUM_HISTORY_FRAMES) -> RoadMap:
+    """The part of a (city) map one window of frames needs: everything within CROP_RADIUS_M of the ego's poses
+    and of the objects' boxes in the window, and every lane of the current frame's route roadblocks."""
+    points = np.concatenate([ego[:, StateIndex.X : StateIndex.Y + 1],
+                             np.stack([tracks.x[tracks.valid], tracks.y[tracks.valid]], axis=-1)])
+    roadblocks = [str(r) for r in window[num_history_frames - 1]["roadblock_ids"]]
+    return contents.crop(points, CROP_RADIUS_M, roadblocks)
 
 
 # --- one window -> Scene --------------------------------------------------------------------------
@@ -268,10 +280,12 @@ def scene_from_frames(window: list[dict], maps_root: str | Path, sensor_blobs: s
     location = str(current["map_location"])
     ego_frames = frame_ego_states(window)
     light_ids, light_frames, named = window_lights(window)
+    tracks = window_tracks(window, ego_frames)
     path = map_file(maps_root, location)
-    key = (str(path), path.stat().st_mtime_ns, MAP_ALIASES.get(location, location))
     try:
-        road_map = _map_with_lights(*key, tuple(sorted(named.items()))) if named else _read_map(*key)
+        contents = _read_map(str(path), path.stat().st_mtime_ns, MAP_ALIASES.get(location, location))
+        road_map = window_map(contents, window, ego_frames, tracks, num_history_frames)
+        road_map = _with_lights(road_map, named) if named else road_map
         route = route_through_roadblocks(road_map, [str(r) for r in current["roadblock_ids"]],
                                          ego_frames[num_history_frames - 1])
     except (MapError, NavsimLogError) as exc:
@@ -286,7 +300,7 @@ def scene_from_frames(window: list[dict], maps_root: str | Path, sensor_blobs: s
         metadata["camera_images"] = {step: p for step, p in images.items() if Path(p).is_file()}
     return Scene(
         token=str(current["token"]), map=road_map, ego_log=interpolate_states(ego_frames),
-        agents=window_tracks(window, ego_frames), route=route, current_index=(num_history_frames - 1) * FRAME_STRIDE,
+        agents=tracks, route=route, current_index=(num_history_frames - 1) * FRAME_STRIDE,
         light_ids=light_ids, light_status=hold_frames(light_frames), driving_command=hold_frames(commands),
         command_text=str(current.get(EXTENSION_KEY, {}).get("command_text", "")), metadata=metadata,
     )
@@ -312,4 +326,4 @@ def load_log_scene(log_path: str | Path, start: int, maps_root: str | Path, sens
 
 __all__ = ["EXTENSION_KEY", "NUPLAN_NAMES", "NUM_FUTURE_FRAMES", "NUM_HISTORY_FRAMES", "NavsimLogError", "check_frames",
            "filter_scenes", "frame_ego_states", "load_log_scene", "load_navsim_log", "map_file", "quaternion_yaw",
-           "route_through_roadblocks", "scene_from_frames", "window_lights", "window_tracks"]
+           "route_through_roadblocks", "scene_from_frames", "window_lights", "window_map", "window_tracks"]

@@ -8,6 +8,7 @@ Geographic (lon/lat) tables are projected to the location's UTM zone, as nuPlan'
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import sqlite3
@@ -69,25 +70,65 @@ def nuplan_map_path(maps_root: str | Path, location: str, version: str | None = 
 
 
 def read_nuplan_map(path: str | Path, location: str | None = None) -> RoadMap:
-    """The RoadMap of a nuPlan `map.gpkg`. `location` (else the meta table, else the path's
+    """The RoadMap of a nuPlan `map.gpkg` (all of it). `location` (else the meta table, else the path's
     `<location>/<version>/map.gpkg` layout) picks the UTM zone when the file stores lon/lat."""
-    path = Path(path)
-    with closing(_open(path)) as db:
-        reader = _TableReader(db, path, location)
-        boundary_fids, _, boundary_lines = reader.polylines("boundaries", [])
-        boundaries = dict(zip(boundary_fids, boundary_lines))
-        _, owners, baselines = reader.polylines("baseline_paths", ["lane_fid", "lane_connector_fid"])
-        lane_paths = {f: line for f, line in zip(owners["lane_fid"], baselines) if f is not None}
-        connector_paths = {f: line for f, line in zip(owners["lane_connector_fid"], baselines) if f is not None}
-        lanes = _plain_lanes(reader, lane_paths, boundaries)
-        connectors = _connectors(reader, connector_paths, boundaries)
-        if clash := sorted(lanes.keys() & connectors.keys()):
-            raise MapFormatError(f"{path}: fid {clash[0]} is both a lane and a lane connector")
-        lanes.update(connectors)
-        edges = _graph_edges(reader, lanes)
-        areas = _areas(reader)
-        name = reader.location or path.stem
-    return RoadMap(_linked_lanes(lanes, edges), areas, name=name)
+    return NuplanMapContents.read(path, location).road_map()
+
+
+class NuplanMapContents:
+    """Everything w0sim reads from one map.gpkg, read and checked once: lanes and connectors linked (fid order)
+    and areas (fid order across tables). A city map can hold far more than one scene needs: `crop` gives the
+    RoadMap of the part near some points."""
+
+    def __init__(self, lanes: list[Lane], areas: list[Area], name: str) -> None:
+        self.lanes, self.areas, self.name = lanes, areas, name
+        self._trees: tuple[shapely.STRtree, shapely.STRtree] | None = None
+        self._group_rows: dict[str, list[int]] = {}
+
+    @classmethod
+    def read(cls, path: str | Path, location: str | None = None) -> NuplanMapContents:
+        path = Path(path)
+        with closing(_open(path)) as db:
+            reader = _TableReader(db, path, location)
+            boundary_fids, _, boundary_lines = reader.polylines("boundaries", [])
+            boundaries = dict(zip(boundary_fids, boundary_lines))
+            _, owners, baselines = reader.polylines("baseline_paths", ["lane_fid", "lane_connector_fid"])
+            lane_paths = {f: line for f, line in zip(owners["lane_fid"], baselines) if f is not None}
+            connector_paths = {f: line for f, line in zip(owners["lane_connector_fid"], baselines) if f is not None}
+            lanes = _plain_lanes(reader, lane_paths, boundaries)
+            connectors = _connectors(reader, connector_paths, boundaries)
+            if clash := sorted(lanes.keys() & connectors.keys()):
+                raise MapFormatError(f"{path}: fid {clash[0]} is both a lane and a lane connector")
+            lanes.update(connectors)
+            edges = _graph_edges(reader, lanes)
+            areas = _areas(reader)
+            name = reader.location or path.stem
+        return cls(_linked_lanes(lanes, edges), areas, name)
+
+    def road_map(self) -> RoadMap:
+        """The whole map."""
+        return RoadMap(self.lanes, self.areas, name=self.name)
+
+    def crop(self, points: np.ndarray, radius: float, lane_groups: list[str] | tuple[str, ...] = ()) -> RoadMap:
+        """The lanes and areas within `radius` of any of the (N, 2) `points`, and every lane of `lane_groups`;
+        links to lanes left out are dropped. Lanes and areas keep their order, so the crop of a map holding one
+        scene's map, around that scene, is that scene's map."""
+        if self._trees is None:
+            self._trees = (shapely.STRtree([lane.polygon() for lane in self.lanes]),
+                           shapely.STRtree([area.polygon for area in self.areas]))
+            for k, lane in enumerate(self.lanes):
+                self._group_rows.setdefault(lane.lane_group, []).append(k)
+        near = shapely.multipoints(np.asarray(points, dtype=np.float64).reshape(-1, 2))
+        lane_rows = set(self._trees[0].query(near, predicate="dwithin", distance=radius).tolist())
+        for group in lane_groups:
+            lane_rows.update(self._group_rows.get(group, ()))
+        kept = [self.lanes[k] for k in sorted(lane_rows)]
+        ids = {lane.id for lane in kept}
+        lanes = [lane if set(lane.successors + lane.predecessors) <= ids else dataclasses.replace(
+            lane, successors=tuple(i for i in lane.successors if i in ids),
+            predecessors=tuple(i for i in lane.predecessors if i in ids)) for lane in kept]
+        area_rows = np.sort(self._trees[1].query(near, predicate="dwithin", distance=radius))
+        return RoadMap(lanes, [self.areas[k] for k in area_rows.tolist()], name=self.name)
 
 
 def _open(path: Path) -> sqlite3.Connection:
