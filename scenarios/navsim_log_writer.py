@@ -1,4 +1,11 @@
-"""Write a Scene as a NAVSIM/OpenScene log pickle (its 2 Hz frames) beside its map as a nuPlan GeoPackage.
+"""Write Scenes as NAVSIM/OpenScene log pickles (their 2 Hz frames) and their maps as one nuPlan maps root.
+
+An export (`NavsimExport`) puts every scene's map into ONE nuPlan city's map.gpkg, as NAVSIM and
+nuPlan require (`map_location` must be one of nuPlan's four cities, and nuPlan loads all four): scene
+k is moved by a whole number of metres to its own square slot of SLOT_SIZE_M (a grid that grows from
+the origin: slot 0 is not moved), so the maps of two scenes are at least MIN_MAP_GAP_M apart, and its
+fids are k * FID_BLOCK + 1 ... The other three cities get a map with empty tables; the maps index
+lists all four with nuPlan's versions.
 
 Every frame dict carries the keys and value types of an OpenScene log (spec §4.1). Things a
 NAVSIM log cannot say are kept under one extra key, `w0sim`, which NAVSIM ignores: which w0sim
@@ -10,7 +17,9 @@ without it.
 from __future__ import annotations
 
 import hashlib
+import math
 import pickle
+import shutil
 from pathlib import Path
 
 import cv2
@@ -18,18 +27,18 @@ import numpy as np
 
 from scenarios.log_frames import frame_steps
 from scenarios.navsim_logs import EXTENSION_KEY, NUPLAN_NAMES
-from scenarios.nuplan_map import nuplan_map_path
-from scenarios.nuplan_map_writer import NuplanMapIds, write_nuplan_map, write_nuplan_maps_index
+from scenarios.nuplan_map import MAP_VERSIONS, nuplan_map_path
+from scenarios.nuplan_map_writer import FID_BLOCK, NuplanMapFile, NuplanMapIds, translated_map, write_nuplan_maps_index
 from sim.geometry import principal_value
 from sim.render.camera import CAM_F0_HEIGHT, CAM_F0_WIDTH, CameraConfig, CameraRenderer
 from sim.scene import Scene
 from sim.state import AgentType, StateIndex, TrafficLightStatus
 
-# A generated scene has its own map; it gets its own map location (and a version of w0sim's).
-GENERATED_LOCATION_PREFIX = "w0sim-"
-GENERATED_MAP_VERSION = "w0sim.1"
-# The city whose UTM zone a generated map's metadata names (coordinates are stored as they are).
-GENERATED_MAP_CITY = "us-nv-las-vegas-strip"
+DEFAULT_MAP_LOCATION = "us-nv-las-vegas-strip"  # the nuPlan city whose map holds an export's scenes
+SLOT_SIZE_M = 2048  # each scene's square slot in the city map (integer metres: moving a scene adds whole metres)
+# Least distance between two scenes' maps: more than the metric cache's ±100 m map box and the reader's 300 m crop.
+MIN_MAP_GAP_M = 400
+SLOT_REACH_M = (SLOT_SIZE_M - MIN_MAP_GAP_M) / 2  # a scene's map and ego path must lie within this of its origin
 BASE_TIMESTAMP_US = 1_620_000_000_000_000
 # OpenScene's eight cameras and the yaw (rad, CCW) each looks at; CAM_F0 is the one w0sim renders.
 CAMERA_YAWS = {"CAM_F0": 0.0, "CAM_L0": np.deg2rad(55), "CAM_L1": np.deg2rad(110), "CAM_L2": np.deg2rad(150),
@@ -60,19 +69,81 @@ def _yaw_matrix(heading: float) -> np.ndarray:
     return np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
 
 
-def write_scene_map(scene: Scene, maps_root: str | Path, location: str | None = None) -> tuple[str, NuplanMapIds]:
-    """Write the scene's map as `<maps_root>/<location>/<version>/map.gpkg` and list it in the maps index.
+class ExportError(ValueError):
+    """An export cannot be written: the folder holds another export, or a scene does not fit its slot."""
 
-    `location` None gives the scene a location of its own (`w0sim-<token>`); a nuPlan city name writes
-    the map as that city's (replacing the file there). Returns the location and the id mapping.
+
+def slot_offset(slot: int) -> tuple[int, int]:
+    """(x, y) metres by which scene `slot` is moved: slots fill squares of growing size from the origin
+    (slot 0 at (0, 0); slots 1-3 complete the 2 x 2 square, 4-8 the 3 x 3 one...)."""
+    shell = math.isqrt(slot)
+    k = slot - shell * shell
+    column, row = (shell, k) if k <= shell else (2 * shell - k, shell)
+    return column * SLOT_SIZE_M, row * SLOT_SIZE_M
+
+
+def check_slot_fit(scene: Scene) -> None:
+    """ExportError unless the scene's map and ego path lie within SLOT_REACH_M of its own origin."""
+    xy = scene.ego_log[:, [StateIndex.X, StateIndex.Y]]
+    low = np.minimum(scene.map.bounds[:2], xy.min(axis=0)) if len(scene.map.lanes) else xy.min(axis=0)
+    high = np.maximum(scene.map.bounds[2:], xy.max(axis=0)) if len(scene.map.lanes) else xy.max(axis=0)
+    if (low < -SLOT_REACH_M).any() or (high > SLOT_REACH_M).any():
+        raise ExportError(f"scene {scene.token}: its map and ego path span x {low[0]:.0f}..{high[0]:.0f} m, "
+                          f"y {low[1]:.0f}..{high[1]:.0f} m; an exported scene must lie within ±{SLOT_REACH_M:.0f} m "
+                          f"of its origin (slots of {SLOT_SIZE_M} m, {MIN_MAP_GAP_M} m between scenes' maps)")
+
+
+class NavsimExport:
+    """Scenes written one by one as NAVSIM logs (`<logs_dir>/<log_name>.pkl`) into one nuPlan maps root.
+
+    Every scene's map goes into `location`'s map.gpkg, scene k (in the order added) moved by `slot_offset(k)`
+    with fids from k * FID_BLOCK; the ego poses in its log are moved alike (boxes are ego-relative). `close`
+    (or leaving the with block) writes the other three cities' empty maps and the maps index. A maps root
+    holds one export: `maps_root` and `logs_dir` must be empty or absent, unless `overwrite`, which removes
+    them (and `sensor_blobs_dir`) first. With `sensor_blobs_dir`, CAM_F0 images are written too.
     """
-    location = location or f"{GENERATED_LOCATION_PREFIX}{scene.token}"
-    if location.startswith(GENERATED_LOCATION_PREFIX):
-        write_nuplan_maps_index(maps_root, {location: GENERATED_MAP_VERSION})
-        ids = write_nuplan_map(scene.map, nuplan_map_path(maps_root, location), location=GENERATED_MAP_CITY)
-    else:
-        ids = write_nuplan_map(scene.map, nuplan_map_path(maps_root, location), location=location)
-    return location, ids
+
+    def __init__(self, logs_dir: str | Path, maps_root: str | Path, location: str = DEFAULT_MAP_LOCATION,
+                 sensor_blobs_dir: str | Path | None = None, overwrite: bool = False) -> None:
+        if location not in MAP_VERSIONS:
+            raise ExportError(f"unknown nuPlan map location {location!r}; expected one of {sorted(MAP_VERSIONS)}")
+        self.logs_dir, self.maps_root, self.location = Path(logs_dir), Path(maps_root), location
+        self.sensor_blobs_dir = None if sensor_blobs_dir is None else Path(sensor_blobs_dir)
+        folders = [self.maps_root, self.logs_dir] + ([self.sensor_blobs_dir] if self.sensor_blobs_dir else [])
+        for folder in folders:
+            if folder.is_dir() and any(folder.iterdir()):
+                if not overwrite:
+                    raise ExportError(f"{folder} is not empty: an export's maps root holds only its own scenes "
+                                      "(write to a new folder, or overwrite it: --overwrite)")
+                shutil.rmtree(folder)
+        self.map_file = NuplanMapFile(nuplan_map_path(self.maps_root, location, MAP_VERSIONS[location]), location)
+        self.count = 0
+
+    def add(self, scene: Scene, log_name: str | None = None) -> Path:
+        """Write the scene's log and append its map in the next slot; returns the log's path."""
+        check_slot_fit(scene)
+        slot = self.count
+        offset = slot_offset(slot)
+        ids = self.map_file.add(translated_map(scene.map, offset), fid_base=slot * FID_BLOCK)
+        self.count += 1
+        return _write_log(scene, ids, offset, self.location, self.logs_dir, log_name, self.sensor_blobs_dir)
+
+    def close(self) -> None:
+        """Finish the city map, write the other cities' empty maps and the maps index (all four cities)."""
+        if self.map_file is None:
+            return
+        self.map_file.close()
+        self.map_file = None
+        for city, version in MAP_VERSIONS.items():
+            if city != self.location:
+                NuplanMapFile(nuplan_map_path(self.maps_root, city, version), city).close()
+        write_nuplan_maps_index(self.maps_root)
+
+    def __enter__(self) -> NavsimExport:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 def route_roadblocks(scene: Scene, ids: NuplanMapIds) -> list[str]:
@@ -132,11 +203,12 @@ def _lights(scene: Scene, step: int, ids: NuplanMapIds) -> tuple[list[tuple[int,
     return navsim, full
 
 
-def _frame(scene: Scene, step: int, token: str, names: dict, ids: NuplanMapIds, roadblocks: list[str]) -> dict:
-    """One OpenScene frame dict of the scene at 10 Hz step `step`."""
+def _frame(scene: Scene, step: int, token: str, names: dict, ids: NuplanMapIds, roadblocks: list[str],
+           offset: tuple[int, int] = (0, 0)) -> dict:
+    """One OpenScene frame dict of the scene at 10 Hz step `step`, the ego pose moved by `offset`."""
     ego = scene.ego_log[step]
     heading = float(ego[StateIndex.HEADING])
-    translation = np.array([ego[StateIndex.X], ego[StateIndex.Y], 0.0])
+    translation = np.array([ego[StateIndex.X] + offset[0], ego[StateIndex.Y] + offset[1], 0.0])
     rotation = yaw_quaternion(heading)
     ego2global = _pose_matrix(_yaw_matrix(heading), translation)
     velocity = ego[[StateIndex.VELOCITY_X, StateIndex.VELOCITY_Y]]
@@ -174,21 +246,25 @@ def write_camera_images(scene: Scene, frames: list[dict], steps: np.ndarray, sen
 
 
 def write_navsim_log(scene: Scene, logs_dir: str | Path, maps_root: str | Path, log_name: str | None = None,
-                     sensor_blobs_dir: str | Path | None = None, map_location: str | None = None) -> Path:
-    """Write `scene` as `<logs_dir>/<log_name>.pkl`, one frame per 2 Hz frame step, and its map under `maps_root`.
+                     sensor_blobs_dir: str | Path | None = None, map_location: str = DEFAULT_MAP_LOCATION,
+                     overwrite: bool = False) -> Path:
+    """A one-scene export (`NavsimExport`): `<logs_dir>/<log_name>.pkl` and its maps root, the scene not moved.
+    Returns the log's path."""
+    with NavsimExport(logs_dir, maps_root, map_location, sensor_blobs_dir, overwrite) as export:
+        return export.add(scene, log_name)
 
-    The current frame's token is the scene's token, so NAVSIM's SceneFilter (4 history + 10 future frames)
-    finds the scene again when it has 3 frames of history. With `sensor_blobs_dir`, CAM_F0 images are
-    written too. Returns the log's path.
-    """
+
+def _write_log(scene: Scene, ids: NuplanMapIds, offset: tuple[int, int], location: str, logs_dir: Path,
+               log_name: str | None, sensor_blobs_dir: Path | None) -> Path:
+    """`<logs_dir>/<log_name>.pkl`, one frame per 2 Hz frame step. The current frame's token is the scene's token,
+    so NAVSIM's SceneFilter (4 history + 10 future frames) finds the scene again when it has 3 frames of history."""
     log_name = log_name or f"w0sim_{scene.family}_{scene.token}"
-    location, ids = write_scene_map(scene, maps_root, map_location)
     steps = frame_steps(scene.current_index, scene.num_steps)
     tokens = [scene.token if step == scene.current_index else hex_token(scene.token, "frame", step) for step in steps]
     names = {"log_name": log_name, "log_token": hex_token(log_name, "log"), "scene_name": log_name,
              "scene_token": hex_token(log_name, "scene"), "vehicle_name": "w0sim", "map_location": location}
     roadblocks = route_roadblocks(scene, ids)
-    frames = [_frame(scene, int(step), token, names, ids, roadblocks) for step, token in zip(steps, tokens)]
+    frames = [_frame(scene, int(step), token, names, ids, roadblocks, offset) for step, token in zip(steps, tokens)]
     for k, frame in enumerate(frames):
         frame["frame_idx"] = k
         frame["sample_prev"] = tokens[k - 1] if k else None
@@ -204,5 +280,5 @@ def write_navsim_log(scene: Scene, logs_dir: str | Path, maps_root: str | Path, 
     return path
 
 
-__all__ = ["hex_token", "route_roadblocks", "write_camera_images",
-           "write_navsim_log", "write_scene_map", "yaw_quaternion"]
+__all__ = ["DEFAULT_MAP_LOCATION", "ExportError", "NavsimExport", "check_slot_fit", "hex_token", "route_roadblocks",
+           "slot_offset", "write_camera_images", "write_navsim_log", "yaw_quaternion"]

@@ -83,27 +83,60 @@ def scenes_export_navsim(
     split: str = typer.Option("builtin:navtest", "--split", help="builtin:NAME or a directory of scene files."),
     limit: int = typer.Option(10, "--limit", min=1, help="The first N scenes of the split."),
     name: str = typer.Option("navtest", "--name", help="NAVSIM split name to write the logs under."),
+    map_location: str = typer.Option("us-nv-las-vegas-strip", "--map-location",
+                                     help="The nuPlan city whose map holds every scene: sg-one-north, us-ma-boston, "
+                                          "us-nv-las-vegas-strip or us-pa-pittsburgh-hazelwood."),
     images: bool = typer.Option(False, "--images/--no-images", help="Also write CAM_F0 jpgs (sensor blobs)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace OUT's navsim_logs/, maps/, sensor_blobs/, scene_filters/ "
+                                   "(a maps root holds one export; without this flag they must be empty or absent)."),
 ) -> None:
-    """Write scenes as NAVSIM log pickles with their maps as nuPlan GeoPackages (each scene its own map
-    location), ready for `w0sim eval --split navsim:NAME --navsim-logs OUT/navsim_logs --nuplan-maps OUT/maps`."""
-    from scenarios.navsim_log_writer import write_navsim_log
+    """Write scenes as NAVSIM log pickles and their maps as one nuPlan maps root that NAVSIM and nuPlan load as they
+    are: every scene in one city's map, each in its own slot (the other cities' maps empty), ready for
+    `w0sim eval --split navsim:NAME --navsim-logs OUT/navsim_logs --nuplan-maps OUT/maps`. Each log is written
+    whole once; OUT/scene_filters/NAME.yaml is NAVSIM's scene filter of the split's tokens (frame interval 1)."""
+    import dataclasses
+    import shutil
+
+    from scenarios.navsim_log_writer import ExportError, NavsimExport
+    from scenarios.nuplan_map import MAP_VERSIONS
+    from scenarios.scene_filter import SceneFilter
     from scenarios.splits import SplitError, resolve_split
 
+    if map_location not in MAP_VERSIONS:
+        console.print(f"[red]error:[/red] --map-location {map_location!r} is not a nuPlan city; expected one of "
+                      f"{', '.join(MAP_VERSIONS)}")
+        raise typer.Exit(2)
     try:
         refs = resolve_split(split, limit)
     except SplitError as err:
         console.print(f"[red]error:[/red] {err}")
         raise typer.Exit(2) from None
     blobs = out / "sensor_blobs" / name if images else None
-    with _progress() as progress:
-        task = progress.add_task("writing NAVSIM logs", total=len(refs))
-        for ref in refs:
-            write_navsim_log(ref.load(), out / "navsim_logs" / name, out / "maps", sensor_blobs_dir=blobs)
-            progress.advance(task)
-    console.print(f"wrote {len(refs)} logs to {out / 'navsim_logs' / name} and their maps to {out / 'maps'}\n"
+    if overwrite:  # every log under navsim_logs/ names this maps root's fids: none may outlive it
+        for folder in (out / "navsim_logs", out / "maps", out / "sensor_blobs", out / "scene_filters"):
+            shutil.rmtree(folder, ignore_errors=True)
+    # A split may list several frames of one generated log: each log is written once, whole.
+    logs = {}
+    for ref in refs:
+        logs.setdefault(ref.log_frame[0], dataclasses.replace(ref, frame=0) if ref.frame else ref)
+    try:
+        with NavsimExport(out / "navsim_logs" / name, out / "maps", map_location, sensor_blobs_dir=blobs) as export:
+            with _progress() as progress:
+                task = progress.add_task("writing NAVSIM logs", total=len(logs))
+                for ref in logs.values():
+                    export.add(ref.load())
+                    progress.advance(task)
+    except ExportError as err:
+        console.print(f"[red]error:[/red] {err}")
+        raise typer.Exit(2) from None
+    # NAVSIM's way of naming a split's tokens among every window of its logs (navtest: frame interval 1).
+    scene_filter = SceneFilter(frame_interval=1, tokens=tuple(ref.token for ref in refs))
+    filter_path = scene_filter.write_yaml(out / "scene_filters" / f"{name}.yaml")
+    console.print(f"wrote {len(logs)} logs ({len(refs)} tokens) to {out / 'navsim_logs' / name}, their map "
+                  f"({map_location}) to {out / 'maps'} and the scene filter of the tokens to {filter_path}\n"
                   f"evaluate: w0sim eval --agent pdm_closed --split navsim:{name} --navsim-logs {out / 'navsim_logs'} "
-                  f"--nuplan-maps {out / 'maps'}" + (f" --sensor-blobs {blobs}" if blobs else "") + " --out OUT",
+                  f"--nuplan-maps {out / 'maps'} --scene-filter {filter_path}"
+                  + (f" --sensor-blobs {blobs}" if blobs else "") + " --out OUT",
                   soft_wrap=True)
 
 
@@ -299,6 +332,9 @@ def evaluate(
                                                 "(<log>/CAM_F0/<token>.jpg): agents see these images."),
     town_dir: Optional[Path] = typer.Option(None, "--town-dir", help="CARLA towns (TownNN.xodr) for --split "
                                             "carla:ROUTES.xml."),
+    scene_filter: Optional[Path] = typer.Option(None, "--scene-filter", help="NAVSIM scene filter YAML for --split "
+                                                "navsim:NAME: frame interval, logs, tokens (`w0sim scenes export-navsim`"
+                                                " writes OUT/scene_filters/NAME.yaml)."),
 ) -> None:
     """Evaluate an agent on a split: NAVSIM's CSV (one-shot) or the Leaderboard's results JSON (closed loop),
     a summary per family; an interrupted run resumes where it stopped; exits 1 when scenes failed."""
@@ -310,7 +346,7 @@ def evaluate(
     from w0sim.evaluation import evaluate as run_evaluation
 
     split_options = {"navsim_logs": navsim_logs, "nuplan_maps": nuplan_maps, "sensor_blobs": sensor_blobs,
-                     "town_dir": town_dir}
+                     "town_dir": town_dir, "scene_filter": scene_filter}
     with _progress() as progress:
         task = progress.add_task(f"evaluating {agent}", total=None)
         report = lambda done, total: progress.update(task, completed=done, total=total)  # noqa: E731

@@ -27,6 +27,8 @@ STATE_COLUMNS = slice(0, 7)  # pose, velocity, acceleration: what a log records 
 
 
 def _write_and_read(scene, root, sensor_blobs=None):
+    """The scene exported on its own (its own maps root, not moved) and read back."""
+    root = root / scene.token
     log = write_navsim_log(scene, root / "logs", root / "maps", sensor_blobs_dir=sensor_blobs)
     windows = filter_scenes(load_navsim_log(log))
     return scene_from_frames(windows[0], root / "maps", sensor_blobs)
@@ -196,6 +198,7 @@ def test_cli_evaluates_a_navsim_split(tmp_path):
     result = runner.invoke(app, ["eval", "--agent", "constant_velocity", "--split", "navsim:navtest",
                                  "--navsim-logs", str(tmp_path / "data" / "navsim_logs"),
                                  "--nuplan-maps", str(tmp_path / "data" / "maps"), "--out", str(tmp_path / "eval"),
+                                 "--scene-filter", str(tmp_path / "data" / "scene_filters" / "navtest.yaml"),
                                  "--workers", "1"])
     assert result.exit_code == 0, result.output
     with (tmp_path / "eval" / "scores.csv").open() as handle:
