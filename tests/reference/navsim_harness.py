@@ -4,9 +4,11 @@ Standalone (never imported by w0sim's tests): it needs NAVSIM (one tag) and nupl
 `scripts/navsim_reference_env.sh`. It only calls their public APIs, as NAVSIM's metric caching and
 `run_pdm_score` scripts do:
 
-    python tests/reference/navsim_harness.py LOGS MAPS v1.1 OUT.json [--tokens T1,T2] [--no-human-filter]
+    python tests/reference/navsim_harness.py LOGS MAPS v1.1 OUT.json [--scene-filter YAML] [--tokens T1,T2]
+        [--no-human-filter]
 
-For every scene of SceneLoader(LOGS, SceneFilter(4 history, 10 future frames, has_route=True)): NAVSIM's metric
+For every scene of SceneLoader(LOGS, SceneFilter(4 history, 10 future frames, has_route=True; frame interval, logs
+and tokens from the scene filter YAML `w0sim scenes export-navsim` writes, if given)): NAVSIM's metric
 cache (MetricCacheProcessor on a NavSimScenario), then `pdm_score` of ConstantVelocityAgent, HumanAgent and the
 cache's PDM-Closed trajectory (40 poses at 0.1 s in the ego frame, as NAVSIM's Trajectory holds them; the poses
 are written out so that w0sim scores the very same ones). v2.2 adds NAVSIM's one-stage two-frame extended
@@ -42,6 +44,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("maps", type=Path, help="nuPlan maps root (nuplan-maps-v1.0.json, <location>/<version>/map.gpkg)")
     parser.add_argument("version", choices=("v1.1", "v2.2"), help="the NAVSIM tag this python has installed")
     parser.add_argument("out", type=Path, help="JSON to write")
+    parser.add_argument("--scene-filter", type=Path, default=None,
+                        help="a scene filter YAML (NAVSIM's SceneFilter fields): its frame_interval, log_names, tokens")
     parser.add_argument("--tokens", default=None, help="comma-separated tokens (default: every scene)")
     parser.add_argument("--human-filter", action=argparse.BooleanOptionalAction, default=True,
                         help="v2.2: NAVSIM's human penalty filter (on in NAVSIM's pdm_scorer.yaml)")
@@ -96,8 +100,15 @@ def run(args: argparse.Namespace, result: dict) -> None:
         from navsim.traffic_agents_policies.log_replay_traffic_agents import LogReplayTrafficAgents
 
         traffic = LogReplayTrafficAgents(sampling)
-    tokens = args.tokens.split(",") if args.tokens else None
-    scene_filter = SceneFilter(num_history_frames=4, num_future_frames=10, has_route=True, tokens=tokens)
+    selection = {}
+    if args.scene_filter is not None:
+        import yaml
+
+        fields = yaml.safe_load(args.scene_filter.read_text())
+        selection = {k: fields.get(k) for k in ("frame_interval", "log_names", "tokens")}
+    if args.tokens:
+        selection["tokens"] = args.tokens.split(",")
+    scene_filter = SceneFilter(num_history_frames=4, num_future_frames=10, has_route=True, **selection)
     sensors = SensorConfig.build_no_sensors()
     if v22:
         loader = SceneLoader(data_path=args.logs, original_sensor_path=None, scene_filter=scene_filter, sensor_config=sensors)

@@ -3,12 +3,13 @@
 Opt-in (`pytest -m navsim tests/reference`): it needs a venv per NAVSIM tag made by
 `scripts/navsim_reference_env.sh`, named by W0SIM_NAVSIM_V1_1_PYTHON / W0SIM_NAVSIM_V2_2_PYTHON (a version whose
 variable is unset, or whose python cannot import navsim and nuplan, is skipped). W0SIM_NAVSIM_SCENES scenes of
-builtin:navtest (default 10) are exported with `w0sim scenes export-navsim`; `navsim_harness.py` scores them with
+builtin:navtest (default 10) are exported with `w0sim scenes export-navsim` (logs, maps and the scene filter of their
+tokens, which both sides use); `navsim_harness.py` scores them with
 NAVSIM (constant velocity, human, NAVSIM's cached PDM-Closed trajectory); w0sim scores the same logs with
 `w0sim eval --split navsim:navtest` (constant velocity, human) and, for PDM-Closed, scores NAVSIM's own PDM-Closed
 poses (written by the harness) with w0sim's scorer of that scene (`SceneScorer`, what `w0sim eval` scores with), so
 both sides score identical poses. Every column of every token must agree to 1e-6 (NaN equals NaN).
-W0SIM_NAVSIM_HUMAN_FILTER=0 turns NAVSIM's v2.2 human penalty filter off (NAVSIM's default is on).
+W0SIM_NAVSIM_HUMAN_FILTER=0 turns the v2.2 human penalty filter off on both sides (NAVSIM's default is on).
 """
 from __future__ import annotations
 
@@ -73,7 +74,8 @@ def exported(tmp_path_factory) -> dict:
     done, _ = run(w0sim_command("scenes", "export-navsim", "--split", "builtin:navtest", "--limit", str(count),
                                 "--name", SPLIT, "--out", str(out)), timeout=1800)
     assert done.returncode == 0, f"w0sim scenes export-navsim failed:\n{done.stdout}\n{done.stderr}"
-    return {"count": count, "logs": out / "navsim_logs", "maps": out / "maps"}
+    return {"count": count, "logs": out / "navsim_logs", "maps": out / "maps",
+            "scene_filter": out / "scene_filters" / f"{SPLIT}.yaml"}
 
 
 def same(a, b) -> bool:
@@ -95,8 +97,10 @@ def as_number(value) -> float | None:
 def w0sim_eval_scores(exported: dict, agent: str, version: str, out: Path) -> tuple[dict, float, str]:
     """{token: {column: value}} from `w0sim eval` on the exported logs, its wall time, and its error text."""
     done, seconds = run(w0sim_command("eval", "--agent", agent, "--split", f"navsim:{SPLIT}", "--navsim-logs",
-                                      str(exported["logs"]), "--nuplan-maps", str(exported["maps"]), "--pdm-version",
-                                      version, "--workers", "1", "--out", str(out)), timeout=3600)
+                                      str(exported["logs"]), "--nuplan-maps", str(exported["maps"]), "--scene-filter",
+                                      str(exported["scene_filter"]), "--pdm-version", version, "--workers", "1",
+                                      "--out", str(out), "--human-filter" if human_filter() else "--no-human-filter"),
+                    timeout=3600)
     scores = {}
     if (out / "scores.csv").is_file():
         with open(out / "scores.csv", newline="") as f:
@@ -109,26 +113,38 @@ def w0sim_eval_scores(exported: dict, agent: str, version: str, out: Path) -> tu
     return scores, seconds, error
 
 
+def human_filter() -> bool:
+    return os.environ.get("W0SIM_NAVSIM_HUMAN_FILTER", "1") != "0"
+
+
 def w0sim_pdm_closed_scores(exported: dict, version: str, navsim: dict) -> tuple[dict, dict, str]:
-    """w0sim's scores of NAVSIM's own PDM-Closed poses per token, and w0sim's seconds per token (cache + score)."""
+    """w0sim's scores of NAVSIM's own PDM-Closed poses per token (v2.2: with the two-frame comfort of adjacent
+    frames, as `w0sim eval` adds it), and w0sim's seconds per token (cache + score)."""
     from scenarios.splits import resolve_split
     from sim.envs.scene_scoring import SceneScorer
+    from w0sim.one_shot import with_extended_comfort
 
-    scores, seconds, errors = {}, {}, []
-    refs = resolve_split(f"navsim:{SPLIT}", navsim_logs=exported["logs"], nuplan_maps=exported["maps"])
-    for ref in refs:
+    seconds, errors, refs, rows = {}, [], [], []
+    for ref in resolve_split(f"navsim:{SPLIT}", navsim_logs=exported["logs"], nuplan_maps=exported["maps"],
+                             scene_filter=exported["scene_filter"]):
         try:
-            scene = ref.load()
-            entry = navsim["tokens"].get(scene.token)
+            entry = navsim["tokens"].get(ref.token)
             if entry is None:
                 continue
+            scene = ref.load()
             start = time.perf_counter()
-            rows, score = SceneScorer(scene, version).score(entry["pdm_closed_poses"], entry["pdm_closed_interval"])
+            scored, score = SceneScorer(scene, version, human_filter=human_filter()).score(
+                entry["pdm_closed_poses"], entry["pdm_closed_interval"])
             seconds[scene.token] = time.perf_counter() - start
-            result = {**rows.result(0), "score": score} if rows.valid[0] else {}
-            scores[scene.token] = {c: as_number(result.get(c, math.nan)) for c in COLUMNS[version]}
+            valid = bool(scored.valid[0])
+            row = {**scored.result(0), "score": score, "simulated_states": scored.states[0]} if valid else {}
+            refs.append(ref)
+            rows.append({"token": ref.token, "valid": valid, **row})
         except Exception as err:  # reported in the table, not raised: the other tokens are still compared
             errors.append(f"{ref.token}: {type(err).__name__}: {err}")
+    if version == "v2.2":
+        rows = with_extended_comfort(refs, rows)
+    scores = {row["token"]: {c: as_number(row.get(c, math.nan)) for c in COLUMNS[version]} for row in rows}
     return scores, seconds, "\n".join(errors)
 
 
@@ -184,8 +200,9 @@ def test_navsim_scores_equal_w0sim_scores_per_token(version, navsim_python, expo
     python = navsim_python
     count = exported["count"]
     navsim_json = tmp_path / f"navsim_{version}.json"
-    command = [python, str(HARNESS), str(exported["logs"] / SPLIT), str(exported["maps"]), version, str(navsim_json)]
-    if version == "v2.2" and os.environ.get("W0SIM_NAVSIM_HUMAN_FILTER", "1") == "0":
+    command = [python, str(HARNESS), str(exported["logs"] / SPLIT), str(exported["maps"]), version, str(navsim_json),
+               "--scene-filter", str(exported["scene_filter"])]
+    if version == "v2.2" and not human_filter():
         command.append("--no-human-filter")
     harness, harness_seconds = run(command, timeout=3600)
     assert navsim_json.is_file(), f"the NAVSIM harness wrote nothing (exit {harness.returncode}):\n{harness.stderr[-4000:]}"
