@@ -7,7 +7,8 @@ then areas in RoadMap order (likewise), then lane groups that are not a roadbloc
 other rows (stop lines, boundaries, baseline paths...). `NuplanMapIds` says which fid each w0sim id
 became, so a log writer can translate route roadblocks and traffic lights. nuPlan reads lane
 topology only from lane connectors (exit / entry lane) and lane-group connectors; every connector
-row names the intersection polygon it lies in (`intersection_fid`). Links nuPlan cannot express
+row names the intersection polygon it lies in (`intersection_fid`) and its traffic-light stop lines
+(`traffic_light_stop_line_fids`, "" for none: nuPlan's LaneConnector parses a string). Links nuPlan cannot express
 (lane -> lane, connector -> connector: CARLA towns have them, generated maps do not) go to the extra
 attributes table `w0sim_lane_links`, created only for a map that has such links; stop signs (a CARLA
 notion) are not written.
@@ -324,7 +325,7 @@ class _Layout:
             exit_lane_group_fid=self._group_fid(exit_lane), entry_lane_fid=ids.lanes.get(entry_lane),
             entry_lane_group_fid=self._group_fid(entry_lane), lane_group_connector_fid=ids.lane_groups[lane.lane_group],
             intersection_fid=self.intersection_of.get(lane.id),
-            traffic_light_stop_line_fids=",".join(map(str, stop_lines.get(fid, []))) or None,
+            traffic_light_stop_line_fids=",".join(map(str, stop_lines.get(fid, []))),  # "" unlit: nuPlan reads a string
             speed_limit_mps=lane.speed_limit)
         add("baseline_paths", path, centerline, path_type_fid=2, lane_connector_fid=fid)
         add("gen_lane_connectors_scaled_width_polygons", self.next_fid(), lane.polygon(), lane_connector_fid=fid,

@@ -11,15 +11,24 @@ import pytest
 import shapely
 
 from scenarios.generator import FAMILIES, generate_scene
+from scenarios.generator.roads import MapBuilder, straight
 from scenarios.geopackage import GeometryBlobError, decode_geometries, encode_geometries
 from scenarios.nuplan_map import (
     DEFAULT_SPEED_LIMIT,
+    LANE_LINKS_TABLE,
     MAP_VERSIONS,
     MapFormatError,
+    NuplanMapContents,
     nuplan_map_path,
     read_nuplan_map,
 )
-from scenarios.nuplan_map_writer import write_nuplan_map, write_nuplan_maps_index
+from scenarios.nuplan_map_writer import (
+    FID_BLOCK,
+    NuplanMapFile,
+    translated_map,
+    write_nuplan_map,
+    write_nuplan_maps_index,
+)
 from scenarios.transverse_mercator import ProjectionError, TransverseMercator, parse_epsg, utm_zone
 from sim.map import MapError, RoadMap
 
@@ -331,3 +340,58 @@ def test_bad_geometry_names_table_and_fid(junction_file, tmp_path):
         fid, = db.execute("SELECT MIN(fid) + 1 FROM boundaries").fetchone()
     with pytest.raises(MapFormatError, match=f"'boundaries', fid {fid}: bad geometry"):
         read_nuplan_map(path)
+
+
+# --- city files: many maps in one file, links nuPlan cannot express, crops -------------------------
+
+
+def test_maps_appended_in_fid_blocks_read_back_side_by_side(maps, tmp_path):
+    path = tmp_path / "map.gpkg"
+    with NuplanMapFile(path) as city:
+        first = city.add(maps["curve"])
+        second = city.add(translated_map(maps["merge"], (4096, 0)), fid_base=3 * FID_BLOCK)
+        with pytest.raises(MapError, match="already holds a map"):
+            city.add(maps["curve"], fid_base=3 * FID_BLOCK)
+        with pytest.raises(MapError, match="multiple of"):
+            city.add(maps["curve"], fid_base=17)
+    assert max(first.lanes.values()) < FID_BLOCK and min(second.lanes.values()) > 3 * FID_BLOCK
+    read = read_nuplan_map(path)
+    assert len(read.lanes) == len(maps["curve"].lanes) + len(maps["merge"].lanes)
+    np.testing.assert_array_equal(read.lane(second.lane_id("ramp")).centerline,
+                                  maps["merge"].lane("ramp").centerline + [4096, 0])
+
+
+def test_links_nuplan_cannot_express_get_the_extra_table_only_when_there_are_some(maps, tmp_path):
+    generated = tmp_path / "generated.gpkg"
+    write_nuplan_map(maps["merge"], generated)
+    with sqlite3.connect(generated) as db:
+        assert not db.execute(f"SELECT name FROM sqlite_master WHERE name = '{LANE_LINKS_TABLE}'").fetchall()
+        unlit = db.execute("SELECT traffic_light_stop_line_fids FROM lane_connectors").fetchall()
+    assert unlit and {value for (value,) in unlit} == {""}  # nuPlan reads a string: "" is no stop line
+    builder = MapBuilder("direct")
+    builder.add_lane("a", straight(np.zeros(2), 0.0, 50.0), 10.0, "ga")
+    builder.add_lane("b", straight(np.array([50.0, 0.0]), 0.0, 50.0), 10.0, "gb")
+    builder.link("a", "b")  # lane -> lane, as CARLA towns have
+    direct = tmp_path / "direct.gpkg"
+    ids = write_nuplan_map(builder.build(), direct)
+    with sqlite3.connect(direct) as db:
+        assert db.execute(f'SELECT from_lane_fid, to_lane_fid FROM "{LANE_LINKS_TABLE}"').fetchall() == [
+            (ids.lanes["a"], ids.lanes["b"])]
+    assert read_nuplan_map(direct).lane(ids.lane_id("a")).successors == (ids.lane_id("b"),)
+
+
+def test_a_crop_holds_what_is_near_the_points_and_the_named_roadblocks(maps, tmp_path):
+    path = tmp_path / "map.gpkg"
+    with NuplanMapFile(path) as city:
+        near = city.add(maps["intersection"])
+        far = city.add(translated_map(maps["straight"], (2048, 0)), fid_base=FID_BLOCK)
+    contents = NuplanMapContents.read(path)
+    whole = contents.crop(np.array([[0.0, 0.0]]), 300.0)
+    assert [lane.id for lane in whole.lanes] == [near.lane_id(lane.id) for lane in maps["intersection"].lanes]
+    assert len(whole.areas) == len(maps["intersection"].areas)
+    small = contents.crop(np.array([[0.0, 0.0]]), 1.0, [far.roadblock_id("road_f")])
+    kept = {lane.id for lane in small.lanes}
+    assert {far.lane_id(lane.id) for lane in maps["straight"].lanes if lane.lane_group == "road_f"} <= kept
+    assert all(set(lane.successors + lane.predecessors) <= kept for lane in small.lanes)  # links cut at the edge
+    assert not kept & {far.lane_id(lane.id) for lane in maps["straight"].lanes if lane.lane_group == "road_b"}
+    assert len(kept & set(whole.lane_index)) < len(whole.lanes)  # only the junction's middle, 1 m around (0, 0)
