@@ -75,6 +75,9 @@ def test_unknown_split_and_missing_data_folder_say_what_is_wrong(tmp_path):
 
 def test_builtin_splits_are_fixed_and_disjoint():
     train, test = resolve_split("builtin:navtrain", 50), resolve_split("builtin:navtest")
-    assert len(test) == 500 and [r.family for r in test[:5]] == ["straight", "curve", "intersection", "t_junction", "merge"]
+    assert len(test) == 500 and [r.family for r in test[:10:2]] == ["straight", "curve", "intersection", "t_junction",
+                                                                      "merge"]
+    assert len({r.token for r in test}) == 500 and len({r.log_frame[0] for r in test}) == 250  # 2 frames per log
     assert not {r.token for r in train} & {r.token for r in test}
+    assert not {r.log_frame[0] for r in train} & {r.log_frame[0] for r in test}  # no test log is trained on
     assert resolve_split("builtin:navtest", 3)[2].token == test[2].token

