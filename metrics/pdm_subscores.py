@@ -58,15 +58,20 @@ def in_intersection(geo: EgoGeometry, smap: ScoringMap, point: int) -> np.ndarra
 
 
 def _relative_angle(ego_xy: np.ndarray, ego_heading: np.ndarray, obj_xy: np.ndarray) -> np.ndarray:
-    """nuPlan get_agent_relative_angle: arccos(dot(ego direction, unit vector ego -> object)) in [0, pi].
+    """nuPlan get_agent_relative_angle: arccos(dot(ego direction, unit vector ego -> object)) in [0, pi], per pair.
 
-    The cosine is clipped to [-1, 1]: rounding can push it past 1 for an object dead ahead, and arccos would
-    then give NaN (not ahead), so the result would hang on the last bit of the positions. NaN stays only for
-    an object centred exactly on the ego's rear axle."""
-    vec = obj_xy - ego_xy
+    Evaluated with nuPlan's own float operations (a norm and a dot of 2-vectors, pair by pair), NaN included: an
+    object dead ahead whose cosine rounds past 1 gets NaN and counts as neither ahead nor behind, as in NAVSIM.
+    The pairs are the few object-ego overlaps, so the loop is cheap."""
+    ego_xy, obj_xy = np.asarray(ego_xy, dtype=np.float64), np.asarray(obj_xy, dtype=np.float64)
+    heading = np.broadcast_to(np.asarray(ego_heading, dtype=np.float64), ego_xy.shape[:-1])
+    out = np.empty(ego_xy.shape[:-1])
     with np.errstate(invalid="ignore", divide="ignore"):
-        unit = vec / np.linalg.norm(vec, axis=-1, keepdims=True)
-        return np.arccos(np.clip(np.cos(ego_heading) * unit[..., 0] + np.sin(ego_heading) * unit[..., 1], -1.0, 1.0))
+        for i in np.ndindex(out.shape):
+            agent = np.array([obj_xy[i][0] - ego_xy[i][0], obj_xy[i][1] - ego_xy[i][1]])
+            ego = np.array([np.cos(heading[i]), np.sin(heading[i])])
+            out[i] = np.arccos(np.dot(ego, agent / np.linalg.norm(agent)))
+    return out
 
 
 EGO_RADIUS = float(np.hypot(PACIFICA.length / 2.0, PACIFICA.width / 2.0))

@@ -57,14 +57,20 @@ def one_hot_command(command: int) -> np.ndarray:
     return out
 
 
+def _float32_values(values: np.ndarray) -> np.ndarray:
+    return np.asarray(values, dtype=np.float32).astype(np.float64)
+
+
 def build_agent_input(ego_history: np.ndarray, command: int, command_text: str = "",
                       cameras: np.ndarray | None = None) -> AgentInput:
-    """AgentInput from global ego states of the history frames (F, 11), the last being current."""
+    """AgentInput from global ego states of the history frames (F, 11), the last being current. Poses, velocities
+    and accelerations hold float32 values, as NAVSIM's EgoStatus stores them (so a policy computes on the same
+    numbers it would get from NAVSIM)."""
     current = ego_history[-1]
     return AgentInput(
-        ego_poses=global_to_local(ego_history[:, :3], current[:3]),
-        ego_velocity=ego_history[:, [StateIndex.VELOCITY_X, StateIndex.VELOCITY_Y]].copy(),
-        ego_acceleration=ego_history[:, [StateIndex.ACCELERATION_X, StateIndex.ACCELERATION_Y]].copy(),
+        ego_poses=_float32_values(global_to_local(ego_history[:, :3], current[:3])),
+        ego_velocity=_float32_values(ego_history[:, [StateIndex.VELOCITY_X, StateIndex.VELOCITY_Y]]),
+        ego_acceleration=_float32_values(ego_history[:, [StateIndex.ACCELERATION_X, StateIndex.ACCELERATION_Y]]),
         driving_command=one_hot_command(command),
         cameras=cameras,
         command_text=command_text,

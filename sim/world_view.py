@@ -18,12 +18,15 @@ from sim.state import AgentSlice, StateIndex, TrafficLightStatus
 HISTORY_STEPS = 5  # the objects' recent history: 0.5 s earlier (one 2 Hz decision; averages out IDM's jitter)
 
 _UNLOGGED_STATE = slice(StateIndex.STEERING_ANGLE, None)  # steering angle, steering rate, yaw rate, yaw acceleration
+_DYNAMICS = slice(StateIndex.VELOCITY_X, StateIndex.ACCELERATION_Y + 1)  # velocity and acceleration (x, y)
 
 
 def logged_ego_state(state: np.ndarray) -> np.ndarray:
-    """(..., 11) ego state as a NAVSIM log gives it: pose, velocity and acceleration; the rest 0."""
+    """(..., 11) ego state as NAVSIM's metric cache starts from it: the logged pose, velocity and acceleration (the
+    latter two float32 values, as NAVSIM's EgoStatus holds them); the rest 0."""
     logged = np.array(state, dtype=np.float64, copy=True)
     logged[..., _UNLOGGED_STATE] = 0.0
+    logged[..., _DYNAMICS] = logged[..., _DYNAMICS].astype(np.float32)
     return logged
 
 

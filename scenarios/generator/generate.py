@@ -23,6 +23,7 @@ CAR_SIZE = (4.6, 1.9, 1.6)
 CYCLIST_SIZE = (1.8, 0.7, 1.7)
 PEDESTRIAN_SIZE = (0.6, 0.6, 1.75)
 CONE_SIZE = (0.4, 0.4, 0.7)
+LANE_WANDER_M = 0.15  # a generated car keeps this far at most off its lane's centerline (a fixed offset per car)
 
 COMMAND_TEXT = {
     "straight": "go straight through the next intersection",
@@ -124,7 +125,9 @@ def _populate_vehicles(layout: Layout, route: EgoRoute, ego_chain: list[str], co
         desired.append(top)
         size.append(box)
         kind.append(AgentType.BICYCLE if is_cyclist else AgentType.VEHICLE)
-        lateral.append(-(1.75 - 0.7) if is_cyclist else 0.0)
+        # Cars wander within their lane, as logged ones do: a car exactly on the ego's line would put NAVSIM's
+        # ahead test (arccos of a cosine rounded to 1) on the last bit of the positions.
+        lateral.append(-(1.75 - 0.7) if is_cyclist else float(rng.uniform(-LANE_WANDER_M, LANE_WANDER_M)))
     return _Population(chains, np.array(start_s), np.array(speed), np.array(desired), np.array(size, dtype=np.float64),
                        np.array(kind, dtype=np.int8), np.array(lateral))
 

@@ -298,3 +298,20 @@ def test_render_none_mode_returns_none(straight_scene):
     assert env.render() is None
     env.step(straight_trajectory(8.0))
     assert env.render() is None
+
+
+def test_the_metric_cache_and_the_agent_input_hold_navsims_float32_ego_dynamics():
+    """NAVSIM's EgoStatus stores velocity and acceleration as float32: its metric cache starts the simulation from
+    those values (a 2e-7 m/s difference moved simulated states by 2e-7 m and flipped a TTC knife edge)."""
+    from sim.agent_input import build_agent_input
+
+    state = np.zeros(11)
+    state[:7] = [2005.123456789, 12284.987654321, 0.0463936, 7.468912345678, 0.1234567891, -0.333333333333, 0.2]
+    state[7:] = 1.0
+    logged = logged_ego_state(state)
+    np.testing.assert_array_equal(logged[:3], state[:3])  # the pose stays float64, as NAVSIM's
+    np.testing.assert_array_equal(logged[3:7], state[3:7].astype(np.float32))
+    assert logged[3] != state[3] and (logged[7:] == 0).all()
+    agent_input = build_agent_input(np.tile(state, (4, 1)), 1)
+    np.testing.assert_array_equal(agent_input.ego_velocity[-1], state[3:5].astype(np.float32))
+    np.testing.assert_array_equal(agent_input.ego_acceleration[-1], state[5:7].astype(np.float32))

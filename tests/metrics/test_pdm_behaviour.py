@@ -267,13 +267,16 @@ def test_v2_intersections_exempt_ddc_and_lane_keeping():
     assert v2.drivable_area_compliance[0] == 1.0 and v2.score[0] > 0.9
 
 
-def test_an_object_dead_ahead_is_ahead_whatever_the_rounding():
-    """arccos of a cosine rounded past 1 would be NaN ('not ahead'); the angle is 0 for every such pose."""
+def test_an_object_dead_ahead_can_round_to_not_ahead_as_in_navsim():
+    """nuPlan's arccos of a cosine rounded past 1 is NaN, which NAVSIM counts as 'not ahead'; w0sim keeps that (the
+    reference suite found NAVSIM scoring TTC 1 on such a token). Elsewhere the angle is the true one."""
     from metrics.pdm_subscores import _relative_angle
 
     heading = np.linspace(-np.pi, np.pi, 2001)
-    ego = np.stack([np.full_like(heading, 123.456), np.full_like(heading, -78.9)], -1)
+    ego = np.stack([np.full_like(heading, 2171.456), np.full_like(heading, 12209.1)], -1)
     ahead = ego + 11.0 * np.stack([np.cos(heading), np.sin(heading)], -1)
     angle = _relative_angle(ego, heading, ahead)
-    assert np.isfinite(angle).all() and angle.max() < 1e-6
+    assert np.isnan(angle).any() and np.nanmax(angle) < 1e-6  # dead ahead: 0 up to rounding, or NaN
+    left = ego + 11.0 * np.stack([np.cos(heading + 1.0), np.sin(heading + 1.0)], -1)
+    np.testing.assert_allclose(_relative_angle(ego, heading, left), 1.0, atol=1e-9)
     assert np.isnan(_relative_angle(ego[:1], heading[:1], ego[:1])).all()  # an object on the rear axle: undefined

@@ -9,7 +9,7 @@ NAVSIM (constant velocity, human, NAVSIM's cached PDM-Closed trajectory); w0sim 
 `w0sim eval --split navsim:navtest` (constant velocity, human) and, for PDM-Closed, scores NAVSIM's own PDM-Closed
 poses (written by the harness) with w0sim's scorer of that scene (`SceneScorer`, what `w0sim eval` scores with), so
 both sides score identical poses. Every column of every token must agree to 1e-6 (NaN equals NaN).
-W0SIM_NAVSIM_HUMAN_FILTER=0 turns the v2.2 human penalty filter off on both sides (NAVSIM's default is on).
+v2.2 runs twice: with NAVSIM's human penalty filter (its default) and without it, on both sides.
 """
 from __future__ import annotations
 
@@ -94,12 +94,13 @@ def as_number(value) -> float | None:
     return None if math.isnan(value) else value
 
 
-def w0sim_eval_scores(exported: dict, agent: str, version: str, out: Path) -> tuple[dict, float, str]:
+def w0sim_eval_scores(exported: dict, agent: str, version: str, out: Path,
+                      human_filter: bool = True) -> tuple[dict, float, str]:
     """{token: {column: value}} from `w0sim eval` on the exported logs, its wall time, and its error text."""
     done, seconds = run(w0sim_command("eval", "--agent", agent, "--split", f"navsim:{SPLIT}", "--navsim-logs",
                                       str(exported["logs"]), "--nuplan-maps", str(exported["maps"]), "--scene-filter",
                                       str(exported["scene_filter"]), "--pdm-version", version, "--workers", "1",
-                                      "--out", str(out), "--human-filter" if human_filter() else "--no-human-filter"),
+                                      "--out", str(out), "--human-filter" if human_filter else "--no-human-filter"),
                     timeout=3600)
     scores = {}
     if (out / "scores.csv").is_file():
@@ -113,11 +114,8 @@ def w0sim_eval_scores(exported: dict, agent: str, version: str, out: Path) -> tu
     return scores, seconds, error
 
 
-def human_filter() -> bool:
-    return os.environ.get("W0SIM_NAVSIM_HUMAN_FILTER", "1") != "0"
-
-
-def w0sim_pdm_closed_scores(exported: dict, version: str, navsim: dict) -> tuple[dict, dict, str]:
+def w0sim_pdm_closed_scores(exported: dict, version: str, navsim: dict,
+                            human_filter: bool = True) -> tuple[dict, dict, str]:
     """w0sim's scores of NAVSIM's own PDM-Closed poses per token (v2.2: with the two-frame comfort of adjacent
     frames, as `w0sim eval` adds it), and w0sim's seconds per token (cache + score)."""
     from scenarios.splits import resolve_split
@@ -133,7 +131,7 @@ def w0sim_pdm_closed_scores(exported: dict, version: str, navsim: dict) -> tuple
                 continue
             scene = ref.load()
             start = time.perf_counter()
-            scored, score = SceneScorer(scene, version, human_filter=human_filter()).score(
+            scored, score = SceneScorer(scene, version, human_filter=human_filter).score(
                 entry["pdm_closed_poses"], entry["pdm_closed_interval"])
             seconds[scene.token] = time.perf_counter() - start
             valid = bool(scored.valid[0])
@@ -195,14 +193,15 @@ def navsim_python(version) -> str:
 
 
 @pytest.mark.timeout(7200)
-@pytest.mark.parametrize("version", ["v1.1", "v2.2"])
-def test_navsim_scores_equal_w0sim_scores_per_token(version, navsim_python, exported, tmp_path):
+@pytest.mark.parametrize("version, human_filter", [("v1.1", True), ("v2.2", True), ("v2.2", False)],
+                         ids=["v1.1", "v2.2", "v2.2-no-human-filter"])
+def test_navsim_scores_equal_w0sim_scores_per_token(version, human_filter, navsim_python, exported, tmp_path):
     python = navsim_python
     count = exported["count"]
     navsim_json = tmp_path / f"navsim_{version}.json"
     command = [python, str(HARNESS), str(exported["logs"] / SPLIT), str(exported["maps"]), version, str(navsim_json),
                "--scene-filter", str(exported["scene_filter"])]
-    if version == "v2.2" and not human_filter():
+    if version == "v2.2" and not human_filter:
         command.append("--no-human-filter")
     harness, harness_seconds = run(command, timeout=3600)
     assert navsim_json.is_file(), f"the NAVSIM harness wrote nothing (exit {harness.returncode}):\n{harness.stderr[-4000:]}"
@@ -210,10 +209,11 @@ def test_navsim_scores_equal_w0sim_scores_per_token(version, navsim_python, expo
 
     ours, w0sim_seconds, notes = {}, {}, []
     for agent in ("constant_velocity", "human"):
-        ours[agent], seconds, error = w0sim_eval_scores(exported, agent, version, tmp_path / f"w0sim_{version}_{agent}")
+        ours[agent], seconds, error = w0sim_eval_scores(exported, agent, version, tmp_path / f"w0sim_{version}_{agent}",
+                                                        human_filter)
         w0sim_seconds[f"w0sim eval {agent} (wall, start-up included)"] = seconds / count
         notes.append(error)
-    ours["pdm_closed"], pdm_seconds, error = w0sim_pdm_closed_scores(exported, version, navsim)
+    ours["pdm_closed"], pdm_seconds, error = w0sim_pdm_closed_scores(exported, version, navsim, human_filter)
     notes.append(error)
 
     tokens = sorted(set(ours["constant_velocity"]) | set(ours["human"]) | set(navsim["tokens"]) | set(navsim["errors"]))
@@ -234,8 +234,9 @@ def test_navsim_scores_equal_w0sim_scores_per_token(version, navsim_python, expo
     report = {"version": version, "tolerance": TOLERANCE, "human_filter": navsim.get("human_filter"), "table": table,
               "seconds_per_token": timing, "notes": [n for n in notes if n], "navsim_errors": navsim["errors"],
               "navsim_error": navsim["error"]}
+    label = version if version == "v1.1" else f"{version}, human filter {'on' if human_filter else 'off'}"
     (tmp_path / f"navsim_parity_{version}.json").write_text(json.dumps(report, indent=1))
-    md = markdown(version, table, timing, notes)
+    md = markdown(label, table, timing, notes)
     md_path = tmp_path / f"navsim_parity_{version}.md"
     md_path.write_text(md)
     print(f"\n{md}\ncomparison table: {md_path} (and .json)")
