@@ -11,19 +11,17 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from agents.base import Agent, require_world
 from agents.forecast import ObjectForecast, braking_between
-from agents.pdm_closed import plan_to_local
+from agents.pdm_closed import PlannerAgent
 from agents.pdm_proposals import ProposalConfig, plan_proposals
 from metrics.pdm import ScoringContext, score_states
 from metrics.scoring_map import ScoringMap
-from sim.agent_input import AgentInput
 from sim.dynamics import interpolate_global_poses, simulate
 from sim.geometry import ego_center
 from sim.map import RoadMap
 from sim.route import route_from_ego
 from sim.scene import STEP_S
-from sim.state import AgentSlice, TrafficLightStatus, Trajectory, TrajectorySampling
+from sim.state import AgentSlice, TrafficLightStatus, TrajectorySampling
 from sim.world_view import WorldView
 
 SCORED_STEPS = 40  # proposals are simulated and scored over 4 s, as NAVSIM's proposal sampling
@@ -93,20 +91,12 @@ class LaneFollowingPDMPlanner:
         return ScoringContext(scoring_map, observation, centerline)
 
 
-class LaneFollowingPDMAgent(Agent):
+class LaneFollowingPDMAgent(PlannerAgent):
     """The lane-following PDM planner as an agent: plans from the world view (map, route ahead, objects, lights)."""
-
-    privileged = True
 
     def __init__(self, trajectory_sampling: TrajectorySampling = TrajectorySampling(),
                  config: LaneFollowingPDMConfig = LaneFollowingPDMConfig()):
-        super().__init__(trajectory_sampling)
-        self.planner = LaneFollowingPDMPlanner(config)
-
-    def compute_trajectory(self, agent_input: AgentInput, world: WorldView | None = None) -> Trajectory:
-        world = require_world(self, world)
-        plan = self.planner.plan_view(world)
-        return Trajectory(plan_to_local(plan.poses, world.ego_state, self.trajectory_sampling), self.trajectory_sampling)
+        super().__init__(LaneFollowingPDMPlanner(config), trajectory_sampling)
 
 
 __all__ = ["LaneFollowingPDMAgent", "LaneFollowingPDMConfig", "LaneFollowingPDMPlan", "LaneFollowingPDMPlanner"]

@@ -12,20 +12,28 @@ from sim.state import Trajectory, TrajectorySampling
 from sim.world_view import WorldView
 
 
-class PDMClosedAgent(Agent):
-    """NAVSIM's PDM-Closed, planned afresh at every decision from the map, route, objects and lights."""
+class PlannerAgent(Agent):
+    """A privileged agent that drives a planner's plan: `planner.plan_view(world).poses`, 10 Hz global rear-axle
+    poses from now, sampled at the agent's trajectory sampling."""
 
     privileged = True
 
-    def __init__(self, trajectory_sampling: TrajectorySampling = TrajectorySampling(),
-                 config: NavsimPDMClosedConfig = NavsimPDMClosedConfig()):
+    def __init__(self, planner, trajectory_sampling: TrajectorySampling = TrajectorySampling()):
         super().__init__(trajectory_sampling)
-        self.planner = NavsimPDMClosedPlanner(config)
+        self.planner = planner
 
     def compute_trajectory(self, agent_input: AgentInput, world: WorldView | None = None) -> Trajectory:
         world = require_world(self, world)
         plan = self.planner.plan_view(world)
         return Trajectory(plan_to_local(plan.poses, world.ego_state, self.trajectory_sampling), self.trajectory_sampling)
+
+
+class PDMClosedAgent(PlannerAgent):
+    """NAVSIM's PDM-Closed, planned afresh at every decision from the map, route, objects and lights."""
+
+    def __init__(self, trajectory_sampling: TrajectorySampling = TrajectorySampling(),
+                 config: NavsimPDMClosedConfig = NavsimPDMClosedConfig()):
+        super().__init__(NavsimPDMClosedPlanner(config), trajectory_sampling)
 
 
 def plan_to_local(poses_10hz: np.ndarray, ego_state: np.ndarray, sampling: TrajectorySampling) -> np.ndarray:
@@ -35,4 +43,4 @@ def plan_to_local(poses_10hz: np.ndarray, ego_state: np.ndarray, sampling: Traje
     return global_to_local(poses_10hz[idx], ego_state[:3])
 
 
-__all__ = ["PDMClosedAgent", "plan_to_local"]
+__all__ = ["PDMClosedAgent", "PlannerAgent", "plan_to_local"]
