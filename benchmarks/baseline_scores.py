@@ -1,4 +1,5 @@
-"""Mean PDMS per generator family of the baseline agents (PDM-Closed, constant velocity, human) on generated scenes.
+"""Mean PDMS per generator family of the baseline agents (NAVSIM's PDM-Closed, the lane-following PDM planner, constant
+velocity, human) on generated scenes.
 
     python benchmarks/baseline_scores.py [--scenes-per-family 50] [--version v1.1] [--workers 2]
 
@@ -17,12 +18,14 @@ from tqdm import tqdm
 
 from agents.constant_velocity import ConstantVelocityAgent
 from agents.human import HumanAgent
+from agents.lane_following_pdm import LaneFollowingPDMAgent
 from agents.pdm_closed import PDMClosedAgent
 from scenarios.generator import FAMILIES, generate_scene
 from sim.envs.navsim_env import NavsimSceneEnv
 from sim.envs.scene_scoring import SceneScorer
 
-AGENTS = {"pdm_closed": PDMClosedAgent, "constant_velocity": ConstantVelocityAgent, "human": HumanAgent}
+AGENTS = {"pdm_closed": PDMClosedAgent, "pdm_lane_following": LaneFollowingPDMAgent,
+          "constant_velocity": ConstantVelocityAgent, "human": HumanAgent}
 
 
 def score_scene(spec: tuple[str, int, str]) -> tuple[str, int, dict[str, float]]:
