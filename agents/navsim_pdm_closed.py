@@ -20,6 +20,7 @@ from agents.navsim_route import (
     centerline_lanes,
     centerline_poses,
     correct_route,
+    normalize_angle,
     roadblock_graph,
     route_lanes,
     route_roadblocks,
@@ -35,6 +36,7 @@ from sim.world_view import WorldView
 
 MAX_DYNAMIC = {AgentType.VEHICLE: 50, AgentType.PEDESTRIAN: 25, AgentType.BICYCLE: 10}
 MAX_STATIC = 50
+DYNAMIC_TYPES = [int(t) for t in MAX_DYNAMIC]  # the rest are static objects
 
 
 @dataclass(frozen=True)
@@ -76,7 +78,8 @@ class ConstantVelocityForecast:
 
     def __init__(self, agents: AgentSlice | None, ego_state: np.ndarray, red_ids: list[str], red_polygons: list,
                  config: NavsimPDMClosedConfig):
-        self.sample_steps = config.forecast_sample_steps
+        self.sample_steps, self.interval = config.forecast_sample_steps, config.interval
+        self.agents = agents
         samples = config.trajectory_steps // self.sample_steps + 1
         centre = ego_center(ego_state[None], config.vehicle)[0]
         static, dynamic = self._nearest(agents, centre, config.map_radius)
@@ -87,9 +90,9 @@ class ConstantVelocityForecast:
         dxy = np.zeros((len(rows), 2))
         if agents is not None and rows:
             heading, speed = agents.heading[self.rows], np.hypot(agents.vx[self.rows], agents.vy[self.rows])
-            backwards = np.abs(_normalize(heading - np.arctan2(agents.vy[self.rows], agents.vx[self.rows]))) >= np.pi / 2
-            track = np.where(backwards, _normalize(heading + np.pi), heading)
-            moving = np.isin(agents.agent_type[self.rows], [int(t) for t in MAX_DYNAMIC])
+            backwards = np.abs(normalize_angle(heading - np.arctan2(agents.vy[self.rows], agents.vx[self.rows]))) >= np.pi / 2
+            track = np.where(backwards, normalize_angle(heading + np.pi), heading)
+            moving = np.isin(agents.agent_type[self.rows], DYNAMIC_TYPES)
             dxy = np.where(moving[:, None], np.stack([np.cos(track) * speed, np.sin(track) * speed], -1), 0.0)
             corners = box_corners(agents.x[self.rows], agents.y[self.rows], heading, agents.length[self.rows],
                                   agents.width[self.rows], nuplan_formula=True)
@@ -103,7 +106,6 @@ class ConstantVelocityForecast:
                 self.polygons[k, : len(rows)] = shapely.polygons(corners + delta_t * dxy[:, None])
             self.polygons[k, len(rows):] = red_polygons
         self.trees = [shapely.STRtree(self.polygons[k]) for k in range(samples)]
-        self.agents = agents
         footprint = shapely.Polygon(ego_corners(ego_state[None], config.vehicle, nuplan_formula=True)[0])
         hits = self.trees[0].query(footprint, predicate="intersects")
         self.collided = set()
@@ -120,7 +122,7 @@ class ConstantVelocityForecast:
         valid = np.flatnonzero(agents.valid)
         distance = np.hypot(agents.x - centre[0], agents.y - centre[1])
         near = valid[distance[valid] <= radius]
-        static = near[~np.isin(agents.agent_type[near], [int(t) for t in MAX_DYNAMIC])]
+        static = near[~np.isin(agents.agent_type[near], DYNAMIC_TYPES)]
         static = static[np.argsort(distance[static])][:MAX_STATIC]
         dynamic: list[int] = []
         for kind, cap in MAX_DYNAMIC.items():
@@ -137,17 +139,17 @@ class ConstantVelocityForecast:
     def lead_speed(self, column: int, ego_heading: float) -> float:
         """An object's speed along the ego heading (its first state; static objects 0)."""
         row = self.rows[column]
-        if self.agents.agent_type[row] not in [int(t) for t in MAX_DYNAMIC]:
+        if self.agents.agent_type[row] not in DYNAMIC_TYPES:
             return 0.0
         speed = float(np.hypot(self.agents.vx[row], self.agents.vy[row]))
-        return speed * np.cos(_normalize(self.agents.heading[row] - ego_heading))
+        return speed * np.cos(normalize_angle(self.agents.heading[row] - ego_heading))
 
     def observation(self, steps: int) -> Observation:
         """The scorer's observation over `steps` 10 Hz steps (each step sees its forecast map), without the objects
         the ego overlaps now (the scorer ignores them) and with the red connectors red throughout."""
         keep = [c for c in range(self.num_objects) if self.tokens[c] not in self.collided]
         agents, rows = self.agents, self.rows[keep]
-        times = np.array([self.sample(t) * self.sample_steps for t in range(steps)], dtype=np.float64) * 0.1
+        times = np.array([self.sample(t) * self.sample_steps for t in range(steps)], dtype=np.float64) * self.interval
         shape = (steps, len(keep))
         if agents is None or not keep:
             zeros = np.zeros(shape)
@@ -162,10 +164,6 @@ class ConstantVelocityForecast:
                            agents.width[rows], agents.agent_type[rows], [self.tokens[c] for c in keep],
                            self.red_ids, np.array(self.red_polygons, dtype=object),
                            np.ones((steps, len(self.red_ids)), bool))
-
-
-def _normalize(angle):
-    return np.arctan2(np.sin(angle), np.cos(angle))
 
 
 class NavsimPDMClosedPlanner:

@@ -37,6 +37,8 @@ COLUMNS = {
 }
 AGENTS = ("constant_velocity", "human", "pdm_closed")
 TOLERANCE = 1e-6
+PLAN_TOLERANCE = 1e-5  # NAVSIM's Trajectory holds float32 poses: ~4e-6 m at 40 m
+PDM_CLOSED_POSES = 40  # the harness writes NAVSIM's PDM-Closed as 40 poses at 0.1 s
 SPLIT = "navtest"
 
 
@@ -115,14 +117,18 @@ def w0sim_eval_scores(exported: dict, agent: str, version: str, out: Path,
 
 
 def w0sim_pdm_closed_scores(exported: dict, version: str, navsim: dict,
-                            human_filter: bool = True) -> tuple[dict, dict, str]:
+                            human_filter: bool = True) -> tuple[dict, dict, str, float]:
     """w0sim's scores of NAVSIM's own PDM-Closed poses per token (v2.2: with the two-frame comfort of adjacent
-    frames, as `w0sim eval` adds it), and w0sim's seconds per token (cache + score)."""
+    frames, as `w0sim eval` adds it), w0sim's seconds per token (cache + score), the errors, and the largest
+    difference between w0sim's own PDM-Closed plan and NAVSIM's (its 40 poses in the ego frame)."""
+    import numpy as np
+
     from scenarios.splits import resolve_split
     from sim.envs.scene_scoring import SceneScorer
+    from sim.geometry import global_to_local
     from w0sim.one_shot import with_extended_comfort
 
-    seconds, errors, refs, rows = {}, [], [], []
+    seconds, errors, refs, rows, plan_diff = {}, [], [], [], 0.0
     for ref in resolve_split(f"navsim:{SPLIT}", navsim_logs=exported["logs"], nuplan_maps=exported["maps"],
                              scene_filter=exported["scene_filter"]):
         try:
@@ -131,9 +137,11 @@ def w0sim_pdm_closed_scores(exported: dict, version: str, navsim: dict,
                 continue
             scene = ref.load()
             start = time.perf_counter()
-            scored, score = SceneScorer(scene, version, human_filter=human_filter).score(
-                entry["pdm_closed_poses"], entry["pdm_closed_interval"])
+            scorer = SceneScorer(scene, version, human_filter=human_filter)
+            scored, score = scorer.score(entry["pdm_closed_poses"], entry["pdm_closed_interval"])
             seconds[scene.token] = time.perf_counter() - start
+            ours = global_to_local(scorer.pdm_closed.poses[1 : PDM_CLOSED_POSES + 1], scorer.reference.initial_state[:3])
+            plan_diff = max(plan_diff, float(np.abs(ours - np.asarray(entry["pdm_closed_poses"])).max()))
             valid = bool(scored.valid[0])
             row = {**scored.result(0), "score": score, "simulated_states": scored.states[0]} if valid else {}
             refs.append(ref)
@@ -143,7 +151,7 @@ def w0sim_pdm_closed_scores(exported: dict, version: str, navsim: dict,
     if version == "v2.2":
         rows = with_extended_comfort(refs, rows)
     scores = {row["token"]: {c: as_number(row.get(c, math.nan)) for c in COLUMNS[version]} for row in rows}
-    return scores, seconds, "\n".join(errors)
+    return scores, seconds, "\n".join(errors), plan_diff
 
 
 def compare(version: str, tokens: list[str], navsim: dict, ours: dict[str, dict]) -> dict:
@@ -213,7 +221,9 @@ def test_navsim_scores_equal_w0sim_scores_per_token(version, human_filter, navsi
                                                         human_filter)
         w0sim_seconds[f"w0sim eval {agent} (wall, start-up included)"] = seconds / count
         notes.append(error)
-    ours["pdm_closed"], pdm_seconds, error = w0sim_pdm_closed_scores(exported, version, navsim, human_filter)
+    ours["pdm_closed"], pdm_seconds, error, plan_diff = w0sim_pdm_closed_scores(exported, version, navsim, human_filter)
+    notes.append(f"w0sim's own PDM-Closed plan vs NAVSIM's: largest pose difference {plan_diff:.2g} (m / rad; NAVSIM "
+                 f"stores float32 poses, allowed {PLAN_TOLERANCE:g})")
     notes.append(error)
 
     tokens = sorted(set(ours["constant_velocity"]) | set(ours["human"]) | set(navsim["tokens"]) | set(navsim["errors"]))
@@ -244,3 +254,4 @@ def test_navsim_scores_equal_w0sim_scores_per_token(version, human_filter, navsi
     assert tokens, f"no tokens on either side\n{md}"
     agree = all(row["agreeing"] == row["total"] for row in table.values())
     assert agree, f"NAVSIM {version} and w0sim disagree (table: {md_path}):\n{md}"
+    assert plan_diff <= PLAN_TOLERANCE, f"w0sim's PDM-Closed plan is not NAVSIM's:\n{md}"
