@@ -23,7 +23,6 @@ from agents.navsim_route import (
     normalize_angle,
     roadblock_graph,
     route_lanes,
-    route_roadblocks,
     starting_lane,
 )
 from metrics.observation import Observation
@@ -31,6 +30,7 @@ from metrics.pdm import ScoringContext, score_states
 from metrics.scoring_map import ScoringMap
 from sim.dynamics import interpolate_global_poses, simulate
 from sim.geometry import PACIFICA, VehicleParameters, box_corners, ego_center, ego_corners
+from sim.route import route_lane_groups
 from sim.state import AgentSlice, AgentType, TrafficLightStatus
 from sim.world_view import WorldView
 
@@ -176,7 +176,7 @@ class NavsimPDMClosedPlanner:
         """Plan from the view; `roadblocks` the route's roadblock ids as logged (default: the route lanes' groups)."""
         config, ego = self.config, np.asarray(world.ego_state, dtype=np.float64)
         graph = roadblock_graph(world.road_map)
-        route = correct_route(graph, ego[:3], roadblocks or route_roadblocks(world.road_map, world.route))
+        route = correct_route(graph, ego[:3], roadblocks or route_lane_groups(world.road_map, world.route))
         lanes = route_lanes(graph, route)
         centre = ego_center(ego[None], config.vehicle)[0]
         scoring_map = ScoringMap.from_road_map(world.road_map, lanes, centre, config.map_radius)

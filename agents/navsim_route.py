@@ -112,16 +112,6 @@ def roadblock_graph(road_map: RoadMap) -> RoadblockGraph:
     return graph
 
 
-def route_roadblocks(road_map: RoadMap, route_lanes: list[str]) -> list[str]:
-    """The lane groups of a lane route in driving order (consecutive repeats merged): what a log lists."""
-    groups: list[str] = []
-    for lane_id in route_lanes:
-        group = road_map.lane(lane_id).lane_group
-        if not groups or groups[-1] != group:
-            groups.append(group)
-    return groups
-
-
 def _start_candidates(graph: RoadblockGraph, pose: np.ndarray, route: list[str]) -> tuple[str, list[str]]:
     """The most likely roadblock under the rear axle, and the candidates it was chosen from."""
     candidates = graph.near(pose[:2], CANDIDATE_RADIUS_M)
@@ -307,4 +297,4 @@ def centerline_poses(graph: RoadblockGraph, lanes: list[str]) -> np.ndarray:
 
 
 __all__ = ["RoadblockGraph", "centerline_lanes", "centerline_poses", "correct_route", "roadblock_graph",
-           "route_lanes", "route_roadblocks", "starting_lane"]
+           "route_lanes", "starting_lane"]

@@ -31,6 +31,7 @@ from scenarios.nuplan_map import MAP_VERSIONS, nuplan_map_path
 from scenarios.nuplan_map_writer import FID_BLOCK, NuplanMapFile, NuplanMapIds, translated_map, write_nuplan_maps_index
 from sim.geometry import principal_value
 from sim.render.camera import CAM_F0_HEIGHT, CAM_F0_WIDTH, CameraConfig, CameraRenderer
+from sim.route import route_lane_groups
 from sim.scene import Scene
 from sim.state import AgentType, StateIndex, TrafficLightStatus
 
@@ -148,12 +149,7 @@ class NavsimExport:
 
 def route_roadblocks(scene: Scene, ids: NuplanMapIds) -> list[str]:
     """The route's lane groups in driving order (consecutive repeats merged), as map fids."""
-    groups: list[str] = []
-    for lane_id in scene.route:
-        group = scene.map.lane(lane_id).lane_group
-        if not groups or groups[-1] != group:
-            groups.append(group)
-    return [ids.roadblock_id(g) for g in groups]
+    return [ids.roadblock_id(g) for g in route_lane_groups(scene.map, scene.route)]
 
 
 def _cameras(log_name: str, token: str) -> dict:

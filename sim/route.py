@@ -13,6 +13,17 @@ MAX_ROUTE_HEADING_ERROR = np.pi / 3
 ROUTE_MATCH_TOLERANCE_M = 1.0
 
 
+def route_lane_groups(road_map: RoadMap, route: list[str]) -> list[str]:
+    """The lane groups (roadblocks) of a lane route in driving order, consecutive repeats merged: what a NAVSIM log
+    lists as the route's roadblocks."""
+    groups: list[str] = []
+    for lane_id in route:
+        group = road_map.lane(lane_id).lane_group
+        if not groups or groups[-1] != group:
+            groups.append(group)
+    return groups
+
+
 def route_index_from_ego(road_map: RoadMap, route: list[str], ego_state: np.ndarray,
                          search_m: float = ROUTE_SEARCH_M) -> int:
     """Index of the route lane the ego is on: the nearest lane running its way among the first lane and those

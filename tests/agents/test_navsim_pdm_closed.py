@@ -10,11 +10,12 @@ import pytest
 
 from agents.navsim_path import NavsimPath, discrete_path
 from agents.navsim_pdm_closed import NavsimPDMClosedConfig, NavsimPDMClosedPlanner
-from agents.navsim_route import correct_route, roadblock_graph, route_lanes, route_roadblocks
+from agents.navsim_route import correct_route, roadblock_graph, route_lanes
 from agents.pdm_closed import PDMClosedAgent, plan_to_local
 from scenarios.generator import generate_scene
 from sim.envs.navsim_env import NavsimSceneEnv
 from sim.envs.scene_scoring import SceneScorer
+from sim.route import route_lane_groups
 from sim.state import AgentSlice, AgentType, TrajectorySampling
 from sim.world_view import WorldView
 
@@ -36,7 +37,7 @@ def test_path_keeps_the_vertex_two_lanes_share_and_clips_distances():
 def test_route_correction_splices_in_the_roadblock_the_ego_starts_on():
     scene = generate_scene("intersection", 5)
     graph = roadblock_graph(scene.map)
-    full = route_roadblocks(scene.map, scene.route)
+    full = route_lane_groups(scene.map, scene.route)
     ego = scene.initial_ego_state[:3]
     assert correct_route(graph, ego, full) == full
     assert correct_route(graph, ego, full[1:]) == full  # started off-route: found backwards from the route
@@ -47,7 +48,7 @@ def test_route_correction_splices_in_the_roadblock_the_ego_starts_on():
 def test_on_route_lanes_are_every_lane_of_the_route_roadblocks():
     scene = generate_scene("merge", 5)
     graph = roadblock_graph(scene.map)
-    lanes = route_lanes(graph, route_roadblocks(scene.map, scene.route))
+    lanes = route_lanes(graph, route_lane_groups(scene.map, scene.route))
     assert set(scene.route) < set(lanes)
     assert {"main_c_f0", "main_a_f0__main_c_f0"} <= set(lanes)  # lanes beside the ego's, in its roadblocks
 
