@@ -1,61 +1,67 @@
-"""CARLA Leaderboard routes: read route XML files and densify each route along a town's lane graph.
+"""CARLA Leaderboard routes: read route XML files and densify each route as the Leaderboard does.
 
 A Leaderboard route lists sparse waypoints in CARLA's frame; the Leaderboard densifies them with
-CARLA's global route planner (1 m hops along the road network, lane changes allowed) and scores
-route completion on that dense route. Here the same happens on the town's `RoadMap`: a shortest
-path over lanes (successor links, plus lane changes to a parallel lane of the same lane group)
-between consecutive waypoints gives the route's lane chain (`RoadMap.route_polyline` drives a
-lane change along a blend of the two lanes). `scenarios.route_scenes` turns it into a closed-loop scene.
+CARLA's global route planner (1 m hops along the road network, lane changes allowed), one
+`trace_route` per pair of consecutive waypoints, and scores route completion on that dense route.
+`densify` does the same on the town's offline `carla.Map` with our implementation of that planner
+(`scenarios.carla_route_planner`), so the route is the Leaderboard's, detours included, and maps it
+onto the town's `RoadMap` lanes. `scenarios.route_scenes` turns it into a closed-loop scene.
 """
 from __future__ import annotations
 
-import heapq
+import warnings
 import xml.etree.ElementTree as ElementTree
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
-import shapely
 
+from metrics.leaderboard.criteria import route_length
+from scenarios.carla_route_planner import NoRouteError, TurnDecisions, planner_for
 from scenarios.opendrive import Town, carla_to_local, load_town
-from sim.geometry import principal_value
+from scenarios.opendrive.lanes import lane_id, waypoint_key
 from sim.map import RoadMap
 
 DENSE_STEP_M = 1.0  # the Leaderboard's route-planner hop
-LANE_CHANGE_COST_M = 20.0  # a lane change costs like this much extra driving (keeps routes in lane)
-WAYPOINT_SNAP_M = 5.0  # a waypoint farther than this from every lane is an error
-WAYPOINT_MATCH_M = 1.5  # lanes this close to a waypoint (and running its way) may carry the route there
-MAX_HEADING_ERROR = np.pi / 3
+FAR_WAYPOINT_M = 5.0  # a waypoint this far from every driving lane is snapped as CARLA snaps it, with a warning
+BRIDGE_LANES = 4  # a gap in the trace's lane chain is bridged by at most this many lanes ...
+BACKTRACK_LANES = 3  # ... from at most this many lanes back
+MAX_STRAY_POINTS = 5  # trace points in a row on lanes nothing connects (graph-node artefacts) that are skipped
 
 
 class RouteFileError(ValueError):
     """A route file cannot be used: names the file, the route and what is wrong."""
 
 
+class FarWaypointWarning(UserWarning):
+    """A route waypoint lies far from every driving lane; CARLA's planner snaps it to the nearest one."""
+
+
 @dataclass(frozen=True)
 class LeaderboardRoute:
-    """One `<route>`: waypoints (K, 3) = x, y, heading in w0sim's right-handed frame."""
+    """One `<route>`: waypoints (K, 3) = x, y, heading in w0sim's right-handed frame, and `carla_xyz` (K, 3) as
+    the file gives them (CARLA's frame, z included: the planner locates waypoints in 3-D)."""
 
     route_id: str
     town: str
     waypoints: np.ndarray
+    carla_xyz: np.ndarray
     source: str = ""
     metadata: dict = field(default_factory=dict)  # weather and other elements this simulator does not use
 
 
 @dataclass(frozen=True)
 class DenseRoute:
-    """A route on a map: the lane chain, its 1 m polyline, and where the route starts and ends on it."""
+    """A route as the Leaderboard drives it: (M, 3) points x, y, z in our frame (about 1 m apart; a lane change
+    is a jump to the neighbour lane), the planner's RoadOption per point, the lanes of `RoadMap` it runs on,
+    and its length as the Leaderboard's statistics measure it."""
 
+    points: np.ndarray
+    road_options: np.ndarray
     lane_ids: list[str]
-    points: np.ndarray  # (M, 2) every DENSE_STEP_M from start_s to end_s along the chain
-    start_s: float
-    end_s: float
-
-    @property
-    def length_m(self) -> float:
-        return self.end_s - self.start_s
+    length_m: float
+    warnings: tuple[str, ...] = ()
 
 
 # --- route files -----------------------------------------------------------------------------
@@ -92,16 +98,17 @@ def _read_route(path: Path, element: ElementTree.Element) -> LeaderboardRoute:
     rows = []
     for k, point in enumerate(points):
         try:
-            rows.append([float(point.get("x")), float(point.get("y")), float(point.get("yaw", "nan"))])
+            rows.append([float(point.get("x")), float(point.get("y")), float(point.get("z", "0")),
+                         float(point.get("yaw", "nan"))])
         except (TypeError, ValueError):
             raise RouteFileError(f"{where}: waypoint {k} has no numeric x/y ({point.attrib})") from None
-    xyz = np.array(rows)
-    x, y, heading = carla_to_local(xyz[:, 0], xyz[:, 1], xyz[:, 2])
-    metadata = {"attributes": dict(element.attrib), "z": [float(p.get("z", 0.0)) for p in points]}
+    rows = np.array(rows)
+    x, y, heading = carla_to_local(rows[:, 0], rows[:, 1], rows[:, 3])
+    metadata = {"attributes": dict(element.attrib)}
     for child in element:
         if child.tag not in ("waypoint", "waypoints"):
             metadata.setdefault("elements", []).append(ElementTree.tostring(child, encoding="unicode").strip())
-    return LeaderboardRoute(route_id, town, np.stack([x, y, heading], -1), str(path), metadata)
+    return LeaderboardRoute(route_id, town, np.stack([x, y, heading], -1), rows[:, :3], str(path), metadata)
 
 
 @lru_cache(maxsize=4)
@@ -117,115 +124,104 @@ def town_for(town_dir: str, name: str) -> Town:
 # --- densification -----------------------------------------------------------------------------
 
 
-def _lane_neighbours(road_map: RoadMap) -> dict[str, tuple[str, ...]]:
-    """Lanes one can change into: those of the same lane group the map counts as a lane change
-    (`RoadMap.is_lane_change`, the rule `route_polyline` drives by)."""
-    groups: dict[str, list[str]] = {}
-    for lane in road_map.lanes:
-        groups.setdefault(lane.lane_group, []).append(lane.id)
-    return {a: tuple(b for b in members if road_map.is_lane_change(a, b)) for members in groups.values() for a in members}
+def densify(town: Town, route: LeaderboardRoute) -> DenseRoute:
+    """The route's dense route on `town`, as the Leaderboard's `interpolate_trajectory` builds it: one planner
+    trace per pair of consecutive waypoints, concatenated. Waypoints far from every lane are snapped (warned)."""
+    import carla
+
+    where = f"{route.source}: route {route.route_id}"
+    planner = planner_for(town.carla_map, DENSE_STEP_M)
+    locations = [carla.Location(x=float(x), y=float(y), z=float(z)) for x, y, z in route.carla_xyz]
+    notes = tuple(_far_waypoint_notes(town.carla_map, locations, where))
+    for note in notes:
+        warnings.warn(note, FarWaypointWarning, stacklevel=2)
+    turns = TurnDecisions()  # the Leaderboard builds one planner per route: its turn state starts afresh
+    trace = []
+    for k in range(len(locations) - 1):
+        try:
+            trace += planner.trace(locations[k], locations[k + 1], turns)
+        except NoRouteError as err:
+            raise RouteFileError(f"{where}: waypoints {k} and {k + 1} are not connected on town {town.name!r} ({err})") \
+                from None
+    if len(trace) < 2:
+        raise RouteFileError(f"{where}: the dense route has {len(trace)} point(s); the waypoints lie on one spot")
+    raw = np.array([(w.transform.location.x, w.transform.location.y, w.transform.location.z) for w, _ in trace])
+    x, y, _ = carla_to_local(raw[:, 0], raw[:, 1], np.zeros(len(raw)))
+    lanes = _lane_chain(town.road_map, [lane_id(waypoint_key(w)) for w, _ in trace], where)
+    return DenseRoute(np.stack([x, y, raw[:, 2]], -1), np.array([int(o) for _, o in trace], dtype=np.int8), lanes,
+                      route_length(raw), notes)
 
 
-def _candidates(road_map: RoadMap, waypoint: np.ndarray, where: str) -> dict[int, float]:
-    """{lane index: arc length} of the lanes a waypoint may lie on: every lane within WAYPOINT_MATCH_M running
-    the waypoint's way (at junctions several connectors overlap), else the nearest lane."""
-    pose = np.asarray(waypoint, dtype=np.float64).copy()
-    if not np.isfinite(pose[2]):
-        pose[2] = 0.0
-    point = shapely.Point(pose[:2])
-    near = road_map.lane_tree.query(point, predicate="dwithin", distance=WAYPOINT_MATCH_M)
-    s = road_map.project(near, np.tile(pose[:2], (len(near), 1))) if len(near) else np.zeros(0)
-    error = np.abs(principal_value(pose[2] - road_map.heading_at(near, s))) if len(near) else np.zeros(0)
-    aligned = error < MAX_HEADING_ERROR
-    if aligned.any():
-        return {int(k): float(v) for k, v in zip(near[aligned], s[aligned])}
-    lane = int(road_map.nearest_lanes(pose[None])[0])
-    distance = shapely.distance(road_map.lane_centerlines[lane], point)
-    if distance > WAYPOINT_SNAP_M:
-        raise RouteFileError(f"{where} lies {distance:.1f} m from the nearest lane of map {road_map.name!r}")
-    return {lane: float(road_map.project([lane], pose[None, :2])[0])}
+def _far_waypoint_notes(carla_map, locations: list, where: str):
+    for k, location in enumerate(locations):
+        snapped = carla_map.get_waypoint(location)
+        distance = snapped.transform.location.distance(location)
+        if distance > FAR_WAYPOINT_M:
+            yield (f"{where}: waypoint {k} lies {distance:.1f} m from the nearest driving lane; snapped to it "
+                   f"(road {snapped.road_id}, lane {snapped.lane_id}) as CARLA's route planner does")
 
 
-def _paths_to(road_map: RoadMap, start: int, start_s: float, goals: dict[int, float],
-              neighbours: dict[str, tuple[str, ...]]) -> dict[int, tuple[float, list[tuple[str, bool]]]]:
-    """{goal lane: (metres, [(lane id, reached by a lane change)])} from the point `start_s` of the start lane to
-    the goal point (arc length in `goals`) of every reachable goal lane: Dijkstra over successor and
-    lane-change edges. The start lane itself is a goal when its goal point lies ahead."""
-    lanes = road_map.lanes
-    found: dict[int, tuple[float, list[tuple[str, bool]]]] = {}
-    if start in goals and goals[start] >= start_s - 1e-6:
-        found[start] = (goals[start] - start_s, [(lanes[start].id, False)])
-    goal_s = {lanes[g].id: s for g, s in goals.items()}
-    start_id = lanes[start].id
-    # Costs are metres to the end of a lane; a queue entry marked `arrive` is a goal point itself.
-    best = {(start_id, False): road_map.lane(start_id).length - start_s}
-    previous: dict[tuple[str, bool], tuple[str, bool]] = {}
-    queue = [(best[(start_id, False)], start_id, False, False)]
-    while queue and len(found) < len(goals):
-        cost, lane_id, changed, arrive = heapq.heappop(queue)
-        if arrive:
-            index = road_map.lane_index[lane_id]
-            if index not in found:
-                node, path = (lane_id, changed), []
-                while node in previous:
-                    path.append(node)
-                    node = previous[node]
-                found[index] = (cost, [(start_id, False)] + path[::-1])
+def _lane_chain(road_map: RoadMap, keys: list[str], where: str) -> list[str]:
+    """The `RoadMap` lanes the trace runs on, in order: consecutive repeats dropped and lanes the map splices out
+    (zero-length sections) skipped. The trace's lanes do not always follow one another: a lane change lands a few
+    samples ahead, maybe past the neighbour lane's end; CARLA's lane-change edge goes wherever `get_waypoint`
+    puts the neighbour's position (an overlapping lane of another road); and graph nodes are lane ends rounded
+    to whole metres, so at a node the trace can show the start of a sibling lane, or join the end of a short
+    junction lane to another lane's start. Where the next lane does not follow, the shortest chain of successors
+    and lane changes bridges the gap, from the last lane or, dropping up to BACKTRACK_LANES lanes, from one
+    before it; a point on a lane that nothing connects is a stray one and skipped, up to MAX_STRAY_POINTS in a row."""
+    chain: list[str] = []
+    stray = 0
+    for key in keys:
+        if key not in road_map.lane_index or (chain and chain[-1] == key):
             continue
-        if cost > best.get((lane_id, changed), np.inf):
-            continue
-        lane = road_map.lane(lane_id)
-        moves = [(nxt, False, cost, road_map.lane(nxt).length) for nxt in lane.successors]
-        if not changed:  # no two lane changes in a row: the chain must stay drivable
-            start_of_lane = cost - lane.length  # the change drives the neighbour over the same stretch
-            moves += [(nxt, True, start_of_lane + LANE_CHANGE_COST_M, road_map.lane(nxt).length)
-                      for nxt in neighbours.get(lane_id, ())]
-        for nxt, change, at_start, length in moves:
-            node = (nxt, change)
-            if at_start + length < best.get(node, np.inf):
-                best[node] = at_start + length
-                previous[node] = (lane_id, changed)
-                heapq.heappush(queue, (at_start + length, nxt, change, False))
-                if nxt in goal_s:
-                    heapq.heappush(queue, (at_start + goal_s[nxt], nxt, change, True))
-    return found
+        if chain and not _follows(road_map, chain[-1], key):
+            for back in range(1, min(len(chain), BACKTRACK_LANES + 1) + 1):
+                anchor = chain[-back]
+                bridge = [] if back > 1 and anchor == key else _bridge(road_map, anchor, key)
+                if bridge is not None:
+                    del chain[len(chain) - back + 1:]
+                    break
+            else:
+                stray += 1
+                if stray > MAX_STRAY_POINTS:
+                    raise RouteFileError(f"{where}: the dense route leaves lane {chain[-1]} for lanes the town's lane "
+                                         f"graph does not connect to it (last: {key})")
+                continue
+            if chain[-1] == key:
+                continue
+            chain += bridge
+        stray = 0
+        chain.append(key)
+    return chain
 
 
-def _best_lane_path(road_map: RoadMap, candidates: list[dict[int, float]], where: str) -> list[tuple[str, bool]]:
-    """The shortest lane path through one candidate lane of every waypoint (Viterbi over the candidates: where
-    junction connectors overlap, the waypoint after decides which one the route takes)."""
-    neighbours = _lane_neighbours(road_map)
-    # Per candidate of the current waypoint: (total metres, path so far).
-    states = {lane: (0.0, [(road_map.lanes[lane].id, False)]) for lane in candidates[0]}
-    for k in range(len(candidates) - 1):
-        following: dict[int, tuple[float, list[tuple[str, bool]]]] = {}
-        for lane, (total, path) in states.items():
-            legs = _paths_to(road_map, lane, candidates[k][lane], candidates[k + 1], neighbours)
-            for goal, (cost, leg) in legs.items():
-                if total + cost < following.get(goal, (np.inf,))[0]:
-                    following[goal] = (total + cost, path + leg[1:])
-        if not following:
-            raise RouteFileError(f"{where}: waypoints {k} and {k + 1} are not connected on map {road_map.name!r}")
-        states = following
-    return min(states.values(), key=lambda state: state[0])[1]
+def _follows(road_map: RoadMap, a: str, b: str) -> bool:
+    return b in road_map.lane(a).successors or road_map.is_lane_change(a, b)
 
 
-def densify(road_map: RoadMap, waypoints: np.ndarray, where: str = "route") -> DenseRoute:
-    """The dense route through the waypoints (K, 3) on `road_map`, as the Leaderboard's planner gives it."""
-    candidates = [_candidates(road_map, w, f"{where}: waypoint {k}") for k, w in enumerate(waypoints)]
-    path = _best_lane_path(road_map, candidates, where)
-    chain = [lane_id for k, (lane_id, _) in enumerate(path) if k == 0 or lane_id != path[k - 1][0]]
-    polyline = road_map.route_polyline(chain)
-    line = shapely.LineString(polyline)
-    start_s = candidates[0][road_map.lane_index[path[0][0]]]  # on the first lane (a route may pass its start again)
-    # The goal lies on the last lane: project onto it and offset by the chain before it.
-    last = road_map.lane_index[chain[-1]]
-    end_s = float(line.length - road_map.lane_lengths[last] + road_map.project([last], waypoints[-1][None, :2])[0])
-    if end_s <= start_s:
-        raise RouteFileError(f"{where}: the last waypoint is not ahead of the first along the route")
-    s = np.append(np.arange(start_s, end_s, DENSE_STEP_M), end_s)
-    points = shapely.get_coordinates(shapely.line_interpolate_point(line, s))
-    return DenseRoute(chain, points, start_s, end_s)
+def _bridge(road_map: RoadMap, start: str, goal: str) -> list[str] | None:
+    """The lanes strictly between `start` and `goal` on the shortest chain of successors and lane changes with
+    at most BRIDGE_LANES lanes between them (breadth first)."""
+    frontier, seen = [[start]], {start}
+    for _ in range(BRIDGE_LANES + 1):
+        following = []
+        for chain in frontier:
+            for nxt in _next_lanes(road_map, chain[-1]):
+                if nxt == goal:
+                    return chain[1:]
+                if nxt not in seen:
+                    seen.add(nxt)
+                    following.append(chain + [nxt])
+        frontier = following
+    return None
 
 
-__all__ = ["DENSE_STEP_M", "DenseRoute", "LeaderboardRoute", "RouteFileError", "densify", "read_routes", "town_for"]
+def _next_lanes(road_map: RoadMap, lane: str) -> list[str]:
+    group = road_map.lane(lane).lane_group
+    return [*road_map.lane(lane).successors,
+            *(other.id for other in road_map.lanes if other.lane_group == group and road_map.is_lane_change(lane, other.id))]
+
+
+__all__ = ["DENSE_STEP_M", "DenseRoute", "FarWaypointWarning", "LeaderboardRoute", "RouteFileError", "densify",
+           "read_routes", "town_for"]

@@ -36,22 +36,24 @@ def route_token(route: LeaderboardRoute) -> str:
 def route_scene(route: LeaderboardRoute, town: Town, seed: int = 0) -> Scene:
     """The closed-loop scene of `route` on `town` (its traffic and signal phases drawn from `seed`)."""
     road_map = town.road_map
-    dense = densify(road_map, route.waypoints, f"{route.source}: route {route.route_id}")
+    dense = densify(town, route)
+    points = dense.points[:, :2]
     rng = np.random.default_rng([seed, zlib.crc32(route.route_id.encode())])
-    start = dense.points[0]
-    heading = np.arctan2(*(dense.points[min(2, len(dense.points) - 1)] - start)[::-1])
+    start = points[0]
+    heading = np.arctan2(*(points[min(2, len(points) - 1)] - start)[::-1])
     ego = np.tile(ego_state(start[0], start[1], heading), (HISTORY_STEPS + 1, 1))
-    agents = _spawn_traffic(town, dense.points, rng)
+    agents = _spawn_traffic(town, points, rng)
     plans = [replace(plan, offset_s=float(rng.uniform(0.0, plan.cycle_s))) for plan in town.signal_plans]
     light_ids, lights = light_status_table(plans, np.arange(HISTORY_STEPS + 1) * STEP_S)
-    commands = driving_commands(dense.points, ego)
+    commands = driving_commands(points, ego)
     return Scene(
         token=route_token(route), map=road_map, ego_log=ego, agents=agents, route=dense.lane_ids,
         current_index=HISTORY_STEPS, light_ids=light_ids, light_status=lights, driving_command=commands,
         metadata={"source": "carla_route", "family": route.town, "town": route.town, "route_id": route.route_id,
-                  "route_file": route.source, "seed": seed, "route_span_m": [dense.start_s, dense.end_s],
-                  "route_length_m": dense.length_m, "signal_plans": [p.as_dict() for p in plans],
+                  "route_file": route.source, "seed": seed, "route_length_m": dense.length_m,
+                  "route_warnings": list(dense.warnings), "signal_plans": [p.as_dict() for p in plans],
                   "signal_time_offset_s": 0.0, "leaderboard": route.metadata},
+        route_points=dense.points,
     )
 
 

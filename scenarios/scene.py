@@ -60,6 +60,8 @@ def scene_to_arrays(scene: Scene) -> tuple[dict, dict[str, np.ndarray]]:
         arrays[f"agents_{name}"] = value
     arrays["light_status"] = scene.light_status
     arrays["driving_command"] = scene.driving_command
+    if scene.route_points is not None:  # optional: scenes without a dense route keep their exact bytes
+        arrays["route_points"] = np.asarray(scene.route_points, dtype=np.float64)
     header = {
         "format": FORMAT_NAME,
         "version": FORMAT_VERSION,
@@ -126,7 +128,7 @@ def scene_from_arrays(header: dict, arrays: dict[str, np.ndarray]) -> Scene:
         ego_log=arrays["ego_log"], agents=agents, route=list(header["route"]),
         current_index=int(header["current_index"]), light_ids=list(header["light_ids"]),
         light_status=arrays["light_status"], driving_command=arrays["driving_command"],
-        command_text=header["command_text"], metadata=header["metadata"],
+        command_text=header["command_text"], metadata=header["metadata"], route_points=arrays.get("route_points"),
     )
 
 

@@ -19,7 +19,9 @@ class Scene:
 
     `ego_log` (T, 11) and `agents` (T, N) share the 10 Hz time axis; step `current_index` is the
     "current frame" an agent plans from (earlier steps are history). `light_status` (T, L) holds a
-    `TrafficLightStatus` per light id; `driving_command` (T,) indexes DRIVING_COMMANDS.
+    `TrafficLightStatus` per light id; `driving_command` (T,) indexes DRIVING_COMMANDS. `route_points`
+    (M, 3) x, y, z is the dense route an episode must complete where a route file defines it (a Leaderboard
+    route, densified as the Leaderboard does); without it, the route is the `route` lanes' centerline.
     """
 
     token: str
@@ -33,6 +35,7 @@ class Scene:
     driving_command: np.ndarray | None = None
     command_text: str = ""
     metadata: dict = field(default_factory=dict)
+    route_points: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         steps = self.ego_log.shape[0]
@@ -50,6 +53,9 @@ class Scene:
             self.driving_command = np.full(steps, DRIVING_COMMANDS.index("unknown"), np.int8)
         for lane_id in self.route:
             self.map.lane(lane_id)
+        if self.route_points is not None and (self.route_points.ndim != 2 or self.route_points.shape[1] != 3
+                                              or len(self.route_points) < 2):
+            raise ValueError(f"scene {self.token}: route_points must be (M >= 2, 3), got {self.route_points.shape}")
 
     @property
     def num_steps(self) -> int:

@@ -1,7 +1,7 @@
 """Load a CARLA town (OpenDRIVE .xodr) into a w0sim RoadMap with signal plans, via the carla client's map library."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +30,7 @@ class Town:
     junction_of: dict[str, int]  # connector lane id -> CARLA junction id
     lights: dict[str, tuple[str, ...]]  # light id -> connector lane ids it controls
     synthesised_lights: bool  # True where the map had no signals and lights were placed by rule
+    carla_map: object = field(default=None, repr=False, compare=False)  # the parsed carla.Map (route planning)
 
 
 
@@ -78,7 +79,7 @@ def load_town(path: str | Path, name: str | None = None) -> Town:
         lights.setdefault(light, []).append(sampled[key].id)
     has_signals = bool(carla_map.get_all_landmarks_of_type(TRAFFIC_LIGHT))
     return Town(name, road_map, plans, junction_of, {k: tuple(v) for k, v in lights.items()},
-                synthesised_lights=not has_signals)
+                synthesised_lights=not has_signals, carla_map=carla_map)
 
 
 def save_town_overview(town: Town, path: str | Path, max_side: int = 2048) -> np.ndarray:

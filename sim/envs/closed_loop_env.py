@@ -76,7 +76,7 @@ class ClosedLoopEnv(SceneEnv):
         self._camera_cache: OrderedDict[int, np.ndarray] = OrderedDict()
         self._planned: np.ndarray | None = None
         self._counts = {"collisions": 0, "offroad_steps": 0, "red_lights": 0, "stop_signs": 0}
-        self.leaderboard = LeaderboardMonitor(scene.map, scene.route, self.sim.route, scene.light_ids)
+        self.leaderboard = LeaderboardMonitor(scene.map, scene.route, self.sim.route, scene.light_ids, scene.route_points)
         self._progress_m = 0.0
         route_left = self.sim.route.remaining_m
         self._time_limit = self.max_time_s if self.max_time_s is not None else route_left / 3.0 + 60.0
@@ -162,7 +162,7 @@ class ClosedLoopEnv(SceneEnv):
     def _progress_info(self) -> dict[str, Any]:
         done_m = self.leaderboard.completion_m
         return {"time_s": self.sim.time_s, "route_progress_m": done_m,
-                "route_fraction": done_m / max(self.leaderboard.route_length, 1e-9),
+                "route_fraction": self.leaderboard.completion_fraction,
                 **self._counts}
 
     def _agent_input(self) -> AgentInput:

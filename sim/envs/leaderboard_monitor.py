@@ -22,6 +22,7 @@ from metrics.driving_score import (
     red_light_event,
     route_completion_percent,
     route_deviation_event,
+    route_length,
     route_timeout_event,
     stop_event,
     vehicle_blocked_event,
@@ -44,9 +45,13 @@ MIN_COLLISION_SPEED = 0.1  # CollisionTest: EPSILON
 class LeaderboardMonitor:
     """Criteria state of one episode: collisions, red lights, stop signs, outside route lanes, deviation, blocked, min speed."""
 
-    def __init__(self, road_map: RoadMap, route: list[str], progress: RouteProgress, light_ids: list[str]):
+    def __init__(self, road_map: RoadMap, route: list[str], progress: RouteProgress, light_ids: list[str],
+                 route_points: np.ndarray | None = None):
+        """`route_points`: the scene's dense route (M, 3), whose length the record reports as the Leaderboard
+        measures it; without one, the length of the progress polyline from the ego's start."""
         self.progress = progress
-        self.route_length = float(progress.length - progress.s[progress.start_index])
+        self._progress_length = float(progress.length - progress.s[progress.start_index])
+        self.route_length = self._progress_length if route_points is None else route_length(route_points)
         lanes = shapely.union_all(road_map.lane_polygons[[road_map.lane_index[lane] for lane in route]])
         shapely.prepare(lanes)
         self.route_lanes = lanes
@@ -98,8 +103,7 @@ class LeaderboardMonitor:
         """MinimumSpeedRouteTest: ego mean speed vs the surrounding vehicles', per quarter of the route."""
         vehicles = agents.valid & (agents.agent_type == AgentType.VEHICLE)
         self._speeds.append((ego_speed, float(np.mean(agents.speed[vehicles])) if vehicles.any() else None))
-        done = self.completion_m / max(self.route_length, 1e-9)
-        if done < self._checkpoint / MIN_SPEED_CHECKPOINTS:
+        if self.completion_fraction < self._checkpoint / MIN_SPEED_CHECKPOINTS:
             return []
         self._checkpoint += 1
         return self._close_checkpoint(frame)
@@ -115,8 +119,12 @@ class LeaderboardMonitor:
     def completion_m(self) -> float:
         return float(self.progress.s[self.progress.index] - self.progress.s[self.progress.start_index])
 
+    @property
+    def completion_fraction(self) -> float:
+        return self.completion_m / max(self._progress_length, 1e-9)
+
     def completion_percent(self) -> float:
-        return route_completion_percent(self.completion_m, self.route_length)
+        return route_completion_percent(self.completion_m, self._progress_length)
 
     def route_record(self, index: int, route_id: str, duration_game: float, duration_system: float = -1.0,
                      timed_out: bool = False, frame: int | None = None, external_failure: str = "") -> dict:

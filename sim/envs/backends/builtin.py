@@ -63,8 +63,10 @@ class BuiltinSimulator:
         self._current = copy_slice(scene.agents.at(self.step_index))  # updated in place as the traffic moves
         self._continued_lights = np.zeros((0, len(scene.light_ids)), dtype=np.int8)
         self._setup_traffic()
-        polyline = scene.map.route_polyline(scene.route)
-        self.route = RouteProgress(closed_loop_route(polyline, scene.metadata.get("route_span_m")))
+        if scene.route_points is not None:
+            self.route = RouteProgress(scene.route_points[:, :2])
+        else:
+            self.route = RouteProgress(closed_loop_route(scene.map.route_polyline(scene.route)))
         self.route.reset(self.ego[:2])
         self.red_lights = RedLightMonitor(scene.map, scene.light_ids)
         self.stop_signs = StopSignMonitor(scene.map)
@@ -204,18 +206,12 @@ class BuiltinSimulator:
 ROUTE_END_MARGIN_M = 15.0
 
 
-def closed_loop_route(polyline: np.ndarray, span_m: tuple[float, float] | None = None) -> np.ndarray:
-    """The route a closed-loop episode must complete. `span_m` = (start, end) arc lengths along the polyline
-    where a route begins and ends (Leaderboard routes end at their last waypoint); without it, the goal
-    is ROUTE_END_MARGIN_M before the end, as generated routes run to the map's edge and the ego must be
-    able to drive past the goal."""
+def closed_loop_route(polyline: np.ndarray) -> np.ndarray:
+    """The route a closed-loop episode must complete along a route's lanes: its goal is ROUTE_END_MARGIN_M before
+    the end, as generated routes run to the map's edge and the ego must be able to drive past the goal. (A scene
+    with `route_points` has its dense route already.)"""
     seg = np.linalg.norm(np.diff(polyline, axis=0), axis=1)
     cum = np.concatenate([[0.0], np.cumsum(seg)])
-    if span_m is not None:
-        start, end = float(span_m[0]), float(span_m[1])
-        inner = (cum > start) & (cum < end)
-        ends = np.stack([np.interp([start, end], cum, polyline[:, 0]), np.interp([start, end], cum, polyline[:, 1])], -1)
-        return np.concatenate([ends[:1], polyline[inner], ends[1:]])
     if cum[-1] < 4 * ROUTE_END_MARGIN_M:
         return polyline
     keep = cum <= cum[-1] - ROUTE_END_MARGIN_M
