@@ -202,41 +202,14 @@ class GlobalRoutePlanner:
     def _heuristic(self, a: int, b: int) -> float:
         return float(np.linalg.norm(np.array(self._vertex[a]) - np.array(self._vertex[b])))
 
-    def _astar(self, source: int, target: int) -> list[int]:
-        """The A* path from source to target over edge lengths, expanded and tie-broken as networkx does."""
-        counter = itertools.count()
-        queue = [(0, next(counter), source, 0, None)]
-        enqueued: dict[int, tuple[float, float]] = {}
-        explored: dict[int, int | None] = {}
-        while queue:
-            _, _, node, cost, parent = heapq.heappop(queue)
-            if node == target:
-                path = [node]
-                while parent is not None:
-                    path.append(parent)
-                    parent = explored[parent]
-                return path[::-1]
-            if node in explored:
-                if explored[node] is None or enqueued[node][0] < cost:
-                    continue
-            explored[node] = parent
-            for neighbour, edge in self._adjacency[node].items():
-                total = cost + edge.attrs.get("length", 1)
-                if neighbour in enqueued:
-                    queued, h = enqueued[neighbour]
-                    if queued <= total:
-                        continue
-                else:
-                    h = self._heuristic(neighbour, target)
-                enqueued[neighbour] = total, h
-                heapq.heappush(queue, (total + h, next(counter), neighbour, total, node))
-        raise NoRouteError(f"no path on the road graph from node {source} to node {target}")
-
     def _path_search(self, origin, destination) -> list[int]:
         start, end = self._localize(origin), self._localize(destination)
         if start is None or end is None:
             raise NoRouteError("a waypoint lies on a lane the road graph does not hold")
-        return self._astar(start[0], end[0]) + [end[1]]
+        return astar_path(self._steps, self._heuristic, start[0], end[0]) + [end[1]]
+
+    def _steps(self, node: int):
+        return ((neighbour, edge.attrs.get("length", 1)) for neighbour, edge in self._adjacency[node].items())
 
     # --- the trace -----------------------------------------------------------------------------------
 
@@ -278,6 +251,39 @@ class GlobalRoutePlanner:
 
     def successors(self, node: int):
         return self._adjacency[node].items()
+
+
+def astar_path(steps, heuristic, source: int, target: int) -> list[int]:
+    """The A* path from source to target, expanded and tie-broken as networkx's `astar_path` does (CARLA's planner
+    calls it), so that equal-cost paths come out the same. `steps(node)` yields (neighbour, edge cost) in the
+    graph's edge order; `heuristic(node, target)` estimates the rest."""
+    counter = itertools.count()
+    queue = [(0, next(counter), source, 0, None)]
+    enqueued: dict[int, tuple[float, float]] = {}
+    explored: dict[int, int | None] = {}
+    while queue:
+        _, _, node, cost, parent = heapq.heappop(queue)
+        if node == target:
+            path = [node]
+            while parent is not None:
+                path.append(parent)
+                parent = explored[parent]
+            return path[::-1]
+        if node in explored:
+            if explored[node] is None or enqueued[node][0] < cost:
+                continue  # the source, or a costlier copy of a node queued again
+        explored[node] = parent
+        for neighbour, step in steps(node):
+            total = cost + step
+            if neighbour in enqueued:
+                queued, h = enqueued[neighbour]
+                if queued <= total:
+                    continue
+            else:
+                h = heuristic(neighbour, target)
+            enqueued[neighbour] = total, h
+            heapq.heappush(queue, (total + h, next(counter), neighbour, total, node))
+    raise NoRouteError(f"no path on the road graph from node {source} to node {target}")
 
 
 def _closest(waypoint, samples: list) -> int:
@@ -369,4 +375,4 @@ def planner_for(carla_map, hop_m: float = 1.0) -> GlobalRoutePlanner:
     return GlobalRoutePlanner(carla_map, hop_m)
 
 
-__all__ = ["GlobalRoutePlanner", "NoRouteError", "RoadOption", "TurnDecisions", "planner_for"]
+__all__ = ["GlobalRoutePlanner", "NoRouteError", "RoadOption", "TurnDecisions", "astar_path", "planner_for"]
