@@ -47,7 +47,8 @@ class SceneRef:
     """One scene of a split: generated from (family, seed), read from a scene file, or a window of a NAVSIM log
     (`navsim_log` from frame `window_start`, its map under `nuplan_maps`, images under `sensor_blobs`), or a
     Leaderboard route (`route_id` of `route_file`, its town read from `town_dir`, traffic drawn from `seed`).
-    A generated scene's `frame` > 0 is its log `frame` 2 Hz frames after the generated current frame."""
+    A generated scene's `frame` > 0 is its log `frame` 2 Hz frames after the generated current frame; its
+    `repetition` k > 0 redraws the other road users and signal phases from (seed, k) (`generate_scene`)."""
 
     token: str
     family: str | None = None
@@ -61,6 +62,7 @@ class SceneRef:
     route_id: str | None = None
     town_dir: Path | None = None
     frame: int = 0
+    repetition: int = 0
 
     @property
     def log_frame(self) -> tuple[str, int]:
@@ -84,12 +86,27 @@ class SceneRef:
             return load_log_scene(self.navsim_log, self.window_start, self.nuplan_maps, self.sensor_blobs)
         if self.path is not None:
             return load_scene(self.path)
-        scene = generate_scene(self.family, self.seed)
+        scene = generate_scene(self.family, self.seed, repetition=self.repetition)
         if not self.frame:
             return scene
         step = scene.current_index + FRAME_STRIDE * self.frame
         return replace(scene, token=frame_token(scene.token, step), current_index=step,
                        metadata={**scene.metadata, "log_token": scene.token})
+
+
+def repeated(ref: SceneRef, repetition: int, token: str) -> SceneRef:
+    """Repetition `repetition` of the route `ref`, named `token`: a Leaderboard route with traffic and signal
+    phases drawn from seed `repetition`, a generated scene with its other road users and signal phases redrawn
+    (`generate_scene`); repetition 0 is the route as the split has it. Scene files and NAVSIM logs hold fixed traffic,
+    so they have no other repetition (SplitError)."""
+    if ref.route_file is not None:
+        return replace(ref, token=token, seed=repetition, repetition=repetition)
+    if repetition == 0:
+        return replace(ref, token=token)
+    if ref.path is None and ref.navsim_log is None and ref.family is not None and ref.seed is not None:
+        return replace(ref, token=token, repetition=repetition)
+    raise SplitError(f"scene {ref.token} has fixed traffic (a scene file or a NAVSIM log): it has no repetition "
+                     f"{repetition}; repetitions need carla: routes or built-in (generated) scenes")
 
 
 def builtin_split(name: str) -> BuiltinSplit:
@@ -230,4 +247,4 @@ def carla_split(route_file: Path, town_dir: str | Path | None, limit: int | None
 
 
 __all__ = ["BUILTIN_SPLITS", "BuiltinSplit", "SceneRef", "SplitError", "builtin_split", "carla_split", "navsim_log_dir",
-           "navsim_split", "resolve_split"]
+           "navsim_split", "repeated", "resolve_split"]

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import shapely
@@ -91,8 +91,9 @@ class _Population:
 
 
 def _populate_vehicles(layout: Layout, route: EgoRoute, ego_chain: list[str], count: int, config: GeneratorConfig,
-                       rng: np.random.Generator) -> _Population:
-    """Ego first, then vehicles and cyclists spread over non-connector lanes without overlaps."""
+                       rng: np.random.Generator, traffic_rng: np.random.Generator | None = None) -> _Population:
+    """Ego first (its speeds drawn from `rng`), then vehicles and cyclists spread over non-connector lanes without
+    overlaps (drawn from `traffic_rng`, default `rng`)."""
     road_map = layout.road_map
     horizon = 30.0 * (config.warmup_s + config.history_s + config.future_s)
     ego_limit = road_map.lane(ego_chain[0]).speed_limit
@@ -106,6 +107,7 @@ def _populate_vehicles(layout: Layout, route: EgoRoute, ego_chain: list[str], co
     lateral.append(0.0)
     occupied: dict[str, list[tuple[float, float]]] = {ego_chain[0]: [(ego_s - 12.0, ego_s + 12.0)]}
     lanes = [l for l in road_map.lanes if not l.is_connector]
+    rng = rng if traffic_rng is None else traffic_rng
     attempts = 0
     while len(chains) - 1 < count and attempts < 40 * max(count, 1):
         attempts += 1
@@ -167,25 +169,39 @@ def _default_vehicle_count(family: str, rng: np.random.Generator) -> int:
     return int(rng.integers(low, high + 1))
 
 
-def generate_scene(family: str, seed: int, config: GeneratorConfig = GeneratorConfig()) -> Scene:
-    """One scene of `family`, fully determined by (family, seed, config)."""
+def generate_scene(family: str, seed: int, config: GeneratorConfig = GeneratorConfig(), repetition: int = 0) -> Scene:
+    """One scene of `family`, fully determined by (family, seed, config, repetition).
+
+    `repetition` k > 0 (a closed-loop run's repetition k of this route) keeps the map, the ego's route (the lanes of
+    repetition 0) and the ego's speeds, and draws the other road users, the walkers, the cones and the signal
+    phase offsets anew from (family, seed, k); repetition 0 is the scene itself."""
     if family not in BUILDERS:
         raise ValueError(f"unknown scene family {family!r}; expected one of {FAMILIES}")
+    if repetition < 0:
+        raise ValueError(f"repetition must be >= 0, got {repetition}")
     rng = np.random.default_rng([GENERATOR_VERSION, FAMILIES.index(family), seed])
     layout = BUILDERS[family](rng)
     road_map = layout.road_map
     route = layout.ego_routes[int(rng.integers(len(layout.ego_routes)))]
     ego_chain = _extend_route(road_map, route, 400.0)
     count = config.num_vehicles if config.num_vehicles is not None else _default_vehicle_count(family, rng)
-    pop = _populate_vehicles(layout, route, ego_chain, count, config, rng)
+    plans = layout.signal_plans
+    # Repetition 0 draws everything from one stream; repetition k the traffic from its own (the ego's draws stay).
+    traffic_rng = rng
+    if repetition:
+        traffic_rng = np.random.default_rng([GENERATOR_VERSION, FAMILIES.index(family), seed, repetition])
+        if config.num_vehicles is None:
+            count = _default_vehicle_count(family, traffic_rng)
+        plans = [replace(plan, offset_s=float(traffic_rng.uniform(0.0, plan.cycle_s))) for plan in plans]
+    pop = _populate_vehicles(layout, route, ego_chain, count, config, rng, traffic_rng)
     paths = AgentPaths.build(road_map, pop.chains, pop.lateral)
     warmup = int(round(config.warmup_s / STEP_S))
     steps = config.num_steps
     times = (np.arange(warmup + steps)) * STEP_S
-    light_ids, light_table = light_status_table(layout.signal_plans, times)
-    walkers = _pedestrians(layout, config, rng)
+    light_ids, light_table = light_status_table(plans, times)
+    walkers = _pedestrians(layout, config, traffic_rng)
     parked = _spots_clear_of_crosswalks(layout)
-    cones = np.array(_cones(layout, rng), dtype=np.float64).reshape(-1, 3)
+    cones = np.array(_cones(layout, traffic_rng), dtype=np.float64).reshape(-1, 3)
     static_xyh = np.concatenate([parked, cones])
     static_size = np.array([CAR_SIZE] * len(parked) + [CONE_SIZE] * len(cones), dtype=np.float64).reshape(-1, 3)
     statics = Obstacles(static_xyh[:, 0], static_xyh[:, 1], static_xyh[:, 2], np.zeros(len(static_xyh)),
@@ -237,7 +253,9 @@ def generate_scene(family: str, seed: int, config: GeneratorConfig = GeneratorCo
     for arr in (tracks.x, tracks.y, tracks.heading, tracks.vx, tracks.vy):
         arr[~tracks.valid] = 0.0
 
-    route_lanes = _route_lanes_driven(road_map, ego_chain, ego_log)
+    # The route is trimmed by how far the ego drove in repetition 0: every repetition has the same route.
+    route_lanes = (_route_lanes_driven(road_map, ego_chain, ego_log) if not repetition
+                   else generate_scene(family, seed, config).route)
     commands = driving_commands(road_map.route_polyline(ego_chain), ego_log)
     return Scene(
         token=scene_token(family, seed), map=road_map, ego_log=ego_log, agents=tracks, route=route_lanes,
@@ -246,8 +264,8 @@ def generate_scene(family: str, seed: int, config: GeneratorConfig = GeneratorCo
         metadata={"source": "generator", "family": family, "seed": seed, "generator_version": GENERATOR_VERSION,
                   "maneuver": route.maneuver, "log_name": f"w0sim_{family}",
                   # Lets a closed-loop run continue the lights past the end of the log.
-                  "signal_plans": [plan.as_dict() for plan in layout.signal_plans],
-                  "signal_time_offset_s": warmup * STEP_S},
+                  "signal_plans": [plan.as_dict() for plan in plans],
+                  "signal_time_offset_s": warmup * STEP_S, **({"repetition": repetition} if repetition else {})},
     )
 
 
