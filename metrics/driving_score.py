@@ -88,6 +88,7 @@ from metrics.leaderboard.results_io import (
     build_results,
     empty_results,
     read_results,
+    resume_check,
     resume_index,
     upsert_record,
     validation_error,
@@ -126,7 +127,7 @@ __all__ = [
     "PENALTY_FACTORS_LB10", "PENALTY_FACTORS_LB20", "PENALTY_PERC_LB20", "PENALTY_WEIGHTS_LB21", "ROUTE_ENDING",
     "ScoringFormula", "driving_score", "event_factor", "event_weight_lb21", "infraction_penalty",
     # results_io
-    "ResultsFileError", "build_results", "empty_results", "read_results", "resume_index", "upsert_record",
+    "ResultsFileError", "build_results", "empty_results", "read_results", "resume_check", "resume_index", "upsert_record",
     "validation_error", "write_results",
     # route_record
     "RouteScores", "build_route_record", "failure_reason", "infraction_messages", "route_id_for", "route_scores",

@@ -132,18 +132,39 @@ def read_results(path: str | os.PathLike[str]) -> dict[str, Any]:
     return data
 
 
-def resume_index(results: Mapping[str, Any], route_ids: Sequence[str]) -> int:
-    """Where ``--resume`` continues: progress[0] (minus one after a crash), or 0 when the checkpoint does not fit.
+def resume_check(results: Mapping[str, Any], route_ids: Sequence[str]) -> tuple[int, str]:
+    """The Leaderboard's resume rule (``RouteIndexer.validate_and_resume``): (where a resumed run continues, "") when
+    the file fits the planned route ids (``RouteScenario_<id>_rep<r>`` in run order), else (0, why not).
 
-    Accepted when entry_status exists and is not Invalid, progress[1] equals the planned route count
-    and the first progress[0] record ids match the planned ids.
+    It fits when entry_status is there and not Invalid, progress[1] equals the planned count and the first
+    progress[0] record ids are the planned ones; it continues at progress[0], one less after a crash (the crashed
+    route runs again). Records fewer than progress[0] (a file cut short) continue one before the last record.
     """
     entry_status = results.get("entry_status")
-    progress = results.get("_checkpoint", {}).get("progress") or []
-    records = results.get("_checkpoint", {}).get("records", [])
-    if not entry_status or entry_status == "Invalid" or len(progress) != 2 or progress[1] != len(route_ids):
-        return 0
+    checkpoint = results.get("_checkpoint") or {}
+    if not entry_status:
+        return 0, "it has no entry_status"
+    if entry_status == "Invalid":
+        return 0, "its entry_status is Invalid"
+    if "progress" not in checkpoint:
+        return 0, "it has no _checkpoint.progress"
+    progress = checkpoint["progress"]
+    if len(progress) != 2:
+        return 0, f"its progress is {progress}, not [done, total]"
+    if progress[1] != len(route_ids):
+        return 0, f"it plans {progress[1]} routes, this run {len(route_ids)}"
+    records = checkpoint.get("records") or []
     done = progress[0]
-    if [r.get("route_id") for r in records[:done]] != list(route_ids[:done]):
-        return 0
-    return max(done - 1, 0) if entry_status == "Crashed" else done
+    for index in range(done):
+        if index >= len(route_ids) or index >= len(records):  # the Leaderboard's patch for a file cut short
+            done = max(index - 1, 0)
+            break
+        if records[index].get("route_id") != route_ids[index]:
+            return 0, f"record {index} is {records[index].get('route_id')!r} where this run has {route_ids[index]!r}"
+    return (max(done - 1, 0) if entry_status == "Crashed" else done), ""
+
+
+def resume_index(results: Mapping[str, Any], route_ids: Sequence[str]) -> int:
+    """Where ``--resume`` continues (``resume_check``): progress[0] (minus one after a crash), or 0 when the
+    checkpoint does not fit."""
+    return resume_check(results, route_ids)[0]

@@ -32,6 +32,7 @@ from metrics.driving_score import (
     outside_route_lanes_event,
     read_results,
     red_light_event,
+    resume_check,
     resume_index,
     route_completion_percent,
     route_deviation_event,
@@ -301,6 +302,25 @@ def test_resume_and_upsert():
     assert [r["index"] for r in results["_checkpoint"]["records"]] == [0, 1]
     with pytest.raises(ValueError, match="gap"):
         upsert_record(results, dict(records[1], index=5))
+
+
+def test_resume_check_is_the_leaderboards_rule_and_says_why_a_file_does_not_fit():
+    """RouteIndexer.validate_and_resume: ids in run order with _rep<k>, progress [k, N], minus one after a crash."""
+    ids = [route_id_for(route, rep) for route in (0, 1) for rep in (0, 1)]
+    records = [started_route_record(route_id, index) for index, route_id in enumerate(ids[:2])]
+    results = build_results(records, 4, sensors=["c"], progress=[2, 4], validate=False)
+    results.update(entry_status="Started", eligible=False)
+    assert resume_check(results, ids) == (2, "")
+    assert resume_check(dict(results, entry_status="Crashed"), ids) == (1, "")
+    assert resume_check(results, ids[:3]) == (0, "it plans 4 routes, this run 3")
+    assert resume_check(results, [route_id_for(0, 0), route_id_for(1, 0), *ids[2:]]) == (
+        0, "record 1 is 'RouteScenario_0_rep1' where this run has 'RouteScenario_1_rep0'")
+    assert resume_check(dict(results, entry_status="Invalid"), ids) == (0, "its entry_status is Invalid")
+    assert resume_check({"_checkpoint": {"progress": [2, 4]}}, ids) == (0, "it has no entry_status")
+    assert resume_check(dict(results, _checkpoint={"records": []}), ids) == (0, "it has no _checkpoint.progress")
+    # Progress ahead of the records (a file cut short): the Leaderboard continues one before the last record.
+    short = dict(results, _checkpoint=dict(results["_checkpoint"], progress=[3, 4]))
+    assert resume_check(short, ids) == (1, "")
 
 
 def test_bench2drive_summary():
