@@ -29,7 +29,8 @@ CAR_SIZE = (4.8, 2.0, 1.6)  # length, width, height (CARLA's mid-size cars)
 
 
 def route_token(route: LeaderboardRoute) -> str:
-    """A stable id for a route: its town and id (Leaderboard records use `RouteScenario_<id>`)."""
+    """A stable id for a route: the Leaderboard's name of it, `RouteScenario_<id>` (its records add the repetition,
+    `RouteScenario_<id>_rep<k>`: `metrics.leaderboard.route_record.route_id_for`)."""
     return f"RouteScenario_{route.route_id}"
 
 

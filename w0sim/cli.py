@@ -307,8 +307,15 @@ def evaluate(
     split: str = typer.Option("builtin:navtest", "--split", help="builtin:NAME, navsim:NAME (NAVSIM logs), "
                               "carla:ROUTES.xml (Leaderboard routes) or a directory of scene files."),
     out: Path = typer.Option(..., "--out", help="Output folder: scores.csv (one-shot) or results.json "
-                             "(closed loop), rows.jsonl, summary.md."),
+                             "(closed loop), rows.jsonl, summary.md. A run resumes from what it holds, including "
+                             "a results.json the Leaderboard wrote for the same routes."),
     limit: Optional[int] = typer.Option(None, "--limit", min=1, help="The first N scenes of the split."),
+    repetitions: int = typer.Option(1, "--repetitions", min=1, help="Closed loop: drive each route N times, in the "
+                                    "Leaderboard's order (each route's repetitions 0..N-1, then the next route) and "
+                                    "under its ids, RouteScenario_<id>_rep<k>. Repetition k is the same route with "
+                                    "its traffic and signal phases drawn from seed k (a generated route: its other "
+                                    "road users and signal phases redrawn; repetition 0 is the split's scene), so "
+                                    "repetitions differ."),
     workers: Optional[int] = typer.Option(None, "--workers", min=1, help="Processes (default: all cores)."),
     pdm_version: str = typer.Option("v1.1", "--pdm-version", help="v1.1 (PDMS) or v2.2 (EPDMS)."),
     human_filter: bool = typer.Option(True, "--human-filter/--no-human-filter", help="v2.2: NAVSIM's human penalty "
@@ -337,13 +344,15 @@ def evaluate(
                                                 " writes OUT/scene_filters/NAME.yaml)."),
 ) -> None:
     """Evaluate an agent on a split: NAVSIM's CSV (one-shot) or the Leaderboard's results JSON (closed loop),
-    a summary per family; an interrupted run resumes where it stopped; exits 1 when scenes failed."""
+    a summary per family; an interrupted run resumes where it stopped (closed loop: also from a Leaderboard
+    results.json of the same routes); exits 1 when scenes failed."""
     from rich.markup import escape
 
     from agents.base import AgentError, AgentOptions
     from agents.registry import AgentSpec
     from scenarios.splits import SplitError
     from w0sim.evaluation import evaluate as run_evaluation
+    from w0sim.runner import RunError
 
     split_options = {"navsim_logs": navsim_logs, "nuplan_maps": nuplan_maps, "sensor_blobs": sensor_blobs,
                      "town_dir": town_dir, "scene_filter": scene_filter}
@@ -354,8 +363,9 @@ def evaluate(
             spec = AgentSpec(agent, AgentOptions(str(checkpoint) if checkpoint else None, seed, device, dtype))
             result = run_evaluation(split, spec, out, closed_loop=closed_loop, pdm_version=pdm_version, limit=limit,
                                     workers=workers, ray_address=ray_address, split_options=split_options,
-                                    videos=videos, progress=report, human_filter=human_filter)
-        except (AgentError, SplitError) as err:
+                                    videos=videos, progress=report, human_filter=human_filter,
+                                    repetitions=repetitions)
+        except (AgentError, SplitError, RunError) as err:
             console.print(f"[red]error:[/red] {escape(str(err))}", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
     console.print(result.summary)

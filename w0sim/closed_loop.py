@@ -2,24 +2,29 @@
 Leaderboard 2.x layout.
 
 Each route is a scene driven until the Leaderboard's rules end it; every agent drives through
-`compute_trajectory(agent_input, world)`, privileged agents reading the live world view. The results
-file is rewritten atomically after every route (entry status Started while routes are left); a route
-that could not run is listed in `failed_routes.json` and left out of the records.
+`compute_trajectory(agent_input, world)`, privileged agents reading the live world view. Routes run in the
+Leaderboard's order and under its ids (`route_plan`: each route's repetitions one after another,
+`RouteScenario_<id>_rep<k>`), and a record's `index` is its place in that order. The results file is rewritten
+atomically after every route; while routes are left it is the Leaderboard's checkpoint (entry status Started,
+progress [k, N], the first k routes' records), so the Leaderboard can resume from it and `w0sim eval` can resume
+from one the Leaderboard wrote (`adopt_results`). A route that could not run is listed in `failed_routes.json` and
+left out of the records.
 """
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import numpy as np
 
 from agents.base import Agent
 from agents.registry import AgentSpec
-from metrics.leaderboard.results_io import build_results, write_results
-from scenarios.splits import SceneRef, resolve_split
+from metrics.leaderboard.results_io import ResultsFileError, build_results, read_results, resume_check, write_results
+from metrics.leaderboard.route_record import route_id_for
+from scenarios.splits import SceneRef, repeated, resolve_split
 from sim.envs.closed_loop_env import ClosedLoopEnv
-from w0sim.runner import run_split
+from w0sim.runner import RunError, append_rows, read_rows, run_split
 
 
 def agent_sensors(agent: Agent) -> list[str]:
@@ -33,8 +38,22 @@ def agent_sensors(agent: Agent) -> list[str]:
     return sensors
 
 
+def route_plan(split: str, limit: int | None = None, repetitions: int = 1,
+               split_options: dict | None = None) -> list[SceneRef]:
+    """The route runs of a closed-loop evaluation in the Leaderboard's order (its RouteIndexer): for each of the first
+    `limit` routes of `split`, repetitions 0 .. `repetitions` - 1. Each run's token is its Leaderboard route id,
+    `RouteScenario_<id>_rep<k>`: <id> is the route file's id for `carla:` splits and the route's place in the split
+    (0, 1, ...) otherwise. Repetition k of a route draws its traffic and signal phases from seed k (`repeated`)."""
+    if repetitions < 1:
+        raise RunError(f"repetitions must be at least 1, got {repetitions}")
+    routes = resolve_split(split, limit, **(split_options or {}))
+    return [repeated(ref, k, route_id_for(ref.route_id if ref.route_file is not None else i, k))
+            for i, ref in enumerate(routes) for k in range(repetitions)]
+
+
 def drive_route(ref: SceneRef, index: int, agent: Agent) -> dict:
-    """{"token", "family", "record": the Leaderboard route record} of one route driven by `agent`."""
+    """{"token": the route id, "family", "scene": the scene's own token, "record": the Leaderboard route record} of
+    one route driven by `agent`; `index` is its place in the run order."""
     scene = ref.load()
     env = ClosedLoopEnv(scenes=[scene], cameras=agent.get_sensor_config().cameras, privileged=agent.privileged)
     _, info = env.reset(seed=0)
@@ -47,35 +66,93 @@ def drive_route(ref: SceneRef, index: int, agent: Agent) -> dict:
         if terminated or truncated:
             record = dict(info["route_record"])
             record.update(index=index, route_id=ref.token)
-            return {"token": ref.token, "family": ref.family, "record": record}
+            return {"token": ref.token, "family": ref.family, "scene": scene.token, "record": record}
+
+
+def _same_record(a: Mapping, b: Mapping) -> bool:
+    """Two records of one route alike but for `index` (a run whose plan changed places them elsewhere)."""
+    return {k: v for k, v in a.items() if k != "index"} == {k: v for k, v in b.items() if k != "index"}
+
+
+def adopt_results(out_dir: Path, plan: list[SceneRef]) -> int:
+    """Make `out_dir/results.json`'s finished routes rows of `out_dir/rows.jsonl` (the run's resume log), so that only
+    the remaining routes run; returns how many records it adopted.
+
+    A file whose records are all rows already (this run's own file) adds nothing. Any other file (the
+    Leaderboard's, or ours without its rows.jsonl) must fit the planned route ids by the Leaderboard's resume rule
+    (`resume_check`); its first k records are then adopted. A file that does not fit, or whose records disagree with
+    rows.jsonl, raises RunError naming the file and the mismatch: another run's results are never reused, nor
+    overwritten.
+    """
+    path, log = out_dir / "results.json", out_dir / "rows.jsonl"
+    if not path.exists():
+        return 0
+    try:
+        results = read_results(path)
+    except ResultsFileError as err:
+        raise RunError(f"{err}: not a Leaderboard results file this run can resume from; evaluate into another "
+                       f"--out folder or remove {path}") from None
+    rows = read_rows(log)
+    records = results["_checkpoint"]["records"]
+    if all("record" in rows.get(r.get("route_id"), {}) and _same_record(rows[r["route_id"]]["record"], r)
+           for r in records):
+        return 0
+    ids = [ref.token for ref in plan]
+    done, mismatch = resume_check(results, ids)
+    if mismatch:
+        raise RunError(f"{path} holds the results of another run: {mismatch} (this run: {ids[0]} .. {ids[-1]}, "
+                       f"{len(ids)} routes); evaluate into another --out folder or remove {path}")
+    adopted = []
+    for index, (ref, record) in enumerate(zip(plan[:done], records[:done])):
+        earlier = rows.get(ref.token, {}).get("record")
+        if earlier is not None and not _same_record(earlier, record):
+            raise RunError(f"{path} and {log} hold different records of {ref.token}; evaluate into another --out "
+                           f"folder or remove one of them")
+        if earlier is None:
+            adopted.append({"ref": ref.token, "index": index, "token": ref.token, "family": ref.family,
+                            "record": dict(record, index=index), "source": str(path)})
+    append_rows(log, adopted)
+    return len(adopted)
 
 
 def evaluate_routes(split: str, spec: AgentSpec, out_dir: str | Path, limit: int | None = None,
                     workers: int | None = None, progress: Callable[[int, int], None] | None = None,
-                    split_options: dict | None = None, ray_address: str | None = None) -> dict:
-    """Drive the first `limit` routes of `split` (`split_options`: see `resolve_split`, e.g. `town_dir` for
-    `carla:ROUTES.xml`); writes and returns `out_dir/results.json` (Leaderboard layout). See `run_split` for
-    workers, Ray and resume."""
+                    split_options: dict | None = None, ray_address: str | None = None,
+                    repetitions: int = 1) -> dict:
+    """Drive the first `limit` routes of `split`, `repetitions` times each (`route_plan`; `split_options`: see
+    `resolve_split`, e.g. `town_dir` for `carla:ROUTES.xml`); writes and returns `out_dir/results.json`
+    (Leaderboard layout). A results.json already in `out_dir` is resumed from (`adopt_results`). See `run_split`
+    for workers, Ray and resume from rows.jsonl."""
     out_dir = Path(out_dir)
     path = out_dir / "results.json"
-    refs = resolve_split(split, limit, **(split_options or {}))
+    plan = route_plan(split, limit, repetitions, split_options)
     sensors = agent_sensors(spec.build())
+    adopt_results(out_dir, plan)
 
-    def records(rows: dict[str, dict]) -> list[dict]:
-        return [rows[r.token]["record"] for r in refs if "record" in rows.get(r.token, {})]
+    def records(rows: dict[str, dict], prefix: bool = False) -> list[dict]:
+        """The records in run order, each indexed by its place in it; `prefix`: only up to the first route not
+        finished (the Leaderboard's checkpoint holds its first k routes)."""
+        found = []
+        for index, ref in enumerate(plan):
+            if "record" not in rows.get(ref.token, {}):
+                if prefix:
+                    break
+                continue
+            found.append(dict(rows[ref.token]["record"], index=index))
+        return found
 
     def rewrite(rows: dict[str, dict]) -> None:
         # While routes are left, the file says so, as the Leaderboard's does during a run.
-        partial = build_results(records(rows), len(refs), sensors=sensors, validate=False)
+        partial = build_results(records(rows, prefix=True), len(plan), sensors=sensors, validate=False)
         partial.update(entry_status="Started", eligible=False)
         write_results(path, partial)
 
-    rows = run_split(refs, spec, drive_route, out_dir, workers, ray_address, progress, on_row=rewrite)
+    rows = run_split(plan, spec, drive_route, out_dir, workers, ray_address, progress, on_row=rewrite)
     failures = [{"route_id": row["ref"], "reason": row["reason"]} for row in rows if "record" not in row]
     (out_dir / "failed_routes.json").unlink(missing_ok=True)  # a resumed run lists its failures anew
     if failures:
         (out_dir / "failed_routes.json").write_text(json.dumps(failures, indent=1))
-    results = build_results(records({row["ref"]: row for row in rows}), len(refs), sensors=sensors)
+    results = build_results(records({row["ref"]: row for row in rows}), len(plan), sensors=sensors)
     write_results(path, results)
     return results
 
@@ -104,4 +181,4 @@ def routes_markdown(results: dict, agent: str, split: str, families: dict[str, s
     return "\n".join(lines) + "\n"
 
 
-__all__ = ["agent_sensors", "drive_route", "evaluate_routes", "routes_markdown"]
+__all__ = ["adopt_results", "agent_sensors", "drive_route", "evaluate_routes", "route_plan", "routes_markdown"]

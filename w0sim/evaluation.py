@@ -9,6 +9,7 @@ from pathlib import Path
 from agents.base import AgentError, WorldModelAgent
 from agents.registry import AgentSpec
 from scenarios.splits import resolve_split, split_kind
+from w0sim.runner import RunError
 
 
 @dataclass
@@ -25,24 +26,33 @@ class Evaluation:
 def evaluate(split: str, spec: AgentSpec, out_dir: str | Path, *, closed_loop: bool | None = None,
              pdm_version: str = "v1.1", limit: int | None = None, workers: int | None = None,
              ray_address: str | None = None, split_options: dict | None = None, videos: int = 0,
-             progress: Callable[[int, int], None] | None = None, human_filter: bool = True) -> Evaluation:
+             progress: Callable[[int, int], None] | None = None, human_filter: bool = True,
+             repetitions: int = 1) -> Evaluation:
     """Evaluate `spec` on the first `limit` scenes of `split`: closed loop (Leaderboard results.json) or one-shot
     (NAVSIM scores.csv), by default as `split_kind` says; `videos`: rollout videos of the first K scenes (one-shot,
-    agents with a world model); `human_filter`: NAVSIM's v2.2 human penalty filter (on, as NAVSIM's default). An
-    interrupted run resumes where it stopped."""
+    agents with a world model); `human_filter`: NAVSIM's v2.2 human penalty filter (on, as NAVSIM's default);
+    `repetitions`: closed loop, each route driven that many times (`route_plan`). An interrupted run resumes where
+    it stopped; a closed-loop run also resumes from a Leaderboard results.json in `out_dir` (`adopt_results`)."""
     out_dir = Path(out_dir)
     split_options = split_options or {}
     closed_loop = split_kind(split) == "closed_loop" if closed_loop is None else closed_loop
+    if repetitions < 1:
+        raise RunError(f"--repetitions must be at least 1, got {repetitions}")
+    if repetitions != 1 and not closed_loop:
+        raise RunError(f"--repetitions {repetitions}: repetitions are closed-loop route runs, and {split} is scored "
+                       "one-shot here (use a closed-loop split or --closed-loop)")
     if videos:
         if closed_loop:
             raise AgentError("--videos renders one-shot rollouts; it does not apply to a closed-loop run")
         if not isinstance(spec.build(), WorldModelAgent):
             raise AgentError(f"--videos needs an agent with a world model; {spec.name} has none")
     if closed_loop:
-        from w0sim.closed_loop import evaluate_routes, routes_markdown
+        from w0sim.closed_loop import evaluate_routes, route_plan, routes_markdown
 
-        results = evaluate_routes(split, spec, out_dir, limit, workers, progress, split_options, ray_address)
-        families = {ref.token: ref.family or "scene files" for ref in resolve_split(split, limit, **split_options)}
+        results = evaluate_routes(split, spec, out_dir, limit, workers, progress, split_options, ray_address,
+                                  repetitions)
+        families = {ref.token: ref.family or "scene files"
+                    for ref in route_plan(split, limit, repetitions, split_options)}
         text = routes_markdown(results, spec.name, split, families)
         scores_file = out_dir / "results.json"
         failed = out_dir / "failed_routes.json"

@@ -58,6 +58,11 @@ def run_task(task: Task, spec: AgentSpec, ref: SceneRef, index: int, agent: Agen
     return {"ref": ref.token, "index": index, **row}
 
 
+class RunError(ValueError):
+    """A run that cannot start as asked (its options, or what its output folder already holds): the message says
+    what and where."""
+
+
 def read_rows(path: Path) -> dict[str, dict]:
     """Rows of an earlier run by scene ref; a line cut short by a kill is dropped (that scene runs again)."""
     rows = {}
@@ -69,6 +74,15 @@ def read_rows(path: Path) -> dict[str, dict]:
                 continue
             rows[row["ref"]] = row
     return rows
+
+
+def append_rows(path: Path, rows: list[dict]) -> None:
+    """Append rows to a rows.jsonl; a line cut short by a kill is ended first, so that it does not swallow them."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a+b") as log:
+        cut = log.tell() > 0 and (log.seek(-1, os.SEEK_END), log.read(1))[1] != b"\n"
+        log.write(b"\n" if cut else b"")
+        log.writelines((json.dumps(row) + "\n").encode() for row in rows)
 
 
 def run_split(refs: list[SceneRef], spec: AgentSpec, task: Task, out_dir: Path, workers: int | None = None,
@@ -84,6 +98,7 @@ def run_split(refs: list[SceneRef], spec: AgentSpec, task: Task, out_dir: Path, 
     todo = [(i, ref) for i, ref in enumerate(refs) if ref.token not in done]
     workers = max(1, min(workers or os.cpu_count() or 1, len(todo) or 1))
     finished_before = len(refs) - len(todo)
+    append_rows(out_dir / "rows.jsonl", [])  # ends a line cut short by a kill
     with (out_dir / "rows.jsonl").open("a") as log:
         if ray_address is not None and todo:
             finished = _ray_rows(ray_address, spec, task, todo, workers)
@@ -134,4 +149,4 @@ def _ray_rows(address: str, spec: AgentSpec, task: Task, todo: list[tuple[int, S
             ray.shutdown()
 
 
-__all__ = ["Task", "check_agent", "read_rows", "run_split", "run_task", "worker_agent"]
+__all__ = ["RunError", "Task", "append_rows", "check_agent", "read_rows", "run_split", "run_task", "worker_agent"]

@@ -1,11 +1,16 @@
-"""Closed-loop evaluation: Leaderboard results JSON per route split, resume after a kill, privileged drivers."""
+"""Closed-loop evaluation: Leaderboard results JSON per route split, route ids and repetitions as the Leaderboard's,
+resume after a kill or from a Leaderboard results file, privileged drivers."""
 
 import json
+import re
+from pathlib import Path
 
+import numpy as np
 import pytest
 
 from agents.registry import AgentSpec
 from metrics.leaderboard.results_io import CHECKPOINT_KEYS, TOP_LEVEL_KEYS, read_results
+from scenarios.splits import SplitError, resolve_split
 from w0sim.closed_loop import evaluate_routes
 
 
@@ -24,6 +29,11 @@ def test_results_json_has_the_leaderboard_layout_and_resumes_to_the_same_file(tm
     (killed / "rows.jsonl").write_text("\n".join(lines[:2]) + "\n" + lines[2][:30])
     again = evaluate_routes("builtin:routes", AgentSpec("constant_velocity"), tmp_path / "killed", limit=3, workers=2)
     assert again == full
+    # The line cut short was ended before the third route's row: the log reads back whole.
+    from w0sim.runner import read_rows
+
+    assert sorted(read_rows(killed / "rows.jsonl")) == ["RouteScenario_0_rep0", "RouteScenario_1_rep0",
+                                                        "RouteScenario_2_rep0"]
 
 
 @pytest.mark.parametrize("agent", ["pdm_closed", "human"])
@@ -46,7 +56,7 @@ def test_lane_following_pdm_completes_a_leaderboard_route_on_a_carla_town(tmp_pa
     results = evaluate_routes(f"carla:{routes}", AgentSpec("pdm_lane_following"), tmp_path, limit=1, workers=1,
                               split_options={"town_dir": town_dir})
     record = results["_checkpoint"]["records"][0]
-    assert record["route_id"] == "RouteScenario_0" and record["scores"]["score_route"] == 100
+    assert record["route_id"] == "RouteScenario_0_rep0" and record["scores"]["score_route"] == 100
     # The dense route is the Leaderboard's (CARLA's planner, tests/reference), its length measured as the LB does.
     from scenarios.leaderboard import densify, read_routes, town_for
 
@@ -70,8 +80,184 @@ def test_a_route_that_cannot_run_is_listed_with_its_reason_and_the_run_exits_1(t
     result = CliRunner().invoke(app, ["eval", "--agent", "constant_velocity", "--split", str(scenes), "--closed-loop",
                                       "--workers", "1", "--out", str(out)])
     assert result.exit_code == 1, result.output
+    # Routes are named by their place in the split, as the Leaderboard names them: a.npz is route 0, b.npz route 1.
     failed = json.loads((out / "failed_routes.json").read_text())
-    assert [f["route_id"] for f in failed] == ["b"] and "b.npz" in failed[0]["reason"]
+    assert [f["route_id"] for f in failed] == ["RouteScenario_1_rep0"] and "b.npz" in failed[0]["reason"]
     records = read_results(out / "results.json")["_checkpoint"]["records"]
-    assert [r["route_id"] for r in records] == ["a"]
-    assert "failed b" in " ".join(result.output.split())
+    assert [r["route_id"] for r in records] == ["RouteScenario_0_rep0"]
+    assert "failed RouteScenario_1_rep0" in " ".join(result.output.split())
+
+
+# ---- route ids, repetitions and resuming from a Leaderboard results file ------------------------------------------
+
+PLAN_IDS = ["RouteScenario_0_rep0", "RouteScenario_0_rep1", "RouteScenario_1_rep0", "RouteScenario_1_rep1"]
+
+
+@pytest.fixture(scope="module")
+def two_routes_twice(tmp_path_factory):
+    """builtin:routes, 2 routes x 2 repetitions, run whole (the reference for the resumed runs below)."""
+    out = tmp_path_factory.mktemp("two_routes_twice")
+    calls = []
+    results = evaluate_routes("builtin:routes", AgentSpec("constant_velocity"), out, limit=2, workers=2,
+                              repetitions=2, progress=lambda done, total: calls.append((done, total)))
+    return out, results, calls
+
+
+def _rows(out):
+    return [json.loads(line) for line in (out / "rows.jsonl").read_text().splitlines()]
+
+
+def test_repetitions_run_in_the_leaderboards_order_under_its_ids(two_routes_twice):
+    from w0sim.closed_loop import route_plan
+
+    plan = route_plan("builtin:routes", limit=2, repetitions=3)
+    assert [r.token for r in plan] == [f"RouteScenario_{i}_rep{k}" for i in (0, 1) for k in (0, 1, 2)]
+    assert [r.repetition for r in plan] == [0, 1, 2, 0, 1, 2] and plan[0].seed == plan[2].seed != plan[3].seed
+    out, results, calls = two_routes_twice
+    records = results["_checkpoint"]["records"]
+    assert [r["route_id"] for r in records] == PLAN_IDS and [r["index"] for r in records] == [0, 1, 2, 3]
+    assert results["_checkpoint"]["progress"] == [4, 4] and results["entry_status"] == "Finished"
+    assert sorted(calls) == [(1, 4), (2, 4), (3, 4), (4, 4)]  # progress counts route x repetitions
+    rows = {row["ref"]: row for row in _rows(out)}
+    # Both repetitions drive the scene of the route (one generated scene token), with their own traffic.
+    assert rows["RouteScenario_0_rep0"]["scene"] == rows["RouteScenario_0_rep1"]["scene"]
+    assert rows["RouteScenario_0_rep0"]["scene"] != rows["RouteScenario_1_rep0"]["scene"]
+    rep0, rep1 = (r.load() for r in route_plan("builtin:routes", limit=1, repetitions=2))
+    assert rep0.route == rep1.route and not np.array_equal(rep0.agents.x, rep1.agents.x)
+    assert np.array_equal(rep0.agents.x, resolve_split("builtin:routes", 1)[0].load().agents.x)
+
+
+def test_a_carla_route_file_keeps_its_ids_and_draws_repetition_k_from_seed_k():
+    from scenarios.splits import SceneRef, repeated
+
+    ref = SceneRef("RouteScenario_7", "Town01", 0, route_file=Path("routes.xml"), route_id="7", town_dir=Path("."))
+    assert [(r.token, r.seed) for r in (repeated(ref, k, f"RouteScenario_7_rep{k}") for k in (0, 1, 2))] == [
+        ("RouteScenario_7_rep0", 0), ("RouteScenario_7_rep1", 1), ("RouteScenario_7_rep2", 2)]
+    with pytest.raises(SplitError, match="fixed traffic"):
+        repeated(SceneRef("a", path=Path("a.npz")), 1, "RouteScenario_0_rep1")
+
+
+def test_repetitions_of_a_carla_route_file(tmp_path):
+    from tests.conftest import require_fixture
+    from w0sim.closed_loop import route_plan
+
+    routes = require_fixture("carla/routes/routes_devtest.xml")
+    plan = route_plan(f"carla:{routes}", limit=2, repetitions=2,
+                      split_options={"town_dir": require_fixture("carla/maps/Town01.xodr").parent})
+    assert [(r.token, r.route_id, r.seed) for r in plan] == [
+        ("RouteScenario_0_rep0", "0", 0), ("RouteScenario_0_rep1", "0", 1),
+        ("RouteScenario_1_rep0", "1", 0), ("RouteScenario_1_rep1", "1", 1)]
+
+
+def _leaderboard_file(path, ids, done, total, entry_status="Started", crashed_last=False):
+    """A results file as the Leaderboard writes it mid-run: the first `done` routes' records (here failed routes
+    with nothing driven, which w0sim's constant-velocity driver never gives), progress [done, total]."""
+    from metrics.leaderboard.results_io import build_results, write_results
+    from metrics.leaderboard.route_record import build_route_record
+
+    records = [build_route_record(i, ids[i], 0.0, 0.0, external_failure="Agent crashed") for i in range(done)]
+    if crashed_last:
+        records[-1] = build_route_record(done - 1, ids[done - 1], 0.0, 0.0, external_failure="Simulation crashed")
+    results = build_results(records, total, progress=[done, total], validate=False)
+    results.update(entry_status=entry_status, eligible=False, sensors=["carla_camera"])
+    write_results(path, results)
+    return records
+
+
+@pytest.mark.parametrize("crashed", [False, True])
+def test_a_run_resumes_from_a_leaderboard_results_file(tmp_path, two_routes_twice, crashed):
+    """The Leaderboard's records are kept and only the remaining routes run (after a crash, the crashed one again)."""
+    _, full, _ = two_routes_twice
+    out = tmp_path / "out"
+    out.mkdir()
+    theirs = _leaderboard_file(out / "results.json", PLAN_IDS, 2, 4, "Crashed" if crashed else "Started", crashed)
+    calls = []
+    results = evaluate_routes("builtin:routes", AgentSpec("constant_velocity"), out, limit=2, workers=1,
+                              repetitions=2, progress=lambda done, total: calls.append((done, total)))
+    kept = 1 if crashed else 2
+    records = results["_checkpoint"]["records"]
+    assert records[:kept] == theirs[:kept]
+    assert records[kept:] == full["_checkpoint"]["records"][kept:]
+    assert calls == [(done, 4) for done in range(kept + 1, 5)]  # only the remaining routes ran
+    rows = _rows(out)
+    assert [row["ref"] for row in rows] == PLAN_IDS[:kept] + PLAN_IDS[kept:]  # the adopted records became rows
+    assert all(row["source"] == str(out / "results.json") for row in rows[:kept])
+
+
+def test_our_partial_file_is_the_leaderboards_checkpoint_and_resumes_without_rows(tmp_path, two_routes_twice):
+    """Killed after two routes: results.json holds them as the Leaderboard's checkpoint (Started, progress [2, 4]);
+    with rows.jsonl gone, the run resumes from results.json alone and ends with the uninterrupted run's file."""
+    from metrics.leaderboard.results_io import resume_check
+
+    _, full, _ = two_routes_twice
+
+    class Interrupted(Exception):
+        pass
+
+    def stop_after_two(done, total):
+        if done == 2:
+            raise Interrupted
+
+    with pytest.raises(Interrupted):
+        evaluate_routes("builtin:routes", AgentSpec("constant_velocity"), tmp_path, limit=2, workers=1,
+                        repetitions=2, progress=stop_after_two)
+    partial = read_results(tmp_path / "results.json")
+    assert partial["entry_status"] == "Started" and partial["_checkpoint"]["progress"] == [2, 4]
+    assert [r["route_id"] for r in partial["_checkpoint"]["records"]] == PLAN_IDS[:2]
+    assert resume_check(partial, PLAN_IDS) == (2, "")
+    (tmp_path / "rows.jsonl").unlink()
+    again = evaluate_routes("builtin:routes", AgentSpec("constant_velocity"), tmp_path, limit=2, workers=1,
+                            repetitions=2)
+    assert again == full
+
+
+def test_more_repetitions_reuse_the_finished_routes_at_their_new_places(tmp_path, two_routes_twice):
+    """rows.jsonl (the run's own log) is reused by route id whatever the plan; records take their place in the new
+    run order (RouteScenario_1_rep0 was record 1 with one repetition, it is record 2 with two)."""
+    _, full, _ = two_routes_twice
+    once = evaluate_routes("builtin:routes", AgentSpec("constant_velocity"), tmp_path, limit=2, workers=1)
+    assert [r["route_id"] for r in once["_checkpoint"]["records"]] == ["RouteScenario_0_rep0", "RouteScenario_1_rep0"]
+    calls = []
+    twice = evaluate_routes("builtin:routes", AgentSpec("constant_velocity"), tmp_path, limit=2, workers=1,
+                            repetitions=2, progress=lambda done, total: calls.append((done, total)))
+    assert calls == [(3, 4), (4, 4)] and twice == full
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"total": 5}, "it plans 5 routes, this run 4"),
+    ({"ids": ["RouteScenario_1_rep0", *PLAN_IDS[1:]]}, "record 0 is 'RouteScenario_1_rep0' where this run has "
+                                                       "'RouteScenario_0_rep0'"),
+    ({"entry_status": "Invalid"}, "its entry_status is Invalid"),
+])
+def test_a_results_file_of_other_routes_is_refused_and_left_alone(tmp_path, change, message):
+    from typer.testing import CliRunner
+
+    from w0sim.cli import app
+    from w0sim.runner import RunError
+
+    path = tmp_path / "results.json"
+    _leaderboard_file(path, change.get("ids", PLAN_IDS), 2, change.get("total", 4), change.get("entry_status", "Started"))
+    before = path.read_text()
+    with pytest.raises(RunError, match=re.escape(f"{path} holds the results of another run: {message}")):
+        evaluate_routes("builtin:routes", AgentSpec("constant_velocity"), tmp_path, limit=2, workers=1, repetitions=2)
+    result = CliRunner().invoke(app, ["eval", "--agent", "constant_velocity", "--split", "builtin:routes", "--limit",
+                                      "2", "--repetitions", "2", "--workers", "1", "--out", str(tmp_path)])
+    assert result.exit_code == 2 and message in " ".join(result.output.split()), result.output
+    assert path.read_text() == before and not (tmp_path / "rows.jsonl").exists()
+
+
+def test_repetitions_are_for_closed_loop_runs(tmp_path):
+    from typer.testing import CliRunner
+
+    from w0sim.cli import app
+
+    def run(*args):
+        result = CliRunner().invoke(app, ["eval", "--agent", "constant_velocity", "--workers", "1", "--out",
+                                          str(tmp_path), *args])
+        return result.exit_code, " ".join(result.output.split())
+
+    code, output = run("--split", "builtin:navtest", "--limit", "1", "--repetitions", "2")
+    assert code == 2 and "--repetitions 2: repetitions are closed-loop route runs" in output
+    code, output = run("--split", "builtin:routes", "--limit", "1", "--repetitions", "0")
+    assert code == 2 and "--repetitions" in output
+    assert not list(tmp_path.iterdir())  # nothing ran
