@@ -7,6 +7,8 @@ Leaderboard's `interpolate_trajectory` does (a planner per route, `trace_route` 
 `carla.Map(town, xodr)` of the fixture towns; w0sim densifies the same routes (`scenarios.leaderboard.densify`).
 For every route of both route files: Hausdorff distance <= 2.0 m between the two dense routes, lengths within
 0.5 %; the table printed (-s) also says whether the points and RoadOptions are identical and times both sides.
+Two made-up routes check the cases those files lack: a waypoint on an overpass (Town04, 11 m above the road it
+crosses) and a waypoint 9 m from every lane (Town01).
 """
 from __future__ import annotations
 
@@ -52,7 +54,31 @@ def hausdorff(a: np.ndarray, b: np.ndarray) -> float:
     return float(max(cKDTree(b).query(a)[0].max(), cKDTree(a).query(b)[0].max()))
 
 
-@pytest.mark.parametrize("name", ROUTE_FILES)
+def _made_up_routes(path: Path, town_dir: Path) -> Path:
+    """A route file: an overpass waypoint (Town04, road 39 over road 47), and a waypoint 9 m off the road (Town01)."""
+    import carla
+
+    from scenarios.leaderboard import town_for
+
+    def xyz(waypoint):
+        location = waypoint.transform.location
+        return location.x, location.y, location.z
+
+    bridge = town_for(str(town_dir), "Town04").carla_map.get_waypoint(carla.Location(x=16.3, y=9.6, z=11.0))
+    town01 = town_for(str(town_dir), "Town01").carla_map
+    start = town01.get_waypoint(carla.Location(x=338.7, y=226.75, z=0.0))
+    middle = start.next(30.0)[0]
+    right = middle.transform.get_right_vector()
+    off = middle.transform.location + carla.Location(x=9.0 * right.x, y=9.0 * right.y)
+    routes = {"0": ("Town04", [xyz(bridge.previous(40.0)[0]), xyz(bridge), xyz(bridge.next(40.0)[0])]),
+              "1": ("Town01", [xyz(start), (off.x, off.y, off.z), xyz(middle.next(30.0)[0])])}
+    body = "".join(f"<route id='{rid}' town='{town}'>" + "".join(f"<waypoint x='{x}' y='{y}' z='{z}'/>" for x, y, z in pts)
+                   + "</route>" for rid, (town, pts) in routes.items())
+    path.write_text(f"<routes>{body}</routes>")
+    return path
+
+
+@pytest.mark.parametrize("name", ROUTE_FILES + ("overpass_and_far_waypoint",))
 def test_dense_routes_are_carlas(name, tmp_path):
     python = reference_python()
     pytest.importorskip("carla", reason="w0sim reads CARLA towns with the carla client (pip install 'w0sim[carla]')")
@@ -60,8 +86,11 @@ def test_dense_routes_are_carlas(name, tmp_path):
     from scenarios.leaderboard import densify, read_routes, town_for
     from scenarios.opendrive import local_to_carla
 
-    routes_file = require_fixture(f"carla/routes/{name}")
-    town_dir = routes_file.parent.parent / "maps"
+    town_dir = require_fixture("carla/maps/Town01.xodr").parent
+    if name in ROUTE_FILES:
+        routes_file = require_fixture(f"carla/routes/{name}")
+    else:
+        routes_file = _made_up_routes(tmp_path / f"{name}.xml", town_dir)
     out = tmp_path / "carla.json"
     run = subprocess.run([python, str(HARNESS), str(routes_file), str(town_dir), str(out)], capture_output=True,
                          text=True, timeout=1800, cwd=tmp_path)
