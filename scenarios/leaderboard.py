@@ -17,7 +17,6 @@ from pathlib import Path
 
 import numpy as np
 
-from metrics.leaderboard.criteria import route_length
 from scenarios.carla_route_planner import NoRouteError, TurnDecisions, planner_for
 from scenarios.opendrive import Town, carla_to_local, load_town
 from scenarios.opendrive.lanes import lane_id, waypoint_key
@@ -54,14 +53,17 @@ class LeaderboardRoute:
 @dataclass(frozen=True)
 class DenseRoute:
     """A route as the Leaderboard drives it: (M, 3) points x, y, z in our frame (about 1 m apart; a lane change
-    is a jump to the neighbour lane), the planner's RoadOption per point, the lanes of `RoadMap` it runs on,
-    and its length as the Leaderboard's statistics measure it."""
+    is a jump to the neighbour lane), the planner's RoadOption per point, and the lanes of `RoadMap` it runs on.
+    (A route record's length is measured as the Leaderboard measures it: `metrics.leaderboard.criteria.route_length`.)"""
 
     points: np.ndarray
     road_options: np.ndarray
     lane_ids: list[str]
-    length_m: float
     warnings: tuple[str, ...] = ()
+
+    @property
+    def length_m(self) -> float:
+        return float(np.linalg.norm(np.diff(self.points, axis=0), axis=1).sum())
 
 
 # --- route files -----------------------------------------------------------------------------
@@ -149,7 +151,7 @@ def densify(town: Town, route: LeaderboardRoute) -> DenseRoute:
     x, y, _ = carla_to_local(raw[:, 0], raw[:, 1], np.zeros(len(raw)))
     lanes = _lane_chain(town.road_map, [lane_id(waypoint_key(w)) for w, _ in trace], where)
     return DenseRoute(np.stack([x, y, raw[:, 2]], -1), np.array([int(o) for _, o in trace], dtype=np.int8), lanes,
-                      route_length(raw), notes)
+                      notes)
 
 
 def _far_waypoint_notes(carla_map, locations: list, where: str):

@@ -55,6 +55,7 @@ echo "$LB_SRC" > "$VENV/leaderboard-root"  # the suite runs scripts/merge_statis
 import carla, networkx
 from agents.navigation.global_route_planner import GlobalRoutePlanner
 from leaderboard.utils.statistics_manager import StatisticsManager
+from leaderboard.utils.route_indexer import RouteIndexer  # needs scenario_runner's srunner.scenarioconfigs
 from srunner.scenariomanager.traffic_events import TrafficEventType
 print('carla', carla.__file__, '| planner', GlobalRoutePlanner.__module__, '| statistics', StatisticsManager.__module__)")  # not from w0sim's root: its own agents package
 

@@ -81,7 +81,6 @@ def test_every_route_densifies_into_the_planners_hops_along_a_connected_lane_cha
         assert 0.8 < np.median(hops) < 1.05 * DENSE_STEP_M  # 1 m along the lane, in 3-D
         assert hops[~changes].max() <= 3 * DENSE_STEP_M + 1e-3, f"route {route.route_id}: a hop of {hops[~changes].max():.2f} m"
         assert hops[changes].max(initial=0.0) < 8.5
-        assert dense.length_m == pytest.approx(hops.sum(), rel=1e-6)
         # CARLA snaps each waypoint to its nearest lane; every waypoint of these files is on a lane, so on the route.
         gaps = shapely.distance(shapely.points(route.waypoints[:, :2]), shapely.LineString(dense.points[:, :2]))
         assert gaps.max() < 2.5, f"route {route.route_id}: waypoint {int(gaps.argmax())} is {gaps.max():.1f} m off"

@@ -58,10 +58,12 @@ def test_lane_following_pdm_completes_a_leaderboard_route_on_a_carla_town(tmp_pa
     record = results["_checkpoint"]["records"][0]
     assert record["route_id"] == "RouteScenario_0_rep0" and record["scores"]["score_route"] == 100
     # The dense route is the Leaderboard's (CARLA's planner, tests/reference), its length measured as the LB does.
+    from metrics.leaderboard.criteria import route_length
     from scenarios.leaderboard import densify, read_routes, town_for
 
     route = read_routes(routes)[0]
-    assert record["meta"]["route_length"] == round(densify(town_for(str(town_dir), route.town), route).length_m, 3)
+    dense = densify(town_for(str(town_dir), route.town), route)
+    assert record["meta"]["route_length"] == round(route_length(dense.points), 3)
     assert not record["infractions"]["collisions_vehicle"] and not record["infractions"]["red_light"]
 
 
