@@ -25,7 +25,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import IntEnum
 from functools import lru_cache
 
@@ -60,16 +60,6 @@ class _Segment:
     path: list
 
 
-@dataclass
-class _Edge:
-    """A graph edge with the attributes the search and the trace read (later additions update them, as in a DiGraph)."""
-
-    attrs: dict = field(default_factory=dict)
-
-    def __getitem__(self, key):
-        return self.attrs[key]
-
-
 def _forward(waypoint) -> np.ndarray:
     vector = waypoint.transform.rotation.get_forward_vector()
     return np.array([vector.x, vector.y, vector.z])
@@ -98,7 +88,7 @@ class GlobalRoutePlanner:
         self._segments = [self._segment(a, b) for a, b in carla_map.get_topology()]
         self._vertex: dict[int, tuple] = {}
         self._node_of: dict[tuple, int] = {}
-        self._adjacency: dict[int, dict[int, _Edge]] = {}
+        self._adjacency: dict[int, dict[int, dict]] = {}  # node -> {node: edge attributes}, in insertion order
         self._edge_of_lane: dict[tuple[int, int, int], tuple[int, int]] = {}
         self._build_graph()
         self._add_loose_ends()
@@ -129,9 +119,8 @@ class GlobalRoutePlanner:
         return self._node_of[vertex]
 
     def _add_edge(self, a: int, b: int, **attrs) -> None:
-        edge = self._adjacency.setdefault(a, {}).setdefault(b, _Edge())
+        self._adjacency.setdefault(a, {}).setdefault(b, {}).update(attrs)  # an edge added again is updated, as in a DiGraph
         self._adjacency.setdefault(b, {})
-        edge.attrs.update(attrs)
 
     def _build_graph(self) -> None:
         for segment in self._segments:
@@ -209,7 +198,7 @@ class GlobalRoutePlanner:
         return astar_path(self._steps, self._heuristic, start[0], end[0]) + [end[1]]
 
     def _steps(self, node: int):
-        return ((neighbour, edge.attrs.get("length", 1)) for neighbour, edge in self._adjacency[node].items())
+        return ((neighbour, edge.get("length", 1)) for neighbour, edge in self._adjacency[node].items())
 
     # --- the trace -----------------------------------------------------------------------------------
 
@@ -246,7 +235,7 @@ class GlobalRoutePlanner:
                     break
         return trace
 
-    def edge(self, a: int, b: int) -> _Edge:
+    def edge(self, a: int, b: int) -> dict:
         return self._adjacency[a][b]
 
     def successors(self, node: int):
