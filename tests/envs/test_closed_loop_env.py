@@ -431,3 +431,25 @@ def test_a_camera_episode_that_ends_mid_plan_still_observes_its_history():
     assert info["route_completed"]
     assert env.sim.step_index % 5 != env.scene.current_index % 5, "the route ended on a decision step: no test"
     assert obs["cameras"].shape[0] == 4 and len({frame.tobytes() for frame in obs["cameras"]}) == 4
+
+
+def test_the_readme_example_with_cameras_runs_every_episode_to_its_end():
+    """The README's `gym.make("w0sim/ClosedLoop-v0")` (cameras on) driven by an 8 m/s straight plan: every episode ends
+    (terminated or truncated) with a route record and a full camera history, whatever step it ends on."""
+    import gymnasium as gym
+
+    import sim.envs  # noqa: F401  (registers the ids)
+
+    env = gym.make("w0sim/ClosedLoop-v0")
+    ended_mid_plan = 0
+    for seed in range(8):
+        obs, info = env.reset(seed=seed)
+        start = env.unwrapped.sim.step_index
+        for _ in range(400):
+            obs, _, terminated, truncated, info = env.step(straight_trajectory(8.0))
+            if terminated or truncated:
+                break
+        assert terminated or truncated, f"seed {seed}: the episode did not end"
+        assert "route_record" in info and obs["cameras"].shape[0] == 4
+        ended_mid_plan += (env.unwrapped.sim.step_index - start) % 5 != 0
+    assert ended_mid_plan > 0  # the case that used to raise was exercised
