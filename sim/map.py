@@ -6,7 +6,10 @@ from functools import cached_property
 
 import numpy as np
 import shapely
+import shapely.errors
 from shapely import STRtree
+
+from sim.limits import MAX_ABS_COORDINATE_M, MAX_LANES, MAX_MAP_POINTS, MAX_SPEED_MPS
 
 # Area layers, in nuPlan terms. DRIVABLE_KINDS is the drivable-area set of NAVSIM's scorer (§1.3).
 AREA_KINDS = ("roadblock", "intersection", "carpark", "crosswalk", "walkway", "stop_polygon")
@@ -66,6 +69,34 @@ class StopSign:
     lane_ids: tuple[str, ...] = ()
 
 
+def _check_coordinates(map_name: str, what: str, values: np.ndarray) -> None:
+    """Real, finite and within +-MAX_ABS_COORDINATE_M, or a MapError naming the map, the field and the bound."""
+    if values.dtype.kind not in "iuf":
+        raise MapError(f"map {map_name!r}: {what} has dtype {values.dtype}, expected real numbers")
+    if not np.isfinite(values).all():
+        raise MapError(f"map {map_name!r}: {what} holds non-finite values (NaN or inf)")
+    if values.size and np.abs(values).max() > MAX_ABS_COORDINATE_M:
+        raise MapError(f"map {map_name!r}: {what} reaches {np.abs(values).max():.6g} m, beyond the bound "
+                       f"+-{MAX_ABS_COORDINATE_M:g} m")
+
+
+def _check_polyline(map_name: str, what: str, line) -> int:
+    """A (K >= 2, 2) polyline of plausible coordinates; returns K."""
+    line = np.asarray(line)
+    if line.ndim != 2 or line.shape[0] < 2 or line.shape[1] != 2:
+        raise MapError(f"map {map_name!r}: {what} has shape {line.shape}, expected (K >= 2, 2)")
+    _check_coordinates(map_name, what, line)
+    return line.shape[0]
+
+
+def _check_polygon(map_name: str, what: str, geometry, types: tuple[type, ...]) -> None:
+    """A non-empty polygon of the given types with plausible coordinates."""
+    if not isinstance(geometry, types) or geometry.is_empty:
+        raise MapError(f"map {map_name!r}: {what} is a {getattr(geometry, 'geom_type', type(geometry).__name__)}, "
+                       f"expected a non-empty {' or '.join(t.__name__ for t in types)}")
+    _check_coordinates(map_name, what, shapely.get_coordinates(geometry))
+
+
 @dataclass
 class RoadMap:
     """A road network. Build once per scene; all queries are vectorised over points.
@@ -82,15 +113,25 @@ class RoadMap:
         self.lane_index = {lane.id: i for i, lane in enumerate(self.lanes)}
         if len(self.lane_index) != len(self.lanes):
             raise MapError(f"map {self.name!r}: duplicate lane ids")
+        if len(self.lanes) > MAX_LANES:
+            raise MapError(f"map {self.name!r}: {len(self.lanes)} lanes, more than the bound {MAX_LANES}")
+        points = 0
         for lane in self.lanes:
-            if lane.centerline.ndim != 2 or lane.centerline.shape[0] < 2 or lane.centerline.shape[1] != 2:
-                raise MapError(f"map {self.name!r}: lane {lane.id!r} centerline has shape {lane.centerline.shape}")
+            for name in ("centerline", "left_boundary", "right_boundary"):
+                points += _check_polyline(self.name, f"lane {lane.id!r} {name}", getattr(lane, name))
+            if points > MAX_MAP_POINTS:
+                raise MapError(f"map {self.name!r}: more than {MAX_MAP_POINTS} lane polyline points (the bound)")
+            limit = lane.speed_limit
+            if not isinstance(limit, (int, float, np.integer, np.floating)) or not 0.0 <= limit <= MAX_SPEED_MPS:
+                raise MapError(f"map {self.name!r}: lane {lane.id!r} speed_limit {limit!r} is outside "
+                               f"0..{MAX_SPEED_MPS:g} m/s")
             for other in lane.successors + lane.predecessors:
                 if other not in self.lane_index:
                     raise MapError(f"map {self.name!r}: lane {lane.id!r} links to unknown lane {other!r}")
         for area in self.areas:
             if area.kind not in AREA_KINDS:
                 raise MapError(f"map {self.name!r}: area {area.id!r} has unknown kind {area.kind!r}")
+            _check_polygon(self.name, f"area {area.id!r} polygon", area.polygon, (shapely.Polygon, shapely.MultiPolygon))
         if len({sign.id for sign in self.stop_signs}) != len(self.stop_signs):
             raise MapError(f"map {self.name!r}: duplicate stop sign ids")
         for sign in self.stop_signs:
@@ -101,6 +142,8 @@ class RoadMap:
                 raise MapError(f"map {self.name!r}: stop sign {sign.id!r} position has shape {np.shape(sign.position)}")
             if not isinstance(sign.trigger, shapely.Polygon) or sign.trigger.is_empty or sign.trigger.area <= 0:
                 raise MapError(f"map {self.name!r}: stop sign {sign.id!r} trigger is not a non-empty polygon")
+            _check_coordinates(self.name, f"stop sign {sign.id!r} position", np.asarray(sign.position))
+            _check_polygon(self.name, f"stop sign {sign.id!r} trigger", sign.trigger, (shapely.Polygon,))
         self.lane_polygons = np.array([lane.polygon() for lane in self.lanes], dtype=object)
         self.lane_centerlines = np.array([shapely.LineString(lane.centerline) for lane in self.lanes], dtype=object)
         self.lane_tree = STRtree(self.lane_polygons)
@@ -131,7 +174,16 @@ class RoadMap:
     def drivable_area(self) -> shapely.Geometry:
         """Union of the drivable layers and all lane polygons, prepared for fast point tests."""
         parts = [self.area_layer(k)[1] for k in DRIVABLE_KINDS] + [self.lane_polygons]
-        union = shapely.union_all(np.concatenate(parts))
+        polygons = np.concatenate(parts)
+        try:
+            union = shapely.union_all(polygons)
+        except shapely.errors.GEOSException as exc:  # invalid input polygons (a bowtie, a collapsed ring)
+            names = [f"area {a.id!r}" for kind in DRIVABLE_KINDS for a in self.areas if a.kind == kind]
+            names += [f"lane {lane.id!r}" for lane in self.lanes]
+            invalid = [f"{name} ({shapely.is_valid_reason(p)})" for name, p in zip(names, polygons)
+                       if not shapely.is_valid(p)][:3]
+            raise MapError(f"map {self.name!r}: the drivable polygons cannot be combined ({exc}); invalid: "
+                           f"{', '.join(invalid) or 'none found'}") from None
         shapely.prepare(union)
         return union
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from agents.route_follower import RouteFollowerAgent
-from scenarios.scene import load_scene
+from scenarios.scene import SceneFormatError, load_scene
 from sim.envs.closed_loop_env import ClosedLoopEnv
 from sim.envs.frames import FrameRenderer
 from sim.render.camera import CameraConfig
@@ -26,11 +26,15 @@ class SceneCheck:
 
 
 def check_scene(path: str | Path, max_decisions: int = 400) -> SceneCheck:
-    """Load, render the current frame, and drive the route with the IDM route follower."""
+    """Load (a malformed or implausible file fails with the loader's reason), render the current frame, and drive
+    the route with the IDM route follower."""
     path = Path(path)
     family = "?"
     try:
         scene = load_scene(path)
+    except SceneFormatError as exc:  # names the file, the field and the bound: no traceback needed
+        return SceneCheck(str(path), family, False, str(exc))
+    try:
         family = scene.family
         frame = FrameRenderer(scene.map, CameraConfig()).composite(
             scene.initial_ego_state, scene.agents.at(scene.current_index), scene.light_status_at(scene.current_index),

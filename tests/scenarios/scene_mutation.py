@@ -1,0 +1,45 @@
+"""Helpers to read a scene file's entries and write a changed copy (for the scene-file validation and fuzz tests)."""
+from __future__ import annotations
+
+import io
+import json
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+
+def read_entries(path: Path) -> tuple[dict, dict[str, np.ndarray]]:
+    """(header, arrays) of a scene file, as stored."""
+    with np.load(path) as data:
+        arrays = {name: data[name] for name in data.files}
+    return json.loads(arrays.pop("header").tobytes()), arrays
+
+
+def write_entries(path: Path, header, arrays: dict[str, np.ndarray], raw_header: bytes | None = None) -> Path:
+    """A scene file of these entries (the header as JSON, or `raw_header` bytes as they are)."""
+    header_bytes = raw_header if raw_header is not None else json.dumps(header).encode()
+    entries = {"header": np.frombuffer(header_bytes, dtype=np.uint8), **arrays}
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        for name, value in entries.items():
+            buffer = io.BytesIO()
+            np.lib.format.write_array(buffer, np.asarray(value), allow_pickle=False)
+            archive.writestr(f"{name}.npy", buffer.getvalue())
+    return path
+
+
+def with_changes(source: Path, target: Path, header_changes: dict | None = None, **arrays) -> Path:
+    """A copy of `source` with header keys replaced (nested dicts merged one level) and arrays replaced or, given
+    None, removed."""
+    header, entries = read_entries(source)
+    for key, value in (header_changes or {}).items():
+        if isinstance(value, dict) and isinstance(header.get(key), dict):
+            header[key] = {**header[key], **value}
+        else:
+            header[key] = value
+    for name, value in arrays.items():
+        if value is None:
+            entries.pop(name, None)
+        else:
+            entries[name] = value
+    return write_entries(target, header, entries)
