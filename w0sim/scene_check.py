@@ -11,6 +11,7 @@ from agents.route_follower import RouteFollowerAgent
 from scenarios.scene import SceneFormatError, load_scene
 from sim.envs.closed_loop_env import ClosedLoopEnv
 from sim.envs.frames import FrameRenderer
+from sim.map import MapError
 from sim.render.camera import CameraConfig
 
 
@@ -52,5 +53,7 @@ def check_scene(path: str | Path, max_decisions: int = 400) -> SceneCheck:
             if terminated or truncated:
                 break
         return SceneCheck(str(path), family, True, "", decisions, info["route_fraction"], info["collisions"])
+    except MapError as exc:  # the map's own data is at fault (e.g. polygons GEOS cannot combine): the reason says it
+        return SceneCheck(str(path), family, False, f"{path}: MapError: {exc}")
     except Exception as exc:  # a smoke check records every failure and goes on
         return SceneCheck(str(path), family, False, f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=3)}")

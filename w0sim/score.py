@@ -3,8 +3,9 @@
 The trajectories file is JSON: a list of objects, or a dict name -> object, each
 `{"name": ..., "poses": [[x, y, heading], ...], "interval": 0.5}` (`interval` optional, default 0.5 s;
 `name` optional, default the dict key or `trajectory_<i>`), poses in the ego rear-axle frame of the scene's
-current frame. A trajectory that cannot be scored (NaN / inf, wrong shape, empty, bad interval) gives a failed
-row (valid False, NaN metrics, the reason) instead of stopping the run; a missing or malformed scene or JSON
+current frame. A trajectory that cannot be scored (NaN / inf, non-numeric, wrong shape, empty, bad interval, poses
+beyond the plausibility bounds of `sim.limits`) gives a failed row (valid False, NaN metrics, the reason) instead of
+stopping the run; a missing or malformed scene or JSON
 file raises `ScoreInputError` naming the file and the problem.
 """
 from __future__ import annotations
@@ -18,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from metrics.pdm import SUBSCORE_COLUMNS, VERSIONS
+from sim.limits import MAX_TRAJECTORY_INTERVAL_S, MAX_TRAJECTORY_POSES
 
 DEFAULT_INTERVAL = 0.5
 SHORT_NAMES = {"no_at_fault_collisions": "NC", "drivable_area_compliance": "DAC",
@@ -104,9 +106,56 @@ def _number(value) -> float:
     return float(value) if value is not None else math.nan
 
 
+def _pose_problem(poses, interval) -> str | None:
+    """Why a trajectory cannot be scored, for what the scorer's own check (non-finite, shape, empty, interval) lets
+    through: non-numeric values (JSON strings or booleans), too many poses, an interval beyond the bound, and poses
+    beyond the plausibility bounds of actions (`sim.envs.observation.action_problem`), which would otherwise give
+    numbers from a tracker pushed past float range."""
+    from sim.envs.observation import action_problem
+
+    try:
+        array = np.asarray(poses)
+    except (TypeError, ValueError):
+        return None  # ragged: the scorer names the problem
+    if array.dtype.kind not in "iuf" and array.size:
+        return f"trajectory poses must be numbers (got {array.dtype.name} values)"
+    if array.ndim == 2 and array.shape[0] > MAX_TRAJECTORY_POSES:
+        return f"trajectory has {array.shape[0]} poses, more than the bound {MAX_TRAJECTORY_POSES}"
+    if isinstance(interval, bool) or (isinstance(interval, (int, float)) and interval > MAX_TRAJECTORY_INTERVAL_S):
+        return f"trajectory interval must be a number of seconds in (0, {MAX_TRAJECTORY_INTERVAL_S:g}], got {interval!r}"
+    if array.ndim == 2 and array.shape[1:] == (3,) and array.size and array.dtype.kind in "iuf":
+        values = array.astype(np.float64)
+        if np.isfinite(values).all():
+            return action_problem(values, "trajectory")
+    return None
+
+
+def _score_row(scorer, spec: TrajectorySpec, version: str) -> tuple[object, float]:
+    """(PDMRows, score) of one trajectory: a failed row for poses the checks refuse or that scoring cannot handle."""
+    from shapely.errors import GEOSException
+
+    from metrics.pdm import PDMRows
+
+    problem = _pose_problem(spec.poses, spec.interval)
+    if problem is not None:
+        return PDMRows.failed(version, problem), 0.0
+    try:
+        rows, score = scorer.score(spec.poses, spec.interval)
+    except (ValueError, TypeError, IndexError, FloatingPointError, GEOSException) as exc:
+        return PDMRows.failed(version, f"scoring failed: {type(exc).__name__}: {exc}"), 0.0
+    if rows.valid[0]:
+        values = [float(getattr(rows, name)[0]) for name in SUBSCORE_COLUMNS[version]]
+        if not (math.isfinite(score) and 0.0 <= score <= 1.0) or any(
+                math.isinf(v) or not (math.isnan(v) or 0.0 <= v <= 1.0) for v in values):
+            return PDMRows.failed(version, f"scoring gave a value outside [0, 1] (score {score!r})"), 0.0
+    return rows, score
+
+
 def score_trajectories(scene_path: str | Path, trajectories, version: str = "v1.1") -> ScoreReport:
     """Score each trajectory (a trajectories file path or a list of TrajectorySpec) on the scene file's current
     frame; one row per trajectory with every sub-score of `version`, the reported score, valid and reason."""
+    from shapely.errors import GEOSException
+
     from sim.envs.scene_scoring import SceneScorer
 
     if version not in VERSIONS:
@@ -116,11 +165,12 @@ def score_trajectories(scene_path: str | Path, trajectories, version: str = "v1.
     scene = _load_scene(scene_path)
     try:
         scorer = SceneScorer(scene, version)
-    except (ValueError, KeyError, IndexError) as exc:
-        raise ScoreInputError(f"{scene_path}: cannot build the metric cache of this scene ({exc})") from None
+    except (ValueError, KeyError, IndexError, TypeError, FloatingPointError, GEOSException) as exc:
+        raise ScoreInputError(f"{scene_path}: cannot build the metric cache of this scene "
+                              f"({type(exc).__name__}: {exc})") from None
     report = ScoreReport(scene.token, version)
     for spec in specs:
-        rows, score = scorer.score(spec.poses, spec.interval)
+        rows, score = _score_row(scorer, spec, version)
         valid = bool(rows.valid[0])
         row = {"token": scene.token, "name": spec.name, "valid": valid}
         for name in SUBSCORE_COLUMNS[version]:

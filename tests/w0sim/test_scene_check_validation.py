@@ -1,0 +1,28 @@
+"""`scenes check` (w0sim.scene_check) never says "ok" for an implausible scene, and gives reasons a person reads."""
+import dataclasses
+
+import shapely
+
+from scenarios.generator import generate_scene
+from scenarios.scene import save_scene
+from sim.map import Area, RoadMap
+from w0sim.scene_check import check_scene
+
+
+def test_a_plausible_scene_is_ok(tmp_path):
+    check = check_scene(save_scene(generate_scene("curve", 0), tmp_path / "curve.npz"), max_decisions=3)
+    assert check.ok and check.reason == "" and check.decisions == 3 and check.family == "curve"
+
+
+def test_polygons_that_cannot_be_combined_fail_with_their_names(tmp_path):
+    scene = generate_scene("straight", 1)
+    x, y = scene.initial_ego_state[:2]
+    bow = shapely.Polygon([(x, y - 5), (x + 10, y + 5), (x + 10, y - 5), (x, y + 5)])
+    tie = shapely.Polygon([(x + 5, y - 5), (x + 15, y + 5), (x + 15, y - 5), (x + 5, y + 5)])
+    road_map = RoadMap(list(scene.map.lanes), [*scene.map.areas, Area("bow", "carpark", bow),
+                                               Area("tie", "roadblock", tie)], name=scene.map.name)
+    path = save_scene(dataclasses.replace(scene, map=road_map), tmp_path / "bowtie.npz")
+    check = check_scene(path, max_decisions=3)
+    assert not check.ok and check.family == "straight"
+    assert "cannot be combined" in check.reason and "area 'bow' (Self-intersection" in check.reason
+    assert "Traceback" not in check.reason and check.reason.startswith(str(path))
