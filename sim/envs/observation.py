@@ -4,11 +4,21 @@ from __future__ import annotations
 import numpy as np
 from gymnasium import spaces
 
+from sim import limits
 from sim.agent_input import AgentInput
 from sim.state import TrajectorySampling
 
 POSE_LIMIT = 1000.0  # metres; a bound for the space, not a physical limit
 DYNAMICS_LIMIT = 100.0
+
+
+# Plausibility bounds of an action's last axis: a trajectory's (x, y, heading), a control's (acceleration, steering
+# rate). Values beyond them are a policy failure, like NaN: nothing real plans a pose 10 km away in 4 s, and 1e300
+# would overflow the tracker into NaN states.
+TRAJECTORY_BOUNDS = (limits.MAX_TRAJECTORY_POSE_M, limits.MAX_TRAJECTORY_POSE_M, limits.MAX_ABS_HEADING_RAD)
+CONTROL_BOUNDS = (limits.MAX_ABS_ACCELERATION, limits.MAX_ABS_STEERING_RATE)
+_BOUNDS_BY_WIDTH = {3: TRAJECTORY_BOUNDS, 2: CONTROL_BOUNDS}
+_NAMES_BY_WIDTH = {3: ("x", "y", "heading"), 2: ("acceleration", "steering rate")}
 
 
 class InvalidActionError(ValueError):
@@ -52,20 +62,44 @@ def control_space() -> spaces.Box:
     return spaces.Box(np.array([-8.0, -1.0], np.float32), np.array([4.0, 1.0], np.float32), dtype=np.float32)
 
 
-def check_action(action, expected_shape: tuple[int, ...], what: str) -> tuple[np.ndarray, str | None]:
-    """(float64 array, None) for a usable action; (array, reason) for a non-finite one.
-
-    Wrong shapes or non-numeric actions raise InvalidActionError: they are programming errors.
-    Non-finite values are a policy failure the environments report as a failed episode.
-    """
-    try:
-        array = np.asarray(action, dtype=np.float64)
-    except (TypeError, ValueError) as exc:
-        raise InvalidActionError(f"{what}: action must be a numeric array of shape {expected_shape} ({exc})") from None
-    if array.shape != expected_shape:
-        raise InvalidActionError(f"{what}: action has shape {array.shape}, expected {expected_shape}")
+def action_problem(array: np.ndarray, what: str, bounds=None) -> str | None:
+    """Why a numeric action array is unusable (non-finite values, or values beyond `bounds` along its last axis), or
+    None. `bounds` defaults by the last axis: 3 a trajectory (TRAJECTORY_BOUNDS), 2 a control (CONTROL_BOUNDS)."""
     bad = ~np.isfinite(array)
     if bad.any():
         where = np.argwhere(bad)[:5].tolist()
-        return array, f"{what}: action has non-finite values at {where}"
-    return array, None
+        return f"{what}: action has non-finite values at {where}"
+    width = array.shape[-1] if array.ndim else 0
+    if bounds is None:
+        bounds = _BOUNDS_BY_WIDTH.get(width)
+    if bounds is None or array.size == 0:
+        return None
+    bound = np.asarray(bounds, dtype=np.float64)
+    beyond = np.abs(array) > bound
+    if beyond.any():
+        index = tuple(int(i) for i in np.argwhere(beyond)[0])
+        names = _NAMES_BY_WIDTH.get(width, ())
+        column = names[index[-1]] if len(names) == width else f"column {index[-1]}"
+        return (f"{what}: {column} {array[index]:.6g} at {list(index)} is beyond the plausibility bound "
+                f"+-{np.broadcast_to(bound, array.shape)[index]:g}")
+    return None
+
+
+def check_action(action, expected_shape: tuple[int, ...], what: str, bounds=None) -> tuple[np.ndarray, str | None]:
+    """(float64 array, None) for a usable action; (array, reason) for a non-finite or implausible one.
+
+    Wrong shapes or non-numeric actions (strings, objects, ragged lists) raise InvalidActionError: they are
+    programming errors. Non-finite values and values beyond the plausibility bounds (`action_problem`) are a policy
+    failure the environments report as a failed episode.
+    """
+    try:
+        raw = np.asarray(action)
+    except (TypeError, ValueError) as exc:  # ragged nesting
+        raise InvalidActionError(f"{what}: action must be a numeric array of shape {expected_shape} ({exc})") from None
+    if raw.dtype.kind not in "iuf":
+        raise InvalidActionError(f"{what}: action must be a numeric (integer or float) array of shape "
+                                 f"{expected_shape}, got dtype {raw.dtype}")
+    if raw.shape != expected_shape:
+        raise InvalidActionError(f"{what}: action has shape {raw.shape}, expected {expected_shape}")
+    array = raw.astype(np.float64)
+    return array, action_problem(array, what, bounds)
