@@ -15,6 +15,7 @@ from sim.state import TrafficLightStatus
 from sim.traffic.paths import PATH_STEP_M, AgentPaths
 
 ANTICIPATION_S = 1.5  # s: how far ahead the corridor predicts moving obstacles
+SEARCH_SLACK_M = 1.0  # m: the sparse lead search's window is widened by this much (rounding never decides there)
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,9 @@ class IDMParameters:
     lead_update_steps: int = 2
     # False for planners' proposals: alternatives of one ego are not each other's leads.
     follow_each_other: bool = True
+    # Up to this many agents, lane leads are searched over (N, N) matrices; beyond, by lanes sorted once per search
+    # (`_lane_leads_sparse`: the same result, at a cost that follows the nearby pairs instead of N^2).
+    dense_lead_search_max: int = 64
 
 
 @dataclass
@@ -79,7 +83,14 @@ class IDMTraffic:
         if self.active is None:
             self.active = np.ones(len(self.s), dtype=bool)
         self._rows = np.arange(len(self.s))
-        self._half_length_sum = 0.5 * (self.length + self.length[:, None])
+        # Lane leads: an (N, N) search for few agents; for many, only the (agent, lane on its path) pairs, each
+        # against the agents on that lane within the lookahead (same result, cost ~ nearby pairs, not N^2).
+        self._dense_leads = len(self.s) <= self.params.dense_lead_search_max
+        if self._dense_leads:
+            self._half_length_sum = 0.5 * (self.length + self.length[:, None])
+        else:
+            path_rows, path_lanes = np.nonzero(np.isfinite(self.paths.lane_start))
+            self._path_pairs = (path_rows, path_lanes, self.paths.lane_start[path_rows, path_lanes])
         self._corridor_samples = max(int(self.params.corridor_lookahead / PATH_STEP_M), 2)
         self._corridor_offsets = np.arange(self._corridor_samples)
         self._last_sample = self.paths.points.shape[1] - 1
@@ -113,6 +124,8 @@ class IDMTraffic:
 
     def _lane_leads(self, lane_now: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Gap (N,) and speed of the nearest active agent ahead on each agent's own path."""
+        if not self._dense_leads:
+            return self._lane_leads_sparse(lane_now)
         # Where agent j sits on agent i's path: start of j's lane there + j's progress in that lane.
         into_lane = self.s - self.paths.lane_start[self._rows, lane_now]
         ahead = self.paths.lane_start[:, lane_now] + (into_lane - self.s[:, None])  # (N, N); NaN: not on i's path
@@ -124,6 +137,60 @@ class IDMTraffic:
         j = np.argmin(gap, axis=1)
         best = gap[self._rows, j]
         return best, np.where(best < np.inf, self.v[j], 0.0)
+
+    def _lane_leads_sparse(self, lane_now: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """`_lane_leads` without the (N, N) matrices, bit for bit the same result.
+
+        Agents are sorted by (lane, progress into it). Each (agent i, lane l on i's path) pair walks the agents on l
+        from where they can first be ahead of i (a binary search, widened by SEARCH_SLACK_M), evaluating each with
+        the dense search's own expressions and mask, and stops once no agent further along can have a smaller gap
+        (gap >= distance ahead - half the longest agent - half its own length) or the window ends. Equal gaps keep
+        the lowest index, as np.argmin does. The cost follows the pairs examined (a few per lane pair), not N^2.
+        """
+        n, num_lanes = self.count, self.paths.lane_start.shape[1]
+        best, v_lead = np.full(n, np.inf), np.zeros(n)
+        path_rows, path_lanes, path_start = self._path_pairs
+        if n == 0 or path_rows.size == 0:
+            return best, v_lead
+        into_lane = self.s - self.paths.lane_start[self._rows, lane_now]
+        lane_of = lane_now % num_lanes  # the column `lane_start[:, lane_now]` reads (-1, padding, is the last)
+        candidates = np.flatnonzero(self.active & np.isfinite(into_lane))
+        if candidates.size == 0:
+            return best, v_lead
+        lookahead = self.params.lane_lookahead
+        # One sorted key: lane-major, progress-minor (lanes strided far enough apart never to overlap).
+        low = self.s[path_rows] - path_start - SEARCH_SLACK_M
+        high = low + lookahead + 2.0 * SEARCH_SLACK_M
+        stride = 2.0 * max(np.abs(into_lane[candidates]).max(), np.abs(low).max(), np.abs(high).max()) + 1.0
+        keys = lane_of[candidates] * stride + into_lane[candidates]
+        order = np.argsort(keys, kind="stable")
+        candidates, keys = candidates[order], keys[order]
+        position = np.searchsorted(keys, path_lanes * stride + low, side="left")
+        stop = np.searchsorted(keys, path_lanes * stride + high, side="right")
+        pair_gap, pair_lead = np.full(path_rows.size, np.inf), np.full(path_rows.size, -1)
+        reach = 0.5 * self.length[candidates].max() + 0.5 * self.length + SEARCH_SLACK_M  # (N,) see the docstring
+        walking = np.flatnonzero(position < stop)
+        while walking.size:
+            i, j = path_rows[walking], candidates[position[walking]]
+            ahead = self.paths.lane_start[i, lane_now[j]] + (into_lane[j] - self.s[i])
+            gap = ahead - 0.5 * (self.length[j] + self.length[i])
+            held, held_lead = pair_gap[walking], pair_lead[walking]
+            better = ((ahead > 0.0) & (ahead < lookahead) & (i != j)
+                      & ((gap < held) | ((gap == held) & (j < held_lead))))
+            pair_gap[walking[better]], pair_lead[walking[better]] = gap[better], j[better]
+            position[walking] += 1
+            done = (ahead - reach[i] > pair_gap[walking]) | (ahead >= lookahead + SEARCH_SLACK_M)
+            walking = walking[~done & (position[walking] < stop[walking])]
+        found = np.flatnonzero(pair_lead >= 0)
+        if found.size == 0:
+            return best, v_lead
+        i, j, gap = path_rows[found], pair_lead[found], pair_gap[found]
+        order = np.lexsort((j, gap, i))  # per agent: the smallest gap over its lanes, then the lowest index
+        i, j, gap = i[order], j[order], gap[order]
+        head = np.concatenate([[True], i[1:] != i[:-1]])
+        best[i[head]] = gap[head]
+        v_lead[i[head]] = self.v[j[head]]
+        return best, v_lead
 
     def _corridor_leads(self, obstacles: Obstacles) -> tuple[np.ndarray, np.ndarray]:
         """Gap (N,) and along-track speed of the nearest obstacle in each agent's corridor: the
