@@ -13,6 +13,7 @@ loss only (§5.1). Rollouts re-plan each step (or follow given poses) with the e
 """
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -77,6 +78,15 @@ class DriveVLAW0ForDriving(PreTrainedModel):
     def _init_weights(self, module: torch.nn.Module) -> None:
         # Every part is a PreTrainedModel that initialises itself (zero-init heads, conv defaults).
         pass
+
+    def save_pretrained(self, save_directory: str | os.PathLike, *args, **kwargs) -> None:
+        """`PreTrainedModel.save_pretrained`, then the record in model.safetensors' metadata (the config and a sha256
+        of the tensor data, `policies.checkpoint.write_record`) that loading checks config.json and the data against."""
+        super().save_pretrained(save_directory, *args, **kwargs)
+        if kwargs.get("is_main_process", args[0] if args else True):
+            from policies.checkpoint import write_record  # it imports this module
+
+            write_record(save_directory, self.config)
 
     @property
     def backbone(self) -> DriveVLAW0Backbone:
