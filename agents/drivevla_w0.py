@@ -13,6 +13,9 @@ import numpy as np
 import torch
 
 from agents.base import AgentError, AgentOptions, SensorConfig, WorldModelAgent
+from policies.checkpoint import CheckpointError as PolicyCheckpointError
+from policies.checkpoint import check_checkpoint, config_fields, load_checkpoint
+from policies.config import DriveVLAW0Config
 from policies.model import DriveVLAW0ForDriving
 from sim.agent_input import HISTORY_STRIDE, NUM_HISTORY_FRAMES, AgentInput
 from sim.render.camera import downsample_frames
@@ -25,28 +28,31 @@ DEFAULT_CHECKPOINT = Path(__file__).resolve().parents[1] / "checkpoints" / "driv
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
-class CheckpointError(AgentError):
-    """A checkpoint folder cannot be loaded: the message names the folder and what is wrong."""
+class CheckpointError(AgentError, PolicyCheckpointError):
+    """A checkpoint folder cannot be loaded: the message names the folder, the file and what is wrong."""
 
 
-def check_checkpoint_folder(folder: Path) -> None:
-    """A CheckpointError unless `folder` looks like a `save_pretrained` folder (config.json + model.safetensors)."""
-    if not folder.is_dir():
-        raise CheckpointError(f"checkpoint {folder} is not a folder")
-    for name in ("config.json", "model.safetensors"):
-        if not (folder / name).exists():
-            raise CheckpointError(f"checkpoint {folder} has no {name} (expected a save_pretrained folder)")
+def _agent_error(err: PolicyCheckpointError) -> CheckpointError:
+    return err if isinstance(err, CheckpointError) else CheckpointError(str(err))
+
+
+def check_checkpoint_folder(folder: str | Path) -> DriveVLAW0Config:
+    """The checkpoint's config after every check that reads no tensor data (`policies.checkpoint.check_checkpoint`:
+    config.json's fields, model.safetensors' header, tensor names / shapes / dtypes against the config), or a
+    CheckpointError that says why."""
+    try:
+        return check_checkpoint(Path(folder))[0]
+    except PolicyCheckpointError as err:
+        raise _agent_error(err) from None
 
 
 def load_policy(checkpoint: str | Path, device: str | torch.device = "cpu") -> DriveVLAW0ForDriving:
-    """`DriveVLAW0ForDriving.from_pretrained(checkpoint)` in eval mode, or a CheckpointError that says why."""
-    folder = Path(checkpoint)
-    check_checkpoint_folder(folder)
+    """The policy of checkpoint folder `checkpoint` in eval mode, loaded strictly (`policies.checkpoint`), or a
+    CheckpointError that says why."""
     try:
-        model = DriveVLAW0ForDriving.from_pretrained(folder)
-    except Exception as err:  # transformers / safetensors raise many types for a damaged folder
-        raise CheckpointError(f"checkpoint {folder} cannot be loaded: {type(err).__name__}: {err}") from err
-    return model.to(device).eval()
+        return load_checkpoint(Path(checkpoint), device)
+    except PolicyCheckpointError as err:
+        raise _agent_error(err) from None
 
 
 class DriveVLAW0Agent(WorldModelAgent):
@@ -61,13 +67,22 @@ class DriveVLAW0Agent(WorldModelAgent):
             raise AgentError(f"DriveVLAW0Agent: dtype {dtype!r} is not one of {', '.join(DTYPES)}")
         self.dtype = DTYPES[dtype]
         self.model: DriveVLAW0ForDriving | None = None
+        # Everything about the checkpoint that needs no tensor data is checked here, where the agent is built
+        # (in the process that starts a run, before any worker); the data when `initialize` loads it.
+        self.config = check_checkpoint_folder(self.checkpoint)
+        c = self.config
+        if (c.num_poses, c.pose_interval_s) != (trajectory_sampling.num_poses, trajectory_sampling.interval):
+            raise CheckpointError(f"checkpoint {self.checkpoint} plans {c.num_poses} poses at {c.pose_interval_s} s; "
+                                  f"the agent was asked for {trajectory_sampling}")
+        if self._frame_indices(NUM_HISTORY_FRAMES) is None:
+            raise CheckpointError(f"checkpoint {self.checkpoint} wants {c.num_history_frames} frames "
+                                  f"{c.frame_interval_s} s apart, more than the {NUM_HISTORY_FRAMES} history frames")
 
     @classmethod
     def from_options(cls, options: AgentOptions = AgentOptions()) -> "DriveVLAW0Agent":
         """`--checkpoint` (default: the shipped tiny checkpoint), `--seed`, `--device`, `--dtype`; the folder and
         the device are checked here, before any scene runs."""
         checkpoint = Path(options.checkpoint) if options.checkpoint else DEFAULT_CHECKPOINT
-        check_checkpoint_folder(checkpoint)
         if options.device.startswith("cuda") and not torch.cuda.is_available():
             raise AgentError(f"DriveVLAW0Agent: device {options.device!r} asked for, but torch sees no CUDA device")
         return cls(checkpoint, device=options.device, seed=options.seed, dtype=options.dtype)
@@ -75,21 +90,17 @@ class DriveVLAW0Agent(WorldModelAgent):
     def initialize(self) -> None:
         if self.model is not None:
             return
-        self.model = load_policy(self.checkpoint, self.device).to(self.dtype)
-        c = self.model.config
-        if (c.num_poses, c.pose_interval_s) != (self.trajectory_sampling.num_poses, self.trajectory_sampling.interval):
-            raise CheckpointError(f"checkpoint {self.checkpoint} plans {c.num_poses} poses at {c.pose_interval_s} s; "
-                                  f"the agent was asked for {self.trajectory_sampling}")
-        if self._frame_indices(NUM_HISTORY_FRAMES) is None:
-            raise CheckpointError(f"checkpoint {self.checkpoint} wants {c.num_history_frames} frames "
-                                  f"{c.frame_interval_s} s apart, more than the {NUM_HISTORY_FRAMES} history frames")
+        model = load_policy(self.checkpoint, self.device)
+        if config_fields(model.config) != config_fields(self.config):
+            raise CheckpointError(f"checkpoint {self.checkpoint} changed on disk since the agent was built")
+        self.model = model.to(self.dtype)
 
     def get_sensor_config(self) -> SensorConfig:
         return SensorConfig(cameras=True)
 
     def _frame_indices(self, available: int) -> np.ndarray | None:
         """Positions in the agent input's frames (0.5 s apart) of the frames the policy reads, oldest first."""
-        c = self.model.config
+        c = self.config
         stride = c.frame_interval_s / (HISTORY_STRIDE * STEP_S)
         if abs(stride - round(stride)) > 1e-6:
             return None
