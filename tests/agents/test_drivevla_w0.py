@@ -1,0 +1,99 @@
+"""The DriveVLA-W0 agent's checkpoints: the shipped one loads exactly as plain transformers loads it, and the broken or
+mismatched checkpoints of issue 15 (item 5) are CheckpointErrors raised where the agent is built, before any worker."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from agents.base import AgentError, AgentOptions
+from agents.drivevla_w0 import DEFAULT_CHECKPOINT, CheckpointError, DriveVLAW0Agent
+from agents.registry import AgentSpec
+from policies.checkpoint import CheckpointError as PolicyCheckpointError
+from policies.checkpoint import config_fields
+from policies.config import DriveVLAW0Config
+from policies.model import DriveVLAW0ForDriving
+from sim.state import TrajectorySampling
+from tests.policies.checkpoints import edit_config, edit_tensors, same_state, save_micro
+
+pytestmark = pytest.mark.skipif(not (DEFAULT_CHECKPOINT / "model.safetensors").is_file(),
+                                reason="the shipped checkpoint is not checked out")
+
+
+def _build(folder) -> DriveVLAW0Agent:
+    """What `w0sim eval --agent drivevla_w0 --checkpoint folder` does in the parent before it starts workers."""
+    return AgentSpec("drivevla_w0", AgentOptions(checkpoint=str(folder))).build()
+
+
+def _shipped_weights_with_config(tmp_path, config: dict):
+    folder = tmp_path / "ckpt"
+    folder.mkdir()
+    (folder / "model.safetensors").symlink_to(DEFAULT_CHECKPOINT / "model.safetensors")
+    (folder / "config.json").write_text(json.dumps(config))
+    return folder
+
+
+def test_the_shipped_checkpoint_loads_exactly_as_transformers_loads_it():
+    agent = _build(DEFAULT_CHECKPOINT)
+    agent.initialize()
+    plain = DriveVLAW0ForDriving.from_pretrained(DEFAULT_CHECKPOINT).eval()
+    assert same_state(agent.model, plain)
+    assert all(torch.equal(t, agent.model.state_dict()[k])
+               for k, t in load_file(DEFAULT_CHECKPOINT / "model.safetensors").items())
+    assert agent.model.config.to_dict() == plain.config.to_dict()
+    assert config_fields(agent.config) == config_fields(plain.config)
+
+
+def test_issue_15_deleted_expert_tensors_are_an_error_at_build(tmp_path):
+    folder = tmp_path / "ckpt"
+    shutil.copytree(DEFAULT_CHECKPOINT, folder)
+    edit_tensors(folder, lambda t: {k: v for k, v in t.items() if not k.startswith("policy.expert.")})
+    with pytest.raises(CheckpointError, match=r"model\.safetensors: 49 tensors missing: policy\.expert\..* and 44 more"):
+        _build(folder)
+
+
+def test_issue_15_a_config_over_another_configurations_weights_is_an_error_at_build(tmp_path):
+    small = DriveVLAW0Config.preset("small", use_action_expert=True)
+    folder = _shipped_weights_with_config(tmp_path, json.loads(small.to_json_string()))
+    with pytest.raises(CheckpointError) as err:
+        _build(folder)
+    for field, config, weights in (("hidden_size", 384, 256), ("num_hidden_layers", 8, 4),
+                                   ("vq_codebook_size", 1024, 512), ("expert_hidden_size", 192, 128)):
+        assert f"{field} is {config} in config.json, {weights} in model.safetensors" in str(err.value)
+
+
+def test_issue_15_a_swapped_action_range_is_an_error_at_build(tmp_path):
+    config = json.loads((DEFAULT_CHECKPOINT / "config.json").read_text())
+    folder = _shipped_weights_with_config(tmp_path, {**config, "action_x_range": [75.0, -5.0]})
+    with pytest.raises(CheckpointError, match=r"config\.json: action_x_range is \[75.0, -5.0\]: its min is not below"):
+        _build(folder)
+
+
+def test_checkpoint_errors_are_agent_errors_of_both_kinds(tmp_path):
+    with pytest.raises(CheckpointError) as err:
+        _build(tmp_path / "absent")
+    assert isinstance(err.value, AgentError) and isinstance(err.value, PolicyCheckpointError)
+
+
+def test_errors_only_the_data_shows_come_from_initialize(tmp_path):
+    save_micro(tmp_path / "ckpt")
+    edit_tensors(tmp_path / "ckpt", lambda t: {**t, "policy.queries": torch.full_like(t["policy.queries"], 0.5)})
+    agent = _build(tmp_path / "ckpt")  # names, shapes and config agree: only the data changed
+    with pytest.raises(CheckpointError, match="do not hash to the sha256 recorded"):
+        agent.initialize()
+    assert agent.model is None
+
+
+def test_a_checkpoint_for_another_trajectory_or_history_is_an_error_at_build(tmp_path):
+    save_micro(tmp_path / "ckpt")
+    with pytest.raises(CheckpointError, match="plans 8 poses at 0.5 s"):
+        DriveVLAW0Agent(tmp_path / "ckpt", TrajectorySampling(num_poses=4))
+    save_micro(tmp_path / "long", num_history_frames=9)
+    with pytest.raises(CheckpointError, match="wants 9 frames 1.0 s apart"):
+        _build(tmp_path / "long")
+    edit_config(tmp_path / "long", lambda c: c.update(num_history_frames=2))  # now contradicts the record
+    with pytest.raises(CheckpointError, match="num_history_frames is 2 in config.json, 9 when the weights were saved"):
+        _build(tmp_path / "long")

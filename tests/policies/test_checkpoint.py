@@ -1,0 +1,211 @@
+"""Strict checkpoint loading (policies.checkpoint): every damaged or mismatched checkpoint is a CheckpointError that names
+the file and the field or tensors, and a good one loads exactly the saved model."""
+from __future__ import annotations
+
+import json
+import shutil
+import struct
+
+import pytest
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file
+
+from policies.checkpoint import (
+    CONFIG_FIELDS,
+    FREE_FIELDS,
+    NOT_SAVED,
+    RECORD_CONFIG,
+    RECORD_SHA256,
+    CheckpointError,
+    check_checkpoint,
+    config_fields,
+    load_checkpoint,
+)
+from policies.config import DriveVLAW0Config
+from policies.model import DriveVLAW0ForDriving
+from tests.policies.checkpoints import edit_config, edit_tensors, micro_config, same_state, save_micro, strip_record
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("micro")
+    return folder, save_micro(folder)
+
+
+@pytest.fixture
+def ckpt(saved, tmp_path):
+    folder = tmp_path / "ckpt"
+    shutil.copytree(saved[0], folder)
+    return folder
+
+
+def test_a_saved_checkpoint_loads_to_the_same_model_with_its_record(saved):
+    folder, model = saved
+    loaded = load_checkpoint(folder)
+    assert same_state(model, loaded) and not loaded.training
+    assert config_fields(loaded.config) == config_fields(model.config)
+    with safe_open(folder / "model.safetensors", "pt") as f:
+        metadata = f.metadata()
+    assert json.loads(metadata[RECORD_CONFIG]) == config_fields(model.config) and len(metadata[RECORD_SHA256]) == 64
+    # The record leaves the tensors as saved and the data section 8-byte aligned.
+    (header_size,) = struct.unpack("<Q", (folder / "model.safetensors").read_bytes()[:8])
+    assert header_size % 8 == 0
+    assert all(torch.equal(t, model.state_dict()[k]) for k, t in load_file(folder / "model.safetensors").items())
+
+
+def test_the_tables_cover_the_config_and_the_unsaved_buffers():
+    assert set(CONFIG_FIELDS) == set(DriveVLAW0Config.__annotations__)
+    assert set(FREE_FIELDS) < set(CONFIG_FIELDS)
+    for overrides in ({}, {"use_action_expert": False}, {"image_input": "patch", "expert_decoder": "flow"}):
+        with torch.device("meta"):
+            model = DriveVLAW0ForDriving(micro_config(**overrides))
+        saved = set(model.state_dict())
+        assert {name.rsplit(".", 1)[-1] for name, _ in model.named_buffers() if name not in saved} == set(NOT_SAVED)
+
+
+@pytest.mark.parametrize("record", [True, False])
+def test_deleted_tensors_are_named(ckpt, saved, record):
+    if not record:
+        strip_record(ckpt)
+    edit_tensors(ckpt, lambda t: {k: v for k, v in t.items() if not k.startswith("policy.expert.")})
+    count = sum(k.startswith("policy.expert.") for k in saved[1].state_dict())
+    with pytest.raises(CheckpointError, match=rf"model\.safetensors: {count} tensors missing: policy\.expert\."):
+        check_checkpoint(ckpt)
+
+
+def test_unexpected_renamed_reshaped_and_retyped_tensors_are_named(ckpt):
+    def edit(t):
+        t["policy.extra"] = torch.zeros(2)
+        t["policy.query_norm.weight"] = t["policy.query_norm.weight"][:-1].clone()
+        t["policy.query_out.weight"] = t["policy.query_out.weight"].half()
+        t["vq.quantizer.unused_steps"] = t["vq.quantizer.unused_steps"].int()
+        return t
+
+    edit_tensors(ckpt, edit)
+    with pytest.raises(CheckpointError) as err:
+        check_checkpoint(ckpt)
+    msg = str(err.value)
+    assert "1 tensor unexpected: policy.extra" in msg
+    assert "policy.query_norm.weight [15] (expected [16])" in msg
+    assert "policy.query_out.weight F16 (expected F32)" in msg and "vq.quantizer.unused_steps I32 (expected I64)" in msg
+
+
+def test_long_listings_are_bounded(ckpt):
+    edit_tensors(ckpt, lambda t: {f"junk.{i}": torch.zeros(1) for i in range(300)})
+    with pytest.raises(CheckpointError, match=r"300 tensors unexpected: .* and 295 more") as err:
+        check_checkpoint(ckpt)
+    assert len(str(err.value)) < 3000
+
+
+@pytest.mark.parametrize("record", [True, False])
+def test_a_config_over_other_weights_names_the_fields_and_both_values(ckpt, tmp_path, record):
+    save_micro(tmp_path / "wide", hidden_size=48, num_hidden_layers=2, action_bins=16)
+    shutil.copy(tmp_path / "wide" / "model.safetensors", ckpt / "model.safetensors")
+    if not record:
+        strip_record(ckpt)
+    with pytest.raises(CheckpointError) as err:
+        check_checkpoint(ckpt)
+    msg = str(err.value)
+    assert "hidden_size is 32 in config.json, 48 in model.safetensors" in msg
+    assert "num_hidden_layers is 1 in config.json, 2 in model.safetensors" in msg
+    assert "vocabulary size" in msg  # action_bins moves the vocabulary
+
+
+def test_fields_that_differ_from_the_record_are_named(ckpt):
+    edit_config(ckpt, lambda c: c.update(action_x_range=[-5.0, 80.0], frame_interval_s=0.5))
+    with pytest.raises(CheckpointError, match="recorded in model.safetensors at save time") as err:
+        check_checkpoint(ckpt)
+    assert "action_x_range is [-5.0, 80.0] in config.json, [-5.0, 75.0] when the weights were saved" in str(err.value)
+    assert "frame_interval_s is 0.5 in config.json, 1.0 when" in str(err.value)
+
+
+def test_free_fields_may_differ_from_the_record(ckpt, saved):
+    edit_config(ckpt, lambda c: c.update(flow_steps=3, world_model_loss_weight=0.0))
+    loaded = load_checkpoint(ckpt)
+    assert loaded.config.flow_steps == 3 and same_state(loaded, saved[1])
+
+
+@pytest.mark.parametrize("edit, field", [
+    (lambda c: c.update(action_x_range=[75.0, -5.0]), "action_x_range is \\[75.0, -5.0\\]: its min is not below"),
+    (lambda c: c.update(action_y_range=[float("nan"), 1.0]), "action_y_range .* finite"),
+    (lambda c: c.update(hidden_size=-32), "hidden_size is -32; it must be in \\[1,"),
+    (lambda c: c.update(hidden_size="32"), "hidden_size is \"32\"; it must be an integer"),
+    (lambda c: c.update(hidden_size=32.0), "hidden_size is 32.0; it must be an integer"),
+    (lambda c: c.update(use_action_expert=1), "use_action_expert is 1; it must be true or false"),
+    (lambda c: c.update(expert_decoder="diffusion"), "expert_decoder is \"diffusion\"; it must be one of"),
+    (lambda c: c.update(vq_channels=[]), "vq_channels is \\[\\]; it must be a list"),
+    (lambda c: c.update(frame_interval_s=float("inf")), "frame_interval_s is Infinity; it must be a finite"),
+    (lambda c: c.update(hidden_sizes=32), "unknown field 'hidden_sizes'"),
+    (lambda c: {k: v for k, v in c.items() if k != "num_poses"}, "field 'num_poses' is missing"),
+    (lambda c: c.update(model_type="llama"), "model_type is \"llama\""),
+    (lambda c: c.update(dtype="int8"), "dtype is \"int8\""),
+    (lambda c: c.update(num_key_value_heads=3, num_attention_heads=4), "num_attention_heads is 4, not a multiple"),
+    (lambda c: c.update(text_vocab_size=8), "text_vocab_size is 8; it must be in \\[55,"),
+    (lambda c: [1, 2], "holds a JSON list"),
+])
+def test_config_fields_are_checked_by_type_and_range(ckpt, edit, field):
+    edit_config(ckpt, edit)
+    with pytest.raises(CheckpointError, match=f"{ckpt}.*config.json: .*{field}"):
+        check_checkpoint(ckpt)
+
+
+def test_a_config_that_is_not_json_or_repeats_a_field_is_refused(ckpt):
+    (ckpt / "config.json").write_text('{"hidden_size": 32, "hidden_size": 32}')
+    with pytest.raises(CheckpointError, match="config.json is not valid JSON .*'hidden_size' appears more than once"):
+        check_checkpoint(ckpt)
+    (ckpt / "config.json").write_bytes(b"\xff\xfe{")
+    with pytest.raises(CheckpointError, match="config.json is not valid JSON"):
+        check_checkpoint(ckpt)
+
+
+def test_a_float16_checkpoint_must_say_so(tmp_path):
+    model = save_micro(tmp_path / "half")
+    model.half().save_pretrained(tmp_path / "half")
+    assert load_checkpoint(tmp_path / "half").dtype == torch.float16
+    edit_config(tmp_path / "half", lambda c: c.update(dtype="float32"))
+    with pytest.raises(CheckpointError, match=r"tensors of another dtype: .* F16 \(expected F32\)"):
+        check_checkpoint(tmp_path / "half")
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda b: b[: len(b) - 100], "model.safetensors is truncated: its header indexes"),
+    (lambda b: b[:20], "model.safetensors is truncated or not a safetensors file"),
+    (lambda b: b[:5], "model.safetensors is not a safetensors file: it holds 5 bytes"),
+    (lambda b: b + b"\0" * 16, "model.safetensors has 16 bytes after its last tensor"),
+    (lambda b: b[:8] + b"[" + b[9:], "model.safetensors is not a safetensors file: its header is not JSON"),
+    (lambda b: b"PK\x03\x04" + b[4:], "model.safetensors is truncated or not a safetensors file"),
+])
+def test_damaged_weight_files_are_refused_naming_the_file(ckpt, damage, message):
+    path = ckpt / "model.safetensors"
+    path.write_bytes(damage(path.read_bytes()))
+    with pytest.raises(CheckpointError, match=message):
+        check_checkpoint(ckpt)
+
+
+def test_edited_tensor_data_fails_the_recorded_hash_and_non_finite_weights_are_refused(ckpt):
+    path = ckpt / "model.safetensors"
+    data = bytearray(path.read_bytes())
+    data[-3] ^= 0x55  # inside the last tensor's data: the header stays valid
+    path.write_bytes(bytes(data))
+    check_checkpoint(ckpt)  # nothing but the data changed
+    with pytest.raises(CheckpointError, match="do not hash to the sha256 recorded"):
+        load_checkpoint(ckpt)
+    strip_record(ckpt)
+    edit_tensors(ckpt, lambda t: {**t, "policy.queries": t["policy.queries"].index_fill(0, torch.tensor([0]), float("inf"))})
+    with pytest.raises(CheckpointError, match="non-finite values .* in 1 tensor: policy.queries"):
+        load_checkpoint(ckpt)
+
+
+def test_folders_without_the_files_are_refused(tmp_path, ckpt):
+    with pytest.raises(CheckpointError, match="is not a folder"):
+        check_checkpoint(tmp_path / "absent")
+    (ckpt / "model.safetensors").rename(ckpt / "pytorch_model.bin")
+    with pytest.raises(CheckpointError, match=r"has no model.safetensors .*pytorch_model.bin \(sharded or pickled"):
+        check_checkpoint(ckpt)
+    (ckpt / "model.safetensors").mkdir()
+    with pytest.raises(CheckpointError, match="model.safetensors is not a regular file"):
+        check_checkpoint(ckpt)
+    (ckpt / "config.json").unlink()
+    with pytest.raises(CheckpointError, match="has no config.json"):
+        check_checkpoint(ckpt)
