@@ -24,7 +24,21 @@ from metrics.leaderboard.results_io import ResultsFileError, build_results, read
 from metrics.leaderboard.route_record import route_id_for
 from scenarios.splits import SceneRef, repeated, resolve_split
 from sim.envs.closed_loop_env import ClosedLoopEnv
-from w0sim.runner import RunError, append_rows, read_rows, run_split
+from w0sim.runner import (
+    RunError,
+    SceneFailure,
+    append_rows,
+    atomic_write,
+    check_workers,
+    failure_reason,
+    output_folder,
+    read_rows,
+    run_manifest,
+    run_split,
+)
+
+#: Route statuses that say the software failed rather than how the agent drove: a run with one exits 1.
+CRASH_STATUSES = ("Failed - Agent crashed", "Failed - Simulation crashed", "Failed - Agent couldn't be set up")
 
 
 def agent_sensors(agent: Agent) -> list[str]:
@@ -53,20 +67,38 @@ def route_plan(split: str, limit: int | None = None, repetitions: int = 1,
 
 def drive_route(ref: SceneRef, index: int, agent: Agent) -> dict:
     """{"token": the route id, "family", "scene": the scene's own token, "record": the Leaderboard route record} of
-    one route driven by `agent`; `index` is its place in the run order."""
-    scene = ref.load()
-    env = ClosedLoopEnv(scenes=[scene], cameras=agent.get_sensor_config().cameras, privileged=agent.privileged)
-    _, info = env.reset(seed=0)
+    one route driven by `agent`; `index` is its place in the run order. A route the agent crashed on (it raised, or
+    planned a trajectory the environment refuses) keeps its record, "Failed - Agent crashed" as the Leaderboard
+    writes it, and the row says why (`reason`); a route that cannot run raises SceneFailure with the reason."""
+    doing = "loading the route's scene"
+    try:
+        scene = ref.load()
+        doing = "setting up the route's environment"
+        env = ClosedLoopEnv(scenes=[scene], cameras=agent.get_sensor_config().cameras, privileged=agent.privileged)
+        _, info = env.reset(seed=0)
+    except Exception as err:
+        raise SceneFailure(failure_reason(err, doing)) from err
+    crash = ""
+    decision = 0
     while True:
         try:
             action = agent.compute_trajectory(info["agent_input"], info.get("world")).poses
-        except Exception:  # the agent crashed: a non-finite action makes the env end the route as the LB does
+        except Exception as err:  # the agent crashed: a non-finite action makes the env end the route as the LB does
+            crash = failure_reason(err, f"agent {agent.name()} planning decision {decision} (t = {info.get('time_s', 0):.1f} s)")
             action = np.full((env.sampling.num_poses, 3), np.nan)
-        _, _, terminated, truncated, info = env.step(action)
+        try:
+            _, _, terminated, truncated, info = env.step(action)
+        except Exception as err:
+            raise SceneFailure(failure_reason(err, f"simulating decision {decision} of the route "
+                                                   f"(t = {info.get('time_s', 0):.1f} s)")) from err
+        decision += 1
         if terminated or truncated:
             record = dict(info["route_record"])
             record.update(index=index, route_id=ref.token)
-            return {"token": ref.token, "family": ref.family, "scene": scene.token, "record": record}
+            row = {"token": ref.token, "family": ref.family, "scene": scene.token, "record": record}
+            if record.get("status") in CRASH_STATUSES:
+                row["reason"] = crash or " ".join(str(info.get("failure_reason") or "").split()) or record["status"]
+            return row
 
 
 def _same_record(a: Mapping, b: Mapping) -> bool:
@@ -76,7 +108,14 @@ def _same_record(a: Mapping, b: Mapping) -> bool:
 
 def adopt_results(out_dir: Path, plan: list[SceneRef]) -> int:
     """Make `out_dir/results.json`'s finished routes rows of `out_dir/rows.jsonl` (the run's resume log), so that only
-    the remaining routes run; returns how many records it adopted.
+    the remaining routes run; returns how many records it adopted (see `results_to_adopt`)."""
+    adopted = results_to_adopt(out_dir, plan)
+    append_rows(out_dir / "rows.jsonl", adopted)
+    return len(adopted)
+
+
+def results_to_adopt(out_dir: Path, plan: list[SceneRef]) -> list[dict]:
+    """The rows `adopt_results` would append to `out_dir/rows.jsonl` for `out_dir/results.json`'s finished routes.
 
     A file whose records are all rows already (this run's own file) adds nothing. Any other file (the
     Leaderboard's, or ours without its rows.jsonl) must fit the planned route ids by the Leaderboard's resume rule
@@ -86,7 +125,7 @@ def adopt_results(out_dir: Path, plan: list[SceneRef]) -> int:
     """
     path, log = out_dir / "results.json", out_dir / "rows.jsonl"
     if not path.exists():
-        return 0
+        return []
     try:
         results = read_results(path)
     except ResultsFileError as err:
@@ -96,7 +135,7 @@ def adopt_results(out_dir: Path, plan: list[SceneRef]) -> int:
     records = results["_checkpoint"]["records"]
     if all("record" in rows.get(r.get("route_id"), {}) and _same_record(rows[r["route_id"]]["record"], r)
            for r in records):
-        return 0
+        return []
     ids = [ref.token for ref in plan]
     done, mismatch = resume_check(results, ids)
     if mismatch:
@@ -111,8 +150,7 @@ def adopt_results(out_dir: Path, plan: list[SceneRef]) -> int:
         if earlier is None:
             adopted.append({"ref": ref.token, "index": index, "token": ref.token, "family": ref.family,
                             "record": dict(record, index=index), "source": str(path)})
-    append_rows(log, adopted)
-    return len(adopted)
+    return adopted
 
 
 def evaluate_routes(split: str, spec: AgentSpec, out_dir: str | Path, limit: int | None = None,
@@ -122,12 +160,30 @@ def evaluate_routes(split: str, spec: AgentSpec, out_dir: str | Path, limit: int
     """Drive the first `limit` routes of `split`, `repetitions` times each (`route_plan`; `split_options`: see
     `resolve_split`, e.g. `town_dir` for `carla:ROUTES.xml`); writes and returns `out_dir/results.json`
     (Leaderboard layout). A results.json already in `out_dir` is resumed from (`adopt_results`). See `run_split`
-    for workers, Ray and resume from rows.jsonl."""
+    for workers, Ray and resume from rows.jsonl. `out_dir` is held while the run writes to it and records the run's
+    manifest (`output_folder`): a folder of another agent, checkpoint, split or options is refused (RunError)."""
     out_dir = Path(out_dir)
-    path = out_dir / "results.json"
+    check_workers(workers)
     plan = route_plan(split, limit, repetitions, split_options)
-    sensors = agent_sensors(spec.build())
-    adopt_results(out_dir, plan)
+    agent = spec.build()
+    manifest = closed_loop_manifest(spec, split, limit, repetitions, split_options, agent)
+    with output_folder(out_dir, manifest) as folder:
+        adopted = results_to_adopt(out_dir, plan)  # checks a results.json there before anything is written
+        folder.write_manifest()
+        append_rows(out_dir / "rows.jsonl", adopted)
+        return _drive_routes(plan, spec, out_dir, agent_sensors(agent), workers, progress, ray_address)
+
+
+def closed_loop_manifest(spec: AgentSpec, split: str, limit: int | None, repetitions: int,
+                         split_options: dict | None, agent: Agent | None = None) -> dict:
+    """The manifest of a closed-loop run (`run_manifest`; no PDM version: routes are scored as the Leaderboard's)."""
+    return run_manifest(spec, split, "closed_loop", limit=limit, repetitions=repetitions, split_options=split_options,
+                        agent=agent)
+
+
+def _drive_routes(plan: list[SceneRef], spec: AgentSpec, out_dir: Path, sensors: list[str], workers: int | None,
+                  progress: Callable[[int, int], None] | None, ray_address: str | None) -> dict:
+    path = out_dir / "results.json"
 
     def records(rows: dict[str, dict], prefix: bool = False) -> list[dict]:
         """The records in run order, each indexed by its place in it; `prefix`: only up to the first route not
@@ -151,10 +207,29 @@ def evaluate_routes(split: str, spec: AgentSpec, out_dir: str | Path, limit: int
     failures = [{"route_id": row["ref"], "reason": row["reason"]} for row in rows if "record" not in row]
     (out_dir / "failed_routes.json").unlink(missing_ok=True)  # a resumed run lists its failures anew
     if failures:
-        (out_dir / "failed_routes.json").write_text(json.dumps(failures, indent=1))
+        atomic_write(out_dir / "failed_routes.json", json.dumps(failures, indent=1))
     results = build_results(records({row["ref"]: row for row in rows}), len(plan), sensors=sensors)
     write_results(path, results)
     return results
+
+
+def route_failures(out_dir: str | Path, plan: list[SceneRef]) -> list[tuple[str, str]]:
+    """(route id, reason) of each planned route that failed: it could not run (no record; see failed_routes.json), or
+    its record says that the agent or the simulation crashed (`CRASH_STATUSES`; the record stays in results.json,
+    as the Leaderboard keeps it)."""
+    rows = read_rows(Path(out_dir) / "rows.jsonl")
+    failures = []
+    for ref in plan:
+        row = rows.get(ref.token)
+        if row is None:
+            continue
+        if "record" not in row:
+            failures.append((ref.token, row.get("reason") or "the route could not run (no reason recorded)"))
+        elif row["record"].get("status") in CRASH_STATUSES:
+            source = f" (a record adopted from {row['source']})" if row.get("source") else ""
+            failures.append((ref.token, f"{row['record']['status']}: {row.get('reason') or 'no reason recorded'}"
+                                        f"{source}"))
+    return failures
 
 
 def routes_markdown(results: dict, agent: str, split: str, families: dict[str, str] | None = None) -> str:
@@ -181,4 +256,5 @@ def routes_markdown(results: dict, agent: str, split: str, families: dict[str, s
     return "\n".join(lines) + "\n"
 
 
-__all__ = ["adopt_results", "agent_sensors", "drive_route", "evaluate_routes", "route_plan", "routes_markdown"]
+__all__ = ["CRASH_STATUSES", "adopt_results", "agent_sensors", "closed_loop_manifest", "drive_route", "evaluate_routes",
+           "results_to_adopt", "route_failures", "route_plan", "routes_markdown"]

@@ -1,7 +1,6 @@
 """`w0sim eval` as a function: an agent on a split, one-shot or closed loop, with its summary and rollout videos."""
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -9,18 +8,21 @@ from pathlib import Path
 from agents.base import AgentError, WorldModelAgent
 from agents.registry import AgentSpec
 from scenarios.splits import resolve_split, split_kind
-from w0sim.runner import RunError
+from w0sim.runner import RunError, atomic_write, check_workers, output_folder
 
 
 @dataclass
 class Evaluation:
-    """What a run produced: the summary (markdown, also in summary.md), the scores file, the failed scenes
-    (token and reason) and the rollout videos."""
+    """What a run produced: the summary (markdown, also in summary.md), the scores file, the failed scenes or routes
+    (token and a one-line reason), how many scenes or routes the run has (`total`, counted in `unit`) and the
+    rollout videos."""
 
     summary: str
     scores_file: Path
     failures: list[tuple[str, str]]
     videos: list[Path] = field(default_factory=list)
+    total: int = 0
+    unit: str = "scenes"
 
 
 def evaluate(split: str, spec: AgentSpec, out_dir: str | Path, *, closed_loop: bool | None = None,
@@ -32,42 +34,61 @@ def evaluate(split: str, spec: AgentSpec, out_dir: str | Path, *, closed_loop: b
     (NAVSIM scores.csv), by default as `split_kind` says; `videos`: rollout videos of the first K scenes (one-shot,
     agents with a world model); `human_filter`: NAVSIM's v2.2 human penalty filter (on, as NAVSIM's default);
     `repetitions`: closed loop, each route driven that many times (`route_plan`). An interrupted run resumes where
-    it stopped; a closed-loop run also resumes from a Leaderboard results.json in `out_dir` (`adopt_results`)."""
+    it stopped; a closed-loop run also resumes from a Leaderboard results.json in `out_dir` (`adopt_results`).
+    `out_dir` is locked for the run and records its manifest: a folder of a run with other settings (agent,
+    checkpoint, split, version, options) is refused with a RunError naming each difference; a different `limit`
+    or `repetitions` resumes it (finished scenes are reused by id)."""
+    from w0sim.one_shot import check_version
+
     out_dir = Path(out_dir)
     split_options = split_options or {}
+    check_version(pdm_version)
+    check_workers(workers)
+    if limit is not None and limit < 1:
+        raise RunError(f"--limit must be at least 1, got {limit}")
     closed_loop = split_kind(split) == "closed_loop" if closed_loop is None else closed_loop
     if repetitions < 1:
         raise RunError(f"--repetitions must be at least 1, got {repetitions}")
     if repetitions != 1 and not closed_loop:
         raise RunError(f"--repetitions {repetitions}: repetitions are closed-loop route runs, and {split} is scored "
                        "one-shot here (use a closed-loop split or --closed-loop)")
+    if videos < 0:
+        raise RunError(f"--videos must be at least 0, got {videos}")
     if videos:
         if closed_loop:
             raise AgentError("--videos renders one-shot rollouts; it does not apply to a closed-loop run")
         if not isinstance(spec.build(), WorldModelAgent):
             raise AgentError(f"--videos needs an agent with a world model; {spec.name} has none")
     if closed_loop:
-        from w0sim.closed_loop import evaluate_routes, route_plan, routes_markdown
+        from w0sim.closed_loop import (
+            closed_loop_manifest,
+            evaluate_routes,
+            route_failures,
+            route_plan,
+            routes_markdown,
+        )
 
-        results = evaluate_routes(split, spec, out_dir, limit, workers, progress, split_options, ray_address,
-                                  repetitions)
-        families = {ref.token: ref.family or "scene files"
-                    for ref in route_plan(split, limit, repetitions, split_options)}
-        text = routes_markdown(results, spec.name, split, families)
-        scores_file = out_dir / "results.json"
-        failed = out_dir / "failed_routes.json"
-        failures = [(f["route_id"], f["reason"]) for f in json.loads(failed.read_text())] if failed.exists() else []
-    else:
-        from w0sim.one_shot import evaluate_split, summarize, summary_markdown
+        plan = route_plan(split, limit, repetitions, split_options)
+        with output_folder(out_dir, closed_loop_manifest(spec, split, limit, repetitions, split_options)):
+            results = evaluate_routes(split, spec, out_dir, limit, workers, progress, split_options, ray_address,
+                                      repetitions)
+            families = {ref.token: ref.family or "scene files" for ref in plan}
+            text = routes_markdown(results, spec.name, split, families)
+            atomic_write(out_dir / "summary.md", text)
+            failures = route_failures(out_dir, plan)
+        return Evaluation(text, out_dir / "results.json", failures, [], len(plan), "routes")
 
+    from w0sim.one_shot import evaluate_split, one_shot_manifest, summarize, summary_markdown
+
+    with output_folder(out_dir, one_shot_manifest(spec, split, pdm_version, limit, human_filter, split_options)):
         rows = evaluate_split(split, spec, out_dir, pdm_version, limit, workers, progress, ray_address, split_options,
-                             human_filter)
+                              human_filter)
         text = summary_markdown(summarize(rows), spec.name, split, pdm_version)
-        scores_file = out_dir / "scores.csv"
+        atomic_write(out_dir / "summary.md", text)
         failures = [(row["token"], row["reason"]) for row in rows if not row["valid"]]
-    (out_dir / "summary.md").write_text(text)
-    made = _rollout_videos(split, spec, out_dir, pdm_version, min(videos, limit or videos), split_options) if videos else []
-    return Evaluation(text, scores_file, failures, made)
+        made = (_rollout_videos(split, spec, out_dir, pdm_version, min(videos, limit or videos), split_options)
+                if videos else [])
+    return Evaluation(text, out_dir / "scores.csv", failures, made, len(rows), "scenes")
 
 
 def _rollout_videos(split: str, spec: AgentSpec, out_dir: Path, pdm_version: str, count: int,

@@ -11,6 +11,7 @@ EC NaN (its weight 0).
 from __future__ import annotations
 
 import csv
+import io
 import math
 from collections.abc import Callable
 from functools import partial
@@ -21,9 +22,9 @@ import numpy as np
 from agents.base import Agent
 from agents.registry import AgentSpec
 from metrics.comfort import two_frame_extended_comfort
-from metrics.pdm import SUBSCORE_COLUMNS, epdms_with_extended_comfort
+from metrics.pdm import SUBSCORE_COLUMNS, VERSIONS, epdms_with_extended_comfort
 from scenarios.splits import SceneRef, resolve_split
-from w0sim.runner import run_split
+from w0sim.runner import RunError, atomic_write, check_workers, failure_reason, output_folder, run_manifest, run_split
 
 AVERAGE_TOKEN = {"v1.1": "average", "v2.2": "average_all_frames"}
 
@@ -38,19 +39,23 @@ def evaluate_scene(ref: SceneRef, index: int, agent: Agent, version: str = "v1.1
     from sim.envs.navsim_env import NavsimSceneEnv
 
     row = {"token": ref.token, "family": ref.family, "valid": False, "reason": ""}
+    doing = "loading the scene"
     try:
         scene = ref.load()
         row["token"], row["family"] = scene.token, scene.family  # the scene's own token (the CSV's)
+        doing = "setting up the scene's environment"
         env = NavsimSceneEnv(scenes=[scene], cameras=agent.get_sensor_config().cameras, pdm_version=version,
                              privileged=agent.privileged, human_filter=human_filter)
         _, info = env.reset(seed=0)
+        doing = f"agent {agent.name()} planning"
         trajectory = agent.compute_trajectory(info["agent_input"], info.get("world"))
+        doing = "scoring the planned trajectory"
         _, _, _, _, result = env.step(trajectory.poses)
     except Exception as err:  # the scene (or the agent on it) failed: a failed row, the run goes on
-        row["reason"] = f"{type(err).__name__}: {err}"
+        row["reason"] = failure_reason(err, doing)
         return row
     if not result["valid"]:
-        row["reason"] = result.get("failure_reason", "invalid trajectory")
+        row["reason"] = " ".join(str(result.get("failure_reason") or "").split()) or "invalid trajectory (no reason given)"
         return row
     scores = result["scores"]
     row["valid"] = True
@@ -68,15 +73,34 @@ def evaluate_split(split: str, agent: AgentSpec, out_dir: str | Path, version: s
                    split_options: dict | None = None, human_filter: bool = True) -> list[dict]:
     """Score `agent` on the first `limit` scenes of `split` (`split_options`: see `resolve_split`); writes
     rows.jsonl and scores.csv to `out_dir` and returns the rows in split order (see `run_split` for workers,
-    Ray and resume)."""
+    Ray and resume). `out_dir` is held while the run writes to it and records the run's manifest
+    (`output_folder`): a folder of another agent, checkpoint, split, version or options is refused (RunError)."""
     out_dir = Path(out_dir)
+    check_version(version)
+    check_workers(workers)
     refs = resolve_split(split, limit, **(split_options or {}))
-    task = partial(evaluate_scene, version=version, human_filter=human_filter)
-    rows = run_split(refs, agent, task, out_dir, workers, ray_address, progress)
-    if version == "v2.2":
-        rows = with_extended_comfort(refs, rows)
-    write_csv(rows, out_dir / "scores.csv", version)
+    manifest = one_shot_manifest(agent, split, version, limit, human_filter, split_options)
+    with output_folder(out_dir, manifest) as folder:
+        task = partial(evaluate_scene, version=version, human_filter=human_filter)
+        folder.write_manifest()
+        rows = run_split(refs, agent, task, out_dir, workers, ray_address, progress)
+        if version == "v2.2":
+            rows = with_extended_comfort(refs, rows)
+        write_csv(rows, out_dir / "scores.csv", version)
     return rows
+
+
+def one_shot_manifest(agent: AgentSpec, split: str, version: str, limit: int | None, human_filter: bool,
+                      split_options: dict | None) -> dict:
+    """The manifest of a one-shot run (`run_manifest`): the human filter only where it changes scores (v2.2)."""
+    return run_manifest(agent, split, "one_shot", limit=limit, pdm_version=version,
+                        human_filter=human_filter if version == "v2.2" else None, split_options=split_options)
+
+
+def check_version(version: str) -> None:
+    """A RunError for a PDM score version other than NAVSIM's v1.1 (PDMS) and v2.2 (EPDMS)."""
+    if version not in VERSIONS:
+        raise RunError(f"--pdm-version {version!r} is not a PDM score version; expected one of {', '.join(VERSIONS)}")
 
 
 def with_extended_comfort(refs: list[SceneRef], rows: list[dict]) -> list[dict]:
@@ -105,12 +129,11 @@ def write_csv(rows: list[dict], path: Path, version: str) -> None:
     for c in metric_columns:
         values = np.array([float(r.get(c, math.nan)) for r in rows], dtype=np.float64)
         average[c] = float(np.nanmean(values)) if np.isfinite(values).any() else math.nan
-    tmp = path.with_suffix(".csv.tmp")
-    with tmp.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=columns)
-        writer.writeheader()
-        writer.writerows(table + [average])
-    tmp.replace(path)
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=columns)
+    writer.writeheader()
+    writer.writerows(table + [average])
+    atomic_write(path, text.getvalue())  # a temporary file of this run's own, renamed over the CSV
 
 
 def summarize(rows: list[dict]) -> dict[str, dict[str, float]]:
@@ -135,4 +158,5 @@ def summary_markdown(summary: dict, agent: str, split: str, version: str) -> str
     return "\n".join(lines) + "\n"
 
 
-__all__ = ["csv_columns", "evaluate_scene", "evaluate_split", "summarize", "summary_markdown", "write_csv"]
+__all__ = ["check_version", "csv_columns", "evaluate_scene", "evaluate_split", "one_shot_manifest", "summarize",
+           "summary_markdown", "write_csv"]

@@ -25,6 +25,7 @@ def test_results_json_has_the_leaderboard_layout_and_resumes_to_the_same_file(tm
     # Killed after two routes, mid-way through writing the third row: running again drives the third only.
     killed = tmp_path / "killed"
     killed.mkdir()
+    (killed / "manifest.json").write_bytes((tmp_path / "full" / "manifest.json").read_bytes())  # written first
     lines = (tmp_path / "full" / "rows.jsonl").read_text().splitlines()
     (killed / "rows.jsonl").write_text("\n".join(lines[:2]) + "\n" + lines[2][:30])
     again = evaluate_routes("builtin:routes", AgentSpec("constant_velocity"), tmp_path / "killed", limit=3, workers=2)
