@@ -7,6 +7,7 @@ process that starts a run, to its `module:Class` target; workers import that tar
 from __future__ import annotations
 
 import importlib
+import inspect
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 
@@ -44,14 +45,18 @@ def resolve_agent(name: str) -> str:
 def load_agent_class(target: str) -> type[Agent]:
     """Import `module:Class` and check that it is an `agents.base.Agent`."""
     module_name, _, class_name = target.partition(":")
+    if not module_name or not class_name:
+        raise AgentError(f"agent {target!r}: expected a registered name or package.module:Class")
     try:
         cls = getattr(importlib.import_module(module_name), class_name)
-    except ImportError as err:
-        raise AgentError(f"agent {target}: cannot import {module_name} ({type(err).__name__}: {err})") from err
     except AttributeError:
         raise AgentError(f"agent {target}: module {module_name} has no {class_name!r}") from None
+    except Exception as err:  # ImportError, or whatever the module raised while it was imported
+        raise AgentError(f"agent {target}: cannot import {module_name} ({type(err).__name__}: {err})") from err
     if not (isinstance(cls, type) and issubclass(cls, Agent)):
         raise AgentError(f"agent {target} is not a subclass of agents.base.Agent")
+    if inspect.isabstract(cls):
+        raise AgentError(f"agent {target} is abstract: it does not implement {', '.join(sorted(cls.__abstractmethods__))}")
     return cls
 
 

@@ -1,12 +1,15 @@
 """The `w0sim` command line: evaluation, scoring, scenes, data collection, training, videos and experiments."""
 from __future__ import annotations
 
+import functools
 import json
+import os
 from pathlib import Path
 from typing import Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 app = typer.Typer(help="w0sim: closed-loop simulation and evaluation of end-to-end driving policies.",
@@ -21,11 +24,98 @@ def _progress() -> Progress:
                     console=console)
 
 
+def _error(message: str) -> None:
+    console.print(f"[red]error:[/red] {escape(message)}", highlight=False, soft_wrap=True)
+
+
+UNEXPECTED = "(an unexpected error, a w0sim bug"
+
+
+def _clean_errors(command):
+    """A command whose errors reach the user as one line and exit code 2, not as a traceback: the library's own
+    errors (their messages say what and where), errors of the machine (files, memory, a worker process that died)
+    and, as "unexpected" errors (a w0sim bug), anything else. W0SIM_TRACEBACK=1 lets the traceback through."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except (typer.Exit, typer.Abort, typer.exceptions.TyperException):  # usage errors and exits: typer's own
+            raise
+        except Exception as err:
+            if os.environ.get("W0SIM_TRACEBACK"):
+                raise
+            _error(_error_line(err))
+            raise typer.Exit(2) from None
+
+    return wrapper
+
+
+def _error_line(err: Exception) -> str:
+    from concurrent.futures.process import BrokenProcessPool
+
+    message = " ".join(str(err).split()) or "(no message)"
+    if isinstance(err, BrokenProcessPool):
+        return f"a worker process died: {message}"
+    if isinstance(err, OSError):
+        return f"{type(err).__name__}: {message}"
+    if isinstance(err, MemoryError):
+        return f"out of memory (MemoryError: {message})"
+    if type(err).__module__.split(".")[0] in ("agents", "metrics", "policies", "scenarios", "sim", "training", "w0sim"):
+        return message if str(err).strip() else f"{type(err).__name__}: {message}"  # w0sim's own errors
+    return (f"{type(err).__name__}: {message} {UNEXPECTED}: please report it with the command; W0SIM_TRACEBACK=1 "
+            "shows where it happened)")
+
+
+SEED_MAX = 2**32 - 1
+
+
+def _seed_option(default: int = 0, help: str = "Seed (0 to 2**32 - 1).") -> typer.Option:
+    return typer.Option(default, "--seed", min=0, max=SEED_MAX, help=help)
+
+
+def _check_workers(value):
+    """--workers: 1 to `max_workers()` (4 per CPU core, at most 256); None: all cores."""
+    return _workers_in_range(value, allow_zero=False)
+
+
+def _check_workers_or_zero(value):
+    """--workers: 0 (all cores) or 1 to `max_workers()`."""
+    return _workers_in_range(value, allow_zero=True)
+
+
+def _workers_in_range(value: Optional[int], allow_zero: bool) -> Optional[int]:
+    from w0sim.runner import max_workers
+
+    if value is None or (allow_zero and value == 0):
+        return value
+    if not 1 <= value <= max_workers():
+        raise typer.BadParameter(f"{value} is not between 1 and {max_workers()} (4 per CPU core, at most 256; this "
+                                 f"machine has {os.cpu_count()} cores)")
+    return value
+
+
+def _check_pdm_version(value):
+    from metrics.pdm import VERSIONS
+
+    if value not in VERSIONS:
+        raise typer.BadParameter(f"{value!r} is not a PDM score version; choose one of {', '.join(VERSIONS)} "
+                                 "(v1.1: PDMS, v2.2: EPDMS)")
+    return value
+
+
+def _check_out_folder(out: Path, option: str = "--out") -> None:
+    """A usage error (exit 2) when an output folder option names an existing file."""
+    if out.exists() and not out.is_dir():
+        raise typer.BadParameter(f"{out} is a file; give a folder (new, or one to resume)", param_hint=option)
+
+
 @scenes_app.command("generate")
+@_clean_errors
 def scenes_generate(
-    count: int = typer.Option(..., "--count", min=1, help="Number of scenes."),
+    count: int = typer.Option(..., "--count", min=1, max=1_000_000, help="Number of scenes."),
     out: Path = typer.Option(..., "--out", help="Output directory (created)."),
-    seed: int = typer.Option(0, "--seed", help="Base seed; scene i of a run uses seed*1000003 + i."),
+    seed: int = _seed_option(help="Base seed, 0 to 2**32 - 1; scene i of a run uses seed*1000003 + i."),
     families: Optional[str] = typer.Option(None, "--families", help="Comma-separated families (default: all)."),
 ) -> None:
     """Generate COUNT scenes, cycling through the families, one .npz file each (existing files are kept)."""
@@ -36,6 +126,7 @@ def scenes_generate(
     unknown = [f for f in chosen if f not in FAMILIES]
     if unknown:
         raise typer.BadParameter(f"unknown families {unknown}; choose from {', '.join(FAMILIES)}", param_hint="--families")
+    _check_out_folder(out)
     out.mkdir(parents=True, exist_ok=True)
     written = skipped = 0
     with _progress() as progress:
@@ -52,6 +143,7 @@ def scenes_generate(
 
 
 @scenes_app.command("show")
+@_clean_errors
 def scenes_show(
     file: Path = typer.Argument(..., help="A scene file."),
     png: Optional[Path] = typer.Option(None, "--png", help="Where to write the BEV image (default: FILE.png)."),
@@ -77,6 +169,7 @@ def scenes_show(
 
 
 @scenes_app.command("export-navsim")
+@_clean_errors
 def scenes_export_navsim(
     out: Path = typer.Option(..., "--out", help="Output folder: navsim_logs/NAME/*.pkl, maps/ (nuPlan GeoPackages) "
                              "and, with --images, sensor_blobs/NAME/."),
@@ -102,6 +195,9 @@ def scenes_export_navsim(
     from scenarios.scene_filter import SceneFilter
     from scenarios.splits import SplitError, resolve_split
 
+    if not name or name in (".", "..") or "/" in name or "\\" in name or name != name.strip():
+        raise typer.BadParameter(f"{name!r} is not a plain folder name", param_hint="--name")
+    _check_out_folder(out)
     if map_location not in MAP_VERSIONS:
         console.print(f"[red]error:[/red] --map-location {map_location!r} is not a nuPlan city; expected one of "
                       f"{', '.join(MAP_VERSIONS)}")
@@ -141,9 +237,11 @@ def scenes_export_navsim(
 
 
 @scenes_app.command("check")
+@_clean_errors
 def scenes_check(
     directory: Path = typer.Argument(..., help="Directory of scene files."),
-    workers: int = typer.Option(0, "--workers", help="Processes (0: all cores)."),
+    workers: int = typer.Option(0, "--workers", callback=_check_workers_or_zero,
+                                help="Processes (0: all cores; at most 4 per core)."),
 ) -> None:
     """Load, render and drive a closed-loop episode in every scene file; a table per family, exit 1 on failures."""
     import os
@@ -179,14 +277,23 @@ def scenes_check(
 
 
 @app.command("demo")
+@_clean_errors
 def demo(
     out: Path = typer.Option(Path("out/demo"), "--out", help="Output directory."),
-    family: str = typer.Option("intersection", "--family", help="Scene family."),
-    seed: int = typer.Option(0, "--seed"),
+    family: str = typer.Option("intersection", "--family", help="Scene family: straight, curve, intersection, "
+                               "t_junction or merge."),
+    seed: int = _seed_option(),
     traffic: str = typer.Option("reactive", "--traffic", help="reactive or replay"),
 ) -> None:
     """Drive one generated scene closed-loop with the IDM route follower and write its video."""
-    from w0sim.demo import run_demo
+    from scenarios.generator import FAMILIES
+    from w0sim.demo import TRAFFIC_MODES, run_demo
+
+    if family not in FAMILIES:
+        raise typer.BadParameter(f"unknown family {family!r}; choose one of {', '.join(FAMILIES)}", param_hint="--family")
+    if traffic not in TRAFFIC_MODES:
+        raise typer.BadParameter(f"{traffic!r}; choose one of {', '.join(TRAFFIC_MODES)}", param_hint="--traffic")
+    _check_out_folder(out)
 
     with console.status("driving the demo episode"):
         result = run_demo(out, family=family, seed=seed, traffic=traffic)
@@ -196,6 +303,7 @@ def demo(
 
 
 @app.command("score")
+@_clean_errors
 def score(
     scene: Path = typer.Option(..., "--scene", help="A scene file (.npz); its current frame is scored."),
     trajectories: Path = typer.Option(..., "--trajectories", help="JSON: a list (or a dict name -> trajectory) of "
@@ -205,8 +313,6 @@ def score(
     out: Optional[Path] = typer.Option(None, "--out", help="CSV to write (default: TRAJECTORIES.scores.csv)."),
 ) -> None:
     """Score trajectories on a scene with NAVSIM's PDMS / EPDMS: every sub-score per trajectory, a table and a CSV."""
-    from rich.markup import escape
-
     from w0sim.score import ScoreInputError, failure_lines, render_table, score_trajectories, write_csv
 
     try:
@@ -229,12 +335,14 @@ def score(
 
 
 @app.command("collect")
+@_clean_errors
 def collect(
     split: str = typer.Option("builtin:navtrain", "--split", help="builtin:NAME or a directory of scene files."),
     scenes: int = typer.Option(..., "--scenes", min=1, help="Number of scenes (the first N of the split)."),
     out: Path = typer.Option(..., "--out", help="Output folder (resumed when it holds the same collection)."),
     config: str = typer.Option("tiny", "--config", help="Policy preset whose frame size and history to collect for."),
-    workers: Optional[int] = typer.Option(None, "--workers", min=1, help="Processes (default: all cores)."),
+    workers: Optional[int] = typer.Option(None, "--workers", callback=_check_workers,
+                                          help="Processes (default: all cores; at most 4 per core)."),
 ) -> None:
     """Let the PDM-Closed expert plan on generated scenes and store its samples (frames, state, trajectory,
     future frame) in shards with a manifest and a content hash."""
@@ -260,6 +368,7 @@ def collect(
 
 
 @app.command("train")
+@_clean_errors
 def train(
     data: Path = typer.Option(..., "--data", help="A `w0sim collect` folder."),
     out: Path = typer.Option(..., "--out", help="Run folder: stage{k}/ with checkpoints, metrics.csv, tensorboard/, model/."),
@@ -270,7 +379,7 @@ def train(
     steps: Optional[int] = typer.Option(None, "--steps", min=1, help="Steps per trained stage (default: per stage)."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1),
     lr: Optional[float] = typer.Option(None, "--lr"),
-    seed: int = typer.Option(0, "--seed"),
+    seed: int = _seed_option(),
     checkpoint_every: Optional[int] = typer.Option(None, "--checkpoint-every", min=1, help="Steps between checkpoints."),
     backbone_lr_scale: Optional[float] = typer.Option(None, "--backbone-lr-scale", min=0.0, help="Stage 2: the "
                                                       "backbone's learning rate as a fraction of --lr (0 freezes it)."),
@@ -299,6 +408,7 @@ def train(
 
 
 @app.command("eval")
+@_clean_errors
 def evaluate(
     agent: str = typer.Option(..., "--agent", help="An agent name (see `w0sim agents`: built-in ones and those other "
                               "packages register under the `w0sim.agents` entry points) or package.module:Class."),
@@ -306,21 +416,28 @@ def evaluate(
                                               "(drivevla_w0: default the shipped checkpoints/drivevla-w0-tiny)."),
     split: str = typer.Option("builtin:navtest", "--split", help="builtin:NAME, navsim:NAME (NAVSIM logs), "
                               "carla:ROUTES.xml (Leaderboard routes) or a directory of scene files."),
-    out: Path = typer.Option(..., "--out", help="Output folder: scores.csv (one-shot) or results.json "
-                             "(closed loop), rows.jsonl, summary.md. A run resumes from what it holds, including "
-                             "a results.json the Leaderboard wrote for the same routes."),
-    limit: Optional[int] = typer.Option(None, "--limit", min=1, help="The first N scenes of the split."),
+    out: Path = typer.Option(..., "--out", help="Output folder: manifest.json (the run's settings, written first), "
+                             "scores.csv (one-shot) or results.json (closed loop), rows.jsonl, summary.md. A run "
+                             "resumes from what it holds, including a results.json the Leaderboard wrote for the "
+                             "same routes; a folder of a run with other settings (agent, checkpoint, split, "
+                             "version, options) is refused, naming the differences, and so is a folder another "
+                             "run is writing to."),
+    limit: Optional[int] = typer.Option(None, "--limit", min=1, help="The first N scenes of the split. A folder "
+                                        "evaluated with another --limit (or --repetitions) is resumed: its "
+                                        "finished scenes are reused by id, the others run."),
     repetitions: int = typer.Option(1, "--repetitions", min=1, help="Closed loop: drive each route N times, in the "
                                     "Leaderboard's order (each route's repetitions 0..N-1, then the next route) and "
                                     "under its ids, RouteScenario_<id>_rep<k>. Repetition k is the same route with "
                                     "its traffic and signal phases drawn from seed k (a generated route: its other "
                                     "road users and signal phases redrawn; repetition 0 is the split's scene), so "
                                     "repetitions differ."),
-    workers: Optional[int] = typer.Option(None, "--workers", min=1, help="Processes (default: all cores)."),
-    pdm_version: str = typer.Option("v1.1", "--pdm-version", help="v1.1 (PDMS) or v2.2 (EPDMS)."),
+    workers: Optional[int] = typer.Option(None, "--workers", callback=_check_workers,
+                                          help="Processes (default: all cores; at most 4 per core)."),
+    pdm_version: str = typer.Option("v1.1", "--pdm-version", callback=_check_pdm_version,
+                                    help="v1.1 (PDMS) or v2.2 (EPDMS)."),
     human_filter: bool = typer.Option(True, "--human-filter/--no-human-filter", help="v2.2: NAVSIM's human penalty "
                                       "filter (a column the logged human scores 0 on counts as 1), on as in NAVSIM."),
-    seed: int = typer.Option(0, "--seed", help="Agent seed (flow-matching noise)."),
+    seed: int = _seed_option(help="Agent seed (flow-matching noise), 0 to 2**32 - 1."),
     device: str = typer.Option("cpu", "--device", help="Torch device for agents with weights (cpu, cuda, cuda:1)."),
     dtype: str = typer.Option("float32", "--dtype", help="Weights' dtype for agents with weights (float32, bfloat16, "
                               "float16)."),
@@ -345,29 +462,29 @@ def evaluate(
 ) -> None:
     """Evaluate an agent on a split: NAVSIM's CSV (one-shot) or the Leaderboard's results JSON (closed loop),
     a summary per family; an interrupted run resumes where it stopped (closed loop: also from a Leaderboard
-    results.json of the same routes); exits 1 when scenes failed."""
-    from rich.markup import escape
-
+    results.json of the same routes). Exits 1 when scenes (routes) failed, saying how many, 2 when the run cannot
+    start as asked."""
     from agents.base import AgentError, AgentOptions
     from agents.registry import AgentSpec
     from scenarios.splits import SplitError
     from w0sim.evaluation import evaluate as run_evaluation
     from w0sim.runner import RunError
 
+    _check_out_folder(out)
     split_options = {"navsim_logs": navsim_logs, "nuplan_maps": nuplan_maps, "sensor_blobs": sensor_blobs,
                      "town_dir": town_dir, "scene_filter": scene_filter}
-    with _progress() as progress:
-        task = progress.add_task(f"evaluating {agent}", total=None)
-        report = lambda done, total: progress.update(task, completed=done, total=total)  # noqa: E731
-        try:
+    try:
+        with _progress() as progress:
+            task = progress.add_task(f"evaluating {agent}", total=None)
+            report = lambda done, total: progress.update(task, completed=done, total=total)  # noqa: E731
             spec = AgentSpec(agent, AgentOptions(str(checkpoint) if checkpoint else None, seed, device, dtype))
             result = run_evaluation(split, spec, out, closed_loop=closed_loop, pdm_version=pdm_version, limit=limit,
                                     workers=workers, ray_address=ray_address, split_options=split_options,
                                     videos=videos, progress=report, human_filter=human_filter,
                                     repetitions=repetitions)
-        except (AgentError, SplitError, RunError) as err:
-            console.print(f"[red]error:[/red] {escape(str(err))}", highlight=False, soft_wrap=True)
-            raise typer.Exit(2) from None
+    except (AgentError, SplitError, RunError) as err:
+        _error(str(err))
+        raise typer.Exit(2) from None
     console.print(result.summary)
     console.print(f"scores: {result.scores_file}")
     for video in result.videos:
@@ -375,10 +492,12 @@ def evaluate(
     for token, reason in result.failures:
         console.print(f"[red]failed[/red] {escape(token)}: {escape(reason)}", highlight=False, soft_wrap=True)
     if result.failures:
+        console.print(f"[red]{len(result.failures)} of {result.total} {result.unit} failed[/red]", highlight=False)
         raise typer.Exit(1)
 
 
 @app.command("agents")
+@_clean_errors
 def list_agents() -> None:
     """List the agents `--agent` accepts: the built-in ones and those other packages register (`w0sim.agents`)."""
     from agents.registry import registered_agents
@@ -388,22 +507,30 @@ def list_agents() -> None:
 
 
 @app.command("render")
+@_clean_errors
 def render(
     checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="A DriveVLA-W0 model folder (default: "
                                               "the shipped checkpoints/drivevla-w0-tiny)."),
     scene: Path = typer.Option(..., "--scene", help="A scene file (.npz)."),
     out: Path = typer.Option(..., "--out", help="The mp4 to write (a contact sheet png goes beside it)."),
-    pdm_version: str = typer.Option("v1.1", "--pdm-version"),
-    seed: int = typer.Option(0, "--seed"),
+    pdm_version: str = typer.Option("v1.1", "--pdm-version", callback=_check_pdm_version,
+                                    help="v1.1 (PDMS) or v2.2 (EPDMS)."),
+    seed: int = _seed_option(),
 ) -> None:
     """Write a rollout video: ground-truth camera frames beside the world model's predictions, a BEV, the scores."""
-    from agents.drivevla_w0 import DEFAULT_CHECKPOINT, CheckpointError, DriveVLAW0Agent
+    from agents.drivevla_w0 import DEFAULT_CHECKPOINT, CheckpointError, DriveVLAW0Agent, check_checkpoint_folder
     from scenarios.scene import SceneFormatError, load_scene
     from w0sim.rollout_video import render_rollout
+    from w0sim.runner import initialized
 
     checkpoint = checkpoint or DEFAULT_CHECKPOINT
+    if out.is_dir():
+        raise typer.BadParameter(f"{out} is a folder; give the mp4 file to write", param_hint="--out")
     try:
-        result = render_rollout(DriveVLAW0Agent(checkpoint, seed=seed), load_scene(scene), out, pdm_version, seed)
+        check_checkpoint_folder(checkpoint)
+        agent = initialized(DriveVLAW0Agent(checkpoint, seed=seed))  # one torch thread, as `eval --videos`
+        out.parent.mkdir(parents=True, exist_ok=True)
+        result = render_rollout(agent, load_scene(scene), out, pdm_version, seed)
     except (CheckpointError, SceneFormatError, FileNotFoundError) as err:
         console.print(f"[red]error:[/red] {err}")
         raise typer.Exit(2) from None
@@ -415,6 +542,7 @@ app.add_typer(experiment_app, name="experiment")
 
 
 @experiment_app.command("scaling")
+@_clean_errors
 def experiment_scaling(
     sizes: str = typer.Option("500,2000,8000", "--sizes", help="Training-set sizes (samples), comma-separated."),
     config: str = typer.Option("tiny", "--config", help="Model preset."),
@@ -423,8 +551,9 @@ def experiment_scaling(
     out: Path = typer.Option(Path("runs/scaling"), "--out", help="Experiment folder (resumed when run again)."),
     eval_split: str = typer.Option("builtin:navtest", "--eval-split", help="Held-out split the models are scored on."),
     eval_limit: Optional[int] = typer.Option(100, "--eval-limit", min=1, help="First N scenes of the split."),
-    seed: int = typer.Option(0, "--seed"),
-    workers: Optional[int] = typer.Option(None, "--workers", min=1, help="Processes for collection and evaluation."),
+    seed: int = _seed_option(),
+    workers: Optional[int] = typer.Option(None, "--workers", callback=_check_workers,
+                                          help="Processes for collection and evaluation (at most 4 per core)."),
 ) -> None:
     """Train the action-only baseline and the world-model variant at each size on the same data and seeds,
     score both on the held-out split, and write scaling.csv and scaling.png (PDMS vs size, log x)."""
@@ -442,6 +571,8 @@ def experiment_scaling(
         size_list = tuple(sorted(int(s) for s in sizes.split(",")))
     except ValueError:
         raise typer.BadParameter(f"expected integers, got {sizes!r}", param_hint="--sizes") from None
+    if not size_list or size_list[0] < 1:
+        raise typer.BadParameter(f"expected positive sample counts, got {sizes!r}", param_hint="--sizes")
     scaling = ScalingConfig(sizes=size_list, preset=config, seed=seed)
     if data is None:
         data = out / "data"

@@ -6,6 +6,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from agents.route_follower import RouteFollowerAgent
+from scenarios.generator import FAMILIES
+from sim.envs.backends.builtin import TRAFFIC_MODES
 from sim.envs.closed_loop_env import ClosedLoopEnv
 from w0sim.video import contact_sheet, write_mp4
 
@@ -22,9 +24,16 @@ class DemoResult:
 
 
 def run_demo(out_dir: str | Path, family: str = "intersection", seed: int = 0, traffic: str = "reactive") -> DemoResult:
-    """Drive one generated scene closed-loop; write `demo.mp4` and `demo_contact_sheet.png` to out_dir."""
+    """Drive one generated scene closed-loop; write `demo.mp4` and `demo_contact_sheet.png` to out_dir. A family
+    other than the generator's `FAMILIES`, traffic other than `TRAFFIC_MODES` or a negative seed: ValueError."""
     import cv2
 
+    if family not in FAMILIES:
+        raise ValueError(f"unknown scene family {family!r}; choose one of {', '.join(FAMILIES)}")
+    if traffic not in TRAFFIC_MODES:
+        raise ValueError(f"unknown traffic {traffic!r}; choose one of {', '.join(TRAFFIC_MODES)}")
+    if seed < 0:
+        raise ValueError(f"seed must be non-negative, got {seed}")
     out_dir = Path(out_dir)
     env = ClosedLoopEnv(families=[family], traffic=traffic, render_mode="rgb_array", cameras=False, privileged=True)
     _, info = env.reset(seed=seed)
@@ -43,3 +52,6 @@ def run_demo(out_dir: str | Path, family: str = "intersection", seed: int = 0, t
     cv2.imwrite(str(sheet_path), cv2.cvtColor(contact_sheet(frames), cv2.COLOR_RGB2BGR))
     return DemoResult(video, sheet_path, steps, info["route_fraction"], info["collisions"], info["red_lights"],
                       info["offroad_steps"])
+
+
+__all__ = ["FAMILIES", "TRAFFIC_MODES", "DemoResult", "run_demo"]

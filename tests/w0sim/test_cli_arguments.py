@@ -1,0 +1,77 @@
+"""CLI arguments that gave tracebacks: each is a clean error (exit 2, a message naming the option), never a traceback."""
+from __future__ import annotations
+
+import os
+import re
+
+import pytest
+from typer.testing import CliRunner
+
+from w0sim.cli import app
+from w0sim.runner import max_workers
+
+runner = CliRunner()
+
+
+def invoke(*args):
+    result = runner.invoke(app, [str(a) for a in args])
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
+    return result.exit_code, " ".join(re.sub("[│╭╮╰╯─]", " ", result.output).split())
+
+
+def test_workers_has_an_upper_bound(tmp_path):
+    assert max_workers() == min(4 * os.cpu_count(), 256)
+    for command in (["eval", "--agent", "constant_velocity", "--limit", 1, "--out", tmp_path / "o"],
+                    ["collect", "--scenes", 1, "--out", tmp_path / "c"], ["scenes", "check", tmp_path]):
+        code, output = invoke(*command, "--workers", max_workers() + 1)
+        assert code == 2 and "--workers" in output and f"between 1 and {max_workers()}" in output, output
+        code, output = invoke(*command, "--workers", -1)
+        assert code == 2 and "--workers" in output, output
+    assert not (tmp_path / "o").exists() and not (tmp_path / "c").exists()
+
+
+def test_the_library_bounds_workers_too(tmp_path):
+    from agents.registry import AgentSpec
+    from w0sim.one_shot import evaluate_split
+    from w0sim.runner import RunError
+
+    with pytest.raises(RunError, match="--workers 100000: expected 1 to"):
+        evaluate_split("builtin:navtest", AgentSpec("constant_velocity"), tmp_path / "o", limit=1, workers=100_000)
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("seed", [-1, 2**32, 10**30])
+def test_seeds_out_of_range_are_usage_errors(tmp_path, seed):
+    code, output = invoke("scenes", "generate", "--count", 1, "--seed", seed, "--out", tmp_path / "s")
+    assert code == 2 and "--seed" in output and not (tmp_path / "s").exists()
+    code, output = invoke("demo", "--seed", seed, "--out", tmp_path / "d")
+    assert code == 2 and "--seed" in output
+
+
+def test_out_naming_a_file_is_a_clean_error(tmp_path):
+    target = tmp_path / "a_file"
+    target.write_text("mine")
+    for command in (["scenes", "generate", "--count", 1], ["demo"], ["eval", "--agent", "constant_velocity"],
+                    ["scenes", "export-navsim"]):
+        code, output = invoke(*command, "--out", target)
+        assert code == 2 and "is a file" in output, (command, output)
+    assert target.read_text() == "mine"
+
+
+def test_demo_with_an_unknown_family_or_traffic_lists_the_choices(tmp_path):
+    code, output = invoke("demo", "--family", "bogus", "--out", tmp_path / "d")
+    assert code == 2 and "'bogus'" in output and "straight, curve, intersection, t_junction, merge" in output
+    code, output = invoke("demo", "--traffic", "bogus", "--out", tmp_path / "d")
+    assert code == 2 and "reactive, replay" in output
+    assert not (tmp_path / "d").exists()
+
+
+def test_render_refuses_an_unknown_pdm_version(tmp_path):
+    code, output = invoke("render", "--scene", tmp_path / "x.npz", "--out", tmp_path / "x.mp4", "--pdm-version", "v3")
+    assert code == 2 and "v1.1, v2.2" in output
+
+
+def test_export_navsim_refuses_a_name_that_is_a_path(tmp_path):
+    code, output = invoke("scenes", "export-navsim", "--out", tmp_path / "e", "--name", "../../escape", "--limit", 1)
+    assert code == 2 and "--name" in output and "plain folder name" in output
+    assert not (tmp_path / "escape").exists()
