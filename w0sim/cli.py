@@ -16,7 +16,7 @@ app = typer.Typer(help="w0sim: closed-loop simulation and evaluation of end-to-e
                   no_args_is_help=True, add_completion=False)
 scenes_app = typer.Typer(help="Generate and inspect scene files.", no_args_is_help=True)
 app.add_typer(scenes_app, name="scenes")
-console = Console()
+console = Console(emoji=False)  # "navsim:x:" in a message stays as it is
 
 
 def _progress() -> Progress:
@@ -164,7 +164,9 @@ def scenes_show(
     image = render_map_overview(scene.map, agents=scene.agents.at(scene.current_index),
                                 ego_pose=scene.initial_ego_state[:3], route_lane_ids=scene.route)
     target = png or file.with_suffix(".png")
-    cv2.imwrite(str(target), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+    if not cv2.imwrite(str(target), cv2.cvtColor(image, cv2.COLOR_RGB2BGR)):
+        _error(f"cannot write the BEV image {target} (does its folder exist? is the suffix an image format?)")
+        raise typer.Exit(2)
     console.print(f"BEV image: {target}")
 
 
@@ -528,9 +530,10 @@ def render(
         raise typer.BadParameter(f"{out} is a folder; give the mp4 file to write", param_hint="--out")
     try:
         check_checkpoint_folder(checkpoint)
+        loaded = load_scene(scene)
         agent = initialized(DriveVLAW0Agent(checkpoint, seed=seed))  # one torch thread, as `eval --videos`
         out.parent.mkdir(parents=True, exist_ok=True)
-        result = render_rollout(agent, load_scene(scene), out, pdm_version, seed)
+        result = render_rollout(agent, loaded, out, pdm_version, seed)
     except (CheckpointError, SceneFormatError, FileNotFoundError) as err:
         console.print(f"[red]error:[/red] {err}")
         raise typer.Exit(2) from None

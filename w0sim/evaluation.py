@@ -46,6 +46,7 @@ def evaluate(split: str, spec: AgentSpec, out_dir: str | Path, *, closed_loop: b
     check_workers(workers)
     if limit is not None and limit < 1:
         raise RunError(f"--limit must be at least 1, got {limit}")
+    check_split_options(split, split_options)
     closed_loop = split_kind(split) == "closed_loop" if closed_loop is None else closed_loop
     if repetitions < 1:
         raise RunError(f"--repetitions must be at least 1, got {repetitions}")
@@ -91,6 +92,19 @@ def evaluate(split: str, spec: AgentSpec, out_dir: str | Path, *, closed_loop: b
     return Evaluation(text, out_dir / "scores.csv", failures, made, len(rows), "scenes")
 
 
+#: The split options and the splits they apply to.
+SPLIT_OPTIONS = {"navsim_logs": "navsim:", "nuplan_maps": "navsim:", "sensor_blobs": "navsim:", "scene_filter": "navsim:",
+                 "town_dir": "carla:"}
+
+
+def check_split_options(split: str, split_options: dict) -> None:
+    """A RunError for a split option given to a split it does not apply to (it would be ignored without a word)."""
+    for name, value in split_options.items():
+        applies = SPLIT_OPTIONS.get(name)
+        if value is not None and applies is not None and not split.startswith(applies):
+            raise RunError(f"--{name.replace('_', '-')} applies to {applies}NAME splits only, not to {split!r}")
+
+
 def _rollout_videos(split: str, spec: AgentSpec, out_dir: Path, pdm_version: str, count: int,
                     split_options: dict) -> list[Path]:
     from w0sim.rollout_video import render_rollout
@@ -102,4 +116,4 @@ def _rollout_videos(split: str, spec: AgentSpec, out_dir: Path, pdm_version: str
             for ref in resolve_split(split, count, **split_options)]
 
 
-__all__ = ["Evaluation", "evaluate"]
+__all__ = ["SPLIT_OPTIONS", "Evaluation", "check_split_options", "evaluate"]

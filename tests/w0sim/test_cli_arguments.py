@@ -75,3 +75,30 @@ def test_export_navsim_refuses_a_name_that_is_a_path(tmp_path):
     code, output = invoke("scenes", "export-navsim", "--out", tmp_path / "e", "--name", "../../escape", "--limit", 1)
     assert code == 2 and "--name" in output and "plain folder name" in output
     assert not (tmp_path / "escape").exists()
+
+
+def test_a_split_option_for_another_kind_of_split_is_refused(tmp_path):
+    code, output = invoke("eval", "--agent", "constant_velocity", "--limit", 1, "--town-dir", tmp_path,
+                          "--out", tmp_path / "o")
+    assert code == 2 and "--town-dir applies to carla:NAME splits only, not to 'builtin:navtest'" in output
+    code, output = invoke("eval", "--agent", "constant_velocity", "--limit", 1, "--sensor-blobs", tmp_path,
+                          "--split", "builtin:routes", "--out", tmp_path / "o")
+    assert code == 2 and "--sensor-blobs applies to navsim:NAME splits only" in output
+    assert not (tmp_path / "o").exists()
+
+
+def test_messages_are_printed_as_they_are(tmp_path):
+    """Rich would print "navsim:x: no folder" as "navsim❌ no folder" (an emoji code)."""
+    code, output = invoke("eval", "--agent", "constant_velocity", "--limit", 1, "--split", "navsim:x",
+                          "--navsim-logs", tmp_path / "none", "--out", tmp_path / "o")
+    assert code == 2 and "split navsim:x: no folder" in output, output
+
+
+def test_show_says_when_it_cannot_write_the_image(tmp_path):
+    from scenarios.generator import generate_scene
+    from scenarios.scene import save_scene
+
+    scene = tmp_path / "s.npz"
+    save_scene(generate_scene("straight", 1), scene)
+    code, output = invoke("scenes", "show", scene, "--png", tmp_path / "missing" / "x.png")
+    assert code == 2 and "cannot write the BEV image" in output
