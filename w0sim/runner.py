@@ -242,6 +242,8 @@ def manifest_differences(old: dict, new: dict) -> list[str]:
     for key in dict.fromkeys([*old, *new]):
         if key in EXTENDABLE_FIELDS or key in INFORMATION_FIELDS or old.get(key) == new.get(key):
             continue
+        if key == "human_filter" and None in (old.get(key), new.get(key)):
+            continue  # recorded for v2.2 only: the pdm_version difference says it
         if key == "agent_class":
             differences.append(f"agent: {old.get('agent')!r} ({old.get(key)}) there, {new.get('agent')!r} "
                                f"({new.get(key)}) now")
