@@ -97,6 +97,20 @@ def _check_polygon(map_name: str, what: str, geometry, types: tuple[type, ...]) 
     _check_coordinates(map_name, what, shapely.get_coordinates(geometry))
 
 
+def _repaired(polygons: np.ndarray) -> np.ndarray:
+    """The polygons, with each invalid one (boundaries that cross: a bowtie) replaced by its valid polygonal part
+    (shapely.make_valid), so that unions and overlays of lanes work; valid polygons are kept as they are."""
+    invalid = np.flatnonzero(~shapely.is_valid(polygons)) if len(polygons) else np.zeros(0, dtype=np.int64)
+    if invalid.size == 0:
+        return polygons
+    polygons = polygons.copy()
+    for k in invalid:
+        parts = shapely.get_parts(shapely.make_valid(polygons[k]))
+        areas = [part for part in parts if isinstance(part, (shapely.Polygon, shapely.MultiPolygon))]
+        polygons[k] = shapely.union_all(areas) if areas else shapely.Polygon()
+    return polygons
+
+
 @dataclass
 class RoadMap:
     """A road network. Build once per scene; all queries are vectorised over points.
@@ -144,7 +158,7 @@ class RoadMap:
                 raise MapError(f"map {self.name!r}: stop sign {sign.id!r} trigger is not a non-empty polygon")
             _check_coordinates(self.name, f"stop sign {sign.id!r} position", np.asarray(sign.position))
             _check_polygon(self.name, f"stop sign {sign.id!r} trigger", sign.trigger, (shapely.Polygon,))
-        self.lane_polygons = np.array([lane.polygon() for lane in self.lanes], dtype=object)
+        self.lane_polygons = _repaired(np.array([lane.polygon() for lane in self.lanes], dtype=object))
         self.lane_centerlines = np.array([shapely.LineString(lane.centerline) for lane in self.lanes], dtype=object)
         self.lane_tree = STRtree(self.lane_polygons)
         self._lane_changes: dict[tuple[str, str], np.ndarray] = {}
@@ -177,15 +191,25 @@ class RoadMap:
         polygons = np.concatenate(parts)
         try:
             union = shapely.union_all(polygons)
-        except shapely.errors.GEOSException as exc:  # invalid input polygons (a bowtie, a collapsed ring)
-            names = [f"area {a.id!r}" for kind in DRIVABLE_KINDS for a in self.areas if a.kind == kind]
-            names += [f"lane {lane.id!r}" for lane in self.lanes]
-            invalid = [f"{name} ({shapely.is_valid_reason(p)})" for name, p in zip(names, polygons)
-                       if not shapely.is_valid(p)][:3]
-            raise MapError(f"map {self.name!r}: the drivable polygons cannot be combined ({exc}); invalid: "
-                           f"{', '.join(invalid) or 'none found'}") from None
+        except shapely.errors.GEOSException:  # invalid polygons (a bowtie, a self-crossing boundary) somewhere
+            union = self._repaired_union(polygons)
         shapely.prepare(union)
         return union
+
+    def _repaired_union(self, polygons: np.ndarray) -> shapely.Geometry:
+        """The union of the drivable polygons with the invalid ones repaired (shapely.make_valid); a MapError naming
+        them where even that fails. Only maps whose plain union GEOS refuses get here: valid maps keep theirs."""
+        invalid = ~shapely.is_valid(polygons)
+        repaired = polygons.copy()
+        repaired[invalid] = shapely.make_valid(polygons[invalid])
+        try:
+            return shapely.union_all(repaired)
+        except shapely.errors.GEOSException as exc:
+            names = [f"area {a.id!r}" for kind in DRIVABLE_KINDS for a in self.areas if a.kind == kind]
+            names += [f"lane {lane.id!r}" for lane in self.lanes]
+            listed = [f"{name} ({shapely.is_valid_reason(p)})" for name, p, bad in zip(names, polygons, invalid) if bad]
+            raise MapError(f"map {self.name!r}: the drivable polygons cannot be combined ({exc}); invalid: "
+                           f"{', '.join(listed[:3]) or 'none found'}") from None
 
     @cached_property
     def centerline_arc_lengths(self) -> np.ndarray:

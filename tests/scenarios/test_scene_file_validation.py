@@ -217,3 +217,17 @@ def test_member_that_is_not_npy_and_oversized_archives_are_refused(straight, tmp
     refused(path, "entry 'notes.txt' is not a .npy array")
     monkeypatch.setattr("scenarios.scene.MAX_SCENE_FILE_BYTES", 1000)
     refused(straight, "bytes uncompressed", "beyond the bound 1000")
+
+
+def test_a_lane_whose_boundaries_cross_loads_scores_and_drives(intersection, tmp_path):
+    """Found by the fuzz suite: one boundary point moved across the lane gave GEOS TopologyExceptions (the route
+    lanes' union in the Leaderboard monitor, the drivable area); the map repairs such outlines at the source."""
+    _, arrays = read_entries(intersection)
+    left = arrays["lane_left_boundary"].copy()
+    left[0] = (150.0, 150.0)
+    path = with_changes(intersection, tmp_path / "crossed.npz", lane_left_boundary=left)
+    scene = load_scene(path)
+    assert shapely.is_valid(scene.map.lane_polygons).all()
+    assert not shapely.is_valid(scene.map.lanes[0].polygon())
+    check = check_scene(path, max_decisions=2)
+    assert check.ok, check.reason

@@ -94,12 +94,19 @@ def test_maps_refuse_implausible_geometry(scene):
         RoadMap([lane], [Area("a", "roadblock", shapely.LineString([(0, 0), (1, 1)]))])
 
 
-def test_a_map_whose_polygons_cannot_be_combined_names_them(scene):
-    bowtie = shapely.Polygon([(0, 0), (10, 10), (10, 0), (0, 10)])
-    other = shapely.Polygon([(5, 0), (15, 10), (15, 0), (5, 10)])
-    road_map = RoadMap(list(scene.map.lanes), [Area("bow", "roadblock", bowtie), Area("tie", "carpark", other)])
+def test_invalid_drivable_polygons_are_repaired_and_an_unrepairable_map_names_them(scene, monkeypatch):
+    bowtie = shapely.Polygon([(1000, 0), (1010, 10), (1010, 0), (1000, 10)])  # 1 km from the lanes
+    other = shapely.Polygon([(1005, 0), (1015, 10), (1015, 0), (1005, 10)])
+    areas = [Area("bow", "roadblock", bowtie), Area("tie", "carpark", other)]
+    with pytest.raises(shapely.errors.GEOSException):  # what the drivable area met before
+        shapely.union_all([bowtie, other, *scene.map.lane_polygons])
+    drivable = RoadMap(list(scene.map.lanes), areas).drivable_area
+    # Both triangles of a bowtie are drivable, the notch between them is not.
+    assert drivable.is_valid and shapely.contains_xy(drivable, [1009.0, 1001.0, 1002.0, 1014.0],
+                                                     [5.0, 5.0, 1.0, 5.0]).tolist() == [True, True, False, True]
+    monkeypatch.setattr(shapely, "make_valid", lambda geometries: geometries)  # a repair that does not help
     with pytest.raises(MapError, match=r"cannot be combined .*area 'bow' \(Self-intersection"):
-        road_map.drivable_area
+        RoadMap(list(scene.map.lanes), areas).drivable_area
 
 
 def test_limits_are_the_ones_checked(scene, monkeypatch):
