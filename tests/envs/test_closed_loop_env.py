@@ -436,9 +436,7 @@ def test_a_camera_episode_that_ends_mid_plan_still_observes_its_history():
 def test_the_readme_example_with_cameras_runs_every_episode_to_its_end():
     """The README's `gym.make("w0sim/ClosedLoop-v0")` (cameras on) driven by an 8 m/s straight plan: every episode ends
     (terminated or truncated) with a route record and a full camera history, whatever step it ends on."""
-    import gymnasium as gym
-
-    import sim.envs  # noqa: F401  (registers the ids)
+    import gymnasium as gym  # sim.envs, imported above, registers the ids
 
     env = gym.make("w0sim/ClosedLoop-v0")
     ended_mid_plan = 0
