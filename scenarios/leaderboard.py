@@ -9,6 +9,8 @@ onto the town's `RoadMap` lanes. `scenarios.route_scenes` turns it into a closed
 """
 from __future__ import annotations
 
+import math
+import re
 import warnings
 import xml.etree.ElementTree as ElementTree
 from dataclasses import dataclass, field
@@ -20,6 +22,7 @@ import numpy as np
 from scenarios.carla_route_planner import NoRouteError, TurnDecisions, planner_for
 from scenarios.opendrive import Town, carla_to_local, load_town
 from scenarios.opendrive.lanes import lane_id, waypoint_key
+from scenarios.opendrive.validate import MAX_ABS_COORDINATE_M
 from sim.map import RoadMap
 
 DENSE_STEP_M = 1.0  # the Leaderboard's route-planner hop
@@ -27,6 +30,15 @@ FAR_WAYPOINT_M = 5.0  # a waypoint this far from every driving lane is snapped a
 BRIDGE_LANES = 4  # a gap in the trace's lane chain is bridged by at most this many lanes ...
 BACKTRACK_LANES = 3  # ... from at most this many lanes back
 MAX_STRAY_POINTS = 5  # trace points in a row on lanes nothing connects (graph-node artefacts) that are skipped
+# Route files: ids as the Leaderboard's (it sorts route subsets by int(id)); a town is a file name in the town dir.
+ROUTE_ID = re.compile(r"[0-9]+")
+TOWN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_\-]*")
+MAX_WAYPOINTS = 100_000  # per route (the Leaderboard's have 2-100)
+MAX_ABS_WAYPOINT_M = MAX_ABS_COORDINATE_M  # as a town's coordinates: CARLA keeps float32 locations
+MAX_ABS_YAW_DEG = 1e4
+# A route whose waypoints all lie this close to the first is traced by CARLA's planner into a route of no length
+# (a leg shorter than 2 hops ends at its first sample): it can never be completed.
+MIN_ROUTE_SPAN_M = 2 * DENSE_STEP_M
 
 
 class RouteFileError(ValueError):
@@ -70,12 +82,22 @@ class DenseRoute:
 
 
 def read_routes(path: str | Path) -> list[LeaderboardRoute]:
-    """All routes of a Leaderboard route XML (1.0 `<waypoint>` lists, 2.x `<waypoints><position>` lists)."""
+    """All routes of a Leaderboard route XML (1.0 `<waypoint>` lists, 2.x `<waypoints><position>` lists), checked:
+    ids are distinct non-negative integers (the Leaderboard sorts route subsets by int(id)), towns plain names
+    (a town is looked up as `<town dir>/<town>.xodr`), waypoints finite and within MAX_ABS_WAYPOINT_M, and a route
+    leads somewhere (its waypoints do not all lie within MIN_ROUTE_SPAN_M of the first). Consecutive identical
+    waypoints are allowed, as the Leaderboard allows them: CARLA's planner traces a zero-length leg between them."""
     path = Path(path)
     if not path.is_file():
         raise RouteFileError(f"{path}: no such route file")
     try:
-        root = ElementTree.parse(path).getroot()
+        data = path.read_bytes()
+    except OSError as err:
+        raise RouteFileError(f"{path}: cannot read the route file ({err})") from None
+    if b"<!DOCTYPE" in data or b"<!ENTITY" in data:
+        raise RouteFileError(f"{path}: holds a DTD or entity declaration, which route files do not use")
+    try:
+        root = ElementTree.fromstring(data)
     except ElementTree.ParseError as err:
         raise RouteFileError(f"{path}: not valid XML ({err})") from None
     if root.tag != "routes":
@@ -83,9 +105,11 @@ def read_routes(path: str | Path) -> list[LeaderboardRoute]:
     routes = [_read_route(path, element) for element in root.iter("route")]
     if not routes:
         raise RouteFileError(f"{path}: holds no <route> elements")
-    ids = [r.route_id for r in routes]
-    if len(set(ids)) != len(ids):
-        raise RouteFileError(f"{path}: duplicate route ids")
+    seen: set[str] = set()
+    for route in routes:
+        if route.route_id in seen:
+            raise RouteFileError(f"{path}: route id {route.route_id} is used by more than one route")
+        seen.add(route.route_id)
     return routes
 
 
@@ -93,18 +117,38 @@ def _read_route(path: Path, element: ElementTree.Element) -> LeaderboardRoute:
     route_id, town = element.get("id"), element.get("town")
     if route_id is None or town is None:
         raise RouteFileError(f"{path}: a <route> lacks its 'id' or 'town' attribute ({element.attrib})")
+    if not ROUTE_ID.fullmatch(route_id):
+        raise RouteFileError(f"{path}: route id {route_id!r} is not a non-negative integer (as the Leaderboard's "
+                             "route ids are)")
     where = f"{path}: route {route_id}"
+    if not TOWN_NAME.fullmatch(town):
+        raise RouteFileError(f"{where}: town {town!r} is not a town name (letters, digits, '_' and '-')")
     points = element.findall("waypoint") or element.findall("waypoints/position")
     if len(points) < 2:
         raise RouteFileError(f"{where} has {len(points)} waypoints; a route needs at least 2")
+    if len(points) > MAX_WAYPOINTS:
+        raise RouteFileError(f"{where} has {len(points)} waypoints, more than the bound {MAX_WAYPOINTS}")
     rows = []
     for k, point in enumerate(points):
         try:
-            rows.append([float(point.get("x")), float(point.get("y")), float(point.get("z", "0")),
-                         float(point.get("yaw", "nan"))])
+            row = [float(point.get("x")), float(point.get("y")), float(point.get("z", "0")),
+                   float(point.get("yaw", "nan"))]
         except (TypeError, ValueError):
             raise RouteFileError(f"{where}: waypoint {k} has no numeric x/y ({point.attrib})") from None
+        for name, value, bound in zip(("x", "y", "z"), row, (MAX_ABS_WAYPOINT_M,) * 3):
+            if not math.isfinite(value) or abs(value) > bound:
+                raise RouteFileError(f"{where}: waypoint {k} has {name}={point.get(name)!r}; waypoint coordinates "
+                                     f"must be finite and within +-{bound:g} m")
+        if point.get("yaw") is not None and not (math.isfinite(row[3]) and abs(row[3]) <= MAX_ABS_YAW_DEG):
+            raise RouteFileError(f"{where}: waypoint {k} has yaw={point.get('yaw')!r}; a yaw must be finite and within "
+                                 f"+-{MAX_ABS_YAW_DEG:g} degrees")
+        rows.append(row)
     rows = np.array(rows)
+    reach = np.linalg.norm(rows[:, :3] - rows[0, :3], axis=1)
+    if reach.max() < MIN_ROUTE_SPAN_M:
+        raise RouteFileError(f"{where}: its waypoints 0..{len(rows) - 1} all lie within {reach.max():.2f} m of "
+                             f"waypoint 0; a route must lead at least {MIN_ROUTE_SPAN_M:g} m away (CARLA's planner "
+                             "makes a route of no length of it, which can never be completed)")
     x, y, heading = carla_to_local(rows[:, 0], rows[:, 1], rows[:, 3])
     metadata = {"attributes": dict(element.attrib)}
     for child in element:

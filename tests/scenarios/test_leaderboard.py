@@ -56,6 +56,57 @@ def test_malformed_route_files_name_the_problem(tmp_path, text, message):
     assert str(path) in str(info.value)
 
 
+_TWO = "<waypoint x='1' y='2'/><waypoint x='30' y='2'/>"
+
+
+@pytest.mark.parametrize("text,message", [
+    ("<routes><route id='4' town='Town01'><waypoint x='nan' y='2'/><waypoint x='3' y='2'/></route></routes>",
+     r"route 4: waypoint 0 has x='nan'"),
+    ("<routes><route id='4' town='Town01'><waypoint x='1' y='2'/><waypoint x='3' y='inf'/></route></routes>",
+     r"route 4: waypoint 1 has y='inf'"),
+    ("<routes><route id='4' town='Town01'><waypoint x='1' y='2'/><waypoint x='1e300' y='2'/></route></routes>",
+     r"route 4: waypoint 1 has x='1e300'.*within \+-1e\+06 m"),
+    ("<routes><route id='4' town='Town01'><waypoint x='1' y='2' z='-1e9'/><waypoint x='9' y='2'/></route></routes>",
+     r"route 4: waypoint 0 has z="),
+    ("<routes><route id='4' town='Town01'><waypoint x='1' y='2' yaw='nan'/><waypoint x='9' y='2'/></route></routes>",
+     r"route 4: waypoint 0 has yaw='nan'"),
+    (f"<routes><route id='abc' town='Town01'>{_TWO}</route></routes>", "route id 'abc' is not a non-negative integer"),
+    (f"<routes><route id='-1' town='Town01'>{_TWO}</route></routes>", "route id '-1'"),
+    (f"<routes><route id='1.5' town='Town01'>{_TWO}</route></routes>", "route id '1.5'"),
+    (f"<routes><route id='2' town='../../etc/x'>{_TWO}</route></routes>", r"route 2: town '\.\./\.\./etc/x' is not a town"),
+    (f"<routes><route id='2' town='Town01'>{_TWO}</route><route id='2' town='Town02'>{_TWO}</route></routes>",
+     "route id 2 is used by more than one route"),
+    (f"<!DOCTYPE r [<!ENTITY a 'aaaa'>]><routes><route id='2' town='Town01'>{_TWO}</route></routes>", "DTD"),
+    # The issue's "repeated waypoint" route: every waypoint in one spot. CARLA's planner makes a route of no length
+    # of it (2 points at one place), which is driven until the time limit: refused, naming the waypoints.
+    ("<routes><route id='6' town='Town01'>" + "<waypoint x='283.69' y='194.78' z='0'/>" * 3 + "</route></routes>",
+     r"route 6: its waypoints 0\.\.2 all lie within 0\.00 m of waypoint 0"),
+    ("<routes><route id='6' town='Town01'><waypoint x='283.69' y='194.78'/><waypoint x='283.69' y='194.78'/>"
+     "<waypoint x='282.4' y='194.78'/></route></routes>", r"route 6: its waypoints 0\.\.2 all lie within 1\.29 m"),
+])
+def test_implausible_route_files_are_refused_naming_route_and_waypoint(tmp_path, text, message):
+    path = _write(tmp_path, text)
+    with pytest.raises(RouteFileError, match=message) as info:
+        read_routes(path)
+    assert str(path) in str(info.value)
+
+
+def test_a_repeated_waypoint_is_a_zero_length_leg_as_in_carlas_planner(tmp_path):
+    """Consecutive identical waypoints are allowed, as the Leaderboard allows them: CARLA's planner traces a leg of
+    one point between them (checked against CARLA's own GlobalRoutePlanner on these routes: point-identical), so the
+    dense route is the plain one with one point repeated, and its length is the same."""
+    town = town_for(_town_dir(), "Town01")
+    a, b, c = (283.69, 194.78, 0.0), (240.0, 194.9, 0.0), (200.0, 195.0, 0.0)
+    plain = densify(town, read_routes(_route_xml(tmp_path, "Town01", [a, b, c]))[0])
+    for repeated in ([a, a, b, c], [a, b, b, c]):
+        dense = densify(town, read_routes(_route_xml(tmp_path, "Town01", repeated))[0])
+        assert len(dense.points) == len(plain.points) + 1 and dense.lane_ids == plain.lane_ids
+        same = np.flatnonzero(np.linalg.norm(np.diff(dense.points, axis=0), axis=1) == 0.0)
+        assert len(same) == 1  # the one repeated point ...
+        np.testing.assert_array_equal(np.delete(dense.points, same[0], axis=0), plain.points)  # ... and nothing else
+        assert dense.length_m == pytest.approx(plain.length_m)
+
+
 def test_missing_route_file(tmp_path):
     with pytest.raises(RouteFileError, match="no such route file"):
         read_routes(tmp_path / "absent.xml")
