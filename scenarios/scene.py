@@ -196,7 +196,7 @@ def _geometries(name: str, wkb: np.ndarray, offsets: np.ndarray, ids: list[str])
         try:
             out.append(shapely.from_wkb(data[offsets[i] : offsets[i + 1]]))
         except shapely.errors.GEOSException as exc:
-            raise _Malformed(f"{name} of {item_id!r} is not valid WKB ({exc})") from None
+            raise _Malformed(f"{name} of {item_id!r} is not valid WKB ({exc or 'GEOS gave no reason'})") from None
     return out
 
 
