@@ -4,12 +4,21 @@ A log is a pickled list of 2 Hz frame dicts (spec §4.1). `scene_from_frames` tu
 frames into a `Scene` the way NAVSIM's metric cache sees it: ego states and object boxes
 interpolated between frames (`scenarios.log_frames`), lights and commands held, the route rebuilt
 as the lane chain through the frame's roadblocks, the map cropped (`window_map`) from the nuPlan
-GeoPackage of the log's location (read once per process). Pickles can run code when loaded: read
-only logs you trust (as NAVSIM does).
+GeoPackage of the log's location (read once per process).
+
+A pickle can name any class and call it while loading, so a log is read with `LogUnpickler`, which admits only
+what OpenScene's and w0sim's log writers put there: containers, numbers, strings, and numpy arrays and scalars of
+plain dtypes (numbers, bools, strings), which it rebuilds itself from their bytes; a log naming anything else is
+refused with the class it asked for. `check_frames` then checks every frame's keys, types, shapes and that its
+values are finite and physically plausible (bounds below), naming the log, the frame and the field.
 """
 from __future__ import annotations
 
+import collections
 import dataclasses
+import datetime
+import io
+import math
 import pickle
 from functools import lru_cache
 from pathlib import Path
@@ -18,6 +27,7 @@ import numpy as np
 
 from scenarios.log_frames import FRAME_STRIDE, hold_frames, interpolate_states, interpolate_tracks
 from scenarios.nuplan_map import MapFormatError, NuplanMapContents, nuplan_map_path
+from sim import limits
 from sim.geometry import principal_value
 from sim.map import MapError, RoadMap
 from sim.scene import Scene
@@ -39,6 +49,16 @@ NUPLAN_NAMES = {
 }
 AGENT_TYPES = {name: code for code, name in NUPLAN_NAMES.items()}
 MAP_ALIASES = {"las_vegas": "us-nv-las-vegas-strip"}  # OpenScene's short name, renamed as NAVSIM does
+# Plausibility bounds of a log frame: the scene limits (sim.limits), and what a frame alone can say.
+MAX_ABS_COORDINATE_M = limits.MAX_ABS_COORDINATE_M  # ego positions (nuPlan's UTM northings reach ~4.5e6 m)
+MAX_SPEED_MPS = limits.MAX_SPEED_MPS  # ego and object velocity components
+MAX_ABS_ACCELERATION = limits.MAX_ABS_DYNAMICS  # ego accelerations (m/s^2)
+MAX_BOX_SIZE_M = limits.MAX_AGENT_SIZE_M  # an object's length, width, height
+MAX_ABS_HEADING_RAD = limits.MAX_ABS_HEADING_RAD
+MAX_OBJECTS = limits.MAX_TRACKS  # annotated boxes of one frame
+MAX_BOX_OFFSET_M = 1e4  # an object's position relative to the ego (a lidar sees ~100 m)
+QUATERNION_NORM_TOLERANCE = 1e-2  # |q| of a rotation
+MAX_FRAMES = 1_000_000  # of one log (a 2 Hz log of 5 days)
 # A scene reads the part of its (city) map within this of the ego's and the objects' positions in its window:
 # more than the metric cache's ±100 m map box and than the look-ahead of a planner's route and forecasts.
 CROP_RADIUS_M = 300.0
@@ -48,45 +68,345 @@ class NavsimLogError(ValueError):
     """A NAVSIM log (or the map it needs) cannot be used: names the file, frame and key at fault."""
 
 
+# --- reading: a restricted unpickler ----------------------------------------------------------
+
+
+class _DType:
+    """A numpy dtype as a pickle describes it (`numpy.dtype(code, align, copy)`, then its state), resolved only to a
+    plain one: numbers, bools, strings and bytes, with a byte order; never objects, records or sub-arrays."""
+
+    def __init__(self, code=None, align=False, copy=True) -> None:
+        self.code, self.state = code, None
+
+    def __setstate__(self, state) -> None:
+        self.state = state
+
+    def resolve(self) -> np.dtype:
+        if not isinstance(self.code, str) or len(self.code) > 16:
+            raise pickle.UnpicklingError(f"dtype code {self.code!r} is not a plain dtype code")
+        try:
+            dtype = np.dtype(self.code)
+        except TypeError as exc:
+            raise pickle.UnpicklingError(f"dtype {self.code!r}: {exc}") from None
+        if dtype.kind not in "biufcSUmM" or dtype.fields is not None or dtype.subdtype is not None:
+            raise pickle.UnpicklingError(f"dtype {self.code!r} ({dtype.kind}) is not a plain numeric or string dtype")
+        state = self.state
+        if state is not None:
+            if not isinstance(state, tuple) or len(state) < 8 or any(v is not None for v in state[2:5]):
+                raise pickle.UnpicklingError(f"dtype {self.code!r} has a structured or unknown state {state!r:.80}")
+            if state[1] in ("<", ">"):
+                dtype = dtype.newbyteorder(state[1])
+            if state[5] not in (-1, dtype.itemsize):
+                raise pickle.UnpicklingError(f"dtype {self.code!r} claims {state[5]} bytes per item")
+        return dtype
+
+
+def _dtype_of(value) -> np.dtype:
+    if not isinstance(value, _DType):
+        raise pickle.UnpicklingError(f"expected a numpy dtype, got {type(value).__name__}")
+    return value.resolve()
+
+
+def _shape_of(value) -> tuple[int, ...]:
+    if not isinstance(value, tuple) or len(value) > 32 or not all(type(n) is int and n >= 0 for n in value):
+        raise pickle.UnpicklingError(f"array shape {value!r:.80} is not a tuple of sizes")
+    return value
+
+
+def _array(data, dtype: np.dtype, shape: tuple[int, ...], fortran: bool) -> np.ndarray:
+    """An array of `shape` from exactly as many bytes as it needs (copied: it owns its memory)."""
+    if not isinstance(data, (bytes, bytearray)):
+        raise pickle.UnpicklingError(f"array data is a {type(data).__name__}, not bytes")
+    if len(data) != math.prod(shape) * dtype.itemsize:
+        raise pickle.UnpicklingError(f"array of shape {shape} and dtype {dtype} needs {math.prod(shape) * dtype.itemsize} "
+                                     f"bytes, the log holds {len(data)}")
+    return np.frombuffer(data, dtype=dtype).reshape(shape, order="F" if fortran else "C").copy()
+
+
+def _frombuffer(data, dtype, shape, order="C") -> np.ndarray:
+    """numpy's pickle of an array (protocol 5): its bytes, dtype, shape and order."""
+    return _array(data, _dtype_of(dtype), _shape_of(shape), order == "F")
+
+
+class _NDArray:
+    """Stands for `numpy.ndarray` in a pickle: `_reconstruct` takes it as the array type, nothing calls it."""
+
+
+class _PendingArray:
+    """numpy's older pickle of an array (protocols 2-4): `_reconstruct(ndarray, (0,), b'b')`, then its state
+    (version, shape, dtype, fortran, bytes); replaced by the array once the log is read."""
+
+    def __init__(self) -> None:
+        self.array: np.ndarray | None = None
+
+    def __setstate__(self, state) -> None:
+        if not isinstance(state, tuple) or len(state) not in (4, 5):
+            raise pickle.UnpicklingError("array state is not (version, shape, dtype, fortran, data)")
+        shape, dtype, fortran, data = state[-4:]
+        self.array = _array(data, _dtype_of(dtype), _shape_of(shape), bool(fortran))
+
+
+def _reconstruct(kind, shape=None, typecode=None) -> _PendingArray:
+    if kind is not _NDArray:
+        raise pickle.UnpicklingError(f"array type {kind!r:.80} is not numpy.ndarray")
+    return _PendingArray()
+
+
+def _scalar(dtype, data=None):
+    """numpy's pickle of a scalar: its dtype and bytes."""
+    return _array(data, _dtype_of(dtype), (1,), False)[0]
+
+
+def _latin1(text, encoding="latin1") -> bytes:
+    """`_codecs.encode(text, 'latin1')`: how protocol 2 writes bytes."""
+    if not isinstance(text, str) or encoding not in ("latin1", "latin-1"):
+        raise pickle.UnpicklingError("_codecs.encode is admitted only to turn latin-1 text into bytes")
+    return text.encode("latin1")
+
+
+def _bytearray(data=b"", *args) -> bytearray:
+    if not isinstance(data, (bytes, bytearray, str)):
+        raise pickle.UnpicklingError("bytearray is admitted only from bytes or text")
+    return bytearray(data, *args) if isinstance(data, str) else bytearray(data)
+
+
+_NUMPY_CORES = ("numpy.core", "numpy._core")  # numpy 1.x and 2.x write these module names
+SAFE_GLOBALS: dict[tuple[str, str], object] = {
+    ("numpy", "dtype"): _DType,
+    ("numpy", "ndarray"): _NDArray,
+    **{(f"{core}.multiarray", "_reconstruct"): _reconstruct for core in _NUMPY_CORES},
+    **{(f"{core}.multiarray", "scalar"): _scalar for core in _NUMPY_CORES},
+    **{(f"{core}.numeric", "_frombuffer"): _frombuffer for core in _NUMPY_CORES},
+    ("_codecs", "encode"): _latin1,
+    ("builtins", "bytearray"): _bytearray,
+    ("builtins", "set"): set,
+    ("builtins", "frozenset"): frozenset,
+    ("builtins", "complex"): complex,
+    ("collections", "OrderedDict"): collections.OrderedDict,
+    ("datetime", "datetime"): datetime.datetime,
+    ("datetime", "date"): datetime.date,
+    ("datetime", "time"): datetime.time,
+    ("datetime", "timedelta"): datetime.timedelta,
+}
+SAFE_GLOBALS.update({("__builtin__", name): found for (module, name), found in list(SAFE_GLOBALS.items())
+                     if module == "builtins"})  # protocol 2 writes Python 2's module name
+
+
+class LogUnpickler(pickle.Unpickler):
+    """Unpickles a NAVSIM/OpenScene log, admitting only SAFE_GLOBALS (what log pickles hold; numpy's array and
+    scalar constructors replaced by ones that build plain arrays from bytes). Anything else a pickle names, such
+    as `os.system` in a `__reduce__` payload, is refused before it can be called."""
+
+    def __init__(self, file) -> None:
+        super().__init__(file)
+        self.pending = False  # whether an array came in numpy's older two-step form (see _PendingArray)
+
+    def find_class(self, module: str, name: str):
+        try:
+            found = SAFE_GLOBALS[(module, name)]
+        except (KeyError, TypeError):
+            raise RefusedClassError(module, name) from None
+        if found is _reconstruct:
+            self.pending = True
+        return found
+
+    def persistent_load(self, pid):
+        raise pickle.UnpicklingError("persistent ids are not part of a log")
+
+
+class RefusedClassError(pickle.UnpicklingError):
+    def __init__(self, module: str, name: str) -> None:
+        super().__init__(f"{module}.{name}")
+        self.qualified = f"{module}.{name}"
+
+
+def _resolve_pending(value, seen: dict[int, object]):
+    """`value` with every _PendingArray replaced by its array, in lists and dicts in place, tuples rebuilt."""
+    key = id(value)
+    if key in seen:
+        return seen[key]
+    if isinstance(value, _PendingArray):
+        if value.array is None:
+            raise pickle.UnpicklingError("an array was announced but its data never came")
+        seen[key] = value.array
+    elif isinstance(value, list):
+        seen[key] = value
+        value[:] = [_resolve_pending(v, seen) for v in value]
+    elif isinstance(value, dict):
+        seen[key] = value
+        for k in list(value):
+            value[k] = _resolve_pending(value[k], seen)
+    elif type(value) is tuple:
+        seen[key] = value
+        seen[key] = tuple(_resolve_pending(v, seen) for v in value)
+    else:
+        return value
+    return seen[key]
+
+
+def read_log_pickle(data: bytes, source: str) -> object:
+    """The object a log pickle holds, through LogUnpickler; NavsimLogError naming `source` otherwise."""
+    try:
+        unpickler = LogUnpickler(io.BytesIO(data))
+        value = unpickler.load()
+        if unpickler.pending:
+            value = _resolve_pending(value, {})
+    except RefusedClassError as exc:
+        raise NavsimLogError(f"{source}: refused to unpickle {exc.qualified}: a NAVSIM log holds only lists, dicts, "
+                             "numbers, strings and numpy arrays (a pickle naming other classes can run code when "
+                             "loaded)") from None
+    except Exception as exc:  # noqa: BLE001 - nothing a refused pickle can name runs: any failure is a corrupt log
+        raise NavsimLogError(f"{source}: not a readable log pickle (truncated or corrupt: {type(exc).__name__}: "
+                             f"{str(exc)[:200]})") from None
+    return value
+
+
 # --- reading and checking ---------------------------------------------------------------------
 
 
 def load_navsim_log(path: str | Path) -> list[dict]:
-    """The frames of a log pickle, checked for the keys and shapes a scene needs."""
+    """The frames of a log pickle (read with LogUnpickler), checked for the keys, shapes and values a scene needs."""
     path = Path(path)
     if not path.is_file():
         raise NavsimLogError(f"{path}: no such NAVSIM log file")
     try:
-        with path.open("rb") as handle:
-            frames = pickle.load(handle)
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, ImportError, IndexError) as exc:
-        raise NavsimLogError(f"{path}: not a readable log pickle (truncated or corrupt: {type(exc).__name__}: {exc})") from None
+        data = path.read_bytes()
+    except OSError as exc:
+        raise NavsimLogError(f"{path}: cannot read the log ({exc})") from None
+    frames = read_log_pickle(data, str(path))
     check_frames(frames, str(path))
     return frames
 
 
+def _numbers(where: str, key: str, value, shape: tuple | None = None) -> np.ndarray:
+    """`value` as a float64 array (of `shape`), all finite; NavsimLogError naming the field otherwise."""
+    if isinstance(value, (str, bytes, dict)) or (isinstance(value, np.ndarray) and value.dtype.kind not in "biuf"):
+        raise NavsimLogError(f"{where}: {key!r} is not numeric ({type(value).__name__})")
+    try:
+        array = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError, OverflowError):
+        raise NavsimLogError(f"{where}: {key!r} is not numeric") from None
+    if shape is not None and array.shape != shape:
+        raise NavsimLogError(f"{where}: {key!r} has shape {array.shape}, expected {shape}")
+    if not np.isfinite(array).all():
+        raise NavsimLogError(f"{where}: {key!r} holds non-finite values (NaN or inf)")
+    return array
+
+
+def _bounded(where: str, key: str, values: np.ndarray, bound: float, unit: str) -> None:
+    if values.size and np.abs(values).max() > bound:
+        raise NavsimLogError(f"{where}: {key!r} holds {values.flat[int(np.argmax(np.abs(values)))]:.6g} {unit}, beyond the "
+                             f"bound +-{bound:g} {unit}")
+
+
+def _is_integer(value) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
 def check_frames(frames: object, source: str) -> None:
-    """Raise NavsimLogError unless `frames` is a list of frame dicts with the required keys and shapes."""
+    """Raise NavsimLogError unless `frames` is a list of frame dicts with the required keys, types and shapes, and
+    finite, plausible values (the bounds above); the error names the log, the frame (and token) and the field."""
     if not isinstance(frames, list):
         raise NavsimLogError(f"{source}: a NAVSIM log is a list of frame dicts, got {type(frames).__name__}")
+    if len(frames) > MAX_FRAMES:
+        raise NavsimLogError(f"{source}: {len(frames)} frames, more than the bound {MAX_FRAMES}")
     for index, frame in enumerate(frames):
         if not isinstance(frame, dict):
             raise NavsimLogError(f"{source}: frame {index} is a {type(frame).__name__}, not a dict")
-        where = f"{source}: frame {index} (token {frame.get('token', '?')})"
+        token = frame.get("token", "?")
+        where = f"{source}: frame {index} (token {token if isinstance(token, str) else '?'})"
         if missing := [key for key in REQUIRED_KEYS if key not in frame]:
             raise NavsimLogError(f"{where}: missing key {missing[0]!r}")
-        for key, shape in FRAME_SHAPES.items():
-            if np.shape(frame[key]) != shape:
-                raise NavsimLogError(f"{where}: {key!r} has shape {np.shape(frame[key])}, expected {shape}")
-        anns = frame["anns"]
-        if not isinstance(anns, dict) or (missing := [k for k in REQUIRED_ANNOTATIONS if k not in anns]):
-            raise NavsimLogError(f"{where}: 'anns' lacks {missing[0] if isinstance(anns, dict) else 'a dict'!r}")
-        count = len(anns["track_tokens"])
-        for key, width in (("gt_boxes", 7), ("gt_velocity_3d", 3)):
-            if np.shape(anns[key]) != (count, width) and not (count == 0 and np.size(anns[key]) == 0):
-                raise NavsimLogError(f"{where}: anns {key!r} has shape {np.shape(anns[key])}, expected ({count}, {width})")
-        if len(anns["gt_names"]) != count:
-            raise NavsimLogError(f"{where}: anns 'gt_names' has {len(anns['gt_names'])} names for {count} tracks")
+        _check_frame(frame, where)
+
+
+def _check_frame(frame: dict, where: str) -> None:
+    for key in ("token", "log_name", "map_location"):
+        if not isinstance(frame[key], str) or not frame[key]:
+            raise NavsimLogError(f"{where}: {key!r} must be a non-empty string, got {type(frame[key]).__name__}")
+    if not _is_integer(frame["timestamp"]) or frame["timestamp"] < 0:
+        raise NavsimLogError(f"{where}: 'timestamp' must be a non-negative integer (microseconds)")
+    roadblocks = frame["roadblock_ids"]
+    if not isinstance(roadblocks, (list, tuple)) or not all(isinstance(r, str) or _is_integer(r) for r in roadblocks):
+        raise NavsimLogError(f"{where}: 'roadblock_ids' must be a list of roadblock ids")
+    for key, shape in FRAME_SHAPES.items():
+        if np.shape(frame[key]) != shape:
+            raise NavsimLogError(f"{where}: {key!r} has shape {np.shape(frame[key])}, expected {shape}")
+    translation = _numbers(where, "ego2global_translation", frame["ego2global_translation"], (3,))
+    _bounded(where, "ego2global_translation", translation, MAX_ABS_COORDINATE_M, "m")
+    rotation = _numbers(where, "ego2global_rotation", frame["ego2global_rotation"], (4,))
+    if abs(float(np.linalg.norm(rotation)) - 1.0) > QUATERNION_NORM_TOLERANCE:
+        raise NavsimLogError(f"{where}: 'ego2global_rotation' {rotation.tolist()} is not a unit quaternion "
+                             f"(norm {np.linalg.norm(rotation):.6g})")
+    dynamic = _numbers(where, "ego_dynamic_state", frame["ego_dynamic_state"], (4,))
+    _bounded(where, "ego_dynamic_state (velocity)", dynamic[:2], MAX_SPEED_MPS, "m/s")
+    _bounded(where, "ego_dynamic_state (acceleration)", dynamic[2:], MAX_ABS_ACCELERATION, "m/s^2")
+    command = _numbers(where, "driving_command", frame["driving_command"], (4,))
+    if not (np.isin(command, (0.0, 1.0)).all() and command.sum() == 1.0):
+        raise NavsimLogError(f"{where}: 'driving_command' {command.tolist()} is not one-hot (left, straight, right, "
+                             "unknown)")
+    lights = frame["traffic_lights"]
+    if not isinstance(lights, (list, tuple)):
+        raise NavsimLogError(f"{where}: 'traffic_lights' must be a list of (lane connector id, is_red)")
+    for k, entry in enumerate(lights):
+        if not (isinstance(entry, (list, tuple)) and len(entry) == 2 and _is_integer(entry[0])
+                and isinstance(entry[1], (bool, np.bool_, int, np.integer)) and int(entry[1]) in (0, 1)):
+            raise NavsimLogError(f"{where}: 'traffic_lights' entry {k} is not (lane connector id, is_red): "
+                                 f"{str(entry)[:80]}")
+    _check_annotations(frame["anns"], where)
+    if EXTENSION_KEY in frame:
+        _check_extension(frame[EXTENSION_KEY], len(frame["anns"]["track_tokens"]), where)
+
+
+def _check_annotations(anns: object, where: str) -> None:
+    if not isinstance(anns, dict) or (missing := [k for k in REQUIRED_ANNOTATIONS if k not in anns]):
+        raise NavsimLogError(f"{where}: 'anns' lacks {missing[0] if isinstance(anns, dict) else 'a dict'!r}")
+    tokens = anns["track_tokens"]
+    if not isinstance(tokens, (list, tuple, np.ndarray)) or not all(isinstance(t, (str, np.str_)) for t in tokens):
+        raise NavsimLogError(f"{where}: anns 'track_tokens' must be a list of strings")
+    count = len(tokens)
+    if count > MAX_OBJECTS:
+        raise NavsimLogError(f"{where}: {count} annotated objects, more than the bound {MAX_OBJECTS}")
+    if len(set(tokens)) != count:
+        raise NavsimLogError(f"{where}: anns 'track_tokens' names a track twice")
+    for key, width in (("gt_boxes", 7), ("gt_velocity_3d", 3)):
+        if np.shape(anns[key]) != (count, width) and not (count == 0 and np.size(anns[key]) == 0):
+            raise NavsimLogError(f"{where}: anns {key!r} has shape {np.shape(anns[key])}, expected ({count}, {width})")
+    names = anns["gt_names"]
+    if not isinstance(names, (list, tuple, np.ndarray)) or len(names) != count:
+        raise NavsimLogError(f"{where}: anns 'gt_names' has {len(names) if hasattr(names, '__len__') else 'no'} names "
+                             f"for {count} tracks")
+    if not all(isinstance(n, (str, np.str_)) for n in names):
+        raise NavsimLogError(f"{where}: anns 'gt_names' must be strings")
+    if count == 0:
+        return
+    boxes = _numbers(where, "anns gt_boxes", anns["gt_boxes"], (count, 7))
+    _bounded(where, "anns gt_boxes (position)", boxes[:, :3], MAX_BOX_OFFSET_M, "m")
+    _bounded(where, "anns gt_boxes (size)", boxes[:, 3:6], MAX_BOX_SIZE_M, "m")
+    if (boxes[:, 3:6] < 0).any():
+        raise NavsimLogError(f"{where}: anns 'gt_boxes' holds a negative box size")
+    _bounded(where, "anns gt_boxes (yaw)", boxes[:, 6], MAX_ABS_HEADING_RAD, "rad")
+    velocity = _numbers(where, "anns gt_velocity_3d", anns["gt_velocity_3d"], (count, 3))
+    _bounded(where, "anns gt_velocity_3d", velocity, MAX_SPEED_MPS, "m/s")
+
+
+def _check_extension(extension: object, count: int, where: str) -> None:
+    """The w0sim key: light states (connector fid, light id, status), track ids (one per box), command text."""
+    if not isinstance(extension, dict):
+        raise NavsimLogError(f"{where}: {EXTENSION_KEY!r} must be a dict")
+    lights = extension.get("traffic_lights", [])
+    statuses = {int(s) for s in TrafficLightStatus}
+    if not isinstance(lights, (list, tuple)) or not all(
+            isinstance(e, (list, tuple)) and len(e) == 3 and _is_integer(e[0])
+            and isinstance(e[1], str) and _is_integer(e[2]) and int(e[2]) in statuses for e in lights):
+        raise NavsimLogError(f"{where}: {EXTENSION_KEY!r} traffic_lights must be (connector fid, light id, status) "
+                             f"entries with a status in {sorted(statuses)}")
+    ids = extension.get("track_ids")
+    if ids is not None and (not isinstance(ids, (list, tuple)) or len(ids) != count
+                            or not all(isinstance(i, str) for i in ids) or len(set(ids)) != count):
+        raise NavsimLogError(f"{where}: {EXTENSION_KEY!r} track_ids must name each of the {count} boxes once")
+    if not isinstance(extension.get("command_text", ""), str):
+        raise NavsimLogError(f"{where}: {EXTENSION_KEY!r} command_text must be a string")
 
 
 def filter_scenes(frames: list[dict], num_history_frames: int = NUM_HISTORY_FRAMES,
@@ -298,12 +618,15 @@ def scene_from_frames(window: list[dict], maps_root: str | Path, sensor_blobs: s
         images = {str(k * FRAME_STRIDE): str(Path(sensor_blobs) / f["cams"]["CAM_F0"]["data_path"])
                   for k, f in enumerate(window) if "CAM_F0" in f.get("cams", {})}
         metadata["camera_images"] = {step: p for step, p in images.items() if Path(p).is_file()}
-    return Scene(
-        token=str(current["token"]), map=road_map, ego_log=interpolate_states(ego_frames),
-        agents=tracks, route=route, current_index=(num_history_frames - 1) * FRAME_STRIDE,
-        light_ids=light_ids, light_status=hold_frames(light_frames), driving_command=hold_frames(commands),
-        command_text=str(current.get(EXTENSION_KEY, {}).get("command_text", "")), metadata=metadata,
-    )
+    try:
+        return Scene(
+            token=str(current["token"]), map=road_map, ego_log=interpolate_states(ego_frames),
+            agents=tracks, route=route, current_index=(num_history_frames - 1) * FRAME_STRIDE,
+            light_ids=light_ids, light_status=hold_frames(light_frames), driving_command=hold_frames(commands),
+            command_text=str(current.get(EXTENSION_KEY, {}).get("command_text", "")), metadata=metadata,
+        )
+    except ValueError as exc:  # the scene's own checks (sim.scene) on what the log and its map hold
+        raise NavsimLogError(f"log {current['log_name']}, token {current['token']}: {exc}") from None
 
 
 @lru_cache(maxsize=2)  # the scenes of one log are usually loaded one after another
@@ -324,6 +647,7 @@ def load_log_scene(log_path: str | Path, start: int, maps_root: str | Path, sens
     return scene_from_frames(window, maps_root, sensor_blobs, num_history_frames)
 
 
-__all__ = ["EXTENSION_KEY", "NUPLAN_NAMES", "NUM_FUTURE_FRAMES", "NUM_HISTORY_FRAMES", "NavsimLogError", "check_frames",
+__all__ = ["EXTENSION_KEY", "NUPLAN_NAMES", "NUM_FUTURE_FRAMES", "NUM_HISTORY_FRAMES", "SAFE_GLOBALS", "LogUnpickler",
+           "NavsimLogError", "check_frames", "read_log_pickle",
            "filter_scenes", "frame_ego_states", "load_log_scene", "load_navsim_log", "map_file", "quaternion_yaw",
            "route_through_roadblocks", "scene_from_frames", "window_lights", "window_map", "window_tracks"]

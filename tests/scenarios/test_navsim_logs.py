@@ -1,7 +1,10 @@
 """NAVSIM log pickles: a scene written as a log + nuPlan map reads back to the same frames and the same scores."""
 from __future__ import annotations
 
+import collections
 import csv
+import datetime
+import os
 import pickle
 
 import numpy as np
@@ -12,7 +15,14 @@ from agents.registry import AgentSpec
 from scenarios.generator import FAMILIES, generate_scene
 from scenarios.log_frames import FRAME_STRIDE, frame_steps
 from scenarios.navsim_log_writer import write_navsim_log
-from scenarios.navsim_logs import EXTENSION_KEY, NavsimLogError, filter_scenes, load_navsim_log, scene_from_frames
+from scenarios.navsim_logs import (
+    EXTENSION_KEY,
+    NavsimLogError,
+    filter_scenes,
+    load_navsim_log,
+    read_log_pickle,
+    scene_from_frames,
+)
 from scenarios.splits import SplitError, resolve_split
 from sim.envs.frames import FrameRenderer, fit_image, read_rgb
 from sim.envs.navsim_env import NavsimSceneEnv
@@ -268,3 +278,135 @@ def test_a_navsim_scene_filter_yaml_picks_frames_logs_and_tokens(one_log, tmp_pa
         resolve_split("navsim:logs", navsim_logs=root, nuplan_maps=root / "maps", scene_filter=tmp_path / "bad.yaml")
     with pytest.raises(SplitError, match="navsim: splits only"):
         resolve_split("builtin:navtest", 2, scene_filter=dense)
+
+
+# --- a log is data, never code: the restricted unpickler and the frame checks ----------------------------------
+
+
+class _RunsCommand:
+    """A `__reduce__` payload: unpickled with plain pickle.load, it runs `command` through `call`."""
+
+    def __init__(self, call, command):
+        self.call, self.command = call, command
+
+    def __reduce__(self):
+        return self.call, (self.command,)
+
+
+@pytest.mark.parametrize("call", [os.system, eval], ids=["os.system", "builtins.eval"])
+def test_a_log_with_a_reduce_payload_is_refused_and_its_command_never_runs(one_log, tmp_path, call):
+    log, _ = one_log
+    marker = tmp_path / "ran"
+    command = f"touch {marker}" if call is os.system else f"open({str(marker)!r}, 'w').close()"
+    frames = pickle.loads(log.read_bytes())
+    frames[3]["anns"]["track_tokens"] = _RunsCommand(call, command)  # deep inside a valid log
+    evil = tmp_path / "evil.pkl"
+    evil.write_bytes(pickle.dumps(frames))
+    with pytest.raises(NavsimLogError, match=rf"evil\.pkl: refused to unpickle {call.__module__}"
+                                             rf"\.{call.__name__}") as info:
+        load_navsim_log(evil)
+    assert "run code" in str(info.value)
+    assert not marker.exists()
+    pickle.loads(evil.read_bytes())  # the payload is real: plain pickle runs it
+    assert marker.exists()
+
+
+@pytest.mark.parametrize("protocol", [2, 3, 4, 5])
+def test_logs_written_with_any_protocol_and_numpy_1_module_names_read_back_the_same(one_log, protocol):
+    log, _ = one_log
+    frames = pickle.loads(log.read_bytes())
+    data = pickle.dumps(frames, protocol=protocol)
+    if protocol < 4:  # numpy 1.x pickles name numpy.core.*: OpenScene's logs were written so (same length: no framing)
+        data = data.replace(b"numpy._core", b"numpy.core")
+    read = read_log_pickle(data, "log")
+    for old, new in zip(frames, read):
+        assert old.keys() == new.keys()
+        for key in ("ego2global_translation", "driving_command", "can_bus", "lidar2ego"):
+            assert type(new[key]) is np.ndarray and new[key].dtype == old[key].dtype
+            np.testing.assert_array_equal(new[key], old[key])
+        np.testing.assert_array_equal(new["anns"]["gt_boxes"], old["anns"]["gt_boxes"])
+        assert new["anns"]["gt_names"].dtype == old["anns"]["gt_names"].dtype
+        assert new["traffic_lights"] == old["traffic_lights"] and new[EXTENSION_KEY] == old[EXTENSION_KEY]
+    # numpy scalars (OpenScene's quaternion components are numpy floats), big-endian and Fortran-ordered arrays
+    extra = {"w": np.float64(0.5), "n": np.int32(-3), "red": np.bool_(True), "name": np.str_("car"),
+             "big": np.arange(4, dtype=">f4"), "fortran": np.asfortranarray(np.arange(6.0).reshape(2, 3))}
+    back = read_log_pickle(pickle.dumps(extra, protocol=protocol), "extra")
+    for key, value in extra.items():
+        assert type(back[key]) is type(value) and back[key].dtype == value.dtype
+        np.testing.assert_array_equal(back[key], value)
+
+
+@pytest.mark.parametrize("payload, message", [
+    (np.array([1, None], dtype=object), "dtype 'O8'"),
+    (np.zeros(2, dtype=[("x", "f8")]), "dtype 'V8'"),
+    (datetime.timezone.utc, "datetime.timezone"),
+    (collections.Counter(a=1), r"collections\.Counter"),
+])
+def test_objects_a_log_does_not_hold_are_refused_naming_them(payload, message):
+    with pytest.raises(NavsimLogError, match=message):
+        read_log_pickle(pickle.dumps(payload), "odd.pkl")
+
+
+def _broken_log(one_log, tmp_path, change):
+    log, _ = one_log
+    frames = pickle.loads(log.read_bytes())
+    change(frames)
+    path = tmp_path / "broken.pkl"
+    path.write_bytes(pickle.dumps(frames))
+    return path
+
+
+def _set(index, key, value, inner=None):
+    def change(frames):
+        target = frames[index] if inner is None else frames[index][inner]
+        target[key] = value
+    return change
+
+
+@pytest.mark.parametrize("change, message", [
+    (_set(2, "ego2global_translation", np.array([np.nan, 0.0, 0.0])), r"frame 2 .*'ego2global_translation' holds non-finite"),
+    (_set(4, "ego2global_translation", np.array([1e300, 0.0, 0.0])),
+     r"frame 4 .*'ego2global_translation' holds 1e\+300 m, beyond the bound \+-1e\+07 m"),
+    (_set(1, "ego2global_rotation", [0.0, 0.0, 0.0, 0.0]), r"frame 1 .*'ego2global_rotation' .* is not a unit quaternion"),
+    (_set(5, "ego_dynamic_state", [500.0, 0.0, 0.0, 0.0]), r"frame 5 .*'ego_dynamic_state \(velocity\)' holds 500 m/s"),
+    (_set(0, "ego_dynamic_state", [1.0, 0.0, np.inf, 0.0]), r"frame 0 .*'ego_dynamic_state' holds non-finite"),
+    (_set(6, "driving_command", np.array([0, 0, 0, 0])), r"frame 6 .*'driving_command' \[0.0, 0.0, 0.0, 0.0\] is not one-hot"),
+    (_set(3, "driving_command", np.array([9, 0, 0, 0])), r"frame 3 .*'driving_command' .* is not one-hot"),
+    (_set(2, "timestamp", "noon"), r"frame 2 .*'timestamp' must be a non-negative integer"),
+    (_set(2, "token", 17), r"frame 2 \(token \?\): 'token' must be a non-empty string"),
+    (_set(7, "roadblock_ids", "1 2 3"), r"frame 7 .*'roadblock_ids' must be a list"),
+    (_set(1, "traffic_lights", [(12, True, "x")]), r"frame 1 .*'traffic_lights' entry 0 is not"),
+    (_set(1, "traffic_lights", [("a", True)]), r"frame 1 .*'traffic_lights' entry 0 is not"),
+    (_set(3, "ego2global_translation", ["a", "b", "c"]), r"frame 3 .*'ego2global_translation' is not numeric"),
+])
+def test_implausible_frames_name_the_log_the_frame_and_the_field(one_log, tmp_path, change, message):
+    with pytest.raises(NavsimLogError, match=message) as info:
+        load_navsim_log(_broken_log(one_log, tmp_path, change))
+    assert "broken.pkl" in str(info.value)
+
+
+def _with_boxes(frame_index, edit):
+    def change(frames):
+        anns = frames[frame_index]["anns"]
+        anns["gt_boxes"] = np.array(anns["gt_boxes"], dtype=float)
+        anns["gt_velocity_3d"] = np.array(anns["gt_velocity_3d"], dtype=float)
+        edit(anns, frames[frame_index])
+    return change
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda a, f: a["gt_boxes"].__setitem__((0, 0), np.nan), r"'anns gt_boxes' holds non-finite"),
+    (lambda a, f: a["gt_boxes"].__setitem__((0, 1), -1e9), r"'anns gt_boxes \(position\)' holds -1e\+09 m"),
+    (lambda a, f: a["gt_boxes"].__setitem__((0, 3), -4.0), r"negative box size"),
+    (lambda a, f: a["gt_boxes"].__setitem__((0, 4), 1e6), r"'anns gt_boxes \(size\)' holds 1e\+06 m"),
+    (lambda a, f: a["gt_velocity_3d"].__setitem__((0, 0), 1e5), r"'anns gt_velocity_3d' holds 100000 m/s"),
+    (lambda a, f: a["track_tokens"].__setitem__(1, a["track_tokens"][0]), r"'track_tokens' names a track twice"),
+    (lambda a, f: a.__setitem__("gt_names", [1] * len(a["track_tokens"])), r"'gt_names' must be strings"),
+    (lambda a, f: f[EXTENSION_KEY].__setitem__("traffic_lights", [(1, "light", 99)]), r"'w0sim' traffic_lights"),
+    (lambda a, f: f[EXTENSION_KEY].__setitem__("track_ids", ["x"]), r"'w0sim' track_ids must name each"),
+])
+def test_implausible_boxes_name_the_frame(one_log, tmp_path, edit, message):
+    log, _ = one_log
+    index = next(k for k, f in enumerate(pickle.loads(log.read_bytes())) if len(f["anns"]["track_tokens"]) >= 2)
+    with pytest.raises(NavsimLogError, match=rf"frame {index} .*{message}"):
+        load_navsim_log(_broken_log(one_log, tmp_path, _with_boxes(index, edit)))
