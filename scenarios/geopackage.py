@@ -35,13 +35,17 @@ class GeometryBlobError(ValueError):
 def decode_geometries(blobs: list[bytes | None]) -> np.ndarray:
     """(N,) object array of shapely geometries (None for NULL or empty cells) from GeoPackage blobs.
 
-    Headers are checked and stripped with numpy, then all WKB goes through one `shapely.from_wkb`.
+    Headers are checked and stripped with numpy, then all WKB goes through one `shapely.from_wkb`. A cell that is
+    not a blob (TEXT, a number), a bad header or bad WKB raises GeometryBlobError with the cell's index.
     """
     geoms = np.full(len(blobs), None, dtype=object)
     present = np.array([b is not None for b in blobs], dtype=bool)
     rows = np.flatnonzero(present)
     if rows.size == 0:
         return geoms
+    for i in rows.tolist():
+        if not isinstance(blobs[i], (bytes, bytearray, memoryview)):
+            raise GeometryBlobError(i, f"a {type(blobs[i]).__name__} cell, not a geometry blob")
     cells = [bytes(blobs[i]) for i in rows]
     lengths = np.array([len(c) for c in cells])
     if (short := np.flatnonzero(lengths < 8)).size:
@@ -64,7 +68,8 @@ def decode_geometries(blobs: list[bytes | None]) -> np.ndarray:
         raise GeometryBlobError(int(rows[bad[0]]), "no WKB after the GeoPackage header")
     wkb = [c[s:] for c, s, k in zip(cells, start.tolist(), keep.tolist()) if k]
     try:
-        parsed = shapely.from_wkb(wkb, on_invalid="raise")
+        with np.errstate(invalid="ignore"):  # NaN coordinates parse; the reader refuses them, naming the row
+            parsed = shapely.from_wkb(wkb, on_invalid="raise")
     except shapely.errors.GEOSException:
         parsed = _parse_one_by_one(wkb, rows[keep])
     geoms[rows[keep]] = parsed
@@ -76,7 +81,8 @@ def _parse_one_by_one(wkb: list[bytes], rows: np.ndarray) -> np.ndarray:
     parsed = np.empty(len(wkb), dtype=object)
     for k, (data, row) in enumerate(zip(wkb, rows)):
         try:
-            parsed[k] = shapely.from_wkb(data, on_invalid="raise")
+            with np.errstate(invalid="ignore"):
+                parsed[k] = shapely.from_wkb(data, on_invalid="raise")
         except shapely.errors.GEOSException as exc:
             raise GeometryBlobError(int(row), f"invalid WKB: {exc}") from None
     return parsed

@@ -395,3 +395,82 @@ def test_a_crop_holds_what_is_near_the_points_and_the_named_roadblocks(maps, tmp
     assert all(set(lane.successors + lane.predecessors) <= kept for lane in small.lanes)  # links cut at the edge
     assert not kept & {far.lane_id(lane.id) for lane in maps["straight"].lanes if lane.lane_group == "road_b"}
     assert len(kept & set(whole.lane_index)) < len(whole.lanes)  # only the junction's middle, 1 m around (0, 0)
+
+
+# --- malformed files: every problem a MapFormatError naming the file, the table and the fid -----------------------
+
+
+def _first_fid(path, table):
+    with sqlite3.connect(path) as db:
+        return db.execute(f'SELECT MIN(fid) FROM "{table}"').fetchone()[0]
+
+
+def _blob_of(geom):
+    return encode_geometries(np.array([geom], dtype=object), 32611)[0]
+
+
+def _nan_line():
+    with np.errstate(invalid="ignore"):
+        return shapely.linestrings([[0.0, 0.0], [np.nan, 1.0]])
+
+
+@pytest.mark.parametrize("edit, message, geometry", [
+    # SQLite reads a double-quoted name that is no column as a text constant: a missing column must be noticed
+    ("ALTER TABLE lanes_polygons DROP COLUMN speed_limit_mps", "table 'lanes_polygons' has no column 'speed_limit_mps'",
+     None),
+    ("ALTER TABLE baseline_paths DROP COLUMN lane_fid", "table 'baseline_paths' has no column 'lane_fid'", None),
+    ("UPDATE boundaries SET geom = 'LINESTRING (0 0, 1 1)' WHERE fid = {fid}",
+     "table 'boundaries', fid {fid}: bad geometry: a str cell, not a geometry blob", None),
+    ("UPDATE boundaries SET geom = ? WHERE fid = {fid}", "table 'boundaries', fid {fid}: point \\(nan, 1\\)", _nan_line),
+    ("UPDATE boundaries SET geom = ? WHERE fid = {fid}", "table 'boundaries', fid {fid}: point \\(1e\\+300, 1\\)",
+     lambda: shapely.LineString([(0, 0), (1e300, 1)])),
+    ("UPDATE boundaries SET geom = ? WHERE fid = {fid}", "table 'boundaries', fid {fid}: a Polygon, expected LINESTRING",
+     lambda: shapely.box(0, 0, 1, 1)),
+    ("UPDATE intersections SET geom = ? WHERE fid = {fid}", "table 'intersections', fid {fid}: a Point, expected POLYGON",
+     lambda: shapely.Point(1, 2)),
+    ("UPDATE lanes_polygons SET speed_limit_mps = 'fast' WHERE fid = {fid}",
+     "table 'lanes_polygons', fid {fid}: speed_limit_mps 'fast' is not a speed", None),
+    ("UPDATE lanes_polygons SET speed_limit_mps = -5 WHERE fid = {fid}", "fid {fid}: speed_limit_mps -5.0 is not a speed",
+     None),
+    ("UPDATE lane_connectors SET speed_limit_mps = 1e9 WHERE fid = {fid}", "fid {fid}: speed_limit_mps 1000000000.0",
+     None),
+    ("UPDATE lanes_polygons SET lane_group_fid = 1e999 WHERE fid = {fid}",
+     "table 'lanes_polygons', column 'lane_group_fid': inf is not an integer id", None),
+    ("UPDATE lanes_polygons SET lane_group_fid = '2.5' WHERE fid = {fid}", "column 'lane_group_fid': 2.5 is not an integer id",
+     None),
+    ("DROP TABLE gpkg_spatial_ref_sys", "no table gpkg_spatial_ref_sys", None),
+])
+def test_malformed_tables_name_the_file_the_table_and_the_fid(junction_file, tmp_path, edit, message, geometry):
+    path = _copy(junction_file[0], tmp_path)
+    words = edit.split()
+    table = {"UPDATE": words[1], "ALTER": words[2]}.get(words[0])
+    fid = _first_fid(path, table) if table else None
+    if table == "lane_connectors":
+        fid = min(junction_file[1].traffic_lights["tl_intersection_0_sr"])
+    _sql(path, edit.format(fid=fid), *([_blob_of(geometry())] if geometry else []))
+    with pytest.raises(MapFormatError, match=message.format(fid=fid)) as info:
+        read_nuplan_map(path)
+    assert str(path) in str(info.value)
+
+
+def test_damaged_and_foreign_sqlite_files_are_map_format_errors(junction_file, tmp_path):
+    data = junction_file[0].read_bytes()
+    (tmp_path / "cut.gpkg").write_bytes(data[: len(data) // 3])
+    (tmp_path / "noise.gpkg").write_bytes(data[:100] + bytes(range(256)) * 40)
+    for name in ("cut.gpkg", "noise.gpkg"):
+        with pytest.raises(MapFormatError, match=name):
+            read_nuplan_map(tmp_path / name)
+
+
+def test_a_location_or_version_leading_out_of_the_maps_root_is_refused(tmp_path):
+    for location in ("../../etc", "us-nv/../../x", ""):
+        with pytest.raises(MapFormatError, match="is not a location name"):
+            nuplan_map_path(tmp_path, location)
+    (tmp_path / "nuplan-maps-v1.0.json").write_text('{"us-ma-boston": {"version": "../../../tmp"}}')
+    with pytest.raises(MapFormatError, match="'../../../tmp' of 'us-ma-boston' is not a version name"):
+        nuplan_map_path(tmp_path, "us-ma-boston")
+    (tmp_path / "nuplan-maps-v1.0.json").write_text("{not json")
+    with pytest.raises(MapFormatError, match="not a readable nuPlan maps index"):
+        nuplan_map_path(tmp_path, "us-ma-boston")
+    (tmp_path / "nuplan-maps-v1.0.json").write_text('["a list"]')
+    assert nuplan_map_path(tmp_path, "us-ma-boston").parent.name == MAP_VERSIONS["us-ma-boston"]
