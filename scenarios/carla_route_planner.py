@@ -167,7 +167,8 @@ class GlobalRoutePlanner:
             found = set()
             for waypoint in segment.path:
                 for flag, marking, neighbour_of, option in sides:
-                    if option in found or not getattr(waypoint, marking).lane_change & flag:
+                    lane_marking = getattr(waypoint, marking)  # None where the lane has no <roadMark>, as CARLA checks
+                    if option in found or lane_marking is None or not lane_marking.lane_change & flag:
                         continue
                     neighbour = getattr(waypoint, neighbour_of)()
                     if (neighbour is None or neighbour.lane_type != carla.LaneType.Driving
