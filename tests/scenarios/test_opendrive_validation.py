@@ -14,29 +14,10 @@ import pytest
 from scenarios.opendrive import OpenDriveError, check_opendrive, load_town
 from scenarios.opendrive import probe as probe_module
 from scenarios.opendrive.probe import probe_opendrive
+from tests.scenarios.xodr_samples import HEADER, town_text
+from tests.scenarios.xodr_samples import road as _road
 
 carla = pytest.importorskip("carla", reason="the carla client package reads OpenDRIVE towns (pip install 'w0sim[carla]')")
-
-HEADER = '<?xml version="1.0"?>\n<OpenDRIVE>\n<header revMajor="1" revMinor="4" name="" version="1"/>\n'
-
-
-def _road(rid: int, other: int, x: float, lanes: str | None = None, plan: str | None = None, junction: str = "-1",
-          length: str = "50") -> str:
-    plan = plan if plan is not None else (f'<planView><geometry s="0" x="{x}" y="0" hdg="0" length="{length}"><line/>'
-                                          '</geometry></planView>')
-    lanes = lanes if lanes is not None else (
-        '<lanes><laneSection s="0"><center><lane id="0" type="none" level="false"/></center><right>'
-        '<lane id="-1" type="driving" level="false"><link><predecessor id="-1"/><successor id="-1"/></link>'
-        '<width sOffset="0" a="3.5" b="0" c="0" d="0"/></lane></right></laneSection></lanes>')
-    return (f'<road name="r{rid}" length="{length}" id="{rid}" junction="{junction}"><link>'
-            f'<predecessor elementType="road" elementId="{other}" contactPoint="end"/>'
-            f'<successor elementType="road" elementId="{other}" contactPoint="start"/></link>{plan}{lanes}</road>\n')
-
-
-def town_text(first: str | None = None, tail: str = "") -> str:
-    """A minimal valid town: two 50 m roads, each the other's successor, one driving lane each."""
-    return HEADER + (first if first is not None else _road(0, 1, 0.0)) + _road(1, 0, 50.0) + tail + "</OpenDRIVE>"
-
 
 def _write(tmp_path, text: str, name: str = "Town99"):
     path = tmp_path / f"{name}.xodr"
