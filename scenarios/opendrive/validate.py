@@ -20,9 +20,10 @@ What is checked (OpenDRIVE 1.4, as CARLA's towns are written):
   road links name an existing road (with contactPoint start / end) or junction;
 - one <lanes> with lane sections starting at s = 0, in order, within the road; each section has exactly one
   centre lane (id 0), left lanes 1..n and right lanes -1..-m (|id| <= MAX_LANE_ID); lane widths within
-  [-WIDTH_TOLERANCE_M, MAX_LANE_WIDTH_M] over their whole range, width records in order within the section;
-  lane offsets and elevations bounded; a lane's successor link names a lane of the next section, or of the
-  road the road leads to (predecessor links are not checked: CARLA's own Town07 names a missing one);
+  [-WIDTH_TOLERANCE_M, MAX_LANE_WIDTH_M] over their whole range, width records from sOffset 0, in order within
+  the section; lane offset, elevation and superelevation records from s = 0, in order, bounded; a lane's
+  successor link names a lane of the next section, or of the road the road leads to (predecessor links are not
+  checked: CARLA's own Town07 names a missing one);
 - a junction: a unique integer id; its connections name existing roads and their lane links existing lanes;
 - signals: unique ids; signal references, controllers' controls and junctions' controllers name existing ones;
 - the total length of all roads is at most MAX_TOTAL_ROAD_LENGTH_M.
@@ -319,6 +320,8 @@ def _check_profile(road: ElementTree.Element, path: str, bound: float, label: st
     length = float(road.get("length"))
     records = road.findall(path)
     starts = [float(r.get("s")) for r in records]
+    if records and abs(starts[0]) > S_TOLERANCE_M:  # the carla library finds no record for s = 0 (a laneOffset: SIGSEGV)
+        _fail(source, _where(road), f"its first {label} record starts at s={starts[0]:g} m; it must start at s=0")
     for k, record in enumerate(records):
         if not -S_TOLERANCE_M <= starts[k] <= length + S_TOLERANCE_M or (k and starts[k] < starts[k - 1]):
             _fail(source, _where(road), f"{label} record {k} at s={starts[k]:g} m is out of order or off the road "
@@ -381,6 +384,8 @@ def _check_widths(road: ElementTree.Element, section: int, lane: ElementTree.Ele
     here = _where(road, section, lane.get("id"))
     records = lane.findall("width")
     offsets = [float(w.get("sOffset")) for w in records]
+    if records and abs(offsets[0]) > S_TOLERANCE_M:
+        _fail(source, here, f"its first width record starts at sOffset {offsets[0]:g} m; it must start at 0")
     for k, record in enumerate(records):
         if not -S_TOLERANCE_M <= offsets[k] <= span + S_TOLERANCE_M or (k and offsets[k] < offsets[k - 1]):
             _fail(source, here, f"width record {k} at sOffset {offsets[k]:g} m is out of order or beyond the lane "

@@ -53,6 +53,9 @@ CRASHES = {  # each of these crashed the process in carla.Map (SIGSEGV) before
                                         r"its right lanes have ids \[1\]"),
     "a road without its junction attribute": (_road(0, 1, 0.0).replace(' junction="-1"', ""), "<road> junction=None"),
     "a road naming a junction that is not there": (_road(0, 1, 0.0, junction="5"), "road 0: names junction 5"),
+    "a lane offset from s=10 (Town02 without its first lane offset)": (_road(0, 1, 0.0).replace(
+        "<lanes>", '<lanes><laneOffset s="10" a="0" b="0" c="0" d="0"/>'),
+        "road 0: its first lane offset record starts at s=10 m"),
     "a signal reference to no signal": (_road(0, 1, 0.0).replace(
         "</road>", '<signals><signalReference id="459" s="1" t="0" orientation="-"/></signals></road>'),
         "road 0: signal reference names signal '459'"),
