@@ -156,7 +156,8 @@ class ObjectForecast:
             if queued.size:
                 limit = self.queue_limit[queued]
                 s_t = np.minimum(self.s_on_path[queued] + d[:, queued], limit)
-                k = np.minimum((s_t / PATH_STEP_M).astype(int), len(self.path_points) - 1)
+                # A long queue's limits can fall behind the path's start: those cars stay at its start.
+                k = np.clip((s_t / PATH_STEP_M).astype(int), 0, len(self.path_points) - 1)
                 x[:, queued], y[:, queued] = self.path_points[k, 0], self.path_points[k, 1]
                 heading[:, queued] = self.path_heading[k]
                 speed[:, queued] = np.where(s_t >= limit, 0.0, speed[:, queued])

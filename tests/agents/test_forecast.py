@@ -91,6 +91,23 @@ def test_a_car_behind_a_braking_lead_on_the_route_queues_behind_it():
     assert 0.5 < gap < 1.5 and speed[1] == 0.0  # stopped a metre behind the lead's stopping point
 
 
+def test_a_queue_longer_than_the_path_before_it_keeps_its_cars_at_the_path_start():
+    """Forty standing cars packed 2 m apart from the path's start: the queue's limits fall below 0 m (more cars
+    than room behind the stopped front one). They used to index the path with negative samples (the path's far
+    end, or an IndexError in long queues); they stay at the start of the path."""
+    scene = generate_scene("straight", 0)
+    ego = scene.initial_ego_state
+    forward = np.array([np.cos(ego[2]), np.sin(ego[2])])
+    cars = ego[:2] + np.arange(40)[:, None] * 2.0 * forward
+    agents = slice_of(cars[:, 0], cars[:, 1], [ego[2]] * 40, [0.0] * 40)
+    points = ego[:2] + np.arange(0.0, 100.0, 0.5)[:, None] * forward
+    forecast = ObjectForecast.build(agents, "lane_following", centre_path=(points, np.full(len(points), ego[2])))
+    assert (forecast.queue_limit < -50).any()
+    x, y, _, _ = forecast.at(3.0)
+    along = (np.stack([x, y], -1) - ego[:2]) @ forward
+    assert along.min() >= -1e-9 and along.max() <= 80.0
+
+
 @pytest.mark.parametrize("family, seed", [("t_junction", 25), ("intersection", 24)])
 def test_lane_following_pdm_drives_scenes_that_navsims_pdm_closed_fails(family, seed):
     """Scenes where NAVSIM's PDM-Closed (straight-line, constant-speed forecast) picks a proposal that collides or
