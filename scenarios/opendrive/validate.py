@@ -21,7 +21,8 @@ What is checked (OpenDRIVE 1.4, as CARLA's towns are written):
 - one <lanes> with lane sections starting at s = 0, in order, within the road; each section has exactly one
   centre lane (id 0), left lanes 1..n and right lanes -1..-m (|id| <= MAX_LANE_ID); lane widths within
   [-WIDTH_TOLERANCE_M, MAX_LANE_WIDTH_M] over their whole range, width records from sOffset 0, in order within
-  the section; lane offset, elevation and superelevation records from s = 0, in order, bounded; a lane's
+  the section; lane offset, elevation and superelevation records from s = 0, in order, bounded (elevation slopes
+  within MAX_ABS_SLOPE, no step of more than MAX_ELEVATION_STEP_M to a linked road); a lane's
   successor link names a lane of the next section, or of the road the road leads to (predecessor links are not
   checked: CARLA's own Town07 names a missing one);
 - a junction: a unique integer id; its connections name existing roads and their lane links existing lanes;
@@ -54,6 +55,8 @@ MAX_LANE_WIDTH_M = 100.0
 WIDTH_TOLERANCE_M = 1e-3  # a width polynomial may dip this far below zero (rounding at a taper's end)
 MAX_ABS_LANE_OFFSET_M = 1e3
 MAX_ABS_ELEVATION_M = 1e4
+MAX_ABS_SLOPE = 1.0  # elevation change per metre (45 degrees; Town03's steepest is 0.41)
+MAX_ELEVATION_STEP_M = 0.5  # between a road's end and the road it links to (0 in CARLA's towns)
 MAX_ABS_SUPERELEVATION_RAD = math.pi
 S_TOLERANCE_M = 1e-3  # geometry and lane-section positions along a road (CARLA's towns agree to 1e-6 m)
 GEOMETRY_SHAPES = ("line", "arc", "spiral", "poly3", "paramPoly3")
@@ -156,6 +159,7 @@ def check_opendrive(text: str, source: str) -> None:
         _fail(source, "", f"its roads are {total:.0f} m long in all, more than the bound {MAX_TOTAL_ROAD_LENGTH_M:.0f} m")
     for road in roads:
         _check_lane_links(road, by_id, sections, source)
+    _check_elevation_steps(roads, by_id, source)
     for junction in junctions:
         _check_junction(junction, by_id, sections, source)
     _check_signal_references(root, roads, source)
@@ -272,7 +276,7 @@ def _check_road(road: ElementTree.Element, junction_ids: set[int], by_id: dict, 
                     _fail(source, where, f"its {kind} is junction {element_id}, which is not in the file")
             else:
                 _fail(source, where, f"its {kind} link has elementType {element_type!r}, expected road or junction")
-    _check_profile(road, "elevationProfile/elevation", MAX_ABS_ELEVATION_M, "elevation", "m", source)
+    _check_profile(road, "elevationProfile/elevation", MAX_ABS_ELEVATION_M, "elevation", "m", source, MAX_ABS_SLOPE)
     _check_profile(road, "lateralProfile/superelevation", MAX_ABS_SUPERELEVATION_RAD, "superelevation", "rad", source)
     _check_profile(road, "lanes/laneOffset", MAX_ABS_LANE_OFFSET_M, "lane offset", "m", source)
     return length
@@ -293,10 +297,12 @@ def _check_shape(shape: ElementTree.Element, source: str, where: str) -> None:
             _fail(source, where, f"paramPoly3 pRange {shape.get('pRange')!r} is not normalized or arcLength")
 
 
-def _cubic_range(record: ElementTree.Element, span: float) -> tuple[float, float]:
-    """(least, greatest) of a record's a + b ds + c ds^2 + d ds^3 over ds in [0, span]: at the ends or where the
-    derivative vanishes (pure Python: thousands of records per town)."""
+def _cubic_range(record: ElementTree.Element, span: float, derivative: bool = False) -> tuple[float, float]:
+    """(least, greatest) of a record's a + b ds + c ds^2 + d ds^3 (or of its derivative) over ds in [0, span]: at the
+    ends or where the derivative vanishes (pure Python: thousands of records per town)."""
     a, b, c, d = (float(record.get(k)) for k in "abcd")
+    if derivative:
+        a, b, c, d = b, 2.0 * c, 3.0 * d, 0.0
     span = max(span, 0.0)
     candidates = [0.0, span]
     if d != 0.0:
@@ -315,8 +321,41 @@ def _cubic_range(record: ElementTree.Element, span: float) -> tuple[float, float
     return min(values), max(values)
 
 
-def _check_profile(road: ElementTree.Element, path: str, bound: float, label: str, unit: str, source: str) -> None:
-    """Records in order along the road, their polynomials within +-bound over their ranges."""
+def _elevation_at(road: ElementTree.Element, s: float) -> float:
+    """The road's elevation (m) at s: its last elevation record starting at or before s (0 without records)."""
+    record = None
+    for candidate in road.findall("elevationProfile/elevation"):
+        if float(candidate.get("s")) <= s + S_TOLERANCE_M:
+            record = candidate
+    if record is None:
+        return 0.0
+    a, b, c, d = (float(record.get(k)) for k in "abcd")
+    ds = s - float(record.get("s"))
+    return a + ds * (b + ds * (c + ds * d))
+
+
+def _check_elevation_steps(roads: list[ElementTree.Element], by_id: dict, source: str) -> None:
+    """Where a road meets the road it links to (or its junction's connecting road), their elevations agree within
+    MAX_ELEVATION_STEP_M: a step makes the route planner's walk along the lane miss the lane's end and run on."""
+    def end(road: ElementTree.Element, contact: str) -> float:
+        return _elevation_at(road, 0.0 if contact == "start" else float(road.get("length")))
+
+    for road in roads:
+        for kind, own in (("successor", "end"), ("predecessor", "start")):
+            for link in road.findall(f"link/{kind}"):
+                if link.get("elementType") != "road":
+                    continue
+                other = by_id[int(link.get("elementId"))]
+                step = abs(end(road, own) - end(other, link.get("contactPoint")))
+                if step > MAX_ELEVATION_STEP_M:
+                    _fail(source, _where(road), f"its {kind} road {other.get('id')} starts {step:g} m higher or lower "
+                                                f"than it ends (more than {MAX_ELEVATION_STEP_M:g} m)")
+
+
+def _check_profile(road: ElementTree.Element, path: str, bound: float, label: str, unit: str, source: str,
+                   max_slope: float | None = None) -> None:
+    """Records in order along the road, their polynomials within +-bound (and their slopes within +-max_slope)
+    over their ranges."""
     length = float(road.get("length"))
     records = road.findall(path)
     starts = [float(r.get("s")) for r in records]
@@ -331,6 +370,11 @@ def _check_profile(road: ElementTree.Element, path: str, bound: float, label: st
         if not -bound <= low <= high <= bound:
             worst = low if abs(low) > abs(high) else high
             _fail(source, _where(road), f"{label} record {k} reaches {worst:g} {unit}, beyond +-{bound:g} {unit}")
+        if max_slope is not None:
+            low, high = _cubic_range(record, end - starts[k], derivative=True)
+            if not -max_slope <= low <= high <= max_slope:
+                worst = low if abs(low) > abs(high) else high
+                _fail(source, _where(road), f"{label} record {k} has a slope of {worst:g}, beyond +-{max_slope:g}")
 
 
 def _check_lanes(road: ElementTree.Element, source: str) -> list[set[int]]:

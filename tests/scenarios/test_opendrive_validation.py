@@ -79,6 +79,12 @@ REFUSED = {
     "a <left> outside a lane section (crashed carla in a mutated Town02)": (town_text(_road(0, 1, 0.0).replace(
         "<lanes><laneSection", '<lanes><left s="0" a="0" b="0" c="0" d="0"/><laneSection')),
         "road 0: <left> inside <lanes>, expected inside <laneSection>"),
+    "a steep elevation (hung the route planner in a mutated Town07)": (town_text(_road(0, 1, 0.0).replace(
+        "<planView>", '<elevationProfile><elevation s="0" a="0" b="0" c="-3" d="0"/></elevationProfile><planView>')),
+        "road 0: elevation record 0 has a slope of -300, beyond"),
+    "a 5 m step between linked roads": (town_text(_road(0, 1, 0.0).replace(
+        "<planView>", '<elevationProfile><elevation s="0" a="5" b="0" c="0" d="0"/></elevationProfile><planView>')),
+        "road 0: its successor road 1 starts 5 m higher or lower"),
     "a controller of no signal": (town_text(tail='<controller id="7"><control signalId="3" type=""/></controller>'),
                                   "controller 7: controls signal '3'"),
 }
