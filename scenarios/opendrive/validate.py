@@ -23,8 +23,9 @@ What is checked (OpenDRIVE 1.4, as CARLA's towns are written):
   [-WIDTH_TOLERANCE_M, MAX_LANE_WIDTH_M] over their whole range, width records from sOffset 0, in order within
   the section; lane offset, elevation and superelevation records from s = 0, in order, bounded (elevation slopes
   within MAX_ABS_SLOPE, no step of more than MAX_ELEVATION_STEP_M to a linked road); a lane's
-  successor link names a lane of the next section, or of the road the road leads to (predecessor links are not
-  checked: CARLA's own Town07 names a missing one);
+  successor link names a lane of the next section, or of the road the road leads to; links between sections go
+  both ways; first / last sections link lanes only where the road has a predecessor / successor (a predecessor
+  naming no lane is let pass: CARLA's own Town07 has one);
 - a junction: a unique integer id; its connections name existing roads and their lane links existing lanes;
 - signals: unique ids; signal references, controllers' controls and junctions' controllers name existing ones;
 - the total length of all roads is at most MAX_TOTAL_ROAD_LENGTH_M.
@@ -448,22 +449,53 @@ def _contact_section(road: ElementTree.Element, contact: str | None, sections: d
 
 
 def _check_lane_links(road: ElementTree.Element, by_id: dict, sections: dict, source: str) -> None:
-    """A lane's successor names a lane of the next section, or of the road (contact point) this road leads to."""
+    """A lane's successor names a lane of the next section, or of the road (contact point) this road leads to; lane
+    links between two sections of the road go both ways; a first (last) section's lanes name predecessors
+    (successors) only where the road has a predecessor (successor). Lanes of CARLA's towns all do so; the carla
+    library crashes on a lane named as a neighbour's predecessor that does not name it back."""
     ids_of = sections[int(road.get("id"))]
     road_link = road.find("link/successor")
-    for k, section in enumerate(road.findall("lanes/laneSection")):
+    blocks = road.findall("lanes/laneSection")
+    lanes_of = [{int(lane.get("id")): lane for lane in section.iter("lane")} for section in blocks]
+    for k, section in enumerate(blocks):
         if k + 1 < len(ids_of):
             target, label = ids_of[k + 1], f"lane section {k + 1}"
         elif road_link is not None and road_link.get("elementType") == "road":
             other = by_id[int(road_link.get("elementId"))]
             target, label = _contact_section(other, road_link.get("contactPoint"), sections), f"road {other.get('id')}"
         else:
-            continue  # into a junction (its connections link the lanes) or nowhere
+            target, label = None, None  # into a junction (its connections link the lanes) or nowhere
         for lane in section.iter("lane"):
             for link in lane.findall("link/successor"):
-                if int(link.get("id")) not in target:
+                if road_link is None and k + 1 == len(blocks):
+                    _fail(source, _where(road, k, lane.get("id")), f"names successor lane {link.get('id')}, but the "
+                                                                   "road has no successor")
+                if target is not None and int(link.get("id")) not in target:
                     _fail(source, _where(road, k, lane.get("id")), f"its successor is lane {link.get('id')} of "
                                                                    f"{label}, which has no such lane")
+    if road.find("link/predecessor") is None:
+        for lane in blocks[0].iter("lane"):
+            if lane.find("link/predecessor") is not None:
+                _fail(source, _where(road, 0, lane.get("id")), "names a predecessor lane, but the road has no "
+                                                               "predecessor")
+    for k in range(len(blocks) - 1):
+        here, after = lanes_of[k], lanes_of[k + 1]
+        for lane_id, lane in here.items():
+            for link in lane.findall("link/successor"):
+                following = after.get(int(link.get("id")))
+                if following is not None and lane_id not in _linked(following, "predecessor"):
+                    _fail(source, _where(road, k, str(lane_id)), f"names lane {link.get('id')} of lane section {k + 1} "
+                                                                 "as its successor, which does not name it back")
+        for lane_id, lane in after.items():
+            for link in lane.findall("link/predecessor"):
+                before = here.get(int(link.get("id")))
+                if before is not None and lane_id not in _linked(before, "successor"):
+                    _fail(source, _where(road, k + 1, str(lane_id)), f"names lane {link.get('id')} of lane section {k} "
+                                                                     "as its predecessor, which does not name it back")
+
+
+def _linked(lane: ElementTree.Element, kind: str) -> list[int]:
+    return [int(link.get("id")) for link in lane.findall(f"link/{kind}")]
 
 
 def _check_signal_references(root: ElementTree.Element, roads: list[ElementTree.Element], source: str) -> None:

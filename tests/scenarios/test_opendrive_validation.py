@@ -85,6 +85,16 @@ REFUSED = {
     "a 5 m step between linked roads": (town_text(_road(0, 1, 0.0).replace(
         "<planView>", '<elevationProfile><elevation s="0" a="5" b="0" c="0" d="0"/></elevationProfile><planView>')),
         "road 0: its successor road 1 starts 5 m higher or lower"),
+    "lane links between sections not mirrored (crashed carla in a mutated Town03)": (town_text(_road(0, 1, 0.0, lanes=(
+        '<lanes><laneSection s="0">' + CENTER + '<right><lane id="-1" type="driving"><link><predecessor id="-1"/></link>'
+        '<width sOffset="0" a="3.5" b="0" c="0" d="0"/></lane></right></laneSection><laneSection s="25">' + CENTER +
+        '<right><lane id="-1" type="driving"><link><predecessor id="-1"/><successor id="-1"/></link>'
+        '<width sOffset="0" a="3.5" b="0" c="0" d="0"/></lane></right></laneSection></lanes>'))),
+        "road 0, lane section 1, lane -1: names lane -1 of lane section 0 as its predecessor, which does not name it"),
+    "lane links on a road without links (crashed carla in a mutated Town03)": (town_text(_road(0, 1, 0.0).replace(
+        '<link><predecessor elementType="road" elementId="1" contactPoint="end"/>'
+        '<successor elementType="road" elementId="1" contactPoint="start"/></link>', "<link/>")),
+        "road 0, lane section 0, lane -1: names successor lane -1, but the road has no successor"),
     "a controller of no signal": (town_text(tail='<controller id="7"><control signalId="3" type=""/></controller>'),
                                   "controller 7: controls signal '3'"),
 }
