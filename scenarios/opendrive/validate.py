@@ -19,13 +19,13 @@ What is checked (OpenDRIVE 1.4, as CARLA's towns are written):
   MAX_ABS_COORDINATE_M, a heading within MAX_ABS_HEADING_RAD, curvatures within MAX_CURVATURE;
   road links name an existing road (with contactPoint start / end) or junction;
 - one <lanes> with lane sections starting at s = 0, in order, within the road; each section has exactly one
-  centre lane (id 0), left lanes 1..n and right lanes -1..-m (|id| <= MAX_LANE_ID); lane widths within
-  [-WIDTH_TOLERANCE_M, MAX_LANE_WIDTH_M] over their whole range, width records from sOffset 0, in order within
-  the section; lane offset, elevation and superelevation records from s = 0, in order, bounded (elevation slopes
-  within MAX_ABS_SLOPE, no step of more than MAX_ELEVATION_STEP_M to a linked road); a lane's
-  successor link names a lane of the next section, or of the road the road leads to; links between sections go
-  both ways; first / last sections link lanes only where the road has a predecessor / successor (a predecessor
-  naming no lane is let pass: CARLA's own Town07 has one);
+  centre lane (id 0), left lanes 1..n and right lanes -1..-m (|id| <= MAX_LANE_ID); each of those has width
+  records (1 or more) from sOffset 0, in order within the section, widths within [-WIDTH_TOLERANCE_M,
+  MAX_LANE_WIDTH_M] over their whole range; lane offset, elevation and superelevation records from s = 0, in
+  order, bounded (elevation slopes within MAX_ABS_SLOPE, no step of more than MAX_ELEVATION_STEP_M to a linked
+  road); a lane's successor link names a lane of the next section, or of the road the road leads to; links
+  between sections go both ways; first / last sections link lanes only where the road has a predecessor /
+  successor (a predecessor naming no lane is let pass: CARLA's own Town07 has one);
 - a junction: a unique integer id; its connections name existing roads and their lane links existing lanes;
 - signals: unique ids; signal references, controllers' controls and junctions' controllers name existing ones;
 - the total length of all roads is at most MAX_TOTAL_ROAD_LENGTH_M.
@@ -425,11 +425,15 @@ def _check_lanes(road: ElementTree.Element, source: str) -> list[set[int]]:
 
 
 def _check_widths(road: ElementTree.Element, section: int, lane: ElementTree.Element, span: float, source: str) -> None:
-    """Width records of a lane: in order within the section, widths within [-tolerance, MAX_LANE_WIDTH_M]."""
+    """Width records of a lane: at least one (the carla library falls back to a default width, which shifts the
+    lanes outside it off their successors: the route planner's walk along such a lane never reaches its end), in
+    order within the section, widths within [-tolerance, MAX_LANE_WIDTH_M]."""
     here = _where(road, section, lane.get("id"))
     records = lane.findall("width")
+    if not records:
+        _fail(source, here, "has no <width> record")
     offsets = [float(w.get("sOffset")) for w in records]
-    if records and abs(offsets[0]) > S_TOLERANCE_M:
+    if abs(offsets[0]) > S_TOLERANCE_M:
         _fail(source, here, f"its first width record starts at sOffset {offsets[0]:g} m; it must start at 0")
     for k, record in enumerate(records):
         if not -S_TOLERANCE_M <= offsets[k] <= span + S_TOLERANCE_M or (k and offsets[k] < offsets[k - 1]):

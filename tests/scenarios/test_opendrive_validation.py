@@ -95,6 +95,8 @@ REFUSED = {
         '<link><predecessor elementType="road" elementId="1" contactPoint="end"/>'
         '<successor elementType="road" elementId="1" contactPoint="start"/></link>', "<link/>")),
         "road 0, lane section 0, lane -1: names successor lane -1, but the road has no successor"),
+    "a lane without width (hung the route planner in a mutated Town03)": (town_text(_road(0, 1, 0.0).replace(
+        '<width sOffset="0" a="3.5" b="0" c="0" d="0"/>', "")), "road 0, lane section 0, lane -1: has no <width> record"),
     "a controller of no signal": (town_text(tail='<controller id="7"><control signalId="3" type=""/></controller>'),
                                   "controller 7: controls signal '3'"),
 }
