@@ -58,6 +58,7 @@ def _curve(run):
     return [(r["step"], r["loss"], r["reconstruction_loss"], r["lr"]) for r in rows]
 
 
+@pytest.mark.timeout(900)  # about 26 s on a quiet 2-core machine; the 300 s guard against hangs failed it on a busy one
 def test_a_killed_run_resumes_to_the_same_loss_curve_and_weights(tmp_path):
     data = tmp_path / "data"
     collect("builtin:navtrain", 2, data, CollectConfig(scenes_per_shard=2), workers=1)
