@@ -354,6 +354,7 @@ def _check_frame(frame: dict, where: str) -> None:
             raise NavsimLogError(f"{where}: 'traffic_lights' entry {k} is not (lane connector id, is_red): "
                                  f"{str(entry)[:80]}")
     _check_annotations(frame["anns"], where)
+    _check_cameras(frame.get("cams", {}), where)
     if EXTENSION_KEY in frame:
         _check_extension(frame[EXTENSION_KEY], len(frame["anns"]["track_tokens"]), where)
 
@@ -388,6 +389,19 @@ def _check_annotations(anns: object, where: str) -> None:
     _bounded(where, "anns gt_boxes (yaw)", boxes[:, 6], MAX_ABS_HEADING_RAD, "rad")
     velocity = _numbers(where, "anns gt_velocity_3d", anns["gt_velocity_3d"], (count, 3))
     _bounded(where, "anns gt_velocity_3d", velocity, MAX_SPEED_MPS, "m/s")
+
+
+def _check_cameras(cams: object, where: str) -> None:
+    """`cams`: camera name -> entry; a CAM_F0 entry (the one read) has a relative `data_path` inside the blobs folder."""
+    if not isinstance(cams, dict):
+        raise NavsimLogError(f"{where}: 'cams' must be a dict of cameras, got {type(cams).__name__}")
+    if "CAM_F0" not in cams:
+        return
+    entry = cams["CAM_F0"]
+    data_path = entry.get("data_path") if isinstance(entry, dict) else None
+    if not isinstance(data_path, str) or Path(data_path).is_absolute() or ".." in Path(data_path).parts:
+        raise NavsimLogError(f"{where}: 'cams' CAM_F0 data_path must be a path inside the sensor blobs folder, got "
+                             f"{str(data_path)[:80]!r}")
 
 
 def _check_extension(extension: object, count: int, where: str) -> None:

@@ -356,9 +356,11 @@ def _broken_log(one_log, tmp_path, change):
     return path
 
 
-def _set(index, key, value, inner=None):
+def _set(index, key, value, inner=()):
     def change(frames):
-        target = frames[index] if inner is None else frames[index][inner]
+        target = frames[index]
+        for name in inner:
+            target = target[name]
         target[key] = value
     return change
 
@@ -378,6 +380,8 @@ def _set(index, key, value, inner=None):
     (_set(1, "traffic_lights", [(12, True, "x")]), r"frame 1 .*'traffic_lights' entry 0 is not"),
     (_set(1, "traffic_lights", [("a", True)]), r"frame 1 .*'traffic_lights' entry 0 is not"),
     (_set(3, "ego2global_translation", ["a", "b", "c"]), r"frame 3 .*'ego2global_translation' is not numeric"),
+    (_set(2, "cams", 5), r"frame 2 .*'cams' must be a dict"),
+    (_set(2, "data_path", "../../../etc/passwd", ("cams", "CAM_F0")), r"frame 2 .*CAM_F0 data_path must be a path inside"),
 ])
 def test_implausible_frames_name_the_log_the_frame_and_the_field(one_log, tmp_path, change, message):
     with pytest.raises(NavsimLogError, match=message) as info:
