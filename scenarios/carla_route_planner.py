@@ -31,6 +31,7 @@ from functools import lru_cache
 
 import numpy as np
 
+MAX_SEGMENT_HOPS = 100_000  # a lane segment longer than this many hops (100 km at 1 m) never meets its exit
 TURN_THRESHOLD = math.radians(35)  # below this deviation a junction crossing is STRAIGHT
 LANE_CHANGE_LOOKAHEAD = 5  # a lane change lands this many samples ahead on the neighbour lane
 
@@ -105,6 +106,9 @@ class GlobalRoutePlanner:
             while following and following[0].transform.location.distance(b) > self.hop_m:
                 path.append(following[0])
                 following = following[0].next(self.hop_m)
+                if len(path) > MAX_SEGMENT_HOPS:  # CARLA's planner would walk on forever
+                    raise NoRouteError(f"lane segment road {entry.road_id} section {entry.section_id} lane "
+                                       f"{entry.lane_id} does not reach its exit within {MAX_SEGMENT_HOPS} hops")
         else:
             following = entry.next(self.hop_m)
             path += following[:1]  # a dead end shorter than a hop (2019 Town03) has no next: an empty path

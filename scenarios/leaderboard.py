@@ -176,7 +176,10 @@ def densify(town: Town, route: LeaderboardRoute) -> DenseRoute:
     import carla
 
     where = f"{route.source}: route {route.route_id}"
-    planner = planner_for(town.carla_map, DENSE_STEP_M)
+    try:
+        planner = planner_for(town.carla_map, DENSE_STEP_M)
+    except NoRouteError as err:
+        raise RouteFileError(f"{where}: the road graph of town {town.name!r} cannot be built ({err})") from None
     locations = [carla.Location(x=float(x), y=float(y), z=float(z)) for x, y, z in route.carla_xyz]
     notes = tuple(_far_waypoint_notes(town.carla_map, locations, where))
     for note in notes:

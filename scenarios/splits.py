@@ -75,10 +75,12 @@ class SceneRef:
 
     def load(self) -> Scene:
         if self.route_file is not None:
-            from scenarios.leaderboard import read_routes, town_for
+            from scenarios.leaderboard import RouteFileError, read_routes, town_for
             from scenarios.route_scenes import route_scene
 
-            route = next(r for r in read_routes(self.route_file) if r.route_id == self.route_id)
+            route = next((r for r in read_routes(self.route_file) if r.route_id == self.route_id), None)
+            if route is None:
+                raise RouteFileError(f"{self.route_file}: route {self.route_id} is not in the file any more")
             return route_scene(route, town_for(str(self.town_dir), route.town), self.seed or 0)
         if self.navsim_log is not None:
             from scenarios.navsim_logs import load_log_scene
