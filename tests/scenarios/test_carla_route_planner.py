@@ -59,3 +59,43 @@ def test_a_town04_route_changes_lanes_and_labels_its_junction_turns():
     options = set(dense.road_options.tolist())
     assert {RoadOption.CHANGELANELEFT, RoadOption.CHANGELANERIGHT} & options
     assert {RoadOption.LEFT, RoadOption.RIGHT, RoadOption.STRAIGHT} & options and RoadOption.LANEFOLLOW in options
+
+
+class _Location:
+    def __init__(self, x: float):
+        self.x, self.y, self.z = x, 0.0, 0.0
+
+    def distance(self, other) -> float:
+        return abs(self.x - other.x)
+
+
+class _Waypoint:
+    """A waypoint whose lane runs away from its segment's exit (a map CARLA's planner would walk forever)."""
+
+    def __init__(self, x: float):
+        self.transform = type("Transform", (), {"location": _Location(x)})()
+        self.road_id, self.section_id, self.lane_id = 7, 0, -1
+
+    def next(self, hop: float):
+        return [_Waypoint(self.transform.location.x + hop)]
+
+
+def test_a_lane_segment_that_never_meets_its_exit_is_an_error_not_an_endless_walk():
+    pytest.importorskip("carla", reason="the planner module imports the carla client")
+    from scenarios.carla_route_planner import GlobalRoutePlanner
+
+    carla_map = type("Map", (), {"get_topology": lambda self: [(_Waypoint(0.0), _Waypoint(-10.0))]})()
+    with pytest.raises(NoRouteError, match="road 7 section 0 lane -1 does not reach its exit"):
+        GlobalRoutePlanner(carla_map)
+
+
+def test_a_route_gone_from_its_file_since_the_split_was_resolved_is_named(tmp_path):
+    from scenarios.leaderboard import RouteFileError
+    from scenarios.splits import SceneRef
+
+    routes = tmp_path / "routes.xml"
+    routes.write_text("<routes><route id='0' town='Town01'><waypoint x='1' y='2' z='0'/><waypoint x='90' y='2' z='0'/>"
+                      "</route></routes>")
+    ref = SceneRef("RouteScenario_5", "Town01", 0, route_file=routes, route_id="5", town_dir=tmp_path)
+    with pytest.raises(RouteFileError, match="route 5 is not in the file any more"):
+        ref.load()
