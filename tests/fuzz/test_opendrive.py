@@ -5,7 +5,6 @@ directly; here every one it would die on must be refused by the check before it 
 probe process behind it."""
 from __future__ import annotations
 
-import copy
 import xml.etree.ElementTree as ElementTree
 
 import numpy as np
@@ -14,6 +13,7 @@ from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
 from scenarios.opendrive import OpenDriveError, Town, check_opendrive, load_town
+from tests.fuzz.xml_mutation import mutate_xml
 from tests.scenarios.xodr_samples import town_text
 
 VALUES = ["", "nan", "inf", "-inf", "1e300", "-1e300", "1e9", "-1e9", "1e-300", "-1", "0", "3", "-3", "0.5", "99999",
@@ -24,20 +24,7 @@ TAGS = ["road", "planView", "geometry", "line", "arc", "lanes", "laneSection", "
 
 def _mutated(data) -> str:
     root = ElementTree.fromstring(town_text())
-    for _ in range(data.draw(st.integers(1, 3))):
-        parents = {child: parent for parent in root.iter() for child in parent}
-        element = data.draw(st.sampled_from(list(root.iter())[1:]))
-        operation = data.draw(st.sampled_from(["set", "set", "delete_attribute", "delete", "repeat", "retag"]))
-        if operation == "set" and element.attrib:
-            element.set(data.draw(st.sampled_from(sorted(element.attrib))), data.draw(st.sampled_from(VALUES)))
-        elif operation == "delete_attribute" and element.attrib:
-            del element.attrib[data.draw(st.sampled_from(sorted(element.attrib)))]
-        elif operation == "delete" and element in parents:
-            parents[element].remove(element)
-        elif operation == "repeat" and element in parents:
-            parents[element].append(copy.deepcopy(element))
-        elif operation == "retag":
-            element.tag = data.draw(st.sampled_from(TAGS))
+    mutate_xml(data, root, VALUES, TAGS, max_edits=3, include_root=False)
     return ElementTree.tostring(root, encoding="unicode")
 
 

@@ -3,7 +3,6 @@ flipped) either read as routes with finite waypoints or raise RouteFileError nam
 densifies on its town into a route of some length, or raises RouteFileError."""
 from __future__ import annotations
 
-import copy
 import math
 import warnings
 import xml.etree.ElementTree as ElementTree
@@ -14,6 +13,7 @@ from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
 from scenarios.leaderboard import MAX_ABS_WAYPOINT_M, LeaderboardRoute, RouteFileError, densify, read_routes
+from tests.fuzz.xml_mutation import mutate_xml
 from tests.scenarios.xodr_samples import town_text
 
 ROUTES = """<routes>
@@ -37,23 +37,6 @@ def town(tmp_path_factory):
     return load_town(path)
 
 
-def _mutate(data, root: ElementTree.Element) -> None:
-    for _ in range(data.draw(st.integers(1, 4))):
-        parents = {child: parent for parent in root.iter() for child in parent}
-        element = data.draw(st.sampled_from(list(root.iter())))
-        operation = data.draw(st.sampled_from(["set", "set", "delete_attribute", "delete", "repeat", "retag"]))
-        if operation == "set" and element.attrib:
-            element.set(data.draw(st.sampled_from(sorted(element.attrib))), data.draw(st.sampled_from(VALUES)))
-        elif operation == "delete_attribute" and element.attrib:
-            del element.attrib[data.draw(st.sampled_from(sorted(element.attrib)))]
-        elif operation == "delete" and element in parents:
-            parents[element].remove(element)
-        elif operation == "repeat" and element in parents:
-            parents[element].insert(list(parents[element]).index(element), copy.deepcopy(element))
-        elif operation == "retag":
-            element.tag = data.draw(st.sampled_from(TAGS))
-
-
 def reads_or_refuses(path) -> list[LeaderboardRoute] | None:
     try:
         routes = read_routes(path)
@@ -71,7 +54,7 @@ def reads_or_refuses(path) -> list[LeaderboardRoute] | None:
 @given(st.data())
 def test_mutated_route_files_read_or_are_refused_and_densify_or_are_refused(tmp_path, town, data):
     root = ElementTree.fromstring(ROUTES)
-    _mutate(data, root)
+    mutate_xml(data, root, VALUES, TAGS, max_edits=4)
     text = ElementTree.tostring(root)
     if data.draw(st.booleans()):
         text = text[: data.draw(st.integers(0, len(text)))]
