@@ -15,6 +15,15 @@ def shared_dir() -> Path:
     return Path(os.environ.get("W0SIM_SHARED", REPO_ROOT.parent / "shared"))
 
 
+def pytest_sessionstart(session) -> None:
+    """Under CI (CI=true) the shared fixtures must be there: a run that skipped every test needing them would
+    pass green without testing the official numbers."""
+    fixtures = shared_dir() / "fixtures"
+    if os.environ.get("CI", "").lower() == "true" and not fixtures.is_dir():
+        pytest.exit(f"CI=true but the shared fixtures folder {fixtures} is absent: check out ../shared beside the "
+                    "project (or point W0SIM_SHARED at the folder holding fixtures/)", returncode=2)
+
+
 def require_fixture(relative: str) -> Path:
     """Path of a file under shared/fixtures, or skip the test saying where it was looked for."""
     path = shared_dir() / "fixtures" / relative
