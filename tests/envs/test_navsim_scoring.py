@@ -57,3 +57,22 @@ def test_pdm_closed_and_baselines_on_a_free_straight_road(straight_scene):
 def test_unknown_pdm_version_is_rejected():
     with pytest.raises(ValueError, match="pdm_version must be None or one of"):
         NavsimSceneEnv(cameras=False, pdm_version="v3")
+
+
+def test_the_v1_1_reward_is_navsims_pdms_formula_of_its_subscores():
+    """PDMS = NC x DAC x (5 EP + 5 TTC + 2 C) / 12 (NAVSIM v1.1), computed here from the sub-scores the env reports,
+    for constant velocity on generated scenes where the weighted terms are not all 1 (a reward made of the
+    multiplicative metrics alone, or with a weight changed, fails this)."""
+    scenes = [generate_scene(family, seed) for family in ("straight", "curve", "merge") for seed in (0, 1, 2)]
+    env = NavsimSceneEnv(scenes=scenes, cameras=False, pdm_version="v1.1")
+    partial = 0
+    for index in range(len(scenes)):
+        _, info = env.reset(options={"scene_index": index})
+        trajectory = ConstantVelocityAgent().compute_trajectory(info["agent_input"])
+        _, reward, _, _, step_info = env.step(trajectory.poses)
+        s = step_info["scores"]
+        weighted = (5 * s["ego_progress"] + 5 * s["time_to_collision_within_bound"] + 2 * s["comfort"]) / 12
+        expected = s["no_at_fault_collisions"] * s["drivable_area_compliance"] * weighted
+        assert reward == pytest.approx(expected, abs=1e-12), f"scene {index}: {s}"
+        partial += 0.0 < reward and weighted < 1.0
+    assert partial >= 2  # the weighted part mattered on some scenes
