@@ -1,6 +1,7 @@
 """One-shot evaluation: NAVSIM's CSV layout, resume after a kill, failed rows instead of tracebacks."""
 import csv
 import json
+import math
 
 import numpy as np
 import pytest
@@ -122,3 +123,14 @@ def test_builtin_navtest_lists_two_consecutive_frames_of_each_log():
     assert refs[0].log_frame[0] == refs[1].log_frame[0] != refs[2].log_frame[0]
     assert second.current_index == first.current_index + 5 and second.token == refs[1].token != first.token
     np.testing.assert_array_equal(second.ego_log, first.ego_log)  # the same drive, half a second later
+
+
+def test_the_summary_averages_valid_scenes_only_as_navsim_does():
+    """NAVSIM's average leaves failed rows out (they hold NaN); counting them as 0 would lower the score."""
+    rows = [{"family": "straight", "valid": True, "score": 0.9}, {"family": "straight", "valid": False, "score": 0.0},
+            {"family": "curve", "valid": True, "score": 0.4}, {"family": "curve", "valid": False, "score": math.nan}]
+    summary = summarize(rows)
+    assert summary["all"] == {"scenes": 4, "failed": 2, "score": pytest.approx(0.65)}
+    assert summary["straight"] == {"scenes": 2, "failed": 1, "score": pytest.approx(0.9)}
+    assert summary["curve"]["score"] == pytest.approx(0.4)
+    assert math.isnan(summarize([rows[1]])["all"]["score"])  # nothing valid: no number, not 0
