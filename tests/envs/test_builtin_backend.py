@@ -58,3 +58,30 @@ def test_replay_mode_follows_the_log_and_reactive_mode_drives_idm(intersection):
 def test_unknown_traffic_mode_is_rejected():
     with pytest.raises(ValueError, match="traffic must be one of"):
         SimulatorConfig(traffic="chaotic")
+
+
+def test_off_road_is_any_corner_of_the_footprint_off_the_drivable_area():
+    """The ego standing with its centre 0.4 m inside the road edge: a corner sticks out, so the step is off-road
+    (testing the centre alone would say on-road); 3 m further in, every corner is on the road."""
+    from sim.geometry import PACIFICA, ego_corners
+    from sim.state import StateIndex
+
+    def standing_at(offset: float) -> BuiltinSimulator:
+        scene = generate_scene("straight", 0)
+        now = scene.ego_log[scene.current_index].copy()
+        left = np.array([-np.sin(now[StateIndex.HEADING]), np.cos(now[StateIndex.HEADING])])
+        now[[StateIndex.X, StateIndex.Y]] += offset * left
+        now[StateIndex.VELOCITY_X:] = 0.0
+        scene.ego_log[scene.current_index] = now
+        return BuiltinSimulator(scene)
+
+    probe = standing_at(0.0)
+    ego, road = probe.ego, probe.scene.map
+    left = np.array([-np.sin(ego[StateIndex.HEADING]), np.cos(ego[StateIndex.HEADING])])
+    offsets = np.arange(0.0, 30.0, 0.05)
+    edge = offsets[np.argmin(road.is_drivable(ego[:2] + offsets[:, None] * left))]  # first point off the road
+    near_edge = standing_at(edge - 0.4)
+    centre = ego_corners(near_edge.ego, PACIFICA).mean(axis=0)
+    assert road.is_drivable(centre[None])[0]  # the precondition: the centre is on the road
+    assert near_edge.step(np.zeros(2)).offroad
+    assert not standing_at(edge - 3.0).step(np.zeros(2)).offroad
