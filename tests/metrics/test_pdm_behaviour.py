@@ -280,3 +280,28 @@ def test_an_object_dead_ahead_can_round_to_not_ahead_as_in_navsim():
     left = ego + 11.0 * np.stack([np.cos(heading + 1.0), np.sin(heading + 1.0)], -1)
     np.testing.assert_allclose(_relative_angle(ego, heading, left), 1.0, atol=1e-9)
     assert np.isnan(_relative_angle(ego[:1], heading[:1], ego[:1])).all()  # an object on the rear axle: undefined
+
+
+def test_lane_keeping_counts_2_s_more_than_half_a_metre_off_the_centerline():
+    """NAVSIM v2.2's lane keeping by hand: 0 after 20 steps (2 s) in a row with the centre > 0.5 m off the
+    centerline, steps in an intersection neither counting nor resetting the run."""
+    from types import SimpleNamespace
+
+    from metrics.pdm_subscores import lane_keeping
+
+    line = shapely.LineString([(-10.0, 0.0), (100.0, 0.0)])
+    shapely.prepare(line)
+
+    def lk(offsets, junction=None):
+        offsets = np.asarray(offsets, dtype=np.float64)
+        centre = np.stack([np.arange(len(offsets)) * 1.0, offsets], -1)[None]
+        inside = np.zeros((1, len(offsets)), dtype=bool) if junction is None else np.asarray(junction)[None]
+        return lane_keeping(SimpleNamespace(center=centre), line, inside)[0]
+
+    assert lk([0.8] * 20 + [0.0] * 21) == 0.0  # 0.8 m off for 2 s
+    assert lk([0.4] * 41) == 1.0  # within half a metre
+    assert lk([0.8] * 19 + [0.0] + [0.8] * 19 + [0.0] * 2) == 1.0  # each run 1.9 s
+    assert lk([0.51] * 41) == 0.0 and lk([0.49] * 41) == 1.0
+    junction = [False] * 10 + [True] * 5 + [False] * 26
+    assert lk([0.8] * 10 + [0.0] * 5 + [0.8] * 10 + [0.0] * 16, junction) == 0.0  # the junction steps do not reset
+    assert lk([0.8] * 10 + [0.8] * 5 + [0.0] * 26, [False] * 10 + [True] * 5 + [False] * 26) == 1.0  # nor count
