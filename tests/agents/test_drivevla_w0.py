@@ -97,3 +97,29 @@ def test_a_checkpoint_for_another_trajectory_or_history_is_an_error_at_build(tmp
     edit_config(tmp_path / "long", lambda c: c.update(num_history_frames=2))  # now contradicts the record
     with pytest.raises(CheckpointError, match="num_history_frames is 2 in config.json, 9 when the weights were saved"):
         _build(tmp_path / "long")
+
+
+def test_the_policy_gets_the_current_frames_speed_and_acceleration_and_the_newest_frames_in_order(tmp_path):
+    """Each history frame with its own speed, acceleration and camera image: the policy's inputs are the current
+    (last) frame's speed and acceleration, and the newest camera frames, oldest first."""
+    import numpy as np
+
+    from sim.agent_input import AgentInput
+
+    save_micro(tmp_path / "micro")
+    agent = _build(tmp_path / "micro")
+    agent.initialize()
+    frames = 4  # the environments' history (NUM_HISTORY_FRAMES)
+    cameras = np.stack([np.full((128, 256, 3), 40 * (k + 1), dtype=np.uint8) for k in range(frames)])
+    velocity = np.array([[1.0 + k, 0.0] for k in range(frames)], dtype=np.float32)
+    accel = np.array([[-0.5 * k, 0.0] for k in range(frames)], dtype=np.float32)
+    agent_input = AgentInput(ego_poses=np.zeros((frames, 3), np.float32), ego_velocity=velocity,
+                             ego_acceleration=accel, driving_command=np.array([0, 1, 0, 0], np.float32),
+                             cameras=cameras, command_text="go straight", ego_state=np.zeros(11))
+    inputs = agent.model_inputs(agent_input)
+    assert inputs["speed"].item() == pytest.approx(float(velocity[-1, 0]))
+    assert inputs["accel"].item() == pytest.approx(float(accel[-1, 0]))
+    assert inputs["command"].item() == 1
+    brightness = inputs["history_frames"][0].mean(dim=(1, 2, 3))
+    assert torch.all(brightness[1:] > brightness[:-1])  # oldest first, the newest last
+    assert brightness[-1].item() == pytest.approx(40 * frames / 255, abs=1e-3)
