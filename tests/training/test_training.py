@@ -1,6 +1,7 @@
 """Training: collect -> stage 0 -> 1 -> 2 -> evaluation end to end, and a killed run resumes to the same loss curve."""
 import csv
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -74,7 +75,12 @@ def test_a_killed_run_resumes_to_the_same_loss_curve_and_weights(tmp_path):
     process.send_signal(signal.SIGKILL)
     process.wait()
     assert not (tmp_path / "killed" / "stage0" / "model").exists(), "the run finished before it could be killed"
-    subprocess.run(_train_command(data, tmp_path / "killed", steps), check=True, env=env, capture_output=True)
+    resumed = subprocess.run(_train_command(data, tmp_path / "killed", steps), check=True, env=env, capture_output=True,
+                             text=True)
+    # It resumed from the checkpoint: its progress starts at the checkpoint's step, not at 0 (training being
+    # deterministic, a run started afresh would give the same curve and weights).
+    first = re.search(rf"(\d+)/{steps}", resumed.stderr)
+    assert first is not None and int(first.group(1)) >= 10, resumed.stderr[-2000:]
     assert _curve(tmp_path / "killed") == _curve(tmp_path / "straight")
     from safetensors.torch import load_file
 
