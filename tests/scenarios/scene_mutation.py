@@ -43,3 +43,11 @@ def with_changes(source: Path, target: Path, header_changes: dict | None = None,
         else:
             entries[name] = value
     return write_entries(target, header, entries)
+
+
+def with_column_set(source: Path, target: Path, field: str, column: int, value) -> Path:
+    """A copy of `source` whose array `field` holds `value` in column `column` at every step (an ego state field of
+    ego_log, an agent of an agents_* array)."""
+    changed = read_entries(source)[1][field].copy()
+    changed[:, column] = value
+    return with_changes(source, target, **{field: changed})

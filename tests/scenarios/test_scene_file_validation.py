@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from scenarios.generator import generate_scene
 from scenarios.scene import SceneFormatError, load_scene, save_scene
 from sim import limits
-from tests.scenarios.scene_mutation import read_entries, with_changes, write_entries
+from tests.scenarios.scene_mutation import read_entries, with_changes, with_column_set, write_entries
 from w0sim.cli import app
 from w0sim.scene_check import check_scene
 
@@ -92,14 +92,8 @@ def test_missing_mis_shaped_and_mistyped_arrays_are_refused(straight, tmp_path):
 @pytest.mark.parametrize("field, column", [("ego_log", 3), ("ego_log", 0), ("agents_x", None), ("agents_vy", None)])
 @pytest.mark.parametrize("value", [np.nan, np.inf])
 def test_non_finite_ego_or_agent_values_are_refused(straight, tmp_path, field, column, value):
-    _, arrays = read_entries(straight)
-    changed = arrays[field].copy()
-    if column is None:
-        changed[:, 0] = value
-    else:
-        changed[:, column] = value
-    name = field.replace("agents_", "agents.")
-    refused(with_changes(straight, tmp_path / "bad.npz", **{field: changed}), name, "non-finite")
+    path = with_column_set(straight, tmp_path / "bad.npz", field, 0 if column is None else column, value)
+    refused(path, field.replace("agents_", "agents."), "non-finite")
 
 
 def test_infinite_heading_is_refused(straight, tmp_path):

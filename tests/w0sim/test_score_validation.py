@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 
 from scenarios.generator import generate_scene
 from scenarios.scene import save_scene
-from tests.scenarios.scene_mutation import read_entries, with_changes
+from tests.scenarios.scene_mutation import with_column_set
 from w0sim.cli import app
 from w0sim.score import ScoreInputError, TrajectorySpec, score_trajectories
 
@@ -24,13 +24,7 @@ def scene_path(tmp_path_factory):
 @pytest.mark.parametrize("field, column, value", [("agents_x", None, np.nan), ("agents_heading", None, np.inf),
                                                   ("ego_log", 3, np.inf), ("ego_log", 0, np.nan)])
 def test_non_finite_scene_values_are_a_clean_error_naming_the_field(scene_path, tmp_path, field, column, value):
-    _, arrays = read_entries(scene_path)
-    changed = arrays[field].copy()
-    if column is None:
-        changed[:, 1] = value
-    else:
-        changed[:, column] = value
-    path = with_changes(scene_path, tmp_path / "bad.npz", **{field: changed})
+    path = with_column_set(scene_path, tmp_path / "bad.npz", field, 1 if column is None else column, value)
     with pytest.raises(ScoreInputError, match="non-finite") as info:
         score_trajectories(path, [TrajectorySpec("straight", STRAIGHT)])
     assert str(path) in str(info.value) and field.split("_")[0] in str(info.value)
