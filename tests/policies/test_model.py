@@ -92,6 +92,44 @@ def test_losses_trajectory_and_rollout(image_input, decoder):
     assert forced.shape == (2, 1, 3, config.image_height, config.image_width)
 
 
+@torch.no_grad()
+@pytest.mark.parametrize("image_input", ["vq", "patch"])
+def test_a_rollout_follows_the_poses_it_is_given_step_by_step(image_input):
+    """Per-step poses (B,steps,P,3): step k's frame depends on poses[:, k] and on no later step's poses."""
+    model = _model(image_input, "flow").eval()
+    _perturb(model)
+    raw = _raw(model.config)
+    a, b = raw["poses"], raw["poses"].flip(1) * torch.tensor([1.0, -1.0, -1.0])  # another path: mirrored, reversed
+
+    def rollout(per_step):
+        return model.rollout_frames(**_prompt(raw), steps=2, poses=torch.stack(per_step, 1),
+                                    generator=torch.Generator().manual_seed(0))
+
+    aa, ab, ba = rollout([a, a]), rollout([a, b]), rollout([b, a])
+    assert torch.equal(aa[:, 0], ab[:, 0])  # step 0 does not look ahead
+    assert (aa[:, 1] - ab[:, 1]).abs().max() > 1e-4  # step 1 follows its own poses
+    assert (aa[:, 0] - ba[:, 0]).abs().max() > 1e-4  # step 0 follows its own poses, not the policy's plan
+
+
+@torch.no_grad()
+def test_a_rollout_slides_its_history_window_onto_its_own_prediction():
+    """Two steps equal one step, then one more from [newest history frame, first prediction] (patch path, where a
+    predicted frame is re-encoded exactly as a camera frame is), with the same noise stream."""
+    model = _model("patch", "flow").eval()
+    _perturb(model)
+    raw = _raw(model.config)
+    prompt, per_step = _prompt(raw), torch.stack([raw["poses"], raw["poses"] * 0.5], 1)
+    both = model.rollout_frames(**prompt, steps=2, poses=per_step, generator=torch.Generator().manual_seed(0))
+    g = torch.Generator().manual_seed(0)
+    first = model.rollout_frames(**prompt, steps=1, poses=per_step[:, :1], generator=g)
+    slid = torch.cat([prompt["history_frames"][:, 1:], first], 1)
+    second = model.rollout_frames(**dict(prompt, history_frames=slid), steps=1, poses=per_step[:, 1:], generator=g)
+    torch.testing.assert_close(both, torch.cat([first, second], 1))
+    stale = model.rollout_frames(**prompt, steps=1, poses=per_step[:, 1:],
+                                 generator=torch.Generator().manual_seed(0))  # no slide: the old history again
+    assert (stale[:, 0] - both[:, 1]).abs().max() > 1e-4
+
+
 def test_invalid_use():
     model = _model("vq", None)
     raw = _raw(model.config)
