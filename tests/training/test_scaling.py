@@ -1,5 +1,6 @@
 """The scaling experiment's plumbing: nested subsets, both variants per size, CSV and plot, resume."""
 import csv
+import json
 
 import numpy as np
 import pytest
@@ -29,6 +30,11 @@ def test_both_variants_are_trained_per_size_and_results_written(tmp_path):
     assert [(r["size"], r["variant"]) for r in rows] == [(4, "action_only"), (4, "world_model"),
                                                          (8, "action_only"), (8, "world_model")]
     assert all((m / "model.safetensors").exists() and m.parent.name == "stage2" for m in seen)
+    # The variants differ by the world model alone: only the world-model variant is built and trained with it.
+    variants = [json.loads((m / "config.json").read_text()) for m in seen]
+    assert [v["use_world_model"] for v in variants] == [False, True, False, True]
+    assert all({k: v for k, v in a.items() if k != "use_world_model"} == {k: v for k, v in b.items() if k != "use_world_model"}
+               for a, b in zip(variants, variants[1:]))
     table = list(csv.DictReader((tmp_path / "exp" / "scaling.csv").open()))
     assert [float(r["pdms"]) for r in table] == pytest.approx([0.51, 0.52, 0.53, 0.54])
     assert (tmp_path / "exp" / "scaling.png").stat().st_size > 1000
