@@ -33,6 +33,27 @@ def test_follower_keeps_a_gap_behind_a_slow_leader():
     assert abs(traffic.v[0] - 3.0) < 0.3  # and settles at the leader's speed
 
 
+def test_idm_follows_the_published_model_step_by_step():
+    """Treiber's IDM, a = a_max [1 - (v/v0)^4 - (s*/gap)^2] with s* = s0 + v T + v dv / (2 sqrt(a_max b)), constants
+    s0 2 m, T 1.5 s, a_max 1.5, b 3, integrated by hand (speed clipped at 0, trapezoidal position) for a follower
+    closing on a leader at a steady 5 m/s; the first acceleration is also worked out on paper."""
+    road_map, chain = single_lane()
+    traffic = make_traffic(road_map, chain, [0.0, 30.0], [10.0, 5.0], 14.0)
+    traffic.desired_speed[1] = 5.0  # the leader is at its desired speed: it neither speeds up nor slows
+    # gap 30 - 4.6 = 25.4; s* = 2 + 15 + 10 * 5 / (2 sqrt 4.5) = 28.785; a = 1.5 (1 - (10/14)^4 - (28.785/25.4)^2)
+    assert traffic.accelerations(Obstacles.none(), None)[0] == pytest.approx(-0.8169, abs=1e-3)
+    s, v, lead_s = 0.0, 10.0, 30.0
+    for _ in range(60):
+        traffic.step(0.1)
+        gap = lead_s - s - 4.6
+        s_star = 2.0 + 1.5 * v + v * (v - 5.0) / (2.0 * np.sqrt(1.5 * 3.0))
+        a = 1.5 * (1.0 - (v / 14.0) ** 4 - (s_star / gap) ** 2)
+        v_next = max(v + max(a, -8.0) * 0.1, 0.0)
+        s, v, lead_s = s + 0.5 * (v + v_next) * 0.1, v_next, lead_s + 0.5
+        assert traffic.s[0] == pytest.approx(s, abs=1e-9) and traffic.v[0] == pytest.approx(v, abs=1e-9)
+        assert traffic.s[1] == pytest.approx(lead_s, abs=1e-9) and traffic.v[1] == 5.0
+
+
 def test_free_agent_reaches_its_desired_speed():
     road_map, chain = single_lane()
     traffic = make_traffic(road_map, chain, [0.0], [0.0], 10.0)
