@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from sim.geometry import PACIFICA
+from sim.state import StateIndex
 from tests.envs.helpers import fresh_scene, straight_trajectory
 from tests.envs.test_closed_loop_env import all_events, make_env
 from tests.sim.test_stop_signs import STOP_X, sign_on, with_signs
@@ -12,11 +13,20 @@ from tests.sim.test_stop_signs import STOP_X, sign_on, with_signs
 STOP_MESSAGE = f"Agent ran a stop with id=0 at (x={STOP_X}, y=-4.25, z=0.0)"  # the sign post's location
 
 
+EGO_SPEED = 13.0  # m/s
+
+
 def straight_scene(*lanes: str):
-    """generate_scene("straight", 0) without traffic, a stop sign about 30 m ahead on each of `lanes`
-    (road_f0 is the ego's route lane, road_b0 the opposite one)."""
+    """generate_scene("straight", 0)'s road without traffic, the ego driving along its route lane road_f0 at
+    EGO_SPEED and 30 m before STOP_X at the current step (placed so, whatever the generator draws), and a stop
+    sign at STOP_X on each of `lanes` (road_f0 or the opposite lane road_b0)."""
     scene = fresh_scene("straight", 0)
-    assert scene.route == ["road_f0"] and abs(STOP_X - scene.initial_ego_state[0] - 30.0) < 1.0
+    assert scene.route == ["road_f0"]
+    elapsed = (np.arange(scene.num_steps) - scene.current_index) * 0.1
+    scene.ego_log[:] = 0.0
+    scene.ego_log[:, StateIndex.X] = STOP_X - 30.0 + EGO_SPEED * elapsed
+    scene.ego_log[:, StateIndex.Y] = scene.map.lane("road_f0").centerline[0, 1]
+    scene.ego_log[:, StateIndex.VELOCITY_X] = EGO_SPEED
     signs = [sign_on(lane, scene.map, sign_id=f"stop_{k}") for k, lane in enumerate(lanes)]
     scene.map = with_signs(scene.map, signs)
     scene.agents.valid[:] = False
