@@ -266,6 +266,29 @@ def test_written_file_has_nuplan_tables_and_columns(junction_file):
     assert meta["projectedCoordSystem"] == "EPSG:32611" and {-1, 0, 4326, 32611} <= srs
 
 
+def test_gdal_reads_the_written_file_as_a_geopackage_with_our_geometry(junction_file, maps):
+    """GDAL's GeoPackage driver (through pyogrio; nuplan-devkit reads maps through GDAL too) opens the file, sees
+    every layer nuPlan's map API loads in EPSG:32611, and reads each lane's centreline back from baseline_paths,
+    independently of our reader."""
+    pyogrio = pytest.importorskip("pyogrio", reason="pyogrio (GDAL) is not installed (pip install -e .[test])")
+    path, ids = junction_file
+    layers = dict(pyogrio.list_layers(path))
+    assert layers["lanes_polygons"] == "Polygon" and layers["lane_connectors"] == "LineString"
+    assert layers["baseline_paths"] == "LineString" and layers["traffic_lights"] == "Point"
+    info = pyogrio.read_info(path, layer="baseline_paths")
+    assert info["driver"] == "GPKG" and info["crs"] == "EPSG:32611" and info["geometry_name"] == "geom"
+    meta, _, geometry, fields = pyogrio.raw.read(path, layer="baseline_paths")
+    column = {name: values for name, values in zip(meta["fields"], fields)}
+    lanes = maps["intersection"].lanes
+    assert len(geometry) == len(lanes)
+    for lane in lanes:
+        fid = ids.lanes[lane.id]
+        rows = np.flatnonzero((column["lane_fid"] == fid) | (column["lane_connector_fid"] == fid))
+        assert len(rows) == 1, lane.id
+        np.testing.assert_allclose(shapely.get_coordinates(shapely.from_wkb(geometry[rows[0]])), lane.centerline,
+                                   atol=1e-9, err_msg=lane.id)
+
+
 def test_maps_index_sets_default_versions(tmp_path):
     index = write_nuplan_maps_index(tmp_path, {"us-ma-boston": "1.2.3"})
     assert index.name == "nuplan-maps-v1.0.json"
