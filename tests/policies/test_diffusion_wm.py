@@ -76,3 +76,36 @@ def test_save_load_round_trip(tmp_path):
     a = wm.sample(hidden, seq, steps=2, generator=torch.Generator().manual_seed(0))
     b = loaded.sample(hidden, seq, steps=2, generator=torch.Generator().manual_seed(0))
     assert torch.equal(a, b)
+
+
+def test_the_sampler_inverts_the_training_objective():
+    """A denoiser that returns exactly the noise of the training objective's forward process (x_t = sqrt(abar_t) x0 +
+    sqrt(1 - abar_t) eps, under the training schedule) has zero training loss, and DDIM walks it down the same
+    noise: every later step's input holds the noise the first step found (deterministic DDIM keeps eps), and the
+    sample is x0. A
+    sampler on another schedule or reading the network as another prediction (v, x0) changes eps between steps."""
+    config = DriveVLAW0Config.preset("tiny", **TINY)
+    torch.manual_seed(0)
+    backbone, wm = DriveVLAW0Backbone(config), DiffusionWorldModel(config)
+    batch = _batch(config)
+    batch.pop("future_codes")
+    seq = SequenceBuilder(config).build(**batch)
+    hidden = backbone(seq.input_ids, seq.attention_mask, seq.position_ids).hidden_states.detach()
+    h, w = config.image_grid
+    x0 = torch.rand(2, config.vq_code_dim, h, w, generator=torch.Generator().manual_seed(1)) * 1.6 - 0.8
+    abar = wm.train_scheduler.alphas_cumprod
+    predicted = []
+
+    def oracle(noisy, t, img, act):
+        a = abar[t].view(-1, 1, 1, 1).to(noisy.dtype)
+        predicted.append((noisy - a.sqrt() * x0) / (1 - a).sqrt())
+        return predicted[-1]
+
+    wm._eps = oracle
+    assert wm.loss(hidden, seq, x0, generator=torch.Generator().manual_seed(0)) < 1e-10
+    predicted.clear()
+    sample = wm.sample(hidden, seq, steps=7, generator=torch.Generator().manual_seed(0))
+    assert len(predicted) == 7
+    for eps in predicted[1:]:
+        torch.testing.assert_close(eps, predicted[0], atol=1e-3, rtol=0)
+    torch.testing.assert_close(sample, x0, atol=1e-4, rtol=0)
