@@ -53,6 +53,38 @@ def test_reset_observation_and_info(straight_scene):
     np.testing.assert_array_equal(info["agent_input"].ego_state, straight_scene.initial_ego_state)
 
 
+@pytest.mark.parametrize("family", ["intersection", "merge"])
+def test_the_observation_holds_what_the_log_allows_and_nothing_of_the_future(family):
+    """NAVSIM's agent sees the current and three past frames only: rewriting everything after the current step
+    (ego, traffic, lights, commands) leaves observation and agent input bit for bit the same (cameras included),
+    while moving one past frame's traffic changes the cameras."""
+    scene = fresh_scene(family, 0)
+    assert scene.agents.valid[: scene.current_index + 1].any()  # traffic in view, so the cameras can tell
+
+    def observe(s):
+        obs, info = make_env(s, cameras=True).reset(options={"scene_index": 0})
+        return obs, info["agent_input"]
+
+    obs, agent_input = observe(scene)
+    future = fresh_scene(family, 0)
+    after = slice(scene.current_index + 1, None)
+    future.ego_log[after, StateIndex.X] += 7.0
+    future.ego_log[after, StateIndex.VELOCITY_X] *= 0.5
+    for name in ("x", "y"):
+        getattr(future.agents, name)[after] += 3.0
+    future.agents.valid[after] = ~future.agents.valid[after]
+    future.light_status[after] = (future.light_status[after] + 1) % 3  # green -> yellow -> red -> green
+    future.driving_command[after] = (future.driving_command[after] + 1) % 4
+    future_obs, future_input = observe(future)
+    assert obs_equal(obs, future_obs) and agent_input == future_input
+
+    past = fresh_scene(family, 0)
+    past.agents.x[scene.current_index - 5] += 3.0  # half a second back: the third of the four frames
+    past_obs, _ = observe(past)
+    assert not np.array_equal(past_obs["cameras"], obs["cameras"])
+    np.testing.assert_array_equal(past_obs["cameras"][-1], obs["cameras"][-1])
+
+
 def test_observation_without_cameras_has_no_camera_key(straight_scene):
     env = make_env(straight_scene)
     obs, _ = env.reset(seed=0)
