@@ -9,6 +9,7 @@ from gymnasium.utils.env_checker import check_env
 import sim.envs  # noqa: F401 - registers the ids
 from sim.envs.closed_loop_env import STEPS_PER_PLAN, ClosedLoopEnv
 from sim.envs.observation import InvalidActionError
+from sim.geometry import PACIFICA
 from sim.state import AgentType, TrafficLightStatus
 from tests.envs.helpers import fresh_scene, obs_equal, route_follower, route_trajectory, straight_trajectory
 
@@ -204,8 +205,15 @@ def test_driving_into_a_stopped_vehicle_reports_the_collision():
     assert hits[0]["ego_speed"] > 8.0
     first = next(i for i, e in enumerate(events) if e["collisions"])
     assert not any(e["collisions"] for e in events[:first])
-    # The ego's front reaches the vehicle's rear after roughly (30 - 2.3 - 3.9) / 12 m/s ~ 2 s.
-    assert 1.2 < events[first]["time_s"] < 3.0
+    # It fires at the first step where the ego's front bumper (rear axle + front length) has reached the vehicle's
+    # rear (its centre - half its length) along the lane, measured on the ego's logged states (about 1.9 s).
+    ego = scene.initial_ego_state
+    along = np.array([np.cos(ego[2]), np.sin(ego[2])])
+    k = scene.agents.track_ids.index(track)
+    rear = np.array([scene.agents.x[0, k], scene.agents.y[0, k]]) @ along - 0.5 * scene.agents.length[k]
+    front = np.asarray(env.sim.ego_log)[scene.current_index:, :2] @ along + PACIFICA.front_length
+    contact_step = int(np.argmax(front >= rear))
+    assert contact_step > 0 and events[first]["time_s"] == pytest.approx(0.1 * contact_step)
     assert infos[-1]["collisions"] == sum(len(e["collisions"]) for e in events)
     # Pushing on into the stopped vehicle is one collision, not one per step in contact.
     assert len(hits) == 1
