@@ -17,7 +17,9 @@ Every problem is a `CheckpointError` that names the folder, the file, and the fi
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import itertools
 import json
 import math
 import os
@@ -249,6 +251,10 @@ def _regular_file(folder: Path, name: str) -> Path:
     path = folder / name
     if not path.exists():
         hint = ""
+        if name == CONFIG_NAME:  # a `w0sim train` run or experiment folder: name the model folders in it
+            inside = sorted(str(p.parent.relative_to(folder)) for p in itertools.chain.from_iterable(
+                folder.glob("*/" * depth + CONFIG_NAME) for depth in (1, 2, 3)) if (p.parent / WEIGHTS_NAME).is_file())
+            hint = f"; model folders inside it: {_listing(inside)}" if inside else ""
         if name == WEIGHTS_NAME:
             others = [p.name for p in sorted(folder.glob("*")) if p.suffix in (".bin", ".pt", ".pth", ".ckpt")
                       or p.name.endswith(".index.json")]
@@ -519,6 +525,21 @@ def data_sha256(path: Path, header: WeightsHeader) -> str:
     return digest.hexdigest()
 
 
+@contextlib.contextmanager
+def quiet_loading():
+    """transformers' "Loading weights" progress bar off while we load a model (one bar per model and process, in
+    every worker), and back as it was after."""
+    from transformers.utils import logging as hf_logging
+
+    enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if enabled:
+            hf_logging.enable_progress_bar()
+
+
 def load_checkpoint(folder: str | Path, device: str | torch.device = "cpu") -> DriveVLAW0ForDriving:
     """`DriveVLAW0ForDriving` from checkpoint `folder` in eval mode, after `check_checkpoint`, the recorded data hash
     (when recorded) and a strict load; every floating tensor must be finite."""
@@ -534,8 +555,9 @@ def load_checkpoint(folder: str | Path, device: str | torch.device = "cpu") -> D
         raise _fail(folder, f"{WEIGHTS_NAME}: its tensor data do not hash to the sha256 recorded when it was saved "
                             f"(damaged or edited since)")
     try:
-        model, info = DriveVLAW0ForDriving.from_pretrained(folder, config=config, use_safetensors=True,
-                                                            local_files_only=True, output_loading_info=True)
+        with quiet_loading():
+            model, info = DriveVLAW0ForDriving.from_pretrained(folder, config=config, use_safetensors=True,
+                                                                local_files_only=True, output_loading_info=True)
     except Exception as err:  # noqa: BLE001 - the file changed since it was checked, or safetensors refuses it
         raise _fail(folder, f"{WEIGHTS_NAME}: {type(err).__name__}: {str(err)[:300]}") from None
     # The checks above make these empty; a transformers that renames or converts weights would not stay silent.
@@ -575,5 +597,5 @@ def write_record(folder: str | Path, config: DriveVLAW0Config) -> None:
 
 
 __all__ = ["CONFIG_FIELDS", "FREE_FIELDS", "NOT_SAVED", "CheckpointError", "WeightsHeader", "check_checkpoint",
-           "config_problems", "expected_tensors", "load_checkpoint", "read_config", "read_header", "weights_sizes",
-           "write_record"]
+           "config_problems", "expected_tensors", "load_checkpoint", "quiet_loading", "read_config", "read_header",
+           "weights_sizes", "write_record"]

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import torch
 
+from policies.checkpoint import quiet_loading
 from policies.config import DriveVLAW0Config
 from policies.model import DriveVLAW0ForDriving
 from training.dataset import ExpertDataset
@@ -38,7 +39,8 @@ def stage_model(run_dir: Path, stage: int, config: DriveVLAW0Config, seed: int =
     if not (previous / "model.safetensors").exists():
         raise FileNotFoundError(f"stage {stage} starts from {previous}, which does not exist: train stage {stage - 1} first")
     # The run's config, not the folder's: a shared tokenizer folder may come from another variant.
-    return DriveVLAW0ForDriving.from_pretrained(previous, config=config)
+    with quiet_loading():
+        return DriveVLAW0ForDriving.from_pretrained(previous, config=config)
 
 
 def train_stages(data_dir: str | Path, run_dir: str | Path, stages: tuple[int, ...] = (0, 1, 2),
