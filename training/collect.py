@@ -143,8 +143,10 @@ def _shard_entry(folder: Path) -> dict:
 def collect(split: str, num_scenes: int, out_dir: str | Path, config: CollectConfig = CollectConfig(),
             workers: int | None = None, progress=None) -> dict:
     """Collect expert samples of the first `num_scenes` scenes of `split` into `out_dir`; resumes a previous
-    run of the same arguments. `progress(done_shards, total_shards)` is called as shards finish."""
+    run of the same arguments. `progress(done_shards, total_shards)` is called once the shards are known (0 done)
+    and as they finish."""
     out_dir = Path(out_dir)
+    scenes = resolve_split(split, num_scenes)  # a split that does not resolve leaves no folder behind
     out_dir.mkdir(parents=True, exist_ok=True)
     header = {"format": FORMAT, "version": FORMAT_VERSION, "split": split, "scenes": num_scenes,
               "config": _jsonable(asdict(config))}
@@ -154,11 +156,12 @@ def collect(split: str, num_scenes: int, out_dir: str | Path, config: CollectCon
         if {k: previous.get(k) for k in header} != header:
             raise CollectError(f"{out_dir} holds data of another collection ({manifest_path}); use a new folder")
     _write_json(manifest_path, {**header, "complete": False, "shards": []})
-    scenes = resolve_split(split, num_scenes)
     size = config.scenes_per_shard
     chunks = [scenes[i : i + size] for i in range(0, len(scenes), size)]
     workers = workers or os.cpu_count() or 1
     entries: list[dict | None] = [None] * len(chunks)
+    if progress is not None and chunks:
+        progress(0, len(chunks))
     with ProcessPoolExecutor(workers) as pool:
         futures = {pool.submit(collect_shard, out_dir, i, chunk, config): i for i, chunk in enumerate(chunks)}
         for done, future in enumerate(as_completed(futures), 1):

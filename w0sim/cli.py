@@ -1,6 +1,7 @@
 """The `w0sim` command line: evaluation, scoring, scenes, data collection, training, videos and experiments."""
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
@@ -22,6 +23,27 @@ console = Console(emoji=False)  # "navsim:x:" in a message stays as it is
 def _progress() -> Progress:
     return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                     console=console)
+
+
+@contextlib.contextmanager
+def _progress_report(description: str):
+    """A `progress(done, total)` callback for a library function, whose bar appears at its first call (the total
+    known): a run refused before it starts, or resumed with nothing left to do, shows no empty bar."""
+    progress = _progress()
+    task = None
+
+    def report(done: int, total: int) -> None:
+        nonlocal task
+        if task is None:
+            progress.start()
+            task = progress.add_task(description, total=total)
+        progress.update(task, completed=done, total=total)
+
+    try:
+        yield report
+    finally:
+        if task is not None:  # stopping a bar never started prints an empty line
+            progress.stop()
 
 
 def _error(message: str) -> None:
@@ -158,7 +180,7 @@ def scenes_show(
     try:
         scene = load_scene(file)
     except SceneFormatError as exc:
-        console.print(f"[red]error:[/red] {exc}")
+        _error(str(exc))
         raise typer.Exit(2) from None
     console.print_json(json.dumps(scene_summary(scene)))
     image = render_map_overview(scene.map, agents=scene.agents.at(scene.current_index),
@@ -201,13 +223,12 @@ def scenes_export_navsim(
         raise typer.BadParameter(f"{name!r} is not a plain folder name", param_hint="--name")
     _check_out_folder(out)
     if map_location not in MAP_VERSIONS:
-        console.print(f"[red]error:[/red] --map-location {map_location!r} is not a nuPlan city; expected one of "
-                      f"{', '.join(MAP_VERSIONS)}")
+        _error(f"--map-location {map_location!r} is not a nuPlan city; expected one of {', '.join(MAP_VERSIONS)}")
         raise typer.Exit(2)
     try:
         refs = resolve_split(split, limit)
     except SplitError as err:
-        console.print(f"[red]error:[/red] {err}")
+        _error(str(err))
         raise typer.Exit(2) from None
     blobs = out / "sensor_blobs" / name if images else None
     if overwrite:  # every log under navsim_logs/ names this maps root's fids: none may outlive it
@@ -225,7 +246,7 @@ def scenes_export_navsim(
                     export.add(ref.load())
                     progress.advance(task)
     except ExportError as err:
-        console.print(f"[red]error:[/red] {err}")
+        _error(str(err))
         raise typer.Exit(2) from None
     # NAVSIM's way of naming a split's tokens among every window of its logs (navtest: frame interval 1).
     scene_filter = SceneFilter(frame_interval=1, tokens=tuple(ref.token for ref in refs))
@@ -357,14 +378,13 @@ def collect(
         collect_config = CollectConfig.for_policy(DriveVLAW0Config.preset(config))
     except (KeyError, ValueError) as err:
         raise typer.BadParameter(str(err), param_hint="--config") from None
-    with _progress() as progress:
-        task = progress.add_task("collecting shards", total=None)
-        try:
-            manifest = run_collect(split, scenes, out, collect_config, workers,
-                                   progress=lambda done, total: progress.update(task, completed=done, total=total))
-        except (SplitError, CollectError) as err:
-            console.print(f"[red]error:[/red] {err}")
-            raise typer.Exit(2) from None
+    _check_out_folder(out)
+    try:
+        with _progress_report("collecting shards") as report:
+            manifest = run_collect(split, scenes, out, collect_config, workers, progress=report)
+    except (SplitError, CollectError) as err:
+        _error(str(err))
+        raise typer.Exit(2) from None
     console.print(f"{manifest['samples']} samples from {scenes} scenes in {out} "
                   f"({manifest['failures']} failed scenes); content hash {manifest['content_hash'][:16]}")
 
@@ -395,6 +415,9 @@ def train(
 
     if all_stages == (stage is not None):
         raise typer.BadParameter("give either --stage N or --all", param_hint="--stage / --all")
+    if lr is not None and not lr > 0:  # also NaN
+        raise typer.BadParameter(f"{lr} is not a positive learning rate", param_hint="--lr")
+    _check_out_folder(out)
     stages = (0, 1, 2) if all_stages else (stage,)
     fields = {"steps": steps, "batch_size": batch_size, "lr": lr, "seed": seed, "checkpoint_every": checkpoint_every,
               "backbone_lr_scale": backbone_lr_scale}
@@ -402,7 +425,7 @@ def train(
     try:
         model = train_stages(data, out, stages, model_config(config, world_model, decoder), overrides)
     except (DatasetError, FileNotFoundError, ValueError) as err:
-        console.print(f"[red]error:[/red] {err}")
+        _error(str(err))
         raise typer.Exit(2) from None
     from training.curves import plot_run
 
@@ -476,9 +499,7 @@ def evaluate(
     split_options = {"navsim_logs": navsim_logs, "nuplan_maps": nuplan_maps, "sensor_blobs": sensor_blobs,
                      "town_dir": town_dir, "scene_filter": scene_filter}
     try:
-        with _progress() as progress:
-            task = progress.add_task(f"evaluating {agent}", total=None)
-            report = lambda done, total: progress.update(task, completed=done, total=total)  # noqa: E731
+        with _progress_report(f"evaluating {agent}") as report:
             spec = AgentSpec(agent, AgentOptions(str(checkpoint) if checkpoint else None, seed, device, dtype))
             result = run_evaluation(split, spec, out, closed_loop=closed_loop, pdm_version=pdm_version, limit=limit,
                                     workers=workers, ray_address=ray_address, split_options=split_options,
@@ -535,7 +556,7 @@ def render(
         out.parent.mkdir(parents=True, exist_ok=True)
         result = render_rollout(agent, loaded, out, pdm_version, seed)
     except (CheckpointError, SceneFormatError, FileNotFoundError) as err:
-        console.print(f"[red]error:[/red] {err}")
+        _error(str(err))
         raise typer.Exit(2) from None
     console.print(f"{result.video} ({result.frames} frames, PDMS {result.score:.3f}); {result.contact_sheet}")
 

@@ -357,8 +357,10 @@ def run_split(refs: list[SceneRef], spec: AgentSpec, task: Task, out_dir: Path, 
               ray_address: str | None = None, progress: Callable[[int, int], None] | None = None,
               on_row: Callable[[dict[str, dict]], None] | None = None) -> list[dict]:
     """Run `task` on every scene of `refs` without a row in `out_dir/rows.jsonl` yet; returns the rows in split
-    order. `on_row(rows so far)` runs after each finished scene (e.g. to rewrite a results file). Scenes run on
-    a local process pool of `workers` processes, or on a Ray cluster at `ray_address` ("local" starts one here)."""
+    order. `progress(done, total)` runs before the first scene left (with the scenes done before) and after each;
+    not at all when none is left. `on_row(rows so far)` runs after each finished scene (e.g. to rewrite a results
+    file). Scenes run on a local process pool of `workers` processes, or on a Ray cluster at `ray_address` ("local"
+    starts one here)."""
     agent = spec.build()  # the agent's own checks (checkpoint, device) and ours, before the first scene
     check_agent(agent, spec)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -367,6 +369,8 @@ def run_split(refs: list[SceneRef], spec: AgentSpec, task: Task, out_dir: Path, 
     workers = max(1, min(workers or os.cpu_count() or 1, len(todo) or 1))
     finished_before = len(refs) - len(todo)
     append_rows(out_dir / "rows.jsonl", [])  # ends a line cut short by a kill
+    if progress is not None and todo:
+        progress(finished_before, len(refs))
     with (out_dir / "rows.jsonl").open("a") as log:
         if ray_address is not None and todo:
             finished = _ray_rows(ray_address, spec, task, todo, workers)

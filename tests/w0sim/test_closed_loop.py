@@ -120,7 +120,7 @@ def test_repetitions_run_in_the_leaderboards_order_under_its_ids(two_routes_twic
     records = results["_checkpoint"]["records"]
     assert [r["route_id"] for r in records] == PLAN_IDS and [r["index"] for r in records] == [0, 1, 2, 3]
     assert results["_checkpoint"]["progress"] == [4, 4] and results["entry_status"] == "Finished"
-    assert sorted(calls) == [(1, 4), (2, 4), (3, 4), (4, 4)]  # progress counts route x repetitions
+    assert calls == [(0, 4), (1, 4), (2, 4), (3, 4), (4, 4)]  # progress counts route x repetitions
     rows = {row["ref"]: row for row in _rows(out)}
     # Both repetitions drive the scene of the route (one generated scene token), with their own traffic.
     assert rows["RouteScenario_0_rep0"]["scene"] == rows["RouteScenario_0_rep1"]["scene"]
@@ -181,7 +181,7 @@ def test_a_run_resumes_from_a_leaderboard_results_file(tmp_path, two_routes_twic
     records = results["_checkpoint"]["records"]
     assert records[:kept] == theirs[:kept]
     assert records[kept:] == full["_checkpoint"]["records"][kept:]
-    assert calls == [(done, 4) for done in range(kept + 1, 5)]  # only the remaining routes ran
+    assert calls == [(done, 4) for done in range(kept, 5)]  # only the remaining routes ran
     rows = _rows(out)
     assert [row["ref"] for row in rows] == PLAN_IDS[:kept] + PLAN_IDS[kept:]  # the adopted records became rows
     assert all(row["source"] == str(out / "results.json") for row in rows[:kept])
@@ -223,7 +223,7 @@ def test_more_repetitions_reuse_the_finished_routes_at_their_new_places(tmp_path
     calls = []
     twice = evaluate_routes("builtin:routes", AgentSpec("constant_velocity"), tmp_path, limit=2, workers=1,
                             repetitions=2, progress=lambda done, total: calls.append((done, total)))
-    assert calls == [(3, 4), (4, 4)] and twice == full
+    assert calls == [(2, 4), (3, 4), (4, 4)] and twice == full
 
 
 @pytest.mark.parametrize("change, message", [
