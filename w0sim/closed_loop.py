@@ -13,6 +13,7 @@ left out of the records.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
@@ -20,6 +21,7 @@ import numpy as np
 
 from agents.base import Agent
 from agents.registry import AgentSpec
+from metrics.leaderboard.criteria import ROUND_DIGITS
 from metrics.leaderboard.results_io import ResultsFileError, build_results, read_results, resume_check, write_results
 from metrics.leaderboard.route_record import route_id_for
 from scenarios.splits import SceneRef, repeated, resolve_split
@@ -69,7 +71,10 @@ def drive_route(ref: SceneRef, index: int, agent: Agent) -> dict:
     """{"token": the route id, "family", "scene": the scene's own token, "record": the Leaderboard route record} of
     one route driven by `agent`; `index` is its place in the run order. A route the agent crashed on (it raised, or
     planned a trajectory the environment refuses) keeps its record, "Failed - Agent crashed" as the Leaderboard
-    writes it, and the row says why (`reason`); a route that cannot run raises SceneFailure with the reason."""
+    writes it, and the row says why (`reason`); a route that cannot run raises SceneFailure with the reason.
+    The record's meta has the Leaderboard's durations: `duration_game` the simulated seconds (the environment's),
+    `duration_system` the wall-clock seconds from the route's start (its scene loaded, the environment reset) to
+    its end, the agent's planning included, as the Leaderboard's ScenarioManager times a route."""
     doing = "loading the route's scene"
     try:
         scene = ref.load()
@@ -78,6 +83,7 @@ def drive_route(ref: SceneRef, index: int, agent: Agent) -> dict:
         _, info = env.reset(seed=0)
     except Exception as err:
         raise SceneFailure(failure_reason(err, doing)) from err
+    started = time.monotonic()
     crash = ""
     decision = 0
     while True:
@@ -95,6 +101,7 @@ def drive_route(ref: SceneRef, index: int, agent: Agent) -> dict:
         if terminated or truncated:
             record = dict(info["route_record"])
             record.update(index=index, route_id=ref.token)
+            record["meta"] = dict(record["meta"], duration_system=round(time.monotonic() - started, ROUND_DIGITS))
             row = {"token": ref.token, "family": ref.family, "scene": scene.token, "record": record}
             if record.get("status") in CRASH_STATUSES:
                 row["reason"] = crash or " ".join(str(info.get("failure_reason") or "").split()) or record["status"]

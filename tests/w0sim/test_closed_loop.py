@@ -11,6 +11,7 @@ import pytest
 from agents.registry import AgentSpec
 from metrics.leaderboard.results_io import CHECKPOINT_KEYS, TOP_LEVEL_KEYS, read_results
 from scenarios.splits import SplitError, resolve_split
+from tests.w0sim.wall_clock import records_without_wall_clock, without_wall_clock
 from w0sim.closed_loop import evaluate_routes
 
 
@@ -29,7 +30,8 @@ def test_results_json_has_the_leaderboard_layout_and_resumes_to_the_same_file(tm
     lines = (tmp_path / "full" / "rows.jsonl").read_text().splitlines()
     (killed / "rows.jsonl").write_text("\n".join(lines[:2]) + "\n" + lines[2][:30])
     again = evaluate_routes("builtin:routes", AgentSpec("constant_velocity"), tmp_path / "killed", limit=3, workers=2)
-    assert again == full
+    assert without_wall_clock(again) == without_wall_clock(full)
+    assert again["_checkpoint"]["records"][:2] == full["_checkpoint"]["records"][:2]  # reused whole
     # The line cut short was ended before the third route's row: the log reads back whole.
     from w0sim.runner import read_rows
 
@@ -180,7 +182,7 @@ def test_a_run_resumes_from_a_leaderboard_results_file(tmp_path, two_routes_twic
     kept = 1 if crashed else 2
     records = results["_checkpoint"]["records"]
     assert records[:kept] == theirs[:kept]
-    assert records[kept:] == full["_checkpoint"]["records"][kept:]
+    assert records_without_wall_clock(records[kept:]) == records_without_wall_clock(full["_checkpoint"]["records"][kept:])
     assert calls == [(done, 4) for done in range(kept, 5)]  # only the remaining routes ran
     rows = _rows(out)
     assert [row["ref"] for row in rows] == PLAN_IDS[:kept] + PLAN_IDS[kept:]  # the adopted records became rows
@@ -211,7 +213,7 @@ def test_our_partial_file_is_the_leaderboards_checkpoint_and_resumes_without_row
     (tmp_path / "rows.jsonl").unlink()
     again = evaluate_routes("builtin:routes", AgentSpec("constant_velocity"), tmp_path, limit=2, workers=1,
                             repetitions=2)
-    assert again == full
+    assert without_wall_clock(again) == without_wall_clock(full)
 
 
 def test_more_repetitions_reuse_the_finished_routes_at_their_new_places(tmp_path, two_routes_twice):
@@ -223,7 +225,7 @@ def test_more_repetitions_reuse_the_finished_routes_at_their_new_places(tmp_path
     calls = []
     twice = evaluate_routes("builtin:routes", AgentSpec("constant_velocity"), tmp_path, limit=2, workers=1,
                             repetitions=2, progress=lambda done, total: calls.append((done, total)))
-    assert calls == [(2, 4), (3, 4), (4, 4)] and twice == full
+    assert calls == [(2, 4), (3, 4), (4, 4)] and without_wall_clock(twice) == without_wall_clock(full)
 
 
 @pytest.mark.parametrize("change, message", [
@@ -264,3 +266,33 @@ def test_repetitions_are_for_closed_loop_runs(tmp_path):
     code, output = run("--split", "builtin:routes", "--limit", "1", "--repetitions", "0")
     assert code == 2 and "--repetitions" in output
     assert not list(tmp_path.iterdir())  # nothing ran
+
+
+def test_records_carry_the_leaderboards_durations(two_routes_twice):
+    """`duration_game`: the route's simulated seconds (decisions 0.5 s apart, the last one perhaps cut short);
+    `duration_system`: its wall-clock seconds, the agent's planning included; the global record sums each."""
+    import time
+
+    from agents.constant_velocity import ConstantVelocityAgent
+    from w0sim.closed_loop import drive_route, route_plan
+
+    pause = 0.005
+
+    class Slow(ConstantVelocityAgent):
+        calls = 0
+
+        def compute_trajectory(self, agent_input, world=None):
+            Slow.calls += 1
+            time.sleep(pause)
+            return super().compute_trajectory(agent_input, world)
+
+    start = time.monotonic()
+    meta = drive_route(route_plan("builtin:routes", limit=1)[0], 0, Slow())["record"]["meta"]
+    elapsed = time.monotonic() - start
+    assert Slow.calls * pause <= meta["duration_system"] <= elapsed
+    assert (Slow.calls - 1) * 0.5 < meta["duration_game"] <= Slow.calls * 0.5 + 1e-9
+    _, results, _ = two_routes_twice
+    records, total = results["_checkpoint"]["records"], results["_checkpoint"]["global_record"]["meta"]
+    assert all(r["meta"]["duration_system"] > 0 and r["meta"]["duration_game"] > 0 for r in records)
+    for key in ("duration_system", "duration_game"):
+        assert total[key] == pytest.approx(sum(r["meta"][key] for r in records))
