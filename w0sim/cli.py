@@ -12,10 +12,29 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from typer.core import TyperCommand
 
-app = typer.Typer(help="w0sim: closed-loop simulation and evaluation of end-to-end driving policies.",
-                  no_args_is_help=True, add_completion=False)
-scenes_app = typer.Typer(help="Generate and inspect scene files.", no_args_is_help=True)
+
+class _Command(TyperCommand):
+    """A command listed in its group's help with its docstring's whole first sentence (click cuts it to one line)."""
+
+    def get_short_help_str(self, limit: int = 45) -> str:
+        return super().get_short_help_str(limit=10_000)
+
+
+class _Typer(typer.Typer):
+    """Plain help (click's), not rich's: rich's option tables cut help text mid-word at 80 columns (pipes, CI logs),
+    click wraps it whole."""
+
+    def __init__(self, **kwargs):
+        super().__init__(rich_markup_mode=None, no_args_is_help=True, **kwargs)
+
+    def command(self, *args, **kwargs):
+        return super().command(*args, cls=_Command, **kwargs)
+
+
+app = _Typer(help="w0sim: closed-loop simulation and evaluation of end-to-end driving policies.", add_completion=False)
+scenes_app = _Typer(help="Generate and inspect scene files.")
 app.add_typer(scenes_app, name="scenes")
 console = Console(emoji=False)  # "navsim:x:" in a message stays as it is
 
@@ -399,8 +418,10 @@ def train(
                                         "1 backbone + world model, 2 action expert)."),
     all_stages: bool = typer.Option(False, "--all", help="Train stages 0, 1 and 2 in order."),
     steps: Optional[int] = typer.Option(None, "--steps", min=1, help="Steps per trained stage (default: per stage)."),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1),
-    lr: Optional[float] = typer.Option(None, "--lr"),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="Samples per step (default: 16 at "
+                                             "every stage)."),
+    lr: Optional[float] = typer.Option(None, "--lr", help="Peak learning rate, after the warm-up and before the "
+                                       "cosine decay (default: 2e-3 at stage 0, 1e-3 at stages 1 and 2)."),
     seed: int = _seed_option(),
     checkpoint_every: Optional[int] = typer.Option(None, "--checkpoint-every", min=1, help="Steps between checkpoints."),
     backbone_lr_scale: Optional[float] = typer.Option(None, "--backbone-lr-scale", min=0.0, help="Stage 2: the "
@@ -538,7 +559,8 @@ def render(
     out: Path = typer.Option(..., "--out", help="The mp4 to write (a contact sheet png goes beside it)."),
     pdm_version: str = typer.Option("v1.1", "--pdm-version", callback=_check_pdm_version,
                                     help="v1.1 (PDMS) or v2.2 (EPDMS)."),
-    seed: int = _seed_option(),
+    seed: int = _seed_option(help="Seed of the model's sampling (flow-matching and world-model noise), 0 to "
+                                  "2**32 - 1."),
 ) -> None:
     """Write a rollout video: ground-truth camera frames beside the world model's predictions, a BEV, the scores."""
     from agents.drivevla_w0 import DEFAULT_CHECKPOINT, CheckpointError, DriveVLAW0Agent, check_checkpoint_folder
@@ -561,7 +583,7 @@ def render(
     console.print(f"{result.video} ({result.frames} frames, PDMS {result.score:.3f}); {result.contact_sheet}")
 
 
-experiment_app = typer.Typer(help="Experiments over trained policies.", no_args_is_help=True)
+experiment_app = _Typer(help="Experiments over trained policies.")
 app.add_typer(experiment_app, name="experiment")
 
 
