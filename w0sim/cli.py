@@ -348,32 +348,44 @@ def demo(
 @_clean_errors
 def score(
     scene: Path = typer.Option(..., "--scene", help="A scene file (.npz); its current frame is scored."),
-    trajectories: Path = typer.Option(..., "--trajectories", help="JSON: a list (or a dict name -> trajectory) of "
-                                      "objects with name, poses (a list of x, y, heading triples) and interval "
-                                      "(s, default 0.5), in the ego rear-axle frame of the current frame."),
+    trajectories: Path = typer.Option(..., "--trajectories", help="The trajectories, a JSON file (format above)."),
     version: str = typer.Option("v1.1", "--version", help="v1.1 (PDMS) or v2.2 (EPDMS)."),
-    out: Optional[Path] = typer.Option(None, "--out", help="CSV to write (default: TRAJECTORIES.scores.csv)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="CSV to write (default: beside the trajectories file, "
+                                       "its name's suffix replaced: plans.json gives plans.scores.csv)."),
 ) -> None:
-    """Score trajectories on a scene with NAVSIM's PDMS / EPDMS: every sub-score per trajectory, a table and a CSV."""
+    """Score trajectories on a scene with NAVSIM's PDMS / EPDMS: every sub-score per trajectory, a table and a CSV.
+
+    The trajectories file is JSON: a list of trajectories, or an object of trajectories by name. A trajectory is
+    an object with "poses" (a list of [x, y, heading] poses), "name" (optional: its key, or trajectory_<i> in a
+    list) and "interval" (optional: seconds between poses, default 0.5), or a bare list of poses. Poses are in
+    metres and radians, in the ego's rear-axle frame at the scene's current frame (x forward, y left), the first
+    one interval ahead. Two files of this format:
+
+    \b
+    [{"name": "go", "poses": [[5, 0, 0], [9, 0, 0]], "interval": 0.5}]
+    {"go": [[5, 0, 0], [9, 0, 0]], "slow": {"poses": [[4, 0, 0]], "interval": 1}}
+
+    A trajectory that cannot be scored (non-finite, wrong shape, implausible) is a failed row with its reason."""
     from w0sim.score import ScoreInputError, failure_lines, render_table, score_trajectories, write_csv
 
     try:
         report = score_trajectories(scene, trajectories, version)
     except ScoreInputError as exc:
-        console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
+        _error(str(exc))
         raise typer.Exit(2) from None
     console.print(render_table(report))
     for line in failure_lines(report):
         console.print(f"[red]failed[/red] {escape(line)}", highlight=False, soft_wrap=True)
-    target = out or trajectories.with_name(trajectories.name + ".scores.csv")
+    target = out or trajectories.with_suffix(".scores.csv")
     try:
         write_csv(report, target)
     except OSError as exc:
-        console.print(f"[red]error:[/red] {escape(str(target))}: cannot write the CSV ({escape(str(exc))})",
-                      highlight=False, soft_wrap=True)
+        _error(f"{target}: cannot write the CSV ({exc})")
         raise typer.Exit(2) from None
     failed = sum(not row["valid"] for row in report.rows)
-    console.print(f"scored {len(report.rows)} trajectories ({failed} failed); CSV: {target}", soft_wrap=True)
+    count = len(report.rows)
+    console.print(f"scored {count} {'trajectory' if count == 1 else 'trajectories'} ({failed} failed); CSV: {target}",
+                  soft_wrap=True)
 
 
 @app.command("collect")

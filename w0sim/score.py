@@ -1,12 +1,12 @@
 """Score arbitrary trajectories on a scene file (`w0sim score`): NAVSIM PDMS v1.1 or EPDMS v2.2 per trajectory.
 
-The trajectories file is JSON: a list of objects, or a dict name -> object, each
-`{"name": ..., "poses": [[x, y, heading], ...], "interval": 0.5}` (`interval` optional, default 0.5 s;
-`name` optional, default the dict key or `trajectory_<i>`), poses in the ego rear-axle frame of the scene's
-current frame. A trajectory that cannot be scored (NaN / inf, non-numeric, wrong shape, empty, bad interval, poses
-beyond the plausibility bounds of `sim.limits`) gives a failed row (valid False, NaN metrics, the reason) instead of
-stopping the run; a missing or malformed scene or JSON
-file raises `ScoreInputError` naming the file and the problem.
+The trajectories file is JSON (`w0sim score --help` shows examples): a list of objects, or a dict name -> object,
+each `{"name": ..., "poses": [[x, y, heading], ...], "interval": 0.5}` (`interval` optional, default 0.5 s;
+`name` optional, default the dict key or `trajectory_<i>`) or a bare list of poses, poses in the ego rear-axle
+frame of the scene's current frame. A trajectory that cannot be scored (NaN / inf, non-numeric, wrong shape, empty,
+bad interval, poses beyond the plausibility bounds of `sim.limits`) gives a failed row (valid False, NaN metrics,
+the reason) instead of stopping the run; a missing or malformed scene or JSON file raises `ScoreInputError` naming
+the file and the problem.
 """
 from __future__ import annotations
 

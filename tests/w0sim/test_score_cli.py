@@ -107,7 +107,7 @@ def test_dict_input_default_interval_and_default_csv_path(scene_file, tmp_path):
     assert [(s.name, s.interval) for s in specs] == [("human", 0.5), ("slow", 1.0)]
     result = invoke("score", "--scene", scene_path, "--trajectories", path)
     assert result.exit_code == 0, result.output
-    rows = read_csv(tmp_path / "named.json.scores.csv")
+    rows = read_csv(tmp_path / "named.scores.csv")
     assert [r["name"] for r in rows] == ["human", "slow"]
     assert "comfort" in rows[0]  # v1.1 is the default
     # The same numbers through the library function.
