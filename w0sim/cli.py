@@ -282,6 +282,7 @@ def scenes_export_navsim(
 @_clean_errors
 def scenes_check(
     directory: Path = typer.Argument(..., help="Directory of scene files."),
+    limit: Optional[int] = typer.Option(None, "--limit", min=1, help="The first N scene files (by name)."),
     workers: int = typer.Option(0, "--workers", callback=_check_workers_or_zero,
                                 help="Processes (0: all cores; at most 4 per core)."),
 ) -> None:
@@ -293,12 +294,15 @@ def scenes_check(
 
     from w0sim.scene_check import check_scene
 
-    paths = sorted(directory.glob("*.npz"))
+    if not directory.is_dir():
+        _error(f"{directory} is not a folder")
+        raise typer.Exit(2)
+    paths = sorted(directory.glob("*.npz"))[:limit]
     if not paths:
-        console.print(f"[red]error:[/red] no *.npz scene files in {directory}")
+        _error(f"no *.npz scene files in {directory}")
         raise typer.Exit(2)
     results = []
-    with _progress() as progress, ProcessPoolExecutor(max_workers=workers or os.cpu_count()) as pool:
+    with _progress() as progress, ProcessPoolExecutor(min(workers or os.cpu_count(), len(paths))) as pool:
         task = progress.add_task("checking scenes", total=len(paths))
         for result in pool.map(check_scene, paths, chunksize=4):
             results.append(result)
@@ -313,7 +317,7 @@ def scenes_check(
     console.print(table)
     failures = [r for r in results if not r.ok]
     for r in failures:
-        console.print(f"[red]failed[/red] {r.path}: {r.reason}")
+        console.print(f"[red]failed[/red] {escape(str(r.path))}: {escape(r.reason)}", highlight=False, soft_wrap=True)
     if failures:
         raise typer.Exit(1)
 
