@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import multiprocessing
 import os
 import signal
 import sys
@@ -420,17 +421,35 @@ def _pool_rows(spec: AgentSpec, task: Task, todo: list[tuple[int, SceneRef]], wo
 
 
 def _isolated_row(spec: AgentSpec, task: Task, ref: SceneRef, index: int) -> dict:
-    """The row of one scene run in a process of its own; a failed row if that process dies."""
-    with ProcessPoolExecutor(1, initializer=_end_with_parent, initargs=(os.getpid(),)) as pool:
-        future = pool.submit(run_task, task, spec, ref, index)
-        processes = list(getattr(pool, "_processes", {}).values())  # to say how the process ended, if it dies
-        try:
-            return future.result()
-        except BrokenProcessPool:
-            return failed_row(ref, index, f"the worker process running this scene died ({_how_it_ended(processes)}); "
-                                          "a native library crashed or the process was killed")
-        except Exception as err:
-            return failed_row(ref, index, failure_reason(err, "returning the scene's row from its worker process"))
+    """The row of one scene run in a process of its own; a failed row saying how that process ended if it dies.
+
+    A plain process and a pipe rather than a one-worker pool: its exit code is then read from the process itself, not
+    from a pool that may already have reaped it."""
+    context = multiprocessing.get_context()
+    receive, send = context.Pipe(duplex=False)
+    process = context.Process(target=_send_row, args=(send, os.getpid(), task, spec, ref, index))
+    process.start()
+    send.close()  # only the child holds the sending end now: its death ends the pipe
+    try:
+        row = receive.recv()
+    except EOFError:
+        process.join()
+        return failed_row(ref, index, f"the worker process running this scene died ({_how_it_ended(process.exitcode)}); "
+                                      "a native library crashed or the process was killed")
+    finally:
+        receive.close()
+    process.join()
+    return row
+
+
+def _send_row(send, parent: int, task: Task, spec: AgentSpec, ref: SceneRef, index: int) -> None:
+    _end_with_parent(parent)
+    row = run_task(task, spec, ref, index)
+    try:
+        send.send(row)
+    except Exception as err:  # the row cannot be pickled
+        send.send(failed_row(ref, index, failure_reason(err, "returning the scene's row from its worker process")))
+    send.close()
 
 
 def _end_with_parent(parent: int) -> None:
@@ -445,19 +464,13 @@ def _end_with_parent(parent: int) -> None:
         os._exit(0)
 
 
-def _how_it_ended(processes: list) -> str:
-    for process in processes:
-        with contextlib.suppress(Exception):
-            process.join(5)
-            code = process.exitcode
-            if code is not None and code < 0:
-                try:
-                    return f"killed by signal {signal.Signals(-code).name}"
-                except ValueError:
-                    return f"killed by signal {-code}"
-            if code:
-                return f"exit code {code}"
-    return "it ended abruptly"
+def _how_it_ended(exit_code: int | None) -> str:
+    if exit_code is not None and exit_code < 0:
+        try:
+            return f"killed by signal {signal.Signals(-exit_code).name}"
+        except ValueError:
+            return f"killed by signal {-exit_code}"
+    return f"exit code {exit_code}" if exit_code else "it ended abruptly"
 
 
 def _ray_rows(address: str, spec: AgentSpec, task: Task, todo: list[tuple[int, SceneRef]],
