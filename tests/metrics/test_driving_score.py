@@ -333,6 +333,7 @@ def test_bench2drive_summary():
 def test_all_lists_exactly_the_names_the_module_re_exports():
     import metrics.driving_score as module
 
-    public = {name for name in vars(module) if not name.startswith("_")}
+    # MutantDict: the type mutmut's trampolines add to every module they rewrite (scripts/mutation.py).
+    public = {name for name in vars(module) if not name.startswith("_")} - {"MutantDict"}
     assert len(module.__all__) == len(set(module.__all__))
     assert set(module.__all__) == public
