@@ -1,15 +1,17 @@
 """Mutation testing with mutmut on a seeded sample of each package's mutants; prints the survival table as JSON.
 
-mutmut (configured in pyproject.toml, [tool.mutmut]) generates the mutants and records which tests reach which
-function. Every mutant of the seven core packages (about 39,000) would take days on two cores, so this script
-tests a seeded random sample per package, each mutant against the tests that reach its function, and reports the
-survival rate with a 95 % interval. `--sample 0` tests every mutant (the same verdicts `mutmut run` would give).
+mutmut (configured in pyproject.toml, [tool.mutmut]) generates the mutants, records which tests reach which function
+and runs each mutant against those tests. All mutants of the seven core packages (about 39,000) would take days on
+two cores, so this script has mutmut test a seeded random sample per package and reports the survival rate with a
+95 % interval. `--sample 0` tests every mutant (what `mutmut run` alone would do).
 
-    .venv/bin/python scripts/mutation.py --packages metrics sim --sample 150
+    .venv/bin/python scripts/mutation.py --packages metrics sim --sample 60
 
-Work happens in a copy of the working tree (out/mutation/tree); verdicts are appended to out/mutation/verdicts.jsonl
-as they come, so an interrupted run resumes where it stopped (a changed tree starts afresh). Mutants listed in
-scripts/mutation_equivalents.txt (name, then why it cannot change behaviour) are left out of the rates.
+Work happens in a copy of the working tree (out/mutation/tree). mutmut keeps its verdicts there, so a rerun on the
+same tree (code and tests unchanged) tests only what is left; a changed tree starts afresh. `--retest-survivors`
+copies the current tests into the kept tree and tests the sample's survivors again (for tests added since).
+Mutants listed in scripts/mutation_equivalents.txt (name, then why no input can tell it from the original) are
+left out of the sample.
 """
 
 from __future__ import annotations
@@ -23,8 +25,6 @@ import random
 import shutil
 import subprocess
 import sys
-import time
-from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -79,21 +79,16 @@ def read_equivalents() -> dict[str, str]:
     return equivalents
 
 
-def run_mutant(tree: Path, name: str, tests: list[str], durations: dict[str, float], timeout_s: float) -> dict:
-    """Run the tests that reach the mutant's function, fastest first, stopping at the first failure."""
-    if not tests:
-        return {"mutant": name, "status": "no tests", "seconds": 0.0}
-    tests = sorted(tests, key=lambda test: durations.get(test, 0.0))
-    env = {**os.environ, "MUTANT_UNDER_TEST": name, "PYTHONPATH": str(tree / "mutants"), "PY_IGNORE_IMPORTMISMATCH": "1"}
-    command = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:xdist", "-p", "no:cacheprovider", "-p", "no:randomly",
-               "--rootdir=.", *tests]
-    start = time.monotonic()
-    try:
-        code = subprocess.run(command, cwd=tree / "mutants", env=env, capture_output=True, timeout=timeout_s).returncode
-        status = {0: "survived", 1: "killed", 3: "killed"}.get(code, f"error (pytest exit {code})")
-    except subprocess.TimeoutExpired:
-        status = "timeout"
-    return {"mutant": name, "status": status, "seconds": round(time.monotonic() - start, 1)}
+def verdicts(tree: Path) -> dict[str, str]:
+    """mutmut's verdict per tested mutant, from its records in mutants/**/*.meta."""
+    from mutmut.stats import status_by_exit_code
+
+    found = {}
+    for meta in (tree / "mutants").glob("*/**/*.py.meta"):
+        for name, code in json.loads(meta.read_text())["exit_code_by_key"].items():
+            if code is not None:
+                found[name] = status_by_exit_code[code]
+    return found
 
 
 def wilson_interval(survived: int, total: int) -> list[float]:
@@ -112,70 +107,67 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--workdir", type=Path, default=ROOT / "out" / "mutation")
-    parser.add_argument("--timeout-factor", type=float, default=10.0,
-                        help="a mutant times out after this many times its tests' unmutated duration, plus 60 s")
+    parser.add_argument("--retest-survivors", action="store_true",
+                        help="keep the tree's code and mutants, take the current tests, test the survivors again")
     args = parser.parse_args()
 
     tree = args.workdir / "tree"
-    verdicts_path = args.workdir / "verdicts.jsonl"
+    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
     fresh = args.workdir / "fresh"
     shutil.rmtree(fresh, ignore_errors=True)
     tree_hash = copy_tree(fresh)
-    if (args.workdir / "tree.sha256").is_file() and (args.workdir / "tree.sha256").read_text() == tree_hash:
+    if args.retest_survivors:
+        if not (tree / "mutants").is_dir():
+            raise SystemExit(f"--retest-survivors needs a kept tree in {tree}: run without it first")
+        for target in (tree / "tests", tree / "mutants" / "tests"):
+            shutil.rmtree(target)
+            shutil.copytree(fresh / "tests", target)
+        shutil.rmtree(fresh)
+        (args.workdir / "tests.commit").write_text(head)
+    elif (args.workdir / "tree.sha256").is_file() and (args.workdir / "tree.sha256").read_text() == tree_hash:
         shutil.rmtree(fresh)  # same code and tests: keep the mutants, the stats and the verdicts so far
     else:
         shutil.rmtree(tree, ignore_errors=True)
         fresh.rename(tree)
-        verdicts_path.unlink(missing_ok=True)
         (args.workdir / "tree.sha256").write_text(tree_hash)
+        for provenance in ("code.commit", "tests.commit"):
+            (args.workdir / provenance).write_text(head)
 
     env = {**os.environ, "W0SIM_MUTATION_WORKERS": str(args.workers),
            "W0SIM_SHARED": os.environ.get("W0SIM_SHARED", str(ROOT.parent / "shared"))}
     os.environ.update(env)
     print("generating mutants and recording which tests reach which function ...", file=sys.stderr, flush=True)
     subprocess.run([sys.executable, "-c", PREPARE], cwd=tree, env=env, check=True, stdout=sys.stderr)
-    stats = json.loads((tree / "mutants" / "mutmut-stats.json").read_text())
-    tests_by_function, durations = stats["tests_by_mangled_function_name"], stats["duration_by_test"]
 
     names, equivalents = mutant_names(tree), read_equivalents()
-    done = {}
-    if verdicts_path.exists():
-        done = {v["mutant"]: v for v in map(json.loads, verdicts_path.read_text().splitlines())}
-    chosen = {}
-    for package in args.packages:
-        candidates = [n for n in names[package] if n not in equivalents]
-        count = len(candidates) if args.sample <= 0 else min(args.sample, len(candidates))
-        chosen[package] = random.Random(f"{args.seed}:{package}").sample(candidates, count)
-
-    todo = [name for package in args.packages for name in chosen[package] if name not in done]
-    print(f"{len(todo)} mutants to test ({len(done)} already tested)", file=sys.stderr, flush=True)
-    with ThreadPoolExecutor(args.workers) as pool, verdicts_path.open("a") as verdicts:
-        futures = []
-        for name in todo:
-            tests = sorted(tests_by_function.get(name.partition("__mutmut_")[0], ()))
-            timeout_s = 60 + args.timeout_factor * sum(durations.get(t, 0.0) for t in tests)
-            futures.append(pool.submit(run_mutant, tree, name, tests, durations, timeout_s))
-        for index, future in enumerate(as_completed(futures), 1):
-            verdict = future.result()
-            done[verdict["mutant"]] = verdict
-            verdicts.write(json.dumps(verdict) + "\n")
-            verdicts.flush()
-            print(f"[{index}/{len(todo)}] {verdict['status']:>9} {verdict['seconds']:6.1f}s {verdict['mutant']}",
-                  file=sys.stderr, flush=True)
+    chosen = {package: names[package] if args.sample <= 0 else
+              random.Random(f"{args.seed}:{package}").sample(names[package], min(args.sample, len(names[package])))
+              for package in args.packages}
+    done = verdicts(tree)
+    todo = [name for package in args.packages for name in chosen[package] if name not in equivalents and
+            (name not in done or args.retest_survivors and done[name] not in ("killed", "timeout"))]
+    print(f"{len(todo)} mutants to test", file=sys.stderr, flush=True)
+    if todo:
+        # mutmut runs each mutant in a process forked from one that has imported the suite, against the tests that
+        # reach its function; PYTHONPATH makes the suite's own subprocesses (CLI tests) import the mutated tree too.
+        subprocess.run([str(Path(sys.executable).with_name("mutmut")), "run", "--max-children", str(args.workers), *todo],
+                       cwd=tree, env={**env, "PYTHONPATH": str(tree / "mutants")}, stdout=sys.stderr)
+        done = verdicts(tree)
 
     table = {}
     for package in args.packages:
-        statuses = [done[name]["status"] for name in chosen[package]]
-        killed = sum(s in ("killed", "timeout") for s in statuses)
-        survivors = sorted(name for name in chosen[package] if done[name]["status"] not in ("killed", "timeout"))
+        tested = [name for name in chosen[package] if name not in equivalents]
+        survivors = sorted(name for name in tested if done.get(name, "not checked") not in ("killed", "timeout"))
         table[package] = {
-            "mutants": len(names[package]), "equivalent": sum(n.startswith(package + ".") for n in equivalents),
-            "tested": len(statuses), "killed": killed, "survived": len(survivors),
-            "survival_rate": round(len(survivors) / max(1, len(statuses)), 3),
-            "survival_rate_95ci": wilson_interval(len(survivors), len(statuses)),
-            "survivors": {name: done[name]["status"] for name in survivors},
+            "mutants": len(names[package]), "sampled": len(chosen[package]),
+            "equivalent": len(chosen[package]) - len(tested), "tested": len(tested),
+            "killed": len(tested) - len(survivors), "survived": len(survivors),
+            "survival_rate": round(len(survivors) / max(1, len(tested)), 3),
+            "survival_rate_95ci": wilson_interval(len(survivors), len(tested)),
+            "survivors": {name: done.get(name, "not checked") for name in survivors},
         }
-    print(json.dumps({"seed": args.seed, "sample": args.sample, "tree_sha256": tree_hash, "packages": table}, indent=1))
+    provenance = {name: (args.workdir / f"{name}.commit").read_text() for name in ("code", "tests")}
+    print(json.dumps({"seed": args.seed, "sample": args.sample, **provenance, "packages": table}, indent=1))
     return 0
 
 
