@@ -616,6 +616,8 @@ def experiment_scaling(
     seed: int = _seed_option(),
     workers: Optional[int] = typer.Option(None, "--workers", callback=_check_workers,
                                           help="Processes for collection and evaluation (at most 4 per core)."),
+    quick: bool = typer.Option(False, "--quick", help="A trial of the whole pipeline in a few minutes: sizes 16 and "
+                               "32, 2 steps per stage, 10 held-out scenes, in OUT-quick (its numbers mean nothing)."),
 ) -> None:
     """Train the action-only baseline and the world-model variant at each size on the same data and seeds,
     score both on the held-out split, and write scaling.csv and scaling.png (PDMS vs size, log x)."""
@@ -636,6 +638,11 @@ def experiment_scaling(
     if not size_list or size_list[0] < 1:
         raise typer.BadParameter(f"expected positive sample counts, got {sizes!r}", param_hint="--sizes")
     scaling = ScalingConfig(sizes=size_list, preset=config, seed=seed)
+    if quick:  # its own folder: a later full run must not resume from (or be refused by) the trial's data
+        scaling = ScalingConfig(sizes=(16, 32), preset=config, seed=seed, batch_size=4, tokenizer_steps=2,
+                                stage1_max_steps=2, stage2_max_steps=2)
+        out, eval_limit = out.with_name(out.name + "-quick"), 10
+        size_list = scaling.sizes
     if data is None:
         data = out / "data"
         collect_config = CollectConfig.for_policy(DriveVLAW0Config.preset(config))

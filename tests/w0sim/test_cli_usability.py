@@ -247,3 +247,30 @@ def test_scenes_check_limit_checks_the_first_n_files(tmp_path):
     assert "zz_broken" not in limited.output
     whole = invoke("scenes", "check", scenes, "--workers", 1)
     assert whole.exit_code == 1 and "zz_broken.npz" in squashed(whole.output)
+
+
+def test_the_scaling_experiment_has_a_quick_trial_in_its_own_folder(tmp_path, monkeypatch):
+    """`experiment scaling --quick` collects, trains and evaluates a few samples (minutes, not the full run's
+    hours) into OUT-quick, so that the full run neither resumes from the trial nor is refused by its data."""
+    import training.collect
+    import training.scaling
+    import w0sim.one_shot
+
+    seen = {}
+
+    def run_scaling(data, out, evaluate, config, log):
+        evaluate(out / "model", out / "eval")
+        seen.update(out=out, config=config)
+        return []
+
+    monkeypatch.setattr(training.collect, "collect",
+                        lambda split, scenes, out, config, workers: seen.update(split=split, scenes=scenes, data=out))
+    monkeypatch.setattr(training.scaling, "run_scaling", run_scaling)
+    monkeypatch.setattr(w0sim.one_shot, "evaluate_split", lambda split, spec, out, limit, workers: seen.update(limit=limit))
+    monkeypatch.setattr(w0sim.one_shot, "summarize", lambda rows: {})
+    result = invoke("experiment", "scaling", "--quick", "--out", tmp_path / "scaling")
+    assert result.exit_code == 0, result.output
+    config = seen["config"]
+    assert config.sizes == (16, 32) and max(config.tokenizer_steps, config.stage1_max_steps, config.stage2_max_steps) <= 2
+    assert seen["out"] == tmp_path / "scaling-quick" and seen["data"] == tmp_path / "scaling-quick" / "data"
+    assert seen["split"] == "builtin:navtrain" and seen["scenes"] <= 32 and seen["limit"] == 10
