@@ -75,6 +75,9 @@ def test_driving_through_a_stop_sign_is_one_infraction_with_penalty_0_8():
     first = next(i for i, info in enumerate(infos) if stop_records(info))
     assert STOP_MESSAGE in infos[first]["leaderboard_events"]
     assert not any(stop_records(info) for info in infos[:first])
+    # The event carries the simulator frame it fired in (10 Hz steps since the log's start), as a TrafficEvent does.
+    [event] = env.leaderboard.events
+    assert event.frame == env.scene.current_index + first + 1 == round(10 * infos[first]["time_s"]) + env.scene.current_index
     record = infos[-1]["running_record"]
     assert stop_records(infos[-1]) == [STOP_MESSAGE]
     assert record["scores"]["score_penalty"] == pytest.approx(0.8)
