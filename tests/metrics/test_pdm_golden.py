@@ -176,3 +176,31 @@ def test_v2_history_is_fourteen_states_without_the_last_sample(golden_v2_2):
     history = scoring_context(golden_v2_2).history_states
     assert history.shape == (14, 11)
     np.testing.assert_allclose(history[:, 0], np.arange(-15.0, -1.0), atol=1e-12)  # -1.5 s .. -0.2 s at 10 m/s
+
+
+def test_the_benchmarks_golden_world_is_the_scene_at_time_zero(golden_v1_1):
+    """benchmarks/scoring_throughput.py plans on the golden scene: its objects are those present at t = 0 with the
+    fixture's boxes and speeds (the one appearing at 1 s is not), and its lanes run +x on the route and -x against it,
+    joined where one ends and the next begins."""
+    from metrics.golden_scene import golden_objects, golden_road_map
+    from sim.state import AgentType
+
+    scene = golden_v1_1["scene"]
+    objects = golden_objects(scene)
+    present = [o for o in scene["objects"] if o["t_start"] <= 0.0]
+    assert objects.track_ids == [o["token"] for o in present] and "veh_appears_late" not in objects.track_ids
+    for field, key in (("x", "x0"), ("y", "y0"), ("heading", "heading"), ("vx", "vx"), ("vy", "vy"),
+                       ("length", "length"), ("width", "width"), ("height", "height")):
+        np.testing.assert_array_equal(getattr(objects, field), [o[key] for o in present], err_msg=field)
+    assert [AgentType(t).name for t in objects.agent_type] == [o["type"] for o in present] and objects.valid.all()
+
+    road_map = golden_road_map(scene)
+    route = set(scene["route_lane_ids"])
+    lanes = {lane.id: lane for lane in road_map.lanes}
+    assert set(lanes) == {r["token"] for r in scene["map_polygons"] if r["type"] in ("LANE", "LANE_CONNECTOR")}
+    for lane in lanes.values():
+        assert (np.diff(lane.centerline[:, 0]) > 0).all() == (lane.id in route), lane.id
+        assert lane.is_connector == lane.id.startswith("3")
+    assert lanes["2001"].successors == ("3001",) and lanes["3001"].successors == ("2011",)
+    assert lanes["3001"].predecessors == ("2001",)
+    assert {area.kind for area in road_map.areas} == {"roadblock", "intersection", "carpark"}
