@@ -163,6 +163,8 @@ def test_route_completion_is_100_when_completed():
 
 def test_route_length_and_timeouts():
     assert route_length([[0, 0], [3, 4], [3, 10]]) == 11.0
+    # CARLA's locations are float32: 100000.3 is stored as 100000.296875, so this hop is 0.296875 m, not 0.3.
+    assert route_length([[100000.0, 5.0, 0.0], [100000.3, 5.0, 0.0]]) == 0.296875
     assert route_timeout_lb2(1000.0, 10.0) == 300.0 + 1000.0
     assert route_timeout_lb10(1000.0) == 805
 

@@ -135,6 +135,15 @@ def test_invalid_trajectories_give_a_failed_row(poses, interval, reason, version
     assert np.isnan(final_score(row)[0])
 
 
+def test_a_failed_row_is_shaped_like_a_scored_one():
+    """Failed and scored rows concatenate into one table: a failed row (made without a scene, as `w0sim score` does)
+    has a scored row's 41 states and ego-area flags."""
+    scored = score_agent(np.zeros((8, 3)), 0.5, _reference(), _context(steps=41), "v2.2")
+    failed = PDMRows.failed("v2.2", "no scene")
+    assert failed.states.shape == scored.states.shape and failed.ego_areas.shape == scored.ego_areas.shape
+    assert failed.weighted_metrics.shape == scored.weighted_metrics.shape
+
+
 def test_score_states_rejects_bad_arrays():
     ctx = _context()
     with pytest.raises(ValueError, match="shape"):

@@ -204,3 +204,14 @@ def test_the_benchmarks_golden_world_is_the_scene_at_time_zero(golden_v1_1):
     assert lanes["2001"].successors == ("3001",) and lanes["3001"].successors == ("2011",)
     assert lanes["3001"].predecessors == ("2001",)
     assert {area.kind for area in road_map.areas} == {"roadblock", "intersection", "carpark"}
+
+
+def test_the_initial_state_is_the_logged_ego_state_in_navsims_layout():
+    from sim.state import StateIndex
+
+    ego = {"x": 1.0, "y": 2.0, "heading": 0.3, "vx": 4.0, "vy": 0.5, "ax": -0.6, "ay": 0.7}
+    state = initial_state({"ego": ego})
+    for key, index in (("x", StateIndex.X), ("y", StateIndex.Y), ("heading", StateIndex.HEADING),
+                       ("vx", StateIndex.VELOCITY_X), ("vy", StateIndex.VELOCITY_Y),
+                       ("ax", StateIndex.ACCELERATION_X), ("ay", StateIndex.ACCELERATION_Y)):
+        assert state[index] == ego[key], key

@@ -167,3 +167,15 @@ def test_bf16_autocast_and_bf16_weights():
     model = model.to(torch.bfloat16)
     traj = model.predict(builder.build(**prompt_batch), state.bfloat16(), flow_steps=2)
     assert traj.shape == (2, config.num_poses, 3) and torch.isfinite(traj).all()
+
+
+def test_pose_normalisation_maps_the_configured_ranges_onto_minus_one_to_one_and_back():
+    """The decoders work in [-1, 1]: each pose coordinate's configured range (x, y, heading) maps onto it, ends onto
+    ends, and denormalising inverts normalising."""
+    config, model, _, _, poses = _setup()
+    ranges = torch.tensor([config.action_x_range, config.action_y_range, config.action_heading_range])
+    lo, hi = ranges[:, 0], ranges[:, 1]
+    torch.testing.assert_close(model.normalize_poses(torch.stack([lo, hi, (lo + hi) / 2])),
+                               torch.tensor([[-1.0] * 3, [1.0] * 3, [0.0] * 3]))
+    torch.testing.assert_close(model.denormalize_poses(torch.tensor([[-1.0] * 3, [1.0] * 3])), torch.stack([lo, hi]))
+    torch.testing.assert_close(model.denormalize_poses(model.normalize_poses(poses)), poses)

@@ -66,3 +66,15 @@ def test_backbone_and_expert_read_patch_features():
     a = model.predict(prompt, state, image_features=feats)
     b = model.predict(prompt, state, image_features=feats.flip(1))  # swap the two frames
     assert a.shape == (2, config.num_poses, 3) and (a - b).abs().max() > 1e-4
+
+
+def test_decoding_writes_frames_back_in_the_pixel_range_encoding_reads():
+    """encode reads frames in [0,1] as [-1,1]; decode maps the decoder's [-1,1] output back to [0,1] (clamped), so a
+    decoder that reproduced its input exactly would give the frames back."""
+    config = DriveVLAW0Config.preset("tiny", **TINY)
+    enc = DriveVLAW0PatchEncoder(config)
+    frames = road_frames(2, config.image_height, config.image_width)
+    enc._pixels = lambda features: frames * 2 - 1  # a perfect decoder of these frames
+    torch.testing.assert_close(enc.decode(enc.encode(frames)), frames)
+    enc._pixels = lambda features: torch.full_like(frames, 3.0)
+    assert torch.equal(enc.decode(enc.encode(frames)), torch.ones_like(frames))
