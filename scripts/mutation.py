@@ -10,8 +10,9 @@ two cores, so this script has mutmut test a seeded random sample per package and
 Work happens in a copy of the working tree (out/mutation/tree). mutmut keeps its verdicts there, so a rerun on the
 same tree (code and tests unchanged) tests only what is left; a changed tree starts afresh. `--retest-survivors`
 copies the current tests into the kept tree and tests the sample's survivors again (for tests added since).
-Mutants listed in scripts/mutation_equivalents.txt (name, then why no input can tell it from the original) are
-left out of the sample.
+mutmut only sees tests reach code in the test's own process; a mutant of code that runs only in pool workers or CLI
+subprocesses ("no tests" to mutmut) is run against its package's whole test folder instead. Mutants listed in
+scripts/mutation_equivalents.txt (name, then why no input can tell it from the original) are left out of the rates.
 """
 
 from __future__ import annotations
@@ -91,6 +92,15 @@ def verdicts(tree: Path) -> dict[str, str]:
     return found
 
 
+def run_package_tests(tree: Path, package: str, name: str, env: dict) -> str:
+    """A mutant no test reaches in-process (code run only in pool workers or CLI subprocesses, which mutmut's
+    stats cannot see) against its package's whole test folder, stopping at the first failure."""
+    command = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:xdist", "-p", "no:cacheprovider", f"tests/{package}"]
+    done = subprocess.run(command, cwd=tree / "mutants", capture_output=True, timeout=3600,
+                          env={**env, "MUTANT_UNDER_TEST": name, "PYTHONPATH": str(tree / "mutants")})
+    return "killed" if done.returncode in (1, 3) else "survived" if done.returncode == 0 else f"error {done.returncode}"
+
+
 def wilson_interval(survived: int, total: int) -> list[float]:
     if total == 0:
         return [0.0, 1.0]
@@ -123,6 +133,7 @@ def main() -> int:
             shutil.rmtree(target)
             shutil.copytree(fresh / "tests", target)
         shutil.rmtree(fresh)
+        (args.workdir / "package_tests.json").unlink(missing_ok=True)  # the package-test verdicts were of old tests
         (args.workdir / "tests.commit").write_text(head)
     elif (args.workdir / "tree.sha256").is_file() and (args.workdir / "tree.sha256").read_text() == tree_hash:
         shutil.rmtree(fresh)  # same code and tests: keep the mutants, the stats and the verdicts so far
@@ -130,6 +141,7 @@ def main() -> int:
         shutil.rmtree(tree, ignore_errors=True)
         fresh.rename(tree)
         (args.workdir / "tree.sha256").write_text(tree_hash)
+        (args.workdir / "package_tests.json").unlink(missing_ok=True)
         for provenance in ("code.commit", "tests.commit"):
             (args.workdir / provenance).write_text(head)
 
@@ -153,6 +165,20 @@ def main() -> int:
         subprocess.run([str(Path(sys.executable).with_name("mutmut")), "run", "--max-children", str(args.workers), *todo],
                        cwd=tree, env={**env, "PYTHONPATH": str(tree / "mutants")}, stdout=sys.stderr)
         done = verdicts(tree)
+
+    # Mutants no test reaches in-process get their package's tests (verdicts kept in the work folder).
+    fallback_path = args.workdir / "package_tests.json"
+    fallback = json.loads(fallback_path.read_text()) if fallback_path.exists() else {}
+    unreached = [name for package in args.packages for name in chosen[package]
+                 if done.get(name) == "no tests" and name not in equivalents and name not in fallback]
+    for index, name in enumerate(unreached, 1):
+        fallback[name] = run_package_tests(tree, name.split(".")[0], name, env)
+        fallback_path.write_text(json.dumps(fallback, indent=1))
+        print(f"[{index}/{len(unreached)}] no test reaches it in-process; its package's tests: {fallback[name]} {name}",
+              file=sys.stderr, flush=True)
+    for name, verdict in fallback.items():
+        if done.get(name) == "no tests":
+            done[name] = verdict if verdict == "killed" else "no tests"
 
     table = {}
     for package in args.packages:
