@@ -161,6 +161,16 @@ def test_agent_straddling_the_near_plane(camera, dx):
     assert np.array_equal(img, camera.render(EGO, objects))
 
 
+def test_a_box_beside_the_camera_cut_by_the_near_plane_is_drawn_on_its_side(camera):
+    """A 16 m box 2 m right of the camera, centred on the camera plane: its clipped faces lie at camera x >= 2 > 0,
+    so (pinhole, principal point at column 128) they project right of the centre column only."""
+    box = agents([EGO[0] + 1.5], [EGO[1] - 2.5], [AgentType.BARRIER], length=16.0, width=1.0, height=1.0)
+    changed = (np.abs(camera.render(EGO, box).astype(int) - camera.render(EGO)).sum(-1) > 0).any(0)
+    assert not changed[:128].any()
+    # Its near side runs from u = 128 + f * 2 m / 8 m ~ 179.5 (f = 1545 * 256 / 1920 ~ 206 px) out past the edge.
+    assert changed[184:].all()
+
+
 def test_camera_is_deterministic_and_history_free(road):
     objects = agents([0.0, 10.0, 25.0, -3.0], [-1.7, 1.7, -6.0, 5.0],
                      [AgentType.VEHICLE, AgentType.VEHICLE, AgentType.PEDESTRIAN, AgentType.TRAFFIC_CONE],
