@@ -1,6 +1,7 @@
 """The Scene value checks itself (sim.scene.validate_scene, limits in sim.limits): scenes built in code are held to
 the same bounds as scene files, and maps refuse implausible geometry before anything is built from it."""
 import dataclasses
+import re
 
 import numpy as np
 import pytest
@@ -75,6 +76,14 @@ def test_agents_and_route_points_far_from_the_map_are_refused(scene):
     route = np.array([[0.0, 0.0, 0.0], [3e4, 0.0, 0.0]])
     with pytest.raises(SceneValidationError, match="route_points point"):
         rebuilt(scene, route_points=route)
+
+
+def test_a_misshapen_array_is_refused_naming_its_shape_and_the_expected_one(scene):
+    """route_points must be (M, 3) floats: the message shows the shape found and '*' for the free dimension."""
+    with pytest.raises(SceneValidationError, match=re.escape("route_points has shape (4, 2), expected (*, 3)")):
+        rebuilt(scene, route_points=np.zeros((4, 2)))
+    with pytest.raises(SceneValidationError, match="route_points has dtype int64, expected float"):
+        rebuilt(scene, route_points=np.zeros((4, 3), dtype=np.int64))
 
 
 def test_maps_refuse_implausible_geometry(scene):
