@@ -21,6 +21,15 @@ def test_local_global_round_trip():
                                [0.0, 1.0, np.pi / 2], atol=1e-12)
 
 
+def test_global_to_local_takes_one_pose_or_any_batch_of_poses():
+    """(..., 3) in, (..., 3) out: 2 m along a north-facing origin is (2, 0) ahead of it, 1 m west is 1 m to its left."""
+    origin = np.array([10.0, -4.0, np.pi / 2])
+    np.testing.assert_allclose(global_to_local(np.array([10.0, -2.0, np.pi / 2]), origin), [2.0, 0.0, 0.0], atol=1e-12)
+    grid = np.broadcast_to(np.array([9.0, -4.0, np.pi]), (2, 4, 3))
+    np.testing.assert_allclose(global_to_local(grid, origin), np.broadcast_to([0.0, 1.0, np.pi / 2], (2, 4, 3)),
+                               atol=1e-12)
+
+
 def test_pacifica_footprint_and_corner_order():
     corners = ego_corners(np.array([0.0, 0.0, 0.0]))
     # FL, RL, RR, FR around the box centre 1.461 m ahead of the rear axle.
