@@ -156,6 +156,9 @@ def test_demo_writes_video_and_contact_sheet(tmp_path):
     assert not np.array_equal(frames[0], frames[-1])
     props = iio.improps(video)
     assert props.shape[-3:] == frames[0].shape
+    # One frame per environment step, and a step is 0.5 s of simulated time: the video plays in real time.
+    meta = iio.immeta(video)
+    assert meta["fps"] == 2.0 and meta["duration"] == pytest.approx(len(frames) * 0.5)
     sheet = cv2.imread(str(out / "demo_contact_sheet.png"))
     assert sheet is not None and sheet.ndim == 3 and sheet.std() > 0
     assert re.search(r"route(9\d|100)%done", squashed(result.output)), result.output
