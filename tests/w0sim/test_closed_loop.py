@@ -93,6 +93,34 @@ def test_a_route_that_cannot_run_is_listed_with_its_reason_and_the_run_exits_1(t
     assert "failed RouteScenario_1_rep0" in " ".join(result.output.split())
 
 
+def _markdown_tables(text: str) -> list[list[list[str]]]:
+    """Each markdown table of `text` as rows of stripped cells, without its header separator line."""
+    tables, rows = [], []
+    for line in [*text.splitlines(), ""]:
+        if line.startswith("|"):
+            if not set(line) <= set("|-"):
+                rows.append([cell.strip() for cell in line.split("|")[1:-1]])
+        elif rows:
+            tables.append(rows)
+            rows = []
+    return tables
+
+
+def test_the_closed_loop_summary_has_a_mean_per_family_then_a_line_per_route(tmp_path):
+    """summary.md: the families in the split's order, each with its route count; a family of one route has that
+    route's driving score, route completion and penalty (builtin:routes' first two: one straight, one curve)."""
+    from w0sim.evaluation import evaluate
+
+    run = evaluate("builtin:routes", AgentSpec("constant_velocity"), tmp_path, limit=2, workers=1)
+    assert (tmp_path / "summary.md").read_text() == run.summary
+    by_family, by_route = _markdown_tables(run.summary)
+    assert by_family[0] == ["family", "routes", "driving score", "route completion", "penalty"]
+    assert by_route[0] == ["route", "status", "driving score", "route completion", "penalty"]
+    assert [row[:2] for row in by_family[1:]] == [[ref.family, "1"] for ref in resolve_split("builtin:routes", 2)]
+    assert [row[0] for row in by_route[1:]] == ["RouteScenario_0_rep0", "RouteScenario_1_rep0"]
+    assert [row[2:] for row in by_family[1:]] == [row[2:] for row in by_route[1:]]
+
+
 # ---- route ids, repetitions and resuming from a Leaderboard results file ------------------------------------------
 
 PLAN_IDS = ["RouteScenario_0_rep0", "RouteScenario_0_rep1", "RouteScenario_1_rep0", "RouteScenario_1_rep1"]
