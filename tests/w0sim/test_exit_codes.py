@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from agents.base import Agent, AgentOptions
 from agents.registry import AgentSpec
-from scenarios.splits import SceneRef
+from scenarios.splits import SceneRef, resolve_split
 from sim.state import Trajectory
 from w0sim.cli import app
 from w0sim.one_shot import evaluate_scene, evaluate_split
@@ -96,6 +96,34 @@ def test_a_worker_that_dies_makes_its_scene_a_failed_row_and_the_others_go_on(tm
     for i in (2, 3):
         assert "the worker process running this scene died (killed by signal SIGSEGV)" in rows[i]["reason"]
     assert code == 1 and "2 of 4 scenes failed" in output, output
+
+
+class SegfaultOnce(Agent):
+    """Takes its worker process down on the first curve scene it plans (as a process the out-of-memory killer ended
+    would); the file named by $W0SIM_TEST_CRASHED records that it did, for every later process."""
+
+    def compute_trajectory(self, agent_input, world=None):
+        marker = os.environ["W0SIM_TEST_CRASHED"]
+        if int(np.argmax(agent_input.driving_command)) == 2 and not os.path.exists(marker):
+            import faulthandler
+
+            open(marker, "w").close()
+            faulthandler.disable()
+            os.kill(os.getpid(), signal.SIGSEGV)
+        return Trajectory(np.zeros((8, 3)), self.trajectory_sampling)
+
+
+def test_scenes_rerun_after_a_worker_died_keep_their_place_in_the_split(tmp_path, monkeypatch):
+    """The scenes running when the pool broke run again, each in a process of its own: there they succeed, and
+    their rows carry their own index and token, as if the pool had never broken (builtin:navtest's first 4)."""
+    monkeypatch.setenv("W0SIM_TEST_CRASHED", str(tmp_path / "crashed"))
+    out = tmp_path / "out"
+    code, output, _ = invoke("eval", "--agent", f"{HERE}:SegfaultOnce", "--limit", 4, "--workers", 2, "--out", out)
+    assert code == 0 and (tmp_path / "crashed").exists(), output  # a worker did die
+    rows = [json.loads(line) for line in (out / "rows.jsonl").read_text().splitlines()]
+    tokens = [ref.token for ref in resolve_split("builtin:navtest", 4)]
+    assert {row["ref"]: row["index"] for row in rows} == {token: i for i, token in enumerate(tokens)}
+    assert all(row["valid"] for row in rows)
 
 
 @pytest.mark.parametrize("error", ["scenarios.opendrive.town:OpenDriveError", "scenarios.scene:SceneFormatError",
