@@ -28,3 +28,17 @@ def test_invalid_polygons_are_repaired_and_a_map_error_is_reported_without_trace
     assert not check.ok and check.family == "straight"
     assert "cannot be combined" in check.reason and "area 'bow' (Self-intersection" in check.reason
     assert "Traceback" not in check.reason and check.reason.startswith(str(path))
+
+
+def test_an_unexpected_error_is_a_failed_check_with_its_type_message_and_where_it_came_from(tmp_path, monkeypatch):
+    """Any other exception (here the renderer's) fails the check with 'Type: message' and a short traceback."""
+    from sim.envs.frames import FrameRenderer
+
+    def broken(self, *args, **kwargs):
+        raise RuntimeError("renderer out of order")
+
+    monkeypatch.setattr(FrameRenderer, "composite", broken)
+    check = check_scene(save_scene(generate_scene("curve", 0), tmp_path / "curve.npz"), max_decisions=3)
+    assert not check.ok and check.family == "curve"
+    assert check.reason.startswith("RuntimeError: renderer out of order\nTraceback")
+    assert "in broken" in check.reason  # the frame that raised
