@@ -92,6 +92,10 @@ def test_scores_logged_future_high_and_off_road_zero(scene_file, trajectories_fi
         assert failed["valid"] == "False" and reason in failed["reason"]
         assert failed["score"] == "" and all(failed[c] == "" for c in SUBSCORE_COLUMNS[version])
 
+    if version == "v2.2":  # EPDMS' own sub-scores: the human stays in its lane and runs no red light, off_road leaves it
+        assert float(human["lane_keeping"]) == 1.0 and float(human["traffic_light_compliance"]) == 1.0
+        assert float(off["lane_keeping"]) == 0.0
+
     text = squashed(result.output)
     assert "human" in text and "off_road" in text
     assert "failednan:trajectoryholdsnon-finitevalues" in text
@@ -132,6 +136,33 @@ def test_bad_json_exits_2_naming_the_file(scene_file, tmp_path):
 
     result = invoke("score", "--scene", scene_path, "--trajectories", tmp_path / "absent.json")
     assert result.exit_code == 2 and "absent.json:nosuchtrajectoriesfile" in squashed(result.output)
+
+
+def test_a_binary_trajectories_file_exits_2_saying_it_is_not_utf8_json(scene_file, tmp_path):
+    """A PNG passed as --trajectories: its first byte (0x89) is no UTF-8 text."""
+    png = tmp_path / "plot.png"
+    png.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(16))
+    result = invoke("score", "--scene", scene_file[0], "--trajectories", png)
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert "plot.png:notatext(UTF-8)JSONfile" in squashed(result.output)
+
+
+def test_the_table_right_aligns_scores_so_a_failed_rows_dash_sits_under_the_digits(scene_file, trajectories_file):
+    """Every sub-score and score column ends at the same place in each row: '1.00' and '-' (no value) end alike."""
+    import io
+
+    from rich.console import Console
+
+    from w0sim.score import render_table
+
+    report = score_trajectories(scene_file[0], trajectories_file, "v1.1")
+    console = Console(file=io.StringIO(), width=200, color_system=None)
+    console.print(render_table(report))
+    lines = {line.split()[0]: line for line in console.file.getvalue().splitlines() if line.strip()}
+    numbers = len(SUBSCORE_COLUMNS["v1.1"]) + 1
+    ends = {name: [m.end() for m in re.finditer(r"\S+", lines[name])][-numbers:] for name in ("name", "human", "nan")}
+    assert lines["nan"].split()[-numbers:] == ["-"] * numbers
+    assert ends["human"] == ends["nan"] == ends["name"]  # the header line too: each short name ends there
 
 
 def test_missing_or_malformed_scene_file_exits_2_naming_the_file(trajectories_file, tmp_path):
