@@ -1,0 +1,16 @@
+"""w0sim.video: the contact sheet's grid of evenly spaced frames."""
+import numpy as np
+
+from w0sim.video import contact_sheet
+
+
+def test_single_channel_frames_tile_unchanged_as_gray_and_the_unused_cells_stay_white():
+    """Five 4 x 6 x 1 frames of values 10..50: a 2 x 4 grid of 4 x 6 cells, frame k in cell k with its value in
+    all three channels, the last three cells white (255)."""
+    frames = [np.full((4, 6, 1), 10 * (k + 1), np.uint8) for k in range(5)]
+    sheet = contact_sheet(frames)
+    assert sheet.shape == (8, 24, 3) and sheet.dtype == np.uint8
+    cells = [sheet[r * 4:(r + 1) * 4, c * 6:(c + 1) * 6] for r in range(2) for c in range(4)]
+    for k in range(5):
+        assert (cells[k] == 10 * (k + 1)).all()
+    assert all((cell == 255).all() for cell in cells[5:])
