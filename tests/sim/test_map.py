@@ -81,3 +81,19 @@ def test_a_route_may_change_to_a_parallel_lane():
     # A lane that is neither a successor nor a parallel lane still breaks the route.
     with pytest.raises(MapError, match="does not follow"):
         road_map.route_polyline([after, f0])
+
+
+def _straight_lane(lane_id: str, x0: float, x1: float, y: float, group: str, successors=()) -> Lane:
+    centre = np.stack([np.linspace(x0, x1, 11), np.full(11, y)], -1)
+    return Lane(lane_id, centre, centre + [0, 1.75], centre - [0, 1.75], 10.0, group, successors=successors)
+
+
+def test_a_lane_change_after_a_successor_joins_the_route_without_a_repeated_point():
+    """A -> B (successor, meeting at x = 50) -> C (parallel to B): the lane change starts where A ends, and that
+    shared point appears once, as at every other join."""
+    road_map = RoadMap([_straight_lane("A", 0.0, 50.0, 0.0, "g1", ("B",)), _straight_lane("B", 50.0, 100.0, 0.0, "g2"),
+                        _straight_lane("C", 50.0, 100.0, 3.5, "g2")], name="change")
+    polyline = road_map.route_polyline(["A", "B", "C"])
+    assert polyline[0].tolist() == [0.0, 0.0] and polyline[-1].tolist() == [100.0, 3.5]
+    assert np.count_nonzero(np.all(polyline == [50.0, 0.0], axis=1)) == 1
+    assert np.linalg.norm(np.diff(polyline, axis=0), axis=1).min() > 0.0
