@@ -76,6 +76,18 @@ def test_red_light_stops_the_agent_before_the_junction_and_green_releases_it():
     assert traffic.s[0] > stop_line + 10
 
 
+def test_a_red_light_holds_the_agent_its_min_gap_before_a_stop_line_set_back_from_the_junction():
+    """The stop line sits stop_line_setback (1 m) before the light's lane; IDM at rest keeps s0 (2 m) to it, so the
+    agent's front settles 3 m before the junction entry."""
+    road_map, chain = single_lane(light=True)
+    traffic = make_traffic(road_map, chain, [100.0], [10.0], 10.0, light_ids=["tl"])
+    for _ in range(300):
+        traffic.step(0.1, light_status=np.array([TrafficLightStatus.RED]))
+    entry = road_map.lane(chain[0]).length
+    assert traffic.v[0] == pytest.approx(0.0, abs=1e-3)
+    assert entry - (traffic.s[0] + 2.3) == pytest.approx(1.0 + 2.0, abs=0.05)
+
+
 def test_agent_brakes_for_an_obstacle_in_its_corridor():
     road_map, chain = single_lane()
     traffic = make_traffic(road_map, chain, [0.0], [12.0], 12.0)
