@@ -81,3 +81,37 @@ def test_builtin_splits_are_fixed_and_disjoint():
     assert not {r.token for r in train} & {r.token for r in test}
     assert not {r.log_frame[0] for r in train} & {r.log_frame[0] for r in test}  # no test log is trained on
     assert resolve_split("builtin:navtest", 3)[2].token == test[2].token
+
+
+def _broken_scenes(tmp_path):
+    scenes = tmp_path / "scenes"
+    scenes.mkdir()
+    (scenes / "broken.npz").write_bytes(b"not a scene")
+    return scenes
+
+
+def test_a_shard_whose_scenes_all_fail_holds_every_array_empty_in_its_documented_dtype(tmp_path):
+    """The module docstring's layout (uint8 frames, float32 trajectories / speed / accel, int8 command) holds for a
+    shard with no sample too, so shards concatenate whatever their scenes did."""
+    manifest = collect(str(_broken_scenes(tmp_path)), 1, tmp_path / "data", CONFIG, workers=1)
+    assert manifest["samples"] == 0 and manifest["failures"] == 1
+    shard = tmp_path / "data" / "shard_00000"
+    expected = {"history_frames": ((0, 2, 64, 128, 3), np.uint8), "future_frames": ((0, 64, 128, 3), np.uint8),
+                "trajectories": ((0, 8, 3), np.float32), "speed": ((0,), np.float32), "accel": ((0,), np.float32),
+                "command": ((0,), np.int8)}
+    for name, (shape, dtype) in expected.items():
+        array = np.load(shard / f"{name}.npy")
+        assert (array.shape, array.dtype) == (shape, dtype), name
+
+
+def test_a_shard_folder_left_without_samples_json_is_replaced_by_the_new_shard(tmp_path):
+    """Only a folder with samples.json is a finished shard; a leftover folder without it is rewritten, stale files gone."""
+    stale = tmp_path / "data" / "shard_00000"
+    stale.mkdir(parents=True)
+    (stale / "trajectories.npy").write_bytes(b"stale")
+    (stale / "leftover.txt").write_text("stale")
+    manifest = collect(str(_broken_scenes(tmp_path)), 1, tmp_path / "data", CONFIG, workers=1)
+    assert manifest["complete"] and manifest["failures"] == 1
+    assert not (stale / "leftover.txt").exists()
+    assert np.load(stale / "trajectories.npy").shape == (0, 8, 3)
+    assert json.loads((stale / "samples.json").read_text())["failures"][0]["token"] == "broken"
