@@ -152,6 +152,19 @@ def test_log_replay_extends_at_constant_velocity():
     assert log_replay(tracks, 5).x[0] == 2.0 + 3 * 0.1 * 10.0
 
 
+def test_log_replay_extrapolates_both_velocity_components_and_keeps_the_last_frames_box():
+    """Past the log's end an agent moves on at its last (vx, vy): 0.5 s after (1, 2) at (3, -4) m/s it is at (2.5, 0)."""
+    tracks = AgentTracks.empty(3, 1)
+    tracks.x[:, 0], tracks.y[:, 0] = [0.0, 0.5, 1.0], [4.0, 3.0, 2.0]
+    tracks.vx[:, 0], tracks.vy[:, 0], tracks.heading[:, 0] = 3.0, -4.0, -0.9273
+    tracks.valid[:] = True
+    tracks.length[:], tracks.width[:], tracks.height[:] = 4.5, 1.9, 1.6
+    later = log_replay(tracks, 2 + 5)
+    assert later.x[0] == pytest.approx(2.5) and later.y[0] == pytest.approx(0.0)
+    assert (later.vx[0], later.vy[0], later.heading[0]) == (3.0, -4.0, -0.9273)
+    assert (later.length[0], later.width[0], later.height[0], bool(later.valid[0])) == (4.5, 1.9, 1.6, True)
+
+
 def test_attach_to_lanes_follows_the_logged_branch():
     from tests.sim.test_map import two_way_road_with_branch
     road_map = two_way_road_with_branch()
