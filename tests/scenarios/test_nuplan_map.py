@@ -12,7 +12,7 @@ import shapely
 
 from scenarios.generator import FAMILIES, generate_scene
 from scenarios.generator.roads import MapBuilder, straight
-from scenarios.geopackage import GeometryBlobError, decode_geometries, encode_geometries
+from scenarios.geopackage import GeometryBlobError, decode_geometries, encode_geometries, utm_wkt
 from scenarios.nuplan_map import (
     DEFAULT_SPEED_LIMIT,
     LANE_LINKS_TABLE,
@@ -135,6 +135,19 @@ def test_utm_zones_of_known_places():
     with pytest.raises(ProjectionError):
         utm_zone(4326)
     assert parse_epsg("EPSG:32611") == 32611 and parse_epsg("epsg:4326") == 4326 and parse_epsg("+proj=utm") is None
+
+
+@pytest.mark.parametrize("epsg, name, central_meridian, false_northing", [
+    (32611, "WGS 84 / UTM zone 11N", -117, 0),  # nuPlan's Las Vegas
+    (32619, "WGS 84 / UTM zone 19N", -69, 0),  # nuPlan's Boston
+    (32756, "WGS 84 / UTM zone 56S", 153, 10000000),  # Sydney
+])
+def test_utm_wkt_has_the_epsg_registrys_name_and_parameters(epsg, name, central_meridian, false_northing):
+    """The values the EPSG registry publishes for these zones (the SRS definition a GeoPackage reader gets)."""
+    wkt = utm_wkt(epsg)
+    assert wkt.startswith(f'PROJCS["{name}",GEOGCS["WGS 84"') and wkt.endswith(f'AUTHORITY["EPSG","{epsg}"]]')
+    assert f'PARAMETER["central_meridian",{central_meridian}]' in wkt and 'PARAMETER["scale_factor",0.9996]' in wkt
+    assert f'PARAMETER["false_northing",{false_northing}]' in wkt and 'PARAMETER["false_easting",500000]' in wkt
 
 
 def test_transverse_mercator_forward_inverse_round_trip():
