@@ -132,6 +132,22 @@ def one_log(tmp_path_factory):
     return write_navsim_log(generate_scene("intersection", 3), root / "logs", root / "maps"), root
 
 
+def test_each_log_carries_its_own_log_and_scene_tokens_in_every_frame(one_log, tmp_path):
+    """A log here holds one scene: all its frames share its log_name (the file's name), log_token and scene_token
+    (16 hex, as nuPlan's), and another log's tokens differ from them."""
+    other = write_navsim_log(generate_scene("straight", 0), tmp_path / "logs", tmp_path / "maps")
+    ids = {}
+    for log in (one_log[0], other):
+        frames = pickle.loads(log.read_bytes())
+        names = {(f["log_name"], f["log_token"], f["scene_token"]) for f in frames}
+        assert len(names) == 1 and len(frames) > 1, log
+        ids[log] = names.pop()
+        assert ids[log][0] == log.stem
+        assert all(len(token) == 16 and int(token, 16) >= 0 for token in ids[log][1:])
+    (name_a, log_a, scene_a), (name_b, log_b, scene_b) = ids.values()
+    assert name_a != name_b and log_a != log_b and scene_a != scene_b
+
+
 def test_errors_name_the_file_the_frame_and_the_key(one_log, tmp_path):
     log, root = one_log
     with pytest.raises(NavsimLogError, match="no such NAVSIM log"):
