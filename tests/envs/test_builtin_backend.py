@@ -38,6 +38,15 @@ def test_lights_continue_with_the_signal_plan_after_the_log(intersection):
         np.testing.assert_array_equal(sim.light_status(step), expected)
 
 
+def test_lights_minutes_past_the_log_can_be_asked_first(intersection):
+    """light_status(step) for a step 3.5 min after the log, with no earlier step asked, is the plan's state then."""
+    plans = [SignalPlan.from_dict(p) for p in intersection.metadata["signal_plans"]]
+    offset = intersection.metadata["signal_time_offset_s"]
+    step = intersection.num_steps + 2100
+    expected = np.concatenate([p.status_at(offset + step * 0.1)[0] for p in plans])
+    np.testing.assert_array_equal(BuiltinSimulator(intersection).light_status(step), expected)
+
+
 def test_replay_mode_follows_the_log_and_reactive_mode_drives_idm(intersection):
     replay = BuiltinSimulator(intersection, SimulatorConfig(traffic="replay"))
     reactive = BuiltinSimulator(intersection, SimulatorConfig(traffic="reactive"))

@@ -127,7 +127,7 @@ class BuiltinSimulator:
         if not self._plans:
             return scene.light_status[-1]
         beyond = step - scene.num_steps
-        if beyond >= len(self._continued_lights):  # extend the plan's table a minute at a time
+        while beyond >= len(self._continued_lights):  # extend the plan's table a minute at a time
             start = scene.num_steps + len(self._continued_lights)
             times = self._signal_offset + (start + np.arange(600)) * STEP_S
             table = np.concatenate([plan.status_at(times) for plan in self._plans], axis=1)
