@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from training.collect import CollectConfig, collect
-from training.scaling import ScalingConfig, run_scaling, subset
+from training.scaling import ScalingConfig, plot, run_scaling, subset
 
 
 def test_subsets_are_nested_and_reproducible():
@@ -37,6 +37,28 @@ def test_both_variants_are_trained_per_size_and_results_written(tmp_path):
                for a, b in zip(variants, variants[1:]))
     table = list(csv.DictReader((tmp_path / "exp" / "scaling.csv").open()))
     assert [float(r["pdms"]) for r in table] == pytest.approx([0.51, 0.52, 0.53, 0.54])
+    # Per family: the evaluation's score where it scored the family, NaN where it did not.
+    assert all(float(r["pdms_straight"]) == pytest.approx(0.9) and np.isnan(float(r["pdms_curve"])) for r in table)
     assert (tmp_path / "exp" / "scaling.png").stat().st_size > 1000
     again = run_scaling(data, tmp_path / "exp", evaluate, config, log=lambda _: None)  # resumes: no retraining
     assert [r["stage1_steps"] for r in again] == [1, 1, 1, 1]
+
+
+def test_the_plots_log_size_axis_is_gridded_at_its_minor_ticks_too(tmp_path, monkeypatch):
+    """Sizes between the labelled ones are read off the log axis: minor grid lines are drawn, not only the major ones."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figures = []
+    monkeypatch.setattr(plt, "close", figures.append)  # keep the figure `plot` would close, to inspect it
+    rows = [{"size": n, "variant": v, "pdms": 0.5} for n in (500, 2000, 8000) for v in ("action_only", "world_model")]
+    plot(rows, tmp_path / "scaling.png")
+    (ax,) = figures[0].axes
+    assert ax.get_xscale() == "log"
+    minor = ax.xaxis.get_minor_ticks()
+    assert minor and all(tick.gridline.get_visible() for tick in minor)
+    assert all(tick.gridline.get_visible() for tick in ax.xaxis.get_major_ticks())
+    monkeypatch.undo()
+    plt.close(figures[0])
