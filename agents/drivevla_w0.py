@@ -117,7 +117,9 @@ class DriveVLAW0Agent(WorldModelAgent):
             raise ValueError(f"DriveVLAW0Agent: {len(agent_input.cameras)} history frames are too few")
         frames = downsample_frames(agent_input.cameras[picks], c.image_height, c.image_width)
         history = torch.from_numpy(np.ascontiguousarray(frames)).movedim(-1, -3).float().div(255.0)[None]
-        as_tensor = lambda v, dtype=self.dtype: torch.tensor([v], dtype=dtype, device=self.device)  # noqa: E731
+        # Speed and acceleration stay float32 whatever the agent's dtype, as training fed them: the model bins them in
+        # float64 and embeds them in float32, and bf16 rounding moves a speed such as 7.99 m/s into the next bin.
+        as_tensor = lambda v, dtype=torch.float32: torch.tensor([v], dtype=dtype, device=self.device)  # noqa: E731
         return {"history_frames": history.to(self.device), "texts": [agent_input.command_text],
                 "speed": as_tensor(float(agent_input.ego_velocity[-1, 0])),
                 "accel": as_tensor(float(agent_input.ego_acceleration[-1, 0])),

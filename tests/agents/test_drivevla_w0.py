@@ -123,3 +123,27 @@ def test_the_policy_gets_the_current_frames_speed_and_acceleration_and_the_newes
     brightness = inputs["history_frames"][0].mean(dim=(1, 2, 3))
     assert torch.all(brightness[1:] > brightness[:-1])  # oldest first, the newest last
     assert brightness[-1].item() == pytest.approx(40 * frames / 255, abs=1e-3)
+
+
+def test_a_bfloat16_agent_gives_the_policy_speed_and_acceleration_unrounded(tmp_path):
+    """Training feeds float32 speeds; in bf16 7.99 m/s would round to 8.0 and change the speed token (bins of 0.5 m/s),
+    so a bf16 agent passes the float32 values and only its weights run in bf16."""
+    import numpy as np
+
+    from sim.agent_input import AgentInput
+
+    save_micro(tmp_path / "micro")
+    agent = AgentSpec("drivevla_w0", AgentOptions(checkpoint=str(tmp_path / "micro"), dtype="bfloat16")).build()
+    agent.initialize()
+    assert next(agent.model.parameters()).dtype == torch.bfloat16
+    frames = 4
+    agent_input = AgentInput(ego_poses=np.zeros((frames, 3), np.float32),
+                             ego_velocity=np.full((frames, 2), [7.99, 0.0], np.float32),
+                             ego_acceleration=np.full((frames, 2), [-1.23, 0.0], np.float32),
+                             driving_command=np.array([0, 0, 1, 0], np.float32),
+                             cameras=np.zeros((frames, 128, 256, 3), np.uint8), command_text="turn right",
+                             ego_state=np.zeros(11))
+    inputs = agent.model_inputs(agent_input)
+    assert (inputs["speed"].dtype, inputs["accel"].dtype, inputs["command"].dtype) == (torch.float32,) * 2 + (torch.long,)
+    assert inputs["speed"].item() == np.float32(7.99) and inputs["accel"].item() == np.float32(-1.23)
+    assert inputs["command"].item() == 2
