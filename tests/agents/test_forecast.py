@@ -120,3 +120,20 @@ def test_lane_following_pdm_drives_scenes_that_navsims_pdm_closed_fails(family, 
     assert scorer.score(plan_to_local(scorer.pdm_closed.poses, ego, sampling), sampling.interval)[1] == 0.0
     lane_following = LaneFollowingPDMPlanner().plan_view(WorldView.from_log(scene))
     assert scorer.score(plan_to_local(lane_following.poses, ego, sampling), sampling.interval)[1] > 0.9
+
+
+def test_a_lane_following_objects_scored_velocity_turns_with_its_lane():
+    """On a curve the scorer sees each lane-following car moving along its forecast heading (the lane's), not along the
+    velocity logged at the start, and the observation keeps the objects' own track ids."""
+    scene = generate_scene("curve", 1)
+    cars, agents = moving_cars_on_lanes(scene)
+    forecast = ObjectForecast.build(agents, "lane_following", road_map=scene.map)
+    assert forecast.lane_paths is not None and forecast.queue_limit is None  # lanes, no route queue
+    obs = forecast.observation(41)
+    rows = (np.cumsum(agents.valid) - 1)[cars]
+    turned = np.abs(np.angle(np.exp(1j * (obs.heading[-1, rows] - obs.heading[0, rows])))) > 0.1
+    assert turned.any()  # some car has turned with its lane by 4 s
+    speed = np.hypot(obs.vx, obs.vy)
+    np.testing.assert_allclose(obs.vx[:, rows], speed[:, rows] * np.cos(obs.heading[:, rows]), atol=1e-9)
+    np.testing.assert_allclose(obs.vy[:, rows], speed[:, rows] * np.sin(obs.heading[:, rows]), atol=1e-9)
+    assert obs.track_ids == [t for t, v in zip(agents.track_ids, agents.valid) if v]
