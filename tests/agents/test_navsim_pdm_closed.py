@@ -7,6 +7,7 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+import shapely
 
 from agents.navsim_path import NavsimPath, discrete_path
 from agents.navsim_pdm_closed import NavsimPDMClosedConfig, NavsimPDMClosedPlanner
@@ -123,3 +124,19 @@ def _with_stopped_car_on_the_logged_path(scene, seconds_ahead: float):
 def _constant_velocity(scene) -> np.ndarray:
     speed = abs(scene.initial_ego_state[3])
     return np.stack([(np.arange(8) + 1) * 0.5 * speed, np.zeros(8), np.zeros(8)], 1)
+
+
+def test_an_ego_off_every_roadblock_starts_from_the_nearest_one():
+    """No roadblock within the 1 m candidate box of the rear axle: the candidates are the nearest roadblock and the
+    nearest connector (NAVSIM's fallback), and the route is corrected from them."""
+    scene = generate_scene("intersection", 5)
+    graph = roadblock_graph(scene.map)
+    full = route_lane_groups(scene.map, scene.route)
+    ego = scene.initial_ego_state[:3] + np.array([0.0, -10.0, 0.0])  # 10 m right of the start lane, beside the road
+    assert graph.near(ego[:2], 1.0) == []
+    distance = {b.id: b.polygon.distance(shapely.Point(ego[:2])) for b in graph.blocks.values()}
+    roadblock, connector = graph.nearest(ego[:2], False), graph.nearest(ego[:2], True)
+    assert roadblock == full[0] and not graph.blocks[roadblock].is_connector
+    assert graph.blocks[connector].is_connector
+    assert distance[connector] == min(d for b, d in distance.items() if graph.blocks[b].is_connector)
+    assert correct_route(graph, ego, full) == full
