@@ -9,7 +9,8 @@ two cores, so this script has mutmut test a seeded random sample per package and
 
 Work happens in a copy of the working tree (out/mutation/tree). mutmut keeps its verdicts there, so a rerun on the
 same tree (code and tests unchanged) tests only what is left; a changed tree starts afresh. `--retest-survivors`
-copies the current tests into the kept tree and tests the sample's survivors again (for tests added since).
+copies the current tests (and every other file but the packages' sources) into the kept tree and tests the
+sample's survivors again, on the kept tree's code (for tests added since).
 mutmut only sees tests reach code in the test's own process; a mutant of code that runs only in pool workers or CLI
 subprocesses ("no tests" to mutmut) is run against its package's whole test folder instead. Mutants listed in
 scripts/mutation_equivalents.txt (name, then why no input can tell it from the original) are left out of the rates.
@@ -129,9 +130,18 @@ def main() -> int:
     if args.retest_survivors:
         if not (tree / "mutants").is_dir():
             raise SystemExit(f"--retest-survivors needs a kept tree in {tree}: run without it first")
-        for target in (tree / "tests", tree / "mutants" / "tests"):
-            shutil.rmtree(target)
-            shutil.copytree(fresh / "tests", target)
+        # Everything but the mutated packages' sources: the tests, and what they import or read (scripts, docs, ...).
+        for entry in fresh.iterdir():
+            if entry.name in PACKAGES:
+                continue
+            for target in (tree / entry.name, tree / "mutants" / entry.name):
+                if target.parent == tree / "mutants" and not target.exists():
+                    continue  # mutmut copies only what its configuration names
+                if target.is_dir():
+                    shutil.rmtree(target)
+                else:
+                    target.unlink(missing_ok=True)
+                (shutil.copytree if entry.is_dir() else shutil.copy2)(entry, target)
         shutil.rmtree(fresh)
         (args.workdir / "package_tests.json").unlink(missing_ok=True)  # the package-test verdicts were of old tests
         (args.workdir / "tests.commit").write_text(head)
