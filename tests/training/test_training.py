@@ -13,11 +13,14 @@ import torch
 
 from agents.drivevla_w0 import CheckpointError, DriveVLAW0Agent
 from policies.config import DriveVLAW0Config
+from policies.model import DriveVLAW0ForDriving
 from scenarios.splits import resolve_split
 from sim.envs.closed_loop_env import ClosedLoopEnv
 from sim.envs.navsim_env import NavsimSceneEnv
+from tests.policies.checkpoints import micro_config
 from training.collect import CollectConfig, collect
 from training.pipeline import model_config, train_stages
+from training.trainer import TrainConfig, Trainer, lr_factor, trainable_groups
 
 TINY_STEPS = {0: {"steps": 4, "batch_size": 4}, 1: {"steps": 3, "batch_size": 4}, 2: {"steps": 3, "batch_size": 4}}
 
@@ -98,3 +101,50 @@ def test_a_corrupt_checkpoint_folder_gives_a_clear_error(tmp_path):
     (folder / "model.safetensors").write_bytes(b"\x00" * 64)
     with pytest.raises(CheckpointError, match="cannot be loaded"):
         DriveVLAW0Agent(folder).initialize()
+
+
+def _samples(config: DriveVLAW0Config, n: int = 2) -> list[dict]:
+    """n synthetic samples shaped as `ExpertDataset` gives them (a list serves as the trainer's dataset)."""
+    g = torch.Generator().manual_seed(0)
+    h, w, f = config.image_height, config.image_width, config.num_history_frames
+    trajectory = torch.stack([torch.linspace(1.0, 8.0, 8), torch.zeros(8), torch.zeros(8)], -1)
+    return [{"history_frames": torch.randint(0, 256, (f, h, w, 3), generator=g, dtype=torch.uint8),
+             "future_frame": torch.randint(0, 256, (h, w, 3), generator=g, dtype=torch.uint8),
+             "trajectory": trajectory, "speed": torch.tensor(5.0), "accel": torch.tensor(0.0),
+             "command": torch.tensor(1), "text": "go straight"} for _ in range(n)]
+
+
+def test_learning_rate_warms_up_linearly_then_decays_by_cosine_to_its_floor():
+    config = TrainConfig(stage=1, steps=110, warmup_steps=10, min_lr_ratio=0.1)
+    assert lr_factor(0, config) == pytest.approx(0.1) and lr_factor(9, config) == pytest.approx(1.0)
+    assert lr_factor(10, config) == pytest.approx(1.0)  # the decay starts at the top
+    assert lr_factor(60, config) == pytest.approx(0.1 + 0.9 * 0.5)  # half way: cos(pi / 2) = 0
+    assert lr_factor(110, config) == pytest.approx(0.1) and lr_factor(500, config) == pytest.approx(0.1)
+
+
+def test_stage_2_trains_the_expert_at_the_learning_rate_and_an_unfrozen_backbone_at_its_scale():
+    model = DriveVLAW0ForDriving(micro_config())
+    backbone = {id(p) for p in model.policy.backbone.parameters()}
+    groups = trainable_groups(model, TrainConfig(stage=2, lr=1e-3, backbone_lr_scale=0.1))
+    assert [g["lr"] for g in groups] == pytest.approx([1e-3, 1e-4])
+    assert not {id(p) for p in groups[0]["params"]} & backbone and {id(p) for p in groups[1]["params"]} == backbone
+    frozen = trainable_groups(model, TrainConfig(stage=2, lr=1e-3))
+    assert len(frozen) == 1 and not any(p.requires_grad for p in model.policy.backbone.parameters())
+
+
+@pytest.mark.parametrize("image_input, world_model", [("vq", True), ("patch", False)])
+def test_a_stage_1_step_logs_the_world_model_loss_of_a_world_model_only_and_keeps_the_tokenizer_frozen(
+        tmp_path, image_input, world_model):
+    """The world-model variant logs its world-model loss; the action-only patch model (which has no tokenizer)
+    trains too and logs none. The VQ tokenizer, frozen in stage 1, runs in eval mode (no EMA codebook updates)."""
+    config = micro_config(image_input=image_input, use_world_model=world_model)
+    model = DriveVLAW0ForDriving(config)
+    assert (model.vq is None) == (not world_model)
+    trainer = Trainer(model, _samples(config), TrainConfig(stage=1, steps=2, batch_size=2, log_every=1), tmp_path,
+                      show_progress=False)
+    trainer.train(stop_after=1)
+    (row,) = csv.DictReader((tmp_path / "metrics.csv").open())
+    assert np.isfinite(float(row["action_loss"]))
+    assert np.isfinite(float(row["world_model_loss"])) if world_model else row["world_model_loss"] == ""
+    if model.vq is not None:
+        assert model.training and not model.vq.training
