@@ -209,3 +209,18 @@ def test_folders_without_the_files_are_refused(tmp_path, ckpt):
     (ckpt / "config.json").unlink()
     with pytest.raises(CheckpointError, match="has no config.json"):
         check_checkpoint(ckpt)
+
+
+def test_weights_transformers_reports_as_not_loaded_exactly_are_refused_by_kind(ckpt, monkeypatch):
+    """The last guard, for a transformers that renames or converts weights behind the header checks: whatever it reports
+    in its loading info is an error naming the kind of problem in words and the tensors."""
+    load = DriveVLAW0ForDriving.from_pretrained.__func__
+
+    def renaming(cls, *args, **kwargs):
+        model, info = load(cls, *args, **kwargs)
+        return model, {**info, "missing_keys": ["policy.query_out.weight"], "unexpected_keys": ["policy.renamed"]}
+
+    monkeypatch.setattr(DriveVLAW0ForDriving, "from_pretrained", classmethod(renaming))
+    with pytest.raises(CheckpointError, match=r"model\.safetensors did not load exactly: 1 missing keys: "
+                                              r"policy\.query_out\.weight; 1 unexpected keys: policy\.renamed"):
+        load_checkpoint(ckpt)
