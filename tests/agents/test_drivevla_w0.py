@@ -147,3 +147,10 @@ def test_a_bfloat16_agent_gives_the_policy_speed_and_acceleration_unrounded(tmp_
     assert (inputs["speed"].dtype, inputs["accel"].dtype, inputs["command"].dtype) == (torch.float32,) * 2 + (torch.long,)
     assert inputs["speed"].item() == np.float32(7.99) and inputs["accel"].item() == np.float32(-1.23)
     assert inputs["command"].item() == 2
+    default = torch.get_default_dtype()
+    try:  # float32 as training fed them, not whatever torch's default dtype is in the process
+        torch.set_default_dtype(torch.float64)
+        inputs = agent.model_inputs(agent_input)
+    finally:
+        torch.set_default_dtype(default)
+    assert (inputs["speed"].dtype, inputs["accel"].dtype) == (torch.float32, torch.float32)
