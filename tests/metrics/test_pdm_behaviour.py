@@ -314,3 +314,25 @@ def test_lane_keeping_counts_2_s_more_than_half_a_metre_off_the_centerline():
     junction = [False] * 10 + [True] * 5 + [False] * 26
     assert lk([0.8] * 10 + [0.0] * 5 + [0.8] * 10 + [0.0] * 16, junction) == 0.0  # the junction steps do not reset
     assert lk([0.8] * 10 + [0.8] * 5 + [0.0] * 26, [False] * 10 + [True] * 5 + [False] * 26) == 1.0  # nor count
+
+
+def test_driving_direction_compliance_sums_oncoming_metres_over_one_second_windows():
+    """Spec §1.6 by hand: S[t] sums the oncoming distance over samples t-10..t (11 steps of 0.1 s); DDC is 1 below
+    2 m, 0.5 below 6 m, else 0. Only the worst window counts, however long the whole oncoming stretch."""
+    from types import SimpleNamespace
+
+    from metrics.pdm_subscores import ONCOMING_TRAFFIC, driving_direction_compliance
+
+    def ddc(step_m, oncoming):
+        steps = np.asarray(step_m, dtype=np.float64)
+        centre = np.stack([np.concatenate([[0.0], np.cumsum(steps[1:])]), np.zeros(len(steps))], -1)[None]
+        areas = np.zeros((1, len(steps), 3), dtype=bool)
+        areas[0, :, ONCOMING_TRAFFIC] = oncoming
+        return driving_direction_compliance(SimpleNamespace(center=centre), areas)[0]
+
+    everywhere = np.ones(41, dtype=bool)
+    assert ddc([0.15] * 41, everywhere) == 1.0  # 6 m on the oncoming lane in all, 11 * 0.15 = 1.65 m a window
+    assert ddc([0.3] * 41, everywhere) == 0.5  # 3.3 m a window
+    assert ddc([0.6] * 41, everywhere) == 0.0  # 6.6 m a window
+    assert ddc([1.0] * 41, np.arange(41) >= 36) == 0.5  # 5 m, all in the last half second
+    assert ddc([1.0] * 41, np.arange(41) < 2) == 1.0  # sample 0 has no distance: 1 m
