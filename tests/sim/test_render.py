@@ -304,3 +304,15 @@ def test_render_handles_empty_map():
     assert img.shape == (128, 256, 3)
     assert render_bev_channels(empty, np.zeros(3)).sum() > 0  # the ego only
     assert render_map_overview(empty).shape[2] == 3
+
+
+def test_broken_lines_are_3_m_dashes_every_9_m_of_the_lines_own_arc_length():
+    """A boundary sampled every metre over 20 m: dashes over [0, 3], [9, 12] and [18, 20] m, each from its start
+    through the samples inside to its end, every point once."""
+    from sim.render.map_paint import _dashes
+
+    s = np.arange(21.0)
+    pts = np.stack([s, np.full(21, 5.0)], -1)
+    dashes = _dashes(pts, s)
+    assert [d[:, 0].tolist() for d in dashes] == [[0.0, 1.0, 2.0, 3.0], [9.0, 10.0, 11.0, 12.0], [18.0, 19.0, 20.0]]
+    assert all((d[:, 1] == 5.0).all() for d in dashes)
