@@ -99,6 +99,23 @@ def test_agent_brakes_for_an_obstacle_in_its_corridor():
     assert x[0] + 2.3 < cone.x[0] - 0.25 and traffic.v[0] < 0.1
 
 
+@pytest.mark.parametrize("turned", [0.0, np.pi / 2])
+def test_agent_stops_behind_a_static_obstacle_parked_along_or_across_its_lane(turned):
+    """A 4.6 x 1.9 m box parked on the lane 70 m ahead (along it, or turned across it): the agent comes to rest
+    behind the box's near face, at least IDM's 2 m minimum gap from it and not far back (within 8 m)."""
+    road_map, chain = single_lane()
+    paths = AgentPaths.build(road_map, [chain])
+    x, y, heading = paths.pose_at(np.array([120.0]))
+    parked = Obstacles(x, y, heading + turned, np.zeros(1), np.array([4.6]), np.array([1.9]))
+    traffic = IDMTraffic(road_map, paths, s=np.array([50.0]), v=np.array([10.0]), desired_speed=np.array([10.0]),
+                         length=np.full(1, 4.6), width=np.full(1, 1.9), static_obstacles=parked)
+    for _ in range(300):
+        traffic.step(0.1)
+    near_face = 120.0 - (2.3 if turned == 0.0 else 0.95)
+    assert traffic.v[0] == pytest.approx(0.0, abs=1e-3)
+    assert 2.0 <= near_face - (traffic.s[0] + 2.3) <= 8.0
+
+
 def merging_lanes(light_on_b: str | None = None):
     """Lanes "a" and "b" merge into "m" through connectors "a__m" and "b__m"."""
     builder = MapBuilder("merge")
