@@ -14,14 +14,19 @@ TINY = dict(num_hidden_layers=2, hidden_size=64, intermediate_size=128, num_atte
             diffusion_channels=(16, 32), diffusion_cond_channels=8, diffusion_cross_dim=32)
 
 
-def test_loss_sampling_and_conditioning():
+def _conditioned():
+    """A tiny config, backbone and world model (seed 0), a prompt sequence and the backbone's hidden states for it."""
     config = DriveVLAW0Config.preset("tiny", **TINY)
     torch.manual_seed(0)
     backbone, wm = DriveVLAW0Backbone(config), DiffusionWorldModel(config)
     batch = _batch(config)
     batch.pop("future_codes")
     seq = SequenceBuilder(config).build(**batch)
-    hidden = backbone(seq.input_ids, seq.attention_mask, seq.position_ids).hidden_states
+    return config, backbone, wm, seq, backbone(seq.input_ids, seq.attention_mask, seq.position_ids).hidden_states
+
+
+def test_loss_sampling_and_conditioning():
+    config, backbone, wm, seq, hidden = _conditioned()
     h, w = config.image_grid
     target = torch.randn(2, config.vq_code_dim, h, w)
     loss = wm.loss(hidden, seq, target, generator=torch.Generator().manual_seed(0))
@@ -82,15 +87,9 @@ def test_the_sampler_inverts_the_training_objective():
     """A denoiser that returns exactly the noise of the training objective's forward process (x_t = sqrt(abar_t) x0 +
     sqrt(1 - abar_t) eps, under the training schedule) has zero training loss, and DDIM walks it down the same
     noise: every later step's input holds the noise the first step found (deterministic DDIM keeps eps), and the
-    sample is x0. A
-    sampler on another schedule or reading the network as another prediction (v, x0) changes eps between steps."""
-    config = DriveVLAW0Config.preset("tiny", **TINY)
-    torch.manual_seed(0)
-    backbone, wm = DriveVLAW0Backbone(config), DiffusionWorldModel(config)
-    batch = _batch(config)
-    batch.pop("future_codes")
-    seq = SequenceBuilder(config).build(**batch)
-    hidden = backbone(seq.input_ids, seq.attention_mask, seq.position_ids).hidden_states.detach()
+    sample is x0. A sampler on another schedule or reading the network as another prediction (v, x0) changes eps between steps."""
+    config, _, wm, seq, hidden = _conditioned()
+    hidden = hidden.detach()
     h, w = config.image_grid
     x0 = torch.rand(2, config.vq_code_dim, h, w, generator=torch.Generator().manual_seed(1)) * 1.6 - 0.8
     abar = wm.train_scheduler.alphas_cumprod
