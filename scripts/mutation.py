@@ -32,6 +32,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("metrics", "sim", "scenarios", "agents", "policies", "training", "w0sim")
 EQUIVALENTS = ROOT / "scripts" / "mutation_equivalents.txt"
+SETTLED = ("killed", "timeout")  # mutmut's verdicts of a mutant some test noticed (an endless loop times out)
 
 # Generation and the stats run (which tests reach which function) through mutmut's own steps, as `mutmut run` does
 # before it tests mutants.
@@ -61,13 +62,23 @@ def copy_tree(tree: Path) -> str:
     return digest.hexdigest()
 
 
-def mutant_names(tree: Path) -> dict[str, list[str]]:
-    names: dict[str, list[str]] = {package: [] for package in PACKAGES}
+def mutmut_records(tree: Path) -> dict[str, list[tuple[str, str | None]]]:
+    """Per package, each mutant's name and mutmut's verdict (None while untested), from mutants/**/*.py.meta."""
+    from mutmut.stats import status_by_exit_code
+
+    records: dict[str, list[tuple[str, str | None]]] = {package: [] for package in PACKAGES}
     for meta in sorted((tree / "mutants").glob("*/**/*.py.meta")):
         package = meta.relative_to(tree / "mutants").parts[0]
-        if package in names:
-            names[package] += sorted(json.loads(meta.read_text())["exit_code_by_key"])
-    return names
+        if package in records:
+            codes = json.loads(meta.read_text())["exit_code_by_key"]
+            records[package] += [(name, None if codes[name] is None else status_by_exit_code[codes[name]])
+                                 for name in sorted(codes)]
+    return records
+
+
+def verdicts(tree: Path) -> dict[str, str]:
+    """mutmut's verdict per tested mutant."""
+    return {name: status for records in mutmut_records(tree).values() for name, status in records if status is not None}
 
 
 def read_equivalents() -> dict[str, str]:
@@ -81,16 +92,40 @@ def read_equivalents() -> dict[str, str]:
     return equivalents
 
 
-def verdicts(tree: Path) -> dict[str, str]:
-    """mutmut's verdict per tested mutant, from its records in mutants/**/*.meta."""
-    from mutmut.stats import status_by_exit_code
-
-    found = {}
-    for meta in (tree / "mutants").glob("*/**/*.py.meta"):
-        for name, code in json.loads(meta.read_text())["exit_code_by_key"].items():
-            if code is not None:
-                found[name] = status_by_exit_code[code]
-    return found
+def sync_tree(workdir: Path, retest_survivors: bool) -> None:
+    """Bring workdir/tree up to the working tree: kept as it is when nothing changed, afresh when anything did; with
+    `retest_survivors`, every file but the mutated packages' sources (the tests and what they import or read)."""
+    tree = workdir / "tree"
+    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    fresh = workdir / "fresh"
+    shutil.rmtree(fresh, ignore_errors=True)
+    tree_hash = copy_tree(fresh)
+    if retest_survivors:
+        if not (tree / "mutants").is_dir():
+            raise SystemExit(f"--retest-survivors needs a kept tree in {tree}: run without it first")
+        for entry in fresh.iterdir():
+            if entry.name in PACKAGES:
+                continue
+            for target in (tree / entry.name, tree / "mutants" / entry.name):
+                if target.parent == tree / "mutants" and not target.exists():
+                    continue  # mutmut copies only what its configuration names
+                if target.is_dir():
+                    shutil.rmtree(target)
+                else:
+                    target.unlink(missing_ok=True)
+                (shutil.copytree if entry.is_dir() else shutil.copy2)(entry, target)
+        shutil.rmtree(fresh)
+        (workdir / "package_tests.json").unlink(missing_ok=True)  # the package-test verdicts were of old tests
+        (workdir / "tests.commit").write_text(head)
+    elif (workdir / "tree.sha256").is_file() and (workdir / "tree.sha256").read_text() == tree_hash:
+        shutil.rmtree(fresh)  # same code and tests: keep the mutants, the stats and the verdicts so far
+    else:
+        shutil.rmtree(tree, ignore_errors=True)
+        fresh.rename(tree)
+        (workdir / "tree.sha256").write_text(tree_hash)
+        (workdir / "package_tests.json").unlink(missing_ok=True)
+        for provenance in ("code.commit", "tests.commit"):
+            (workdir / provenance).write_text(head)
 
 
 def run_package_tests(tree: Path, package: str, name: str, env: dict) -> str:
@@ -123,51 +158,20 @@ def main() -> int:
     args = parser.parse_args()
 
     tree = args.workdir / "tree"
-    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-    fresh = args.workdir / "fresh"
-    shutil.rmtree(fresh, ignore_errors=True)
-    tree_hash = copy_tree(fresh)
-    if args.retest_survivors:
-        if not (tree / "mutants").is_dir():
-            raise SystemExit(f"--retest-survivors needs a kept tree in {tree}: run without it first")
-        # Everything but the mutated packages' sources: the tests, and what they import or read (scripts, docs, ...).
-        for entry in fresh.iterdir():
-            if entry.name in PACKAGES:
-                continue
-            for target in (tree / entry.name, tree / "mutants" / entry.name):
-                if target.parent == tree / "mutants" and not target.exists():
-                    continue  # mutmut copies only what its configuration names
-                if target.is_dir():
-                    shutil.rmtree(target)
-                else:
-                    target.unlink(missing_ok=True)
-                (shutil.copytree if entry.is_dir() else shutil.copy2)(entry, target)
-        shutil.rmtree(fresh)
-        (args.workdir / "package_tests.json").unlink(missing_ok=True)  # the package-test verdicts were of old tests
-        (args.workdir / "tests.commit").write_text(head)
-    elif (args.workdir / "tree.sha256").is_file() and (args.workdir / "tree.sha256").read_text() == tree_hash:
-        shutil.rmtree(fresh)  # same code and tests: keep the mutants, the stats and the verdicts so far
-    else:
-        shutil.rmtree(tree, ignore_errors=True)
-        fresh.rename(tree)
-        (args.workdir / "tree.sha256").write_text(tree_hash)
-        (args.workdir / "package_tests.json").unlink(missing_ok=True)
-        for provenance in ("code.commit", "tests.commit"):
-            (args.workdir / provenance).write_text(head)
-
+    sync_tree(args.workdir, args.retest_survivors)
     env = {**os.environ, "W0SIM_MUTATION_WORKERS": str(args.workers),
            "W0SIM_SHARED": os.environ.get("W0SIM_SHARED", str(ROOT.parent / "shared"))}
-    os.environ.update(env)
     print("generating mutants and recording which tests reach which function ...", file=sys.stderr, flush=True)
     subprocess.run([sys.executable, "-c", PREPARE], cwd=tree, env=env, check=True, stdout=sys.stderr)
 
-    names, equivalents = mutant_names(tree), read_equivalents()
+    names = {package: [name for name, _ in records] for package, records in mutmut_records(tree).items()}
+    equivalents = read_equivalents()
     chosen = {package: names[package] if args.sample <= 0 else
               random.Random(f"{args.seed}:{package}").sample(names[package], min(args.sample, len(names[package])))
               for package in args.packages}
     done = verdicts(tree)
     todo = [name for package in args.packages for name in chosen[package] if name not in equivalents and
-            (name not in done or args.retest_survivors and done[name] not in ("killed", "timeout"))]
+            (name not in done or args.retest_survivors and done[name] not in SETTLED)]
     print(f"{len(todo)} mutants to test", file=sys.stderr, flush=True)
     if todo:
         # mutmut runs each mutant in a process forked from one that has imported the suite, against the tests that
@@ -193,7 +197,7 @@ def main() -> int:
     table = {}
     for package in args.packages:
         tested = [name for name in chosen[package] if name not in equivalents]
-        survivors = sorted(name for name in tested if done.get(name, "not checked") not in ("killed", "timeout"))
+        survivors = sorted(name for name in tested if done.get(name, "not checked") not in SETTLED)
         table[package] = {
             "mutants": len(names[package]), "sampled": len(chosen[package]),
             "equivalent": len(chosen[package]) - len(tested), "tested": len(tested),
