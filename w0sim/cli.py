@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import json
 import os
@@ -230,7 +231,6 @@ def scenes_export_navsim(
     are: every scene in one city's map, each in its own slot (the other cities' maps empty), ready for
     `w0sim eval --split navsim:NAME --navsim-logs OUT/navsim_logs --nuplan-maps OUT/maps`. Each log is written
     whole once; OUT/scene_filters/NAME.yaml is NAVSIM's scene filter of the split's tokens (frame interval 1)."""
-    import dataclasses
     import shutil
 
     from scenarios.navsim_log_writer import ExportError, NavsimExport
@@ -639,14 +639,13 @@ def experiment_scaling(
         raise typer.BadParameter(f"expected positive sample counts, got {sizes!r}", param_hint="--sizes")
     scaling = ScalingConfig(sizes=size_list, preset=config, seed=seed)
     if quick:  # its own folder: a later full run must not resume from (or be refused by) the trial's data
-        scaling = ScalingConfig(sizes=(16, 32), preset=config, seed=seed, batch_size=4, tokenizer_steps=2,
-                                stage1_max_steps=2, stage2_max_steps=2)
+        scaling = dataclasses.replace(scaling, sizes=(16, 32), batch_size=4, tokenizer_steps=2, stage1_max_steps=2,
+                                      stage2_max_steps=2)
         out, eval_limit = out.with_name(out.name + "-quick"), 10
-        size_list = scaling.sizes
     if data is None:
         data = out / "data"
         collect_config = CollectConfig.for_policy(DriveVLAW0Config.preset(config))
-        scenes = math.ceil(max(size_list) / len(collect_config.sample_offsets) * 1.02)
+        scenes = math.ceil(max(scaling.sizes) / len(collect_config.sample_offsets) * 1.02)
         console.print(f"collecting expert data: {scenes} scenes of builtin:navtrain -> {data}")
         run_collect("builtin:navtrain", scenes, data, collect_config, workers)
 
