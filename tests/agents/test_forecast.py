@@ -33,6 +33,18 @@ def test_constant_velocity_moves_every_object_along_its_logged_velocity():
     np.testing.assert_allclose(obs.vx[-1], agents.vx)
 
 
+def test_no_objects_forecast_the_same_empty_arrays_as_objects_that_are_all_invalid():
+    nobody = ObjectForecast.build(None, "constant_velocity")
+    invalid = slice_of([1.0, 2.0], [0.0, 0.0], [0.0, 0.0], [3.0, 3.0])
+    invalid.valid[:] = False
+    none_valid = ObjectForecast.build(invalid, "constant_velocity", braking=np.zeros(2))
+    for field in ("x", "y", "heading", "speed", "direction", "braking", "length", "width", "agent_type"):
+        got, want = getattr(nobody, field), getattr(none_valid, field)
+        assert (got.shape, got.dtype) == (want.shape, want.dtype), field
+    assert nobody.track_ids == []
+    assert all(v.shape == (3, 0) for v in nobody.over(np.array([0.0, 1.0, 2.0])))
+
+
 def test_a_braking_object_keeps_braking_until_it_stands():
     agents = slice_of([0.0], [0.0], [0.0], [4.0])
     forecast = ObjectForecast.build(agents, "lane_following", braking=np.array([-2.0]))

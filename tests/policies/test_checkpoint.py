@@ -172,6 +172,7 @@ def test_a_float16_checkpoint_must_say_so(tmp_path):
     (lambda b: b[: len(b) - 100], "model.safetensors is truncated: its header indexes"),
     (lambda b: b[:20], "model.safetensors is truncated or not a safetensors file"),
     (lambda b: b[:5], "model.safetensors is not a safetensors file: it holds 5 bytes"),
+    (lambda b: b[:8], "model.safetensors is truncated or not a safetensors file: its first 8 bytes announce"),
     (lambda b: b + b"\0" * 16, "model.safetensors has 16 bytes after its last tensor"),
     (lambda b: b[:8] + b"[" + b[9:], "model.safetensors is not a safetensors file: its header is not JSON"),
     (lambda b: b"PK\x03\x04" + b[4:], "model.safetensors is truncated or not a safetensors file"),

@@ -64,6 +64,15 @@ def test_a_scene_that_fails_is_recorded_and_the_run_goes_on(tmp_path):
     assert failures[0]["token"] == "b_broken" and failures[0]["reason"]
 
 
+def test_an_unfinished_collection_is_refused_saying_to_run_collect_again(collected, tmp_path):
+    out, _ = collected
+    copy = shutil.copytree(out, tmp_path / "data")
+    manifest = json.loads((copy / "manifest.json").read_text())
+    (copy / "manifest.json").write_text(json.dumps({**manifest, "complete": False}))
+    with pytest.raises(DatasetError, match=r"manifest\.json: the collection did not finish; run the same `w0sim collect`"):
+        ExpertDataset(copy)
+
+
 def test_unknown_split_and_missing_data_folder_say_what_is_wrong(tmp_path):
     with pytest.raises(SplitError, match="unknown built-in split"):
         resolve_split("builtin:nope")

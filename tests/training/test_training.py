@@ -148,3 +148,19 @@ def test_a_stage_1_step_logs_the_world_model_loss_of_a_world_model_only_and_keep
     assert np.isfinite(float(row["world_model_loss"])) if world_model else row["world_model_loss"] == ""
     if model.vq is not None:
         assert model.training and not model.vq.training
+    assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*")), "TensorBoard logs belong in the run folder"
+
+
+@pytest.mark.parametrize("stage, backbone_lr_scale, backbone_trains", [(2, 0.0, False), (2, 0.1, True), (1, 0.0, True)])
+def test_a_frozen_backbone_runs_in_eval_mode_so_its_dropout_is_off(tmp_path, stage, backbone_lr_scale,
+                                                                  backbone_trains):
+    """Stage 2 with backbone_lr_scale 0 freezes the backbone: it must then run without attention dropout (the
+    paper-scale preset has 0.1) while the action expert trains; any other stage or scale trains the backbone."""
+    config = micro_config(attention_dropout=0.1)
+    model = DriveVLAW0ForDriving(config)
+    trainer = Trainer(model, _samples(config), TrainConfig(stage=stage, steps=2, batch_size=2,
+                                                           backbone_lr_scale=backbone_lr_scale), tmp_path,
+                      show_progress=False)
+    trainer.train(stop_after=1)
+    assert model.policy.training
+    assert model.policy.backbone.training == backbone_trains
