@@ -1,7 +1,8 @@
 """The scene file format: a `sim.scene.Scene` saved to and loaded from one versioned, byte-stable file.
 
 A scene file is a zip of `.npy` arrays (readable with `numpy.load`) plus `header.npy`, a JSON
-document stored as bytes. Entries are written in a fixed order with a fixed timestamp, so the same
+document stored as a 0-d string array (`str(numpy.load(path)["header"])` is the JSON text; version 1 files stored
+it as UTF-8 bytes, and still load). Entries are written in a fixed order with a fixed timestamp, so the same
 scene always gives the same bytes (content hashes stay stable) and loads back bit-identical.
 """
 from __future__ import annotations
@@ -22,7 +23,8 @@ from sim.scene import STEP_S, Scene
 from sim.state import AgentTracks, StateIndex
 
 FORMAT_NAME = "w0sim-scene"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)  # 1: the header as a uint8 array of UTF-8 bytes
 
 
 class SceneFormatError(ValueError):
@@ -265,13 +267,13 @@ def save_scene(scene: Scene, path: str | Path) -> Path:
     """Write a scene file (byte-for-byte deterministic); returns the path."""
     path = Path(path)
     header, arrays = scene_to_arrays(scene)
-    entries = {"header": np.frombuffer(json.dumps(header, sort_keys=True).encode(), dtype=np.uint8), **arrays}
+    entries = {"header": np.array(json.dumps(header, sort_keys=True)), **arrays}
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as archive:
         for name, value in entries.items():
             buffer = io.BytesIO()
-            np.lib.format.write_array(buffer, np.ascontiguousarray(value), allow_pickle=False)
+            np.lib.format.write_array(buffer, np.asarray(value, order="C"), allow_pickle=False)  # 0-d stays 0-d
             info = zipfile.ZipInfo(f"{name}.npy", date_time=_FIXED_ZIP_TIME)
             info.compress_type = zipfile.ZIP_DEFLATED
             archive.writestr(info, buffer.getvalue())
@@ -318,18 +320,24 @@ def load_scene(path: str | Path) -> Scene:
     if "header" not in arrays:
         raise SceneFormatError(f"{path}: no header entry; not a w0sim scene file")
     raw = arrays.pop("header")
-    if raw.dtype != np.uint8 or raw.ndim != 1:
-        raise SceneFormatError(f"{path}: header entry is not JSON bytes (dtype {raw.dtype}, shape {raw.shape})")
+    if raw.dtype.kind == "U" and raw.ndim == 0:
+        text = str(raw)
+    elif raw.dtype == np.uint8 and raw.ndim == 1:  # version 1
+        text = raw.tobytes()
+    else:
+        raise SceneFormatError(f"{path}: header entry is neither a JSON string nor JSON bytes "
+                               f"(dtype {raw.dtype}, shape {raw.shape})")
     try:
-        header = json.loads(raw.tobytes())
+        header = json.loads(text)
     except (ValueError, RecursionError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
         raise SceneFormatError(f"{path}: header is not valid JSON ({exc})") from None
     if not isinstance(header, dict):
         raise SceneFormatError(f"{path}: header must be a JSON object, got a JSON {type(header).__name__}")
     if header.get("format") != FORMAT_NAME:
         raise SceneFormatError(f"{path}: format {header.get('format')!r} is not {FORMAT_NAME!r}")
-    if header.get("version") != FORMAT_VERSION:
-        raise SceneFormatError(f"{path}: scene format version {header.get('version')} (this w0sim reads {FORMAT_VERSION})")
+    if header.get("version") not in READABLE_VERSIONS:
+        raise SceneFormatError(f"{path}: scene format version {header.get('version')} (this w0sim reads versions "
+                               f"{', '.join(map(str, READABLE_VERSIONS))})")
     try:
         return scene_from_arrays(header, arrays)
     except _Malformed as exc:

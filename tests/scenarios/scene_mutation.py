@@ -13,13 +13,14 @@ def read_entries(path: Path) -> tuple[dict, dict[str, np.ndarray]]:
     """(header, arrays) of a scene file, as stored."""
     with np.load(path) as data:
         arrays = {name: data[name] for name in data.files}
-    return json.loads(arrays.pop("header").tobytes()), arrays
+    header = arrays.pop("header")
+    return json.loads(str(header) if header.dtype.kind == "U" else header.tobytes()), arrays
 
 
 def write_entries(path: Path, header, arrays: dict[str, np.ndarray], raw_header: bytes | None = None) -> Path:
-    """A scene file of these entries (the header as JSON, or `raw_header` bytes as they are)."""
-    header_bytes = raw_header if raw_header is not None else json.dumps(header).encode()
-    entries = {"header": np.frombuffer(header_bytes, dtype=np.uint8), **arrays}
+    """A scene file of these entries: the header as a JSON string, or `raw_header` as bytes (version 1's storage)."""
+    stored = np.frombuffer(raw_header, dtype=np.uint8) if raw_header is not None else np.array(json.dumps(header))
+    entries = {"header": stored, **arrays}
     with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
         for name, value in entries.items():
             buffer = io.BytesIO()

@@ -1,4 +1,5 @@
 """Scene files: bit-identical round trips, deterministic bytes, clear errors for bad files."""
+import json
 import zipfile
 
 import numpy as np
@@ -49,11 +50,24 @@ def test_newer_format_version_is_refused(tmp_path):
     path = save_scene(generate_scene("straight", 0), tmp_path / "s.npz")
     with np.load(path) as data:
         entries = {k: data[k] for k in data.files}
-    header = bytes(entries["header"]).replace(b'"version": 1', b'"version": 99')
-    entries["header"] = np.frombuffer(header, dtype=np.uint8)
+    header = str(entries["header"]).replace('"version": 2', '"version": 99')
+    entries["header"] = np.array(header)
     np.savez(tmp_path / "v99.npz", **entries)
-    with pytest.raises(SceneFormatError, match="version 99"):
+    with pytest.raises(SceneFormatError, match="version 99 .this w0sim reads versions 1, 2"):
         load_scene(tmp_path / "v99.npz")
+
+
+def test_the_header_reads_as_json_text_with_numpy_alone_and_version_1_files_still_load(tmp_path):
+    scene = generate_scene("curve", 1)
+    path = save_scene(scene, tmp_path / "s.npz")
+    with np.load(path) as data:  # no pickle: a 0-d string array
+        entries = {k: data[k] for k in data.files}
+    header = json.loads(str(entries["header"]))
+    assert header["format"] == "w0sim-scene" and header["version"] == 2 and header["token"] == scene.token
+    # version 1 stored the same JSON as a uint8 array of UTF-8 bytes
+    entries["header"] = np.frombuffer(json.dumps({**header, "version": 1}).encode(), dtype=np.uint8)
+    np.savez(tmp_path / "v1.npz", **entries)
+    assert scene_to_arrays(load_scene(tmp_path / "v1.npz"))[0] == {**scene_to_arrays(scene)[0], "version": 2}
 
 
 def test_missing_array_is_reported_as_malformed(tmp_path):
