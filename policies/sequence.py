@@ -53,12 +53,6 @@ class VLASequence:
         start = self.history_starts[frame]
         return torch.arange(start, start + self.frame_tokens, device=self.input_ids.device)
 
-    def to(self, device: torch.device | str) -> "VLASequence":
-        return VLASequence(self.input_ids.to(device), self.attention_mask.to(device),
-                           self.position_ids.to(device), self.type_ids.to(device),
-                           self.action_start, self.future_start, self.history_starts,
-                           self.frame_tokens)
-
 
 def left_align(ids: torch.Tensor, mask: torch.Tensor, pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Move the real tokens of right-padded (B,T) rows to the right end: (ids, mask) left-padded."""

@@ -95,13 +95,3 @@ def test_future_without_actions_is_rejected(config):
     with pytest.raises(ValueError):
         SequenceBuilder(config).build(text_ids, text_mask, history, state, None, future)
 
-
-def test_moving_a_sequence_to_a_device_keeps_every_tensor_and_index(config):
-    """`VLASequence.to` changes where the tensors live, nothing else (no field dropped or swapped)."""
-    texts = ["go straight", "turn left at the next intersection"]
-    seq = SequenceBuilder(config).build(*_parts(config, texts))
-    moved = seq.to("cpu")
-    for name in ("input_ids", "attention_mask", "position_ids", "type_ids"):
-        assert torch.equal(getattr(moved, name), getattr(seq, name)), name
-    assert (moved.action_start, moved.future_start, moved.history_starts, moved.frame_tokens) == \
-        (seq.action_start, seq.future_start, seq.history_starts, seq.frame_tokens)
