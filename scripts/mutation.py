@@ -32,7 +32,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("metrics", "sim", "scenarios", "agents", "policies", "training", "w0sim")
 EQUIVALENTS = ROOT / "scripts" / "mutation_equivalents.txt"
-SETTLED = ("killed", "timeout")  # mutmut's verdicts of a mutant some test noticed (an endless loop times out)
+# mutmut's verdicts of a mutant some test noticed: a test failed, ran past the time limit (an endless loop), or
+# crashed its process (e.g. a native library given None): each fails the suite
+SETTLED = ("killed", "timeout", "segfault")
 
 # Generation and the stats run (which tests reach which function) through mutmut's own steps, as `mutmut run` does
 # before it tests mutants.
