@@ -8,9 +8,11 @@ from gymnasium.utils.env_checker import check_env
 
 import sim.envs  # noqa: F401 - registers the ids
 from scenarios.scene import save_scene
+from sim.envs.frames import EXECUTED_COLOUR
 from sim.envs.navsim_env import NavsimSceneEnv
 from sim.envs.observation import InvalidActionError
 from sim.geometry import global_to_local
+from sim.render.bev import bev_pixels
 from sim.state import StateIndex
 from sim.world_view import logged_ego_state
 from tests.envs.helpers import fresh_scene, logged_future_trajectory, obs_equal, straight_trajectory
@@ -322,6 +324,23 @@ def test_render_rgb_array_before_and_after_step(straight_scene):
     after = env.render()
     assert after.shape == before.shape and after.dtype == np.uint8
     assert not np.array_equal(before, after), "planned / executed paths are not drawn after the step"
+
+
+def test_render_after_a_step_draws_the_executed_path_along_the_simulated_states(straight_scene):
+    """The BEV half of the frame shows the tracked (simulated) ego path in the executed colour, drawn over the plan:
+    no such pixels before the step, and after it they all lie on the simulated states' path."""
+    env = make_env(straight_scene, render_mode="rgb_array")
+    env.reset(seed=0)
+    bev_config = env.frames.bev
+    assert not (env.render()[:, -bev_config.width:] == EXECUTED_COLOUR).all(-1).any()
+    executed = env.step(straight_trajectory(8.0))[4]["simulated_states"]
+    bev = env.render()[:, -bev_config.width:]
+    rows, cols = np.nonzero((bev == EXECUTED_COLOUR).all(-1))
+    assert len(rows) > 100
+    dense = np.concatenate([np.linspace(a, b, 20) for a, b in zip(executed[:-1, :2], executed[1:, :2])])
+    path = bev_pixels(dense, straight_scene.initial_ego_state, bev_config)  # (col, row)
+    gap = np.linalg.norm(np.stack([cols, rows], -1)[:, None] - path[None], axis=-1).min(1)
+    assert gap.max() < 2.0
 
 
 def test_render_none_mode_returns_none(straight_scene):

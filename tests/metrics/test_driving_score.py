@@ -125,6 +125,12 @@ def test_event_messages_match_scenario_runner():
         Event(T.MIN_SPEED_INFRACTION)
 
 
+def test_route_deviation_message_names_where_the_agent_left_the_route():
+    event = route_deviation_event((154.3217, -20.5, 0.0449), frame=31)
+    assert event.message == "Agent deviated from the route at (x=154.322, y=-20.5, z=0.045)"
+    assert event.location == (154.3217, -20.5, 0.0449) and event.frame == 31
+
+
 def test_collision_classification():
     assert classify_collision("static.prop.streetbarrier") is T.COLLISION_STATIC
     assert classify_collision("traffic.traffic_light") is T.COLLISION_STATIC

@@ -17,6 +17,7 @@ from sim.render import (
     render_bev_channels,
     render_map_overview,
 )
+from sim.render.bev import ROUTE_PLOT_COLOUR
 from sim.state import AgentSlice, AgentType, TrafficLightStatus
 
 W = 3.5  # lane width
@@ -296,6 +297,22 @@ def test_map_overview_size_capped():
     big = render_map_overview(road, agents([0.0], [-20.0], [AgentType.VEHICLE]), ego_pose=np.array([-30, -1.75, 0]),
                               route_lane_ids=["in0", "c0s", "out0"], px_per_m=100.0, max_side=512)
     assert max(big.shape[:2]) <= 512
+
+
+def test_map_overview_tints_the_route_lanes_with_the_route_colour_over_the_ground():
+    """Route lanes are 55 % of the ground beneath (asphalt and markings alike) and 45 % route colour; nothing else
+    changes. At 4 px/m with 10 m margins the eastbound lane (x in [-100, 100], y in [-3.5, 0]) lies between pixel
+    columns 39.5 and 839.5 and rows 63.5 and 77.5 of the straight road's overview."""
+    road = straight_road()
+    ground = render_map_overview(road)
+    routed = render_map_overview(road, route_lane_ids=["east"])
+    tinted = (ground != routed).any(-1)
+    rows, cols = np.nonzero(tinted)
+    assert tinted[65:77, 41:839].all()
+    assert rows.min() >= 63 and rows.max() <= 78 and cols.min() >= 39 and cols.max() <= 840
+    blend = 0.55 * ground[tinted].astype(np.float64) + 0.45 * ROUTE_PLOT_COLOUR
+    assert np.abs(routed[tinted] - np.floor(blend)).max() <= 1.0
+    assert len(np.unique(ground[tinted], axis=0)) > 1  # asphalt and markings beneath, each blended
 
 
 def test_render_handles_empty_map():
