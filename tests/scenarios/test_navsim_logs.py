@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from agents.registry import AgentSpec
 from scenarios.generator import FAMILIES, generate_scene
 from scenarios.log_frames import FRAME_STRIDE, frame_steps
-from scenarios.navsim_log_writer import write_navsim_log
+from scenarios.navsim_log_writer import CAMERA_YAWS, write_navsim_log
 from scenarios.navsim_logs import (
     EXTENSION_KEY,
     NavsimLogError,
@@ -28,6 +28,7 @@ from sim.envs.frames import FrameRenderer, fit_image, read_rgb
 from sim.envs.navsim_env import NavsimSceneEnv
 from sim.envs.scene_scoring import SceneScorer
 from sim.render.camera import CameraConfig, CameraRenderer
+from sim.state import StateIndex
 from sim.world_view import WorldView
 from w0sim.cli import app
 
@@ -146,6 +147,33 @@ def test_each_log_carries_its_own_log_and_scene_tokens_in_every_frame(one_log, t
         assert all(len(token) == 16 and int(token, 16) >= 0 for token in ids[log][1:])
     (name_a, log_a, scene_a), (name_b, log_b, scene_b) = ids.values()
     assert name_a != name_b and log_a != log_b and scene_a != scene_b
+
+
+def _yaw_rotation(heading):
+    c, s = np.cos(heading), np.sin(heading)
+    return np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
+
+
+def test_written_poses_and_camera_extrinsics_are_rotations_about_the_up_axis(one_log):
+    """Each frame's ego2global (and lidar2global) rotation is the ego's yaw about z, and each camera's
+    sensor2lidar_rotation is a proper rotation looking level at its yaw, image down being world down."""
+    scene = generate_scene("intersection", 3)  # the scene one_log wrote
+    frames = pickle.loads(one_log[0].read_bytes())
+    steps = frame_steps(scene.current_index, scene.num_steps)
+    assert len(frames) == len(steps) > 1
+    for frame, step in zip(frames, steps):
+        heading = scene.ego_log[step, StateIndex.HEADING]
+        for key in ("ego2global", "lidar2global"):
+            pose = frame[key]
+            np.testing.assert_allclose(pose[:3, :3], _yaw_rotation(heading), rtol=0, atol=1e-12, err_msg=key)
+            np.testing.assert_allclose(pose[:3, 3], frame["ego2global_translation"], rtol=0, atol=0)
+            np.testing.assert_array_equal(pose[3], [0.0, 0.0, 0.0, 1.0])
+        for name, yaw in CAMERA_YAWS.items():
+            rotation = frame["cams"][name]["sensor2lidar_rotation"]
+            np.testing.assert_allclose(rotation.T @ rotation, np.eye(3), rtol=0, atol=1e-12, err_msg=name)
+            assert np.linalg.det(rotation) == pytest.approx(1.0, abs=1e-12), name
+            np.testing.assert_allclose(rotation[:, 2], [np.cos(yaw), np.sin(yaw), 0.0], rtol=0, atol=1e-12)  # optical axis
+            np.testing.assert_allclose(rotation[:, 1], [0.0, 0.0, -1.0], rtol=0, atol=1e-12)  # image rows go down
 
 
 def test_errors_name_the_file_the_frame_and_the_key(one_log, tmp_path):

@@ -335,11 +335,19 @@ def test_writer_rejects_what_nuplan_cannot_hold(maps, tmp_path):
         write_nuplan_map(road_map, tmp_path / "map.gpkg", location="atlantis")
     with pytest.raises(MapError, match="srs must be"):
         write_nuplan_map(road_map, tmp_path / "map.gpkg", srs="mercator")
+
+
+def test_a_lane_group_of_lanes_and_a_connector_is_refused_as_nuplan_keeps_roadblocks_and_connectors_apart(maps,
+                                                                                                          tmp_path):
+    road_map = maps["intersection"]
+    group = road_map.lanes[0].lane_group
+    assert not road_map.lanes[0].is_connector
     connector = next(lane for lane in road_map.lanes if lane.is_connector)
-    mixed = [dataclasses.replace(lane, lane_group=road_map.lanes[0].lane_group) if lane is connector else lane
-             for lane in road_map.lanes]
-    with pytest.raises(MapError, match="holds lanes and connectors"):
-        write_nuplan_map(RoadMap(mixed, road_map.areas), tmp_path / "map.gpkg")
+    mixed = [dataclasses.replace(lane, lane_group=group) if lane is connector else lane for lane in road_map.lanes]
+    with pytest.raises(MapError) as raised:
+        write_nuplan_map(RoadMap(mixed, road_map.areas, name="junction"), tmp_path / "map.gpkg")
+    assert str(raised.value) == (f"map 'junction': lane group {group!r} holds lanes and connectors; nuPlan keeps "
+                                 "roadblocks and roadblock connectors apart")
 
 
 def test_missing_and_non_sqlite_files(tmp_path):

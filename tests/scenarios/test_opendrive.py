@@ -9,6 +9,7 @@ import pytest
 import shapely
 
 from scenarios.opendrive import OpenDriveError, Town, carla_to_local, load_town, local_to_carla, parse_xodr
+from scenarios.opendrive.signals import STOP_TRIGGER_LENGTH_M
 from scenarios.opendrive.town import _import_carla
 from tests.conftest import require_fixture
 
@@ -115,6 +116,26 @@ def test_speed_limits_and_stop_signs_from_landmarks() -> None:
         assert any(lane.is_connector for lane in lanes)
         approach = [lane for lane in lanes if not lane.is_connector]
         assert all(sign.trigger.distance(shapely.Point(lane.centerline[-1])) < 0.1 for lane in approach)
+
+
+def test_stop_triggers_are_rectangles_as_long_as_the_trigger_along_the_approach_and_as_wide_as_its_lane() -> None:
+    pytest.importorskip("carla", reason="the carla client package reads OpenDRIVE towns")
+    road_map = _load("Town07").road_map
+    assert road_map.stop_signs
+    for sign in road_map.stop_signs:
+        (approach,) = [road_map.lane(i) for i in sign.lane_ids if not road_map.lane(i).is_connector]
+        corners = np.asarray(sign.trigger.exterior.coords)
+        assert len(corners) == 5, sign.id  # four corners, closed
+        edges = np.roll(corners[:4], -1, axis=0) - corners[:4]
+        sides = np.linalg.norm(edges, axis=1)
+        turns = np.einsum("ij,ij->i", edges, np.roll(edges, -1, axis=0)) / (sides * np.roll(sides, -1))
+        np.testing.assert_allclose(turns, 0.0, atol=1e-9, err_msg=sign.id)  # four right angles
+        lane_width = max(np.linalg.norm(approach.left_boundary[-1] - approach.right_boundary[-1]), 1.0)
+        np.testing.assert_allclose(sides, [STOP_TRIGGER_LENGTH_M, lane_width] * 2, atol=1e-6, err_msg=sign.id)
+        assert sign.trigger.area == pytest.approx(STOP_TRIGGER_LENGTH_M * lane_width, abs=1e-6)
+        direction = approach.centerline[-1] - approach.centerline[-2]
+        direction /= np.linalg.norm(direction)
+        assert abs(edges[0] @ direction) / sides[0] == pytest.approx(1.0, abs=1e-5), sign.id  # length along the lane
 
 
 def test_crosswalks_from_the_map() -> None:

@@ -9,6 +9,7 @@ from scenarios.leaderboard import densify, read_routes, town_for
 from scenarios.route_scenes import EGO_CLEARANCE_M, route_scene
 from scenarios.scene import load_scene, save_scene
 from sim.envs.closed_loop_env import ClosedLoopEnv
+from sim.scene import STEP_S
 from tests.conftest import require_fixture
 
 
@@ -34,6 +35,22 @@ def test_the_ego_stands_at_the_first_waypoint_among_seeded_traffic(town01_route)
     again, other = route_scene(route, town, seed=0), route_scene(route, town, seed=1)
     np.testing.assert_array_equal(again.agents.x, scene.agents.x)
     assert other.agents.x.shape != scene.agents.x.shape or not np.array_equal(other.agents.x, scene.agents.x)
+
+
+def test_spawned_traffic_has_driven_its_history_at_its_own_constant_velocity(town01_route):
+    """Before the start each vehicle moved at its logged speed along its heading: each 0.1 s step of its past is
+    v * dt along (cos h, sin h), ending where it stands now."""
+    route, town = town01_route
+    agents = route_scene(route, town, seed=0).agents
+    assert agents.valid.all() and agents.x.shape[0] > 1
+    speed = np.hypot(agents.vx, agents.vy)
+    assert (speed > 0.0).all()
+    np.testing.assert_allclose(agents.vx, speed * np.cos(agents.heading), rtol=0, atol=1e-9)
+    np.testing.assert_allclose(agents.vy, speed * np.sin(agents.heading), rtol=0, atol=1e-9)
+    np.testing.assert_allclose(np.diff(agents.x, axis=0), agents.vx[1:] * STEP_S, rtol=0, atol=1e-9)
+    np.testing.assert_allclose(np.diff(agents.y, axis=0), agents.vy[1:] * STEP_S, rtol=0, atol=1e-9)
+    # Not all lanes near the route run east-west: both coordinates of the past are checked.
+    assert np.abs(agents.vy).max() > 1.0 and np.abs(agents.vx).max() > 1.0
 
 
 def test_a_route_scene_survives_its_file_format(town01_route, tmp_path):
