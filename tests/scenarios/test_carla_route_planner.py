@@ -1,6 +1,9 @@
 """CARLA's route-planner algorithm: the A* search against networkx's (which CARLA's planner calls) on graphs full of
-equal-cost paths, and the graph's lane-change edges and turn labels on a real town."""
+equal-cost paths, and the graph's lane-change edges and turn labels on a real town and on a hand-made junction."""
 from __future__ import annotations
+
+import math
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -87,6 +90,76 @@ def test_a_lane_segment_that_never_meets_its_exit_is_an_error_not_an_endless_wal
     carla_map = type("Map", (), {"get_topology": lambda self: [(_Waypoint(0.0), _Waypoint(-10.0))]})()
     with pytest.raises(NoRouteError, match="road 7 section 0 lane -1 does not reach its exit"):
         GlobalRoutePlanner(carla_map)
+
+
+class _Point:
+    def __init__(self, x: float, y: float, z: float = 0.0):
+        self.x, self.y, self.z = x, y, z
+
+    def distance(self, other) -> float:
+        return math.dist((self.x, self.y, self.z), (other.x, other.y, other.z))
+
+
+class _Lane:
+    """A one-lane road from `start` to `end` (x, y), its heading turning evenly from `headings[0]` to `headings[1]`
+    degrees (positions on the chord: only the ends' headings and places matter to the planner's turn labels)."""
+
+    def __init__(self, road_id: int, start: tuple, end: tuple, headings: tuple, junction: bool):
+        self.road_id, self.start, self.end, self.headings, self.junction = road_id, start, end, headings, junction
+        self.length = math.dist(start, end)
+
+    def at(self, s: float) -> _LaneWaypoint:
+        return _LaneWaypoint(self, s)
+
+
+class _LaneWaypoint:
+    section_id, lane_id, left_lane_marking, right_lane_marking = 0, -1, None, None
+
+    def __init__(self, lane: _Lane, s: float):
+        t = s / lane.length
+        heading = math.radians(lane.headings[0] + t * (lane.headings[1] - lane.headings[0]))
+        forward = _Point(math.cos(heading), math.sin(heading))
+        location = _Point(*(a + t * (b - a) for a, b in zip(lane.start, lane.end)))
+        self.transform = SimpleNamespace(location=location, rotation=SimpleNamespace(get_forward_vector=lambda: forward))
+        self.lane, self.s, self.road_id, self.is_junction = lane, s, lane.road_id, lane.junction
+
+    def next(self, hop: float):
+        return [self.lane.at(self.s + hop)] if self.s + hop <= self.lane.length else []
+
+
+class _JunctionMap:
+    """Road 1 runs along +x into a junction at (0, 150); from there road 2 goes straight on, road 3 bends 40 degrees
+    towards +y and road 4 bends 90 degrees towards -y. In CARLA's frame +y lies to the right of +x."""
+
+    Y = 150.0
+    LANES = [_Lane(1, (-30.0, Y), (0.0, Y), (0.0, 0.0), junction=False),
+             _Lane(2, (0.0, Y), (20.0, Y), (0.0, 0.0), junction=True),
+             _Lane(3, (0.0, Y), (20 * math.cos(math.radians(20)), Y + 20 * math.sin(math.radians(20))), (0.0, 40.0),
+                   junction=True),  # a 40 degree arc: its chord points 20 degrees off the entry heading
+             _Lane(4, (0.0, Y), (10.0, Y - 10.0), (0.0, -90.0), junction=True)]
+
+    def get_topology(self):
+        return [(lane.at(0.0), lane.at(lane.length)) for lane in self.LANES]
+
+    def get_waypoint(self, location):
+        samples = [lane.at(min(k * 0.5, lane.length)) for lane in self.LANES for k in range(int(lane.length * 2) + 2)]
+        return min(samples, key=lambda waypoint: waypoint.transform.location.distance(location))
+
+
+@pytest.mark.parametrize("road, expected", [(2, RoadOption.STRAIGHT), (3, RoadOption.RIGHT), (4, RoadOption.LEFT)])
+def test_junction_crossings_are_labelled_straight_left_or_right_against_the_other_exits(road, expected):
+    """CARLA's turn decision: STRAIGHT within 35 degrees of the entry heading, else LEFT / RIGHT by the exit's side
+    relative to the junction's other exits (their entry-to-exit chords). The 40 degree bend of road 3 is the
+    rightmost exit (straight road 2 and left-bending road 4 both lie to its left), so it is RIGHT; road 4 is LEFT."""
+    pytest.importorskip("carla", reason="the planner module imports the carla client")
+    from scenarios.carla_route_planner import GlobalRoutePlanner, TurnDecisions
+
+    carla_map = _JunctionMap()
+    lane = carla_map.LANES[road - 1]
+    origin, destination = carla_map.LANES[0].at(0.0).transform.location, lane.at(lane.length).transform.location
+    trace = GlobalRoutePlanner(carla_map).trace(origin, destination, TurnDecisions())
+    options = {road_id: {option for waypoint, option in trace if waypoint.road_id == road_id} for road_id in (1, road)}
+    assert options == {1: {RoadOption.LANEFOLLOW}, road: {expected}}
 
 
 def test_a_route_gone_from_its_file_since_the_split_was_resolved_is_named(tmp_path):
