@@ -169,6 +169,20 @@ def test_bf16_autocast_and_bf16_weights():
     assert traj.shape == (2, config.num_poses, 3) and torch.isfinite(traj).all()
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float64])
+def test_the_flow_loss_of_a_model_in_another_dtype_trains_in_that_dtype(dtype):
+    """A model cast to bfloat16 or float64 draws its flow-matching noise and times in its own dtype: the loss and
+    the velocity come out in it and backpropagate (a float32 time would make the interpolated input float32, which
+    a bfloat16 model's layers refuse)."""
+    config, model, batch, state, poses = _setup("flow")
+    model = model.to(dtype)
+    out = model.loss(SequenceBuilder(config).build(**batch), state.to(dtype), poses,
+                     generator=torch.Generator().manual_seed(0))
+    assert out.loss.dtype == dtype and out.prediction.dtype == dtype and torch.isfinite(out.loss)
+    out.loss.backward()
+    assert model.flow_out.weight.grad.dtype == dtype and model.flow_out.weight.grad.abs().sum() > 0
+
+
 def test_pose_normalisation_maps_the_configured_ranges_onto_minus_one_to_one_and_back():
     """The decoders work in [-1, 1]: each pose coordinate's configured range (x, y, heading) maps onto it, ends onto
     ends, and denormalising inverts normalising."""

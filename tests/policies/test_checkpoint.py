@@ -150,6 +150,14 @@ def test_config_fields_are_checked_by_type_and_range(ckpt, edit, field):
         check_checkpoint(ckpt)
 
 
+def test_a_config_whose_dtype_and_older_torch_dtype_disagree_is_refused_naming_both(ckpt):
+    """transformers writes the weights' dtype as "dtype" (older versions: "torch_dtype"); a config.json with both must
+    not say two things."""
+    edit_config(ckpt, lambda c: c.update(dtype="float32", torch_dtype="float16"))
+    with pytest.raises(CheckpointError, match=f"{ckpt}.*config.json: .*dtype is 'float32' but torch_dtype is 'float16'"):
+        check_checkpoint(ckpt)
+
+
 def test_a_config_that_is_not_json_or_repeats_a_field_is_refused(ckpt):
     (ckpt / "config.json").write_text('{"hidden_size": 32, "hidden_size": 32}')
     with pytest.raises(CheckpointError, match="config.json is not valid JSON .*'hidden_size' appears more than once"):

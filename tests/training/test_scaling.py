@@ -62,3 +62,22 @@ def test_the_plots_log_size_axis_is_gridded_at_its_minor_ticks_too(tmp_path, mon
     assert all(tick.gridline.get_visible() for tick in ax.xaxis.get_major_ticks())
     monkeypatch.undo()
     plt.close(figures[0])
+
+
+def test_the_plot_is_titled_and_labels_its_axes_and_both_variants(tmp_path, monkeypatch):
+    """The figure says what it shows: its title, the axes' quantities and a legend entry per variant."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figures = []
+    monkeypatch.setattr(plt, "close", figures.append)  # keep the figure `plot` would close, to inspect it
+    rows = [{"size": n, "variant": v, "pdms": 0.5} for n in (500, 2000) for v in ("action_only", "world_model")]
+    plot(rows, tmp_path / "scaling.png")
+    (ax,) = figures[0].axes
+    assert ax.get_title() == "DriveVLA-W0 tiny: data scaling"
+    assert (ax.get_xlabel(), ax.get_ylabel()) == ("training samples", "PDMS (built-in navtest)")
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["action only", "world model"]
+    monkeypatch.undo()
+    plt.close(figures[0])

@@ -20,7 +20,7 @@ from sim.envs.navsim_env import NavsimSceneEnv
 from tests.policies.checkpoints import micro_config
 from training.collect import CollectConfig, collect
 from training.pipeline import model_config, train_stages
-from training.trainer import TrainConfig, Trainer, lr_factor, trainable_groups
+from training.trainer import MetricsLog, TrainConfig, Trainer, lr_factor, trainable_groups
 
 TINY_STEPS = {0: {"steps": 4, "batch_size": 4}, 1: {"steps": 3, "batch_size": 4}, 2: {"steps": 3, "batch_size": 4}}
 
@@ -164,3 +164,34 @@ def test_a_frozen_backbone_runs_in_eval_mode_so_its_dropout_is_off(tmp_path, sta
     trainer.train(stop_after=1)
     assert model.policy.training
     assert model.policy.backbone.training == backbone_trains
+
+
+def test_a_batch_is_moved_to_the_accelerators_device(tmp_path, monkeypatch):
+    """The trainer's batches go where its accelerator runs the model (here a "meta" device stands in for a GPU):
+    every tensor of the batch, the texts staying a list."""
+    from accelerate import Accelerator
+
+    config = micro_config()
+    trainer = Trainer(DriveVLAW0ForDriving(config), _samples(config), TrainConfig(stage=1, steps=2, batch_size=2),
+                      tmp_path, show_progress=False)
+    monkeypatch.setattr(Accelerator, "device", property(lambda self: torch.device("meta")))
+    batch = trainer._batch(0)
+    tensors = {k: v for k, v in batch.items() if torch.is_tensor(v)}
+    assert set(tensors) == {"history_frames", "future_frame", "trajectory", "speed", "accel", "command"}
+    assert all(v.device.type == "meta" for v in tensors.values())
+    assert tensors["trajectory"].shape == (2, 8, 3) and batch["text"] == ["go straight"] * 2
+
+
+def test_a_resumed_metrics_log_keeps_the_rows_up_to_the_resumed_step_and_appends_after_them(tmp_path):
+    """Resuming at step k keeps metrics.csv's rows of steps 1..k as they were and drops the later ones (the run
+    recomputes them), so that each step has one row."""
+    path = tmp_path / "metrics.csv"
+    log = MetricsLog(path, resumed_step=0)
+    for step in range(1, 5):
+        log.write({"step": step, "loss": 10.0 + step})
+    log.close()
+    log = MetricsLog(path, resumed_step=2)
+    log.write({"step": 3, "loss": 0.5})
+    log.close()
+    rows = list(csv.DictReader(path.open(newline="")))
+    assert [(r["step"], r["loss"]) for r in rows] == [("1", "11.0"), ("2", "12.0"), ("3", "0.5")]

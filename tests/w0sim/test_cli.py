@@ -162,3 +162,19 @@ def test_demo_writes_video_and_contact_sheet(tmp_path):
     sheet = cv2.imread(str(out / "demo_contact_sheet.png"))
     assert sheet is not None and sheet.ndim == 3 and sheet.std() > 0
     assert re.search(r"route(9\d|100)%done", squashed(result.output)), result.output
+
+
+def test_the_demo_drives_among_reactive_traffic_unless_told_otherwise(tmp_path, monkeypatch):
+    """run_demo's default traffic is the command's default, reactive (the agents respond to the ego)."""
+    import w0sim.demo
+    from sim.envs.closed_loop_env import ClosedLoopEnv
+
+    traffic = []
+
+    def spy(*args, **kwargs):
+        traffic.append(kwargs["traffic"])
+        return ClosedLoopEnv(*args, **kwargs)
+
+    monkeypatch.setattr(w0sim.demo, "ClosedLoopEnv", spy)
+    result = w0sim.demo.run_demo(tmp_path, family="straight")
+    assert traffic == ["reactive"] and result.steps > 0 and result.video.is_file()

@@ -160,6 +160,19 @@ def test_repetitions_run_in_the_leaderboards_order_under_its_ids(two_routes_twic
     assert np.array_equal(rep0.agents.x, resolve_split("builtin:routes", 1)[0].load().agents.x)
 
 
+def test_a_driven_routes_row_names_its_route_and_the_scene_it_drove():
+    """A route's row: the route id (repetition included) as its token, the family, and the token of the scene the
+    route drove (one scene for every repetition of a route), beside the route's record under the same id."""
+    from agents.constant_velocity import ConstantVelocityAgent
+    from w0sim.closed_loop import drive_route, route_plan
+
+    ref = route_plan("builtin:routes", limit=1, repetitions=2)[1]
+    row = drive_route(ref, 1, ConstantVelocityAgent())
+    assert (row["token"], row["family"]) == ("RouteScenario_0_rep1", ref.family)
+    assert row["scene"] == ref.load().token == resolve_split("builtin:routes", 1)[0].load().token != row["token"]
+    assert row["record"]["route_id"] == "RouteScenario_0_rep1" and row["record"]["index"] == 1
+
+
 def test_a_carla_route_file_keeps_its_ids_and_draws_repetition_k_from_seed_k():
     from scenarios.splits import SceneRef, repeated
 

@@ -42,3 +42,22 @@ def test_an_unexpected_error_is_a_failed_check_with_its_type_message_and_where_i
     assert not check.ok and check.family == "curve"
     assert check.reason.startswith("RuntimeError: renderer out of order\nTraceback")
     assert "in broken" in check.reason  # the frame that raised
+
+
+def test_a_failed_check_names_the_file_it_checked(tmp_path, monkeypatch):
+    """Whatever failed (the file's format, or anything raised while rendering or driving it), the check is of its
+    path, so that a run over many files says which one failed."""
+    from sim.envs.frames import FrameRenderer
+
+    garbage = tmp_path / "garbage.npz"
+    garbage.write_bytes(b"not a scene")
+    check = check_scene(garbage, max_decisions=3)
+    assert not check.ok and check.path == str(garbage) and check.family == "?"
+
+    def broken(self, *args, **kwargs):
+        raise RuntimeError("renderer out of order")
+
+    monkeypatch.setattr(FrameRenderer, "composite", broken)
+    path = save_scene(generate_scene("curve", 0), tmp_path / "curve.npz")
+    check = check_scene(path, max_decisions=3)
+    assert not check.ok and check.path == str(path) and check.family == "curve"

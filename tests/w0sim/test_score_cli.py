@@ -165,6 +165,23 @@ def test_the_table_right_aligns_scores_so_a_failed_rows_dash_sits_under_the_digi
     assert ends["human"] == ends["nan"] == ends["name"]  # the header line too: each short name ends there
 
 
+def test_the_tables_ok_column_says_yes_for_scored_trajectories_and_no_for_failed_ones(scene_file, trajectories_file):
+    """'ok' is whether the trajectory could be scored (valid), not whether it scored well: off_road scores 0 and is ok."""
+    import io
+
+    from rich.console import Console
+
+    from w0sim.score import render_table
+
+    report = score_trajectories(scene_file[0], trajectories_file, "v1.1")
+    console = Console(file=io.StringIO(), width=200, color_system=None)
+    console.print(render_table(report))
+    names = ("human", "off_road", "nan", "empty", "bad_interval")
+    lines = [line.split() for line in console.file.getvalue().splitlines()]
+    ok = {words[0]: words[1] for words in lines if words and words[0] in names}
+    assert ok == {"human": "yes", "off_road": "yes", "nan": "no", "empty": "no", "bad_interval": "no"}
+
+
 def test_missing_or_malformed_scene_file_exits_2_naming_the_file(trajectories_file, tmp_path):
     result = invoke("score", "--scene", tmp_path / "nowhere.npz", "--trajectories", trajectories_file)
     assert result.exit_code == 2
