@@ -89,6 +89,21 @@ def test_lane_following_keeps_vehicles_on_a_curve_where_constant_velocity_leaves
     assert not inside(straight_on)[rows].all()
 
 
+def test_lane_following_starts_every_object_where_it_is_and_moves_it_by_its_travel_along_the_lane():
+    scene = generate_scene("curve", 1)
+    cars, agents = moving_cars_on_lanes(scene)
+    forecast = ObjectForecast.build(agents, "lane_following", road_map=scene.map)
+    rows = (np.cumsum(agents.valid) - 1)[cars]
+    x, y, _, speed = forecast.at(0.0)
+    np.testing.assert_allclose(x, agents.x[agents.valid], atol=1e-3)  # to the lane polyline's projection
+    np.testing.assert_allclose(y, agents.y[agents.valid], atol=1e-3)
+    np.testing.assert_allclose(speed[rows], agents.speed[cars])
+    # 0.2 s on, still on their lanes: each car has moved its travel (the arc on a gentle curve is its chord)
+    x1, y1, _, _ = forecast.at(0.2)
+    moved = np.hypot(x1 - x, y1 - y)[rows]
+    np.testing.assert_allclose(moved, forecast.travel(0.2)[rows], rtol=1e-3)
+
+
 def test_a_car_behind_a_braking_lead_on_the_route_queues_behind_it():
     scene = generate_scene("straight", 0)
     ego = scene.initial_ego_state

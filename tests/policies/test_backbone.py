@@ -55,6 +55,24 @@ def test_losses_and_world_model_switch():
     torch.testing.assert_close(out_base.action_loss, out.action_loss)  # same weights, same seed
 
 
+def test_a_batchs_loss_is_the_mean_of_its_samples_losses_so_padding_is_masked_out():
+    """The shorter instruction is padded to the longer; masked padding leaves each sample's loss as it is alone
+    (every sample has the same number of action and future-frame targets, so the batch mean is the samples' mean)."""
+    config = _config()
+    batch = _batch(config)
+    model = _model(config)
+    together = model.loss(SequenceBuilder(config).build(**batch))
+    alone = []
+    for i, text in enumerate(TEXTS):
+        row = {k: v[i:i + 1] for k, v in batch.items()}
+        row["text_ids"], row["text_mask"] = InstructionTokenizer().batch_encode([text])
+        alone.append(model.loss(SequenceBuilder(config).build(**row)))
+    assert batch["text_mask"].sum(1).tolist()[0] < batch["text_mask"].shape[1]  # the first row is padded
+    for name in ("action_loss", "world_model_loss"):
+        torch.testing.assert_close(getattr(together, name), sum(getattr(o, name) for o in alone) / 2,
+                                   rtol=1e-5, atol=1e-5)
+
+
 def test_world_model_loss_on_history_frames_too():
     seq = SequenceBuilder(_config()).build(**_batch(_config()))
     future_only = _model(_config()).loss(seq)
