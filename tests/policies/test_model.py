@@ -130,6 +130,21 @@ def test_a_rollout_slides_its_history_window_onto_its_own_prediction():
     assert (stale[:, 0] - both[:, 1]).abs().max() > 1e-4
 
 
+def test_inputs_are_built_on_the_device_of_the_history_images():
+    """Text, state, speed and acceleration arrive on the CPU; the model's inputs must all be where the images are
+    (a GPU in use; here the meta device, which holds shapes only, stands in for it)."""
+    config = DriveVLAW0Config.preset("tiny", num_hidden_layers=1, hidden_size=64, intermediate_size=128,
+                                     num_attention_heads=2, num_key_value_heads=1, image_height=32, image_width=64)
+    model = DriveVLAW0ForDriving(config)
+    h, w = config.image_grid
+    codes = torch.zeros(2, config.num_history_frames, h, w, dtype=torch.long, device="meta")
+    inputs = model._inputs(codes, ["go straight", "turn left"], torch.tensor([3.0, 4.0]), torch.tensor([0.0, 1.0]),
+                           torch.tensor([1, 2]))
+    assert inputs.state.device.type == "meta" and inputs.state.dtype == torch.float32
+    seq = inputs.sequence
+    assert {t.device.type for t in (seq.input_ids, seq.attention_mask, seq.position_ids, seq.type_ids)} == {"meta"}
+
+
 def test_invalid_use():
     model = _model("vq", None)
     raw = _raw(model.config)
