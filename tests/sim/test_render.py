@@ -333,3 +333,53 @@ def test_broken_lines_are_3_m_dashes_every_9_m_of_the_lines_own_arc_length():
     dashes = _dashes(pts, s)
     assert [d[:, 0].tolist() for d in dashes] == [[0.0, 1.0, 2.0, 3.0], [9.0, 10.0, 11.0, 12.0], [18.0, 19.0, 20.0]]
     assert all((d[:, 1] == 5.0).all() for d in dashes)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 4])
+def test_light_heads_stand_across_the_junction_as_far_as_the_farthest_signalised_connector_reaches(seed):
+    """On a generated signalised 4-way junction (centred on the origin, its stop lines ~13 m out), each incoming lane
+    that feeds signalised connectors has its stop line at the lane's end; one head per distinct light of those
+    connectors stands ahead of the line's middle, along the lane's final direction, by the farthest reach of those
+    connectors' ends along that direction clipped to [8, 40] m, the heads 0.6 m apart across the lane and facing along
+    it. Every approach has a straight-through connector, so each head lies past the junction's centre, on its far
+    edge: over the junction, not down the road beyond it."""
+    from scenarios.generator import generate_scene
+    from sim.render.map_paint import map_paint
+
+    road_map = generate_scene("intersection", seed).map
+    paint = map_paint(road_map)
+    junction = shapely.union_all(road_map.area_layer("intersection")[1])
+    centre = np.asarray(junction.centroid.coords[0])
+    by_id = {lane.id: lane for lane in road_map.lanes}
+    heads, head_lights = paint.heads, list(paint.head_lights)
+    claimed = np.zeros(len(heads), dtype=bool)
+    approaches = 0
+    for lane in road_map.lanes:
+        if lane.is_connector:
+            continue
+        signalised = [by_id[c] for c in lane.successors if by_id[c].is_connector and by_id[c].traffic_light]
+        if not signalised:
+            continue
+        approaches += 1
+        mid = (lane.left_boundary[-1] + lane.right_boundary[-1]) / 2
+        d = lane.centerline[-1] - lane.centerline[-2]
+        d = d / np.linalg.norm(d)
+        across = lane.left_boundary[-1] - lane.right_boundary[-1]
+        across = across / np.linalg.norm(across)
+        reach = max(float(np.dot(c.centerline[-1] - mid, d)) for c in signalised)
+        ahead = float(np.clip(reach, 8.0, 40.0))
+        lights = sorted({c.traffic_light for c in signalised})
+        rel = heads[:, :2] - mid
+        along, side = rel @ d, rel @ across
+        facing = np.abs(np.angle(np.exp(1j * (heads[:, 2] - np.arctan2(d[1], d[0]))))) < 0.2
+        mine = facing & (along > 0) & (np.abs(side) < 1.0) & np.isin(head_lights, lights)
+        assert sorted(np.asarray(head_lights)[mine].tolist()) == lights, (lane.id, lights)
+        assert along[mine] == pytest.approx(np.full(len(lights), ahead), abs=1e-6), lane.id
+        n = len(lights)
+        assert np.sort(side[mine]) == pytest.approx([(k - (n - 1) / 2) * 0.6 for k in range(n)], abs=1e-6)
+        for x, y in heads[mine, :2]:
+            assert np.dot((x, y) - centre, d) > 5.0  # past the junction's middle, on its far side
+            assert junction.distance(shapely.Point(x, y)) < 1.0  # over the junction's far edge, not down the road
+        assert not claimed[mine].any()
+        claimed |= mine
+    assert approaches >= 4 and claimed.all()
