@@ -106,9 +106,9 @@ class NuplanMapIds:
 
 
 class NuplanMapFile:
-    """A nuPlan `map.gpkg` being written (the file at `path` is replaced): every nuPlan table is created at once,
-    then `add` appends maps. With no map added it is a valid city map with empty tables. Use as a context
-    manager, or call `close`.
+    """A nuPlan `map.gpkg` being written: every nuPlan table is created at once, then `add` appends maps. With no
+    map added it is a valid city map with empty tables. It is written beside `path` and replaces the file at
+    `path` on `close`; leaving the context manager on an exception (a map refused) leaves `path` as it was.
 
     srs "utm": coordinates are stored as given, as easting / northing of the location's UTM zone
     (exact round trip). srs "wgs84": they are taken as that UTM zone and stored as lon/lat.
@@ -122,8 +122,9 @@ class NuplanMapFile:
         self.path, self.location, self.epsg = Path(path), location, LOCATION_EPSG[location]
         self.srs_id = self.epsg if srs == "utm" else 4326
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.path.unlink(missing_ok=True)
-        self.db = sqlite3.connect(self.path)
+        self.partial = self.path.with_name(self.path.name + ".partial")
+        self.partial.unlink(missing_ok=True)
+        self.db = sqlite3.connect(self.partial)
         zone_name = f"WGS 84 / UTM zone {self.epsg % 100}{'S' if self.epsg > 32700 else 'N'}"
         create_metadata_tables(self.db, [(self.epsg, zone_name, utm_wkt(self.epsg))])
         for table, (geometry_type, columns) in SCHEMAS.items():
@@ -162,16 +163,25 @@ class NuplanMapFile:
         return self.db.execute("SELECT 1 FROM sqlite_master WHERE name = ?", (table,)).fetchone() is not None
 
     def close(self) -> None:
+        """Finish the file and put it at `path`."""
         if self.db is not None:
             self.db.commit()
             self.db.close()
             self.db = None
+            self.partial.replace(self.path)
+
+    def discard(self) -> None:
+        """Drop what was written; `path` stays as it was."""
+        if self.db is not None:
+            self.db.close()
+            self.db = None
+            self.partial.unlink(missing_ok=True)
 
     def __enter__(self) -> NuplanMapFile:
         return self
 
-    def __exit__(self, *exc) -> None:
-        self.close()
+    def __exit__(self, exc_type, *exc) -> None:
+        self.discard() if exc_type is not None else self.close()
 
 
 def write_nuplan_map(road_map: RoadMap, path: str | Path, location: str = "us-nv-las-vegas-strip",

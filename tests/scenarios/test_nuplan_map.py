@@ -348,6 +348,21 @@ def test_a_lane_group_of_lanes_and_a_connector_is_refused_as_nuplan_keeps_roadbl
         write_nuplan_map(RoadMap(mixed, road_map.areas, name="junction"), tmp_path / "map.gpkg")
     assert str(raised.value) == (f"map 'junction': lane group {group!r} holds lanes and connectors; nuPlan keeps "
                                  "roadblocks and roadblock connectors apart")
+    assert not list(tmp_path.iterdir())  # no half-written map left behind
+
+
+def test_a_refused_map_leaves_the_map_file_it_would_have_replaced_as_it_was(maps, tmp_path):
+    path = tmp_path / "map.gpkg"
+    write_nuplan_map(maps["straight"], path)
+    before = path.read_bytes()
+    road_map = maps["intersection"]
+    connector = next(lane for lane in road_map.lanes if lane.is_connector)
+    mixed = [dataclasses.replace(lane, lane_group=road_map.lanes[0].lane_group) if lane is connector else lane
+             for lane in road_map.lanes]
+    with pytest.raises(MapError, match="holds lanes and connectors"):
+        write_nuplan_map(RoadMap(mixed, road_map.areas, name="junction"), path)
+    assert path.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["map.gpkg"]
+    assert len(read_nuplan_map(path).lanes) == len(maps["straight"].lanes)
 
 
 def test_missing_and_non_sqlite_files(tmp_path):
