@@ -99,6 +99,8 @@ REFUSED = {
         '<width sOffset="0" a="3.5" b="0" c="0" d="0"/>', "")), "road 0, lane section 0, lane -1: has no <width> record"),
     "a controller of no signal": (town_text(tail='<controller id="7"><control signalId="3" type=""/></controller>'),
                                   "controller 7: controls signal '3'"),
+    "two controllers with one id": (town_text(tail='<controller id="7"/><controller id="7"/>'),
+                                    "controller 7: the controller id is missing or used more than once"),
     "a junction connection to a road that is not there": (town_text(tail=(
         '<junction id="9" name=""><connection id="4" incomingRoad="0" connectingRoad="8" contactPoint="start">'
         '<laneLink from="-1" to="-1"/></connection></junction>')),
