@@ -32,9 +32,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("metrics", "sim", "scenarios", "agents", "policies", "training", "w0sim")
 EQUIVALENTS = ROOT / "scripts" / "mutation_equivalents.txt"
-# mutmut's verdicts of a mutant some test noticed: a test failed, ran past the time limit (an endless loop), or
-# crashed its process (e.g. a native library given None): each fails the suite
-SETTLED = ("killed", "timeout", "segfault")
+SETTLED = ("killed", "timeout")  # mutmut's verdicts of a mutant some test noticed (an endless loop times out)
+# mutmut's verdicts that the package's tests settle: no test reached the mutant in-process, the tests mutmut ran
+# passed, or its test process crashed (mutmut reports "segfault" for pure-Python mutants too: not a verdict)
+UNSETTLED = ("no tests", "survived", "segfault")
+PACKAGE_TESTS = {"sim": ("tests/sim", "tests/envs")}  # the test folders of a package, where not tests/<package>
 
 # Generation and the stats run (which tests reach which function) through mutmut's own steps, as `mutmut run` does
 # before it tests mutants.
@@ -131,9 +133,12 @@ def sync_tree(workdir: Path, retest_survivors: bool) -> None:
 
 
 def run_package_tests(tree: Path, package: str, name: str, env: dict) -> str:
-    """A mutant no test reaches in-process (code run only in pool workers or CLI subprocesses, which mutmut's
-    stats cannot see) against its package's whole test folder, stopping at the first failure."""
-    command = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:xdist", "-p", "no:cacheprovider", f"tests/{package}"]
+    """A mutant against its package's whole test folders, stopping at the first failure. For mutants no test
+    reaches in-process (code run only in pool workers or CLI subprocesses, which mutmut's stats cannot see), and
+    for those that survive the tests mutmut ran: mutmut credits a module-scoped fixture's calls to the first test
+    that uses it, so the later tests of that fixture are never run on the mutant."""
+    command = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:xdist", "-p", "no:cacheprovider",
+               *PACKAGE_TESTS.get(package, (f"tests/{package}",))]
     done = subprocess.run(command, cwd=tree / "mutants", capture_output=True, timeout=3600,
                           env={**env, "MUTANT_UNDER_TEST": name, "PYTHONPATH": str(tree / "mutants")})
     return "killed" if done.returncode in (1, 3) else "survived" if done.returncode == 0 else f"error {done.returncode}"
@@ -182,19 +187,19 @@ def main() -> int:
                        cwd=tree, env={**env, "PYTHONPATH": str(tree / "mutants")}, stdout=sys.stderr)
         done = verdicts(tree)
 
-    # Mutants no test reaches in-process get their package's tests (verdicts kept in the work folder).
+    # Unsettled mutants get their package's tests (verdicts kept in the work folder).
     fallback_path = args.workdir / "package_tests.json"
     fallback = json.loads(fallback_path.read_text()) if fallback_path.exists() else {}
-    unreached = [name for package in args.packages for name in chosen[package]
-                 if done.get(name) == "no tests" and name not in equivalents and name not in fallback]
-    for index, name in enumerate(unreached, 1):
+    unsettled = [name for package in args.packages for name in chosen[package]
+                 if done.get(name) in UNSETTLED and name not in equivalents and name not in fallback]
+    for index, name in enumerate(unsettled, 1):
         fallback[name] = run_package_tests(tree, name.split(".")[0], name, env)
         fallback_path.write_text(json.dumps(fallback, indent=1))
-        print(f"[{index}/{len(unreached)}] no test reaches it in-process; its package's tests: {fallback[name]} {name}",
+        print(f"[{index}/{len(unsettled)}] {done[name]} in mutmut's run; its package's tests: {fallback[name]} {name}",
               file=sys.stderr, flush=True)
     for name, verdict in fallback.items():
-        if done.get(name) == "no tests":
-            done[name] = verdict if verdict == "killed" else "no tests"
+        if verdict == "killed" and done.get(name) in UNSETTLED:
+            done[name] = "killed"
 
     table = {}
     for package in args.packages:
