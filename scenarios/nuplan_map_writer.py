@@ -181,7 +181,10 @@ class NuplanMapFile:
         return self
 
     def __exit__(self, exc_type, *exc) -> None:
-        self.discard() if exc_type is not None else self.close()
+        if exc_type is None:
+            self.close()
+        else:
+            self.discard()
 
 
 def write_nuplan_map(road_map: RoadMap, path: str | Path, location: str = "us-nv-las-vegas-strip",
