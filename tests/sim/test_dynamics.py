@@ -442,6 +442,7 @@ def test_cached_tables_do_not_leak_between_calls():
         (lambda: interpolate_trajectory_states(np.zeros(11), np.zeros((8, 2)), 0.5), r"local_poses .*3 values"),
         (lambda: interpolate_trajectory_states(np.zeros(11), np.zeros((8, 3)), -0.5), r"interval must be"),
         (lambda: interpolate_trajectory_states(np.zeros(11), np.zeros((8, 3)), 0.5, t0_us=1.5), r"t0_us"),
+        (lambda: interpolate_trajectory_states(np.zeros(11), np.zeros((8, 3)), 0.5, dt=0.0), r"dt must be a positive"),
         (lambda: interpolate_trajectory_states(np.zeros(11), [[1.0, "a", 0.0]], 0.5), r"local_poses must be numeric"),
         (lambda: interpolate_global_poses(np.zeros((5, 3)), np.arange(4) * 0.1), r"times_s has shape \(4,\)"),
         (lambda: interpolate_states(np.zeros((3, 11)), np.array([0, 2, 1])), r"strictly increasing"),

@@ -280,6 +280,17 @@ def test_bev_ahead_shift_and_empty(road):
     assert cols.mean() == pytest.approx(63.5, abs=0.6)
 
 
+def test_bev_draws_agents_out_to_the_rasters_corners_at_any_resolution(road):
+    # 2 m/px: the 64 x 64 px raster spans +-64 m; agents 58 m ahead and 58 m to either side are inside it.
+    cfg = BEVConfig(width=64, height=64, resolution=2.0)
+    xs, ys = EGO[0] + np.array([58.0, 58.0, -58.0]), EGO[1] + np.array([58.0, -58.0, -58.0])
+    ch = dict(zip(BEV_CHANNELS, render_bev_channels(road, EGO, agents(xs, ys, [AgentType.VEHICLE] * 3,
+                                                                       headings=[EGO[2]] * 3), config=cfg)))
+    for x, y in zip(xs, ys):
+        col, row = np.rint(bev_pixels(np.array([[x, y]]), EGO, cfg)[0]).astype(int)
+        assert ch["vehicles"][row, col] == 1, (x, y)
+
+
 def test_draw_polylines(road):
     rgb = bev_to_rgb(render_bev_channels(road, EGO))
     before = rgb.copy()

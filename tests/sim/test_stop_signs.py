@@ -1,6 +1,8 @@
 """Stop signs in the road map, their scene-file round trip, and the RunningStopTest monitor on its own."""
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import shapely
@@ -155,3 +157,31 @@ def test_a_map_without_signs_costs_nothing(straight_map):
     monitor = StopSignMonitor(straight_map)
     assert monitor.sign_ids == [] and monitor.centres.shape == (0, 2)
     assert all(monitor.update(ego_state(x, 10.0)) == [] for x in np.arange(60.0, 140.0, 1.0))
+
+
+def quarter_turned(road_map: RoadMap) -> RoadMap:
+    """`road_map` rotated 90 degrees anticlockwise about the origin: (x, y) -> (-y, x)."""
+    turn = lambda xy: np.stack([-xy[..., 1], xy[..., 0]], axis=-1)  # noqa: E731
+    lanes = [dataclasses.replace(lane, centerline=turn(lane.centerline), left_boundary=turn(lane.left_boundary),
+                                 right_boundary=turn(lane.right_boundary)) for lane in road_map.lanes]
+    areas = [dataclasses.replace(area, polygon=shapely.transform(area.polygon, turn)) for area in road_map.areas]
+    signs = [dataclasses.replace(sign, position=turn(np.asarray(sign.position)), trigger=shapely.transform(sign.trigger, turn))
+             for sign in road_map.stop_signs]
+    return RoadMap(lanes, areas, name=road_map.name, stop_signs=signs)
+
+
+def test_the_monitor_measures_from_the_box_centre_whatever_the_heading(straight_map):
+    # The same road and sign turned to run +y: the ego's box centre lies ahead of its rear axle along its heading,
+    # so the sign affects it from the same distance (centre at 97 m) and it is reported once the lane points ahead
+    # have all left the enlarged trigger (past 103.4 m).
+    road = quarter_turned(with_signs(straight_map, [sign_on("road_f0", straight_map)]))
+    monitor = StopSignMonitor(road)
+    offset = PACIFICA.rear_axle_to_center
+    affected, hits = None, []
+    for s in np.arange(60.0, 140.0, 0.25):
+        state = np.zeros(STATE_SIZE)
+        state[0], state[1], state[2], state[3] = 1.75, s - offset, np.pi / 2, 10.0
+        hits.extend((s, h) for h in monitor.update(state))
+        affected = s if affected is None and monitor.target is not None else affected
+    assert affected == 97.0
+    assert hits == [(103.5, "stop_0")]

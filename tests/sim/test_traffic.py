@@ -182,6 +182,17 @@ def test_log_replay_extrapolates_both_velocity_components_and_keeps_the_last_fra
     assert (later.length[0], later.width[0], later.height[0], bool(later.valid[0])) == (4.5, 1.9, 1.6, True)
 
 
+def test_agent_tracks_refuse_fields_of_the_wrong_shape_naming_the_field_and_both_shapes():
+    fields = {name: getattr(AgentTracks.empty(3, 2), name) for name in AgentTracks.TIME_FIELDS + AgentTracks.TRACK_FIELDS}
+    with pytest.raises(ValueError, match=r"AgentTracks\.vy has shape \(3, 1\), expected \(3, 2\)"):
+        AgentTracks(**{**fields, "vy": np.zeros((3, 1))})
+    with pytest.raises(ValueError, match=r"AgentTracks\.width has shape \(3,\), expected \(2,\)"):
+        AgentTracks(**{**fields, "width": np.zeros(3)})
+    with pytest.raises(ValueError, match=r"AgentTracks\.track_ids has 1 ids for 2 tracks"):
+        AgentTracks(**fields, track_ids=["only_one"])
+    assert AgentTracks(**fields).track_ids == ["agent_0", "agent_1"]
+
+
 def test_attach_to_lanes_follows_the_logged_branch():
     from tests.sim.test_map import two_way_road_with_branch
     road_map = two_way_road_with_branch()
