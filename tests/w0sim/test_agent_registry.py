@@ -86,6 +86,8 @@ def test_a_registered_agent_is_evaluated_one_shot_and_closed_loop_on_the_pool_an
     evaluate_split("builtin:navtest", AgentSpec("human"), tmp_path / "human", limit=3, workers=1)
     evaluate_split("builtin:navtest", AgentSpec("log_twin"), tmp_path / "pool", limit=3, workers=2)
     evaluate_split("builtin:navtest", AgentSpec("log_twin"), tmp_path / "ray", limit=3, workers=2, ray_address="local")
+    import ray
+    assert not ray.is_initialized()  # the run started Ray for itself, and shut it down when done
     human = (tmp_path / "human" / "scores.csv").read_bytes()
     assert (tmp_path / "pool" / "scores.csv").read_bytes() == human == (tmp_path / "ray" / "scores.csv").read_bytes()
     assert all(row["valid"] == "True" for row in _scores(tmp_path / "human" / "scores.csv"))

@@ -7,6 +7,8 @@ import json
 import os
 import re
 import signal
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -16,6 +18,7 @@ from agents.base import Agent, AgentOptions
 from agents.registry import AgentSpec
 from scenarios.splits import SceneRef, resolve_split
 from sim.state import Trajectory
+from tests.conftest import REPO_ROOT
 from w0sim.cli import app
 from w0sim.one_shot import evaluate_scene, evaluate_split
 from w0sim.runner import failure_reason
@@ -212,3 +215,32 @@ def test_a_torch_agent_loads_and_plans_on_one_thread_whatever_the_worker_count(t
     assert {n[2] for n in notes} == {"1"}
     planners = {n[1] for n in notes if n[0] == "plan"}
     assert (planners == {str(os.getpid())}) == (workers == 1)  # serial: in this process; else in pool workers
+
+
+@pytest.mark.parametrize("given", [{}, {"reason": ""}, {"reason": "  "}, {"reason": None}])
+def test_a_task_that_fails_a_scene_without_a_reason_gets_one_saying_so(given):
+    from w0sim.runner import run_task
+
+    ref = SceneRef("tok", family="straight", seed=0)
+    row = run_task(lambda r, i, agent: {"token": r.token, "valid": False, **given}, AgentSpec("constant_velocity"), ref,
+                   3, agent=object())
+    assert row == {"ref": "tok", "index": 3, "token": "tok", "valid": False,
+                   "reason": "failed without a reason (the task gave none)"}
+    # a valid row, or a failed one with its reason, passes through as the task gave it
+    assert run_task(lambda r, i, a: {"valid": False, "reason": "off the map"}, AgentSpec("constant_velocity"), ref, 3,
+                    agent=object())["reason"] == "off the map"
+    assert "reason" not in run_task(lambda r, i, a: {"valid": True}, AgentSpec("constant_velocity"), ref, 3, agent=object())
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the parent-death signal is Linux's prctl")
+def test_a_pool_worker_asks_for_sigterm_when_the_run_dies_and_leaves_at_once_if_it_already_has():
+    """The pool initializer sets PR_SET_PDEATHSIG to SIGTERM (read back with PR_GET_PDEATHSIG); a worker whose run
+    is no longer its parent exits 0 before taking any scene."""
+    query = ("import ctypes, os; from w0sim.runner import _end_with_parent; _end_with_parent({parent}); "
+             "sig = ctypes.c_int(); ctypes.CDLL(None).prctl(2, ctypes.byref(sig)); print('signal', sig.value)")
+    ran = subprocess.run([sys.executable, "-c", query.format(parent="os.getppid()")], capture_output=True, text=True,
+                         cwd=REPO_ROOT, check=True)
+    assert ran.stdout.split() == ["signal", str(int(signal.SIGTERM))]
+    orphan = subprocess.run([sys.executable, "-c", query.format(parent="os.getppid() + 1")], capture_output=True,
+                            text=True, cwd=REPO_ROOT)
+    assert (orphan.returncode, orphan.stdout) == (0, "")

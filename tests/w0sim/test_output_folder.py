@@ -118,6 +118,17 @@ def test_a_folder_of_an_older_w0sim_without_a_manifest_is_refused(constant_veloc
     assert [p.name for p in out.iterdir() if p.name != ".lock"] == [left]
 
 
+def test_evaluate_returns_the_scores_file_it_wrote_and_how_many_scenes_it_has(tmp_path):
+    from w0sim.evaluation import evaluate as evaluate_api
+
+    run = evaluate_api("builtin:navtest", AgentSpec("constant_velocity"), tmp_path, limit=2, workers=1)
+    assert run.scores_file == tmp_path / "scores.csv"
+    tokens = [row["token"] for row in csv.DictReader(run.scores_file.open())]
+    assert len(tokens) == 3 and tokens[-1] == "average"  # two scenes, then NAVSIM's average row
+    assert (run.total, run.unit, run.failures) == (2, "scenes", [])
+    assert (tmp_path / "summary.md").read_text() == run.summary
+
+
 def test_a_closed_loop_results_json_of_a_one_shot_folder_is_refused(tmp_path):
     (tmp_path / "results.json").write_text("{}")
     with pytest.raises(RunError, match=re.escape("holds results (results.json) but no manifest.json")):

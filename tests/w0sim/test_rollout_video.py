@@ -160,13 +160,15 @@ def test_render_writes_one_frame_per_world_model_step_three_panels_wide(rendered
 
 def test_each_panel_is_labelled_in_white_on_a_black_bar_across_its_top(rendered):
     """Rows 0..22 of every frame (all three panels) are the label bar: black, with the labels' white anti-aliased
-    text the only other (grey) pixels."""
+    text, 1 px thick, the only other (grey) pixels."""
     _, sheet, _ = rendered
     for tile in tiles(read_png(sheet)):
         bar = tile[:LABEL_ROWS].astype(int)
         assert (bar[..., 0] == bar[..., 1]).all() and (bar[..., 1] == bar[..., 2]).all()  # black, white or grey
         black = (bar == 0).all(axis=-1)
         assert 0.8 < black.mean() < 1.0 and bar.max() == 255  # mostly bar, and some text in pure white
+        # strokes 1 px thick: 1.8 % of the bar is near-white; 2 px strokes take nearly twice that
+        assert (bar >= 200).all(axis=-1).mean() < 0.025
 
 
 def test_contact_sheet_holds_every_frame_in_order(rendered):

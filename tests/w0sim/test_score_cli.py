@@ -182,6 +182,27 @@ def test_the_tables_ok_column_says_yes_for_scored_trajectories_and_no_for_failed
     assert ok == {"human": "yes", "off_road": "yes", "nan": "no", "empty": "no", "bad_interval": "no"}
 
 
+def test_an_80_column_terminal_folds_a_long_name_and_keeps_every_epdms_figure_whole(scene_file, tmp_path):
+    """EPDMS v2.2's eleven columns at 80 columns: the name column folds; each figure and short name stays on its line."""
+    import io
+
+    from rich.console import Console
+
+    from w0sim.score import SHORT_NAMES, render_table
+
+    _, scene = scene_file
+    path = tmp_path / "long_name.json"
+    path.write_text(json.dumps([{"name": "a_trajectory_name_of_forty_characters_xx", "poses": logged_future(scene)}]))
+    report = score_trajectories(scene_file[0], path, "v2.2")
+    console = Console(file=io.StringIO(), width=80, color_system=None)
+    console.print(render_table(report))
+    lines = [line.split() for line in console.file.getvalue().splitlines()]
+    header = next(words for words in lines if words and words[0] == "name")
+    assert header[2:] == [SHORT_NAMES[n] for n in SUBSCORE_COLUMNS["v2.2"]] + ["score"]
+    row = next(words for words in lines if "yes" in words)
+    assert all(re.fullmatch(r"\d\.\d\d|-", figure) for figure in row[2:]) and len(row) == len(header)
+
+
 def test_missing_or_malformed_scene_file_exits_2_naming_the_file(trajectories_file, tmp_path):
     result = invoke("score", "--scene", tmp_path / "nowhere.npz", "--trajectories", trajectories_file)
     assert result.exit_code == 2

@@ -1,7 +1,8 @@
-"""w0sim.video: the contact sheet's grid of evenly spaced frames."""
+"""w0sim.video: the contact sheet's grid of evenly spaced frames, and mp4 frames padded to even sides."""
+import imageio.v2 as imageio
 import numpy as np
 
-from w0sim.video import contact_sheet
+from w0sim.video import contact_sheet, write_mp4
 
 
 def test_single_channel_frames_tile_unchanged_as_gray_and_the_unused_cells_stay_white():
@@ -14,3 +15,13 @@ def test_single_channel_frames_tile_unchanged_as_gray_and_the_unused_cells_stay_
     for k in range(5):
         assert (cells[k] == 10 * (k + 1)).all()
     assert all((cell == 255).all() for cell in cells[5:])
+
+
+def test_odd_sized_frames_are_padded_with_their_own_edge_for_the_encoder(tmp_path):
+    """yuv420p needs even sides: a 33 x 47 frame is written 34 x 48, the added row and column repeating the edge
+    (a uniform grey frame stays uniform grey, not bordered in black)."""
+    frames = [np.full((33, 47, 3), 180, np.uint8)] * 3
+    path = write_mp4(frames, tmp_path / "odd.mp4", fps=5)
+    read = np.stack(imageio.mimread(path))
+    assert read.shape == (3, 34, 48, 3)
+    assert np.abs(read.astype(int) - 180).max() <= 3  # H.264's rounding, nowhere a dark border
