@@ -366,3 +366,15 @@ def test_the_metric_cache_and_the_agent_input_hold_navsims_float32_ego_dynamics(
     agent_input = build_agent_input(np.tile(state, (4, 1)), 1)
     np.testing.assert_array_equal(agent_input.ego_velocity[-1], state[3:5].astype(np.float32))
     np.testing.assert_array_equal(agent_input.ego_acceleration[-1], state[5:7].astype(np.float32))
+
+
+def test_epdms_applies_navsims_human_filter_by_default():
+    """merge seed 5: the logged future itself breaks a rule EPDMS filters by the human's result. NAVSIM's default
+    (the filter on) forgives it, as the env does unless told otherwise."""
+    scene = fresh_scene("merge", 5)
+    rewards = {}
+    for name, kwargs in {"default": {}, "off": {"human_filter": False}}.items():
+        env = make_env(scene, pdm_version="v2.2", **kwargs)
+        env.reset(seed=0)
+        rewards[name] = env.step(logged_future_trajectory(scene))[1]
+    assert rewards["default"] > 0.9 and rewards["off"] == 0.0

@@ -33,6 +33,16 @@ def test_follower_keeps_a_gap_behind_a_slow_leader():
     assert abs(traffic.v[0] - 3.0) < 0.3  # and settles at the leader's speed
 
 
+def test_a_step_given_accelerations_applies_them_instead_of_its_own():
+    """The scene generator computes accelerations with the lights and walkers, records them, then steps with them."""
+    road_map, chain = single_lane()
+    traffic = make_traffic(road_map, chain, [0.0, 40.0], [10.0, 8.0], 14.0)
+    applied = traffic.step(0.5, accelerations=np.array([-4.0, 2.0]))
+    assert applied.tolist() == [-4.0, 2.0]
+    assert traffic.v.tolist() == [8.0, 9.0]
+    assert traffic.s.tolist() == pytest.approx([0.0 + 0.5 * (10.0 + 8.0) * 0.5, 40.0 + 0.5 * (8.0 + 9.0) * 0.5])
+
+
 def test_idm_follows_the_published_model_step_by_step():
     """Treiber's IDM, a = a_max [1 - (v/v0)^4 - (s*/gap)^2] with s* = s0 + v T + v dv / (2 sqrt(a_max b)), constants
     s0 2 m, T 1.5 s, a_max 1.5, b 3, integrated by hand (speed clipped at 0, trapezoidal position) for a follower
@@ -147,6 +157,9 @@ def test_signal_plan_cycles_green_yellow_red_and_never_greens_two_phases():
     assert status[150].tolist() == [TrafficLightStatus.RED, TrafficLightStatus.GREEN]
     assert not ((status == TrafficLightStatus.GREEN).sum(axis=1) > 1).any()
     assert SignalPlan.from_dict(plan.as_dict()) == plan
+    # each state begins exactly at its time: yellow at 10 s, all red at 13 s, the next phase green at 14 s
+    G, Y, R = TrafficLightStatus.GREEN, TrafficLightStatus.YELLOW, TrafficLightStatus.RED
+    assert plan.status_at(np.array([10.0, 13.0, 14.0, 28.0])).tolist() == [[Y, R], [R, R], [R, G], [G, R]]
 
 
 def test_walkers_wait_for_traffic_then_cross():
