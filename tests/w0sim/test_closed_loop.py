@@ -196,6 +196,22 @@ def test_repetitions_of_a_carla_route_file(tmp_path):
         ("RouteScenario_1_rep0", "1", 0), ("RouteScenario_1_rep1", "1", 1)]
 
 
+def test_carla_route_runs_are_named_by_the_route_files_ids_not_their_places(tmp_path):
+    """The Leaderboard names a route by its id attribute: ids 12 and 5, in that order, give RouteScenario_12 and _5."""
+    import re
+
+    from tests.conftest import require_fixture
+    from w0sim.closed_loop import route_plan
+
+    text = require_fixture("carla/routes/routes_devtest.xml").read_text()
+    ids = iter(["12", "5"])
+    renamed = tmp_path / "renamed.xml"
+    renamed.write_text(re.sub(r'(<route id=")(\d+)(")', lambda m: m[1] + next(ids, m[2]) + m[3], text))
+    plan = route_plan(f"carla:{renamed}", limit=2,
+                      split_options={"town_dir": require_fixture("carla/maps/Town01.xodr").parent})
+    assert [(r.token, r.route_id) for r in plan] == [("RouteScenario_12_rep0", "12"), ("RouteScenario_5_rep0", "5")]
+
+
 def _leaderboard_file(path, ids, done, total, entry_status="Started", crashed_last=False):
     """A results file as the Leaderboard writes it mid-run: the first `done` routes' records (here failed routes
     with nothing driven, which w0sim's constant-velocity driver never gives), progress [done, total]."""

@@ -71,6 +71,11 @@ def test_a_reason_is_one_line_with_the_type_and_what_was_being_done():
 
     assert failure_reason(GEOSException(""), "scoring") == "scoring: GEOSException: (no message)"
     assert len(failure_reason(ValueError("x" * 5000))) <= 400
+    # at most 400 characters: a reason of exactly 400 stays whole, one more is cut to 397 and "..."
+    whole = failure_reason(ValueError("x" * (400 - len("ValueError: "))))
+    assert len(whole) == 400 and whole.endswith("x")
+    cut = failure_reason(ValueError("x" * (401 - len("ValueError: "))))
+    assert cut == "ValueError: " + "x" * (397 - len("ValueError: ")) + "..."
     row = evaluate_scene(SceneRef("x", "straight", 3), 0, SilentFailure())
     assert not row["valid"] and row["reason"] == "agent SilentFailure planning: RuntimeError: (no message)"
 
