@@ -3,11 +3,12 @@ import numpy as np
 import pytest
 import shapely
 
-from agents.forecast import ObjectForecast, braking_between
+from agents.forecast import ObjectForecast, _straightest_chain, braking_between
 from agents.lane_following_pdm import LaneFollowingPDMPlanner
 from agents.pdm_closed import plan_to_local
 from scenarios.generator import generate_scene
 from sim.envs.scene_scoring import SceneScorer
+from sim.map import Lane, RoadMap
 from sim.state import AgentSlice, AgentTracks, AgentType, TrajectorySampling
 from sim.world_view import WorldView, logged_ego_state
 
@@ -164,3 +165,25 @@ def test_a_lane_following_objects_scored_velocity_turns_with_its_lane():
     np.testing.assert_allclose(obs.vx[:, rows], speed[:, rows] * np.cos(obs.heading[:, rows]), atol=1e-9)
     np.testing.assert_allclose(obs.vy[:, rows], speed[:, rows] * np.sin(obs.heading[:, rows]), atol=1e-9)
     assert obs.track_ids == [t for t, v in zip(agents.track_ids, agents.valid) if v]
+
+
+def _polyline_lane(lane_id: str, points, successors=()) -> Lane:
+    centre = np.asarray(points, dtype=np.float64)
+    direction = np.gradient(centre, axis=0)
+    normal = np.stack([-direction[:, 1], direction[:, 0]], -1) / np.linalg.norm(direction, axis=1, keepdims=True)
+    return Lane(lane_id, centre, centre + 1.75 * normal, centre - 1.75 * normal, 13.9, lane_id, tuple(successors))
+
+
+def test_lane_following_takes_the_successor_whose_whole_lane_turns_least_until_it_has_the_length():
+    """After lane a (10 m east), 'left' sets off straight but ends 63 degrees left; 'ahead' keeps 10 degrees right
+    all along (51 m). Measured end to end, 'ahead' is the straighter; a + ahead (61 m) covers 40 m, so 'beyond' is
+    not needed."""
+    road = RoadMap([
+        _polyline_lane("a", [(0.0, 0.0), (10.0, 0.0)], ("left", "ahead")),
+        _polyline_lane("left", [(10.0, 0.0), (15.0, 0.0), (20.0, 5.0), (20.0, 20.0)]),
+        _polyline_lane("ahead", [(10.0, 0.0), (60.0, -8.816)], ("beyond",)),
+        _polyline_lane("beyond", [(60.0, -8.816), (100.0, -8.816)]),
+    ])
+    assert _straightest_chain(road, "a", 40.0) == ["a", "ahead"]
+    assert _straightest_chain(road, "a", 70.0) == ["a", "ahead", "beyond"]
+    assert _straightest_chain(road, "a", 5.0) == ["a"]

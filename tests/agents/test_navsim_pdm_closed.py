@@ -140,3 +140,22 @@ def test_an_ego_off_every_roadblock_starts_from_the_nearest_one():
     assert graph.blocks[connector].is_connector
     assert distance[connector] == min(d for b, d in distance.items() if graph.blocks[b].is_connector)
     assert correct_route(graph, ego, full) == full
+
+
+def test_an_idm_step_follows_navsims_idm_policy_worked_by_hand():
+    """One unroll step between lead searches (odd t keeps the lead): ego 12 m/s at 5 m, lead 6 m/s at 40 m with
+    a 2 m rear, target 15 m/s. s* = 1 + 12 x 1.5 + 12 (12 - 6) / (2 sqrt(1.5 x 3)) = 35.970; gap 40 - 5 - 2 = 33;
+    a = 1.5 (1 - (12/15)^10 - (35.970/33)^2) = 1.5 (1 - 0.1074 - 1.1881) = -0.4433; then x += 0.1 v and v += 0.1 a."""
+    from agents.navsim_pdm_closed import _ProposalGenerator
+
+    config = NavsimPDMClosedConfig()
+    path = NavsimPath(discrete_path(np.array([[0.0, 0.0], [100.0, 0.0]])))
+    generator = _ProposalGenerator([path], np.array([15.0]), None, np.zeros(11), config)
+    generator.idm[0, 2] = [5.0, 12.0]
+    generator.lead[0, 2] = [40.0, 6.0, 2.0]
+    generator._step(0, [0], 3)
+    s_star = 1.0 + 12.0 * 1.5 + 12.0 * 6.0 / (2.0 * np.sqrt(4.5))
+    acc = 1.5 * (1.0 - 0.8 ** 10 - (s_star / 33.0) ** 2)
+    assert acc == pytest.approx(-0.4433, abs=1e-4)
+    assert generator.idm[0, 3].tolist() == pytest.approx([5.0 + 1.2, 12.0 + 0.1 * acc])
+    np.testing.assert_allclose(generator.poses[0, 3], [6.2, 0.0, 0.0], atol=1e-9)

@@ -199,6 +199,18 @@ def test_extended_comfort_detects_a_changed_plan():
         two_frame_extended_comfort(now, now, delta_s=1.0)
 
 
+def test_an_objects_first_appearance_speed_is_read_where_it_first_appears():
+    """nuPlan's is_track_stopped reads a track's first appearance: a car appearing at step 2 at (3, 4) m/s is moving
+    (5 m/s), though its rows before it appeared hold zeros; a track that never appears counts as stopped."""
+    tracks = AgentTracks.empty(4, 3)
+    tracks.valid[:, 0], tracks.vx[:, 0] = True, 10.0
+    tracks.valid[2:, 1], tracks.vx[2:, 1], tracks.vy[2:, 1] = True, 3.0, 4.0
+    tracks.length[:], tracks.width[:] = 4.0, 2.0
+    obs = Observation.from_agent_tracks(tracks)
+    assert obs.first_speed.tolist() == [10.0, 5.0, 0.0]
+    assert obs.is_stopped.tolist() == [False, False, True]
+
+
 def test_scoring_map_from_road_map_and_observation_from_agent_tracks():
     line = lambda y: np.stack([np.linspace(0, 100, 11), np.full(11, y)], -1)  # noqa: E731
     lanes = [Lane("a", line(0.0), line(1.75), line(-1.75), 15.0, "rb"),

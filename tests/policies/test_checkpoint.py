@@ -141,6 +141,8 @@ def test_free_fields_may_differ_from_the_record(ckpt, saved):
     (lambda c: c.update(model_type="llama"), "model_type is \"llama\""),
     (lambda c: c.update(dtype="int8"), "dtype is \"int8\""),
     (lambda c: c.update(num_key_value_heads=3, num_attention_heads=4), "num_attention_heads is 4, not a multiple"),
+    (lambda c: c.update(diffusion_sample_steps=2000, diffusion_train_timesteps=1000),
+     "diffusion_sample_steps is 2000, more than diffusion_train_timesteps 1000"),
     (lambda c: c.update(text_vocab_size=8), "text_vocab_size is 8; it must be in \\[55,"),
     (lambda c: [1, 2], "holds a JSON list"),
 ])

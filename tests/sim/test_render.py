@@ -394,3 +394,19 @@ def test_light_heads_stand_across_the_junction_as_far_as_the_farthest_signalised
         assert not claimed[mine].any()
         claimed |= mine
     assert approaches >= 4 and claimed.all()
+
+
+def test_lane_lines_are_dashed_between_same_way_lanes_yellow_against_oncoming_and_white_at_the_kerb():
+    """Two eastbound lanes and one westbound, 3.5 m wide, 100 m long: the line between the eastbound lanes is
+    broken (3 m dashes), the line against the oncoming lane solid yellow, the kerbs solid (white on a lane's right,
+    yellow on its left, US style)."""
+    from sim.render.map_paint import _lane_markings
+
+    road = RoadMap([_lane("east_in", (-50, -W / 2), (50, -W / 2)), _lane("east_out", (-50, -1.5 * W), (50, -1.5 * W)),
+                    _lane("west", (50, W / 2), (-50, W / 2))])
+    white, yellow, dashed = _lane_markings(road)
+    solid = sorted((colour, float(piece[0, 1])) for colour, pieces in (("white", white), ("yellow", yellow))
+                   for piece in pieces if np.ptp(piece[:, 0]) > 10.0)  # a lane's first metre probes off its start
+    assert solid == [("white", -7.0), ("white", 3.5), ("yellow", 0.0), ("yellow", 0.0)]
+    assert {float(y) for dash in dashed for y in dash[:, 1]} == {-3.5}
+    assert all(np.ptp(dash[:, 0]) <= 3.0 for dash in dashed) and len(dashed) >= 10

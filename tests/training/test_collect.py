@@ -124,3 +124,28 @@ def test_a_shard_folder_left_without_samples_json_is_replaced_by_the_new_shard(t
     assert not (stale / "leftover.txt").exists()
     assert np.load(stale / "trajectories.npy").shape == (0, 8, 3)
     assert json.loads((stale / "samples.json").read_text())["failures"][0]["token"] == "broken"
+
+
+def test_a_policys_config_sets_the_frame_size_history_and_future_spacing_collected():
+    """A 192 x 96 policy seeing 3 frames 0.5 s apart: history 10 Hz steps (10, 5, 0), the future frame 5 steps on."""
+    from training.pipeline import model_config
+
+    policy = model_config("tiny", image_width=192, image_height=96, num_history_frames=3, frame_interval_s=0.5)
+    config = CollectConfig.for_policy(policy, scenes_per_shard=3)
+    assert (config.frame_height, config.frame_width, config.history_steps, config.future_step) == (96, 192, (10, 5, 0), 5)
+    assert config.scenes_per_shard == 3
+
+
+def test_a_decision_whose_oldest_history_frame_is_the_logs_first_is_sampled_and_one_before_it_is_not():
+    """expert_samples takes a decision at t when every history frame exists: t - oldest step >= 0. With the oldest
+    history frame at exactly the log's first step the sample is there; one step further back, it is not."""
+    from agents.lane_following_pdm import LaneFollowingPDMPlanner
+    from sim.state import TrajectorySampling
+    from training.collect import expert_samples
+
+    scene = generate_scene("straight", 0)
+    now = scene.current_index
+    for oldest, count in ((now, 1), (now + 1, 0)):
+        config = CollectConfig(history_steps=(oldest, 0), sample_offsets=(0,))
+        samples = expert_samples(scene, config, LaneFollowingPDMPlanner(), TrajectorySampling())
+        assert [m["step"] for m in samples["meta"]] == [now] * count

@@ -182,6 +182,21 @@ def test_a_batch_is_moved_to_the_accelerators_device(tmp_path, monkeypatch):
     assert tensors["trajectory"].shape == (2, 8, 3) and batch["text"] == ["go straight"] * 2
 
 
+def test_a_checkpoint_records_its_step_and_training_config_and_only_a_gpu_trains_in_bf16(tmp_path):
+    """trainer_state.json beside each checkpoint: the step it holds and every TrainConfig field. Mixed precision is
+    bf16 where CUDA is, float32 ("no") elsewhere: a CPU run is not rounded to bf16."""
+    import dataclasses
+    import json
+
+    config = micro_config()
+    train = TrainConfig(stage=1, steps=2, batch_size=2, checkpoint_every=1, lr=3e-4)
+    trainer = Trainer(DriveVLAW0ForDriving(config), _samples(config), train, tmp_path, show_progress=False)
+    assert trainer.accelerator.mixed_precision == ("bf16" if torch.cuda.is_available() else "no")
+    trainer.train()
+    state = json.loads((trainer.checkpoints()[-1] / "trainer_state.json").read_text())
+    assert state == {"step": 2, "config": json.loads(json.dumps(dataclasses.asdict(train)))}
+
+
 def test_a_resumed_metrics_log_keeps_the_rows_up_to_the_resumed_step_and_appends_after_them(tmp_path):
     """Resuming at step k keeps metrics.csv's rows of steps 1..k as they were and drops the later ones (the run
     recomputes them), so that each step has one row."""

@@ -40,6 +40,19 @@ def test_the_library_bounds_workers_too(tmp_path):
     assert not (tmp_path / "o").exists()
 
 
+def test_without_workers_or_a_known_cpu_count_the_scenes_run_in_this_process(tmp_path, monkeypatch):
+    """--workers defaults to the CPU count; where Python cannot tell it (os.cpu_count() is None), one worker: the
+    scenes run in the calling process, no pool."""
+    import w0sim.runner as runner_module
+    from agents.registry import AgentSpec
+    from w0sim.one_shot import evaluate_split
+
+    monkeypatch.setattr(runner_module.os, "cpu_count", lambda: None)
+    monkeypatch.setattr(runner_module, "_pool_rows", lambda *args: pytest.fail("a process pool was started"))
+    rows = evaluate_split("builtin:navtest", AgentSpec("constant_velocity"), tmp_path / "o", limit=2)
+    assert len(rows) == 2 and all(row["valid"] for row in rows)
+
+
 @pytest.mark.parametrize("seed", [-1, 2**32, 10**30])
 def test_seeds_out_of_range_are_usage_errors(tmp_path, seed):
     code, output = invoke("scenes", "generate", "--count", 1, "--seed", seed, "--out", tmp_path / "s")

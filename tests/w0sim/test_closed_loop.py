@@ -114,6 +114,7 @@ def test_the_closed_loop_summary_has_a_mean_per_family_then_a_line_per_route(tmp
     run = evaluate("builtin:routes", AgentSpec("constant_velocity"), tmp_path, limit=2, workers=1)
     assert (tmp_path / "summary.md").read_text() == run.summary
     assert (run.scores_file, run.total, run.unit) == (tmp_path / "results.json", 2, "routes")
+    assert run.summary.splitlines()[0] == "# constant_velocity on builtin:routes (closed loop, Leaderboard 2.0 scoring)"
     by_family, by_route = _markdown_tables(run.summary)
     assert by_family[0] == ["family", "routes", "driving score", "route completion", "penalty"]
     assert by_route[0] == ["route", "status", "driving score", "route completion", "penalty"]

@@ -21,6 +21,7 @@ from w0sim.runner import (
     MANIFEST_NAME,
     RunError,
     checkpoint_sha256,
+    manifest_differences,
     output_folder,
     run_manifest,
 )
@@ -65,6 +66,19 @@ def test_the_manifest_is_written_and_names_the_run(constant_velocity_run):
     from w0sim import __version__
 
     assert manifest["w0sim_version"] == __version__
+
+
+def test_a_manifest_names_route_files_and_split_folders_by_absolute_path(tmp_path, monkeypatch):
+    """Route files and --town-dir style options are resolved, so the same files named from elsewhere are the same
+    run, and two different route files are not."""
+    monkeypatch.chdir(tmp_path)
+    spec = AgentSpec("constant_velocity")
+    manifest = run_manifest(spec, "carla:routes/a.xml", "closed_loop", split_options={"town_dir": "towns"})
+    assert manifest["split"] == f"carla:{tmp_path / 'routes' / 'a.xml'}"
+    assert manifest["split_options"] == {"town_dir": str(tmp_path / "towns")}
+    other = run_manifest(spec, "carla:routes/b.xml", "closed_loop", split_options={"town_dir": "towns"})
+    assert manifest_differences(manifest, other) == [f"split: 'carla:{tmp_path / 'routes' / 'a.xml'}' there, "
+                                                     f"'carla:{tmp_path / 'routes' / 'b.xml'}' now"]
 
 
 @pytest.mark.parametrize("args, named", [

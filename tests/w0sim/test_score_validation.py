@@ -45,10 +45,12 @@ def test_implausible_trajectories_are_failed_rows_and_the_rest_score_in_range(sc
     specs = [TrajectorySpec("straight", STRAIGHT), TrajectorySpec("far", far), TrajectorySpec("spinning", spinning),
              TrajectorySpec("huge", huge), TrajectorySpec("strings", [["1", "2", "0"]] * 8),
              TrajectorySpec("bool_interval", STRAIGHT, True), TrajectorySpec("slow_interval", STRAIGHT, 1e6),
-             TrajectorySpec("many", [[0.1 * i, 0.0, 0.0] for i in range(5000)])]
+             TrajectorySpec("many", [[0.1 * i, 0.0, 0.0] for i in range(5000)]),
+             TrajectorySpec("at_the_bound", [[0.4 * i, 0.0, 0.0] for i in range(1, 1001)], 0.1)]  # 1,000 poses: allowed
     for version in ("v1.1", "v2.2"):
         rows = {row["name"]: row for row in score_trajectories(scene_path, specs, version).rows}
         assert rows["straight"]["valid"] and 0.0 <= rows["straight"]["score"] <= 1.0
+        assert rows["at_the_bound"]["valid"], rows["at_the_bound"]
         expected = {"far": "x 100000 at [3, 0] is beyond the plausibility bound +-10000",
                     "spinning": "heading 1e+06 at [2, 2]", "huge": "", "strings": "must be numbers",
                     "bool_interval": "interval", "slow_interval": "interval", "many": "5000 poses"}
