@@ -149,3 +149,22 @@ def test_a_decision_whose_oldest_history_frame_is_the_logs_first_is_sampled_and_
         config = CollectConfig(history_steps=(oldest, 0), sample_offsets=(0,))
         samples = expert_samples(scene, config, LaneFollowingPDMPlanner(), TrajectorySampling())
         assert [m["step"] for m in samples["meta"]] == [now] * count
+
+
+def test_training_without_a_model_config_trains_the_tiny_preset_the_data_was_collected_for(collected, tmp_path,
+                                                                                        monkeypatch):
+    """train_stages' default model is the `tiny` preset (with the action expert and world model), whose frames and
+    history are CollectConfig's defaults."""
+    import training.pipeline as pipeline
+
+    built = []
+
+    def first_stage(run_dir, stage, config, seed):
+        built.append(config)
+        raise KeyboardInterrupt  # stop before training
+
+    monkeypatch.setattr(pipeline, "stage_model", first_stage)
+    with pytest.raises(KeyboardInterrupt):
+        pipeline.train_stages(collected[0], tmp_path / "run", stages=(0,), show_progress=False)
+    assert built == [pipeline.model_config("tiny")]
+    assert CollectConfig.for_policy(built[0]) == CollectConfig()
