@@ -187,6 +187,17 @@ def test_group_help_lists_each_commands_whole_first_sentence():
                 assert squashed(sentence) in squashed(done.stdout), (path, done.stdout)
 
 
+def test_a_group_without_a_command_shows_its_help_not_an_error_about_a_missing_one():
+    from typer.testing import CliRunner
+
+    from w0sim.cli import app
+
+    for group in ([], ["scenes"]):
+        result = CliRunner().invoke(app, group)
+        assert "Usage:" in result.output and "Commands:" in result.output, result.output
+        assert "Missing command" not in result.output
+
+
 # ---- score ------------------------------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")

@@ -267,6 +267,7 @@ def test_our_partial_file_is_the_leaderboards_checkpoint_and_resumes_without_row
                         repetitions=2, progress=stop_after_two)
     partial = read_results(tmp_path / "results.json")
     assert partial["entry_status"] == "Started" and partial["_checkpoint"]["progress"] == [2, 4]
+    assert partial["eligible"] is False  # JSON false, as the Leaderboard writes a run in progress
     assert [r["route_id"] for r in partial["_checkpoint"]["records"]] == PLAN_IDS[:2]
     assert resume_check(partial, PLAN_IDS) == (2, "")
     (tmp_path / "rows.jsonl").unlink()
@@ -302,7 +303,8 @@ def test_a_results_file_of_other_routes_is_refused_and_left_alone(tmp_path, chan
     path = tmp_path / "results.json"
     _leaderboard_file(path, change.get("ids", PLAN_IDS), 2, change.get("total", 4), change.get("entry_status", "Started"))
     before = path.read_text()
-    with pytest.raises(RunError, match=re.escape(f"{path} holds the results of another run: {message}")):
+    whole = f"{path} holds the results of another run: {message} (this run: {PLAN_IDS[0]} .. {PLAN_IDS[-1]}, 4 routes)"
+    with pytest.raises(RunError, match=re.escape(whole)):
         evaluate_routes("builtin:routes", AgentSpec("constant_velocity"), tmp_path, limit=2, workers=1, repetitions=2)
     result = CliRunner().invoke(app, ["eval", "--agent", "constant_velocity", "--split", "builtin:routes", "--limit",
                                       "2", "--repetitions", "2", "--workers", "1", "--out", str(tmp_path)])

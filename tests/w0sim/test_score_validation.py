@@ -51,7 +51,7 @@ def test_implausible_trajectories_are_failed_rows_and_the_rest_score_in_range(sc
         rows = {row["name"]: row for row in score_trajectories(scene_path, specs, version).rows}
         assert rows["straight"]["valid"] and 0.0 <= rows["straight"]["score"] <= 1.0
         assert rows["at_the_bound"]["valid"], rows["at_the_bound"]
-        expected = {"far": "x 100000 at [3, 0] is beyond the plausibility bound +-10000",
+        expected = {"far": "trajectory: x 100000 at [3, 0] is beyond the plausibility bound +-10000",
                     "spinning": "heading 1e+06 at [2, 2]", "huge": "", "strings": "must be numbers",
                     "bool_interval": "interval", "slow_interval": "interval", "many": "5000 poses"}
         for name, fragment in expected.items():
