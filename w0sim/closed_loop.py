@@ -7,7 +7,7 @@ Leaderboard's order and under its ids (`route_plan`: each route's repetitions on
 `RouteScenario_<id>_rep<k>`), and a record's `index` is its place in that order. The results file is rewritten
 atomically after every route; while routes are left it is the Leaderboard's checkpoint (entry status Started,
 progress [k, N], the first k routes' records), so the Leaderboard can resume from it and `w0sim eval` can resume
-from one the Leaderboard wrote (`adopt_results`). A route that could not run is listed in `failed_routes.json` and
+from one the Leaderboard wrote (`results_to_adopt`). A route that could not run is listed in `failed_routes.json` and
 left out of the records.
 """
 from __future__ import annotations
@@ -113,16 +113,8 @@ def _same_record(a: Mapping, b: Mapping) -> bool:
     return {k: v for k, v in a.items() if k != "index"} == {k: v for k, v in b.items() if k != "index"}
 
 
-def adopt_results(out_dir: Path, plan: list[SceneRef]) -> int:
-    """Make `out_dir/results.json`'s finished routes rows of `out_dir/rows.jsonl` (the run's resume log), so that only
-    the remaining routes run; returns how many records it adopted (see `results_to_adopt`)."""
-    adopted = results_to_adopt(out_dir, plan)
-    append_rows(out_dir / "rows.jsonl", adopted)
-    return len(adopted)
-
-
 def results_to_adopt(out_dir: Path, plan: list[SceneRef]) -> list[dict]:
-    """The rows `adopt_results` would append to `out_dir/rows.jsonl` for `out_dir/results.json`'s finished routes.
+    """The rows `evaluate_routes` appends to `out_dir/rows.jsonl` for `out_dir/results.json`'s finished routes.
 
     A file whose records are all rows already (this run's own file) adds nothing. Any other file (the
     Leaderboard's, or ours without its rows.jsonl) must fit the planned route ids by the Leaderboard's resume rule
@@ -166,7 +158,7 @@ def evaluate_routes(split: str, spec: AgentSpec, out_dir: str | Path, limit: int
                     repetitions: int = 1) -> dict:
     """Drive the first `limit` routes of `split`, `repetitions` times each (`route_plan`; `split_options`: see
     `resolve_split`, e.g. `town_dir` for `carla:ROUTES.xml`); writes and returns `out_dir/results.json`
-    (Leaderboard layout). A results.json already in `out_dir` is resumed from (`adopt_results`). See `run_split`
+    (Leaderboard layout). A results.json already in `out_dir` is resumed from (`results_to_adopt`). See `run_split`
     for workers, Ray and resume from rows.jsonl. `out_dir` is held while the run writes to it and records the run's
     manifest (`output_folder`): a folder of another agent, checkpoint, split or options is refused (RunError)."""
     out_dir = Path(out_dir)
@@ -263,5 +255,5 @@ def routes_markdown(results: dict, agent: str, split: str, families: dict[str, s
     return "\n".join(lines) + "\n"
 
 
-__all__ = ["CRASH_STATUSES", "adopt_results", "agent_sensors", "closed_loop_manifest", "drive_route", "evaluate_routes",
+__all__ = ["CRASH_STATUSES", "agent_sensors", "closed_loop_manifest", "drive_route", "evaluate_routes",
            "results_to_adopt", "route_failures", "route_plan", "routes_markdown"]

@@ -34,7 +34,7 @@ def evaluate(split: str, spec: AgentSpec, out_dir: str | Path, *, closed_loop: b
     (NAVSIM scores.csv), by default as `split_kind` says; `videos`: rollout videos of the first K scenes (one-shot,
     agents with a world model); `human_filter`: NAVSIM's v2.2 human penalty filter (on, as NAVSIM's default);
     `repetitions`: closed loop, each route driven that many times (`route_plan`). An interrupted run resumes where
-    it stopped; a closed-loop run also resumes from a Leaderboard results.json in `out_dir` (`adopt_results`).
+    it stopped; a closed-loop run also resumes from a Leaderboard results.json in `out_dir` (`results_to_adopt`).
     `out_dir` is locked for the run and records its manifest: a folder of a run with other settings (agent,
     checkpoint, split, version, options) is refused with a RunError naming each difference; a different `limit`
     or `repetitions` resumes it (finished scenes are reused by id)."""

@@ -276,7 +276,7 @@ def output_folder(out_dir: str | Path, manifest: dict) -> Iterator[OutputFolder]
     """Hold `out_dir` for a run: create it, lock it (`.lock`, an exclusive lock released when the run ends or dies;
     a second run on it is refused) and check that what it holds is this run's (RunError otherwise): a manifest
     with the same settings (but for EXTENDABLE_FIELDS), or no manifest and no results (a closed-loop run may
-    resume from a Leaderboard results.json alone, `adopt_results` checks it). The manifest is written by
+    resume from a Leaderboard results.json alone, `results_to_adopt` checks it). The manifest is written by
     `OutputFolder.write_manifest`, once the run's other checks passed, before its first row."""
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
