@@ -202,7 +202,9 @@ def write_csv(report: ScoreReport, path: str | Path) -> Path:
 
 
 def render_table(report: ScoreReport):
-    """A rich Table of the rows (sub-scores by their short names, 2 decimals; the CSV has full precision).
+    """A rich Table of the rows: name, ok, the score, then the sub-scores by their short names (2 decimals; the CSV
+    has full precision, in NAVSIM's column order). The score comes first so that a terminal too narrow for every
+    column crops sub-scores, never the score.
 
     Failed rows' reasons are listed by `failure_lines` (a reason column would not fit an 80-column terminal).
     """
@@ -214,13 +216,13 @@ def render_table(report: ScoreReport):
                   box=box.SIMPLE_HEAD, padding=(0, 0, 0, 1), pad_edge=False)
     table.add_column("name", overflow="fold", min_width=min(12, max(len(r["name"]) for r in report.rows)))
     table.add_column("ok", no_wrap=True)
+    table.add_column("score", justify="right", no_wrap=True)
     for name in SUBSCORE_COLUMNS[report.version]:
         table.add_column(SHORT_NAMES[name], justify="right", no_wrap=True)
-    table.add_column("score", justify="right", no_wrap=True)
     fmt = lambda v: "-" if isinstance(v, float) and np.isnan(v) else f"{v:.2f}"  # noqa: E731
     for row in report.rows:
-        table.add_row(escape(row["name"]), "yes" if row["valid"] else "[red]no[/red]",
-                      *[fmt(row[n]) for n in SUBSCORE_COLUMNS[report.version]], fmt(row["score"]))
+        table.add_row(escape(row["name"]), "yes" if row["valid"] else "[red]no[/red]", fmt(row["score"]),
+                      *[fmt(row[n]) for n in SUBSCORE_COLUMNS[report.version]])
     return table
 
 

@@ -183,7 +183,8 @@ def test_the_tables_ok_column_says_yes_for_scored_trajectories_and_no_for_failed
 
 
 def test_an_80_column_terminal_folds_a_long_name_and_keeps_every_epdms_figure_whole(scene_file, tmp_path):
-    """EPDMS v2.2's eleven columns at 80 columns: the name column folds; each figure and short name stays on its line."""
+    """EPDMS v2.2's eleven columns at 80 columns: the name column folds; each figure and short name stays on its line.
+    At 70 the score, right after ok, still shows."""
     import io
 
     from rich.console import Console
@@ -198,9 +199,14 @@ def test_an_80_column_terminal_folds_a_long_name_and_keeps_every_epdms_figure_wh
     console.print(render_table(report))
     lines = [line.split() for line in console.file.getvalue().splitlines()]
     header = next(words for words in lines if words and words[0] == "name")
-    assert header[2:] == [SHORT_NAMES[n] for n in SUBSCORE_COLUMNS["v2.2"]] + ["score"]
+    assert header[2:] == ["score"] + [SHORT_NAMES[n] for n in SUBSCORE_COLUMNS["v2.2"]]
     row = next(words for words in lines if "yes" in words)
     assert all(re.fullmatch(r"\d\.\d\d|-", figure) for figure in row[2:]) and len(row) == len(header)
+    # Narrower than the table: trailing sub-scores are cropped, never the score.
+    console = Console(file=io.StringIO(), width=70, color_system=None)
+    console.print(render_table(report))
+    lines = [line.split() for line in console.file.getvalue().splitlines()]
+    assert next(words for words in lines if "yes" in words)[2] == f"{report.rows[0]['score']:.2f}"
 
 
 def test_missing_or_malformed_scene_file_exits_2_naming_the_file(trajectories_file, tmp_path):
