@@ -7,6 +7,7 @@ from agents.forecast import ObjectForecast, _straightest_chain, braking_between
 from agents.lane_following_pdm import LaneFollowingPDMPlanner
 from agents.pdm_closed import plan_to_local
 from scenarios.generator import generate_scene
+from scenarios.generator.roads import offset
 from sim.envs.scene_scoring import SceneScorer
 from sim.map import Lane, RoadMap
 from sim.state import AgentSlice, AgentTracks, AgentType, TrajectorySampling
@@ -169,9 +170,7 @@ def test_a_lane_following_objects_scored_velocity_turns_with_its_lane():
 
 def _polyline_lane(lane_id: str, points, successors=()) -> Lane:
     centre = np.asarray(points, dtype=np.float64)
-    direction = np.gradient(centre, axis=0)
-    normal = np.stack([-direction[:, 1], direction[:, 0]], -1) / np.linalg.norm(direction, axis=1, keepdims=True)
-    return Lane(lane_id, centre, centre + 1.75 * normal, centre - 1.75 * normal, 13.9, lane_id, tuple(successors))
+    return Lane(lane_id, centre, offset(centre, 1.75), offset(centre, -1.75), 13.9, lane_id, tuple(successors))
 
 
 def test_lane_following_takes_the_successor_whose_whole_lane_turns_least_until_it_has_the_length():

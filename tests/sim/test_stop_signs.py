@@ -176,12 +176,9 @@ def test_the_monitor_measures_from_the_box_centre_whatever_the_heading(straight_
     # have all left the enlarged trigger (past 103.4 m).
     road = quarter_turned(with_signs(straight_map, [sign_on("road_f0", straight_map)]))
     monitor = StopSignMonitor(road)
-    offset = PACIFICA.rear_axle_to_center
     affected, hits = None, []
     for s in np.arange(60.0, 140.0, 0.25):
-        state = np.zeros(STATE_SIZE)
-        state[0], state[1], state[2], state[3] = 1.75, s - offset, np.pi / 2, 10.0
-        hits.extend((s, h) for h in monitor.update(state))
+        hits.extend((s, h) for h in monitor.update(ego_state(1.75, 10.0, y=s, heading=np.pi / 2)))
         affected = s if affected is None and monitor.target is not None else affected
     assert affected == 97.0
     assert hits == [(103.5, "stop_0")]

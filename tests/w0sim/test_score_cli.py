@@ -40,6 +40,19 @@ def scene_file(tmp_path_factory):
     return path, scene
 
 
+def table_text(report, width: int) -> str:
+    """`render_table(report)` as a terminal `width` columns wide shows it, without colour."""
+    import io
+
+    from rich.console import Console
+
+    from w0sim.score import render_table
+
+    console = Console(file=io.StringIO(), width=width, color_system=None)
+    console.print(render_table(report))
+    return console.file.getvalue()
+
+
 def logged_future(scene) -> list[list[float]]:
     """The human trajectory: 8 logged poses at 0.5 s in the current rear-axle frame."""
     steps = np.minimum(scene.current_index + np.arange(1, 9) * 5, scene.num_steps - 1)
@@ -149,16 +162,9 @@ def test_a_binary_trajectories_file_exits_2_saying_it_is_not_utf8_json(scene_fil
 
 def test_the_table_right_aligns_scores_so_a_failed_rows_dash_sits_under_the_digits(scene_file, trajectories_file):
     """Every sub-score and score column ends at the same place in each row: '1.00' and '-' (no value) end alike."""
-    import io
-
-    from rich.console import Console
-
-    from w0sim.score import render_table
-
     report = score_trajectories(scene_file[0], trajectories_file, "v1.1")
-    console = Console(file=io.StringIO(), width=200, color_system=None)
-    console.print(render_table(report))
-    lines = {line.split()[0]: line for line in console.file.getvalue().splitlines() if line.strip()}
+    text = table_text(report, 200)
+    lines = {line.split()[0]: line for line in text.splitlines() if line.strip()}
     numbers = len(SUBSCORE_COLUMNS["v1.1"]) + 1
     ends = {name: [m.end() for m in re.finditer(r"\S+", lines[name])][-numbers:] for name in ("name", "human", "nan")}
     assert lines["nan"].split()[-numbers:] == ["-"] * numbers
@@ -167,17 +173,10 @@ def test_the_table_right_aligns_scores_so_a_failed_rows_dash_sits_under_the_digi
 
 def test_the_tables_ok_column_says_yes_for_scored_trajectories_and_no_for_failed_ones(scene_file, trajectories_file):
     """'ok' is whether the trajectory could be scored (valid), not whether it scored well: off_road scores 0 and is ok."""
-    import io
-
-    from rich.console import Console
-
-    from w0sim.score import render_table
-
     report = score_trajectories(scene_file[0], trajectories_file, "v1.1")
-    console = Console(file=io.StringIO(), width=200, color_system=None)
-    console.print(render_table(report))
+    text = table_text(report, 200)
     names = ("human", "off_road", "nan", "empty", "bad_interval")
-    lines = [line.split() for line in console.file.getvalue().splitlines()]
+    lines = [line.split() for line in text.splitlines()]
     ok = {words[0]: words[1] for words in lines if words and words[0] in names}
     assert ok == {"human": "yes", "off_road": "yes", "nan": "no", "empty": "no", "bad_interval": "no"}
 
@@ -185,27 +184,19 @@ def test_the_tables_ok_column_says_yes_for_scored_trajectories_and_no_for_failed
 def test_an_80_column_terminal_folds_a_long_name_and_keeps_every_epdms_figure_whole(scene_file, tmp_path):
     """EPDMS v2.2's eleven columns at 80 columns: the name column folds; each figure and short name stays on its line.
     At 70 the score, right after ok, still shows."""
-    import io
-
-    from rich.console import Console
-
-    from w0sim.score import SHORT_NAMES, render_table
+    from w0sim.score import SHORT_NAMES
 
     _, scene = scene_file
     path = tmp_path / "long_name.json"
     path.write_text(json.dumps([{"name": "a_trajectory_name_of_forty_characters_xx", "poses": logged_future(scene)}]))
     report = score_trajectories(scene_file[0], path, "v2.2")
-    console = Console(file=io.StringIO(), width=80, color_system=None)
-    console.print(render_table(report))
-    lines = [line.split() for line in console.file.getvalue().splitlines()]
+    lines = [line.split() for line in table_text(report, 80).splitlines()]
     header = next(words for words in lines if words and words[0] == "name")
     assert header[2:] == ["score"] + [SHORT_NAMES[n] for n in SUBSCORE_COLUMNS["v2.2"]]
     row = next(words for words in lines if "yes" in words)
     assert all(re.fullmatch(r"\d\.\d\d|-", figure) for figure in row[2:]) and len(row) == len(header)
     # Narrower than the table: trailing sub-scores are cropped, never the score.
-    console = Console(file=io.StringIO(), width=70, color_system=None)
-    console.print(render_table(report))
-    lines = [line.split() for line in console.file.getvalue().splitlines()]
+    lines = [line.split() for line in table_text(report, 70).splitlines()]
     assert next(words for words in lines if "yes" in words)[2] == f"{report.rows[0]['score']:.2f}"
 
 
