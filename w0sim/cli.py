@@ -581,7 +581,7 @@ def render(
     """Write a rollout video: ground-truth camera frames beside the world model's predictions, a BEV, the scores."""
     from agents.drivevla_w0 import DEFAULT_CHECKPOINT, CheckpointError, DriveVLAW0Agent, check_checkpoint_folder
     from scenarios.scene import SceneFormatError, load_scene
-    from w0sim.rollout_video import render_rollout
+    from w0sim.rollout_video import SCORE_NAMES, render_rollout
     from w0sim.runner import initialized
 
     checkpoint = checkpoint or DEFAULT_CHECKPOINT
@@ -596,7 +596,8 @@ def render(
     except (CheckpointError, SceneFormatError, FileNotFoundError) as err:
         _error(str(err))
         raise typer.Exit(2) from None
-    console.print(f"{result.video} ({result.frames} frames, PDMS {result.score:.3f}); {result.contact_sheet}")
+    console.print(f"{result.video} ({result.frames} frames, {SCORE_NAMES[pdm_version]} {result.score:.3f}); "
+                  f"{result.contact_sheet}")
 
 
 experiment_app = _Typer(help="Experiments over trained policies.")

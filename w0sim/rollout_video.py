@@ -85,14 +85,14 @@ def render_rollout(agent: WorldModelAgent, scene: Scene, out_path: str | Path, p
         if k == 0:
             guess, label = downsample_frames(agent_input.cameras[-1], *size), "current frame (input)"
         else:
-            guess, label = predicted[k - 1], f"world model, t+{k * interval:.0f} s"
+            guess, label = predicted[k - 1], f"world model, t+{k * interval:g} s"
             errors.append(float(np.abs(guess.astype(np.float64) - truth).mean()))
         bev = bev_to_rgb(render_bev_channels(scene.map, pose, scene.agents.at(t), scene.route, COMPOSITE_BEV))
         lines = [(logged, LOGGED_COLOUR), (planned, PLANNED_COLOUR),
                  (None if executed is None else executed[:, :3], EXECUTED_COLOUR)]
         draw_bev_polylines(bev, pose, [np.asarray(p)[:, :2] for p, _ in lines if p is not None],
                            [c for p, c in lines if p is not None], COMPOSITE_BEV, thickness=2, point_radius=0)
-        row = np.concatenate([_label(_panel(truth, width), f"simulator, t+{k * interval:.0f} s"),
+        row = np.concatenate([_label(_panel(truth, width), f"simulator, t+{k * interval:g} s"),
                               _label(_panel(guess, width), label),
                               _label(cv2.resize(bev, (PANEL_HEIGHT, PANEL_HEIGHT)), "BEV")], axis=1)
         bar = np.full((CAPTION_HEIGHT, row.shape[1], 3), 255, np.uint8)

@@ -10,13 +10,21 @@ import numpy as np
 
 
 def write_mp4(frames: Iterable[np.ndarray], path: str | Path, fps: float = 10.0) -> Path:
-    """Encode RGB uint8 frames (H, W, 3) to an H.264 mp4 playable in browsers (yuv420p)."""
+    """Encode RGB uint8 frames (H, W, 3) to an H.264 mp4 playable in browsers (yuv420p); an error where no video
+    came out (no frames, or ffmpeg refused), which imageio's writer does not raise itself."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    path.unlink(missing_ok=True)  # a failed encode must not leave an older video standing in for this one
+    written = 0
     with imageio.get_writer(path, fps=fps, codec="libx264", pixelformat="yuv420p", quality=8,
                             macro_block_size=2, ffmpeg_log_level="error") as writer:
         for frame in frames:
             writer.append_data(_even(frame))
+            written += 1
+    if written == 0:
+        raise ValueError(f"{path}: no frames to write")
+    if not path.is_file() or path.stat().st_size == 0:
+        raise OSError(f"ffmpeg wrote no video to {path} (its messages above say why)")
     return path
 
 

@@ -32,7 +32,7 @@ from sim.envs.navsim_env import NavsimSceneEnv
 from sim.render.camera import CameraRenderer, downsample_frames
 from tests.conftest import REPO_ROOT
 from w0sim.cli import app
-from w0sim.rollout_video import render_rollout
+from w0sim.rollout_video import RolloutVideo, render_rollout
 
 CHECKPOINT = REPO_ROOT / "checkpoints" / "drivevla-w0-tiny"
 CONFIG = json.loads((CHECKPOINT / "config.json").read_text())
@@ -298,3 +298,19 @@ def test_render_with_a_bad_checkpoint_or_scene_exits_2_and_writes_nothing(one_th
     assert result.exit_code == 2, result.output
     assert "no_such_scene.npz" in squashed(result.output)
     assert not list(tmp_path.glob("*.mp4")) and not list(tmp_path.glob("*.png"))
+
+
+def test_render_names_the_score_of_the_version_it_scored(scene_file, tmp_path, monkeypatch):
+    """`w0sim render --pdm-version v2.2` reports EPDMS, v1.1 PDMS (the video's caption names it the same way)."""
+    import w0sim.rollout_video
+
+    def fake_render(agent, scene, out, pdm_version, seed):
+        return RolloutVideo(out, out.with_name("sheet.png"), 3, 0.25, [1.0, 2.0])
+
+    monkeypatch.setattr(w0sim.rollout_video, "render_rollout", fake_render)
+    for version, name in (("v2.2", "EPDMS"), ("v1.1", "PDMS")):
+        result = invoke("render", "--checkpoint", CHECKPOINT, "--scene", scene_file, "--out", tmp_path / "r.mp4",
+                        "--pdm-version", version)
+        assert result.exit_code == 0, result.output
+        assert squashed(result.output) == squashed(f"{tmp_path / 'r.mp4'} (3 frames, {name} 0.250); "
+                                                   f"{tmp_path / 'sheet.png'}")
