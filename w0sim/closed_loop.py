@@ -26,6 +26,7 @@ from metrics.leaderboard.results_io import ResultsFileError, build_results, read
 from metrics.leaderboard.route_record import route_id_for
 from scenarios.splits import SceneRef, repeated, resolve_split
 from sim.envs.closed_loop_env import ClosedLoopEnv
+from sim.envs.observation import InvalidActionError
 from w0sim.runner import (
     RunError,
     SceneFailure,
@@ -70,8 +71,9 @@ def route_plan(split: str, limit: int | None = None, repetitions: int = 1,
 def drive_route(ref: SceneRef, index: int, agent: Agent) -> dict:
     """{"token": the route id, "family", "scene": the scene's own token, "record": the Leaderboard route record} of
     one route driven by `agent`; `index` is its place in the run order. A route the agent crashed on (it raised, or
-    planned a trajectory the environment refuses) keeps its record, "Failed - Agent crashed" as the Leaderboard
-    writes it, and the row says why (`reason`); a route that cannot run raises SceneFailure with the reason.
+    planned a trajectory the environment refuses: non-finite, implausible, of the wrong shape or type) keeps its
+    record, "Failed - Agent crashed" as the Leaderboard writes it, and the row says why (`reason`); a route that
+    cannot run raises SceneFailure with the reason.
     The record's meta has the Leaderboard's durations: `duration_game` the simulated seconds (the environment's),
     `duration_system` the wall-clock seconds from the route's start (its scene loaded, the environment reset) to
     its end, the agent's planning included, as the Leaderboard's ScenarioManager times a route."""
@@ -86,14 +88,19 @@ def drive_route(ref: SceneRef, index: int, agent: Agent) -> dict:
     started = time.monotonic()
     crash = ""
     decision = 0
+    crashed = np.full((env.sampling.num_poses, 3), np.nan)  # a non-finite action makes the env end the route as the LB does
     while True:
+        planning = f"agent {agent.name()} planning decision {decision} (t = {info.get('time_s', 0):.1f} s)"
         try:
             action = agent.compute_trajectory(info["agent_input"], info.get("world")).poses
-        except Exception as err:  # the agent crashed: a non-finite action makes the env end the route as the LB does
-            crash = failure_reason(err, f"agent {agent.name()} planning decision {decision} (t = {info.get('time_s', 0):.1f} s)")
-            action = np.full((env.sampling.num_poses, 3), np.nan)
+        except Exception as err:  # the agent crashed
+            crash, action = failure_reason(err, planning), crashed
         try:
-            _, _, terminated, truncated, info = env.step(action)
+            try:
+                _, _, terminated, truncated, info = env.step(action)
+            except InvalidActionError as err:  # a trajectory of the wrong shape or type: the agent's crash too
+                crash = failure_reason(err, planning)
+                _, _, terminated, truncated, info = env.step(crashed)
         except Exception as err:
             raise SceneFailure(failure_reason(err, f"simulating decision {decision} of the route "
                                                    f"(t = {info.get('time_s', 0):.1f} s)")) from err
