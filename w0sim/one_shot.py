@@ -121,7 +121,8 @@ def with_extended_comfort(refs: list[SceneRef], rows: list[dict]) -> list[dict]:
 
 
 def write_csv(rows: list[dict], path: Path, version: str) -> None:
-    """NAVSIM's CSV: a row per scene, then the average row (means skipping NaN, valid = all valid)."""
+    """NAVSIM's CSV: a row per scene, then the average row (means skipping NaN, valid = all valid); NaN as an empty
+    cell, as pandas writes NAVSIM's."""
     columns = csv_columns(version)
     metric_columns = columns[2:]
     table = [{c: row.get(c, math.nan) for c in columns} for row in rows]
@@ -132,7 +133,8 @@ def write_csv(rows: list[dict], path: Path, version: str) -> None:
     text = io.StringIO(newline="")
     writer = csv.DictWriter(text, fieldnames=columns)
     writer.writeheader()
-    writer.writerows(table + [average])
+    writer.writerows({c: "" if isinstance(v, float) and math.isnan(v) else v for c, v in row.items()}
+                     for row in table + [average])
     atomic_write(path, text.getvalue())  # a temporary file of this run's own, renamed over the CSV
 
 
