@@ -2,6 +2,7 @@
 holds, the Evaluation it returns (summary, scores file, failures, videos, count and unit) and the rollout videos' count."""
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from types import SimpleNamespace
@@ -331,7 +332,7 @@ def _not_a_scene(folder: Path) -> str:
 
 def test_a_whole_closed_loop_run_of_a_scene_folder_reports_the_route_that_could_not_run(tmp_path, scene_folder):
     """The route that ran is Perfect; the Leaderboard's means count the one that could not run as 0 of 2 routes."""
-    run = evaluate(str(scene_folder), CV, tmp_path, closed_loop=True, workers=1)
+    run = evaluate(str(scene_folder), CV, tmp_path, closed_loop=True, workers=1, limit=2)
     summary = (f"# constant_velocity on {scene_folder} (closed loop, Leaderboard 2.0 scoring)\n"
                "\n"
                "driving score 50.00, route completion 50.00, infraction penalty 0.500 over 2 routes\n"
@@ -347,10 +348,12 @@ def test_a_whole_closed_loop_run_of_a_scene_folder_reports_the_route_that_could_
                              [("RouteScenario_0_rep0", f"loading the route's scene: {_not_a_scene(scene_folder)}")], [], 2,
                              "routes")
     assert (tmp_path / "summary.md").read_text() == summary
+    manifest = json.loads((tmp_path / "manifest.json").read_text())  # the settings the run was given, as written
+    assert (manifest["mode"], manifest["limit"], manifest["repetitions"]) == ("closed_loop", 2, 1)
 
 
 def test_a_whole_one_shot_run_of_a_scene_folder_reports_the_scene_that_could_not_load(tmp_path, scene_folder):
-    run = evaluate(str(scene_folder), CV, tmp_path, workers=1)
+    run = evaluate(str(scene_folder), CV, tmp_path, workers=1, limit=2)
     assert (run.scores_file, run.failures, run.videos, run.total, run.unit) == (
         tmp_path / "scores.csv", [("a", f"loading the scene: {_not_a_scene(scene_folder)}")], [], 2, "scenes")
     assert (tmp_path / "summary.md").read_text() == run.summary
@@ -359,3 +362,10 @@ def test_a_whole_one_shot_run_of_a_scene_folder_reports_the_scene_that_could_not
                          "|---|---|---|---|", lines[4]]
     score = lines[4].split(" | ")[-1].removesuffix(" |")
     assert lines[4:] == [f"| all | 2 | 1 | {score} |", "| unknown | 1 | 1 | nan |", f"| straight | 1 | 0 | {score} |"]
+
+
+def test_a_whole_v2_2_run_writes_the_limit_and_the_human_filter_it_was_given_into_its_manifest(tmp_path, scene_folder):
+    evaluate(str(scene_folder), CV, tmp_path, workers=1, limit=1, pdm_version="v2.2")
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    assert (manifest["mode"], manifest["limit"], manifest["pdm_version"], manifest["human_filter"]) == (
+        "one_shot", 1, "v2.2", True)
