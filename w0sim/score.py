@@ -102,10 +102,6 @@ def _load_scene(path: Path):
         raise ScoreInputError(str(exc)) from None
 
 
-def _number(value) -> float:
-    return float(value) if value is not None else math.nan
-
-
 def _pose_problem(poses, interval) -> str | None:
     """Why a trajectory cannot be scored, for what the scorer's own check (non-finite, shape, empty, interval) lets
     through: non-numeric values (JSON strings or booleans), too many poses, an interval beyond the bound, and poses
@@ -174,7 +170,7 @@ def score_trajectories(scene_path: str | Path, trajectories, version: str = "v1.
         valid = bool(rows.valid[0])
         row = {"token": scene.token, "name": spec.name, "valid": valid}
         for name in SUBSCORE_COLUMNS[version]:
-            row[name] = _number(getattr(rows, name)[0])
+            row[name] = float(getattr(rows, name)[0])  # NaN where the version lacks it
         row["score"] = float(score) if valid else math.nan
         row["reason"] = rows.reason[0]
         report.rows.append(row)
