@@ -11,8 +11,9 @@ import shapely
 
 from agents.navsim_path import NavsimPath, discrete_path
 from agents.navsim_pdm_closed import NavsimPDMClosedConfig, NavsimPDMClosedPlanner
-from agents.navsim_route import correct_route, roadblock_graph, route_lanes
+from agents.navsim_route import centerline_lanes, correct_route, roadblock_graph, route_lanes, starting_lane
 from agents.pdm_closed import PDMClosedAgent, plan_to_local
+from agents.pdm_proposals import plan_proposals
 from scenarios.generator import generate_scene
 from sim.envs.navsim_env import NavsimSceneEnv
 from sim.envs.scene_scoring import SceneScorer
@@ -159,3 +160,45 @@ def test_an_idm_step_follows_navsims_idm_policy_worked_by_hand():
     assert acc == pytest.approx(-0.4433, abs=1e-4)
     assert generator.idm[0, 3].tolist() == pytest.approx([5.0 + 1.2, 12.0 + 0.1 * acc])
     np.testing.assert_allclose(generator.poses[0, 3], [6.2, 0.0, 0.0], atol=1e-9)
+
+
+def test_a_substring_from_a_vertexs_own_arc_length_starts_at_that_vertex():
+    """NAVSIM's PDMPath.substring keeps the vertices with start <= progress <= end: a substring from 0 begins at the
+    path's first vertex, and one from 10 m at the vertex there."""
+    path = NavsimPath(discrete_path(np.array([[0.0, 0.0], [10.0, 0.0], [20.0, 0.0], [30.0, 0.0]])))
+    assert list(path.substring(0.0, 25.0).coords) == [(0.0, 0.0), (10.0, 0.0), (20.0, 0.0)]
+    assert list(path.substring(10.0, 30.0).coords) == [(10.0, 0.0), (20.0, 0.0), (30.0, 0.0)]
+
+
+def test_the_centerline_lanes_are_the_successor_chain_from_the_start_lane_through_the_turn():
+    """Intersection 5: from arm 2's lane 0 the route turns onto arm 3; the centerline is the lane, the connector of
+    the turn and the lane it ends on, each the successor of the one before."""
+    scene = generate_scene("intersection", 5)
+    graph = roadblock_graph(scene.map)
+    full = route_lane_groups(scene.map, scene.route)
+    lanes = route_lanes(graph, full)
+    chain = centerline_lanes(graph, full, lanes, "arm2_b0")
+    assert chain == ["arm2_b0", "arm2_b0__arm3_f1", "arm3_f1"]
+    assert all(b in graph.successors(a) for a, b in zip(chain, chain[1:]))
+
+
+def test_an_ego_on_no_route_lane_plans_from_the_route_lane_nearest_its_footprint():
+    scene = generate_scene("intersection", 5)
+    graph = roadblock_graph(scene.map)
+    lanes = route_lanes(graph, route_lane_groups(scene.map, scene.route))
+    centre = scene.initial_ego_state[:2] + np.array([0.0, -10.0])  # beside the road, on no lane
+    footprint = shapely.Point(centre).buffer(1.0)
+    road_map = scene.map
+    assert not any(road_map.lane_polygons[road_map.lane_index[lane]].contains(shapely.Point(centre)) for lane in lanes)
+    nearest = min(lanes, key=lambda lane: road_map.lane_polygons[road_map.lane_index[lane]].distance(footprint))
+    assert starting_lane(graph, lanes, [], scene.initial_ego_state[:3], footprint, centre) == nearest
+
+
+def test_proposals_of_an_ego_at_rest_start_from_rest():
+    """IDM from 0 m/s with at most 1.5 m/s² over 0.1 s steps: after two steps the speed is at most 0.3 m/s, so the
+    proposals move at most 0.03 m in their second step (a start at 1 m/s would move 0.1 m)."""
+    scene = generate_scene("straight", 0)
+    ego = np.array(scene.initial_ego_state, dtype=float)
+    ego[3] = 0.0
+    poses, _ = plan_proposals(scene.map, scene.route, ego, None, [], None)
+    assert np.linalg.norm(poses[:, 2, :2] - poses[:, 1, :2], axis=-1).max() <= 0.03 + 1e-9
