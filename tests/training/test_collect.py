@@ -168,3 +168,32 @@ def test_training_without_a_model_config_trains_the_tiny_preset_the_data_was_col
         pipeline.train_stages(collected[0], tmp_path / "run", stages=(0,), show_progress=False)
     assert built == [pipeline.model_config("tiny")]
     assert CollectConfig.for_policy(built[0]) == CollectConfig()
+
+
+def test_the_future_frame_shows_the_objects_and_lights_of_the_future_step(monkeypatch):
+    """The world model's target is the camera `future_step` steps on, with the objects where the
+    log has them then and the lights as they are then (not an empty road, not the decision time's state)."""
+    from agents.lane_following_pdm import LaneFollowingPDMPlanner
+    from sim.envs.frames import FrameRenderer
+    from sim.state import TrajectorySampling
+    from training.collect import expert_samples
+
+    scene = generate_scene("intersection", 2)
+    assert scene.agents.at(scene.current_index).valid.any()
+    calls = []
+    real = FrameRenderer.camera
+
+    def camera(self, pose, agents, lights):
+        calls.append((np.array(pose[:3]), agents, lights))
+        return real(self, pose, agents, lights)
+
+    monkeypatch.setattr(FrameRenderer, "camera", camera)
+    config = CollectConfig(sample_offsets=(0,))
+    planner = LaneFollowingPDMPlanner()
+    samples = expert_samples(scene, config, planner, TrajectorySampling())
+    assert len(samples["meta"]) == 1
+    future_t = scene.current_index + config.future_step
+    pose, agents, lights = calls[-1]  # the history frames are rendered first, the future frame last
+    expected = scene.agents.at(future_t)
+    assert agents is not None and np.array_equal(agents.x, expected.x) and np.array_equal(agents.valid, expected.valid)
+    assert lights == scene.light_status_at(future_t)

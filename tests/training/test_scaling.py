@@ -26,7 +26,9 @@ def test_both_variants_are_trained_per_size_and_results_written(tmp_path):
         return {"all": {"score": 0.5 + 0.01 * len(seen), "failed": 0}, "straight": {"score": 0.9}}
 
     config = ScalingConfig(sizes=(4, 8), batch_size=4, tokenizer_steps=1, stage1_max_steps=1, stage2_max_steps=1)
-    rows = run_scaling(data, tmp_path / "exp", evaluate, config, log=lambda _: None)
+    lines = []
+    rows = run_scaling(data, tmp_path / "exp", evaluate, config, log=lines.append)
+    assert [line for line in lines if "PDMS" in line] == ["  PDMS 0.5100", "  PDMS 0.5200", "  PDMS 0.5300", "  PDMS 0.5400"]
     assert [(r["size"], r["variant"]) for r in rows] == [(4, "action_only"), (4, "world_model"),
                                                          (8, "action_only"), (8, "world_model")]
     assert all((m / "model.safetensors").exists() and m.parent.name == "stage2" for m in seen)

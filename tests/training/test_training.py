@@ -210,3 +210,12 @@ def test_a_resumed_metrics_log_keeps_the_rows_up_to_the_resumed_step_and_appends
     log.close()
     rows = list(csv.DictReader(path.open(newline="")))
     assert [(r["step"], r["loss"]) for r in rows] == [("1", "11.0"), ("2", "12.0"), ("3", "0.5")]
+
+
+def test_a_model_config_has_the_world_model_and_the_query_decoder_unless_told_otherwise():
+    from training.pipeline import model_config
+
+    default = model_config("tiny")
+    assert (default.use_action_expert, default.use_world_model, default.expert_decoder) == (True, True, "query")
+    other = model_config("tiny", world_model=False, expert_decoder="flow")
+    assert (other.use_world_model, other.expert_decoder) == (False, "flow")
