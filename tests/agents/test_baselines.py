@@ -45,3 +45,22 @@ def test_human_agent_tracked_by_the_environment_stays_on_its_log():
     simulated = step_info["simulated_states"][::5, :2]
     logged = scene.ego_log[scene.current_index :: 5][: len(simulated), :2]
     assert np.max(np.linalg.norm(simulated - logged, axis=1)) < 1.0
+
+
+def test_the_human_replay_holds_the_last_logged_pose_past_the_end_of_the_log():
+    """A log of 12 steps (10 Hz) read from step 0 at 0.5 s: the poses at steps 5 and 10, then step 11 (the last)
+    for every later pose; the log's rows are told apart by their x."""
+    from agents.human import logged_poses
+
+    ego_log = np.zeros((12, 11))
+    ego_log[:, 0] = np.arange(12) * 10.0
+    poses = logged_poses(ego_log, 0, np.zeros(3), TrajectorySampling())
+    assert poses[:, 0].tolist() == [50.0, 100.0] + [110.0] * 6
+
+
+def test_the_human_replay_refuses_an_interval_off_the_logs_10_hz_steps():
+    from agents.human import logged_poses
+
+    with pytest.raises(ValueError) as refused:
+        logged_poses(np.zeros((80, 11)), 0, np.zeros(3), TrajectorySampling(num_poses=8, interval=0.25))
+    assert str(refused.value) == "HumanAgent needs an interval that is a multiple of 0.1 s, got 0.25"
