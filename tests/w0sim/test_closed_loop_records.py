@@ -100,20 +100,6 @@ def test_the_split_options_reach_the_split():
     assert str(err.value) == "a scene filter applies to navsim: splits only, not to 'builtin:routes'"
 
 
-@pytest.fixture
-def route_file(tmp_path):
-    """A Leaderboard 1.0 route file of two routes, ids 12 then 5, on Town01 (an empty town file: not loaded here)."""
-    towns = tmp_path / "towns"
-    towns.mkdir()
-    (towns / "Town01.xodr").write_text("")
-    routes = tmp_path / "routes.xml"
-    routes.write_text('<routes>\n'
-                      ' <route id="12" town="Town01"><waypoint x="0" y="0" z="0"/><waypoint x="100" y="0" z="0"/></route>\n'
-                      ' <route id="5" town="Town01"><waypoint x="0" y="0" z="0"/><waypoint x="0" y="100" z="0"/></route>\n'
-                      '</routes>\n')
-    return routes, towns
-
-
 def test_carla_routes_are_named_by_their_file_ids_and_repetition_k_draws_seed_k(route_file):
     routes, towns = route_file
     plan = route_plan(f"carla:{routes}", None, 2, {"town_dir": towns})

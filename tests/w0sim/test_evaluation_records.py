@@ -138,20 +138,6 @@ def _spy_routes(monkeypatch, results: dict, rows: str = "", manifest: dict | Non
     return calls
 
 
-@pytest.fixture
-def route_file(tmp_path):
-    """A Leaderboard route file of two routes, ids 12 then 5, on Town01 (an empty town file: not loaded here)."""
-    towns = tmp_path / "towns"
-    towns.mkdir()
-    (towns / "Town01.xodr").write_text("")
-    routes = tmp_path / "routes.xml"
-    routes.write_text('<routes>\n'
-                      ' <route id="12" town="Town01"><waypoint x="0" y="0" z="0"/><waypoint x="100" y="0" z="0"/></route>\n'
-                      ' <route id="5" town="Town01"><waypoint x="0" y="0" z="0"/><waypoint x="0" y="100" z="0"/></route>\n'
-                      '</routes>\n')
-    return routes, towns
-
-
 ROUTE_RESULTS = {"_checkpoint": {
     "global_record": {"scores_mean": {"score_composed": 37.5, "score_route": 45.0, "score_penalty": 0.625}},
     "progress": [3, 4],

@@ -17,6 +17,7 @@ from scenarios.generator import generate_scene
 from scenarios.splits import SceneRef, SplitError, resolve_split
 from sim.envs.scene_scoring import SceneScorer
 from sim.state import StateIndex, Trajectory
+from tests.w0sim.records import comparable
 from w0sim.one_shot import (
     check_version,
     csv_columns,
@@ -30,7 +31,6 @@ from w0sim.one_shot import (
 )
 from w0sim.runner import RunError, max_workers
 
-NAN = "NaN"  # NaN stands for itself in compared records (NaN != NaN)
 V11 = ["no_at_fault_collisions", "drivable_area_compliance", "ego_progress", "time_to_collision_within_bound", "comfort",
        "driving_direction_compliance"]
 V22 = ["no_at_fault_collisions", "drivable_area_compliance", "driving_direction_compliance", "traffic_light_compliance",
@@ -41,15 +41,6 @@ V11_HEADER = ("token,valid,no_at_fault_collisions,drivable_area_compliance,ego_p
 V22_HEADER = ("token,valid,no_at_fault_collisions,drivable_area_compliance,driving_direction_compliance,"
               "traffic_light_compliance,ego_progress,time_to_collision_within_bound,lane_keeping,history_comfort,"
               "two_frame_extended_comfort,score\r\n")
-
-
-def comparable(value):
-    """`value` with every float NaN replaced by NAN, so that records compare with ==."""
-    if isinstance(value, dict):
-        return {k: comparable(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [comparable(v) for v in value]
-    return NAN if isinstance(value, float) and math.isnan(value) else value
 
 
 def test_the_csv_columns_are_navsims_for_each_version():

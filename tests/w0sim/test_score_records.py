@@ -15,6 +15,7 @@ from metrics.pdm import PDMRows
 from scenarios.generator import generate_scene
 from scenarios.scene import save_scene
 from sim.envs.scene_scoring import SceneScorer
+from tests.w0sim.records import NAN, comparable
 from w0sim.score import (
     SUBSCORE_COLUMNS,
     ScoreInputError,
@@ -28,22 +29,12 @@ from w0sim.score import (
     write_csv,
 )
 
-NAN = "NaN"  # NaN stands for itself in compared records (NaN != NaN)
 STRAIGHT = [[4.0 * i, 0.0, 0.0] for i in range(1, 9)]
 SHORT = [[2.0 * i, 0.0, 0.0] for i in range(1, 9)]
 V11 = ["no_at_fault_collisions", "drivable_area_compliance", "ego_progress", "time_to_collision_within_bound", "comfort",
        "driving_direction_compliance"]
 V22 = ["no_at_fault_collisions", "drivable_area_compliance", "driving_direction_compliance", "traffic_light_compliance",
        "ego_progress", "time_to_collision_within_bound", "lane_keeping", "history_comfort", "two_frame_extended_comfort"]
-
-
-def comparable(value):
-    """`value` with every float NaN replaced by NAN, so that records compare with ==."""
-    if isinstance(value, dict):
-        return {k: comparable(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [comparable(v) for v in value]
-    return NAN if isinstance(value, float) and math.isnan(value) else value
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,18 @@
+"""Fixtures of the w0sim tests: a Leaderboard route file on an empty town."""
+from __future__ import annotations
+
+import pytest
+
+
+@pytest.fixture
+def route_file(tmp_path):
+    """A Leaderboard route file of two routes, ids 12 then 5, on Town01 (an empty town file: not loaded here)."""
+    towns = tmp_path / "towns"
+    towns.mkdir()
+    (towns / "Town01.xodr").write_text("")
+    routes = tmp_path / "routes.xml"
+    routes.write_text('<routes>\n'
+                      ' <route id="12" town="Town01"><waypoint x="0" y="0" z="0"/><waypoint x="100" y="0" z="0"/></route>\n'
+                      ' <route id="5" town="Town01"><waypoint x="0" y="0" z="0"/><waypoint x="0" y="100" z="0"/></route>\n'
+                      '</routes>\n')
+    return routes, towns
