@@ -1,4 +1,4 @@
-"""Helpers for tests that compare whole records: NaN made comparable with ==."""
+"""Helpers for tests that compare whole records: NaN made comparable with ==, a Leaderboard route record's scores."""
 from __future__ import annotations
 
 import math
@@ -13,3 +13,9 @@ def comparable(value):
     if isinstance(value, list):
         return [comparable(v) for v in value]
     return NAN if isinstance(value, float) and math.isnan(value) else value
+
+
+def scored_record(route_id: str, status: str, composed: float, route: float, penalty: float) -> dict:
+    """A Leaderboard route record of just what summaries read: its id, status and three scores."""
+    return {"route_id": route_id, "status": status,
+            "scores": {"score_composed": composed, "score_route": route, "score_penalty": penalty}}

@@ -17,6 +17,7 @@ from metrics.leaderboard.results_io import build_results, write_results
 from metrics.leaderboard.route_record import build_route_record
 from scenarios.splits import SplitError
 from sim.state import Trajectory, TrajectorySampling
+from tests.w0sim.records import scored_record
 from w0sim import __version__, closed_loop
 from w0sim.closed_loop import (
     CRASH_STATUSES,
@@ -574,17 +575,12 @@ def test_a_folder_without_rows_has_no_failed_routes(tmp_path):
 
 # ---- routes_markdown ------------------------------------------------------------------------------------------------
 
-def _scored(route_id: str, status: str, composed: float, route: float, penalty: float) -> dict:
-    return {"route_id": route_id, "status": status,
-            "scores": {"score_composed": composed, "score_route": route, "score_penalty": penalty}}
-
-
 MARKDOWN_RESULTS = {"_checkpoint": {
     "global_record": {"scores_mean": {"score_composed": 61.234, "score_route": 80.5, "score_penalty": 0.7256}},
     "progress": [3, 4],
-    "records": [_scored("RouteScenario_0_rep0", "Perfect", 100.0, 100, 1.0),
-                _scored("RouteScenario_1_rep0", "Completed", 40.0, 100, 0.4),
-                _scored("RouteScenario_2_rep0", "Failed - Agent crashed", 10.5, 21.0, 0.5)]}}
+    "records": [scored_record("RouteScenario_0_rep0", "Perfect", 100.0, 100, 1.0),
+                scored_record("RouteScenario_1_rep0", "Completed", 40.0, 100, 0.4),
+                scored_record("RouteScenario_2_rep0", "Failed - Agent crashed", 10.5, 21.0, 0.5)]}}
 HEADER = ("# pdm on builtin:routes (closed loop, Leaderboard 2.0 scoring)\n"
           "\n"
           "driving score 61.23, route completion 80.50, infraction penalty 0.726 over 4 routes\n")

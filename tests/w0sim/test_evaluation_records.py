@@ -16,6 +16,7 @@ from agents.registry import AgentSpec
 from scenarios.generator import generate_scene
 from scenarios.scene import save_scene
 from scenarios.splits import SplitError, resolve_split
+from tests.w0sim.records import scored_record
 from w0sim import __version__, closed_loop, evaluation, one_shot
 from w0sim.evaluation import SPLIT_OPTIONS, Evaluation, check_split_options, evaluate
 from w0sim.runner import MANIFEST_FORMAT, RunError, output_folder
@@ -115,11 +116,6 @@ def _manifest(split: str, mode: str, split_options: dict, limit=None, repetition
             "repetitions": repetitions, "pdm_version": pdm_version, "human_filter": human_filter}
 
 
-def _scored(route_id: str, status: str, composed: float, route: float, penalty: float) -> dict:
-    return {"route_id": route_id, "status": status,
-            "scores": {"score_composed": composed, "score_route": route, "score_penalty": penalty}}
-
-
 def _spy_routes(monkeypatch, results: dict, rows: str = "", manifest: dict | None = None) -> list:
     """Replace evaluate_routes by one that keeps its arguments, holds the run's folder again with `manifest` (refused
     if the run holds it with other settings), writes `rows` as rows.jsonl and returns `results`."""
@@ -141,9 +137,9 @@ def _spy_routes(monkeypatch, results: dict, rows: str = "", manifest: dict | Non
 ROUTE_RESULTS = {"_checkpoint": {
     "global_record": {"scores_mean": {"score_composed": 37.5, "score_route": 45.0, "score_penalty": 0.625}},
     "progress": [3, 4],
-    "records": [_scored("RouteScenario_12_rep0", "Perfect", 100.0, 100, 1.0),
-                _scored("RouteScenario_12_rep1", "Failed - Agent crashed", 0.0, 0.0, 1.0),
-                _scored("RouteScenario_5_rep1", "Completed", 50.0, 80.0, 0.5)]}}
+    "records": [scored_record("RouteScenario_12_rep0", "Perfect", 100.0, 100, 1.0),
+                scored_record("RouteScenario_12_rep1", "Failed - Agent crashed", 0.0, 0.0, 1.0),
+                scored_record("RouteScenario_5_rep1", "Completed", 50.0, 80.0, 0.5)]}}
 CRASH_ROW = ('{"ref": "RouteScenario_12_rep1", "record": {"status": "Failed - Agent crashed"}, '
              '"reason": "agent X planning decision 0 (t = 0.0 s): RuntimeError: no plan"}\n')
 FAILED_ROW = '{"ref": "RouteScenario_5_rep0", "valid": false, "reason": "loading the route\'s scene: OSError: gone"}\n'
@@ -192,8 +188,8 @@ def test_routes_of_a_scene_folder_are_one_family_of_scene_files(tmp_path, monkey
     results = {"_checkpoint": {
         "global_record": {"scores_mean": {"score_composed": 75.0, "score_route": 75.0, "score_penalty": 1.0}},
         "progress": [2, 2],
-        "records": [_scored("RouteScenario_0_rep0", "Perfect", 100.0, 100, 1.0),
-                    _scored("RouteScenario_1_rep0", "Failed", 50.0, 50.0, 1.0)]}}
+        "records": [scored_record("RouteScenario_0_rep0", "Perfect", 100.0, 100, 1.0),
+                    scored_record("RouteScenario_1_rep0", "Failed", 50.0, 50.0, 1.0)]}}
     calls = _spy_routes(monkeypatch, results, manifest=_manifest(str(scenes), "closed_loop", {}))
     run = evaluate(str(scenes), CV, tmp_path / "out", closed_loop=True)
     assert calls == [((str(scenes), CV, tmp_path / "out", None, None, None, {}, None, 1), {})]
