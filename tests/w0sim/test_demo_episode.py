@@ -3,15 +3,14 @@ messages, the environment it asks for, the loop (one decision per step until ter
 before the first step and one after each), the mp4 at 2 fps, the contact sheet and every field of the result."""
 from __future__ import annotations
 
-from pathlib import Path
 from types import SimpleNamespace
 
-import cv2
 import imageio.v2 as imageio
 import numpy as np
 import pytest
 
 import w0sim.demo as demo
+from sim.envs.frames import read_rgb
 from w0sim.demo import DemoResult, run_demo
 
 FRAME_SHAPE = (8, 12, 3)
@@ -70,10 +69,6 @@ def scripted(monkeypatch):
     return use
 
 
-def read_png(path: Path) -> np.ndarray:
-    return cv2.cvtColor(cv2.imread(str(path), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
-
-
 def test_the_demo_drives_until_terminated_and_writes_every_frame(scripted, tmp_path):
     made = scripted(ends_at=3, end="terminated")
     out = tmp_path / "nested" / "demo"
@@ -91,7 +86,7 @@ def test_the_demo_drives_until_terminated_and_writes_every_frame(scripted, tmp_p
     for k, got in enumerate(frames):
         assert np.abs(got.astype(int) - frame(k)).max() <= 6, k  # H.264's loss only
     # the contact sheet: the 4 frames in a row of 4 cells, lossless
-    np.testing.assert_array_equal(read_png(result.contact_sheet), np.concatenate([frame(k) for k in range(4)], axis=1))
+    np.testing.assert_array_equal(read_rgb(str(result.contact_sheet)), np.concatenate([frame(k) for k in range(4)], axis=1))
 
 
 def test_a_truncated_episode_ends_the_demo_too(scripted, tmp_path):

@@ -16,7 +16,6 @@ import json
 import math
 import re
 
-import cv2
 import imageio.v2 as imageio_v2
 import numpy as np
 import pytest
@@ -27,7 +26,7 @@ from agents.drivevla_w0 import DriveVLAW0Agent
 from scenarios.generator import generate_scene
 from scenarios.scene import load_scene, save_scene
 from scenarios.splits import resolve_split
-from sim.envs.frames import EXECUTED_COLOUR
+from sim.envs.frames import EXECUTED_COLOUR, read_rgb
 from sim.envs.navsim_env import NavsimSceneEnv
 from sim.render.camera import CameraRenderer, downsample_frames
 from tests.conftest import REPO_ROOT
@@ -61,12 +60,6 @@ def invoke(*args):
 def read_video(path) -> np.ndarray:
     with imageio_v2.get_reader(path) as reader:  # not list(reader): its length hint is sys.maxsize
         return np.stack([frame for frame in reader])
-
-
-def read_png(path) -> np.ndarray:
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    assert image is not None, f"{path} cannot be read"
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
 def tiles(sheet: np.ndarray) -> np.ndarray:
@@ -153,7 +146,7 @@ def test_render_writes_one_frame_per_world_model_step_three_panels_wide(rendered
     assert f"{1 + STEPS}frames" in squashed(output)
     assert squashed(str(sheet)) in squashed(output)
     # the caption bar is white with dark text
-    bar = read_png(sheet)[PANEL_HEIGHT:FRAME_SHAPE[0]]
+    bar = read_rgb(str(sheet))[PANEL_HEIGHT:FRAME_SHAPE[0]]
     white = (bar >= 250).all(axis=-1).mean()
     assert 0.6 < white < 1.0
 
@@ -162,7 +155,7 @@ def test_each_panel_is_labelled_in_white_on_a_black_bar_across_its_top(rendered)
     """Rows 0..22 of every frame (all three panels) are the label bar: black, with the labels' white anti-aliased
     text, 1 px thick, the only other (grey) pixels."""
     _, sheet, _ = rendered
-    for tile in tiles(read_png(sheet)):
+    for tile in tiles(read_rgb(str(sheet))):
         bar = tile[:LABEL_ROWS].astype(int)
         assert (bar[..., 0] == bar[..., 1]).all() and (bar[..., 1] == bar[..., 2]).all()  # black, white or grey
         black = (bar == 0).all(axis=-1)
@@ -173,7 +166,7 @@ def test_each_panel_is_labelled_in_white_on_a_black_bar_across_its_top(rendered)
 
 def test_contact_sheet_holds_every_frame_in_order(rendered):
     video, sheet, _ = rendered
-    frames, sheet_tiles = read_video(video), tiles(read_png(sheet))
+    frames, sheet_tiles = read_video(video), tiles(read_rgb(str(sheet)))
     assert len(sheet_tiles) == len(frames) == 1 + STEPS  # fewer than 12 frames: all of them, one column
     for k, tile in enumerate(sheet_tiles):
         distances = [mean_abs(tile, frame) for frame in frames]
@@ -189,7 +182,7 @@ def test_frame_zero_shows_the_simulator_camera_at_the_current_frame(rendered, sc
     _, info = env.reset(seed=0)
     current = upscaled(downsample_frames(info["agent_input"].cameras[-1], CONFIG["image_height"],
                                         CONFIG["image_width"]))
-    simulator, world_model, _ = panels(tiles(read_png(sheet))[0])
+    simulator, world_model, _ = panels(tiles(read_rgb(str(sheet)))[0])
     np.testing.assert_array_equal(simulator, current)
     np.testing.assert_array_equal(world_model, current)  # frame 0: the input frame beside the ground truth
     simulator_mp4, world_model_mp4, _ = panels(read_video(video)[0])
@@ -209,7 +202,7 @@ def test_simulator_panels_follow_the_executed_plan(rendered, scene):
     _, _, _, _, result = env.step(trajectory.poses)
     executed = result["simulated_states"]
     camera = CameraRenderer(scene.map, env.camera)
-    for k, tile in enumerate(tiles(read_png(sheet))):
+    for k, tile in enumerate(tiles(read_rgb(str(sheet)))):
         t = min(scene.current_index + k * STRIDE, scene.num_steps - 1)
         pose = executed[min(k * STRIDE, len(executed) - 1), :3]
         truth = downsample_frames(camera.render(pose, scene.agents.at(t), scene.light_status_at(t)),
@@ -231,7 +224,7 @@ def test_rollout_errors_one_per_predicted_frame_and_match_the_panels(api):
     # rows under the label, so the error lies between the visible rows' share and that plus the hidden rows' most
     height = CONFIG["image_height"]
     hidden = -(-LABEL_ROWS // SCALE)  # policy rows touched by the label bar
-    for k, tile in enumerate(tiles(read_png(first.contact_sheet))[1:], start=1):
+    for k, tile in enumerate(tiles(read_rgb(str(first.contact_sheet)))[1:], start=1):
         simulator, world_model, _ = panels(tile)
         start = hidden * SCALE - LABEL_ROWS
         visible = mean_abs(simulator[start::SCALE, ::SCALE], world_model[start::SCALE, ::SCALE])
@@ -244,7 +237,7 @@ def test_same_seed_same_video_and_the_cli_matches_the_api(rendered, api):
     video, sheet, output = rendered
     first, _ = api
     np.testing.assert_array_equal(read_video(first.video), read_video(video))
-    np.testing.assert_array_equal(read_png(first.contact_sheet), read_png(sheet))
+    np.testing.assert_array_equal(read_rgb(str(first.contact_sheet)), read_rgb(str(sheet)))
     assert f"PDMS{first.score:.3f}" in squashed(output)
 
 
@@ -252,7 +245,7 @@ def test_the_world_model_seed_changes_only_the_predictions(api):
     first, other = api
     assert other.score == first.score  # same agent, same plan
     assert other.mean_abs_error != first.mean_abs_error
-    a, b = tiles(read_png(first.contact_sheet)), tiles(read_png(other.contact_sheet))
+    a, b = tiles(read_rgb(str(first.contact_sheet))), tiles(read_rgb(str(other.contact_sheet)))
     for k in range(len(a)):
         sim_a, wm_a, bev_a = panels(a[k])
         sim_b, wm_b, bev_b = panels(b[k])
@@ -272,7 +265,7 @@ def test_eval_videos_writes_the_render_video_and_the_csv_score(evaluated, render
     assert sorted(p.name for p in (out / "videos").iterdir()) == sorted([video.name, sheet.name])  # one scene
     # the same scene, checkpoint and seed as `w0sim render`: the same frames
     np.testing.assert_array_equal(read_video(video), read_video(rendered[0]))
-    np.testing.assert_array_equal(read_png(sheet), read_png(rendered[1]))
+    np.testing.assert_array_equal(read_rgb(str(sheet)), read_rgb(str(rendered[1])))
     rows = {row["token"]: row for row in csv.DictReader((out / "scores.csv").open())}
     assert rows[scene.token]["valid"].lower() == "true"
     assert float(rows[scene.token]["score"]) == pytest.approx(api[0].score, rel=1e-12, abs=1e-12)

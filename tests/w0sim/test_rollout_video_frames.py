@@ -8,7 +8,6 @@ A video frame (policy frames of 8 x 16 scaled by 32 to 256 x 512):
 """
 from __future__ import annotations
 
-from pathlib import Path
 from types import SimpleNamespace
 
 import cv2
@@ -16,7 +15,7 @@ import numpy as np
 import pytest
 
 import w0sim.rollout_video as rollout_video
-from sim.envs.frames import COMPOSITE_BEV, EXECUTED_COLOUR, LOGGED_COLOUR, PLANNED_COLOUR
+from sim.envs.frames import COMPOSITE_BEV, EXECUTED_COLOUR, LOGGED_COLOUR, PLANNED_COLOUR, read_rgb
 from w0sim.rollout_video import RolloutVideo, _label, _panel, render_rollout
 
 H, W = 8, 16  # the policy's frames
@@ -160,10 +159,6 @@ def stage(monkeypatch, tmp_path):
     return make
 
 
-def read_png(path: Path) -> np.ndarray:
-    return cv2.cvtColor(cv2.imread(str(path), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
-
-
 def test_a_label_is_a_black_bar_over_the_top_23_rows_with_the_text_in_white():
     image = np.random.default_rng(0).integers(60, 250, (40, 300, 3), dtype=np.uint8)
     before = image.copy()
@@ -230,7 +225,7 @@ def test_each_frame_shows_the_simulator_the_world_model_and_the_bev_at_the_execu
         expected = np.concatenate([np.concatenate([simulator, world_model, bev], axis=1), caption_bar(text, 1280)])
         np.testing.assert_array_equal(frames[k], expected)
     sheet = tmp_path / "video" / "rollout_contact_sheet.png"
-    np.testing.assert_array_equal(read_png(sheet), np.concatenate(frames, axis=0))  # one column, every frame
+    np.testing.assert_array_equal(read_rgb(str(sheet)), np.concatenate(frames, axis=0))  # one column, every frame
     assert result == RolloutVideo(tmp_path / "written.mp4", sheet, 4, 0.123456, [10.0, 20.0, 30.0])
 
 
