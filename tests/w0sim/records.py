@@ -1,4 +1,5 @@
-"""Helpers for tests that compare whole records: NaN made comparable with ==, a Leaderboard route record's scores."""
+"""Helpers for tests that compare whole records: NaN made comparable with ==, a Leaderboard route record's
+scores, a score table as a terminal shows it."""
 from __future__ import annotations
 
 import math
@@ -19,3 +20,16 @@ def scored_record(route_id: str, status: str, composed: float, route: float, pen
     """A Leaderboard route record of just what summaries read: its id, status and three scores."""
     return {"route_id": route_id, "status": status,
             "scores": {"score_composed": composed, "score_route": route, "score_penalty": penalty}}
+
+
+def table_text(report, width: int) -> str:
+    """`w0sim.score.render_table(report)` as a terminal `width` columns wide shows it, without colour."""
+    import io
+
+    from rich.console import Console
+
+    from w0sim.score import render_table
+
+    console = Console(file=io.StringIO(), width=width, color_system=None)
+    console.print(render_table(report))
+    return console.file.getvalue()

@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 from scenarios.generator import generate_scene
 from scenarios.scene import save_scene
 from sim.geometry import global_to_local
+from tests.w0sim.records import table_text
 from w0sim.cli import app
 from w0sim.score import SUBSCORE_COLUMNS, load_trajectories, score_trajectories
 
@@ -38,19 +39,6 @@ def scene_file(tmp_path_factory):
     scene = generate_scene("straight", 1)
     path = save_scene(scene, tmp_path_factory.mktemp("score") / "straight_1.npz")
     return path, scene
-
-
-def table_text(report, width: int) -> str:
-    """`render_table(report)` as a terminal `width` columns wide shows it, without colour."""
-    import io
-
-    from rich.console import Console
-
-    from w0sim.score import render_table
-
-    console = Console(file=io.StringIO(), width=width, color_system=None)
-    console.print(render_table(report))
-    return console.file.getvalue()
 
 
 def logged_future(scene) -> list[list[float]]:

@@ -2,7 +2,6 @@
 failure lines (the library functions called directly: no CLI)."""
 from __future__ import annotations
 
-import io
 import json
 import math
 import re
@@ -15,7 +14,7 @@ from metrics.pdm import PDMRows
 from scenarios.generator import generate_scene
 from scenarios.scene import save_scene
 from sim.envs.scene_scoring import SceneScorer
-from tests.w0sim.records import NAN, comparable
+from tests.w0sim.records import NAN, comparable, table_text
 from w0sim.score import (
     SUBSCORE_COLUMNS,
     ScoreInputError,
@@ -24,7 +23,6 @@ from w0sim.score import (
     columns,
     failure_lines,
     load_trajectories,
-    render_table,
     score_trajectories,
     write_csv,
 )
@@ -306,17 +304,8 @@ def test_the_csv_holds_the_header_and_a_line_per_row_nan_as_an_empty_cell(tmp_pa
     assert path.read_bytes().decode().splitlines()[1:] == ['tok123,[b]x,False,,,,,,,,"poses, bad"']
 
 
-def table_lines(report, width: int) -> list[str]:
-    """`render_table(report)` as a terminal `width` columns wide shows it, without colour, line by line."""
-    from rich.console import Console
-
-    console = Console(file=io.StringIO(), width=width, color_system=None)
-    console.print(render_table(report))
-    return console.file.getvalue().splitlines()
-
-
 def test_the_pdms_table_shows_name_ok_score_and_the_short_named_sub_scores_to_two_decimals():
-    assert table_lines(report_of("v1.1", V11_REPORT), 120) == [
+    assert table_text(report_of("v1.1", V11_REPORT), 120).splitlines() == [
         "                   tok123 PDMS v1.1                    ",
         "                                                       ",
         " name   ok   score    NC   DAC    EP   TTC     C   DDC ",
@@ -328,7 +317,7 @@ def test_the_pdms_table_shows_name_ok_score_and_the_short_named_sub_scores_to_tw
 
 
 def test_a_terminal_one_column_too_narrow_crops_the_last_sub_score_never_the_name_ok_or_score():
-    assert table_lines(report_of("v1.1", V11_REPORT), 53) == [
+    assert table_text(report_of("v1.1", V11_REPORT), 53).splitlines() == [
         "                   tok123 PDMS v1.1                  ",
         "                                                     ",
         " name   ok   score    NC   DAC    EP   TTC     C   DD",
@@ -341,7 +330,7 @@ def test_a_terminal_one_column_too_narrow_crops_the_last_sub_score_never_the_nam
 
 def test_a_long_name_of_words_wraps_in_a_name_column_of_twelve_not_fewer():
     report = report_of("v1.1", [("best of three runs", True, 0.5, [1.0] * 6, ""), ("x", False, math.nan, [math.nan] * 6, "bad")])
-    assert table_lines(report, 60) == [
+    assert table_text(report, 60).splitlines() == [
         "                       tok123 PDMS v1.1                     ",
         "                                                            ",
         " name          ok   score    NC   DAC    EP   TTC     C   DD",
@@ -350,7 +339,7 @@ def test_a_long_name_of_words_wraps_in_a_name_column_of_twelve_not_fewer():
         " three runs                                                 ",
         " x             no       -     -     -     -     -     -     ",
         "                                                            "]
-    assert table_lines(report, 62)[2:6] == [
+    assert table_text(report, 62).splitlines()[2:6] == [
         " name          ok   score    NC   DAC    EP   TTC     C   DDC ",
         " ──────────────────────────────────────────────────────────── ",
         " best of       yes   0.50  1.00  1.00  1.00  1.00  1.00  1.00 ",
@@ -362,7 +351,7 @@ V22_REPORT = [("a_long_trajectory_name_here", True, 0.5, [1.0, 1.0, 1.0, 1.0, 0.
 
 
 def test_the_epdms_table_folds_a_long_name_at_80_columns_and_keeps_every_figure_whole():
-    assert table_lines(report_of("v2.2", V22_REPORT), 120) == [
+    assert table_text(report_of("v2.2", V22_REPORT), 120).splitlines() == [
         "                                      tok123 EPDMS v2.2                                      ",
         "                                                                                             ",
         " name                         ok   score    NC   DAC   DDC   TLC    EP   TTC    LK    HC  EC ",
@@ -370,7 +359,7 @@ def test_the_epdms_table_folds_a_long_name_at_80_columns_and_keeps_every_figure_
         " a_long_trajectory_name_here  yes   0.50  1.00  1.00  1.00  1.00  0.71  1.00  0.00  1.00   - ",
         " ab                           no       -     -     -     -     -     -     -     -     -   - ",
         "                                                                                             "]
-    assert table_lines(report_of("v2.2", V22_REPORT), 80) == [
+    assert table_text(report_of("v2.2", V22_REPORT), 80).splitlines() == [
         "                               tok123 EPDMS v2.2                                ",
         "                                                                                ",
         " name            ok   score    NC   DAC   DDC   TLC    EP   TTC    LK    HC  EC ",
