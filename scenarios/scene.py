@@ -44,22 +44,41 @@ def _split(points: np.ndarray, offsets: np.ndarray) -> list[np.ndarray]:
     return [points[offsets[i] : offsets[i + 1]] for i in range(len(offsets) - 1)]
 
 
-def scene_to_arrays(scene: Scene) -> tuple[dict, dict[str, np.ndarray]]:
-    """(JSON header, arrays) of a scene; the inverse of `scene_from_arrays`."""
-    lanes = scene.map.lanes
+def map_to_arrays(road_map: RoadMap) -> tuple[dict, dict[str, np.ndarray]]:
+    """(JSON header, arrays) of a road map, as a scene file holds it; the inverse of `map_from_arrays`."""
+    lanes = road_map.lanes
     arrays: dict[str, np.ndarray] = {}
     for name in ("centerline", "left_boundary", "right_boundary"):
         arrays[f"lane_{name}"], arrays[f"lane_{name}_offsets"] = _polyline_block([getattr(l, name) for l in lanes])
     arrays["lane_speed_limit"] = np.array([l.speed_limit for l in lanes], dtype=np.float64)
-    wkb = [shapely.to_wkb(a.polygon) for a in scene.map.areas]
+    wkb = [shapely.to_wkb(a.polygon) for a in road_map.areas]
     arrays["area_wkb"] = np.frombuffer(b"".join(wkb), dtype=np.uint8)
     arrays["area_wkb_offsets"] = np.cumsum([0] + [len(b) for b in wkb]).astype(np.int64)
-    signs = scene.map.stop_signs
+    signs = road_map.stop_signs
     if signs:  # optional entries: maps without stop signs keep their exact (version 1) bytes
         arrays["stop_sign_position"] = np.array([sign.position for sign in signs], dtype=np.float64).reshape(-1, 2)
         wkb = [shapely.to_wkb(sign.trigger) for sign in signs]
         arrays["stop_sign_trigger_wkb"] = np.frombuffer(b"".join(wkb), dtype=np.uint8)
         arrays["stop_sign_trigger_wkb_offsets"] = np.cumsum([0] + [len(b) for b in wkb]).astype(np.int64)
+    header = {
+        "name": road_map.name,
+        "lanes": [
+            {
+                "id": l.id, "lane_group": l.lane_group, "successors": list(l.successors),
+                "predecessors": list(l.predecessors), "is_connector": l.is_connector, "traffic_light": l.traffic_light,
+            }
+            for l in lanes
+        ],
+        "areas": [{"id": a.id, "kind": a.kind} for a in road_map.areas],
+    }
+    if signs:
+        header["stop_signs"] = [{"id": sign.id, "lane_ids": list(sign.lane_ids)} for sign in signs]
+    return header, arrays
+
+
+def scene_to_arrays(scene: Scene) -> tuple[dict, dict[str, np.ndarray]]:
+    """(JSON header, arrays) of a scene; the inverse of `scene_from_arrays`."""
+    map_header, arrays = map_to_arrays(scene.map)
     arrays["ego_log"] = scene.ego_log
     for name, value in scene.agents.arrays().items():
         arrays[f"agents_{name}"] = value
@@ -76,23 +95,10 @@ def scene_to_arrays(scene: Scene) -> tuple[dict, dict[str, np.ndarray]]:
         "route": scene.route,
         "command_text": scene.command_text,
         "metadata": scene.metadata,
-        "map": {
-            "name": scene.map.name,
-            "lanes": [
-                {
-                    "id": l.id, "lane_group": l.lane_group, "successors": list(l.successors),
-                    "predecessors": list(l.predecessors), "is_connector": l.is_connector,
-                    "traffic_light": l.traffic_light,
-                }
-                for l in lanes
-            ],
-            "areas": [{"id": a.id, "kind": a.kind} for a in scene.map.areas],
-        },
+        "map": map_header,
         "track_ids": scene.agents.track_ids,
         "light_ids": scene.light_ids,
     }
-    if signs:
-        header["map"]["stop_signs"] = [{"id": sign.id, "lane_ids": list(sign.lane_ids)} for sign in signs]
     return header, arrays
 
 
@@ -102,11 +108,14 @@ class _Malformed(ValueError):
 
 # Arrays of the format: dtype kinds (numpy's 'b', 'i', 'u', 'f') and shapes (None: any size; names: must agree).
 _FLOAT, _INT, _BOOL, _BYTES = "f", "iu", "b", "u"
-_ARRAYS = {
+_MAP_ARRAYS = {
     "lane_centerline": (_FLOAT, (None, 2)), "lane_left_boundary": (_FLOAT, (None, 2)),
     "lane_right_boundary": (_FLOAT, (None, 2)), "lane_centerline_offsets": (_INT, ("lanes+1",)),
     "lane_left_boundary_offsets": (_INT, ("lanes+1",)), "lane_right_boundary_offsets": (_INT, ("lanes+1",)),
     "lane_speed_limit": (_FLOAT, ("lanes",)), "area_wkb": (_BYTES, (None,)), "area_wkb_offsets": (_INT, ("areas+1",)),
+}
+_ARRAYS = {
+    **_MAP_ARRAYS,
     "ego_log": (_FLOAT, ("steps", len(StateIndex))),
     **{f"agents_{name}": (_FLOAT, ("steps", "tracks")) for name in ("x", "y", "heading", "vx", "vy")},
     "agents_valid": (_BOOL, ("steps", "tracks")),
@@ -169,18 +178,24 @@ def _check_header(header) -> None:
     for key in ("route", "track_ids", "light_ids"):
         if not _is_str_list(header[key]):
             raise _Malformed(f"header {key!r} must be a list of strings")
-    road_map = header["map"]
+    _check_map_header(header["map"], "map.")
+
+
+def _check_map_header(road_map, prefix: str = "") -> None:
+    """Types of every field of a map header (`map_to_arrays`); `prefix` names where it sits in the header."""
+    if not isinstance(road_map, dict):
+        raise _Malformed(f"header {prefix.rstrip('.') or 'of the map'} must be a JSON object")
     if not isinstance(road_map.get("name"), str):
-        raise _Malformed("header map.name must be a string")
+        raise _Malformed(f"header {prefix}name must be a string")
     if not isinstance(road_map.get("lanes"), list) or not isinstance(road_map.get("areas"), list):
-        raise _Malformed("header map.lanes and map.areas must be lists")
+        raise _Malformed(f"header {prefix}lanes and {prefix}areas must be lists")
     if not isinstance(road_map.get("stop_signs", []), list):
-        raise _Malformed("header map.stop_signs must be a list")
+        raise _Malformed(f"header {prefix}stop_signs must be a list")
     lane_fields = {"id": str, "lane_group": str, "successors": list, "predecessors": list, "is_connector": bool,
                    "traffic_light": (str, type(None))}
-    for what, items, item_fields in (("map.lanes", road_map["lanes"], lane_fields),
-                                     ("map.areas", road_map["areas"], {"id": str, "kind": str}),
-                                     ("map.stop_signs", road_map.get("stop_signs", []), {"id": str, "lane_ids": list})):
+    for what, items, item_fields in ((f"{prefix}lanes", road_map["lanes"], lane_fields),
+                                     (f"{prefix}areas", road_map["areas"], {"id": str, "kind": str}),
+                                     (f"{prefix}stop_signs", road_map.get("stop_signs", []), {"id": str, "lane_ids": list})):
         for i, item in enumerate(items):
             if not isinstance(item, dict):
                 raise _Malformed(f"header {what}[{i}] must be an object")
@@ -202,19 +217,13 @@ def _geometries(name: str, wkb: np.ndarray, offsets: np.ndarray, ids: list[str])
     return out
 
 
-def scene_from_arrays(header: dict, arrays: dict[str, np.ndarray]) -> Scene:
-    """The Scene of a header and its arrays (the inverse of `scene_to_arrays`).
-
-    Checks the layout (header field types, array dtypes and shapes, offsets, WKB) and raises ValueError naming the
-    field; the Scene's own validation (`sim.scene.validate_scene`) then checks the values against `sim.limits`.
-    """
-    _check_header(header)
-    sizes = {"lanes": len(header["map"]["lanes"]), "lanes+1": len(header["map"]["lanes"]) + 1,
-             "areas+1": len(header["map"]["areas"]) + 1, "tracks": len(header["track_ids"]),
-             "lights": len(header["light_ids"])}
-    _check_arrays(arrays, _ARRAYS, sizes)
-    _check_arrays(arrays, _OPTIONAL_ARRAYS, sizes, optional=True)
-    signs_info = header["map"].get("stop_signs", [])
+def map_from_arrays(header: dict, arrays: dict[str, np.ndarray]) -> RoadMap:
+    """The RoadMap of a map header and its arrays (the inverse of `map_to_arrays`); checks their layout and raises
+    ValueError naming the field (the RoadMap checks the values)."""
+    _check_map_header(header)
+    sizes = {"lanes": len(header["lanes"]), "lanes+1": len(header["lanes"]) + 1, "areas+1": len(header["areas"]) + 1}
+    _check_arrays(arrays, _MAP_ARRAYS, sizes)
+    signs_info = header.get("stop_signs", [])
     if signs_info:  # absent from files written before stop signs existed
         sizes.update({"signs": len(signs_info), "signs+1": len(signs_info) + 1})
         _check_arrays(arrays, _STOP_SIGN_ARRAYS, sizes)
@@ -232,9 +241,9 @@ def scene_from_arrays(header: dict, arrays: dict[str, np.ndarray]) -> Scene:
             predecessors=tuple(info["predecessors"]), is_connector=info["is_connector"],
             traffic_light=info["traffic_light"],
         )
-        for i, info in enumerate(header["map"]["lanes"])
+        for i, info in enumerate(header["lanes"])
     ]
-    area_info = header["map"]["areas"]
+    area_info = header["areas"]
     polygons = _geometries("area_wkb", arrays["area_wkb"], arrays["area_wkb_offsets"], [a["id"] for a in area_info])
     areas = [Area(id=info["id"], kind=info["kind"], polygon=polygon) for info, polygon in zip(area_info, polygons)]
     stop_signs = []
@@ -244,6 +253,21 @@ def scene_from_arrays(header: dict, arrays: dict[str, np.ndarray]) -> Scene:
         positions = arrays["stop_sign_position"].astype(np.float64)
         stop_signs = [StopSign(id=info["id"], position=positions[i], trigger=triggers[i], lane_ids=tuple(info["lane_ids"]))
                       for i, info in enumerate(signs_info)]
+    return RoadMap(lanes, areas, name=header["name"], stop_signs=stop_signs)
+
+
+def scene_from_arrays(header: dict, arrays: dict[str, np.ndarray]) -> Scene:
+    """The Scene of a header and its arrays (the inverse of `scene_to_arrays`).
+
+    Checks the layout (header field types, array dtypes and shapes, offsets, WKB) and raises ValueError naming the
+    field; the Scene's own validation (`sim.scene.validate_scene`) then checks the values against `sim.limits`.
+    """
+    _check_header(header)
+    sizes = {"tracks": len(header["track_ids"]), "lights": len(header["light_ids"])}
+    _check_arrays(arrays, _ARRAYS, {**sizes, "lanes": len(header["map"]["lanes"]),
+                                    "lanes+1": len(header["map"]["lanes"]) + 1, "areas+1": len(header["map"]["areas"]) + 1})
+    _check_arrays(arrays, _OPTIONAL_ARRAYS, sizes, optional=True)
+    road_map = map_from_arrays(header["map"], arrays)
     as_float = lambda a: a.astype(np.float64, copy=False) if a.dtype.kind == "f" else a  # noqa: E731
     agents = AgentTracks(
         **{name: as_float(arrays[f"agents_{name}"]) for name in AgentTracks.TIME_FIELDS + AgentTracks.TRACK_FIELDS},
@@ -251,7 +275,7 @@ def scene_from_arrays(header: dict, arrays: dict[str, np.ndarray]) -> Scene:
     )
     route_points = arrays.get("route_points")
     return Scene(
-        token=header["token"], map=RoadMap(lanes, areas, name=header["map"]["name"], stop_signs=stop_signs),
+        token=header["token"], map=road_map,
         ego_log=as_float(arrays["ego_log"]), agents=agents, route=list(header["route"]),
         current_index=int(header["current_index"]), light_ids=list(header["light_ids"]),
         light_status=arrays["light_status"], driving_command=arrays["driving_command"],
