@@ -13,6 +13,11 @@ class AgentError(ValueError):
     """An agent cannot be built or cannot drive where it was asked to: the message says which agent and why."""
 
 
+class AgentUnavailable(RuntimeError):
+    """An agent that runs elsewhere (a policy service) could not be reached. The scene's failure is not the agent's
+    doing: its row is marked, and the next run into the same folder runs the scene again."""
+
+
 @dataclass(frozen=True)
 class SensorConfig:
     """What an agent wants to see: front-camera frames (True) or none, over `history_frames` frames."""
@@ -24,12 +29,16 @@ class SensorConfig:
 @dataclass(frozen=True)
 class AgentOptions:
     """How to build an agent (`w0sim eval`'s options): a checkpoint folder, a seed, and for torch agents the
-    device and dtype. An agent that takes no checkpoint, or runs on the CPU only, refuses the others."""
+    device and dtype; for a served policy (`egodriver:ADDRESS`) its address, a per-call timeout and retries. An agent
+    refuses the options it does not take."""
 
     checkpoint: str | None = None
     seed: int = 0
     device: str = "cpu"
     dtype: str = "float32"
+    service: str | None = None
+    service_timeout_s: float = 30.0
+    service_retries: int = 2
 
 
 class Agent(ABC):
@@ -43,6 +52,9 @@ class Agent(ABC):
 
     privileged: bool = False
     device: str = "cpu"
+    #: Seconds the policy itself took for the last decision, where it reports them apart from the call (a served
+    #: policy: the server's own timing); None otherwise.
+    last_inference_s: float | None = None
 
     def __init__(self, trajectory_sampling: TrajectorySampling = TrajectorySampling()):
         self.trajectory_sampling = trajectory_sampling
@@ -50,7 +62,8 @@ class Agent(ABC):
     @classmethod
     def from_options(cls, options: AgentOptions = AgentOptions()) -> "Agent":
         """The agent built from `w0sim eval`'s options; this default takes none but the seed."""
-        given = {"checkpoint": options.checkpoint, "device": options.device, "dtype": options.dtype}
+        given = {"checkpoint": options.checkpoint, "device": options.device, "dtype": options.dtype,
+                 "service_timeout_s": options.service_timeout_s, "service_retries": options.service_retries}
         unused = [f"{k}={v}" for k, v in given.items() if v != getattr(AgentOptions, k)]
         if unused:
             raise AgentError(f"agent {cls.__name__} takes no {', '.join(unused)} (it is a numpy agent without weights)")

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import importlib
 import inspect
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib.metadata import entry_points
 
 from agents.base import Agent, AgentError, AgentOptions
 
 ENTRY_POINT_GROUP = "w0sim.agents"
+SERVED_PREFIX = "egodriver:"  # egodriver:HOST:PORT or egodriver:unix:///PATH: a policy behind an egodriver server
+SERVED_AGENT = "agents.egodriver:EgodriverAgent"
 BUILTIN_AGENTS = {
     "constant_velocity": "agents.constant_velocity:ConstantVelocityAgent",
     "human": "agents.human:HumanAgent",
@@ -33,7 +35,10 @@ def registered_agents() -> dict[str, str]:
 
 
 def resolve_agent(name: str) -> str:
-    """The `module:Class` target of an agent name (a registered name, or a `module:Class` spec itself)."""
+    """The `module:Class` target of an agent name (a registered name, `egodriver:ADDRESS` for a served policy, or a
+    `module:Class` spec itself)."""
+    if name.startswith(SERVED_PREFIX):
+        return SERVED_AGENT
     if ":" in name:
         return name
     known = registered_agents()
@@ -71,10 +76,13 @@ class AgentSpec:
     def __post_init__(self) -> None:
         if not self.target:
             object.__setattr__(self, "target", resolve_agent(self.name))
+        if self.name.startswith(SERVED_PREFIX):
+            object.__setattr__(self, "options", replace(self.options, service=self.name.removeprefix(SERVED_PREFIX)))
 
     def build(self) -> Agent:
         """A new agent (not yet initialised)."""
         return load_agent_class(self.target).from_options(self.options)
 
 
-__all__ = ["BUILTIN_AGENTS", "ENTRY_POINT_GROUP", "AgentSpec", "load_agent_class", "registered_agents", "resolve_agent"]
+__all__ = ["BUILTIN_AGENTS", "ENTRY_POINT_GROUP", "SERVED_AGENT", "SERVED_PREFIX", "AgentSpec", "load_agent_class",
+           "registered_agents", "resolve_agent"]

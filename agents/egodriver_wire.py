@@ -1,0 +1,213 @@
+"""w0sim on AlpaSim's egodriver contract: its frames, the camera w0sim declares, and w0sim's extension service.
+
+The contract (`egodriver.EgodriverService`, served and driven through the `carla-driver-interface` package) carries
+camera images, the ego's poses and dynamic state in a session-fixed `local` frame, the route in the rig frame and
+the plan back as timed poses. Its rig frame is w0sim's ego frame (x forward, y left, origin on the ground below the
+rear axle). w0sim's own pose (x, y, heading) is a `carla_driver_interface.geometry.Pose` with z = 0.
+
+Between two w0sim processes the contract alone cannot reproduce an in-process evaluation: a NAVSIM scene's history
+frames predate the session, and a privileged agent plans from the map and objects, which the contract does not
+carry. So a w0sim server also serves `w0sim.v1.AgentInputs` on the same port: `Describe` says what the served agent
+needs (JSON), and `Submit` takes, before each `drive`, the exact `AgentInput` and, for a privileged agent, the
+`WorldView` (its map and ego log once per session), as one `.npz` (no pickles: a server never runs what a client
+sends). Other servers answer UNIMPLEMENTED and get the contract's inputs only.
+"""
+from __future__ import annotations
+
+import io
+import json
+import math
+from collections.abc import Callable
+
+import numpy as np
+from carla_driver_interface.geometry import Pose, body_to_optical
+from carla_driver_interface.protocol import AvailableCamera, CameraSpec, OpenCVPinholeCameraParam, ShutterType
+
+from scenarios.scene import map_from_arrays, map_to_arrays
+from sim.agent_input import AgentInput
+from sim.map import RoadMap
+from sim.render.camera import CameraConfig
+from sim.state import AgentSlice, StateIndex, TrajectorySampling
+from sim.world_view import WorldView
+
+EXTENSION_SERVICE = "w0sim.v1.AgentInputs"
+DESCRIBE_METHOD = f"/{EXTENSION_SERVICE}/Describe"
+SUBMIT_METHOD = f"/{EXTENSION_SERVICE}/Submit"
+#: The logical id of the camera w0sim renders (NAVSIM's front camera).
+FRONT_CAMERA_ID = "CAM_F0"
+#: The largest `Submit` payload a server reads (a CARLA town's map is a few MB).
+MAX_PAYLOAD_BYTES = 256 * 1024 * 1024
+
+_AGENT_INPUT_ARRAYS = ("ego_poses", "ego_velocity", "ego_acceleration", "driving_command", "ego_state")
+_SLICE_ARRAYS = ("x", "y", "heading", "vx", "vy", "valid", "length", "width", "height", "agent_type")
+
+
+class WireError(ValueError):
+    """A payload of w0sim's extension that cannot be read: the message names the field."""
+
+
+# --- frames ------------------------------------------------------------------------------------------------------
+
+
+def pose_of(x: float, y: float, heading: float) -> Pose:
+    """A w0sim pose (x, y, heading) as the contract's pose (z = 0)."""
+    return Pose.from_xyz_yaw(float(x), float(y), 0.0, float(heading))
+
+
+def xy_heading(pose: Pose) -> np.ndarray:
+    """(3,) x, y, heading of a contract pose."""
+    return np.array([pose.position[0], pose.position[1], pose.yaw], dtype=np.float64)
+
+
+def front_camera(camera: CameraConfig = CameraConfig()) -> AvailableCamera:
+    """w0sim's front camera as contract revision 2 declares it: pinhole intrinsics, and its optical frame in the rig."""
+    spec = CameraSpec(
+        opencv_pinhole_param=OpenCVPinholeCameraParam(
+            principal_point_x=camera.width / 2.0, principal_point_y=camera.height / 2.0,
+            focal_length_x=camera.focal, focal_length_y=camera.focal),
+        logical_id=FRONT_CAMERA_ID, resolution_w=camera.width, resolution_h=camera.height,
+        shutter_type=ShutterType.GLOBAL)
+    body = Pose.from_xyz_yaw(camera.mount_x, camera.mount_y, camera.mount_z, camera.yaw) @ Pose.from_axis_angle(
+        1, camera.pitch)
+    return AvailableCamera(intrinsics=spec, rig_to_camera=body_to_optical(body).to_proto(), logical_id=FRONT_CAMERA_ID)
+
+
+# --- Describe -----------------------------------------------------------------------------------------------------
+
+
+def describe(name: str, privileged: bool, cameras: bool, history_frames: int, sampling: TrajectorySampling,
+             version: str) -> bytes:
+    """`Describe`'s answer: what the served agent needs and plans."""
+    return json.dumps({"agent": name, "privileged": privileged, "cameras": cameras, "history_frames": history_frames,
+                       "num_poses": sampling.num_poses, "interval_s": sampling.interval, "w0sim": version}).encode()
+
+
+def read_description(data: bytes) -> dict:
+    """`Describe`'s answer, checked."""
+    try:
+        found = json.loads(data.decode())
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise WireError(f"Describe answered something that is not JSON ({err})") from None
+    fields = {"agent": str, "privileged": bool, "cameras": bool, "history_frames": int, "num_poses": int,
+              "interval_s": (int, float), "w0sim": str}
+    if not isinstance(found, dict):
+        raise WireError("Describe answered JSON that is not an object")
+    for key, kind in fields.items():
+        if not isinstance(found.get(key), kind):
+            raise WireError(f"Describe's answer has no {key!r} of type {getattr(kind, '__name__', 'number')}")
+    return found
+
+
+# --- Submit -------------------------------------------------------------------------------------------------------
+
+
+def encode_inputs(session_uuid: str, time_now_us: int, agent_input: AgentInput, world: WorldView | None,
+                  send_session_data: bool) -> bytes:
+    """`Submit`'s payload: the agent input, and the world view if given (its map and ego log only when
+    `send_session_data`, on a session's first decision)."""
+    arrays = {f"input_{name}": getattr(agent_input, name) for name in _AGENT_INPUT_ARRAYS}
+    if agent_input.cameras is not None:
+        arrays["input_cameras"] = agent_input.cameras
+    header: dict = {"session": session_uuid, "time_now_us": int(time_now_us), "command_text": agent_input.command_text,
+                    "world": None, "map": None}
+    if world is not None:
+        header["world"] = {"route": list(world.route), "history_s": world.history_s, "light_ids": list(world.light_ids),
+                           "step": int(world.step), "time_s": world.time_s, "track_ids": list(world.agents.track_ids),
+                           "before_track_ids": None if world.agents_before is None else list(world.agents_before.track_ids)}
+        arrays["world_ego_state"] = world.ego_state
+        arrays["world_light_status"] = np.asarray(world.light_status)
+        for name in _SLICE_ARRAYS:
+            arrays[f"agents_{name}"] = getattr(world.agents, name)
+            if world.agents_before is not None:
+                arrays[f"before_{name}"] = getattr(world.agents_before, name)
+        if send_session_data:
+            header["map"], map_arrays = map_to_arrays(world.road_map)
+            arrays.update({f"map_{name}": value for name, value in map_arrays.items()})
+            arrays["world_ego_log"] = world.ego_log
+    buffer = io.BytesIO()
+    np.savez(buffer, header=np.array(json.dumps(header)), **arrays)
+    return buffer.getvalue()
+
+
+class SessionWorld:
+    """What a session's first `Submit` sent once: the map and the ego log."""
+
+    def __init__(self, road_map: RoadMap, ego_log: np.ndarray):
+        self.road_map, self.ego_log = road_map, ego_log
+
+
+def decode_inputs(data: bytes, session_world: Callable[[str], SessionWorld | None]
+                  ) -> tuple[dict, AgentInput, WorldView | None, SessionWorld | None]:
+    """(header, agent input, world view or None, the session's map and ego log) of a `Submit` payload.
+    `session_world(uuid)`: what the session's first payload sent (None before it)."""
+    if len(data) > MAX_PAYLOAD_BYTES:
+        raise WireError(f"Submit payload of {len(data)} bytes is over the bound {MAX_PAYLOAD_BYTES}")
+    try:
+        with np.load(io.BytesIO(data), allow_pickle=False) as npz:
+            arrays = {name: npz[name] for name in npz.files}
+        header = json.loads(str(arrays.pop("header")))
+    except Exception as err:  # a damaged archive fails in many ways; each means the payload cannot be read
+        raise WireError(f"Submit payload is not a w0sim inputs archive ({type(err).__name__}: {err})") from None
+    if not isinstance(header, dict) or not isinstance(header.get("session"), str) \
+            or not isinstance(header.get("time_now_us"), int) or not isinstance(header.get("command_text"), str):
+        raise WireError("Submit payload header needs session (str), time_now_us (int) and command_text (str)")
+
+    def array(name: str, ndim: int, kinds: str = "f") -> np.ndarray:
+        if name not in arrays:
+            raise WireError(f"Submit payload has no array {name!r}")
+        value = arrays[name]
+        if value.ndim != ndim or value.dtype.kind not in kinds:
+            raise WireError(f"Submit payload array {name!r} has shape {value.shape} and dtype {value.dtype}; expected "
+                            f"{ndim} dimensions of kind {kinds!r}")
+        return value
+
+    cameras = array("input_cameras", 4, "u") if "input_cameras" in arrays else None
+    agent_input = AgentInput(
+        ego_poses=array("input_ego_poses", 2), ego_velocity=array("input_ego_velocity", 2),
+        ego_acceleration=array("input_ego_acceleration", 2), driving_command=array("input_driving_command", 1, "iu"),
+        cameras=cameras, command_text=header["command_text"], ego_state=array("input_ego_state", 1))
+    info = header.get("world")
+    known = session_world(header["session"])
+    if info is None:
+        return header, agent_input, None, known
+    if not isinstance(info, dict):
+        raise WireError("Submit payload header world must be an object or null")
+    if header.get("map") is not None:
+        try:
+            road_map = map_from_arrays(header["map"], {name.removeprefix("map_"): value for name, value in arrays.items()
+                                                       if name.startswith("map_")})
+        except ValueError as err:
+            raise WireError(f"Submit payload map: {err}") from None
+        known = SessionWorld(road_map, array("world_ego_log", 2))
+    if known is None:
+        raise WireError("Submit payload has a world view but the session never sent its map (the first payload "
+                        "of a session carries it)")
+
+    def agent_slice(prefix: str, track_ids) -> AgentSlice:
+        if not isinstance(track_ids, list) or not all(isinstance(t, str) for t in track_ids):
+            raise WireError(f"Submit payload header world track ids of {prefix!r} must be a list of strings")
+        values = {name: array(f"{prefix}_{name}", 1, "biuf") for name in _SLICE_ARRAYS}
+        if any(len(v) != len(track_ids) for v in values.values()):
+            raise WireError(f"Submit payload arrays {prefix}_* must all have {len(track_ids)} entries (its track ids)")
+        return AgentSlice(**values, track_ids=list(track_ids))
+
+    try:
+        route, light_ids = list(info["route"]), list(info["light_ids"])
+        history_s, step, time_s = float(info["history_s"]), int(info["step"]), float(info["time_s"])
+        before_ids = info["before_track_ids"]
+        track_ids = info["track_ids"]
+    except (KeyError, TypeError, ValueError) as err:
+        raise WireError(f"Submit payload header world is incomplete ({type(err).__name__}: {err})") from None
+    if not math.isfinite(history_s) or not math.isfinite(time_s):
+        raise WireError("Submit payload header world history_s and time_s must be finite")
+    ego_state = array("world_ego_state", 1)
+    if ego_state.shape != (len(StateIndex),):
+        raise WireError(f"Submit payload array 'world_ego_state' has shape {ego_state.shape}, expected ({len(StateIndex)},)")
+    world = WorldView(known.road_map, route, ego_state, agent_slice("agents", track_ids),
+                      None if before_ids is None else agent_slice("before", before_ids), history_s, light_ids,
+                      array("world_light_status", 1, "iu"), known.ego_log, step, time_s)
+    return header, agent_input, world, known
+
+
+__all__ = ["DESCRIBE_METHOD", "EXTENSION_SERVICE", "FRONT_CAMERA_ID", "SUBMIT_METHOD", "SessionWorld", "WireError",
+           "decode_inputs", "describe", "encode_inputs", "front_camera", "pose_of", "read_description", "xy_heading"]
