@@ -521,6 +521,15 @@ def evaluate(
     scene_filter: Optional[Path] = typer.Option(None, "--scene-filter", help="NAVSIM scene filter YAML for --split "
                                                 "navsim:NAME: frame interval, logs, tokens (`w0sim scenes export-navsim`"
                                                 " writes OUT/scene_filters/NAME.yaml)."),
+    service_timeout: float = typer.Option(30.0, "--service-timeout", min=0.001, help="--agent egodriver:ADDRESS: "
+                                          "seconds each call to the policy server may take."),
+    service_retries: int = typer.Option(2, "--service-retries", min=0, help="--agent egodriver:ADDRESS: retries of "
+                                        "a call the server did not answer (unavailable or late). A scene whose server "
+                                        "never answered fails, and the next run into the folder runs it again."),
+    plan_delay: float = typer.Option(0.0, "--plan-delay", min=0.0, help="Closed loop: drive each plan this many "
+                                     "seconds after the decision that made it (a multiple of 0.5 s; the ego holds "
+                                     "still until the first plan is due), so a slow policy is scored as it would "
+                                     "drive. Recorded in the manifest."),
 ) -> None:
     """Evaluate an agent on a split: NAVSIM's CSV (one-shot) or the Leaderboard's results JSON (closed loop),
     a summary per family; an interrupted run resumes where it stopped (closed loop: also from a Leaderboard
@@ -537,11 +546,12 @@ def evaluate(
                      "town_dir": town_dir, "scene_filter": scene_filter}
     try:
         with _progress_report(f"evaluating {agent}") as report:
-            spec = AgentSpec(agent, AgentOptions(str(checkpoint) if checkpoint else None, seed, device, dtype))
+            spec = AgentSpec(agent, AgentOptions(str(checkpoint) if checkpoint else None, seed, device, dtype,
+                                                 service_timeout_s=service_timeout, service_retries=service_retries))
             result = run_evaluation(split, spec, out, closed_loop=closed_loop, pdm_version=pdm_version, limit=limit,
                                     workers=workers, ray_address=ray_address, split_options=split_options,
                                     videos=videos, progress=report, human_filter=human_filter,
-                                    repetitions=repetitions)
+                                    repetitions=repetitions, plan_delay_s=plan_delay)
     except (AgentError, SplitError, RunError) as err:
         _error(str(err))
         raise typer.Exit(2) from None
@@ -554,6 +564,60 @@ def evaluate(
     if result.failures:
         console.print(f"[red]{len(result.failures)} of {result.total} {result.unit} failed[/red]", highlight=False)
         raise typer.Exit(1)
+
+
+@app.command("serve")
+@_clean_errors
+def serve(
+    agent: str = typer.Option(..., "--agent", help="The agent to serve: a name of `w0sim agents` or "
+                              "package.module:Class."),
+    checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="Model folder, for agents with weights "
+                                              "(drivevla_w0: default the shipped checkpoints/drivevla-w0-tiny)."),
+    host: str = typer.Option("0.0.0.0", "--host", help="Address to bind, or a Unix socket: unix:///PATH (then "
+                             "--port is unused)."),
+    port: int = typer.Option(50051, "--port", min=0, max=65535, help="TCP port (0: any free one, printed)."),
+    mode: str = typer.Option("carla", "--mode", help="The runtime on the other end: carla (autoware_carla_scenario, "
+                             "carla-driver-interface's clients, w0sim's egodriver agent) or alpasim (an AlpaSim "
+                             "runtime: its cameras' convention and its debug payload)."),
+    seed: int = _seed_option(help="Agent seed (flow-matching noise), 0 to 2**32 - 1."),
+    device: str = typer.Option("cpu", "--device", help="Torch device for agents with weights (cpu, cuda, cuda:1)."),
+    dtype: str = typer.Option("float32", "--dtype", help="Weights' dtype for agents with weights."),
+    max_workers: int = typer.Option(8, "--max-workers", min=1, help="gRPC handler threads (decisions still run one "
+                                    "at a time)."),
+) -> None:
+    """Serve an agent as a policy service on AlpaSim's egodriver gRPC contract (carla-driver-interface): AlpaSim,
+    autoware_carla_scenario and `w0sim eval --agent egodriver:HOST:PORT` drive it. Runs until Ctrl-C or SIGTERM."""
+    import signal
+    import threading
+
+    from carla_driver_interface.service import SERVICE_MODES
+
+    from agents.base import AgentOptions
+    from agents.registry import SERVED_PREFIX, AgentSpec
+    from w0sim.runner import check_agent, initialized
+    from w0sim.serve import serving
+
+    if mode not in SERVICE_MODES:
+        _error(f"--mode {mode!r}: expected one of {', '.join(SERVICE_MODES)}")
+        raise typer.Exit(2)
+    if agent.startswith(SERVED_PREFIX):
+        _error(f"--agent {agent}: serve a w0sim agent, not another server (it can be driven directly)")
+        raise typer.Exit(2)
+    spec = AgentSpec(agent, AgentOptions(str(checkpoint) if checkpoint else None, seed, device, dtype))
+    built = spec.build()
+    check_agent(built, spec)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    with serving(initialized(built), agent, host=host, port=port, mode=mode, max_workers=max_workers) as address:
+        camera = " and a front camera" if built.get_sensor_config().cameras else ""
+        world = ("; it plans from the world view a w0sim client sends, else from one lane along the route"
+                 if built.privileged else "")
+        console.print(f"serving {agent} on {address} ({mode} mode): it needs egomotion, the route{camera}{world}",
+                      highlight=False, soft_wrap=True)
+        try:
+            stop.wait()
+        except KeyboardInterrupt:
+            pass
 
 
 @app.command("agents")

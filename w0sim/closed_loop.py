@@ -15,11 +15,12 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Mapping
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 
-from agents.base import Agent
+from agents.base import Agent, AgentUnavailable
 from agents.registry import AgentSpec
 from metrics.leaderboard.criteria import ROUND_DIGITS
 from metrics.leaderboard.results_io import ResultsFileError, build_results, read_results, resume_check, write_results
@@ -27,6 +28,7 @@ from metrics.leaderboard.route_record import route_id_for
 from scenarios.splits import SceneRef, repeated, resolve_split
 from sim.envs.closed_loop_env import ClosedLoopEnv
 from sim.envs.observation import InvalidActionError
+from w0sim.latency import DecisionTimer, PlanDelay
 from w0sim.runner import (
     RunError,
     SceneFailure,
@@ -68,12 +70,14 @@ def route_plan(split: str, limit: int | None = None, repetitions: int = 1,
             for i, ref in enumerate(routes) for k in range(repetitions)]
 
 
-def drive_route(ref: SceneRef, index: int, agent: Agent) -> dict:
-    """{"token": the route id, "family", "scene": the scene's own token, "record": the Leaderboard route record} of
-    one route driven by `agent`; `index` is its place in the run order. A route the agent crashed on (it raised, or
-    planned a trajectory the environment refuses: non-finite, implausible, of the wrong shape or type) keeps its
-    record, "Failed - Agent crashed" as the Leaderboard writes it, and the row says why (`reason`); a route that
-    cannot run raises SceneFailure with the reason.
+def drive_route(ref: SceneRef, index: int, agent: Agent, plan_delay_s: float = 0.0) -> dict:
+    """{"token": the route id, "family", "scene": the scene's own token, "record": the Leaderboard route record,
+    "latency": the agent's time per decision (`DecisionTimer.summary`)} of one route driven by `agent`; `index` is its
+    place in the run order. `plan_delay_s`: each plan is driven that long after its decision (`PlanDelay`).
+    A route the agent crashed on (it raised, or planned a trajectory the environment refuses: non-finite,
+    implausible, of the wrong shape or type) keeps its record, "Failed - Agent crashed" as the Leaderboard writes it,
+    and the row says why (`reason`; `rerun` when the agent could not be reached); a route that cannot run raises
+    SceneFailure with the reason.
     The record's meta has the Leaderboard's durations: `duration_game` the simulated seconds (the environment's),
     `duration_system` the wall-clock seconds from the route's start (its scene loaded, the environment reset) to
     its end, the agent's planning included, as the Leaderboard's ScenarioManager times a route."""
@@ -83,18 +87,21 @@ def drive_route(ref: SceneRef, index: int, agent: Agent) -> dict:
         doing = "setting up the route's environment"
         env = ClosedLoopEnv(scenes=[scene], cameras=agent.get_sensor_config().cameras, privileged=agent.privileged)
         _, info = env.reset(seed=0)
+        delay = PlanDelay(plan_delay_s, env.sampling) if plan_delay_s else None
     except Exception as err:
         raise SceneFailure(failure_reason(err, doing)) from err
     started = time.monotonic()
-    crash = ""
+    crash, unreachable = "", False
     decision = 0
+    timer = DecisionTimer()
     crashed = np.full((env.sampling.num_poses, 3), np.nan)  # a non-finite action makes the env end the route as the LB does
     while True:
         planning = f"agent {agent.name()} planning decision {decision} (t = {info.get('time_s', 0):.1f} s)"
         try:
-            action = agent.compute_trajectory(info["agent_input"], info.get("world")).poses
+            planned = timer.plan(agent, info["agent_input"], info.get("world")).poses
+            action = delay.action(planned, info["agent_input"].ego_state) if delay else planned
         except Exception as err:  # the agent crashed
-            crash, action = failure_reason(err, planning), crashed
+            crash, action, unreachable = failure_reason(err, planning), crashed, isinstance(err, AgentUnavailable)
         try:
             try:
                 _, _, terminated, truncated, info = env.step(action)
@@ -109,9 +116,12 @@ def drive_route(ref: SceneRef, index: int, agent: Agent) -> dict:
             record = dict(info["route_record"])
             record.update(index=index, route_id=ref.token)
             record["meta"] = dict(record["meta"], duration_system=round(time.monotonic() - started, ROUND_DIGITS))
-            row = {"token": ref.token, "family": ref.family, "scene": scene.token, "record": record}
+            row = {"token": ref.token, "family": ref.family, "scene": scene.token, "record": record,
+                   "latency": timer.summary()}
             if record.get("status") in CRASH_STATUSES:
                 row["reason"] = crash or " ".join(str(info.get("failure_reason") or "").split()) or record["status"]
+                if unreachable:
+                    row["rerun"] = True
             return row
 
 
@@ -162,7 +172,7 @@ def results_to_adopt(out_dir: Path, plan: list[SceneRef]) -> list[dict]:
 def evaluate_routes(split: str, spec: AgentSpec, out_dir: str | Path, limit: int | None = None,
                     workers: int | None = None, progress: Callable[[int, int], None] | None = None,
                     split_options: dict | None = None, ray_address: str | None = None,
-                    repetitions: int = 1) -> dict:
+                    repetitions: int = 1, plan_delay_s: float = 0.0) -> dict:
     """Drive the first `limit` routes of `split`, `repetitions` times each (`route_plan`; `split_options`: see
     `resolve_split`, e.g. `town_dir` for `carla:ROUTES.xml`); writes and returns `out_dir/results.json`
     (Leaderboard layout). A results.json already in `out_dir` is resumed from (`results_to_adopt`). See `run_split`
@@ -177,17 +187,22 @@ def evaluate_routes(split: str, spec: AgentSpec, out_dir: str | Path, limit: int
         adopted = results_to_adopt(out_dir, plan)  # checks a results.json there before anything is written
         folder.write_manifest()
         append_rows(out_dir / "rows.jsonl", adopted)
-        return _drive_routes(plan, spec, out_dir, agent_sensors(agent), workers, progress, ray_address)
+        task = partial(drive_route, plan_delay_s=plan_delay_s) if plan_delay_s else drive_route
+        return _drive_routes(plan, spec, task, out_dir, agent_sensors(agent), workers, progress, ray_address)
 
 
 def closed_loop_manifest(spec: AgentSpec, split: str, limit: int | None, repetitions: int,
-                         split_options: dict | None, agent: Agent | None = None) -> dict:
-    """The manifest of a closed-loop run (`run_manifest`; no PDM version: routes are scored as the Leaderboard's)."""
-    return run_manifest(spec, split, "closed_loop", limit=limit, repetitions=repetitions, split_options=split_options,
-                        agent=agent)
+                         split_options: dict | None, agent: Agent | None = None, plan_delay_s: float = 0.0) -> dict:
+    """The manifest of a closed-loop run (`run_manifest`; no PDM version: routes are scored as the Leaderboard's;
+    a plan delay only where there is one, so folders of runs without it stay resumable)."""
+    manifest = run_manifest(spec, split, "closed_loop", limit=limit, repetitions=repetitions,
+                            split_options=split_options, agent=agent)
+    if plan_delay_s:
+        manifest["plan_delay_s"] = plan_delay_s
+    return manifest
 
 
-def _drive_routes(plan: list[SceneRef], spec: AgentSpec, out_dir: Path, sensors: list[str], workers: int | None,
+def _drive_routes(plan: list[SceneRef], spec: AgentSpec, task, out_dir: Path, sensors: list[str], workers: int | None,
                   progress: Callable[[int, int], None] | None, ray_address: str | None) -> dict:
     path = out_dir / "results.json"
 
@@ -209,7 +224,7 @@ def _drive_routes(plan: list[SceneRef], spec: AgentSpec, out_dir: Path, sensors:
         partial.update(entry_status="Started", eligible=False)
         write_results(path, partial)
 
-    rows = run_split(plan, spec, drive_route, out_dir, workers, ray_address, progress, on_row=rewrite)
+    rows = run_split(plan, spec, task, out_dir, workers, ray_address, progress, on_row=rewrite)
     failures = [{"route_id": row["ref"], "reason": row["reason"]} for row in rows if "record" not in row]
     (out_dir / "failed_routes.json").unlink(missing_ok=True)  # a resumed run lists its failures anew
     if failures:

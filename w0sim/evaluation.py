@@ -8,7 +8,8 @@ from pathlib import Path
 from agents.base import AgentError, WorldModelAgent
 from agents.registry import AgentSpec
 from scenarios.splits import resolve_split, split_kind
-from w0sim.runner import RunError, atomic_write, check_workers, output_folder
+from w0sim.latency import latency_markdown
+from w0sim.runner import RunError, atomic_write, check_workers, output_folder, read_rows
 
 
 @dataclass
@@ -29,11 +30,13 @@ def evaluate(split: str, spec: AgentSpec, out_dir: str | Path, *, closed_loop: b
              pdm_version: str = "v1.1", limit: int | None = None, workers: int | None = None,
              ray_address: str | None = None, split_options: dict | None = None, videos: int = 0,
              progress: Callable[[int, int], None] | None = None, human_filter: bool = True,
-             repetitions: int = 1) -> Evaluation:
+             repetitions: int = 1, plan_delay_s: float = 0.0) -> Evaluation:
     """Evaluate `spec` on the first `limit` scenes of `split`: closed loop (Leaderboard results.json) or one-shot
     (NAVSIM scores.csv), by default as `split_kind` says; `videos`: rollout videos of the first K scenes (one-shot,
     agents with a world model); `human_filter`: NAVSIM's v2.2 human penalty filter (on, as NAVSIM's default);
-    `repetitions`: closed loop, each route driven that many times (`route_plan`). An interrupted run resumes where
+    `repetitions`: closed loop, each route driven that many times (`route_plan`); `plan_delay_s`: closed loop, each
+    plan driven that long after its decision (`w0sim.latency.PlanDelay`). The summary ends with the policy's time
+    per decision (`latency_markdown`). An interrupted run resumes where
     it stopped; a closed-loop run also resumes from a Leaderboard results.json in `out_dir` (`results_to_adopt`).
     `out_dir` is locked for the run and records its manifest: a folder of a run with other settings (agent,
     checkpoint, split, version, options) is refused with a RunError naming each difference; a different `limit`
@@ -53,6 +56,9 @@ def evaluate(split: str, spec: AgentSpec, out_dir: str | Path, *, closed_loop: b
     if repetitions != 1 and not closed_loop:
         raise RunError(f"--repetitions {repetitions}: repetitions are closed-loop route runs, and {split} is scored "
                        "one-shot here (use a closed-loop split or --closed-loop)")
+    if plan_delay_s and not closed_loop:
+        raise RunError(f"--plan-delay {plan_delay_s:g}: a plan delay applies to closed-loop routes; {split} is scored "
+                       "one-shot here (one decision per scene)")
     if videos < 0:
         raise RunError(f"--videos must be at least 0, got {videos}")
     if videos:
@@ -70,11 +76,14 @@ def evaluate(split: str, spec: AgentSpec, out_dir: str | Path, *, closed_loop: b
         )
 
         plan = route_plan(split, limit, repetitions, split_options)
-        with output_folder(out_dir, closed_loop_manifest(spec, split, limit, repetitions, split_options)):
+        manifest = closed_loop_manifest(spec, split, limit, repetitions, split_options, plan_delay_s=plan_delay_s)
+        with output_folder(out_dir, manifest):
             results = evaluate_routes(split, spec, out_dir, limit, workers, progress, split_options, ray_address,
-                                      repetitions)
+                                      repetitions, plan_delay_s)
             families = {ref.token: ref.family or "scene files" for ref in plan}
-            text = routes_markdown(results, spec.name, split, families)
+            rows = read_rows(out_dir / "rows.jsonl")
+            text = routes_markdown(results, spec.name, split, families) + _latency(
+                [rows.get(ref.token, {}) for ref in plan])
             atomic_write(out_dir / "summary.md", text)
             failures = route_failures(out_dir, plan)
         return Evaluation(text, out_dir / "results.json", failures, [], len(plan), "routes")
@@ -84,12 +93,17 @@ def evaluate(split: str, spec: AgentSpec, out_dir: str | Path, *, closed_loop: b
     with output_folder(out_dir, one_shot_manifest(spec, split, pdm_version, limit, human_filter, split_options)):
         rows = evaluate_split(split, spec, out_dir, pdm_version, limit, workers, progress, ray_address, split_options,
                               human_filter)
-        text = summary_markdown(summarize(rows), spec.name, split, pdm_version)
+        text = summary_markdown(summarize(rows), spec.name, split, pdm_version) + _latency(rows)
         atomic_write(out_dir / "summary.md", text)
         failures = [(row["token"], row["reason"]) for row in rows if not row["valid"]]
         made = (_rollout_videos(split, spec, out_dir, pdm_version, min(videos, limit or videos), split_options)
                 if videos else [])
     return Evaluation(text, out_dir / "scores.csv", failures, made, len(rows), "scenes")
+
+
+def _latency(rows: list[dict]) -> str:
+    line = latency_markdown([row.get("latency") or {} for row in rows])
+    return "\n" + line if line else ""
 
 
 #: The split options and the splits they apply to.

@@ -19,11 +19,12 @@ from pathlib import Path
 
 import numpy as np
 
-from agents.base import Agent
+from agents.base import Agent, AgentUnavailable
 from agents.registry import AgentSpec
 from metrics.comfort import two_frame_extended_comfort
 from metrics.pdm import SUBSCORE_COLUMNS, VERSIONS, epdms_with_extended_comfort
 from scenarios.splits import SceneRef, resolve_split
+from w0sim.latency import DecisionTimer
 from w0sim.runner import RunError, atomic_write, check_workers, failure_reason, output_folder, run_manifest, run_split
 
 AVERAGE_TOKEN = {"v1.1": "average", "v2.2": "average_all_frames"}
@@ -34,8 +35,9 @@ def csv_columns(version: str) -> list[str]:
 
 
 def evaluate_scene(ref: SceneRef, index: int, agent: Agent, version: str = "v1.1", human_filter: bool = True) -> dict:
-    """The row of one scene: NAVSIM's columns plus family and, for a failed scene, the reason. `human_filter`:
-    NAVSIM's v2.2 human penalty filter (its default)."""
+    """The row of one scene: NAVSIM's columns plus family, the decision's `latency` (`DecisionTimer.summary`) and,
+    for a failed scene, the reason (`rerun` when the agent could not be reached). `human_filter`: NAVSIM's v2.2
+    human penalty filter (its default)."""
     from sim.envs.navsim_env import NavsimSceneEnv
 
     row = {"token": ref.token, "family": ref.family, "valid": False, "reason": ""}
@@ -48,11 +50,15 @@ def evaluate_scene(ref: SceneRef, index: int, agent: Agent, version: str = "v1.1
                              privileged=agent.privileged, human_filter=human_filter)
         _, info = env.reset(seed=0)
         doing = f"agent {agent.name()} planning"
-        trajectory = agent.compute_trajectory(info["agent_input"], info.get("world"))
+        timer = DecisionTimer()
+        trajectory = timer.plan(agent, info["agent_input"], info.get("world"))
+        row["latency"] = timer.summary()
         doing = "scoring the planned trajectory"
         _, _, _, _, result = env.step(trajectory.poses)
     except Exception as err:  # the scene (or the agent on it) failed: a failed row, the run goes on
         row["reason"] = failure_reason(err, doing)
+        if isinstance(err, AgentUnavailable):
+            row["rerun"] = True
         return row
     if not result["valid"]:
         row["reason"] = " ".join(str(result.get("failure_reason") or "").split()) or "invalid trajectory (no reason given)"

@@ -29,7 +29,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from agents.base import Agent, AgentError
+from agents.base import Agent, AgentError, AgentUnavailable
 from agents.registry import AgentSpec
 from scenarios.splits import SceneRef
 from sim.agent_input import NUM_HISTORY_FRAMES
@@ -87,9 +87,11 @@ class SceneFailure(Exception):
     """Raised by a task for a failed scene whose one-line reason it has already written (`failure_reason`)."""
 
 
-def failed_row(ref: SceneRef, index: int, reason: str) -> dict:
-    return {"ref": ref.token, "index": index, "token": ref.token, "family": ref.family, "valid": False,
-            "reason": reason}
+def failed_row(ref: SceneRef, index: int, reason: str, rerun: bool = False) -> dict:
+    """The row of a scene that failed for `reason`; `rerun`: not the agent's doing (it could not be reached), so the
+    next run into the folder runs the scene again."""
+    row = {"ref": ref.token, "index": index, "token": ref.token, "family": ref.family, "valid": False, "reason": reason}
+    return {**row, "rerun": True} if rerun else row
 
 
 def run_task(task: Task, spec: AgentSpec, ref: SceneRef, index: int, agent: Agent | None = None) -> dict:
@@ -102,9 +104,9 @@ def run_task(task: Task, spec: AgentSpec, ref: SceneRef, index: int, agent: Agen
                 raise SceneFailure(failure_reason(err, f"building agent {spec.name} in its worker")) from err
         row = task(ref, index, agent)
     except SceneFailure as err:
-        return failed_row(ref, index, str(err))
+        return failed_row(ref, index, str(err), rerun=isinstance(err.__cause__, AgentUnavailable))
     except Exception as err:  # the scene (or the agent on it) failed: a failed row, the run goes on
-        return failed_row(ref, index, failure_reason(err, "running the scene"))
+        return failed_row(ref, index, failure_reason(err, "running the scene"), rerun=isinstance(err, AgentUnavailable))
     if not row.get("valid", True) and not str(row.get("reason") or "").strip():
         row = {**row, "reason": "failed without a reason (the task gave none)"}
     return {"ref": ref.token, "index": index, **row}
@@ -357,7 +359,8 @@ def _check_contents(out_dir: Path, manifest: dict) -> None:
 def run_split(refs: list[SceneRef], spec: AgentSpec, task: Task, out_dir: Path, workers: int | None = None,
               ray_address: str | None = None, progress: Callable[[int, int], None] | None = None,
               on_row: Callable[[dict[str, dict]], None] | None = None) -> list[dict]:
-    """Run `task` on every scene of `refs` without a row in `out_dir/rows.jsonl` yet; returns the rows in split
+    """Run `task` on every scene of `refs` without a row in `out_dir/rows.jsonl` yet (or with a failed row marked
+    `rerun`: its agent could not be reached); returns the rows in split
     order. `progress(done, total)` runs before the first scene left (with the scenes done before) and after each;
     not at all when none is left. `on_row(rows so far)` runs after each finished scene (e.g. to rewrite a results
     file). Scenes run on a local process pool of `workers` processes, or on a Ray cluster at `ray_address` ("local"
@@ -366,7 +369,7 @@ def run_split(refs: list[SceneRef], spec: AgentSpec, task: Task, out_dir: Path, 
     check_agent(agent, spec)
     out_dir.mkdir(parents=True, exist_ok=True)
     done = read_rows(out_dir / "rows.jsonl")
-    todo = [(i, ref) for i, ref in enumerate(refs) if ref.token not in done]
+    todo = [(i, ref) for i, ref in enumerate(refs) if ref.token not in done or done[ref.token].get("rerun")]
     workers = max(1, min(workers or os.cpu_count() or 1, len(todo) or 1))
     finished_before = len(refs) - len(todo)
     append_rows(out_dir / "rows.jsonl", [])  # ends a line cut short by a kill

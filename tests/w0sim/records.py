@@ -33,3 +33,15 @@ def table_text(report, width: int) -> str:
     console = Console(file=io.StringIO(), width=width, color_system=None)
     console.print(render_table(report))
     return console.file.getvalue()
+
+
+def latency(decisions: int, inference_s: float | None = None) -> dict:
+    """A row's `latency` on the tests' fake decision clock (conftest.DECISION_S a decision)."""
+    from tests.w0sim.conftest import DECISION_S
+
+    out = {"decisions": decisions}
+    if decisions:
+        out.update(wall_s_mean=DECISION_S, wall_s_p95=DECISION_S, wall_s_max=DECISION_S)
+    if inference_s is not None:
+        out["inference_s_mean"] = inference_s
+    return out

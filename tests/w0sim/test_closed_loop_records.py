@@ -17,7 +17,7 @@ from metrics.leaderboard.results_io import build_results, write_results
 from metrics.leaderboard.route_record import build_route_record
 from scenarios.splits import SplitError
 from sim.state import Trajectory, TrajectorySampling
-from tests.w0sim.records import scored_record
+from tests.w0sim.records import latency, scored_record
 from w0sim import __version__, closed_loop
 from w0sim.closed_loop import (
     CRASH_STATUSES,
@@ -221,7 +221,7 @@ def test_a_driven_route_gives_its_row_with_the_record_under_its_route_id_place_a
     agent = ScriptedAgent(plans)
     row = drive_route(ROUTE, 7, agent)
     assert row == {"token": "RouteScenario_3_rep1", "family": "curve", "scene": "scene-token",
-                   "record": _expected_record()}
+                   "record": _expected_record(), "latency": latency(3)}
     assert log["made"] == [{"scenes": [SCENE], "cameras": False, "privileged": False}]
     assert log["reset"] == [{"seed": 0}]
     assert agent.seen == [("input 0", "world 0"), ("input 1", "world 1"), ("input 2", "world 2")]
@@ -241,7 +241,7 @@ def test_an_agent_that_raises_plans_a_non_finite_trajectory_and_its_row_says_whe
     agent = ScriptedAgent([np.zeros((4, 3)), np.zeros((4, 3)), RuntimeError("no plan\n  today")])
     row = drive_route(ROUTE, 7, agent)
     assert row == {"token": "RouteScenario_3_rep1", "family": "curve", "scene": "scene-token",
-                   "record": _expected_record("Failed - Agent crashed"),
+                   "record": _expected_record("Failed - Agent crashed"), "latency": latency(3),
                    "reason": "agent ScriptedAgent planning decision 2 (t = 1.0 s): RuntimeError: no plan today"}
     nan = log["actions"][2]
     assert nan.shape == (4, 3) and np.isnan(nan).all()
@@ -258,7 +258,7 @@ def test_a_crash_the_environment_reports_keeps_its_reason_on_one_line(monkeypatc
     _scripted_env(monkeypatch, [_ended(status, "ClosedLoop-v0 trajectory action:\n   non-finite  values")])
     row = drive_route(ROUTE, 7, ScriptedAgent([np.zeros((4, 3))]))
     assert row == {"token": "RouteScenario_3_rep1", "family": "curve", "scene": "scene-token",
-                   "record": _expected_record(status),
+                   "record": _expected_record(status), "latency": latency(1),
                    "reason": "ClosedLoop-v0 trajectory action: non-finite values"}
 
 
@@ -318,7 +318,7 @@ def test_the_real_environment_ends_a_route_whose_agent_raised_at_once_as_the_lea
                    "record": {"index": 4, "route_id": "RouteScenario_0_rep0", "status": "Failed - Agent crashed",
                               "num_infractions": 0, "infractions": NO_INFRACTIONS,
                               "scores": {"score_route": 0.0, "score_penalty": 1.0, "score_composed": 0.0},
-                              "meta": {"route_length": 178.0, "duration_game": 0.0}},
+                              "meta": {"route_length": 178.0, "duration_game": 0.0}}, "latency": latency(1),
                    "reason": "agent RaisingAgent planning decision 0 (t = 0.0 s): RuntimeError: no plan"}
 
 

@@ -141,7 +141,8 @@ ROUTE_RESULTS = {"_checkpoint": {
                 scored_record("RouteScenario_12_rep1", "Failed - Agent crashed", 0.0, 0.0, 1.0),
                 scored_record("RouteScenario_5_rep1", "Completed", 50.0, 80.0, 0.5)]}}
 CRASH_ROW = ('{"ref": "RouteScenario_12_rep1", "record": {"status": "Failed - Agent crashed"}, '
-             '"reason": "agent X planning decision 0 (t = 0.0 s): RuntimeError: no plan"}\n')
+             '"reason": "agent X planning decision 0 (t = 0.0 s): RuntimeError: no plan", "latency": {"decisions": 4, '
+             '"wall_s_mean": 0.02, "wall_s_p95": 0.04, "wall_s_max": 0.05, "inference_s_mean": 0.015}}\n')
 FAILED_ROW = '{"ref": "RouteScenario_5_rep0", "valid": false, "reason": "loading the route\'s scene: OSError: gone"}\n'
 
 
@@ -156,7 +157,7 @@ def test_a_closed_loop_run_drives_the_routes_as_asked_and_returns_its_summary_an
     calls = _spy_routes(monkeypatch, ROUTE_RESULTS, CRASH_ROW + FAILED_ROW, manifest)
     run = evaluate(split, CV, str(out), limit=2, workers=1, ray_address="ray://head:10001", progress=print,
                    split_options={"town_dir": towns}, repetitions=2)
-    assert calls == [((split, CV, out, 2, 1, print, {"town_dir": towns}, "ray://head:10001", 2), {})]
+    assert calls == [((split, CV, out, 2, 1, print, {"town_dir": towns}, "ray://head:10001", 2, 0.0), {})]
     summary = (f"# constant_velocity on {split} (closed loop, Leaderboard 2.0 scoring)\n"
                "\n"
                "driving score 37.50, route completion 45.00, infraction penalty 0.625 over 4 routes\n"
@@ -169,7 +170,10 @@ def test_a_closed_loop_run_drives_the_routes_as_asked_and_returns_its_summary_an
                "|---|---|---|---|---|\n"
                "| RouteScenario_12_rep0 | Perfect | 100.00 | 100.00 | 1.000 |\n"
                "| RouteScenario_12_rep1 | Failed - Agent crashed | 0.00 | 0.00 | 1.000 |\n"
-               "| RouteScenario_5_rep1 | Completed | 50.00 | 80.00 | 0.500 |\n")
+               "| RouteScenario_5_rep1 | Completed | 50.00 | 80.00 | 0.500 |\n"
+               "\n"
+               "Policy time per decision: mean 20.0 ms, max 50.0 ms over 4 decisions; the served policy's own compute "
+               "15.0 ms of it on average, the rest the wire.\n")
     assert run == Evaluation(summary, out / "results.json", [
         ("RouteScenario_12_rep1", "Failed - Agent crashed: agent X planning decision 0 (t = 0.0 s): RuntimeError: no plan"),
         ("RouteScenario_5_rep0", "loading the route's scene: OSError: gone")], [], 4, "routes")
@@ -192,7 +196,7 @@ def test_routes_of_a_scene_folder_are_one_family_of_scene_files(tmp_path, monkey
                     scored_record("RouteScenario_1_rep0", "Failed", 50.0, 50.0, 1.0)]}}
     calls = _spy_routes(monkeypatch, results, manifest=_manifest(str(scenes), "closed_loop", {}))
     run = evaluate(str(scenes), CV, tmp_path / "out", closed_loop=True)
-    assert calls == [((str(scenes), CV, tmp_path / "out", None, None, None, {}, None, 1), {})]
+    assert calls == [((str(scenes), CV, tmp_path / "out", None, None, None, {}, None, 1, 0.0), {})]
     assert run.summary.splitlines()[4:7] == ["| family | routes | driving score | route completion | penalty |",
                                              "|---|---|---|---|---|", "| scene files | 2 | 75.00 | 75.00 | 1.000 |"]
     assert (run.failures, run.videos, run.total, run.unit) == ([], [], 2, "routes")
@@ -315,6 +319,8 @@ def _not_a_scene(folder: Path) -> str:
 def test_a_whole_closed_loop_run_of_a_scene_folder_reports_the_route_that_could_not_run(tmp_path, scene_folder):
     """The route that ran is Perfect; the Leaderboard's means count the one that could not run as 0 of 2 routes."""
     run = evaluate(str(scene_folder), CV, tmp_path, closed_loop=True, workers=1, limit=2)
+    decisions = json.loads((tmp_path / "rows.jsonl").read_text().splitlines()[-1])["latency"]["decisions"]
+    assert decisions > 10  # the straight road driven to its end, a decision every 0.5 s
     summary = (f"# constant_velocity on {scene_folder} (closed loop, Leaderboard 2.0 scoring)\n"
                "\n"
                "driving score 50.00, route completion 50.00, infraction penalty 0.500 over 2 routes\n"
@@ -325,7 +331,9 @@ def test_a_whole_closed_loop_run_of_a_scene_folder_reports_the_route_that_could_
                "\n"
                "| route | status | driving score | route completion | penalty |\n"
                "|---|---|---|---|---|\n"
-               "| RouteScenario_1_rep0 | Perfect | 100.00 | 100.00 | 1.000 |\n")
+               "| RouteScenario_1_rep0 | Perfect | 100.00 | 100.00 | 1.000 |\n"
+               "\n"
+               f"Policy time per decision: mean 250.0 ms, max 250.0 ms over {decisions} decisions.\n")
     assert run == Evaluation(summary, tmp_path / "results.json",
                              [("RouteScenario_0_rep0", f"loading the route's scene: {_not_a_scene(scene_folder)}")], [], 2,
                              "routes")
@@ -343,7 +351,8 @@ def test_a_whole_one_shot_run_of_a_scene_folder_reports_the_scene_that_could_not
     assert lines[:5] == [f"# constant_velocity on {scene_folder} (PDMS v1.1)", "", "| scenes | count | failed | PDMS |",
                          "|---|---|---|---|", lines[4]]
     score = lines[4].split(" | ")[-1].removesuffix(" |")
-    assert lines[4:] == [f"| all | 2 | 1 | {score} |", "| unknown | 1 | 1 | nan |", f"| straight | 1 | 0 | {score} |"]
+    assert lines[4:] == [f"| all | 2 | 1 | {score} |", "| unknown | 1 | 1 | nan |", f"| straight | 1 | 0 | {score} |",
+                         "", "Policy time per decision: mean 250.0 ms, max 250.0 ms over 1 decision."]
 
 
 def test_a_whole_v2_2_run_writes_the_limit_and_the_human_filter_it_was_given_into_its_manifest(tmp_path, scene_folder):

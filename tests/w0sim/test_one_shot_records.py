@@ -17,7 +17,7 @@ from scenarios.generator import generate_scene
 from scenarios.splits import SceneRef, SplitError, resolve_split
 from sim.envs.scene_scoring import SceneScorer
 from sim.state import StateIndex, Trajectory
-from tests.w0sim.records import comparable
+from tests.w0sim.records import comparable, latency
 from w0sim.one_shot import (
     check_version,
     csv_columns,
@@ -157,7 +157,7 @@ def test_a_scene_is_scored_in_an_env_of_its_own_scene_version_filter_and_the_age
         ("reset", {"seed": 0}), ("step", POSES)]
     assert agent.seen == [("the agent input", "the world view")]
     assert comparable(row) == comparable({"token": token, "family": "straight", "valid": True, "reason": "",
-                                          **dict.fromkeys(V22, 1.0), "ego_progress": 0.5,
+                                          "latency": latency(1), **dict.fromkeys(V22, 1.0), "ego_progress": 0.5,
                                           "two_frame_extended_comfort": math.nan, "score": 1.0,
                                           "simulated_states": [[1.0, 2.0], [3.0, 4.0]]})
     assert type(row["score"]) is float
@@ -175,8 +175,8 @@ def test_a_v1_1_row_holds_the_six_sub_scores_and_no_simulated_states_and_the_def
         ("init", {"scenes": [token], "cameras": False, "pdm_version": "v1.1", "privileged": False, "human_filter": True}),
         ("reset", {"seed": 0}), ("step", POSES)]
     assert agent.seen == [("the agent input", None)]
-    assert comparable(row) == comparable({"token": token, "family": "straight", "valid": True,
-                                          "reason": "", "no_at_fault_collisions": 1.0, "drivable_area_compliance": 0.0,
+    assert comparable(row) == comparable({"token": token, "family": "straight", "valid": True, "reason": "",
+                                          "latency": latency(1), "no_at_fault_collisions": 1.0, "drivable_area_compliance": 0.0,
                                           "ego_progress": 0.25, "time_to_collision_within_bound": math.nan,
                                           "comfort": 1.0, "driving_direction_compliance": math.nan, "score": 0.0})
     assert type(row["no_at_fault_collisions"]) is float
@@ -191,14 +191,15 @@ def test_a_v1_1_row_holds_the_six_sub_scores_and_no_simulated_states_and_the_def
 def test_an_invalid_result_is_a_failed_row_with_the_envs_reason_on_one_line(fake_env, failure, reason):
     fake_env.result = {"valid": False, "failure_reason": failure}
     row = evaluate_scene(STRAIGHT_3, 0, Planner(), "v2.2")
-    assert row == {"token": generate_scene("straight", 3).token, "family": "straight", "valid": False, "reason": reason}
+    assert row == {"token": generate_scene("straight", 3).token, "family": "straight", "valid": False, "reason": reason,
+                   "latency": latency(1)}
 
 
 def test_an_invalid_result_without_a_reason_at_all_says_none_was_given(fake_env):
     fake_env.result = {"valid": False}
     row = evaluate_scene(STRAIGHT_3, 0, Planner())
     assert row == {"token": generate_scene("straight", 3).token, "family": "straight", "valid": False,
-                   "reason": "invalid trajectory (no reason given)"}
+                   "reason": "invalid trajectory (no reason given)", "latency": latency(1)}
 
 
 @pytest.mark.parametrize("fail_at, reason", [
@@ -209,7 +210,9 @@ def test_an_invalid_result_without_a_reason_at_all_says_none_was_given(fake_env)
 def test_each_stage_that_raises_gives_a_failed_row_saying_what_was_being_done(fake_env, fail_at, reason):
     fake_env.fail_at = fail_at
     row = evaluate_scene(STRAIGHT_3, 0, Planner())
-    assert row == {"token": generate_scene("straight", 3).token, "family": "straight", "valid": False, "reason": reason}
+    planned = {"latency": latency(1)} if fail_at == "step" else {}  # the step scores a plan made
+    assert row == {"token": generate_scene("straight", 3).token, "family": "straight", "valid": False, "reason": reason,
+                   **planned}
 
 
 def test_an_agent_that_raises_gives_a_failed_row_naming_the_agent(fake_env):
@@ -231,7 +234,7 @@ def test_the_real_environment_gives_the_scenes_scorer_values(version):
     scene = generate_scene("straight", 3)
     rows, score = SceneScorer(scene, version).score(POSES, 0.5)
     row = evaluate_scene(STRAIGHT_3, 0, Planner(), version)
-    expected = {"token": scene.token, "family": "straight", "valid": True, "reason": "",
+    expected = {"token": scene.token, "family": "straight", "valid": True, "reason": "", "latency": latency(1),
                 **{c: float(getattr(rows, c)[0]) for c in (V11 if version == "v1.1" else V22)}, "score": score}
     if version == "v2.2":
         expected["simulated_states"] = rows.states[0].tolist()
