@@ -4,7 +4,8 @@ Each scene is one session: `start_session` declares w0sim's front camera (intrin
 decision sends the ego's pose and dynamic state (in a `local` frame fixed at the session's first pose), the route
 ahead (rig frame), the front camera frame (PNG), then `drive`; the timed plan that comes back is sampled at
 NAVSIM's 8 poses 0.5 s apart. A w0sim server (`w0sim serve`) also gets the exact agent input and world view through
-w0sim's extension (`agents.egodriver_wire`), so a served agent scores as it would in process.
+w0sim's extension (`agents.egodriver_wire`), and gives back the plan in float64, so a served agent scores as it would
+in process.
 
 Every call has a deadline (`service_timeout_s`) and is retried (`service_retries`) when the server is unavailable or
 late; a server that still does not answer raises `AgentUnavailable`, a failed row the next run into the same folder
@@ -42,9 +43,12 @@ from PIL import Image
 from agents.base import Agent, AgentError, AgentOptions, AgentUnavailable, SensorConfig, require_world
 from agents.egodriver_wire import (
     DESCRIBE_METHOD,
+    PLAN_METHOD,
     SUBMIT_METHOD,
     WireError,
+    decode_plan,
     encode_inputs,
+    encode_plan_request,
     front_camera,
     pose_of,
     read_description,
@@ -58,6 +62,7 @@ from sim.world_view import WorldView
 
 DECISION_INTERVAL_US = 500_000  # ClosedLoop-v0 decides every 0.5 s: the time the runtime steps to
 ROUTE_AHEAD_M = 200.0  # the route sent: from the ego's nearest route point to this far on
+PLAN_TOLERANCE_M = 0.01  # float32 poses of a plan within a few km of the session's first pose round to less
 RETRY_CODES = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
 
 
@@ -195,7 +200,19 @@ class EgodriverAgent(Agent):
         debug = unpack_debug_info(response.debug_info.unstructured_debug_info)
         self.last_inference_s = float(debug.inference_seconds) if debug is not None else time.perf_counter() - started
         plan = RigTrajectory.from_proto(response.trajectory).transform(ego.inverse())
-        return Trajectory(self._sample(plan, now_us), self.trajectory_sampling)
+        poses = self._sample(plan, now_us)
+        if remote:  # the same plan in float64 (the contract's poses are float32)
+            exact = self._call("w0sim Plan", self._channel.unary_unary(PLAN_METHOD),
+                               encode_plan_request(self._session, now_us))
+            try:
+                exact = decode_plan(exact)
+            except WireError as err:
+                raise AgentError(f"policy service {self.address}: {err}") from None
+            if exact.shape != poses.shape or not np.allclose(exact, poses, rtol=0.0, atol=PLAN_TOLERANCE_M):
+                raise AgentError(f"policy service {self.address}: its exact plan (w0sim Plan) differs from the plan "
+                                 f"its drive returned by more than {PLAN_TOLERANCE_M} m")
+            poses = exact
+        return Trajectory(poses, self.trajectory_sampling)
 
     def _send_egomotion(self, stub, now_us: int, ego, state: np.ndarray) -> None:
         message = RolloutEgoTrajectory(session_uuid=self._session)

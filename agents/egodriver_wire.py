@@ -6,11 +6,13 @@ the plan back as timed poses. Its rig frame is w0sim's ego frame (x forward, y l
 rear axle). w0sim's own pose (x, y, heading) is a `carla_driver_interface.geometry.Pose` with z = 0.
 
 Between two w0sim processes the contract alone cannot reproduce an in-process evaluation: a NAVSIM scene's history
-frames predate the session, and a privileged agent plans from the map and objects, which the contract does not
-carry. So a w0sim server also serves `w0sim.v1.AgentInputs` on the same port: `Describe` says what the served agent
-needs (JSON), and `Submit` takes, before each `drive`, the exact `AgentInput` and, for a privileged agent, the
-`WorldView` (its map and ego log once per session), as one `.npz` (no pickles: a server never runs what a client
-sends). Other servers answer UNIMPLEMENTED and get the contract's inputs only.
+frames predate the session, a privileged agent plans from the map and objects, which the contract does not carry,
+and the contract's poses are float32 (centimetre-level rounding 100 m out moves NAVSIM's ego progress by ~1e-9). So
+a w0sim server also serves `w0sim.v1.AgentInputs` on the same port: `Describe` says what the served agent needs
+(JSON); `Submit` takes, before each `drive`, the exact `AgentInput` and, for a privileged agent, the `WorldView` (its
+map and ego log once per session), as one `.npz` (no pickles: a server never runs what a client sends); `Plan`
+gives, after `drive`, the plan that drive returned as float64 poses in the ego frame. Other servers answer
+UNIMPLEMENTED and get the contract's inputs only.
 """
 from __future__ import annotations
 
@@ -33,6 +35,7 @@ from sim.world_view import WorldView
 EXTENSION_SERVICE = "w0sim.v1.AgentInputs"
 DESCRIBE_METHOD = f"/{EXTENSION_SERVICE}/Describe"
 SUBMIT_METHOD = f"/{EXTENSION_SERVICE}/Submit"
+PLAN_METHOD = f"/{EXTENSION_SERVICE}/Plan"
 #: The logical id of the camera w0sim renders (NAVSIM's front camera).
 FRONT_CAMERA_ID = "CAM_F0"
 #: The largest `Submit` payload a server reads (a CARLA town's map is a few MB).
@@ -129,6 +132,38 @@ def encode_inputs(session_uuid: str, time_now_us: int, agent_input: AgentInput, 
     return buffer.getvalue()
 
 
+def encode_plan_request(session_uuid: str, time_now_us: int) -> bytes:
+    return json.dumps({"session": session_uuid, "time_now_us": int(time_now_us)}).encode()
+
+
+def decode_plan_request(data: bytes) -> tuple[str, int]:
+    try:
+        request = json.loads(data.decode())
+        session, time_now_us = request["session"], request["time_now_us"]
+    except (UnicodeDecodeError, json.JSONDecodeError, TypeError, KeyError) as err:
+        raise WireError(f"Plan request is not {{session, time_now_us}} JSON ({type(err).__name__}: {err})") from None
+    if not isinstance(session, str) or not isinstance(time_now_us, int):
+        raise WireError("Plan request needs session (str) and time_now_us (int)")
+    return session, time_now_us
+
+
+def encode_plan(poses: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, np.asarray(poses, dtype=np.float64), allow_pickle=False)
+    return buffer.getvalue()
+
+
+def decode_plan(data: bytes) -> np.ndarray:
+    """(N, 3) float64 poses of a `Plan` answer."""
+    try:
+        poses = np.load(io.BytesIO(data), allow_pickle=False)
+    except Exception as err:  # a damaged .npy fails in many ways
+        raise WireError(f"Plan answered something that is not a .npy array ({type(err).__name__}: {err})") from None
+    if poses.ndim != 2 or poses.shape[1] != 3 or poses.dtype != np.float64:
+        raise WireError(f"Plan answered an array of shape {poses.shape} and dtype {poses.dtype}; expected (N, 3) float64")
+    return poses
+
+
 class SessionWorld:
     """What a session's first `Submit` sent once: the map and the ego log."""
 
@@ -209,5 +244,6 @@ def decode_inputs(data: bytes, session_world: Callable[[str], SessionWorld | Non
     return header, agent_input, world, known
 
 
-__all__ = ["DESCRIBE_METHOD", "EXTENSION_SERVICE", "FRONT_CAMERA_ID", "SUBMIT_METHOD", "SessionWorld", "WireError",
-           "decode_inputs", "describe", "encode_inputs", "front_camera", "pose_of", "read_description", "xy_heading"]
+__all__ = ["DESCRIBE_METHOD", "EXTENSION_SERVICE", "FRONT_CAMERA_ID", "PLAN_METHOD", "SUBMIT_METHOD", "SessionWorld",
+           "WireError", "decode_inputs", "decode_plan", "decode_plan_request", "describe", "encode_inputs", "encode_plan",
+           "encode_plan_request", "front_camera", "pose_of", "read_description", "xy_heading"]

@@ -3,7 +3,8 @@
 `AgentDriver` is a `carla_driver_interface.driver.BaseDriver`: the package's servicer keeps the sessions, frames,
 egomotion and route, and converts the plan from the rig frame to the contract's `local` frame. Per `drive` the agent
 gets either the exact inputs a w0sim client submitted through w0sim's extension service (`agents.egodriver_wire`),
-or inputs built from the contract alone (`w0sim.contract_inputs`). A session that cannot give the agent what it
+or inputs built from the contract alone (`w0sim.contract_inputs`); the extension also gives a w0sim client the plan
+in float64 (the contract's poses are float32). A session that cannot give the agent what it
 needs (a camera agent in a session that declares no camera) is refused at `start_session`.
 """
 from __future__ import annotations
@@ -14,6 +15,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import grpc
+import numpy as np
 from carla_driver_interface.driver import BaseDriver, DriveContext, DriveResult, SessionState
 from carla_driver_interface.geometry import Trajectory as RigTrajectory
 from carla_driver_interface.server import bind_address, build_server
@@ -23,11 +25,14 @@ from agents.base import Agent
 from agents.egodriver_wire import (
     DESCRIBE_METHOD,
     EXTENSION_SERVICE,
+    PLAN_METHOD,
     SUBMIT_METHOD,
     SessionWorld,
     WireError,
     decode_inputs,
+    decode_plan_request,
     describe,
+    encode_plan,
     pose_of,
 )
 from w0sim.contract_inputs import ContractInputError, choose_camera, contract_inputs
@@ -43,6 +48,7 @@ class _Session:
     camera_id: str | None
     world: SessionWorld | None = None
     submitted: dict[int, tuple] = field(default_factory=dict)  # time_now_us -> (agent input, world view)
+    planned: dict[int, np.ndarray] = field(default_factory=dict)  # time_now_us -> the last drive's plan (float64)
 
 
 class AgentDriver(BaseDriver):
@@ -95,6 +101,19 @@ class AgentDriver(BaseDriver):
             session.submitted = {header["time_now_us"]: (agent_input, world)}
         return b""
 
+    def plan(self, request: bytes, context: grpc.ServicerContext) -> bytes:
+        """`w0sim.v1.AgentInputs/Plan`: the plan the session's drive at a time returned, as float64 ego-frame poses."""
+        try:
+            uuid, time_now_us = decode_plan_request(request)
+        except WireError as err:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(err))
+        with self._lock:
+            session = self._sessions.get(uuid)
+            poses = None if session is None else session.planned.get(time_now_us)
+        if poses is None:
+            context.abort(grpc.StatusCode.NOT_FOUND, f"session {uuid} has no plan of a drive at {time_now_us} us")
+        return encode_plan(poses)
+
     def _session_world(self, uuid: str) -> SessionWorld | None:
         with self._lock:
             found = self._sessions.get(uuid)
@@ -112,6 +131,9 @@ class AgentDriver(BaseDriver):
         agent_input, world = exact
         with self._planning:
             trajectory = self.agent.compute_trajectory(agent_input, world)
+        if session is not None:
+            with self._lock:
+                session.planned = {ctx.time_now_us: np.array(trajectory.poses, dtype=np.float64)}
         interval_us = round(trajectory.sampling.interval * 1e6)
         plan = RigTrajectory.empty()
         for i, (x, y, heading) in enumerate(trajectory.poses):
@@ -124,6 +146,7 @@ def extension_handler(driver: AgentDriver) -> grpc.GenericRpcHandler:
     return grpc.method_handlers_generic_handler(EXTENSION_SERVICE, {
         DESCRIBE_METHOD.rsplit("/", 1)[1]: grpc.unary_unary_rpc_method_handler(lambda _, __: driver.description()),
         SUBMIT_METHOD.rsplit("/", 1)[1]: grpc.unary_unary_rpc_method_handler(driver.submit),
+        PLAN_METHOD.rsplit("/", 1)[1]: grpc.unary_unary_rpc_method_handler(driver.plan),
     })
 
 
