@@ -141,6 +141,21 @@ class AgentDriver(BaseDriver):
         return DriveResult(trajectory_in_rig=plan)
 
 
+def policy(agent: str = "drivevla_w0", checkpoint: str | None = None, device: str = "cpu", dtype: str = "float32",
+           seed: int = 0) -> AgentDriver:
+    """A w0sim agent as a carla-driver-interface policy, built and loaded: what `carla-driver-interface serve --policy
+    w0sim.serve:policy --policy-arg agent=NAME` (and the AlpaSim images it builds) serve. Contract inputs only: that
+    server does not serve w0sim's extension (`w0sim serve` does)."""
+    from agents.base import AgentOptions
+    from agents.registry import AgentSpec
+    from w0sim.runner import check_agent, initialized
+
+    spec = AgentSpec(agent, AgentOptions(checkpoint, seed, device, dtype))
+    built = spec.build()
+    check_agent(built, spec)
+    return AgentDriver(initialized(built), agent)
+
+
 def extension_handler(driver: AgentDriver) -> grpc.GenericRpcHandler:
     """w0sim's extension service (raw bytes in and out) for `driver`."""
     return grpc.method_handlers_generic_handler(EXTENSION_SERVICE, {
@@ -165,4 +180,4 @@ def serving(agent: Agent, name: str, host: str = "0.0.0.0", port: int = 50051, m
         server.stop(grace=1.0).wait()
 
 
-__all__ = ["AgentDriver", "FRAME_HISTORY", "extension_handler", "serving"]
+__all__ = ["AgentDriver", "FRAME_HISTORY", "extension_handler", "policy", "serving"]

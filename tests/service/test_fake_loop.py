@@ -10,7 +10,7 @@ import pytest
 from carla_driver_interface.protocol import DriveSessionRequest, EgodriverServiceStub
 from carla_driver_interface.testing import FakeCamera, FakeLoop
 
-from tests.service.conftest import BIN, w0sim_server
+from tests.service.conftest import BIN, Server, free_port, w0sim_server
 
 STEPS = 200
 
@@ -53,3 +53,16 @@ def test_a_session_without_a_camera_is_refused_for_a_camera_agent_and_taken_for_
         assert err.value.details() == ("drivevla_w0: agent drivevla_w0 drives from a front camera; the session declared "
                                        "none (declare one in start_session's rollout_spec)")
         server.stop()
+
+
+def test_the_packages_own_server_serves_a_w0sim_agent_in_alpasim_mode(servers):
+    """`carla-driver-interface serve --mode alpasim --policy w0sim.serve:policy`: how an AlpaSim image serves one."""
+    port = free_port()
+    servers(Server, [str(BIN / "carla-driver-interface"), "serve", "--mode", "alpasim", "--policy", "w0sim.serve:policy",
+                     "--policy-arg", "agent=pdm_closed", "--host", "localhost", "--port", str(port)], r"(serving)",
+            f"localhost:{port}")
+    with FakeLoop(f"localhost:{port}", [FakeCamera(width=256, height=128)], initial_speed_mps=5.0) as loop:
+        result = loop.run(20)
+    assert (result.steps, result.terminated_by_policy) == (20, False)
+    assert result.debug == [None] * 20  # alpasim mode answers AlpaSim's pickled dict, which this client leaves alone
+    assert np.abs(result.lateral_offsets_m).max() < 0.5 and result.ego.positions[-1, 0] > 5.0
