@@ -473,7 +473,9 @@ def train(
 @_clean_errors
 def evaluate(
     agent: str = typer.Option(..., "--agent", help="An agent name (see `w0sim agents`: built-in ones and those other "
-                              "packages register under the `w0sim.agents` entry points) or package.module:Class."),
+                              "packages register under the `w0sim.agents` entry points), package.module:Class, or "
+                              "egodriver:HOST:PORT (egodriver:unix:///PATH) for a policy served over AlpaSim's "
+                              "egodriver contract (`w0sim serve`, or any other server of it)."),
     checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="Model folder, for agents with weights "
                                               "(drivevla_w0: default the shipped checkpoints/drivevla-w0-tiny)."),
     split: str = typer.Option("builtin:navtest", "--split", help="builtin:NAME, navsim:NAME (NAVSIM logs), "
@@ -623,11 +625,14 @@ def serve(
 @app.command("agents")
 @_clean_errors
 def list_agents() -> None:
-    """List the agents `--agent` accepts: the built-in ones and those other packages register (`w0sim.agents`)."""
-    from agents.registry import registered_agents
+    """List the agents `--agent` accepts: the built-in ones, those other packages register (`w0sim.agents`), and a
+    policy served over the egodriver contract."""
+    from agents.registry import SERVED_AGENT, SERVED_PREFIX, registered_agents
 
     for name, target in registered_agents().items():
         console.print(f"{name:20s} {target}", highlight=False)
+    console.print(f"{SERVED_PREFIX + 'ADDRESS':20s} {SERVED_AGENT} (a policy served at HOST:PORT or unix:///PATH)",
+                  highlight=False)
 
 
 @app.command("render")
