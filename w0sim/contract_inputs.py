@@ -14,6 +14,7 @@ import numpy as np
 import shapely
 from carla_driver_interface.driver import CameraFrame, DriveContext, SessionState
 from carla_driver_interface.geometry import Pose
+from carla_driver_interface.geometry import Trajectory as RigTrajectory
 
 from agents.base import SensorConfig
 from agents.egodriver_wire import FRONT_CAMERA_ID, pose_of, xy_heading
@@ -65,6 +66,7 @@ def contract_inputs(ctx: DriveContext, sensors: SensorConfig, privileged: bool, 
         states = list(session.dynamic_states)
         route = np.array(session.route_waypoints_in_rig, dtype=np.float64)
         frames = list(session.frame_history.get(camera_id, [])) if camera_id else []
+        truth = session.ground_truth_in_rig
     if not poses:
         raise ContractInputError("no egomotion observation yet: submit_egomotion_observation before drive")
     wanted = [ctx.time_now_us - round(k * HISTORY_INTERVAL_S * 1e6) for k in range(sensors.history_frames - 1, -1, -1)]
@@ -78,7 +80,7 @@ def contract_inputs(ctx: DriveContext, sensors: SensorConfig, privileged: bool, 
     agent_input = build_agent_input(history, command, COMMAND_WORDS[DRIVING_COMMANDS[command]], cameras)
     if not privileged:
         return agent_input, None
-    return agent_input, _route_world(ctx, history, times, poses, states, route)
+    return agent_input, _route_world(ctx, history, times, poses, states, route, truth)
 
 
 def _ego_state(times: list[int], poses: list[Pose], states: list, t: int) -> np.ndarray:
@@ -124,8 +126,10 @@ def _frame_at(frames: list[CameraFrame], t: int, camera: CameraConfig) -> np.nda
 
 
 def _route_world(ctx: DriveContext, history: np.ndarray, times: list[int], poses: list[Pose], states: list,
-                 route_in_rig: np.ndarray) -> WorldView:
-    """A world view from the contract: one lane along the route, CARLA's actors when the runtime sends them."""
+                 route_in_rig: np.ndarray, truth: RigTrajectory | None) -> WorldView:
+    """A world view from the contract: one lane along the route, CARLA's actors when the runtime sends them, and as
+    the ego's log the recorded ground truth when the runtime sends it (what log replay drives), else the ego's
+    observed past."""
     if len(route_in_rig) < 2:
         raise ContractInputError("no route yet: a privileged agent plans along the route (submit_route before drive)")
     current = pose_of(*history[-1, :3])
@@ -143,9 +147,23 @@ def _route_world(ctx: DriveContext, history: np.ndarray, times: list[int], poses
     speed_limit = data.speed_limit_mps if data is not None and data.speed_limit_mps > 0 else DEFAULT_SPEED_LIMIT_MPS
     lane = Lane(ROUTE_LANE_ID, centerline, left, right, float(speed_limit), ROUTE_LANE_ID)
     road_map = RoadMap([lane], [Area(ROUTE_LANE_ID, "roadblock", lane.polygon())], name="egodriver-route")
-    ego_log = np.stack([_ego_state(times, poses, states, t) for t in times])
+    ego_log, step = np.stack([_ego_state(times, poses, states, t) for t in times]), len(times) - 1
+    if truth is not None and len(truth) > 0:
+        ego_log, step = _recorded_log(history[-1], current, truth, ctx.time_now_us), 0
     return WorldView(road_map, [ROUTE_LANE_ID], history[-1].copy(), _actors(data), None, 0.0, [],
-                     np.zeros(0, dtype=np.int8), ego_log, len(times) - 1, ctx.time_now_us * 1e-6)
+                     np.zeros(0, dtype=np.int8), ego_log, step, ctx.time_now_us * 1e-6)
+
+
+def _recorded_log(now: np.ndarray, current: Pose, truth: RigTrajectory, time_now_us: int) -> np.ndarray:
+    """(T, 11) the ego's state now, then the recorded ground truth (rig frame, the current pose's) at 10 Hz from
+    now on, in the local frame."""
+    step_us = round(STEP_S * 1e6)
+    ahead = range(time_now_us + step_us, truth.timestamps_us[-1] + 1, step_us)
+    log = np.zeros((1 + len(ahead), STATE_SIZE))
+    log[0] = now
+    for k, t in enumerate(ahead, start=1):
+        log[k, :3] = xy_heading(current @ truth.interpolate(t))
+    return log
 
 
 def _actors(data) -> AgentSlice:
