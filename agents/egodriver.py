@@ -110,13 +110,16 @@ class EgodriverAgent(Agent):
             self._channel = grpc.insecure_channel(self.address, options=channel_options())
         return EgodriverServiceStub(self._channel)
 
-    def _call(self, what: str, call, *args, **kwargs):
-        """`call(*args, timeout=..., **kwargs)` with retries; AgentUnavailable when the server never answers."""
+    def _call(self, what: str, call, *args, absent_ok: bool = False, **kwargs):
+        """`call(*args, timeout=..., **kwargs)` with retries; AgentUnavailable when the server never answers, None
+        for a method the server does not have when `absent_ok`."""
         for attempt in range(self.retries + 1):
             try:
                 return call(*args, timeout=self.timeout_s, **kwargs)
             except grpc.RpcError as err:
                 code, details = err.code(), " ".join(str(err.details() or "").split())
+                if code == grpc.StatusCode.UNIMPLEMENTED and absent_ok:
+                    return None
                 if code in RETRY_CODES and attempt < self.retries:
                     time.sleep(min(0.5 * 2 ** attempt, 5.0))
                     continue
@@ -126,23 +129,23 @@ class EgodriverAgent(Agent):
                 raise AgentError(message) from None
 
     def _describe(self) -> dict:
-        """What the server's agent needs (w0sim's extension); {} for a server without it."""
+        """What the server's agent needs (w0sim's extension); {} for a server without it. A channel opened only to
+        ask is closed again: the process that starts a run asks, then forks its workers, which open their own."""
         if self._remote is None:
             stub = self._stub()
             _, self._revision = self._call("get_version", negotiate, stub)
-            describe_call = self._channel.unary_unary(DESCRIBE_METHOD)
+            answer = self._call("w0sim Describe", self._channel.unary_unary(DESCRIBE_METHOD), b"", absent_ok=True)
             try:
-                self._remote = read_description(describe_call(b"", timeout=self.timeout_s))
-            except grpc.RpcError as err:
-                if err.code() != grpc.StatusCode.UNIMPLEMENTED:
-                    raise AgentError(f"policy service {self.address}: Describe failed: {err.code().name}") from None
-                self._remote = {}
+                self._remote = {} if answer is None else read_description(answer)
             except WireError as err:
                 raise AgentError(f"policy service {self.address}: {err}") from None
             if self._remote and (self._remote["num_poses"], self._remote["interval_s"]) != (
                     self.trajectory_sampling.num_poses, self.trajectory_sampling.interval):
                 raise AgentError(f"policy service {self.address} plans {self._remote['num_poses']} poses "
                                  f"{self._remote['interval_s']} s apart; the evaluation scores {self.trajectory_sampling}")
+            if self._session is None:
+                self._channel.close()
+                self._channel = None
         return self._remote
 
     def get_sensor_config(self) -> SensorConfig:
