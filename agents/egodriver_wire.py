@@ -19,6 +19,7 @@ from __future__ import annotations
 import io
 import json
 import math
+import zipfile
 from collections.abc import Callable
 
 import numpy as np
@@ -47,6 +48,18 @@ _SLICE_ARRAYS = ("x", "y", "heading", "vx", "vy", "valid", "length", "width", "h
 
 class WireError(ValueError):
     """A payload of w0sim's extension that cannot be read: the message names the field."""
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _is_str_list(value) -> bool:
+    return isinstance(value, list) and all(isinstance(v, str) for v in value)
 
 
 # --- frames ------------------------------------------------------------------------------------------------------
@@ -91,13 +104,15 @@ def read_description(data: bytes) -> dict:
         found = json.loads(data.decode())
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
         raise WireError(f"Describe answered something that is not JSON ({err})") from None
-    fields = {"agent": str, "privileged": bool, "cameras": bool, "history_frames": int, "num_poses": int,
-              "interval_s": (int, float), "w0sim": str}
+    fields = {"agent": (str, "str"), "privileged": (bool, "bool"), "cameras": (bool, "bool"),
+              "history_frames": (_is_int, "int"), "num_poses": (_is_int, "int"), "interval_s": (_is_number, "number"),
+              "w0sim": (str, "str")}
     if not isinstance(found, dict):
         raise WireError("Describe answered JSON that is not an object")
-    for key, kind in fields.items():
-        if not isinstance(found.get(key), kind):
-            raise WireError(f"Describe's answer has no {key!r} of type {getattr(kind, '__name__', 'number')}")
+    for key, (kind, name) in fields.items():
+        value = found.get(key)
+        if not (kind(value) if callable(kind) and not isinstance(kind, type) else isinstance(value, kind)):
+            raise WireError(f"Describe's answer has no {key!r} of type {name}")
     return found
 
 
@@ -142,7 +157,7 @@ def decode_plan_request(data: bytes) -> tuple[str, int]:
         session, time_now_us = request["session"], request["time_now_us"]
     except (UnicodeDecodeError, json.JSONDecodeError, TypeError, KeyError) as err:
         raise WireError(f"Plan request is not {{session, time_now_us}} JSON ({type(err).__name__}: {err})") from None
-    if not isinstance(session, str) or not isinstance(time_now_us, int):
+    if not isinstance(session, str) or not _is_int(time_now_us):
         raise WireError("Plan request needs session (str) and time_now_us (int)")
     return session, time_now_us
 
@@ -178,29 +193,41 @@ def decode_inputs(data: bytes, session_world: Callable[[str], SessionWorld | Non
     if len(data) > MAX_PAYLOAD_BYTES:
         raise WireError(f"Submit payload of {len(data)} bytes is over the bound {MAX_PAYLOAD_BYTES}")
     try:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:  # what it holds unpacked, before anything is unpacked
+            unpacked = sum(info.file_size for info in archive.infolist())
+    except (zipfile.BadZipFile, ValueError, OSError) as err:
+        raise WireError(f"Submit payload is not a w0sim inputs archive ({type(err).__name__}: {err})") from None
+    if unpacked > MAX_PAYLOAD_BYTES:
+        raise WireError(f"Submit payload unpacks to {unpacked} bytes, over the bound {MAX_PAYLOAD_BYTES}")
+    try:
         with np.load(io.BytesIO(data), allow_pickle=False) as npz:
             arrays = {name: npz[name] for name in npz.files}
         header = json.loads(str(arrays.pop("header")))
     except Exception as err:  # a damaged archive fails in many ways; each means the payload cannot be read
         raise WireError(f"Submit payload is not a w0sim inputs archive ({type(err).__name__}: {err})") from None
     if not isinstance(header, dict) or not isinstance(header.get("session"), str) \
-            or not isinstance(header.get("time_now_us"), int) or not isinstance(header.get("command_text"), str):
+            or not _is_int(header.get("time_now_us")) or not isinstance(header.get("command_text"), str):
         raise WireError("Submit payload header needs session (str), time_now_us (int) and command_text (str)")
 
-    def array(name: str, ndim: int, kinds: str = "f") -> np.ndarray:
+    def array(name: str, shape: tuple, kinds: str = "f") -> np.ndarray:
+        """The array `name`, of `shape` (None: any size) and a dtype of `kinds`."""
         if name not in arrays:
             raise WireError(f"Submit payload has no array {name!r}")
         value = arrays[name]
-        if value.ndim != ndim or value.dtype.kind not in kinds:
+        if value.ndim != len(shape) or any(want is not None and got != want for got, want in zip(value.shape, shape)) \
+                or value.dtype.kind not in kinds:
+            want = "(" + ", ".join("N" if n is None else str(n) for n in shape) + ("," if len(shape) == 1 else "") + ")"
             raise WireError(f"Submit payload array {name!r} has shape {value.shape} and dtype {value.dtype}; expected "
-                            f"{ndim} dimensions of kind {kinds!r}")
+                            f"shape {want} of kind {kinds!r}")
         return value
 
-    cameras = array("input_cameras", 4, "u") if "input_cameras" in arrays else None
+    frames = len(array("input_ego_poses", (None, 3)))
+    cameras = array("input_cameras", (frames, None, None, 3), "u") if "input_cameras" in arrays else None
     agent_input = AgentInput(
-        ego_poses=array("input_ego_poses", 2), ego_velocity=array("input_ego_velocity", 2),
-        ego_acceleration=array("input_ego_acceleration", 2), driving_command=array("input_driving_command", 1, "iu"),
-        cameras=cameras, command_text=header["command_text"], ego_state=array("input_ego_state", 1))
+        ego_poses=array("input_ego_poses", (frames, 3)), ego_velocity=array("input_ego_velocity", (frames, 2)),
+        ego_acceleration=array("input_ego_acceleration", (frames, 2)),
+        driving_command=array("input_driving_command", (4,), "iu"), cameras=cameras,
+        command_text=header["command_text"], ego_state=array("input_ego_state", (len(StateIndex),)))
     info = header.get("world")
     known = session_world(header["session"])
     if info is None:
@@ -213,34 +240,27 @@ def decode_inputs(data: bytes, session_world: Callable[[str], SessionWorld | Non
                                                        if name.startswith("map_")})
         except ValueError as err:
             raise WireError(f"Submit payload map: {err}") from None
-        known = SessionWorld(road_map, array("world_ego_log", 2))
+        known = SessionWorld(road_map, array("world_ego_log", (None, len(StateIndex))))
     if known is None:
         raise WireError("Submit payload has a world view but the session never sent its map (the first payload "
                         "of a session carries it)")
 
-    def agent_slice(prefix: str, track_ids) -> AgentSlice:
-        if not isinstance(track_ids, list) or not all(isinstance(t, str) for t in track_ids):
-            raise WireError(f"Submit payload header world track ids of {prefix!r} must be a list of strings")
-        values = {name: array(f"{prefix}_{name}", 1, "biuf") for name in _SLICE_ARRAYS}
-        if any(len(v) != len(track_ids) for v in values.values()):
-            raise WireError(f"Submit payload arrays {prefix}_* must all have {len(track_ids)} entries (its track ids)")
+    def agent_slice(prefix: str, track_ids: list[str]) -> AgentSlice:
+        values = {name: array(f"{prefix}_{name}", (len(track_ids),), "biuf") for name in _SLICE_ARRAYS}
         return AgentSlice(**values, track_ids=list(track_ids))
 
-    try:
-        route, light_ids = list(info["route"]), list(info["light_ids"])
-        history_s, step, time_s = float(info["history_s"]), int(info["step"]), float(info["time_s"])
-        before_ids = info["before_track_ids"]
-        track_ids = info["track_ids"]
-    except (KeyError, TypeError, ValueError) as err:
-        raise WireError(f"Submit payload header world is incomplete ({type(err).__name__}: {err})") from None
-    if not math.isfinite(history_s) or not math.isfinite(time_s):
-        raise WireError("Submit payload header world history_s and time_s must be finite")
-    ego_state = array("world_ego_state", 1)
-    if ego_state.shape != (len(StateIndex),):
-        raise WireError(f"Submit payload array 'world_ego_state' has shape {ego_state.shape}, expected ({len(StateIndex)},)")
-    world = WorldView(known.road_map, route, ego_state, agent_slice("agents", track_ids),
-                      None if before_ids is None else agent_slice("before", before_ids), history_s, light_ids,
-                      array("world_light_status", 1, "iu"), known.ego_log, step, time_s)
+    fields = {"route": _is_str_list, "light_ids": _is_str_list, "track_ids": _is_str_list, "step": _is_int,
+              "before_track_ids": lambda v: v is None or _is_str_list(v),
+              **dict.fromkeys(("history_s", "time_s"), lambda v: _is_number(v) and math.isfinite(v))}
+    for key, check in fields.items():
+        if not check(info.get(key)):
+            raise WireError(f"Submit payload header world.{key} is missing or of the wrong type")
+    world = WorldView(known.road_map, info["route"], array("world_ego_state", (len(StateIndex),)),
+                      agent_slice("agents", info["track_ids"]),
+                      None if info["before_track_ids"] is None else agent_slice("before", info["before_track_ids"]),
+                      float(info["history_s"]), info["light_ids"],
+                      array("world_light_status", (len(info["light_ids"]),), "iu"), known.ego_log, info["step"],
+                      float(info["time_s"]))
     return header, agent_input, world, known
 
 

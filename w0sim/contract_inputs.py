@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
-import shapely
 from carla_driver_interface.driver import CameraFrame, DriveContext, SessionState
 from carla_driver_interface.geometry import Pose
 from carla_driver_interface.geometry import Trajectory as RigTrajectory
@@ -134,15 +133,16 @@ def _route_world(ctx: DriveContext, history: np.ndarray, times: list[int], poses
         raise ContractInputError("no route yet: a privileged agent plans along the route (submit_route before drive)")
     current = pose_of(*history[-1, :3])
     centerline = current.transform_points(np.column_stack([route_in_rig[:, :2], np.zeros(len(route_in_rig))]))[:, :2]
-    keep = np.concatenate([[True], np.linalg.norm(np.diff(centerline, axis=0), axis=1) > 1e-3])
-    centerline = centerline[keep]
-    if len(centerline) < 2:
+    kept = [centerline[0]]
+    for point in centerline[1:]:  # waypoints closer than 1 mm to the last one kept add nothing
+        if np.linalg.norm(point - kept[-1]) > 1e-3:
+            kept.append(point)
+    if len(kept) < 2:
         raise ContractInputError("the route's waypoints all lie on one point")
+    centerline = np.array(kept)
     back = centerline[0] - centerline[1]
     centerline = np.vstack([centerline[0] + back / np.linalg.norm(back) * ROUTE_BACK_M, centerline])
-    line = shapely.LineString(centerline)
-    left = np.asarray(line.offset_curve(ROUTE_LANE_WIDTH_M / 2).coords)
-    right = np.asarray(line.offset_curve(-ROUTE_LANE_WIDTH_M / 2).coords)
+    left, right = _boundaries(centerline, ROUTE_LANE_WIDTH_M / 2)
     data = ctx.renderer_data
     speed_limit = data.speed_limit_mps if data is not None and data.speed_limit_mps > 0 else DEFAULT_SPEED_LIMIT_MPS
     lane = Lane(ROUTE_LANE_ID, centerline, left, right, float(speed_limit), ROUTE_LANE_ID)
@@ -152,6 +152,21 @@ def _route_world(ctx: DriveContext, history: np.ndarray, times: list[int], poses
         ego_log, step = _recorded_log(history[-1], current, truth, ctx.time_now_us), 0
     return WorldView(road_map, [ROUTE_LANE_ID], history[-1].copy(), _actors(data), None, 0.0, [],
                      np.zeros(0, dtype=np.int8), ego_log, step, ctx.time_now_us * 1e-6)
+
+
+def _boundaries(centerline: np.ndarray, half_width: float) -> tuple[np.ndarray, np.ndarray]:
+    """Left and right lane boundaries `half_width` off a polyline: each point moved along the bisector of its two
+    segments' normals, mitred so that it stays `half_width` from both (at most 5 x on a hairpin)."""
+    segments = np.diff(centerline, axis=0)
+    segments /= np.linalg.norm(segments, axis=1, keepdims=True)
+    segment_normals = np.column_stack([-segments[:, 1], segments[:, 0]])
+    before = np.vstack([segment_normals[:1], segment_normals])  # the normal of the segment ending at each point
+    after = np.vstack([segment_normals, segment_normals[-1:]])
+    bisector = before + after
+    bisector /= np.maximum(np.linalg.norm(bisector, axis=1, keepdims=True), 1e-12)
+    miter = 1.0 / np.maximum(np.sum(bisector * before, axis=1, keepdims=True), 0.2)
+    offset = half_width * miter * bisector
+    return centerline + offset, centerline - offset
 
 
 def _recorded_log(now: np.ndarray, current: Pose, truth: RigTrajectory, time_now_us: int) -> np.ndarray:
