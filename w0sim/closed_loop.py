@@ -177,12 +177,17 @@ def evaluate_routes(split: str, spec: AgentSpec, out_dir: str | Path, limit: int
     `resolve_split`, e.g. `town_dir` for `carla:ROUTES.xml`); writes and returns `out_dir/results.json`
     (Leaderboard layout). A results.json already in `out_dir` is resumed from (`results_to_adopt`). See `run_split`
     for workers, Ray and resume from rows.jsonl. `out_dir` is held while the run writes to it and records the run's
-    manifest (`output_folder`): a folder of another agent, checkpoint, split or options is refused (RunError)."""
+    manifest (`output_folder`): a folder of another agent, checkpoint, split or options is refused (RunError).
+    `plan_delay_s`: each plan driven that long after its decision (`PlanDelay`; a whole number of 0.5 s decisions)."""
     out_dir = Path(out_dir)
     check_workers(workers)
+    try:
+        PlanDelay(plan_delay_s)
+    except ValueError as err:
+        raise RunError(f"--plan-delay: {err}") from None
     plan = route_plan(split, limit, repetitions, split_options)
     agent = spec.build()
-    manifest = closed_loop_manifest(spec, split, limit, repetitions, split_options, agent)
+    manifest = closed_loop_manifest(spec, split, limit, repetitions, split_options, agent, plan_delay_s)
     with output_folder(out_dir, manifest) as folder:
         adopted = results_to_adopt(out_dir, plan)  # checks a results.json there before anything is written
         folder.write_manifest()
