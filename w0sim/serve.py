@@ -4,8 +4,8 @@
 egomotion and route, and converts the plan from the rig frame to the contract's `local` frame. Per `drive` the agent
 gets either the exact inputs a w0sim client submitted through w0sim's extension service (`agents.egodriver_wire`),
 or inputs built from the contract alone (`w0sim.contract_inputs`); the extension also gives a w0sim client the plan
-in float64 (the contract's poses are float32). A session that cannot give the agent what it
-needs (a camera agent in a session that declares no camera) is refused at `start_session`.
+in float64 (the contract's poses are float32). A session that cannot give the agent what it needs (a camera agent in
+a session that declares no camera) is refused at `start_session`.
 """
 from __future__ import annotations
 
@@ -46,6 +46,7 @@ FRAME_HISTORY = 21
 @dataclass
 class _Session:
     camera_id: str | None
+    exact: bool = False  # a w0sim client: every drive must have its submitted inputs
     world: SessionWorld | None = None
     submitted: dict[int, tuple] = field(default_factory=dict)  # time_now_us -> (agent input, world view)
     planned: dict[int, np.ndarray] = field(default_factory=dict)  # time_now_us -> the last drive's plan (float64)
@@ -97,7 +98,7 @@ class AgentDriver(BaseDriver):
             session = self._sessions.get(header["session"])
             if session is None:
                 context.abort(grpc.StatusCode.NOT_FOUND, f"unknown session {header['session']}")
-            session.world = session_world
+            session.exact, session.world = True, session_world
             session.submitted = {header["time_now_us"]: (agent_input, world)}
         return b""
 
@@ -125,6 +126,9 @@ class AgentDriver(BaseDriver):
         with self._lock:
             session = self._sessions.get(ctx.session.uuid)
             exact = session.submitted.pop(ctx.time_now_us, None) if session is not None else None
+        if exact is None and session is not None and session.exact:  # never half exact, half from the contract
+            raise ContractInputError(f"session {ctx.session.uuid} submitted w0sim's exact inputs before, but none for "
+                                     f"the drive at {ctx.time_now_us} us")
         if exact is None:
             sensors = self.agent.get_sensor_config()
             exact = contract_inputs(ctx, sensors, self.agent.privileged, session.camera_id if session else None)
