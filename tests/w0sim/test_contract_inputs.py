@@ -9,12 +9,14 @@ import pytest
 import shapely
 from carla_driver_interface.driver import CameraFrame, DriveContext, SessionState
 from carla_driver_interface.geometry import Pose
+from carla_driver_interface.geometry import Trajectory as RigTrajectory
 from carla_driver_interface.protocol import AABB, CarlaActorState, CarlaRendererData, DynamicState, Vec3
 from carla_driver_interface.testing import FakeCamera
 from PIL import Image
 
 from agents.base import SensorConfig
 from agents.egodriver_wire import front_camera
+from agents.human import HumanAgent
 from sim.geometry import global_to_local
 from sim.state import AgentType, StateIndex
 from w0sim.contract_inputs import COMMAND_WORDS, ContractInputError, choose_camera, contract_inputs
@@ -414,3 +416,32 @@ def test_carla_actors_become_objects_in_the_local_frame():
     assert agents.agent_type.tolist() == [AgentType.VEHICLE, AgentType.PEDESTRIAN, AgentType.VEHICLE]
     assert agents.valid.dtype == bool and agents.valid.tolist() == [True, True, True]
     assert world.road_map.lanes[0].speed_limit == 13.5
+
+
+# --- the recorded ground truth ------------------------------------------------------------------------------------
+
+
+def test_the_recorded_ground_truth_is_the_ego_log_from_now_and_log_replay_drives_it():
+    """The truth (rig frame of the current pose) from now on at 10 Hz, in the local frame, after the ego's state now."""
+    session = make_session(route=STRAIGHT_ROUTE)
+    truth_times = [NOW_US + 50_000 * k for k in range(0, 62)]  # 20 Hz, to 3.05 s ahead
+    session.ground_truth_in_rig = RigTrajectory(truth_times, [Pose.from_xyz_yaw(0.4 * k, 0.01 * k ** 2, 0.0, 0.01 * k)
+                                                             for k in range(62)])
+    agent_input, world = contract_inputs(context(session), SensorConfig(), True, None)
+    now = expected_states([20])[0]
+    assert world.step == 0 and world.ego_log.shape == (1 + 30, 11)  # now, then 0.1 .. 3.0 s
+    np.testing.assert_allclose(world.ego_log[0], now, rtol=0, atol=1e-12)
+    current = Pose.from_xyz_yaw(now[0], now[1], 0.0, now[2])
+    for row, k in zip(world.ego_log[1:], range(2, 62, 2)):  # every other 20 Hz pose
+        local = current @ Pose.from_xyz_yaw(0.4 * k, 0.01 * k ** 2, 0.0, 0.01 * k)
+        np.testing.assert_allclose(row[:3], [local.position[0], local.position[1], local.yaw], rtol=0, atol=1e-9)
+        assert not row[3:].any()
+    replay = HumanAgent().compute_trajectory(agent_input, world).poses
+    # NAVSIM's poses at 0.5 s steps; the truth ends at 3.05 s, so the 3.5 and 4.0 s poses hold its last one (3.0 s).
+    expected = [[0.4 * k, 0.01 * k ** 2, 0.01 * k] for k in (10, 20, 30, 40, 50, 60, 60, 60)]
+    np.testing.assert_allclose(replay, expected, rtol=0, atol=1e-9)
+
+
+def test_without_ground_truth_the_ego_log_is_the_observed_past_up_to_now():
+    _, world = contract_inputs(context(make_session(route=STRAIGHT_ROUTE)), SensorConfig(), True, None)
+    assert (world.ego_log.shape, world.step) == ((OBSERVATIONS, 11), OBSERVATIONS - 1)

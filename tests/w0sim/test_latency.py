@@ -259,3 +259,8 @@ def test_shift_turns_the_short_way_across_plus_minus_pi():
                                rtol=0, atol=1e-12)
     right = shift(poses * [1, -1, -1], 1)  # mirrored: turning right through -pi
     np.testing.assert_allclose(right[-1], [3.0, -0.3, 3.0 - turn], rtol=0, atol=1e-12)
+
+
+def test_shift_continues_a_two_pose_plan_at_its_one_step():
+    poses = np.array([[1.0, 0.0, 0.0], [2.0, 0.5, 0.1]])
+    np.testing.assert_allclose(shift(poses, 1), [[2.0, 0.5, 0.1], [3.0, 1.0, 0.2]], rtol=0, atol=1e-12)
