@@ -4,6 +4,7 @@ from __future__ import annotations
 import io
 import math
 
+import cv2
 import numpy as np
 import pytest
 import shapely
@@ -169,6 +170,8 @@ def test_no_egomotion_is_an_error():
     ([[-10.0, 0.0, 0.0], [0.0, 0.0, 0.0], [10.0, 0.0, 0.0], [10.0, 30.0, 0.0]], LEFT, "turn left at the next intersection"),
     # A route shorter than 20 m: its end, 3 m to the left.
     ([[0.0, 0.0, 0.0], [10.0, 0.0, 0.0], [12.0, 3.0, 0.0]], LEFT, "turn left at the next intersection"),
+    # Arc length is measured on the ground: a 30 m climb does not make the route longer (20 m on is on the last leg).
+    ([[0.0, 0.0, 0.0], [5.0, 0.0, 30.0], [10.0, 0.0, 0.0], [30.0, 10.0, 0.0]], LEFT, "turn left at the next intersection"),
 ])
 def test_driving_command_from_the_route(route, one_hot, text):
     agent_input, _ = contract_inputs(context(make_session(route=route)), SensorConfig(), False, None)
@@ -240,6 +243,13 @@ def test_a_wider_frame_keeps_its_middle_columns():
     expected = uniform(GREEN)
     expected[:, 128:] = YELLOW
     assert np.array_equal(cameras[-1], expected)
+
+
+def test_a_wider_frame_is_cropped_to_its_middle_480_columns_and_area_resized():
+    """A 640 x 240 frame of noise: exactly OpenCV's area resize of columns 80 .. 560 (the 2:1 middle)."""
+    image = np.random.default_rng(0).integers(0, 256, (240, 640, 3), dtype=np.uint8)
+    expected = cv2.resize(np.ascontiguousarray(image[:, 80:560]), (256, 128), interpolation=cv2.INTER_AREA)
+    assert np.array_equal(camera_input([frame(image, 2_000_000)])[-1], expected)
 
 
 def test_a_taller_frame_keeps_its_middle_rows():
@@ -377,7 +387,8 @@ def test_route_on_one_point_is_an_error():
 
 @pytest.mark.parametrize("data, limit", [(None, 50 / 3.6), (CarlaRendererData(speed_limit_mps=8.5), 8.5),
                                          (CarlaRendererData(speed_limit_mps=0.0), 50 / 3.6),
-                                         (CarlaRendererData(speed_limit_mps=-1.0), 50 / 3.6)])
+                                         (CarlaRendererData(speed_limit_mps=-1.0), 50 / 3.6),
+                                         (CarlaRendererData(speed_limit_mps=0.5), 0.5)])
 def test_speed_limit_from_the_renderer_data(data, limit):
     session = make_session(route=STRAIGHT_ROUTE, pose=level_pose)
     _, world = contract_inputs(context(session, renderer_data=data), SensorConfig(), True, None)
@@ -445,3 +456,44 @@ def test_the_recorded_ground_truth_is_the_ego_log_from_now_and_log_replay_drives
 def test_without_ground_truth_the_ego_log_is_the_observed_past_up_to_now():
     _, world = contract_inputs(context(make_session(route=STRAIGHT_ROUTE)), SensorConfig(), True, None)
     assert (world.ego_log.shape, world.step) == ((OBSERVATIONS, 11), OBSERVATIONS - 1)
+
+
+def test_a_dense_route_keeps_every_waypoint_more_than_a_millimetre_apart():
+    route = [[0.5 * k, 0.0, 0.0] for k in range(41)]  # every 0.5 m
+    session = make_session(route=route, pose=level_pose)
+    _, world = contract_inputs(context(session), SensorConfig(), True, None)
+    x, y, _ = level_pose(20)
+    np.testing.assert_allclose(world.road_map.lanes[0].centerline,
+                               [[x - 10.0, y]] + [[x + 0.5 * k, y] for k in range(41)], rtol=0, atol=1e-9)
+
+
+def test_a_hairpin_caps_the_mitre_at_five_half_widths():
+    """Where the route turns back on itself, the boundary point lies 5 x 1.75 m from the vertex, not at infinity."""
+    route = [[0.0, 0.0, 0.0], [20.0, 0.0, 0.0], [0.0, 0.5, 0.0]]
+    _, world = contract_inputs(context(make_session(route=route, pose=level_pose)), SensorConfig(), True, None)
+    lane = world.road_map.lanes[0]
+    vertex = lane.centerline[2]
+    for boundary in (lane.left_boundary, lane.right_boundary):
+        assert np.linalg.norm(boundary[2] - vertex) == pytest.approx(5 * 1.75, abs=1e-9)
+
+
+def test_an_empty_ground_truth_is_none_and_a_single_pose_is_the_log_after_now():
+    session = make_session(route=STRAIGHT_ROUTE)
+    session.ground_truth_in_rig = RigTrajectory.empty()
+    _, world = contract_inputs(context(session), SensorConfig(), True, None)
+    assert (world.ego_log.shape, world.step) == ((OBSERVATIONS, 11), OBSERVATIONS - 1)
+    session.ground_truth_in_rig = RigTrajectory([NOW_US + 100_000], [Pose.from_xyz_yaw(1.0, 0.0, 0.0, 0.0)])
+    _, world = contract_inputs(context(session), SensorConfig(), True, None)
+    assert (world.ego_log.shape, world.step) == ((2, 11), 0)
+
+
+def test_a_ground_truth_ending_on_the_10_hz_grid_keeps_its_last_pose():
+    session = make_session(route=STRAIGHT_ROUTE)
+    session.ground_truth_in_rig = RigTrajectory([NOW_US + 50_000 * k for k in range(61)],  # to exactly 3.0 s
+                                                [Pose.from_xyz_yaw(0.4 * k, 0.0, 0.0, 0.0) for k in range(61)])
+    _, world = contract_inputs(context(session), SensorConfig(), True, None)
+    assert world.ego_log.shape == (31, 11)
+    now = expected_states([20])[0]
+    current = Pose.from_xyz_yaw(now[0], now[1], 0.0, now[2])
+    np.testing.assert_allclose(world.ego_log[-1, :2], (current @ Pose.from_xyz_yaw(24.0, 0.0, 0.0, 0.0)).position[:2],
+                               rtol=0, atol=1e-9)

@@ -19,7 +19,7 @@ from carla_driver_interface.protocol import (
     RolloutEgoTrajectory,
 )
 
-from agents.base import Agent, SensorConfig
+from agents.base import Agent, AgentError, SensorConfig
 from agents.egodriver_wire import (
     DESCRIBE_METHOD,
     PLAN_METHOD,
@@ -184,3 +184,43 @@ def test_the_policy_factory_builds_and_loads_the_named_agent():
     assert type(driver.agent).__name__ == "ConstantVelocityAgent"
     with pytest.raises(ValueError):
         policy("no_such_agent")
+
+
+def test_the_policy_factory_serves_the_shipped_drivevla_w0_by_default_with_the_options_it_is_given():
+    from agents.drivevla_w0 import DEFAULT_CHECKPOINT
+
+    default = policy()
+    assert (default.name, type(default.agent).__name__) == ("drivevla_w0", "DriveVLAW0Agent")
+    agent = default.agent
+    assert (agent.checkpoint, agent.seed, agent.device, str(agent.dtype), agent.model is not None) == (
+        DEFAULT_CHECKPOINT, 0, "cpu", "torch.float32", True)
+    seeded = policy("drivevla_w0", checkpoint=str(DEFAULT_CHECKPOINT), seed=7, dtype="bfloat16").agent
+    assert (seeded.checkpoint, seeded.seed, str(seeded.dtype)) == (DEFAULT_CHECKPOINT, 7, "torch.bfloat16")
+    with pytest.raises(AgentError) as err:
+        policy("constant_velocity", checkpoint="somewhere")
+    assert str(err.value) == ("agent ConstantVelocityAgent takes no checkpoint=somewhere (it is a numpy agent without "
+                              "weights)")
+
+
+class Float32Planner(Recorder):
+    def compute_trajectory(self, agent_input, world=None):
+        return Trajectory(PLAN.astype(np.float32))
+
+
+def test_a_plan_of_float32_poses_comes_back_from_plan_as_float64():
+    with serving(Float32Planner(), "f32", host="localhost", port=0) as address, grpc.insecure_channel(address) as channel:
+        stub = EgodriverServiceStub(channel)
+        agent_input, world = _inputs()
+        _start(stub)
+        _egomotion(stub, "s1", 0, Pose.identity())
+        assert channel.unary_unary(SUBMIT_METHOD)(encode_inputs("s1", 0, agent_input, world, True), timeout=10) == b""
+        stub.drive(DriveRequest(session_uuid="s1", time_now_us=0, time_query_us=500_000), timeout=10)
+        exact = decode_plan(channel.unary_unary(PLAN_METHOD)(encode_plan_request("s1", 0), timeout=10))
+    np.testing.assert_array_equal(exact, PLAN.astype(np.float32).astype(np.float64))
+
+
+def test_a_session_start_is_logged_with_its_agent_and_camera(caplog):
+    driver = AgentDriver(CameraRecorder(), "eyes")
+    with caplog.at_level("INFO", logger="w0sim.serve"):
+        driver.on_session_start(SessionState(uuid="u", seed=0, scene_id="", cameras={"CAM_F0": front_camera()}))
+    assert caplog.messages == ["session u: agent eyes, camera CAM_F0"]
