@@ -8,6 +8,7 @@ import math
 import numpy as np
 import pytest
 from carla_driver_interface.geometry import Pose, optical_to_body
+from carla_driver_interface.protocol import ShutterType
 
 import agents.egodriver_wire as wire
 from agents.egodriver_wire import (
@@ -228,6 +229,17 @@ def test_an_archive_that_unpacks_beyond_the_bound_is_refused_before_it_is_unpack
     assert len(buffer.getvalue()) < 1_000_000
     assert decode_error(buffer.getvalue()).startswith("Submit payload unpacks to ")
     assert decode_error(buffer.getvalue()).endswith(" bytes, over the bound 1000000")
+
+
+def test_a_pickle_in_a_payload_is_never_loaded(payload):
+    """An object array (a pickle: code a client could make the server run) is refused when the archive is read."""
+    header, arrays = unpack(payload)
+    evil = np.empty(1, dtype=object)
+    evil[0] = {"run": "anything"}
+    buffer = io.BytesIO()
+    np.savez(buffer, header=np.array(json.dumps(header)), **arrays, evil=evil)
+    assert decode_error(buffer.getvalue()) == (
+        "Submit payload is not a w0sim inputs archive (ValueError: Object arrays cannot be loaded when allow_pickle=False)")
 
 
 def test_an_archive_without_header_is_not_an_inputs_archive(payload):
@@ -471,6 +483,7 @@ def test_front_camera_declares_cam_f0():
     camera = front_camera()
     config = CameraConfig()
     assert camera.logical_id == camera.intrinsics.logical_id == "CAM_F0"
+    assert camera.intrinsics.shutter_type == ShutterType.GLOBAL  # a rendered frame is exposed at one instant
     assert (camera.intrinsics.resolution_w, camera.intrinsics.resolution_h) == (256, 128)
     pinhole = camera.intrinsics.opencv_pinhole_param
     assert (pinhole.focal_length_x, pinhole.focal_length_y) == (config.focal, config.focal) == (206.0, 206.0)
