@@ -575,8 +575,9 @@ def serve(
                               "package.module:Class."),
     checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="Model folder, for agents with weights "
                                               "(drivevla_w0: default the shipped checkpoints/drivevla-w0-tiny)."),
-    host: str = typer.Option("0.0.0.0", "--host", help="Address to bind, or a Unix socket: unix:///PATH (then "
-                             "--port is unused)."),
+    host: str = typer.Option("localhost", "--host", help="Address to bind (0.0.0.0: every interface, for a runtime on "
+                             "another machine or container; the contract has no authentication or TLS, so only on a "
+                             "network you trust), or a Unix socket: unix:///PATH (then --port is unused)."),
     port: int = typer.Option(50051, "--port", min=0, max=65535, help="TCP port (0: any free one, printed)."),
     mode: str = typer.Option("carla", "--mode", help="The runtime on the other end: carla (autoware_carla_scenario, "
                              "carla-driver-interface's clients, w0sim's egodriver agent) or alpasim (an AlpaSim "

@@ -170,7 +170,7 @@ def extension_handler(driver: AgentDriver) -> grpc.GenericRpcHandler:
 
 
 @contextmanager
-def serving(agent: Agent, name: str, host: str = "0.0.0.0", port: int = 50051, mode: str = "carla",
+def serving(agent: Agent, name: str, host: str = "localhost", port: int = 50051, mode: str = "carla",
             max_workers: int = 8):
     """Serve `agent` (initialised) for the duration of the block; yields the address clients dial."""
     driver = AgentDriver(agent, name)
