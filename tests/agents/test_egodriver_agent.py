@@ -280,23 +280,25 @@ def test_a_contract_server_receives_the_session_egomotion_route_and_frame_of_eac
     assert client.last_inference_s is not None and client.last_inference_s >= 0
 
 
+def _witnessed(decisions: list, mode: str = "carla") -> tuple[Witness, EgodriverAgent]:
+    """(the witness, the client) after the client made `decisions` against a Witness server and closed."""
+    witness = Witness()
+    with witness_server(witness, mode) as address:
+        client = EgodriverAgent(address, timeout_s=10, retries=0)
+        for decision in decisions:
+            client.compute_trajectory(*decision)
+        client.close()
+    return witness, client
+
+
 def test_a_decision_at_the_same_time_as_the_last_is_a_new_scene_and_a_session_of_its_own():
     (decision,) = _closed_loop_decisions(1)
-    witness = Witness()
-    with witness_server(witness) as address:
-        client = EgodriverAgent(address, timeout_s=10, retries=0)
-        client.compute_trajectory(*decision)
-        client.compute_trajectory(*decision)
-        client.close()
+    witness, _ = _witnessed([decision, decision])
     assert len(witness.starts) == 2 and witness.closed == [s.uuid for s in witness.starts]
 
 
 def test_a_server_in_alpasim_mode_reports_no_time_of_its_own():
-    (decision,) = _closed_loop_decisions(1)
-    with witness_server(Witness(), mode="alpasim") as address:
-        client = EgodriverAgent(address, timeout_s=10, retries=0)
-        client.compute_trajectory(*decision)
-        client.close()
+    _, client = _witnessed(_closed_loop_decisions(1), mode="alpasim")
     assert client.last_inference_s is None
 
 
@@ -343,10 +345,19 @@ class Liar(AgentDriver):
         return b"junk" if self.junk else encode_plan(PLAN + 0.5)
 
 
-def _liar_server(liar: AgentDriver):
-    server, port = build_server(liar, port=0, host="localhost")
-    server.add_generic_rpc_handlers((extension_handler(liar),))
-    return server, f"localhost:{port}"
+def _crash_against(driver: AgentDriver) -> tuple[str, str]:
+    """(address, the AgentError's message) of one decision against `driver` served with w0sim's extension."""
+    (decision,) = _closed_loop_decisions(1)
+    server, port = build_server(driver, port=0, host="localhost")
+    server.add_generic_rpc_handlers((extension_handler(driver),))
+    server.start()
+    try:
+        client = EgodriverAgent(f"localhost:{port}", timeout_s=10, retries=0)
+        with pytest.raises(AgentError) as err:
+            client.compute_trajectory(*decision)
+    finally:
+        server.stop(grace=None)
+    return f"localhost:{port}", str(err.value)
 
 
 @pytest.mark.parametrize("junk, message", [
@@ -354,18 +365,10 @@ def _liar_server(liar: AgentDriver):
     (True, "Plan answered something that is not a .npy array"),
 ])
 def test_an_exact_plan_that_is_not_the_drives_plan_crashes_the_agent(junk, message):
-    (decision,) = _closed_loop_decisions(1)
     liar = Liar(Recorder(), "liar")
     liar.junk = junk
-    server, address = _liar_server(liar)
-    server.start()
-    try:
-        client = EgodriverAgent(address, timeout_s=10, retries=0)
-        with pytest.raises(AgentError) as err:
-            client.compute_trajectory(*decision)
-    finally:
-        server.stop(grace=None)
-    assert str(err.value).startswith(f"policy service {address}: {message}")
+    address, crash = _crash_against(liar)
+    assert crash.startswith(f"policy service {address}: {message}")
 
 
 class FlakyCall:
@@ -506,16 +509,8 @@ class FaultyW0sim(AgentDriver):
     ("junk", "Describe answered something that is not JSON (Expecting value: line 1 column 1 (char 0))"),
 ])
 def test_an_extension_call_that_fails_is_named_in_the_agents_crash(where, message):
-    (decision,) = _closed_loop_decisions(1)
-    server, address = _liar_server(FaultyW0sim(where))
-    server.start()
-    try:
-        client = EgodriverAgent(address, timeout_s=10, retries=0)
-        with pytest.raises(AgentError) as err:
-            client.compute_trajectory(*decision)
-    finally:
-        server.stop(grace=None)
-    assert str(err.value).startswith(f"policy service {address}: {message}")
+    address, crash = _crash_against(FaultyW0sim(where))
+    assert crash.startswith(f"policy service {address}: {message}")
 
 
 # ---- the rest of the client's rules --------------------------------------------------------------------------------
@@ -539,22 +534,13 @@ def test_the_dynamic_state_sent_is_the_ego_states_body_frame_dynamics():
 
 def test_a_world_without_a_route_sends_an_empty_route_and_a_late_first_decision_starts_a_session():
     _, (agent_input, world) = _closed_loop_decisions(2)  # the first call of this agent is at t = 0.5 s
-    witness = Witness()
-    with witness_server(witness) as address:
-        client = EgodriverAgent(address, timeout_s=10, retries=0)
-        client.compute_trajectory(agent_input, replace(world, route=[]))
-        client.close()
+    witness, _ = _witnessed([(agent_input, replace(world, route=[]))])
     assert len(witness.starts) == 1 and witness.drives[0]["route"].shape == (0, 3)
     assert witness.drives[0]["now"] == 500_000
 
 
 def test_time_is_sent_in_microseconds():
-    witness = Witness()
-    with witness_server(witness) as address:
-        client = EgodriverAgent(address, timeout_s=10, retries=0)
-        for decision in _closed_loop_decisions(4):
-            client.compute_trajectory(*decision)
-        client.close()
+    witness, _ = _witnessed(_closed_loop_decisions(4))
     assert [drive["now"] for drive in witness.drives] == [0, 500_000, 1_000_000, 1_500_000]
 
 

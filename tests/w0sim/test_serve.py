@@ -113,13 +113,19 @@ def test_a_drive_with_submitted_inputs_plans_on_them_and_its_plan_comes_back_exa
     np.testing.assert_array_equal(exact, PLAN)
 
 
-def test_a_session_that_submitted_inputs_gets_an_error_for_a_drive_without_them(served):
-    stub, channel, agent = served
+def _one_exact_drive(stub, channel) -> bytes:
+    """Session s1: egomotion, exact inputs and a drive at t = 0; Submit's answer."""
     agent_input, world = _inputs()
     _start(stub)
     _egomotion(stub, "s1", 0, Pose.identity())
-    channel.unary_unary(SUBMIT_METHOD)(encode_inputs("s1", 0, agent_input, world, True), timeout=10)
+    answer = channel.unary_unary(SUBMIT_METHOD)(encode_inputs("s1", 0, agent_input, world, True), timeout=10)
     stub.drive(DriveRequest(session_uuid="s1", time_now_us=0, time_query_us=500_000), timeout=10)
+    return answer
+
+
+def test_a_session_that_submitted_inputs_gets_an_error_for_a_drive_without_them(served):
+    stub, channel, agent = served
+    _one_exact_drive(stub, channel)
     with pytest.raises(grpc.RpcError) as err:
         stub.drive(DriveRequest(session_uuid="s1", time_now_us=500_000, time_query_us=1_000_000), timeout=10)
     assert err.value.code() == grpc.StatusCode.UNKNOWN
@@ -155,11 +161,7 @@ def test_inputs_for_an_unknown_session_are_refused(served):
 
 def test_a_closed_session_forgets_its_inputs_and_plans(served):
     stub, channel, _ = served
-    agent_input, world = _inputs()
-    _start(stub)
-    _egomotion(stub, "s1", 0, Pose.identity())
-    channel.unary_unary(SUBMIT_METHOD)(encode_inputs("s1", 0, agent_input, world, True), timeout=10)
-    stub.drive(DriveRequest(session_uuid="s1", time_now_us=0, time_query_us=500_000), timeout=10)
+    _one_exact_drive(stub, channel)
     stub.close_session(DriveSessionCloseRequest(session_uuid="s1"), timeout=10)
     with pytest.raises(grpc.RpcError) as err:
         channel.unary_unary(PLAN_METHOD)(encode_plan_request("s1", 0), timeout=10)
@@ -209,12 +211,7 @@ class Float32Planner(Recorder):
 
 def test_a_plan_of_float32_poses_comes_back_from_plan_as_float64():
     with serving(Float32Planner(), "f32", host="localhost", port=0) as address, grpc.insecure_channel(address) as channel:
-        stub = EgodriverServiceStub(channel)
-        agent_input, world = _inputs()
-        _start(stub)
-        _egomotion(stub, "s1", 0, Pose.identity())
-        assert channel.unary_unary(SUBMIT_METHOD)(encode_inputs("s1", 0, agent_input, world, True), timeout=10) == b""
-        stub.drive(DriveRequest(session_uuid="s1", time_now_us=0, time_query_us=500_000), timeout=10)
+        assert _one_exact_drive(EgodriverServiceStub(channel), channel) == b""
         exact = decode_plan(channel.unary_unary(PLAN_METHOD)(encode_plan_request("s1", 0), timeout=10))
     np.testing.assert_array_equal(exact, PLAN.astype(np.float32).astype(np.float64))
 
