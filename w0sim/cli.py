@@ -544,6 +544,10 @@ def evaluate(
     from w0sim.runner import RunError
 
     _check_out_folder(out)
+    if not agent.startswith("egodriver:") and (service_timeout, service_retries) != (30.0, 2):
+        _error(f"--service-timeout and --service-retries apply to a served policy (--agent egodriver:ADDRESS), not to "
+               f"{agent}")
+        raise typer.Exit(2)
     split_options = {"navsim_logs": navsim_logs, "nuplan_maps": nuplan_maps, "sensor_blobs": sensor_blobs,
                      "town_dir": town_dir, "scene_filter": scene_filter}
     try:

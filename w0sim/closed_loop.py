@@ -28,7 +28,7 @@ from metrics.leaderboard.route_record import route_id_for
 from scenarios.splits import SceneRef, repeated, resolve_split
 from sim.envs.closed_loop_env import ClosedLoopEnv
 from sim.envs.observation import InvalidActionError
-from w0sim.latency import DecisionTimer, PlanDelay
+from w0sim.latency import DecisionTimer, PlanDelay, check_plan_delay
 from w0sim.runner import (
     RunError,
     SceneFailure,
@@ -181,10 +181,7 @@ def evaluate_routes(split: str, spec: AgentSpec, out_dir: str | Path, limit: int
     `plan_delay_s`: each plan driven that long after its decision (`PlanDelay`; a whole number of 0.5 s decisions)."""
     out_dir = Path(out_dir)
     check_workers(workers)
-    try:
-        PlanDelay(plan_delay_s)
-    except ValueError as err:
-        raise RunError(f"--plan-delay: {err}") from None
+    check_plan_delay(plan_delay_s)
     plan = route_plan(split, limit, repetitions, split_options)
     agent = spec.build()
     manifest = closed_loop_manifest(spec, split, limit, repetitions, split_options, agent, plan_delay_s)

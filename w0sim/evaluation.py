@@ -8,7 +8,7 @@ from pathlib import Path
 from agents.base import AgentError, WorldModelAgent
 from agents.registry import AgentSpec
 from scenarios.splits import resolve_split, split_kind
-from w0sim.latency import latency_markdown
+from w0sim.latency import check_plan_delay, latency_markdown
 from w0sim.runner import RunError, atomic_write, check_workers, output_folder, read_rows
 
 
@@ -59,6 +59,7 @@ def evaluate(split: str, spec: AgentSpec, out_dir: str | Path, *, closed_loop: b
     if plan_delay_s and not closed_loop:
         raise RunError(f"--plan-delay {plan_delay_s:g}: a plan delay applies to closed-loop routes; {split} is scored "
                        "one-shot here (one decision per scene)")
+    check_plan_delay(plan_delay_s)
     if videos < 0:
         raise RunError(f"--videos must be at least 0, got {videos}")
     if videos:

@@ -91,6 +91,16 @@ class PlanDelay:
         return global_to_local(shift(old, self.steps), ego_state[:3])
 
 
+def check_plan_delay(delay_s: float) -> None:
+    """A RunError (`w0sim.runner`) naming --plan-delay for a delay `PlanDelay` refuses."""
+    from w0sim.runner import RunError
+
+    try:
+        PlanDelay(delay_s)
+    except ValueError as err:
+        raise RunError(f"--plan-delay: {err}") from None
+
+
 def shift(poses: np.ndarray, steps: int) -> np.ndarray:
     """Poses i + `steps` of a plan (pose i at (i + 1) intervals), continued at the last pose-to-pose step beyond its
     end."""
@@ -101,4 +111,4 @@ def shift(poses: np.ndarray, steps: int) -> np.ndarray:
     return np.concatenate([poses, beyond])[steps: steps + n]
 
 
-__all__ = ["DecisionTimer", "PlanDelay", "latency_markdown", "shift"]
+__all__ = ["DecisionTimer", "PlanDelay", "check_plan_delay", "latency_markdown", "shift"]

@@ -115,3 +115,19 @@ def test_show_says_when_it_cannot_write_the_image(tmp_path):
     save_scene(generate_scene("straight", 1), scene)
     code, output = invoke("scenes", "show", scene, "--png", tmp_path / "missing" / "x.png")
     assert code == 2 and "cannot write the BEV image" in output
+
+
+@pytest.mark.parametrize("option, value", [("--service-timeout", 5), ("--service-retries", 0)])
+def test_service_options_are_refused_for_an_agent_that_is_not_served(tmp_path, option, value):
+    code, output = invoke("eval", "--agent", "drivevla_w0", "--limit", 1, "--out", tmp_path / "o", option, value)
+    assert (code, output) == (2, "error: --service-timeout and --service-retries apply to a served policy (--agent "
+                                 "egodriver:ADDRESS), not to drivevla_w0")
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_plan_delay_that_is_not_a_whole_number_of_decisions_is_refused(tmp_path):
+    code, output = invoke("eval", "--agent", "constant_velocity", "--split", "builtin:routes", "--limit", 1, "--out",
+                          tmp_path / "o", "--plan-delay", 0.3)
+    assert (code, output) == (2, "error: --plan-delay: plan delay 0.3 s must be a whole number of decisions (0.5 s "
+                                 "each), 0 or more")
+    assert not (tmp_path / "o").exists()
