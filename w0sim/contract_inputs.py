@@ -86,9 +86,13 @@ def _ego_state(times: list[int], poses: list[Pose], states: list, t: int) -> np.
     """(11,) ego state in the local frame at time `t` (the nearest observation at or before it; the first one before
     the session's start)."""
     k = max(int(np.searchsorted(times, t, side="right")) - 1, 0)
+    return _observed_state(poses[k], states[k] if k < len(states) else None)
+
+
+def _observed_state(pose: Pose, dynamic) -> np.ndarray:
+    """(11,) ego state of one egomotion observation: its pose and, when it came with one, its dynamic state."""
     state = np.zeros(STATE_SIZE)
-    state[:3] = xy_heading(poses[k])
-    dynamic = states[k] if k < len(states) else None
+    state[:3] = xy_heading(pose)
     if dynamic is not None:
         state[[StateIndex.VELOCITY_X, StateIndex.VELOCITY_Y]] = dynamic.linear_velocity.x, dynamic.linear_velocity.y
         state[[StateIndex.ACCELERATION_X, StateIndex.ACCELERATION_Y]] = (dynamic.linear_acceleration.x,
@@ -147,9 +151,12 @@ def _route_world(ctx: DriveContext, history: np.ndarray, times: list[int], poses
     speed_limit = data.speed_limit_mps if data is not None and data.speed_limit_mps > 0 else DEFAULT_SPEED_LIMIT_MPS
     lane = Lane(ROUTE_LANE_ID, centerline, left, right, float(speed_limit), ROUTE_LANE_ID)
     road_map = RoadMap([lane], [Area(ROUTE_LANE_ID, "roadblock", lane.polygon())], name="egodriver-route")
-    ego_log, step = np.stack([_ego_state(times, poses, states, t) for t in times]), len(times) - 1
     if truth is not None and len(truth) > 0:
         ego_log, step = _recorded_log(history[-1], current, truth, ctx.time_now_us), 0
+    else:  # every observation so far, each once (its dynamic state where it came with one)
+        ego_log = np.stack([_observed_state(pose, states[k] if k < len(states) else None)
+                            for k, pose in enumerate(poses)])
+        step = len(poses) - 1
     return WorldView(road_map, [ROUTE_LANE_ID], history[-1].copy(), _actors(data), None, 0.0, [],
                      np.zeros(0, dtype=np.int8), ego_log, step, ctx.time_now_us * 1e-6)
 
