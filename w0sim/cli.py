@@ -599,10 +599,8 @@ def serve(
 
     from carla_driver_interface.service import SERVICE_MODES
 
-    from agents.base import AgentOptions
-    from agents.registry import SERVED_PREFIX, AgentSpec
-    from w0sim.runner import check_agent, initialized
-    from w0sim.serve import serving
+    from agents.registry import SERVED_PREFIX
+    from w0sim.serve import agent_to_serve, serving
 
     if mode not in SERVICE_MODES:
         _error(f"--mode {mode!r}: expected one of {', '.join(SERVICE_MODES)}")
@@ -610,12 +608,10 @@ def serve(
     if agent.startswith(SERVED_PREFIX):
         _error(f"--agent {agent}: serve a w0sim agent, not another server (it can be driven directly)")
         raise typer.Exit(2)
-    spec = AgentSpec(agent, AgentOptions(str(checkpoint) if checkpoint else None, seed, device, dtype))
-    built = spec.build()
-    check_agent(built, spec)
+    built = agent_to_serve(agent, str(checkpoint) if checkpoint else None, device, dtype, seed)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    with serving(initialized(built), agent, host=host, port=port, mode=mode, max_workers=max_workers) as address:
+    with serving(built, agent, host=host, port=port, mode=mode, max_workers=max_workers) as address:
         camera = " and a front camera" if built.get_sensor_config().cameras else ""
         world = ("; it plans from the world view a w0sim client sends, else from one lane along the route"
                  if built.privileged else "")

@@ -145,11 +145,9 @@ class AgentDriver(BaseDriver):
         return DriveResult(trajectory_in_rig=plan)
 
 
-def policy(agent: str = "drivevla_w0", checkpoint: str | None = None, device: str = "cpu", dtype: str = "float32",
-           seed: int = 0) -> AgentDriver:
-    """A w0sim agent as a carla-driver-interface policy, built and loaded: what `carla-driver-interface serve --policy
-    w0sim.serve:policy --policy-arg agent=NAME` (and the AlpaSim images it builds) serve. Contract inputs only: that
-    server does not serve w0sim's extension (`w0sim serve` does)."""
+def agent_to_serve(agent: str, checkpoint: str | None = None, device: str = "cpu", dtype: str = "float32",
+                   seed: int = 0) -> Agent:
+    """The agent named `agent`, built from these options, checked as an evaluation checks it, and loaded."""
     from agents.base import AgentOptions
     from agents.registry import AgentSpec
     from w0sim.runner import check_agent, initialized
@@ -157,7 +155,15 @@ def policy(agent: str = "drivevla_w0", checkpoint: str | None = None, device: st
     spec = AgentSpec(agent, AgentOptions(checkpoint, seed, device, dtype))
     built = spec.build()
     check_agent(built, spec)
-    return AgentDriver(initialized(built), agent)
+    return initialized(built)
+
+
+def policy(agent: str = "drivevla_w0", checkpoint: str | None = None, device: str = "cpu", dtype: str = "float32",
+           seed: int = 0) -> AgentDriver:
+    """A w0sim agent as a carla-driver-interface policy, built and loaded: what `carla-driver-interface serve --policy
+    w0sim.serve:policy --policy-arg agent=NAME` (and the AlpaSim images it builds) serve. Contract inputs only: that
+    server does not serve w0sim's extension (`w0sim serve` does)."""
+    return AgentDriver(agent_to_serve(agent, checkpoint, device, dtype, seed), agent)
 
 
 def extension_handler(driver: AgentDriver) -> grpc.GenericRpcHandler:
@@ -184,4 +190,4 @@ def serving(agent: Agent, name: str, host: str = "localhost", port: int = 50051,
         server.stop(grace=1.0).wait()
 
 
-__all__ = ["AgentDriver", "FRAME_HISTORY", "extension_handler", "policy", "serving"]
+__all__ = ["AgentDriver", "FRAME_HISTORY", "agent_to_serve", "extension_handler", "policy", "serving"]
