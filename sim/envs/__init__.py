@@ -4,6 +4,7 @@ from gymnasium.envs.registration import register, registry
 ENV_IDS = {
     "w0sim/NavsimScene-v0": "sim.envs.navsim_env:NavsimSceneEnv",
     "w0sim/ClosedLoop-v0": "sim.envs.closed_loop_env:ClosedLoopEnv",
+    "w0sim/Carla-v0": "sim.envs.carla_env:CarlaEnv",
 }
 
 for _env_id, _entry_point in ENV_IDS.items():

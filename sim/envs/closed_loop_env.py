@@ -71,7 +71,8 @@ class ClosedLoopEnv(SceneEnv):
         super().reset(seed=seed)
         scene = self.source.get(self.np_random, options)
         self.scene: Scene = scene
-        self.sim = BuiltinSimulator(scene, self.sim_config)
+        self.close_simulator()
+        self.sim = self._make_simulator(scene)
         self.frames = FrameRenderer(scene.map, self.camera)
         self._camera_cache: OrderedDict[int, np.ndarray] = OrderedDict()
         self._planned: np.ndarray | None = None
@@ -148,6 +149,26 @@ class ClosedLoopEnv(SceneEnv):
                                      self.scene.route, planned=self._planned,
                                      executed=np.array(sim.ego_log[self.scene.current_index:]))
 
+    def close(self):
+        self.close_simulator()
+        super().close()
+
+    # --- backend -----------------------------------------------------------------------------------
+
+    def _make_simulator(self, scene: Scene):
+        """The backend that drives `scene` (the embedded simulator; `CarlaEnv` drives a CARLA server)."""
+        return BuiltinSimulator(scene, self.sim_config)
+
+    def close_simulator(self) -> None:
+        """Release the current episode's backend (a server backend destroys what it spawned); a no-op for the embedded one."""
+
+    def _render_camera(self, step: int) -> np.ndarray:
+        """The front camera at a log step that is now or before the episode (the embedded renderer)."""
+        if step <= self.scene.current_index:
+            return self.frames.log_camera(self.scene, step)
+        lights = dict(zip(self.scene.light_ids, self.sim.light_status().tolist()))
+        return self.frames.camera(self.sim.ego, self.sim.agents(), lights)
+
     # --- helpers ---------------------------------------------------------------------------------
 
     def _route_record(self, timed_out: bool = False, external_failure: str = "") -> dict:
@@ -196,14 +217,9 @@ class ClosedLoopEnv(SceneEnv):
     def _camera(self, step: int) -> np.ndarray:
         """Camera frame at a log step: the recorded log before the episode, the simulation after."""
         if step not in self._camera_cache:
-            if step <= self.scene.current_index:
-                image = self.frames.log_camera(self.scene, step)
-            elif step == self.sim.step_index:
-                lights = dict(zip(self.scene.light_ids, self.sim.light_status().tolist()))
-                image = self.frames.camera(self.sim.ego, self.sim.agents(), lights)
-            else:
+            if step > self.scene.current_index and step != self.sim.step_index:
                 raise RuntimeError(f"camera frame of step {step} was not rendered when it was current")
-            self._camera_cache[step] = image
+            self._camera_cache[step] = self._render_camera(step)
             while len(self._camera_cache) > (self.num_history_frames - 1) * HISTORY_STRIDE + 1:
                 self._camera_cache.popitem(last=False)
         return self._camera_cache[step]

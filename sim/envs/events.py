@@ -16,9 +16,16 @@ ROUTE_STEP_M = 1.0
 
 @dataclass(frozen=True)
 class Collision:
+    """A contact that began. A server backend also names the CARLA actor hit (`type_id`, `actor_id`)."""
+
     track_id: str
     agent_type: str  # AgentType name, lower case
     ego_speed: float
+    type_id: str = ""
+    actor_id: int | None = None
+
+    def as_dict(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if k not in ("type_id", "actor_id") or v not in ("", None)}
 
 
 @dataclass
@@ -36,7 +43,7 @@ class StepEvents:
     def as_dict(self) -> dict:
         return {
             "time_s": self.time_s,
-            "collisions": [c.__dict__ for c in self.collisions],
+            "collisions": [c.as_dict() for c in self.collisions],
             "offroad": self.offroad,
             "red_lights": list(self.red_lights),
             "stop_signs": list(self.stop_signs),

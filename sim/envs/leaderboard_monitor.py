@@ -77,7 +77,8 @@ class LeaderboardMonitor:
             repeated = last is not None and (step.time_s - last[0] < SAME_ACTOR_S
                                              or np.linalg.norm(last[1] - ego[:2]) < SAME_PLACE_M)
             if speed >= MIN_COLLISION_SPEED and not repeated:
-                event = collision_event(CARLA_TYPE_IDS[hit.agent_type], actor_id(hit.track_id), where, frame)
+                event = collision_event(hit.type_id or CARLA_TYPE_IDS[hit.agent_type],
+                                        actor_id(hit.track_id) if hit.actor_id is None else hit.actor_id, where, frame)
                 if event is not None:
                     new.append(event)
                 self._last_collision[hit.track_id] = (step.time_s, ego[:2].copy())

@@ -17,7 +17,8 @@ class SceneSource:
     """Scenes for `reset`. A directory or a list is indexed; the generator draws a seed per reset.
 
     `scenes` may be None (generator), a directory (str or Path) of `*.npz` scene files, or a list of
-    `Scene` objects and/or file paths. `options={"scene_index": i}` picks a listed scene, and
+    `Scene` objects, file paths and/or references loaded when drawn (anything with `load()`, e.g. a split's
+    `SceneRef`). `options={"scene_index": i}` picks a listed scene, and
     `options={"scene": scene}` any scene, at reset.
     """
 
@@ -38,7 +39,7 @@ class SceneSource:
             if not self.items:
                 raise FileNotFoundError(f"scene directory {folder} holds no *{SCENE_SUFFIX} scene files")
         else:
-            self.items = [s if isinstance(s, Scene) else Path(s) for s in scenes]
+            self.items = [s if isinstance(s, Scene) or hasattr(s, "load") else Path(s) for s in scenes]
             if not self.items:
                 raise ValueError("the scene list is empty")
 
@@ -58,4 +59,6 @@ class SceneSource:
         if not 0 <= index < len(self.items):
             raise IndexError(f"scene_index {index} is outside 0..{len(self.items) - 1} of this scene list")
         item = self.items[index]
-        return item if isinstance(item, Scene) else load_scene(item)
+        if isinstance(item, Scene):
+            return item
+        return item.load() if hasattr(item, "load") else load_scene(item)

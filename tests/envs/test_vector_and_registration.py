@@ -28,7 +28,7 @@ NUM_ENVS = 4
 
 
 def test_ids_are_registered_after_import():
-    assert set(sim.envs.ENV_IDS) == {"w0sim/NavsimScene-v0", "w0sim/ClosedLoop-v0"}
+    assert set(sim.envs.ENV_IDS) == {"w0sim/NavsimScene-v0", "w0sim/ClosedLoop-v0", "w0sim/Carla-v0"}
     for env_id in sim.envs.ENV_IDS:
         assert env_id in gym.registry
 

@@ -1,0 +1,63 @@
+"""`w0sim/Carla-v0`: `ClosedLoop-v0` with a CARLA server as the backend: the same observations, actions, Leaderboard
+criteria and route records, the world moved by the server (synchronous mode, Traffic Manager traffic, the hero's
+camera rendered by CARLA)."""
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+
+from sim.envs.backends.carla.connection import ClientFactory, connect
+from sim.envs.backends.carla.settings import CarlaSettings
+from sim.envs.backends.carla.simulator import CarlaSimulator
+from sim.envs.closed_loop_env import ClosedLoopEnv
+from sim.scene import Scene
+
+
+class CarlaEnv(ClosedLoopEnv):
+    """Closed-loop driving of Leaderboard routes on a CARLA server (0.9.15 / 0.9.16).
+
+    Scenes: `split="carla:ROUTES.xml"` (with `town_dir`, the towns' .xodr, as for `w0sim eval`) or `scenes`, a list of
+    scenes from CARLA towns (`scenarios.route_scenes.route_scene`). The server: `carla` (CarlaSettings), or its
+    `host`, `port` and `timeout_s` alone. The server is asked for its version when the environment is made: with none
+    answering, SimulatorUnavailable names the address after `timeout_s`. Every other argument is ClosedLoop-v0's.
+
+    Each `reset` loads the route's town in synchronous mode and spawns the hero, its sensors and the traffic; the
+    previous route's actors are destroyed first, and `close` destroys the last one's and puts the server back in
+    asynchronous mode. A server that fails mid-route raises `sim.envs.backends.failures.SimulationCrashed` from `step`
+    (the route's record so far is `env.crash_record()`). `client_factory` replaces `carla.Client` (a test's fake).
+    """
+
+    def __init__(self, scenes=None, *, split: str | None = None, town_dir=None, carla: CarlaSettings | None = None,
+                 host: str | None = None, port: int | None = None, timeout_s: float | None = None,
+                 client_factory: ClientFactory | None = None, **closed_loop):
+        settings = carla or CarlaSettings()
+        given = {k: v for k, v in (("host", host), ("port", port), ("timeout_s", timeout_s)) if v is not None}
+        self.carla = replace(settings, **given) if given else settings
+        if split is not None:
+            if scenes is not None:
+                raise ValueError("Carla-v0: pass scenes or split, not both")
+            from scenarios.splits import resolve_split
+
+            scenes = resolve_split(split, town_dir=town_dir)
+        if scenes is None:
+            raise ValueError("Carla-v0 drives routes of CARLA towns: pass split='carla:ROUTES.xml' (and town_dir) or "
+                             "scenes=[route scenes]")
+        self.client_factory = client_factory
+        super().__init__(scenes=scenes, **closed_loop)
+        self.connection = connect(self.carla, client_factory)
+
+    def _make_simulator(self, scene: Scene) -> CarlaSimulator:
+        return CarlaSimulator(scene, self.carla, self.camera if self.with_cameras else None, self.client_factory)
+
+    def close_simulator(self) -> None:
+        sim, self.sim = getattr(self, "sim", None), None
+        if sim is not None:
+            self.cleanup_problems = sim.close()
+
+    def _render_camera(self, step: int) -> np.ndarray:
+        return self.sim.camera_frame(step)
+
+    def crash_record(self, external_failure: str) -> dict:
+        """The route record so far, ended by `external_failure` (after a SimulationCrashed from `step`)."""
+        return self._route_record(external_failure=external_failure)
