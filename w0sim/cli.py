@@ -532,6 +532,23 @@ def evaluate(
                                      "seconds after the decision that made it (a multiple of 0.5 s; the ego holds "
                                      "still until the first plan is due), so a slow policy is scored as it would "
                                      "drive. Recorded in the manifest."),
+    backend: str = typer.Option("embedded", "--backend", help="Closed loop: what drives the routes: embedded (w0sim's "
+                                "own simulator, no server) or carla (a CARLA 0.9.15 / 0.9.16 server at --carla-host:"
+                                "--carla-port, in synchronous mode, one route at a time)."),
+    carla_host: str = typer.Option("localhost", "--carla-host", help="--backend carla: the server's host."),
+    carla_port: int = typer.Option(2000, "--carla-port", min=1, max=65535, help="--backend carla: its RPC port."),
+    carla_timeout: float = typer.Option(300.0, "--carla-timeout", min=0.001, help="--backend carla: seconds each "
+                                        "server call, each tick and each decision of the agent may take (the "
+                                        "Leaderboard's --timeout and watchdogs)."),
+    carla_tm_port: int = typer.Option(8000, "--carla-tm-port", min=1, max=65535, help="--backend carla: the Traffic "
+                                      "Manager's port."),
+    carla_tm_seed: int = typer.Option(0, "--carla-tm-seed", min=0, max=2**31 - 1, help="--backend carla: the Traffic "
+                                      "Manager's seed (the Leaderboard's --traffic-manager-seed)."),
+    carla_fixed_delta: float = typer.Option(0.05, "--carla-fixed-delta", help="--backend carla: the synchronous tick "
+                                            "in seconds, 0.05 (the Leaderboard's 20 Hz) or 0.1."),
+    carla_restart: Optional[str] = typer.Option(None, "--carla-restart", help="--backend carla: a shell command that "
+                                                "restarts the server, run after a route the simulation crashed on "
+                                                "(that route is driven again by the next run into --out)."),
 ) -> None:
     """Evaluate an agent on a split: NAVSIM's CSV (one-shot) or the Leaderboard's results JSON (closed loop),
     a summary per family; an interrupted run resumes where it stopped (closed loop: also from a Leaderboard
@@ -550,6 +567,8 @@ def evaluate(
         raise typer.Exit(2)
     split_options = {"navsim_logs": navsim_logs, "nuplan_maps": nuplan_maps, "sensor_blobs": sensor_blobs,
                      "town_dir": town_dir, "scene_filter": scene_filter}
+    carla = _carla_settings(backend, carla_host, carla_port, carla_timeout, carla_tm_port, carla_tm_seed,
+                            carla_fixed_delta, carla_restart)
     try:
         with _progress_report(f"evaluating {agent}") as report:
             spec = AgentSpec(agent, AgentOptions(str(checkpoint) if checkpoint else None, seed, device, dtype,
@@ -557,7 +576,7 @@ def evaluate(
             result = run_evaluation(split, spec, out, closed_loop=closed_loop, pdm_version=pdm_version, limit=limit,
                                     workers=workers, ray_address=ray_address, split_options=split_options,
                                     videos=videos, progress=report, human_filter=human_filter,
-                                    repetitions=repetitions, plan_delay_s=plan_delay)
+                                    repetitions=repetitions, plan_delay_s=plan_delay, carla=carla)
     except (AgentError, SplitError, RunError) as err:
         _error(str(err))
         raise typer.Exit(2) from None
@@ -570,6 +589,35 @@ def evaluate(
     if result.failures:
         console.print(f"[red]{len(result.failures)} of {result.total} {result.unit} failed[/red]", highlight=False)
         raise typer.Exit(1)
+
+
+BACKENDS = ("embedded", "carla")
+
+
+def _carla_settings(backend: str, host: str, port: int, timeout: float, tm_port: int, tm_seed: int, fixed_delta: float,
+                    restart: Optional[str]):
+    """The CarlaSettings of `--backend carla`, None for the embedded simulator; exits 2 on options that do not apply
+    or do not hold."""
+    if backend not in BACKENDS:
+        _error(f"--backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+        raise typer.Exit(2)
+    given = {"--carla-host": (host, "localhost"), "--carla-port": (port, 2000), "--carla-timeout": (timeout, 300.0),
+             "--carla-tm-port": (tm_port, 8000), "--carla-tm-seed": (tm_seed, 0),
+             "--carla-fixed-delta": (fixed_delta, 0.05), "--carla-restart": (restart, None)}
+    if backend != "carla":
+        set_here = [name for name, (value, default) in given.items() if value != default]
+        if set_here:
+            _error(f"{', '.join(set_here)} apply to --backend carla only")
+            raise typer.Exit(2)
+        return None
+    from sim.envs.backends.carla.settings import CarlaSettings
+
+    try:
+        return CarlaSettings(host=host, port=port, timeout_s=timeout, traffic_manager_port=tm_port,
+                             traffic_manager_seed=tm_seed, fixed_delta_s=fixed_delta, restart_command=restart)
+    except ValueError as err:
+        _error(str(err))
+        raise typer.Exit(2) from None
 
 
 @app.command("serve")

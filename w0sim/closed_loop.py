@@ -13,6 +13,7 @@ left out of the records.
 from __future__ import annotations
 
 import json
+import subprocess
 import time
 from collections.abc import Callable, Mapping
 from functools import partial
@@ -22,10 +23,14 @@ import numpy as np
 
 from agents.base import Agent, AgentUnavailable
 from agents.registry import AgentSpec
-from metrics.leaderboard.criteria import ROUND_DIGITS
+from metrics.leaderboard.criteria import ROUND_DIGITS, route_length
+from metrics.leaderboard.events import FAILURE_SIMULATION_CRASHED
 from metrics.leaderboard.results_io import ResultsFileError, build_results, read_results, resume_check, write_results
-from metrics.leaderboard.route_record import route_id_for
+from metrics.leaderboard.route_record import build_route_record, route_id_for
 from scenarios.splits import SceneRef, repeated, resolve_split
+from sim.envs.backends.carla.settings import CarlaSettings
+from sim.envs.backends.carla.watchdog import call_with_deadline
+from sim.envs.backends.failures import SimulationCrashed, SimulatorUnavailable
 from sim.envs.closed_loop_env import ClosedLoopEnv
 from sim.envs.observation import InvalidActionError
 from w0sim.latency import DecisionTimer, PlanDelay, check_plan_delay
@@ -70,7 +75,47 @@ def route_plan(split: str, limit: int | None = None, repetitions: int = 1,
             for i, ref in enumerate(routes) for k in range(repetitions)]
 
 
-def drive_route(ref: SceneRef, index: int, agent: Agent, plan_delay_s: float = 0.0) -> dict:
+class AgentTookTooLong(RuntimeError):
+    """The agent's decision passed the agent watchdog's limit (the Leaderboard's "Agent took longer than ...")."""
+
+
+def _route_env(scene, agent: Agent, carla: CarlaSettings | None) -> ClosedLoopEnv:
+    """The route's environment: `w0sim/ClosedLoop-v0` on the embedded simulator, or `w0sim/Carla-v0` on a server."""
+    kwargs = {"cameras": agent.get_sensor_config().cameras, "privileged": agent.privileged}
+    if carla is None:
+        return ClosedLoopEnv(scenes=[scene], **kwargs)
+    from sim.envs.carla_env import CarlaEnv
+
+    return CarlaEnv(scenes=[scene], carla=carla, **kwargs)
+
+
+def _crashed_row(ref: SceneRef, index: int, scene, record: dict, reason: str, timer: DecisionTimer,
+                 carla: CarlaSettings | None) -> dict:
+    """The row of a route the simulator crashed on: its record ("Failed - Simulation crashed", as the Leaderboard
+    records it), marked `rerun` so that the next run into the folder drives it again (the Leaderboard's resume re-runs a
+    crashed route). The server is restarted first when there is a restart command."""
+    if carla is not None and carla.restart_command:
+        from sim.envs.backends.carla.connection import restart_server
+
+        try:
+            restart_server(carla)
+        except (SimulatorUnavailable, OSError, subprocess.SubprocessError) as err:
+            reason += f"; restarting the server failed: {err}"
+    record = dict(record, index=index, route_id=ref.token)
+    return {"token": ref.token, "family": ref.family, "scene": scene.token, "record": record,
+            "latency": timer.summary(), "reason": reason, "rerun": True}
+
+
+def _simulation_crash_record(scene) -> dict:
+    """The record of a route whose simulation could not be set up: nothing driven, no time taken (the Leaderboard's
+    durations of a route that never started)."""
+    length = route_length(scene.route_points) if scene.route_points is not None else 0.0
+    return build_route_record(0, scene.token, length, 0.0, (), external_failure=FAILURE_SIMULATION_CRASHED,
+                              duration_game=0.0, duration_system=0.0)
+
+
+def drive_route(ref: SceneRef, index: int, agent: Agent, plan_delay_s: float = 0.0,
+                carla: CarlaSettings | None = None) -> dict:
     """{"token": the route id, "family", "scene": the scene's own token, "record": the Leaderboard route record,
     "latency": the agent's time per decision (`DecisionTimer.summary`)} of one route driven by `agent`; `index` is its
     place in the run order. `plan_delay_s`: each plan is driven that long after its decision (`PlanDelay`).
@@ -80,37 +125,64 @@ def drive_route(ref: SceneRef, index: int, agent: Agent, plan_delay_s: float = 0
     SceneFailure with the reason.
     The record's meta has the Leaderboard's durations: `duration_game` the simulated seconds (the environment's),
     `duration_system` the wall-clock seconds from the route's start (its scene loaded, the environment reset) to
-    its end, the agent's planning included, as the Leaderboard's ScenarioManager times a route."""
-    doing = "loading the route's scene"
+    its end, the agent's planning included, as the Leaderboard's ScenarioManager times a route.
+    `carla`: drive the route on that CARLA server (`w0sim/Carla-v0`) instead of the embedded simulator. Then, as with
+    the Leaderboard, every tick and every decision has a watchdog (`carla.timeout_s`); a server that fails (no answer,
+    a hung tick, a dropped sensor frame, a spawn collision, a town that will not load) ends the route "Failed -
+    Simulation crashed" with what was driven so far, marked `rerun` (the server restarted first by
+    `carla.restart_command`); a decision past the limit is the agent's crash. The server is cleaned up after every
+    route, however it ended (Ctrl-C included)."""
+    doing, timer = "loading the route's scene", DecisionTimer()
     try:
         scene = ref.load()
         doing = "setting up the route's environment"
-        env = ClosedLoopEnv(scenes=[scene], cameras=agent.get_sensor_config().cameras, privileged=agent.privileged)
-        _, info = env.reset(seed=0)
-        delay = PlanDelay(plan_delay_s, env.sampling) if plan_delay_s else None
+        env = _route_env(scene, agent, carla)
+    except SimulationCrashed as err:
+        return _crashed_row(ref, index, scene, _simulation_crash_record(scene), failure_reason(err, doing), timer,
+                            carla)
     except Exception as err:
         raise SceneFailure(failure_reason(err, doing)) from err
+    try:
+        return _drive(ref, index, agent, env, scene, plan_delay_s, carla, timer)
+    finally:
+        env.close()
+
+
+def _drive(ref: SceneRef, index: int, agent: Agent, env: ClosedLoopEnv, scene, plan_delay_s: float,
+           carla: CarlaSettings | None, timer: DecisionTimer) -> dict:
+    """`drive_route` from the environment on: reset, then decide and step until the route ends."""
+    try:
+        _, info = env.reset(seed=0)
+        delay = PlanDelay(plan_delay_s, env.sampling) if plan_delay_s else None
+    except SimulationCrashed as err:
+        return _crashed_row(ref, index, scene, _simulation_crash_record(scene),
+                            failure_reason(err, "setting up the route on the simulator"), timer, carla)
+    except Exception as err:
+        raise SceneFailure(failure_reason(err, "setting up the route's environment")) from err
     started = time.monotonic()
     crash, unreachable = "", False
     decision = 0
-    timer = DecisionTimer()
     crashed = np.full((env.sampling.num_poses, 3), np.nan)  # a non-finite action makes the env end the route as the LB does
     while True:
         planning = f"agent {agent.name()} planning decision {decision} (t = {info.get('time_s', 0):.1f} s)"
         try:
-            planned = timer.plan(agent, info["agent_input"], info.get("world")).poses
+            planned = _decide(timer, agent, info, carla, planning)
             action = delay.action(planned, info["agent_input"].ego_state) if delay else planned
         except Exception as err:  # the agent crashed
             crash, action, unreachable = failure_reason(err, planning), crashed, isinstance(err, AgentUnavailable)
+        simulating = f"simulating decision {decision} of the route (t = {info.get('time_s', 0):.1f} s)"
         try:
             try:
                 _, _, terminated, truncated, info = env.step(action)
             except InvalidActionError as err:  # a trajectory of the wrong shape or type: the agent's crash too
                 crash = failure_reason(err, planning)
                 _, _, terminated, truncated, info = env.step(crashed)
+        except SimulationCrashed as err:
+            record = env.crash_record(FAILURE_SIMULATION_CRASHED)
+            record["meta"] = dict(record["meta"], duration_system=round(time.monotonic() - started, ROUND_DIGITS))
+            return _crashed_row(ref, index, scene, record, failure_reason(err, simulating), timer, carla)
         except Exception as err:
-            raise SceneFailure(failure_reason(err, f"simulating decision {decision} of the route "
-                                                   f"(t = {info.get('time_s', 0):.1f} s)")) from err
+            raise SceneFailure(failure_reason(err, simulating)) from err
         decision += 1
         if terminated or truncated:
             record = dict(info["route_record"])
@@ -123,6 +195,16 @@ def drive_route(ref: SceneRef, index: int, agent: Agent, plan_delay_s: float = 0
                 if unreachable:
                     row["rerun"] = True
             return row
+
+
+def _decide(timer: DecisionTimer, agent: Agent, info: dict, carla: CarlaSettings | None, what: str) -> np.ndarray:
+    """The agent's plan for this decision; on a CARLA server under the agent watchdog (AgentTookTooLong)."""
+    def plan() -> np.ndarray:
+        return timer.plan(agent, info["agent_input"], info.get("world")).poses
+
+    if carla is None:
+        return plan()
+    return call_with_deadline(plan, carla.timeout_s, what, late=AgentTookTooLong)
 
 
 def _same_record(a: Mapping, b: Mapping) -> bool:
@@ -172,35 +254,58 @@ def results_to_adopt(out_dir: Path, plan: list[SceneRef]) -> list[dict]:
 def evaluate_routes(split: str, spec: AgentSpec, out_dir: str | Path, limit: int | None = None,
                     workers: int | None = None, progress: Callable[[int, int], None] | None = None,
                     split_options: dict | None = None, ray_address: str | None = None,
-                    repetitions: int = 1, plan_delay_s: float = 0.0) -> dict:
+                    repetitions: int = 1, plan_delay_s: float = 0.0, carla: CarlaSettings | None = None) -> dict:
     """Drive the first `limit` routes of `split`, `repetitions` times each (`route_plan`; `split_options`: see
     `resolve_split`, e.g. `town_dir` for `carla:ROUTES.xml`); writes and returns `out_dir/results.json`
     (Leaderboard layout). A results.json already in `out_dir` is resumed from (`results_to_adopt`). See `run_split`
     for workers, Ray and resume from rows.jsonl. `out_dir` is held while the run writes to it and records the run's
     manifest (`output_folder`): a folder of another agent, checkpoint, split or options is refused (RunError).
-    `plan_delay_s`: each plan driven that long after its decision (`PlanDelay`; a whole number of 0.5 s decisions)."""
+    `plan_delay_s`: each plan driven that long after its decision (`PlanDelay`; a whole number of 0.5 s decisions).
+    `carla`: drive the routes on that CARLA server (`drive_route`), one route at a time from this process (one
+    synchronous server takes one ticking client)."""
     out_dir = Path(out_dir)
     check_workers(workers)
     check_plan_delay(plan_delay_s)
+    if carla is not None:
+        workers = check_carla_run(workers, ray_address)
     plan = route_plan(split, limit, repetitions, split_options)
     agent = spec.build()
-    manifest = closed_loop_manifest(spec, split, limit, repetitions, split_options, agent, plan_delay_s)
+    manifest = closed_loop_manifest(spec, split, limit, repetitions, split_options, agent, plan_delay_s, carla)
     with output_folder(out_dir, manifest) as folder:
         adopted = results_to_adopt(out_dir, plan)  # checks a results.json there before anything is written
         folder.write_manifest()
         append_rows(out_dir / "rows.jsonl", adopted)
-        task = partial(drive_route, plan_delay_s=plan_delay_s) if plan_delay_s else drive_route
+        options = {k: v for k, v in (("plan_delay_s", plan_delay_s), ("carla", carla)) if v}
+        task = partial(drive_route, **options) if options else drive_route
         return _drive_routes(plan, spec, task, out_dir, agent_sensors(agent), workers, progress, ray_address)
 
 
+def check_carla_run(workers: int | None, ray_address: str | None) -> int:
+    """The worker count of a run on a CARLA server: 1 (RunError for more, or for Ray)."""
+    if ray_address is not None:
+        raise RunError("--backend carla drives one server from this process; --ray-address does not apply")
+    if workers not in (None, 1):
+        raise RunError(f"--backend carla drives one server from one process (a synchronous server takes one ticking "
+                       f"client); --workers {workers} does not apply (run one evaluation per server instead)")
+    return 1
+
+
+#: The CARLA settings that change what a route drives like; the address, timeouts and restart command do not, so a
+#: run resumed against another server (or after a restart) continues the same folder.
+CARLA_MANIFEST_FIELDS = ("fixed_delta_s", "traffic_manager_seed", "hero_blueprint", "background_traffic", "warmup_ticks")
+
+
 def closed_loop_manifest(spec: AgentSpec, split: str, limit: int | None, repetitions: int,
-                         split_options: dict | None, agent: Agent | None = None, plan_delay_s: float = 0.0) -> dict:
+                         split_options: dict | None, agent: Agent | None = None, plan_delay_s: float = 0.0,
+                         carla: CarlaSettings | None = None) -> dict:
     """The manifest of a closed-loop run (`run_manifest`; no PDM version: routes are scored as the Leaderboard's;
-    a plan delay only where there is one, so folders of runs without it stay resumable)."""
+    a plan delay or a CARLA backend only where there is one, so folders of runs without them stay resumable)."""
     manifest = run_manifest(spec, split, "closed_loop", limit=limit, repetitions=repetitions,
                             split_options=split_options, agent=agent)
     if plan_delay_s:
         manifest["plan_delay_s"] = plan_delay_s
+    if carla is not None:
+        manifest["backend"] = {"name": "carla", **{k: getattr(carla, k) for k in CARLA_MANIFEST_FIELDS}}
     return manifest
 
 
@@ -279,5 +384,6 @@ def routes_markdown(results: dict, agent: str, split: str, families: dict[str, s
     return "\n".join(lines) + "\n"
 
 
-__all__ = ["CRASH_STATUSES", "agent_sensors", "closed_loop_manifest", "drive_route", "evaluate_routes",
-           "results_to_adopt", "route_failures", "route_plan", "routes_markdown"]
+__all__ = ["AgentTookTooLong", "CARLA_MANIFEST_FIELDS", "CRASH_STATUSES", "agent_sensors", "check_carla_run",
+           "closed_loop_manifest", "drive_route", "evaluate_routes", "results_to_adopt", "route_failures", "route_plan",
+           "routes_markdown"]

@@ -30,12 +30,13 @@ def evaluate(split: str, spec: AgentSpec, out_dir: str | Path, *, closed_loop: b
              pdm_version: str = "v1.1", limit: int | None = None, workers: int | None = None,
              ray_address: str | None = None, split_options: dict | None = None, videos: int = 0,
              progress: Callable[[int, int], None] | None = None, human_filter: bool = True,
-             repetitions: int = 1, plan_delay_s: float = 0.0) -> Evaluation:
+             repetitions: int = 1, plan_delay_s: float = 0.0, carla=None) -> Evaluation:
     """Evaluate `spec` on the first `limit` scenes of `split`: closed loop (Leaderboard results.json) or one-shot
     (NAVSIM scores.csv), by default as `split_kind` says; `videos`: rollout videos of the first K scenes (one-shot,
     agents with a world model); `human_filter`: NAVSIM's v2.2 human penalty filter (on, as NAVSIM's default);
     `repetitions`: closed loop, each route driven that many times (`route_plan`); `plan_delay_s`: closed loop, each
-    plan driven that long after its decision (`w0sim.latency.PlanDelay`). The summary ends with the policy's time
+    plan driven that long after its decision (`w0sim.latency.PlanDelay`); `carla`: closed loop, the routes driven on
+    that CARLA server (`sim.envs.backends.carla.settings.CarlaSettings`). The summary ends with the policy's time
     per decision (`latency_markdown`). An interrupted run resumes where
     it stopped; a closed-loop run also resumes from a Leaderboard results.json in `out_dir` (`results_to_adopt`).
     `out_dir` is locked for the run and records its manifest: a folder of a run with other settings (agent,
@@ -60,6 +61,9 @@ def evaluate(split: str, spec: AgentSpec, out_dir: str | Path, *, closed_loop: b
         raise RunError(f"--plan-delay {plan_delay_s:g}: a plan delay applies to closed-loop routes; {split} is scored "
                        "one-shot here (one decision per scene)")
     check_plan_delay(plan_delay_s)
+    if carla is not None and not closed_loop:
+        raise RunError(f"--backend carla drives closed-loop routes; {split} is scored one-shot here (NAVSIM's "
+                       "non-reactive scoring needs no simulator)")
     if videos < 0:
         raise RunError(f"--videos must be at least 0, got {videos}")
     if videos:
@@ -77,10 +81,11 @@ def evaluate(split: str, spec: AgentSpec, out_dir: str | Path, *, closed_loop: b
         )
 
         plan = route_plan(split, limit, repetitions, split_options)
-        manifest = closed_loop_manifest(spec, split, limit, repetitions, split_options, plan_delay_s=plan_delay_s)
+        manifest = closed_loop_manifest(spec, split, limit, repetitions, split_options, plan_delay_s=plan_delay_s,
+                                        carla=carla)
         with output_folder(out_dir, manifest):
             results = evaluate_routes(split, spec, out_dir, limit, workers, progress, split_options, ray_address,
-                                      repetitions, plan_delay_s)
+                                      repetitions, plan_delay_s, carla)
             families = {ref.token: ref.family or "scene files" for ref in plan}
             rows = read_rows(out_dir / "rows.jsonl")
             text = routes_markdown(results, spec.name, split, families) + _latency(

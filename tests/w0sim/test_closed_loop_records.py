@@ -140,7 +140,7 @@ ENV_RECORD = {"index": 0, "route_id": "scene-token", "status": "Perfect", "num_i
 def _scripted_env(monkeypatch, steps, *, fail_init=None, fail_reset=None):
     """Replace ClosedLoopEnv by one that plays `steps` (per decision: an exception to raise, or (terminated,
     truncated, info)); returns the log of what drive_route made and sent it."""
-    log = {"made": [], "reset": [], "actions": []}
+    log = {"made": [], "reset": [], "actions": [], "closed": 0}
 
     class Env:
         sampling = SimpleNamespace(num_poses=4)
@@ -162,6 +162,9 @@ def _scripted_env(monkeypatch, steps, *, fail_init=None, fail_reset=None):
             if isinstance(outcome, Exception):
                 raise outcome
             return None, 0.0, *outcome
+
+        def close(self):
+            log["closed"] += 1
 
     monkeypatch.setattr(closed_loop, "ClosedLoopEnv", Env)
     clock = iter([100.0, 102.3456])
@@ -291,10 +294,11 @@ def test_an_environment_that_cannot_be_set_up_fails_the_route_saying_so(monkeypa
 
 
 def test_a_simulation_step_that_raises_fails_the_route_naming_the_decision_and_its_time(monkeypatch):
-    _scripted_env(monkeypatch, [_going(1), KeyError("lane 4")])
+    log = _scripted_env(monkeypatch, [_going(1), KeyError("lane 4")])
     with pytest.raises(SceneFailure) as err:
         drive_route(ROUTE, 0, ScriptedAgent([np.zeros((4, 3))] * 2))
     assert str(err.value) == "simulating decision 1 of the route (t = 0.5 s): KeyError: 'lane 4'"
+    assert log["closed"] == 1  # the environment is released however the route ends (a server backend cleans up)
 
 
 def test_a_simulation_step_that_raises_at_once_is_timed_at_zero_seconds(monkeypatch):
