@@ -8,7 +8,9 @@ Leaderboard's order and under its ids (`route_plan`: each route's repetitions on
 atomically after every route; while routes are left it is the Leaderboard's checkpoint (entry status Started,
 progress [k, N], the first k routes' records), so the Leaderboard can resume from it and `w0sim eval` can resume
 from one the Leaderboard wrote (`results_to_adopt`). A route that could not run is listed in `failed_routes.json` and
-left out of the records.
+left out of the records. A route the simulation crashed on (a CARLA server's failure) is recorded as the Leaderboard
+records it, and the file stays the Leaderboard's checkpoint up to that route (entry status Crashed) until a run into
+the folder drives it again; the routes driven after it wait in rows.jsonl.
 """
 from __future__ import annotations
 
@@ -325,10 +327,24 @@ def _drive_routes(plan: list[SceneRef], spec: AgentSpec, task, out_dir: Path, se
             found.append(dict(rows[ref.token]["record"], index=index))
         return found
 
+    def checkpoint(rows: dict[str, dict]) -> dict | None:
+        """The Leaderboard's checkpoint while a route the simulation crashed on is to be driven again: the records up
+        to that route, progress [k + 1, N], entry status Crashed, as the Leaderboard stops after such a route (so its
+        --resume, like ours, drives that route again). None when no route crashed the simulation."""
+        done = records(rows, prefix=True)
+        crashed = next((k for k, record in enumerate(done) if FAILURE_SIMULATION_CRASHED in record["status"]), None)
+        if crashed is None:
+            return None
+        results = build_results(done[: crashed + 1], len(plan), sensors=sensors, validate=False)
+        results.update(entry_status="Crashed", eligible=False)
+        return results
+
     def rewrite(rows: dict[str, dict]) -> None:
         # While routes are left, the file says so, as the Leaderboard's does during a run.
-        partial = build_results(records(rows, prefix=True), len(plan), sensors=sensors, validate=False)
-        partial.update(entry_status="Started", eligible=False)
+        partial = checkpoint(rows)
+        if partial is None:
+            partial = build_results(records(rows, prefix=True), len(plan), sensors=sensors, validate=False)
+            partial.update(entry_status="Started", eligible=False)
         write_results(path, partial)
 
     rows = run_split(plan, spec, task, out_dir, workers, ray_address, progress, on_row=rewrite)
@@ -336,7 +352,8 @@ def _drive_routes(plan: list[SceneRef], spec: AgentSpec, task, out_dir: Path, se
     (out_dir / "failed_routes.json").unlink(missing_ok=True)  # a resumed run lists its failures anew
     if failures:
         atomic_write(out_dir / "failed_routes.json", json.dumps(failures, indent=1))
-    results = build_results(records({row["ref"]: row for row in rows}), len(plan), sensors=sensors)
+    by_ref = {row["ref"]: row for row in rows}
+    results = checkpoint(by_ref) or build_results(records(by_ref), len(plan), sensors=sensors)
     write_results(path, results)
     return results
 
@@ -368,6 +385,10 @@ def routes_markdown(results: dict, agent: str, split: str, families: dict[str, s
              f"driving score {scores['score_composed']:.2f}, route completion {scores['score_route']:.2f}, "
              f"infraction penalty {scores['score_penalty']:.3f} over {results['_checkpoint']['progress'][1]} routes"]
     records = results["_checkpoint"]["records"]
+    if results.get("entry_status") == "Crashed" and records:
+        lines += ["", f"The simulation crashed on {records[-1]['route_id']}: results.json is the Leaderboard's checkpoint "
+                      "up to that route (entry status Crashed, scores over the routes in it). The next run into this "
+                      "folder drives it again; the routes driven after it are kept in rows.jsonl and join the file then."]
     if families:
         lines += ["", "| family | routes | driving score | route completion | penalty |", "|---|---|---|---|---|"]
         for family in dict.fromkeys(families.values()):

@@ -9,6 +9,7 @@ for the embedded backend.
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 
@@ -17,7 +18,7 @@ from sim.envs.backends.carla.connection import ClientFactory, connect
 from sim.envs.backends.carla.control import MAX_WHEEL_ANGLE_RAD, Control, DirectController, TrajectoryController
 from sim.envs.backends.carla.sensors import image_rgb
 from sim.envs.backends.carla.settings import CarlaSettings
-from sim.envs.backends.carla.world import CarlaWorld, agent_type_of
+from sim.envs.backends.carla.world import CarlaWorld, TownMismatchWarning, agent_type_of
 from sim.envs.backends.failures import SimulationCrashed
 from sim.envs.events import Collision, RedLightMonitor, RouteProgress, StepEvents, StopSignMonitor, is_offroad
 from sim.geometry import ego_corners, local_to_global
@@ -62,6 +63,12 @@ class CarlaSimulator:
     def _open(self, camera: CameraConfig | None) -> None:
         scene, world = self.scene, self.world
         world.open()
+        missing = world.missing_lights(scene.light_ids)
+        if missing:
+            warnings.warn(f"{len(missing)} of the {len(scene.light_ids)} traffic lights of {scene.metadata['town']}'s town "
+                          f"file are not on the CARLA server at {self.settings.address} (e.g. {missing[0]}): red lights "
+                          "there are not judged; use the .xodr files of the server's release (--town-dir)",
+                          TownMismatchWarning, stacklevel=2)
         start = scene.initial_ego_state
         z = float(scene.route_points[0, 2]) if scene.route_points is not None else world._ground(start[0], start[1])
         world.spawn_hero(start[:3], z)

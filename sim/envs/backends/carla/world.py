@@ -47,6 +47,10 @@ def agent_type_of(type_id: str, wheels: int | None = None) -> AgentType | None:
     return None
 
 
+class TownMismatchWarning(UserWarning):
+    """The scene's town file and the server's town differ (lights the server does not have)."""
+
+
 @dataclass
 class _Actor:
     """What does not change about an actor: its id, type and box size."""
@@ -280,6 +284,11 @@ class CarlaWorld:
             self._actors[actor.id] = _Actor(actor.id, actor.type_id, kind, 2 * float(extent.x), 2 * float(extent.y),
                                             2 * float(extent.z))
 
+    def missing_lights(self, light_ids: list[str]) -> list[str]:
+        """Those of `light_ids` that no traffic light on the server carries."""
+        have = {name for _, name in self._lights}
+        return [i for i in light_ids if i not in have]
+
     def light_status(self, light_ids: list[str]) -> np.ndarray:
         """(L,) the server's light states for `light_ids` ("tl_<OpenDRIVE signal id>"); UNKNOWN for ids it has none of."""
         states = {name: LIGHT_STATUS.get(int(light.get_state()), TrafficLightStatus.UNKNOWN) for light, name in self._lights}
@@ -331,4 +340,4 @@ class CarlaWorld:
         return problems
 
 
-__all__ = ["CarlaWorld", "agent_type_of"]
+__all__ = ["CarlaWorld", "TownMismatchWarning", "agent_type_of"]

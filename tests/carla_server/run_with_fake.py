@@ -1,0 +1,58 @@
+"""Run the w0sim command line in this process against a FAKE CARLA server (tests/fakes/carla_server.py), for tests that
+need a separate process (signals, the reference suites):
+
+    python -m tests.carla_server.run_with_fake [--port P] [--inject KIND:TICK] [--restart-marker PATH] -- eval ...
+
+`carla.Client` is the fake's client here. After the command ends (however it ends, Ctrl-C included) the last line
+printed is JSON: {"exit": the command's exit code, "clean": "" or what `assert_clean` found left, "synchronous",
+"tm_synchronous", "actors": client actors left}."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+import carla
+
+from tests.fakes.carla_server import FakeCarlaServer, FakeClient, shared_town_dir
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--port", type=int, default=2000)
+    parser.add_argument("--inject", action="append", default=[], help="KIND:TICK, e.g. die:60")
+    parser.add_argument("--restart-marker", default=None)
+    parser.add_argument("--town-dir", default=None)
+    parser.add_argument("command", nargs=argparse.REMAINDER)
+    args = parser.parse_args(argv)
+    command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    carla.Client = FakeClient
+    from w0sim.cli import app
+
+    code: object = 0
+    with FakeCarlaServer(args.town_dir or shared_town_dir(), port=args.port).start() as server:
+        for item in args.inject:
+            kind, tick = item.split(":")
+            server.inject(kind, at_tick=int(tick))
+        if args.restart_marker:
+            server.restart_marker(args.restart_marker)
+        try:
+            code = app(command, standalone_mode=False) or 0  # click returns the exit code then
+        except SystemExit as err:
+            code = err.code
+        except KeyboardInterrupt:
+            code = 130
+        finally:
+            try:
+                server.assert_clean()
+                clean = ""
+            except AssertionError as err:
+                clean = str(err)
+            print(json.dumps({"exit": code if isinstance(code, int) else 1, "clean": clean,
+                              "synchronous": server.synchronous, "tm_synchronous": server.tm_synchronous,
+                              "actors": len(server.client_actors())}), flush=True)
+    return code if isinstance(code, int) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
