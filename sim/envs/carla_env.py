@@ -3,6 +3,7 @@ criteria and route records, the world moved by the server (synchronous mode, Tra
 camera rendered by CARLA)."""
 from __future__ import annotations
 
+import warnings
 from dataclasses import replace
 
 import numpy as np
@@ -12,6 +13,10 @@ from sim.envs.backends.carla.settings import CarlaSettings
 from sim.envs.backends.carla.simulator import CarlaSimulator
 from sim.envs.closed_loop_env import ClosedLoopEnv
 from sim.scene import Scene
+
+
+class CleanupWarning(UserWarning):
+    """Part of a route's clean-up on the server failed (usually because the server stopped answering)."""
 
 
 class CarlaEnv(ClosedLoopEnv):
@@ -44,6 +49,7 @@ class CarlaEnv(ClosedLoopEnv):
             raise ValueError("Carla-v0 drives routes of CARLA towns: pass split='carla:ROUTES.xml' (and town_dir) or "
                              "scenes=[route scenes]")
         self.client_factory = client_factory
+        self.cleanup_problems: list[str] = []
         super().__init__(scenes=scenes, **closed_loop)
         self.connection = connect(self.carla, client_factory)
 
@@ -51,9 +57,15 @@ class CarlaEnv(ClosedLoopEnv):
         return CarlaSimulator(scene, self.carla, self.camera if self.with_cameras else None, self.client_factory)
 
     def close_simulator(self) -> None:
+        """Clean the last route up on the server; what could not be done is warned about (and kept in
+        `cleanup_problems`): a server left synchronous or with our actors on it drives the next route wrongly."""
         sim, self.sim = getattr(self, "sim", None), None
-        if sim is not None:
-            self.cleanup_problems = sim.close()
+        if sim is None:
+            return
+        self.cleanup_problems = sim.close()
+        if self.cleanup_problems:
+            warnings.warn(f"cleaning up the route on the CARLA server at {self.carla.address}: "
+                          f"{'; '.join(self.cleanup_problems)}", CleanupWarning, stacklevel=2)
 
     def _render_camera(self, step: int) -> np.ndarray:
         return self.sim.camera_frame(step)

@@ -47,6 +47,10 @@ def agent_type_of(type_id: str, wheels: int | None = None) -> AgentType | None:
     return None
 
 
+class TickHung(SimulationCrashed):
+    """A tick that did not return within its deadline (the server is frozen, or deadlocked in synchronous mode)."""
+
+
 class TownMismatchWarning(UserWarning):
     """The scene's town file and the server's town differ (lights the server does not have)."""
 
@@ -83,6 +87,7 @@ class CarlaWorld:
         self._lights: list[tuple[object, str]] = []
         self.frame = -1
         self.server_dead = False
+        self.tick_hung = False
 
     # --- calls ------------------------------------------------------------------------------------
 
@@ -230,8 +235,13 @@ class CarlaWorld:
         """One fixed step: the tick (SimulationCrashed past `timeout_s`, whether it errs or hangs) and every camera's
         frame of it."""
         seconds = self.settings.timeout_s
-        self.frame = call_with_deadline(lambda: self.call("ticking", lambda: self.world.tick(seconds)), seconds + 1.0,
-                                        f"the tick after frame {self.frame} on the CARLA server at {self.settings.address}")
+        try:
+            self.frame = call_with_deadline(lambda: self.call("ticking", lambda: self.world.tick(seconds)), seconds + 1.0,
+                                            f"the tick after frame {self.frame} on the CARLA server at "
+                                            f"{self.settings.address}", late=TickHung)
+        except TickHung:
+            self.tick_hung = True
+            raise
         return self.sensors.frame_data(self.frame) if self.sensors.cameras else {}
 
     def snapshot(self):
@@ -321,10 +331,11 @@ class CarlaWorld:
             ids = [actor.id for actor in self.spawned]
             attempt("destroying our actors", lambda: self.client.apply_batch_sync(
                 [carla.command.DestroyActor(i) for i in ids], False))
-        if self.world is not None:
-            attempt("ticking the destruction through",
+        if self.world is not None and not self.tick_hung:  # after a hung tick another would hang too; async mode
+            attempt("ticking the destruction through",   # lets the server apply the destruction by itself
                     lambda: call_with_deadline(lambda: self.world.tick(self.settings.timeout_s),
                                                self.settings.timeout_s + 1.0, "the clean-up tick"))
+        if self.world is not None:
 
             def asynchronous() -> None:
                 world_settings = self.world.get_settings()
@@ -340,4 +351,4 @@ class CarlaWorld:
         return problems
 
 
-__all__ = ["CarlaWorld", "TownMismatchWarning", "agent_type_of"]
+__all__ = ["CarlaWorld", "TickHung", "TownMismatchWarning", "agent_type_of"]
