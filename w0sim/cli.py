@@ -6,6 +6,7 @@ import dataclasses
 import functools
 import json
 import os
+import re
 from pathlib import Path
 from typing import Optional
 
@@ -607,7 +608,7 @@ def _carla_settings(backend: str, host: str, port: int, timeout: float, tm_port:
     if backend != "carla":
         set_here = [name for name, (value, default) in given.items() if value != default]
         if set_here:
-            _error(f"{', '.join(set_here)} apply to --backend carla only")
+            _error(f"{', '.join(set_here)} {'applies' if len(set_here) == 1 else 'apply'} to --backend carla only")
             raise typer.Exit(2)
         return None
     from sim.envs.backends.carla.settings import CarlaSettings
@@ -615,9 +616,18 @@ def _carla_settings(backend: str, host: str, port: int, timeout: float, tm_port:
     try:
         return CarlaSettings(host=host, port=port, timeout_s=timeout, traffic_manager_port=tm_port,
                              traffic_manager_seed=tm_seed, fixed_delta_s=fixed_delta, restart_command=restart)
-    except ValueError as err:
-        _error(str(err))
+    except ValueError as err:  # in the options' names
+        message = str(err).removeprefix("CarlaSettings: ")
+        for field, option in CARLA_OPTION_OF_FIELD.items():
+            message = re.sub(rf"\b{field}\b", option, message)
+        _error(message)
         raise typer.Exit(2) from None
+
+
+#: CarlaSettings' fields by the options that set them (longest first: `port` is in `traffic_manager_port`).
+CARLA_OPTION_OF_FIELD = {"traffic_manager_port": "--carla-tm-port", "traffic_manager_seed": "--carla-tm-seed",
+                         "fixed_delta_s": "--carla-fixed-delta", "timeout_s": "--carla-timeout", "host": "--carla-host",
+                         "port": "--carla-port"}
 
 
 @app.command("serve")

@@ -91,21 +91,28 @@ def _route_env(scene, agent: Agent, carla: CarlaSettings | None) -> ClosedLoopEn
     return CarlaEnv(scenes=[scene], carla=carla, **kwargs)
 
 
-def _crashed_row(ref: SceneRef, index: int, scene, record: dict, reason: str, timer: DecisionTimer,
-                 carla: CarlaSettings | None) -> dict:
+def _crashed_row(ref: SceneRef, index: int, scene, record: dict, reason: str, timer: DecisionTimer) -> dict:
     """The row of a route the simulator crashed on: its record ("Failed - Simulation crashed", as the Leaderboard
     records it), marked `rerun` so that the next run into the folder drives it again (the Leaderboard's resume re-runs a
-    crashed route). The server is restarted first when there is a restart command."""
-    if carla is not None and carla.restart_command:
-        from sim.envs.backends.carla.connection import restart_server
-
-        try:
-            restart_server(carla)
-        except (SimulatorUnavailable, OSError, subprocess.SubprocessError) as err:
-            reason += f"; restarting the server failed: {err}"
+    crashed route)."""
     record = dict(record, index=index, route_id=ref.token)
     return {"token": ref.token, "family": ref.family, "scene": scene.token, "record": record,
             "latency": timer.summary(), "reason": reason, "rerun": True}
+
+
+def _restart_after_crash(row: dict, carla: CarlaSettings | None) -> dict:
+    """`row`, after restarting the server with `carla.restart_command` when the simulation crashed on its route (once
+    the route is cleaned up, so that none of its clean-up reaches the new server); a failed restart is added to the
+    row's reason."""
+    if carla is None or not carla.restart_command or FAILURE_SIMULATION_CRASHED not in row["record"]["status"]:
+        return row
+    from sim.envs.backends.carla.connection import restart_server
+
+    try:
+        restart_server(carla)
+    except (SimulatorUnavailable, OSError, subprocess.SubprocessError) as err:
+        return dict(row, reason=f"{row['reason']}; restarting the server failed: {err}")
+    return row
 
 
 def _simulation_crash_record(scene) -> dict:
@@ -140,14 +147,15 @@ def drive_route(ref: SceneRef, index: int, agent: Agent, plan_delay_s: float = 0
         doing = "setting up the route's environment"
         env = _route_env(scene, agent, carla)
     except SimulationCrashed as err:
-        return _crashed_row(ref, index, scene, _simulation_crash_record(scene), failure_reason(err, doing), timer,
-                            carla)
+        row = _crashed_row(ref, index, scene, _simulation_crash_record(scene), failure_reason(err, doing), timer)
+        return _restart_after_crash(row, carla)
     except Exception as err:
         raise SceneFailure(failure_reason(err, doing)) from err
     try:
-        return _drive(ref, index, agent, env, scene, plan_delay_s, carla, timer)
+        row = _drive(ref, index, agent, env, scene, plan_delay_s, carla, timer)
     finally:
         env.close()
+    return _restart_after_crash(row, carla)
 
 
 def _drive(ref: SceneRef, index: int, agent: Agent, env: ClosedLoopEnv, scene, plan_delay_s: float,
@@ -158,7 +166,7 @@ def _drive(ref: SceneRef, index: int, agent: Agent, env: ClosedLoopEnv, scene, p
         delay = PlanDelay(plan_delay_s, env.sampling) if plan_delay_s else None
     except SimulationCrashed as err:
         return _crashed_row(ref, index, scene, _simulation_crash_record(scene),
-                            failure_reason(err, "setting up the route on the simulator"), timer, carla)
+                            failure_reason(err, "setting up the route on the simulator"), timer)
     except Exception as err:
         raise SceneFailure(failure_reason(err, "setting up the route's environment")) from err
     started = time.monotonic()
@@ -182,7 +190,7 @@ def _drive(ref: SceneRef, index: int, agent: Agent, env: ClosedLoopEnv, scene, p
         except SimulationCrashed as err:
             record = env.crash_record(FAILURE_SIMULATION_CRASHED)
             record["meta"] = dict(record["meta"], duration_system=round(time.monotonic() - started, ROUND_DIGITS))
-            return _crashed_row(ref, index, scene, record, failure_reason(err, simulating), timer, carla)
+            return _crashed_row(ref, index, scene, record, failure_reason(err, simulating), timer)
         except Exception as err:
             raise SceneFailure(failure_reason(err, simulating)) from err
         decision += 1

@@ -25,6 +25,7 @@ from sim.render.camera import CameraConfig
 from sim.state import AgentSlice, AgentType, TrafficLightStatus
 
 T = TypeVar("T")
+PROBE_S = 10.0  # how long clean-up waits for a server that timed out once to show it is alive
 SPAWN_LIFT_M = 0.5  # the Leaderboard spawns the hero 0.5 m above the route to avoid ground collisions
 WHEEL_BASE_SHARE = 0.587  # wheel base / length of CARLA's Lincoln MKZ 2020 (2.875 m of 4.9 m), for other heroes too
 TRAFFIC_BLUEPRINTS = ("vehicle.tesla.model3", "vehicle.audi.a2", "vehicle.nissan.micra")
@@ -306,6 +307,18 @@ class CarlaWorld:
 
     # --- clean-up ---------------------------------------------------------------------------------
 
+    def _answers(self) -> bool:
+        """Whether the server answers a version request within PROBE_S (or the timeout, when shorter)."""
+        try:
+            self.client.set_timeout(min(PROBE_S, self.settings.timeout_s))
+            try:
+                self.client.get_server_version()
+            finally:
+                self.client.set_timeout(self.settings.timeout_s)
+        except RuntimeError:
+            return False
+        return True
+
     def close(self) -> list[str]:
         """Stop and destroy every sensor, destroy every other actor this route made in one batch, tick once so it
         happens, and put the server back in asynchronous mode with the Traffic Manager's synchronous mode off (a
@@ -313,10 +326,14 @@ class CarlaWorld:
         the rest is not tried (a dead server would make each call wait the full timeout)."""
         problems: list[str] = []
         carla = self.carla
+        if self.server_dead:  # one time-out need not mean a dead server: ask once, briefly, before giving up
+            self.server_dead = not self._answers()
+
+        skipped: list[str] = []
 
         def attempt(what: str, call: Callable[[], object]) -> None:
             if self.server_dead:
-                problems.append(f"{what}: skipped, the server did not answer")
+                skipped.append(what)
                 return
             try:
                 call()
@@ -348,6 +365,8 @@ class CarlaWorld:
             attempt("switching the Traffic Manager's synchronous mode off", lambda: (
                 self.traffic_manager.set_synchronous_mode(False), self.traffic_manager.set_hybrid_physics_mode(False)))
         self.spawned, self._sensor_actors = [], []
+        if skipped:
+            problems.append(f"the server did not answer, so these were skipped: {', '.join(dict.fromkeys(skipped))}")
         return problems
 
 
