@@ -162,7 +162,7 @@ class CarlaSimulator:
         for event in self.world.sensors.take_events("collision", self.world.frame):
             other = event.other_actor
             kind = agent_type_of(other.type_id, _wheels(other))
-            name = (kind or AgentType.GENERIC_OBJECT).name.lower()
+            name = (AgentType.GENERIC_OBJECT if kind is None else kind).name.lower()  # VEHICLE is 0: not `or`
             events.collisions.append(Collision(f"carla:{other.id}", name, speed, type_id=str(other.type_id),
                                                actor_id=int(other.id)))
         self.lane_invasions += len(self.world.sensors.take_events("lane_invasion", self.world.frame))

@@ -251,6 +251,9 @@ class CarlaWorld:
     def hero_state(self, snapshot) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
         """(rear-axle pose (x, y, heading), velocity (forward, left), acceleration (forward, left), yaw rate rad/s)."""
         actor = snapshot.find(self.hero.id)
+        if actor is None:
+            raise SimulationCrashed(f"the hero (actor {self.hero.id}) is gone from the CARLA server at "
+                                    f"{self.settings.address}")
         transform = actor.get_transform()
         x, y, heading = carla_to_local(transform.location.x, transform.location.y, transform.rotation.yaw)
         heading = float(heading)
