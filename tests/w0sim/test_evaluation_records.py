@@ -157,7 +157,7 @@ def test_a_closed_loop_run_drives_the_routes_as_asked_and_returns_its_summary_an
     calls = _spy_routes(monkeypatch, ROUTE_RESULTS, CRASH_ROW + FAILED_ROW, manifest)
     run = evaluate(split, CV, str(out), limit=2, workers=1, ray_address="ray://head:10001", progress=print,
                    split_options={"town_dir": towns}, repetitions=2)
-    assert calls == [((split, CV, out, 2, 1, print, {"town_dir": towns}, "ray://head:10001", 2, 0.0), {})]
+    assert calls == [((split, CV, out, 2, 1, print, {"town_dir": towns}, "ray://head:10001", 2, 0.0, None), {})]
     summary = (f"# constant_velocity on {split} (closed loop, Leaderboard 2.0 scoring)\n"
                "\n"
                "driving score 37.50, route completion 45.00, infraction penalty 0.625 over 4 routes\n"
@@ -196,7 +196,7 @@ def test_routes_of_a_scene_folder_are_one_family_of_scene_files(tmp_path, monkey
                     scored_record("RouteScenario_1_rep0", "Failed", 50.0, 50.0, 1.0)]}}
     calls = _spy_routes(monkeypatch, results, manifest=_manifest(str(scenes), "closed_loop", {}))
     run = evaluate(str(scenes), CV, tmp_path / "out", closed_loop=True)
-    assert calls == [((str(scenes), CV, tmp_path / "out", None, None, None, {}, None, 1, 0.0), {})]
+    assert calls == [((str(scenes), CV, tmp_path / "out", None, None, None, {}, None, 1, 0.0, None), {})]
     assert run.summary.splitlines()[4:7] == ["| family | routes | driving score | route completion | penalty |",
                                              "|---|---|---|---|---|", "| scene files | 2 | 75.00 | 75.00 | 1.000 |"]
     assert (run.failures, run.videos, run.total, run.unit) == ([], [], 2, "routes")
