@@ -278,6 +278,7 @@ def evaluate_routes(split: str, spec: AgentSpec, out_dir: str | Path, limit: int
     check_plan_delay(plan_delay_s)
     if carla is not None:
         workers = check_carla_run(workers, ray_address)
+        check_carla_server(carla)
     plan = route_plan(split, limit, repetitions, split_options)
     agent = spec.build()
     manifest = closed_loop_manifest(spec, split, limit, repetitions, split_options, agent, plan_delay_s, carla)
@@ -288,6 +289,18 @@ def evaluate_routes(split: str, spec: AgentSpec, out_dir: str | Path, limit: int
         options = {k: v for k, v in (("plan_delay_s", plan_delay_s), ("carla", carla)) if v}
         task = partial(drive_route, **options) if options else drive_route
         return _drive_routes(plan, spec, task, out_dir, agent_sensors(agent), workers, progress, ray_address)
+
+
+def check_carla_server(carla: CarlaSettings) -> None:
+    """RunError, before anything is written, when no CARLA server answers at `carla`'s address within its timeout or
+    the server is a version the backend does not drive: the run cannot start as asked (rather than recording every
+    route as crashed, a timeout each)."""
+    from sim.envs.backends.carla.connection import CarlaVersionError, connect
+
+    try:
+        connect(carla)
+    except (SimulatorUnavailable, CarlaVersionError, ImportError) as err:
+        raise RunError(str(err)) from None
 
 
 def check_carla_run(workers: int | None, ray_address: str | None) -> int:
@@ -414,5 +427,6 @@ def routes_markdown(results: dict, agent: str, split: str, families: dict[str, s
 
 
 __all__ = ["AgentTookTooLong", "CARLA_MANIFEST_FIELDS", "CRASH_STATUSES", "agent_sensors", "check_carla_run",
+           "check_carla_server",
            "closed_loop_manifest", "drive_route", "evaluate_routes", "results_to_adopt", "route_failures", "route_plan",
            "routes_markdown"]

@@ -73,6 +73,8 @@ def evaluate(split: str, spec: AgentSpec, out_dir: str | Path, *, closed_loop: b
             raise AgentError(f"--videos needs an agent with a world model; {spec.name} has none")
     if closed_loop:
         from w0sim.closed_loop import (
+            check_carla_run,
+            check_carla_server,
             closed_loop_manifest,
             evaluate_routes,
             route_failures,
@@ -80,6 +82,9 @@ def evaluate(split: str, spec: AgentSpec, out_dir: str | Path, *, closed_loop: b
             routes_markdown,
         )
 
+        if carla is not None:  # before the output folder is made: a run that cannot start writes nothing
+            check_carla_run(workers, ray_address)
+            check_carla_server(carla)
         plan = route_plan(split, limit, repetitions, split_options)
         manifest = closed_loop_manifest(spec, split, limit, repetitions, split_options, plan_delay_s=plan_delay_s,
                                         carla=carla)

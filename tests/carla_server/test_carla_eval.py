@@ -484,3 +484,19 @@ def test_the_results_file_of_a_carla_run_is_read_back_and_resumable(server, rout
     assert resume_check(data, ROUTE_IDS) == (len(ROUTE_IDS), "")
     done, why = resume_check(data, list(reversed(ROUTE_IDS)))
     assert done == 0 and why  # another plan does not fit
+
+
+def test_a_run_with_no_server_answering_cannot_start_and_writes_nothing(monkeypatch, routes, town_dir, tmp_path):
+    """No server at the address: exit 2 within the timeout, naming the address, before the output folder exists (not
+    every route recorded as crashed after a timeout each)."""
+    from tests.fakes.carla_server import install
+
+    install(monkeypatch)  # the fake's client, with no fake server started on the port
+    out = tmp_path / "nobody"
+    started = time.monotonic()
+    result = cli(eval_args(routes, town_dir, out, "--carla-port", "2999"))
+    took = time.monotonic() - started
+    assert result.exit_code == 2, result.output
+    assert "no CARLA server answered at localhost:2999 within 2 s" in " ".join(result.output.split())
+    assert TIMEOUT_S * 0.8 <= took < TIMEOUT_S + 3.0
+    assert not out.exists()
