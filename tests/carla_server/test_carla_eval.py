@@ -333,55 +333,12 @@ def test_a_decision_slower_than_the_timeout_is_the_agents_crash_not_a_rerun(serv
 # ----------------------------------------------------------------------------------------------------------------------
 # 5. Ctrl-C
 
-CTRL_C_SCRIPT = """
-import json, sys, time
-from pathlib import Path
-
-import carla
-
-from tests.fakes.carla_server import FakeCarlaServer, FakeClient
-
-carla.Client = FakeClient
-marker, town_dir, args = Path(sys.argv[1]), sys.argv[2], json.loads(sys.argv[3])
-advance = FakeCarlaServer._advance
-
-
-def slow_advance(self, episode):  # a slower server, so that the route is still driving when SIGINT comes
-    done = advance(self, episode)
-    if self.ticks == 30:
-        marker.touch()
-    time.sleep(0.02)
-    return done
-
-
-FakeCarlaServer._advance = slow_advance
-from w0sim.cli import app
-
-server = FakeCarlaServer(town_dir).start()
-code = outcome = None
-try:
-    code = app(args, standalone_mode=False)  # typer turns Ctrl-C into its exit code, 130
-except BaseException as err:
-    outcome = type(err).__name__
-    raise
-finally:
-    try:
-        server.assert_clean()
-        clean = ""
-    except AssertionError as err:
-        clean = str(err)
-    print(json.dumps({"exit": code, "raised": outcome, "clean": clean, "synchronous": server.synchronous,
-                      "tm_synchronous": server.tm_synchronous, "actors": len(server.client_actors()),
-                      "ticks": server.ticks}), flush=True)
-sys.exit(code)
-"""
-
-
 def test_ctrl_c_mid_route_leaves_the_server_clean_and_the_route_undone(server, routes, town_dir, tmp_path):
     out, marker = tmp_path / "interrupted", tmp_path / "driving"
     args = eval_args(routes, town_dir, out)
     env = dict(os.environ, PYTHONPATH=str(REPO_ROOT))
-    process = subprocess.Popen([sys.executable, "-c", CTRL_C_SCRIPT, str(marker), str(town_dir), json.dumps(args)],
+    process = subprocess.Popen([sys.executable, "-m", "tests.carla_server.run_with_fake", "--town-dir", str(town_dir),
+                                "--tick-marker", f"30:{marker}", "--tick-delay", "0.02", "--", *args],
                                cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 60
