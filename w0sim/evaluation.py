@@ -8,6 +8,7 @@ from pathlib import Path
 from agents.base import AgentError, WorldModelAgent
 from agents.registry import AgentSpec
 from scenarios.splits import resolve_split, split_kind
+from sim.envs.backends.carla.settings import CarlaSettings
 from w0sim.latency import check_plan_delay, latency_markdown
 from w0sim.runner import RunError, atomic_write, check_workers, output_folder, read_rows
 
@@ -30,7 +31,7 @@ def evaluate(split: str, spec: AgentSpec, out_dir: str | Path, *, closed_loop: b
              pdm_version: str = "v1.1", limit: int | None = None, workers: int | None = None,
              ray_address: str | None = None, split_options: dict | None = None, videos: int = 0,
              progress: Callable[[int, int], None] | None = None, human_filter: bool = True,
-             repetitions: int = 1, plan_delay_s: float = 0.0, carla=None) -> Evaluation:
+             repetitions: int = 1, plan_delay_s: float = 0.0, carla: CarlaSettings | None = None) -> Evaluation:
     """Evaluate `spec` on the first `limit` scenes of `split`: closed loop (Leaderboard results.json) or one-shot
     (NAVSIM scores.csv), by default as `split_kind` says; `videos`: rollout videos of the first K scenes (one-shot,
     agents with a world model); `human_filter`: NAVSIM's v2.2 human penalty filter (on, as NAVSIM's default);
