@@ -238,8 +238,8 @@ class CarlaWorld:
         seconds = self.settings.timeout_s
         try:
             self.frame = call_with_deadline(lambda: self.call("ticking", lambda: self.world.tick(seconds)), seconds + 1.0,
-                                            f"the tick after frame {self.frame} on the CARLA server at "
-                                            f"{self.settings.address}", late=TickHung)
+                                            f"{'the first tick' if self.frame < 0 else f'the tick after frame {self.frame}'}"
+                                            f" on the CARLA server at {self.settings.address}", late=TickHung)
         except TickHung:
             self.tick_hung = True
             raise
