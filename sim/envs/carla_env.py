@@ -53,6 +53,18 @@ class CarlaEnv(ClosedLoopEnv):
         super().__init__(scenes=scenes, **closed_loop)
         self.connection = connect(self.carla, client_factory)
 
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        """ClosedLoop-v0's reset on the server; `info["background_traffic"]` counts the road users that spawned (a
+        place another actor holds is skipped)."""
+        obs, info = super().reset(seed=seed, options=options)
+        info["background_traffic"] = self.sim.spawned_traffic
+        return obs, info
+
+    def _progress_info(self) -> dict:
+        """ClosedLoop-v0's running counts, and the lane markings the hero has crossed (the lane invasion sensor's;
+        the Leaderboard does not score them)."""
+        return {**super()._progress_info(), "lane_invasions": self.sim.lane_invasions}
+
     def _make_simulator(self, scene: Scene) -> CarlaSimulator:
         return CarlaSimulator(scene, self.carla, self.camera if self.with_cameras else None, self.client_factory)
 

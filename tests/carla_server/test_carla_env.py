@@ -808,3 +808,20 @@ def test_carla_settings_name_every_bad_field_at_once_and_accept_whole_ticks():
 ])
 def test_agent_type_of(type_id, wheels, expected):
     assert agent_type_of(type_id, wheels) == expected
+
+
+def test_info_counts_the_background_traffic_spawned_and_the_lane_markings_crossed(make_env, server):
+    """`background_traffic` at reset is the number of road users on the server besides the hero; `lane_invasions`
+    stays 0 while the hero keeps its lane and grows once it swerves into the opposite lane (road 24's lane 1)."""
+    env = make_env(cameras=False)
+    _, info = env.reset(seed=0)
+    others = [a for a in server.client_actors() if a.type_id.startswith("vehicle.") and a.attributes["role_name"] != "hero"]
+    assert info["background_traffic"] == len(others) > 0
+    for _ in range(2):
+        _, _, _, _, info = env.step(straight(5.0))
+    assert info["lane_invasions"] == 0
+    for _ in range(4):
+        _, _, terminated, truncated, info = env.step(curve(5.0, 0.08))
+        if terminated or truncated:
+            break
+    assert info["lane_invasions"] >= 1

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 from sim.scene import STEP_S
 
@@ -70,9 +70,6 @@ class CarlaSettings:
     def ticks_per_step(self) -> int:
         """Server ticks per environment step (0.1 s)."""
         return int(round(STEP_S / self.fixed_delta_s))
-
-    def as_dict(self) -> dict:
-        return asdict(self)
 
 
 __all__ = ["CarlaSettings", "SUPPORTED_SERVER_VERSIONS"]
