@@ -51,7 +51,7 @@ class CarlaEnv(ClosedLoopEnv):
         self.client_factory = client_factory
         self.cleanup_problems: list[str] = []
         super().__init__(scenes=scenes, **closed_loop)
-        self.connection = connect(self.carla, client_factory)
+        connect(self.carla, client_factory)  # fail now, naming the address, when no server answers (each reset connects)
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         """ClosedLoop-v0's reset on the server; `info["background_traffic"]` counts the road users that spawned (a

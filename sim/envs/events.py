@@ -166,6 +166,28 @@ class RedLightMonitor:
         return hits
 
 
+class MapCriteria:
+    """What each 0.1 s step is judged on against the scene's map, whichever backend moves the world: off-road, red
+    lights run, stop signs run, and progress along `route`."""
+
+    def __init__(self, road_map: RoadMap, light_ids: list[str], route: RouteProgress):
+        self.map = road_map
+        self.route = route
+        self.red_lights = RedLightMonitor(road_map, light_ids)
+        self.stop_signs = StopSignMonitor(road_map)
+
+    def judge(self, events: StepEvents, previous: np.ndarray, ego: np.ndarray, corners: np.ndarray, lights: np.ndarray,
+              vehicle: VehicleParameters) -> None:
+        """Fill `events` for the step from `previous` to `ego` (rear-axle states; `corners` the ego's footprint now,
+        `lights` the light states now)."""
+        events.offroad = is_offroad(corners, self.map)
+        events.red_lights = self.red_lights.update(previous, ego, lights, vehicle)
+        events.stop_signs = self.stop_signs.update(ego, vehicle)
+        route = self.route
+        events.route_progress_m = route.update(0.5 * (corners[0] + corners[2]))
+        events.route_fraction = float(events.route_progress_m / max(route.length - route.s[route.start_index], 1e-9))
+
+
 # RunningStopTest (scenario_runner, Leaderboard 2.x) constants.
 STOP_PROXIMITY_M = 4.0  # PROXIMITY_THRESHOLD: trigger centre to the ego's lane waypoint
 STOP_WAYPOINT_STEP_M = 0.5  # WAYPOINT_STEP: lane waypoints 0..4 m ahead

@@ -66,7 +66,7 @@ def test_each_step_hands_the_red_light_monitor_the_poses_before_and_after_it_the
     env = make_env(cameras=False)
     env.reset(seed=0)
     sim = env.unwrapped.sim
-    monitor, calls = sim.red_lights, []
+    monitor, calls = sim.criteria.red_lights, []
     update = monitor.update
 
     def recording(*args, **kwargs):

@@ -102,7 +102,7 @@ def test_stopping_well_before_the_sign_does_not_count():
 def test_a_stop_sign_on_the_opposite_lane_is_never_a_candidate():
     env, infos = drive_direct(straight_scene("road_b0"), lambda ego: 0.0, steps=40)
     assert env.sim.ego[0] > STOP_X + 10.0
-    assert env.sim.stop_signs.sign_ids == ["stop_0"] and env.sim.stop_signs.target is None
+    assert env.sim.criteria.stop_signs.sign_ids == ["stop_0"] and env.sim.criteria.stop_signs.target is None
     assert not any(e["stop_signs"] for e in all_events(infos))
     assert stop_records(infos[-1]) == []
 

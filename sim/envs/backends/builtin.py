@@ -6,16 +6,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from sim.dynamics import BatchLQRTracker, KinematicBicycle, TrackedEgo, interpolate_trajectory_states
-from sim.envs.events import (
-    Collision,
-    RedLightMonitor,
-    RouteProgress,
-    StepEvents,
-    StopSignMonitor,
-    agent_type_name,
-    ego_collisions,
-    is_offroad,
-)
+from sim.envs.events import Collision, MapCriteria, RouteProgress, StepEvents, agent_type_name, ego_collisions
 from sim.geometry import PACIFICA, VehicleParameters, ego_corners
 from sim.scene import STEP_S, Scene
 from sim.state import AgentSlice, AgentType, TrafficLightStatus
@@ -63,13 +54,9 @@ class BuiltinSimulator:
         self._current = copy_slice(scene.agents.at(self.step_index))  # updated in place as the traffic moves
         self._continued_lights = np.zeros((0, len(scene.light_ids)), dtype=np.int8)
         self._setup_traffic()
-        if scene.route_points is not None:
-            self.route = RouteProgress(scene.route_points[:, :2])
-        else:
-            self.route = RouteProgress(closed_loop_route(scene.map.route_polyline(scene.route)))
+        self.route = episode_route(scene)
         self.route.reset(self.ego[:2])
-        self.red_lights = RedLightMonitor(scene.map, scene.light_ids)
-        self.stop_signs = StopSignMonitor(scene.map)
+        self.criteria = MapCriteria(scene.map, scene.light_ids, self.route)
         self.events: list[StepEvents] = []
         self._in_contact: set[str] = set()
 
@@ -195,15 +182,18 @@ class BuiltinSimulator:
             if now.track_ids[j] not in self._in_contact:
                 events.collisions.append(Collision(now.track_ids[j], agent_type_name(now.agent_type[j]), float(self.ego[3])))
         self._in_contact = {now.track_ids[j] for j in touching}
-        events.offroad = is_offroad(corners, self.scene.map)
-        events.red_lights = self.red_lights.update(previous, self.ego, self.light_status(), vehicle)
-        events.stop_signs = self.stop_signs.update(self.ego, vehicle)
-        events.route_progress_m = self.route.update(0.5 * (corners[0] + corners[2]))
-        route_length = self.route.length - self.route.s[self.route.start_index]
-        events.route_fraction = float(events.route_progress_m / max(route_length, 1e-9))
+        self.criteria.judge(events, previous, self.ego, corners, self.light_status(), vehicle)
 
 
 ROUTE_END_MARGIN_M = 15.0
+
+
+def episode_route(scene: Scene) -> RouteProgress:
+    """The route an episode of `scene` is measured along: its dense route when it has one, else its route lanes'
+    centre line up to the goal (`closed_loop_route`)."""
+    if scene.route_points is not None:
+        return RouteProgress(scene.route_points[:, :2])
+    return RouteProgress(closed_loop_route(scene.map.route_polyline(scene.route)))
 
 
 def closed_loop_route(polyline: np.ndarray) -> np.ndarray:
@@ -218,4 +208,4 @@ def closed_loop_route(polyline: np.ndarray) -> np.ndarray:
     return polyline[keep]
 
 
-__all__ = ["BuiltinSimulator", "SimulatorConfig", "TRAFFIC_MODES", "TrafficLightStatus"]
+__all__ = ["BuiltinSimulator", "SimulatorConfig", "TRAFFIC_MODES", "TrafficLightStatus", "closed_loop_route", "episode_route"]

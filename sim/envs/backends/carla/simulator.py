@@ -8,20 +8,19 @@ for the embedded backend.
 """
 from __future__ import annotations
 
-import math
 import warnings
 
 import numpy as np
 
-from sim.envs.backends.builtin import closed_loop_route
+from sim.envs.backends.builtin import episode_route
 from sim.envs.backends.carla.connection import ClientFactory, connect
 from sim.envs.backends.carla.control import MAX_WHEEL_ANGLE_RAD, Control, DirectController, TrajectoryController
 from sim.envs.backends.carla.sensors import image_rgb
 from sim.envs.backends.carla.settings import CarlaSettings
 from sim.envs.backends.carla.world import CarlaWorld, TownMismatchWarning, agent_type_of
 from sim.envs.backends.failures import SimulationCrashed
-from sim.envs.events import Collision, RedLightMonitor, RouteProgress, StepEvents, StopSignMonitor, is_offroad
-from sim.geometry import ego_corners, local_to_global
+from sim.envs.events import Collision, MapCriteria, StepEvents
+from sim.geometry import ego_center, ego_corners, local_to_global
 from sim.render.camera import CameraConfig
 from sim.scene import STEP_S, Scene
 from sim.state import AgentSlice, AgentType, ego_state
@@ -70,7 +69,7 @@ class CarlaSimulator:
                           "there are not judged; use the .xodr files of the server's release (--town-dir)",
                           TownMismatchWarning, stacklevel=2)
         start = scene.initial_ego_state
-        z = float(scene.route_points[0, 2]) if scene.route_points is not None else world._ground(start[0], start[1])
+        z = float(scene.route_points[0, 2]) if scene.route_points is not None else world.ground_height(start[0], start[1])
         world.spawn_hero(start[:3], z)
         self.vehicle = world.vehicle
         if camera is not None:
@@ -85,14 +84,10 @@ class CarlaSimulator:
         self._read(frames)
         self.first_image = self.image
         self.ego_log = [s.copy() for s in scene.ego_log[: scene.current_index]] + [self.ego.copy()]
-        points = scene.route_points[:, :2] if scene.route_points is not None else closed_loop_route(
-            scene.map.route_polyline(scene.route))
-        self.route = RouteProgress(points)
-        self.route.reset(self._centre())
-        self.red_lights = RedLightMonitor(scene.map, scene.light_ids)
-        self.stop_signs = StopSignMonitor(scene.map)
+        self.route = episode_route(scene)
+        self.route.reset(ego_center(self.ego, self.vehicle))
+        self.criteria = MapCriteria(scene.map, scene.light_ids, self.route)
         self.events: list[StepEvents] = []
-        self._in_contact: dict[int, float] = {}
 
     # --- state ---------------------------------------------------------------------------------
 
@@ -111,10 +106,6 @@ class CarlaSimulator:
         self._lights = self.world.light_status(self.scene.light_ids)
         if FRONT_CAMERA in frames:
             self.image = image_rgb(frames[FRONT_CAMERA])
-
-    def _centre(self) -> np.ndarray:
-        offset = self.vehicle.rear_axle_to_center
-        return self.ego[:2] + offset * np.array([math.cos(self.ego[2]), math.sin(self.ego[2])])
 
     @property
     def time_s(self) -> float:
@@ -166,13 +157,7 @@ class CarlaSimulator:
             events.collisions.append(Collision(f"carla:{other.id}", name, speed, type_id=str(other.type_id),
                                                actor_id=int(other.id)))
         self.lane_invasions += len(self.world.sensors.take_events("lane_invasion", self.world.frame))
-        corners = ego_corners(self.ego, vehicle)
-        events.offroad = is_offroad(corners, self.scene.map)
-        events.red_lights = self.red_lights.update(previous, self.ego, self._lights, vehicle)
-        events.stop_signs = self.stop_signs.update(self.ego, vehicle)
-        events.route_progress_m = self.route.update(0.5 * (corners[0] + corners[2]))
-        route_length = self.route.length - self.route.s[self.route.start_index]
-        events.route_fraction = float(events.route_progress_m / max(route_length, 1e-9))
+        self.criteria.judge(events, previous, self.ego, ego_corners(self.ego, vehicle), self._lights, vehicle)
 
     def camera_frame(self, step: int) -> np.ndarray:
         """The front camera's image at a log step: the current tick's, or (history before the route started) the

@@ -20,7 +20,7 @@ from sim.envs.backends.carla.sensors import SensorFrames
 from sim.envs.backends.carla.settings import MAX_SUBSTEP_DELTA_S, MAX_SUBSTEPS, CarlaSettings
 from sim.envs.backends.carla.watchdog import call_with_deadline
 from sim.envs.backends.failures import SimulationCrashed
-from sim.geometry import VehicleParameters
+from sim.geometry import VehicleParameters, ego_center
 from sim.render.camera import CameraConfig
 from sim.state import AgentSlice, AgentType, TrafficLightStatus
 
@@ -56,6 +56,18 @@ class TownMismatchWarning(UserWarning):
     """The scene's town file and the server's town differ (lights the server does not have)."""
 
 
+MKZ_EXTENT = (2.45, 1.06, 0.76)  # CARLA's vehicle.lincoln.mkz_2020 bounding box half-sizes (the Leaderboard's hero)
+
+
+def hero_parameters(half_length: float, half_width: float, half_height: float) -> VehicleParameters:
+    """The hero's geometry from its bounding box, the rear axle WHEEL_BASE_SHARE x length / 2 behind the box centre."""
+    length = 2 * half_length
+    wheel_base = WHEEL_BASE_SHARE * length
+    rear = length / 2 - wheel_base / 2
+    return VehicleParameters(width=2 * half_width, front_length=length - rear, rear_length=rear, wheel_base=wheel_base,
+                             cog_position_from_rear_axle=wheel_base / 2, height=2 * half_height)
+
+
 @dataclass
 class _Actor:
     """What does not change about an actor: its id, type and box size."""
@@ -85,6 +97,7 @@ class CarlaWorld:
         self.spawned: list = []  # every actor this route made, sensors first (destroyed in this order)
         self._sensor_actors: list = []
         self._actors: dict[int, _Actor] = {}
+        self._library = None
         self._lights: list[tuple[object, str]] = []
         self.frame = -1
         self.server_dead = False
@@ -131,9 +144,10 @@ class CarlaWorld:
         self._lights = [(light, f"tl_{light.get_opendrive_id()}") for light in lights]
 
     def _blueprint(self, type_id: str, role: str):
-        library = self.call("reading the blueprint library", self.world.get_blueprint_library)
+        if self._library is None:  # one request per route, not one per actor spawned
+            self._library = self.call("reading the blueprint library", self.world.get_blueprint_library)
         try:
-            blueprint = library.find(type_id)
+            blueprint = self._library.find(type_id)
         except (RuntimeError, IndexError) as err:
             raise SimulationCrashed(f"the CARLA server at {self.settings.address} has no blueprint {type_id} ({err})") \
                 from None
@@ -146,7 +160,7 @@ class CarlaWorld:
         carla = self.carla
         return carla.Transform(carla.Location(x=float(cx), y=float(cy), z=float(z)), carla.Rotation(yaw=float(yaw)))
 
-    def _ground(self, x: float, y: float) -> float:
+    def ground_height(self, x: float, y: float) -> float:
         """The height of the lane nearest to our (x, y)."""
         cx, cy, _ = local_to_carla(x, y, 0.0)
         waypoint = self.map.get_waypoint(self.carla.Location(x=float(cx), y=float(cy), z=0.0))
@@ -155,28 +169,16 @@ class CarlaWorld:
     def spawn_hero(self, rear_axle: np.ndarray, z: float) -> None:
         """The hero at a rear-axle pose (x, y, heading), lifted 0.5 m; a spawn collision is a simulation crash."""
         blueprint = self._blueprint(self.settings.hero_blueprint, "hero")
+        x, y = ego_center(rear_axle, hero_parameters(*MKZ_EXTENT))  # its real size is known once it stands there
         hero = self.call("spawning the hero", lambda: self.world.try_spawn_actor(
-            blueprint, self._transform(*self._centre(rear_axle, self._guess_offset()), z + SPAWN_LIFT_M)))
+            blueprint, self._transform(x, y, rear_axle[2], z + SPAWN_LIFT_M)))
         if hero is None:
             raise SimulationCrashed(f"the hero could not be spawned at the route's start ({rear_axle[0]:.1f}, "
                                     f"{rear_axle[1]:.1f}): something is in the way (spawn collision)")
         self.spawned.append(hero)
         self.hero = hero
         extent = hero.bounding_box.extent
-        length, width = 2 * float(extent.x), 2 * float(extent.y)
-        wheel_base = WHEEL_BASE_SHARE * length
-        rear = length / 2 - wheel_base / 2
-        self.vehicle = VehicleParameters(width=width, front_length=length - rear, rear_length=rear,
-                                         wheel_base=wheel_base, cog_position_from_rear_axle=wheel_base / 2,
-                                         height=2 * float(extent.z))
-
-    def _guess_offset(self) -> float:
-        """Rear axle to centre before the hero's size is known: the MKZ's (CARLA's Leaderboard hero)."""
-        return WHEEL_BASE_SHARE * 4.9 / 2
-
-    @staticmethod
-    def _centre(pose: np.ndarray, offset: float) -> tuple[float, float, float]:
-        return (float(pose[0] + offset * math.cos(pose[2])), float(pose[1] + offset * math.sin(pose[2])), float(pose[2]))
+        self.vehicle = hero_parameters(float(extent.x), float(extent.y), float(extent.z))
 
     def attach_cameras(self, cameras: dict[str, CameraConfig]) -> None:
         """RGB cameras on the hero matching w0sim's rig (mount relative to the rear axle, CAM_F0's field of view)."""
@@ -218,7 +220,7 @@ class CarlaWorld:
             blueprint = self._blueprint(choices[k % len(choices)], "background")
             x, y, heading = float(agents.x[k]), float(agents.y[k]), float(agents.heading[k])
             actor = self.call("spawning background traffic", lambda: self.world.try_spawn_actor(
-                blueprint, self._transform(x, y, heading, self._ground(x, y) + SPAWN_LIFT_M)))
+                blueprint, self._transform(x, y, heading, self.ground_height(x, y) + SPAWN_LIFT_M)))
             if actor is None:
                 continue
             self.spawned.append(actor)
