@@ -138,8 +138,8 @@ def drive_route(ref: SceneRef, index: int, agent: Agent, plan_delay_s: float = 0
     `carla`: drive the route on that CARLA server (`w0sim/Carla-v0`) instead of the embedded simulator. Then, as with
     the Leaderboard, every tick and every decision has a watchdog (`carla.timeout_s`); a server that fails (no answer,
     a hung tick, a dropped sensor frame, a spawn collision, a town that will not load) ends the route "Failed -
-    Simulation crashed" with what was driven so far, marked `rerun` (the server restarted first by
-    `carla.restart_command`); a decision past the limit is the agent's crash. The server is cleaned up after every
+    Simulation crashed" with what was driven so far, marked `rerun` (the server then restarted, once the route is
+    cleaned up, by `carla.restart_command`); a decision past the limit is the agent's crash. The server is cleaned up after every
     route, however it ended (Ctrl-C included)."""
     doing, timer = "loading the route's scene", DecisionTimer()
     try:
