@@ -18,11 +18,13 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import DynamicCache, PreTrainedModel
+from transformers import PreTrainedModel
+from transformers.models.qwen2.modeling_qwen2 import apply_rotary_pos_emb
 
 from policies.backbone import DriveVLAW0Backbone
 from policies.config import COMMANDS, DriveVLAW0Config
-from policies.joint_attention import KV, ActionExpertTransformer, context_kv_from_cache
+from policies.joint_attention import KV, ActionExpertTransformer
+from policies.noise import BatchNoise
 from policies.sequence import VLASequence
 
 
@@ -113,12 +115,25 @@ class DriveVLAW0ExpertPolicy(PreTrainedModel):
     # --- context ----------------------------------------------------------------------------------
     def context(self, seq: VLASequence, image_features: torch.Tensor | None = None) -> tuple[list[KV], torch.Tensor]:
         """One backbone pass; per-layer K/V and mask of the context before <boa> (what the expert reads).
-        image_features: (B,F,h*w,D) patch features on the continuous path, else None."""
-        cache = DynamicCache(config=self.backbone.model.config)
-        self.backbone(seq.input_ids, seq.attention_mask, seq.position_ids, seq.type_ids, image_features,
-                      cache=cache, use_cache=True)
-        length = seq.action_start - 1  # the expert sees everything before <boa> (paper §4.2)
-        return context_kv_from_cache(cache, length), seq.attention_mask[:, :length].bool()
+        image_features: (B,F,h*w,D) patch features on the continuous path, else None.
+
+        Each layer's K/V are its key and value projections (keys with RoPE) of that layer's input, as the
+        layer's attention computes them. They are taken from the layers' inputs, not from a KV cache, because
+        transformers drops the cache of a layer under activation checkpointing (the replay would write it twice)."""
+        model, length = self.backbone.model, seq.action_start - 1  # the expert sees everything before <boa> (§4.2)
+        embeds = self.backbone.embed(seq.input_ids, seq.type_ids, image_features)
+        out = model(inputs_embeds=embeds, attention_mask=seq.attention_mask, position_ids=seq.position_ids,
+                    output_hidden_states=True)
+        position_ids = seq.position_ids[:, :length]
+        cos, sin = model.rotary_emb(embeds, position_ids)
+        kv = []
+        for layer, inputs in zip(model.layers, out.hidden_states):
+            attn, x = layer.self_attn, layer.input_layernorm(inputs[:, :length])
+            shape = (*x.shape[:-1], -1, attn.head_dim)
+            keys = attn.k_proj(x).view(shape).transpose(1, 2)
+            values = attn.v_proj(x).view(shape).transpose(1, 2)
+            kv.append((apply_rotary_pos_emb(keys, keys, cos, sin)[1], values))
+        return kv, seq.attention_mask[:, :length].bool()
 
     def _state_token(self, state: torch.Tensor) -> torch.Tensor:
         return self.state_in(state.to(self.state_in[0].weight.dtype))[:, None]
@@ -145,10 +160,10 @@ class DriveVLAW0ExpertPolicy(PreTrainedModel):
 
     # --- training ---------------------------------------------------------------------------------
     def loss(self, seq: VLASequence, state: torch.Tensor, poses: torch.Tensor,
-             generator: torch.Generator | None = None, image_features: torch.Tensor | None = None) -> ExpertOutput:
+             noise: BatchNoise | None = None, image_features: torch.Tensor | None = None) -> ExpertOutput:
         """Stage-2 action loss of the configured decoder. seq: a VLA sequence (prompt or full training
         sequence; the expert only reads its context before <boa>); state: (B,6) `state_features`;
-        poses: (B,P,3) ground-truth trajectory."""
+        poses: (B,P,3) ground-truth trajectory; noise: the flow decoder's draws (unseeded without)."""
         ctx, mask = self.context(seq, image_features)
         decoder = self.config.expert_decoder
         if decoder == "query":
@@ -157,9 +172,10 @@ class DriveVLAW0ExpertPolicy(PreTrainedModel):
         if decoder == "flow":
             x0 = self.normalize_poses(poses).to(self.flow_in.weight.dtype)
             b = x0.shape[0]
-            eps = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
+            noise = noise or BatchNoise()
+            eps = noise.randn(x0.shape, x0.device, x0.dtype)
             # u ~ Beta(a, 1) by inverse CDF (r ** (1/a)); tau = 1 - u favours small tau (near data).
-            r = torch.rand(b, generator=generator, device=x0.device, dtype=x0.dtype)
+            r = noise.rand((b,), x0.device, x0.dtype)
             tau = 1 - r ** (1 / self.config.flow_beta_a)
             x_tau = (1 - tau[:, None, None]) * x0 + tau[:, None, None] * eps
             v = self._flow_velocity(ctx, mask, state, x_tau, tau)

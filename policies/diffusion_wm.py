@@ -20,6 +20,7 @@ from torch import nn
 from transformers import PreTrainedModel
 
 from policies.config import DriveVLAW0Config
+from policies.noise import BatchNoise
 from policies.sequence import VLASequence
 
 
@@ -76,14 +77,13 @@ class DiffusionWorldModel(PreTrainedModel):
         return self.unet(x, t, encoder_hidden_states=act.to(noisy.dtype)).sample
 
     def loss(self, hidden: torch.Tensor, seq: VLASequence, target_latent: torch.Tensor,
-             generator: torch.Generator | None = None) -> torch.Tensor:
-        """Epsilon-MSE on the next frame's latent (B,C,h,w), t ~ Uniform{0..T-1}."""
+             draws: BatchNoise | None = None) -> torch.Tensor:
+        """Epsilon-MSE on the next frame's latent (B,C,h,w), t ~ Uniform{0..T-1}; `draws` gives the noise and t."""
         img, act = self.conditions(hidden, seq)
-        b = target_latent.shape[0]
-        noise = torch.randn(target_latent.shape, generator=generator, device=target_latent.device,
-                            dtype=target_latent.dtype)
-        t = torch.randint(0, self.config.diffusion_train_timesteps, (b,), generator=generator,
-                          device=target_latent.device)
+        b, device = target_latent.shape[0], target_latent.device
+        draws = draws or BatchNoise()
+        noise = draws.randn(target_latent.shape, device, target_latent.dtype)
+        t = draws.randint(self.config.diffusion_train_timesteps, (b,), device)
         noisy = self.train_scheduler.add_noise(target_latent, noise, t)
         return F.mse_loss(self._eps(noisy, t, img, act).float(), noise.float())
 

@@ -1,11 +1,11 @@
-"""Action-expert transformer: one small decoder layer per backbone layer, joint attention over the backbone's cached K/V.
+"""Action-expert transformer: one small decoder layer per backbone layer, joint attention over the backbone's per-layer K/V.
 
 pi0-style mixture of transformers (drivevla_w0_paper.md §4.1-4.2). In layer i the expert's tokens
 compute their own Q/K/V and attend over [backbone K/V of layer i over the context ; expert K/V].
 The backbone never attends to expert tokens, so its half of the joint attention is exactly a
-plain causal forward: running the backbone once with a KV cache and letting the expert read that
-cache is the same computation as the joint layer, and lets decoders run many expert passes per
-context pass. Expert tokens get no rotary embedding (as the official code).
+plain causal forward: running the backbone once and letting the expert read each layer's K/V of
+the context is the same computation as the joint layer, and lets decoders run many expert passes
+per context pass. Expert tokens get no rotary embedding (as the official code).
 """
 from __future__ import annotations
 
@@ -19,17 +19,43 @@ from policies.config import DriveVLAW0Config
 KV = tuple[torch.Tensor, torch.Tensor]  # (B, kv_heads, L, head_dim) keys and values
 
 
+class JointAttentionLayer(Qwen2DecoderLayer):
+    """A Qwen2 block at the expert's width whose attention reads [the paired backbone layer's context K/V ; its own].
+
+    A subclass, so that its parameters keep the Qwen2 block's names, FSDP wraps it as a unit, and transformers'
+    activation checkpointing recomputes it (its forward is called, not the Qwen2 block's)."""
+
+    def __init__(self, config, layer_idx: int, kv_groups: int) -> None:
+        super().__init__(config, layer_idx)
+        self.kv_groups = kv_groups
+
+    def forward(self, x: torch.Tensor, context: KV, past: KV | None, mask: torch.Tensor) -> tuple[torch.Tensor, KV]:
+        """x (B,N,He) -> (output, this layer's expert K/V, past included); mask (B,1,N,Lc+past+N) bool."""
+        attn, b, n = self.self_attn, x.shape[0], x.shape[1]
+        h = self.input_layernorm(x)
+        q = attn.q_proj(h).view(b, n, -1, attn.head_dim).transpose(1, 2)
+        k = attn.k_proj(h).view(b, n, -1, attn.head_dim).transpose(1, 2)
+        v = attn.v_proj(h).view(b, n, -1, attn.head_dim).transpose(1, 2)
+        if past is not None:
+            k, v = torch.cat([past[0], k], 2), torch.cat([past[1], v], 2)
+        keys = torch.cat([context[0].to(k.dtype), k], 2).repeat_interleave(self.kv_groups, dim=1)
+        values = torch.cat([context[1].to(v.dtype), v], 2).repeat_interleave(self.kv_groups, dim=1)
+        out = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask,
+                                             dropout_p=attn.attention_dropout if self.training else 0.0)
+        x = x + attn.o_proj(out.transpose(1, 2).reshape(b, n, -1))
+        x = x + self.mlp(self.post_attention_layernorm(x))
+        return x, (k, v)
+
+
 class ActionExpertTransformer(nn.Module):
-    """Expert decoder layers (Qwen2 blocks at the expert's width) paired with the backbone layers."""
+    """Expert decoder layers (`JointAttentionLayer`) paired with the backbone layers."""
 
     def __init__(self, config: DriveVLAW0Config) -> None:
         super().__init__()
         cfg = config.expert_config()
-        self.head_dim = config.head_dim
-        self.kv_groups = config.num_attention_heads // config.num_key_value_heads
-        self.layers = nn.ModuleList(Qwen2DecoderLayer(cfg, i) for i in range(config.num_hidden_layers))
+        kv_groups = config.num_attention_heads // config.num_key_value_heads
+        self.layers = nn.ModuleList(JointAttentionLayer(cfg, i, kv_groups) for i in range(config.num_hidden_layers))
         self.norm = Qwen2RMSNorm(cfg.hidden_size, eps=cfg.rms_norm_eps)
-        self.dropout = config.attention_dropout
 
     def forward(self, x: torch.Tensor, context_kv: list[KV], context_mask: torch.Tensor,
                 causal: bool, past_kv: list[KV] | None = None) -> tuple[torch.Tensor, list[KV]]:
@@ -50,32 +76,6 @@ class ActionExpertTransformer(nn.Module):
                           own[None, None].expand(b, 1, n, -1)], dim=-1)
         new_kv: list[KV] = []
         for i, layer in enumerate(self.layers):
-            x, kv = self._layer(layer, x, context_kv[i], None if past_kv is None else past_kv[i], mask)
+            x, kv = layer(x, context_kv[i], None if past_kv is None else past_kv[i], mask)
             new_kv.append(kv)
         return self.norm(x), new_kv
-
-    def _layer(self, layer: Qwen2DecoderLayer, x: torch.Tensor, context: KV, past: KV | None,
-               mask: torch.Tensor) -> tuple[torch.Tensor, KV]:
-        attn = layer.self_attn
-        b, n, _ = x.shape
-        h = layer.input_layernorm(x)
-        q = attn.q_proj(h).view(b, n, -1, self.head_dim).transpose(1, 2)
-        k = attn.k_proj(h).view(b, n, -1, self.head_dim).transpose(1, 2)
-        v = attn.v_proj(h).view(b, n, -1, self.head_dim).transpose(1, 2)
-        if past is not None:
-            k, v = torch.cat([past[0], k], 2), torch.cat([past[1], v], 2)
-        keys = torch.cat([context[0].to(k.dtype), k], 2).repeat_interleave(self.kv_groups, dim=1)
-        values = torch.cat([context[1].to(v.dtype), v], 2).repeat_interleave(self.kv_groups, dim=1)
-        out = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask,
-                                             dropout_p=self.dropout if self.training else 0.0)
-        x = x + attn.o_proj(out.transpose(1, 2).reshape(b, n, -1))
-        x = x + layer.mlp(layer.post_attention_layernorm(x))
-        return x, (k, v)
-
-
-def context_kv_from_cache(cache, length: int) -> list[KV]:
-    """Per-layer (K, V) of the first `length` positions of a backbone `DynamicCache`.
-
-    Slicing is exact: the backbone is causal, so the context's K/V do not depend on later tokens
-    (e.g. the ground-truth action tokens and future frame present in a training sequence)."""
-    return [(layer.keys[:, :, :length], layer.values[:, :, :length]) for layer in cache.layers]

@@ -25,6 +25,7 @@ from policies.action_tokens import StateTokenizer
 from policies.backbone import DriveVLAW0Backbone
 from policies.config import DriveVLAW0Config
 from policies.diffusion_wm import DiffusionWorldModel
+from policies.noise import BatchNoise
 from policies.patch_encoder import DriveVLAW0PatchEncoder
 from policies.sequence import SequenceBuilder, VLASequence
 from policies.text import InstructionTokenizer
@@ -45,11 +46,22 @@ class DrivingInputs:
 
 @dataclass
 class DrivingLoss:
-    """Total loss of the chosen stage and its parts (world_model_loss is None in stage 2 / without one)."""
+    """Total loss of the chosen stage and its parts: the tokenizer's reconstruction loss in stage 0, the action
+    loss in stages 1 and 2, the world-model loss in stage 1 of a model with one (None where a part is absent)."""
 
     loss: torch.Tensor
-    action_loss: torch.Tensor
+    action_loss: torch.Tensor | None = None
     world_model_loss: torch.Tensor | None = None
+    reconstruction_loss: torch.Tensor | None = None
+
+    def parts(self) -> dict[str, torch.Tensor]:
+        """The loss and the parts this stage has, by name."""
+        return {k: v for k, v in vars(self).items() if v is not None}
+
+
+def frames_to_model(frames: torch.Tensor) -> torch.Tensor:
+    """(..., H, W, 3) uint8, as the data set stores frames -> (..., 3, H, W) float in [0, 1], the model's layout."""
+    return frames.movedim(-1, -3).float() / 255.0
 
 
 class DriveVLAW0ForDriving(PreTrainedModel):
@@ -60,6 +72,7 @@ class DriveVLAW0ForDriving(PreTrainedModel):
     main_input_name = "history_frames"
     _supports_sdpa = True
     _no_split_modules = ["Qwen2DecoderLayer"]
+    supports_gradient_checkpointing = True  # the backbone's, the expert's and the diffusion UNet's layers
 
     def __init__(self, config: DriveVLAW0Config) -> None:
         super().__init__(config)
@@ -134,7 +147,26 @@ class DriveVLAW0ForDriving(PreTrainedModel):
         return DrivingInputs(seq, state, images if patch else None, poses, future_latent)
 
     # --- training -----------------------------------------------------------------------------------
-    def loss(self, inputs: DrivingInputs, stage: int = 1, generator: torch.Generator | None = None) -> DrivingLoss:
+    def forward(self, history_frames: torch.Tensor, future_frame: torch.Tensor, trajectory: torch.Tensor,
+                speed: torch.Tensor, accel: torch.Tensor, command: torch.Tensor, text: Sequence[str],
+                stage: int = 1, noise: BatchNoise | None = None) -> DrivingLoss:
+        """The training losses of `stage` for a batch as the data set gives it: history_frames (B,F,H,W,3) and
+        future_frame (B,H,W,3) uint8, trajectory (B,P,3), speed, accel, command (B,), text: B strings.
+
+        The trainer calls the model through this method (and so through a DDP / FSDP / DeepSpeed wrapper and
+        the mixed-precision autocast); `noise` gives the random draws of the flow and diffusion losses.
+        Stage 0 trains the tokenizer on every frame of each sample, sample by sample (history, then future)."""
+        if stage == 0:
+            if self.vq is None:
+                raise ValueError("stage 0 trains the VQ-VAE, which this configuration does not have")
+            frames = torch.cat([history_frames, future_frame[:, None]], 1).flatten(0, 1)
+            out = self.vq(frames_to_model(frames).to(self.dtype))
+            return DrivingLoss(out.loss, reconstruction_loss=out.reconstruction_loss)
+        inputs = self.build_inputs(frames_to_model(history_frames), text, speed, accel, command, trajectory,
+                                   frames_to_model(future_frame))
+        return self.loss(inputs, stage, noise)
+
+    def loss(self, inputs: DrivingInputs, stage: int = 1, noise: BatchNoise | None = None) -> DrivingLoss:
         """Stage 1: backbone action CE + world-model loss (AR image-code CE inside the backbone on the
         vq path, diffusion_loss_weight x diffusion eps-MSE on the patch path). Stage 2: the action
         expert's decoder loss only. `inputs` must carry poses (and a future frame for the world model)."""
@@ -144,14 +176,14 @@ class DriveVLAW0ForDriving(PreTrainedModel):
         if stage == 2:
             if self.policy is None:
                 raise ValueError("stage 2 trains the action expert; set config.use_action_expert=True")
-            out = self.policy.loss(inputs.sequence, inputs.state, inputs.poses, generator, inputs.image_features)
+            out = self.policy.loss(inputs.sequence, inputs.state, inputs.poses, noise, inputs.image_features)
             return DrivingLoss(out.loss, out.loss)
         if stage != 1:
             raise ValueError(f"stage={stage!r}; choose 1 (backbone + world model) or 2 (action expert)")
         out = self.backbone.loss(inputs.sequence, inputs.image_features)
         if inputs.future_latent is None:
             return DrivingLoss(out.loss, out.action_loss, out.world_model_loss)
-        wm = self.diffusion_wm.loss(out.hidden_states, inputs.sequence, inputs.future_latent, generator)
+        wm = self.diffusion_wm.loss(out.hidden_states, inputs.sequence, inputs.future_latent, noise)
         return DrivingLoss(out.loss + c.diffusion_loss_weight * wm, out.action_loss, wm)
 
     # --- inference ----------------------------------------------------------------------------------

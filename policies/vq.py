@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 from transformers import PreTrainedModel
@@ -70,6 +71,34 @@ class Decoder(nn.Module):
         return self.net(z)
 
 
+def _distributed() -> bool:
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def _summed(x: torch.Tensor) -> torch.Tensor:
+    """x summed over the processes of a distributed run (x itself in one process)."""
+    if _distributed():
+        dist.all_reduce(x)
+    return x
+
+
+def _gathered(flat: torch.Tensor) -> torch.Tensor:
+    """Every process's (N,D) latents, concatenated in process order (the order of the global batch)."""
+    if not _distributed():
+        return flat
+    parts = [torch.empty_like(flat) for _ in range(dist.get_world_size())]
+    dist.all_gather(parts, flat.contiguous())
+    return torch.cat(parts)
+
+
+def _random_rows(n: int, k: int, device: torch.device) -> torch.Tensor:
+    """k random row numbers below n from the global RNG; process 0's draw on every process."""
+    rows = torch.randint(0, n, (k,), device=device)
+    if _distributed():
+        dist.broadcast(rows, src=0)
+    return rows
+
+
 class EMAQuantizer(nn.Module):
     """Nearest-neighbour codebook with EMA updates, data-dependent init and dead-code restarts.
 
@@ -94,31 +123,36 @@ class EMAQuantizer(nn.Module):
 
     @torch.no_grad()
     def _update(self, flat: torch.Tensor, idx: torch.Tensor) -> None:
+        """EMA step on this batch's latents. Across processes (a share of the global batch each), the counts and
+        sums are summed and the random picks drawn from every process's latents in process order, so every
+        process holds the codebook a 1-process step of the global batch gives."""
         flat = flat.float()
         if not bool(self.initialized):
             # Start from encoder outputs so every code begins inside the data's support.
-            pick = torch.randint(0, flat.shape[0], (self.num_codes,), device=flat.device)
-            self.codebook.copy_(flat[pick])
-            self.ema_sum.copy_(flat[pick])
+            everyone = _gathered(flat)
+            self.codebook.copy_(everyone[_random_rows(everyone.shape[0], self.num_codes, flat.device)])
+            self.ema_sum.copy_(self.codebook)
             self.ema_count.fill_(1.0)
             self.initialized.fill_(True)
             idx = self.nearest(flat)
         onehot = F.one_hot(idx, self.num_codes).to(flat.dtype)
-        self.ema_count.mul_(self.decay).add_(onehot.sum(0), alpha=1 - self.decay)
-        self.ema_sum.mul_(self.decay).add_(onehot.t() @ flat, alpha=1 - self.decay)
+        counts, sums = _summed(onehot.sum(0)), _summed(onehot.t() @ flat)
+        self.ema_count.mul_(self.decay).add_(counts, alpha=1 - self.decay)
+        self.ema_sum.mul_(self.decay).add_(sums, alpha=1 - self.decay)
         # Laplace smoothing keeps rarely used codes from dividing by ~0.
         n = self.ema_count.sum()
         count = (self.ema_count + 1e-5) / (n + self.num_codes * 1e-5) * n
         self.codebook.copy_(self.ema_sum / count[:, None])
         # Dead-code restart: codes unused for `restart_after` steps jump onto random current latents.
-        used = onehot.sum(0) > 0
+        used = counts > 0
         self.unused_steps.copy_(torch.where(used, torch.zeros_like(self.unused_steps), self.unused_steps + 1))
         dead = self.unused_steps >= self.restart_after
         if bool(dead.any()):
             self.unused_steps.masked_fill_(dead, 0)
-            pick = torch.randint(0, flat.shape[0], (self.num_codes,), device=flat.device)
-            self.codebook.copy_(torch.where(dead[:, None], flat[pick], self.codebook))
-            self.ema_sum.copy_(torch.where(dead[:, None], flat[pick], self.ema_sum))
+            everyone = _gathered(flat)
+            picked = everyone[_random_rows(everyone.shape[0], self.num_codes, flat.device)]
+            self.codebook.copy_(torch.where(dead[:, None], picked, self.codebook))
+            self.ema_sum.copy_(torch.where(dead[:, None], picked, self.ema_sum))
             self.ema_count.copy_(torch.where(dead, torch.ones_like(self.ema_count), self.ema_count))
 
     def forward(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

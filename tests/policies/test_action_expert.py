@@ -7,6 +7,7 @@ from transformers.models.qwen2.modeling_qwen2 import apply_rotary_pos_emb
 
 from policies.action_expert import DriveVLAW0ExpertPolicy, state_features
 from policies.config import DriveVLAW0Config
+from policies.noise import BatchNoise
 from policies.sequence import SequenceBuilder, TokenType
 from tests.policies.test_backbone import _batch
 
@@ -35,6 +36,7 @@ def _reference_expert(model: DriveVLAW0ExpertPolicy, seq, x: torch.Tensor) -> to
     length = seq.action_start - 1
     cos, sin = backbone.rotary_emb(out.hidden_states[0], seq.position_ids)
     hd = model.config.head_dim
+    groups = model.config.num_attention_heads // model.config.num_key_value_heads
     b, n, _ = x.shape
     ctx_ok = seq.attention_mask[:, :length].bool()[:, None, None, :].expand(b, 1, n, length)
     allowed = torch.cat([ctx_ok, torch.ones(b, 1, n, n, dtype=torch.bool)], -1)
@@ -47,8 +49,8 @@ def _reference_expert(model: DriveVLAW0ExpertPolicy, seq, x: torch.Tensor) -> to
         q = layer.self_attn.q_proj(h).view(b, n, -1, hd).transpose(1, 2)
         k = layer.self_attn.k_proj(h).view(b, n, -1, hd).transpose(1, 2)
         v = layer.self_attn.v_proj(h).view(b, n, -1, hd).transpose(1, 2)
-        keys = torch.cat([kv[:, :, :length], k], 2).repeat_interleave(model.expert.kv_groups, 1)
-        values = torch.cat([vv[:, :, :length], v], 2).repeat_interleave(model.expert.kv_groups, 1)
+        keys = torch.cat([kv[:, :, :length], k], 2).repeat_interleave(groups, 1)
+        values = torch.cat([vv[:, :, :length], v], 2).repeat_interleave(groups, 1)
         scores = (q @ keys.transpose(-1, -2)) * hd ** -0.5
         attn = scores.masked_fill(~allowed, float("-inf")).softmax(-1)
         x = x + layer.self_attn.o_proj((attn @ values).transpose(1, 2).reshape(b, n, -1))
@@ -92,7 +94,7 @@ def test_decoders_train_and_predict_trajectories(decoder):
     if head is not None:  # zero-init heads pass no gradient upstream on the very first step
         with torch.no_grad():
             head.weight.normal_(std=0.02)
-    out = model.loss(seq, state, poses, generator=torch.Generator().manual_seed(0))
+    out = model.loss(seq, state, poses, BatchNoise(torch.Generator().manual_seed(0)))
     assert torch.isfinite(out.loss)
     out.loss.backward()
     # The expert's action loss also trains the backbone (stage 2: backbone not frozen).
@@ -177,7 +179,7 @@ def test_the_flow_loss_of_a_model_in_another_dtype_trains_in_that_dtype(dtype):
     config, model, batch, state, poses = _setup("flow")
     model = model.to(dtype)
     out = model.loss(SequenceBuilder(config).build(**batch), state.to(dtype), poses,
-                     generator=torch.Generator().manual_seed(0))
+                     BatchNoise(torch.Generator().manual_seed(0)))
     assert out.loss.dtype == dtype and out.prediction.dtype == dtype and torch.isfinite(out.loss)
     out.loss.backward()
     assert model.flow_out.weight.grad.dtype == dtype and model.flow_out.weight.grad.abs().sum() > 0

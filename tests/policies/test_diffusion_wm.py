@@ -6,6 +6,7 @@ import torch
 from policies.backbone import DriveVLAW0Backbone
 from policies.config import DriveVLAW0Config
 from policies.diffusion_wm import DiffusionWorldModel
+from policies.noise import BatchNoise
 from policies.sequence import SequenceBuilder
 from tests.policies.test_backbone import _batch
 
@@ -29,7 +30,7 @@ def test_loss_sampling_and_conditioning():
     config, backbone, wm, seq, hidden = _conditioned()
     h, w = config.image_grid
     target = torch.randn(2, config.vq_code_dim, h, w)
-    loss = wm.loss(hidden, seq, target, generator=torch.Generator().manual_seed(0))
+    loss = wm.loss(hidden, seq, target, BatchNoise(torch.Generator().manual_seed(0)))
     assert torch.isfinite(loss)
     # The image condition enters through zero-initialised conv_in channels.
     assert torch.all(wm.unet.conv_in.weight[:, config.vq_code_dim:] == 0)
@@ -56,11 +57,11 @@ def test_training_reduces_the_denoising_loss():
 
     def eval_loss() -> float:
         with torch.no_grad():
-            return sum(wm.loss(hidden, seq, target, torch.Generator().manual_seed(s)).item() for s in range(4))
+            return sum(wm.loss(hidden, seq, target, BatchNoise(torch.Generator().manual_seed(s))).item() for s in range(4))
 
     first = eval_loss()
     for step in range(15):
-        loss = wm.loss(hidden, seq, target, torch.Generator().manual_seed(100 + step))
+        loss = wm.loss(hidden, seq, target, BatchNoise(torch.Generator().manual_seed(100 + step)))
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -101,7 +102,7 @@ def test_the_sampler_inverts_the_training_objective():
         return predicted[-1]
 
     wm._eps = oracle
-    assert wm.loss(hidden, seq, x0, generator=torch.Generator().manual_seed(0)) < 1e-10
+    assert wm.loss(hidden, seq, x0, BatchNoise(torch.Generator().manual_seed(0))) < 1e-10
     predicted.clear()
     sample = wm.sample(hidden, seq, steps=7, generator=torch.Generator().manual_seed(0))
     assert len(predicted) == 7

@@ -7,6 +7,7 @@ import torch
 
 from policies.config import DriveVLAW0Config
 from policies.model import DriveVLAW0ForDriving
+from policies.noise import BatchNoise
 from tests.policies.frames import road_frames
 
 TINY = dict(num_hidden_layers=2, hidden_size=64, intermediate_size=128, num_attention_heads=2,
@@ -56,7 +57,7 @@ def test_losses_trajectory_and_rollout(image_input, decoder):
     config = model.config
     raw = _raw(config)
     inputs = model.build_inputs(**raw)
-    stage1 = model.loss(inputs, stage=1, generator=torch.Generator().manual_seed(0))
+    stage1 = model.loss(inputs, stage=1, noise=BatchNoise(torch.Generator().manual_seed(0)))
     assert torch.isfinite(stage1.loss) and torch.isfinite(stage1.action_loss)
     assert stage1.world_model_loss is not None and torch.isfinite(stage1.world_model_loss)
     stage1.loss.backward()
@@ -67,7 +68,7 @@ def test_losses_trajectory_and_rollout(image_input, decoder):
     else:
         model.zero_grad()
         inputs = model.build_inputs(**raw)  # patch features carry the stage-1 graph
-        stage2 = model.loss(inputs, stage=2, generator=torch.Generator().manual_seed(0))
+        stage2 = model.loss(inputs, stage=2, noise=BatchNoise(torch.Generator().manual_seed(0)))
         assert torch.isfinite(stage2.loss) and stage2.world_model_loss is None
         stage2.loss.backward()
         expert_grads = [p.grad for n, p in model.policy.named_parameters()
