@@ -1,15 +1,22 @@
-"""Stage 0-2 training of DriveVLAW0ForDriving on collected expert data, on `accelerate`, resumable step for step.
+"""Stage 0-2 training of DriveVLAW0ForDriving on collected expert data, on `accelerate`, on one process or many, resumable.
 
 Stage 0 trains the VQ-VAE image tokenizer (reconstruction + commitment, EMA codebook); stage 1 the
 backbone (and the patch encoder / diffusion world model of the continuous path) on the action +
 world-model losses with the tokenizer frozen; stage 2 the action expert on its action loss, with the
-backbone frozen or at `backbone_lr_scale` x the learning rate.
+backbone trained at `backbone_lr_scale` x the learning rate (1, as the official scripts' `--freeze_vlm False`;
+0 freezes it).
+
+`batch_size` is the global batch: on N processes (DDP, FSDP or DeepSpeed under `accelerate launch`) each takes a
+contiguous 1/N of it, the model is called through the wrapper accelerate puts around it (so gradients are
+averaged and autocast applies), the schedule steps once per optimizer step, and every random draw of a loss is
+made for the whole global batch (`policies.noise.BatchNoise`): a step on N processes is the step one process
+takes on the same batch. Only the main process writes metrics.csv, TensorBoard logs and the final model.
 
 Determinism across interruptions: batch k of a run is a fixed function of (seed, k) (a seeded
 permutation per epoch) and the loss's noise generator is seeded with (seed, k), so a run resumed from the
 checkpoint of step s computes exactly the steps an uninterrupted run computes after s. Checkpoints
-(accelerate state: model, optimizer, scheduler + `trainer_state.json`) are written to a temporary folder
-and renamed; the newest complete one is resumed automatically.
+(accelerate state: model, optimizer, scheduler, RNG states + `trainer_state.json`) are written to a temporary
+folder and renamed; the newest complete one is resumed automatically.
 """
 from __future__ import annotations
 
@@ -24,13 +31,16 @@ from pathlib import Path
 
 import torch
 from accelerate import Accelerator
+from accelerate.utils import DataLoaderConfiguration
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 from policies.model import DriveVLAW0ForDriving
+from policies.noise import BatchNoise
 from training.dataset import ExpertDataset, collate
 
 METRIC_COLUMNS = ("step", "loss", "action_loss", "world_model_loss", "reconstruction_loss", "lr", "samples_per_s")
+MIXED_PRECISION = ("auto", "no", "bf16", "fp16")  # auto: bf16 where CUDA is, float32 elsewhere
 
 
 @dataclass(frozen=True)
@@ -43,20 +53,28 @@ class TrainConfig:
     warmup_steps: int = 50
     min_lr_ratio: float = 0.1  # cosine decay to lr * this
     grad_clip: float = 1.0
-    backbone_lr_scale: float = 0.0  # stage 2: 0 freezes the backbone
+    backbone_lr_scale: float = 1.0  # stage 2: the backbone trains at this x lr (official: not frozen); 0 freezes it
     checkpoint_every: int = 100
     keep_checkpoints: int = 2
     log_every: int = 10
     seed: int = 0
+    mixed_precision: str = "auto"  # one of MIXED_PRECISION: autocast to bf16 / fp16 (with loss scaling) or float32
+    gradient_checkpointing: bool = False  # recompute each transformer layer in the backward pass (less memory)
 
+    def __post_init__(self) -> None:
+        if self.mixed_precision not in MIXED_PRECISION:
+            raise ValueError(f"mixed_precision={self.mixed_precision!r}; choose from {', '.join(MIXED_PRECISION)}")
 
-def frames_to_model(frames: torch.Tensor) -> torch.Tensor:
-    """(..., H, W, 3) uint8 -> (..., 3, H, W) float in [0, 1], the model's frame layout."""
-    return frames.movedim(-1, -3).float() / 255.0
+    def precision(self) -> str:
+        """The `accelerate` mixed-precision setting this config asks for."""
+        if self.mixed_precision == "auto":
+            return "bf16" if torch.cuda.is_available() else "no"
+        return self.mixed_precision
 
 
 def trainable_groups(model: DriveVLAW0ForDriving, config: TrainConfig) -> list[dict]:
-    """Optimizer parameter groups of a stage; everything else is frozen (requires_grad False)."""
+    """Optimizer parameter groups of a stage; everything else is frozen (requires_grad False). A trained
+    parameter is one the stage's loss reaches (DDP requires each to get a gradient at every step)."""
     for p in model.parameters():
         p.requires_grad_(False)
     if config.stage == 0:
@@ -65,14 +83,16 @@ def trainable_groups(model: DriveVLAW0ForDriving, config: TrainConfig) -> list[d
         groups = [list(model.vq.parameters())]
     elif config.stage == 1:
         parts = [model.backbone, model.patch_encoder, model.diffusion_wm]
-        groups = [[p for part in parts if part is not None for p in part.parameters()]]
+        # The patch encoder's pixel decoder has a reconstruction loss of its own that no stage's loss includes.
+        unreached = set() if model.patch_encoder is None else {id(p) for p in model.patch_encoder.to_pixels.parameters()}
+        groups = [[p for part in parts if part is not None for p in part.parameters() if id(p) not in unreached]]
     elif config.stage == 2:
         if model.policy is None:
             raise ValueError("stage 2 trains the action expert; the configuration has use_action_expert=False")
         backbone = {id(p) for p in model.policy.backbone.parameters()}
         groups = [[p for p in model.policy.parameters() if id(p) not in backbone]]
         if config.backbone_lr_scale > 0:
-            groups.append(list(model.policy.backbone.parameters()))
+            groups.append(expert_context_parameters(model))
     else:
         raise ValueError(f"stage must be 0, 1 or 2, got {config.stage!r}")
     for group in groups:
@@ -80,6 +100,24 @@ def trainable_groups(model: DriveVLAW0ForDriving, config: TrainConfig) -> list[d
             p.requires_grad_(True)
     scales = [1.0, config.backbone_lr_scale]
     return [{"params": g, "lr": config.lr * s} for g, s in zip(groups, scales)]
+
+
+def expert_context_parameters(model: DriveVLAW0ForDriving) -> list[torch.nn.Parameter]:
+    """The backbone parameters the action expert's loss reaches: everything that computes the layers' K/V of the
+    context (embeddings, image projection, every layer but the last, the last one's input norm and K/V
+    projections). The LM head, the final norm and the rest of the last layer do not feed the expert."""
+    backbone = model.policy.backbone
+    last = backbone.model.layers[-1]
+    feeds_expert = {id(p) for m in (last.input_layernorm, last.self_attn.k_proj, last.self_attn.v_proj)
+                    for p in m.parameters()}
+    unreached = {id(p) for m in (backbone.lm_head, backbone.model.norm, last) for p in m.parameters()} - feeds_expert
+    return [p for p in backbone.parameters() if id(p) not in unreached]
+
+
+def _has_accelerator() -> bool:
+    """Whether torch sees a GPU (or another accelerator) to train on."""
+    probe = getattr(torch, "accelerator", None)  # torch >= 2.6
+    return probe.is_available() if probe is not None else torch.cuda.is_available()
 
 
 def lr_factor(step: int, config: TrainConfig) -> float:
@@ -91,32 +129,52 @@ def lr_factor(step: int, config: TrainConfig) -> float:
 
 
 class Trainer:
-    """Trains one stage of `model` on `dataset`, writing checkpoints, metrics.csv and TensorBoard logs to `run_dir`."""
+    """Trains one stage of `model` on `dataset`, writing checkpoints, metrics.csv and TensorBoard logs to `run_dir`.
+    A given `accelerator` must split batches (`DataLoaderConfiguration(split_batches=True)`): `batch_size` is global."""
 
     def __init__(self, model: DriveVLAW0ForDriving, dataset: ExpertDataset, config: TrainConfig, run_dir: str | Path,
                  accelerator: Accelerator | None = None, show_progress: bool = True):
         if len(dataset) < config.batch_size:
             raise ValueError(f"{len(dataset)} samples cannot fill a batch of {config.batch_size}")
         self.config, self.dataset, self.run_dir = config, dataset, Path(run_dir)
+        # cpu=True where torch has no accelerator: accelerate then joins a multi-process CPU launch (torchrun,
+        # gloo) instead of running each process alone.
         self.accelerator = accelerator or Accelerator(
-            mixed_precision="bf16" if torch.cuda.is_available() else "no")
+            mixed_precision=config.precision(), cpu=not _has_accelerator(),
+            dataloader_config=DataLoaderConfiguration(split_batches=True))
+        launched = int(os.environ.get("WORLD_SIZE", "1"))
+        if launched != self.accelerator.num_processes:
+            raise ValueError(f"launched as {launched} processes, but accelerate runs {self.accelerator.num_processes}: "
+                             "each would train alone (on CPUs, launch with `accelerate launch --cpu` or torchrun)")
+        if not self.accelerator.split_batches:
+            raise ValueError("the trainer's accelerator must split batches (batch_size is the global batch), or the "
+                             "learning-rate schedule steps once per process")
+        processes = self.accelerator.num_processes
+        if config.batch_size % processes:
+            raise ValueError(f"a global batch of {config.batch_size} does not split evenly over {processes} processes")
         self.show_progress = show_progress
         groups = trainable_groups(model, config)
+        if config.gradient_checkpointing:
+            model.activation_checkpointing_enable({"use_reentrant": False})
         optimizer = torch.optim.AdamW(groups, lr=config.lr, betas=(0.9, 0.95), weight_decay=config.weight_decay)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, config))
         self.model, self.optimizer, self.scheduler = self.accelerator.prepare(model, optimizer, scheduler)
         self.step = 0
 
     # --- data ---------------------------------------------------------------------------------------
+    def share(self) -> slice:
+        """This process's rows of a global batch: a contiguous 1/N of it."""
+        per_process = self.config.batch_size // self.accelerator.num_processes
+        start = self.accelerator.process_index * per_process
+        return slice(start, start + per_process)
+
     def batch_indices(self, step: int) -> torch.Tensor:
         """Dataset positions of batch `step` (this process's share): a fixed function of (seed, step)."""
         n, b = len(self.dataset), self.config.batch_size
         per_epoch = n // b
         epoch, k = divmod(step, per_epoch)
         order = torch.randperm(n, generator=torch.Generator().manual_seed(self.config.seed * 100_003 + epoch))
-        rows = order[k * b : (k + 1) * b]
-        acc = self.accelerator
-        return rows[acc.process_index :: acc.num_processes]
+        return order[k * b : (k + 1) * b][self.share()]
 
     def _batch(self, step: int) -> dict:
         batch = collate([self.dataset[int(i)] for i in self.batch_indices(step)])
@@ -125,20 +183,10 @@ class Trainer:
 
     # --- one step -----------------------------------------------------------------------------------
     def compute_loss(self, batch: dict, step: int) -> dict[str, torch.Tensor]:
-        model = self.accelerator.unwrap_model(self.model)
+        """The stage's losses of this process's share of batch `step`, through the (wrapped) model."""
         generator = torch.Generator(self.accelerator.device).manual_seed(self.config.seed * 1_000_003 + step)
-        if self.config.stage == 0:
-            frames = torch.cat([batch["history_frames"].flatten(0, 1), batch["future_frame"]])
-            out = model.vq(frames_to_model(frames))
-            return {"loss": out.loss, "reconstruction_loss": out.reconstruction_loss}
-        inputs = model.build_inputs(frames_to_model(batch["history_frames"]), batch["text"], batch["speed"],
-                                    batch["accel"], batch["command"], batch["trajectory"],
-                                    frames_to_model(batch["future_frame"]))
-        out = model.loss(inputs, stage=self.config.stage, generator=generator)
-        parts = {"loss": out.loss, "action_loss": out.action_loss}
-        if out.world_model_loss is not None:
-            parts["world_model_loss"] = out.world_model_loss
-        return parts
+        noise = BatchNoise(generator, self.share(), self.config.batch_size)
+        return self.model(**batch, stage=self.config.stage, noise=noise).parts()
 
     def _set_modes(self) -> None:
         model = self.accelerator.unwrap_model(self.model)
@@ -153,29 +201,30 @@ class Trainer:
         """Run (or resume) to `config.steps`; `stop_after` ends early after that many steps (tests). Returns
         the folder of the final model (`save_pretrained` layout) once all steps are done."""
         self.resume()
-        writer = SummaryWriter(str(self.run_dir / "tensorboard"), purge_step=self.step)
-        metrics = MetricsLog(self.run_dir / "metrics.csv", self.step)
+        main = self.accelerator.is_main_process
+        writer = SummaryWriter(str(self.run_dir / "tensorboard"), purge_step=self.step) if main else None
+        metrics = MetricsLog(self.run_dir / "metrics.csv", self.step) if main else None
         self._set_modes()
         end = self.config.steps if stop_after is None else min(self.config.steps, self.step + stop_after)
         bar = tqdm(total=self.config.steps, initial=self.step, desc=f"stage {self.config.stage}",
-                   disable=not self.show_progress or not self.accelerator.is_main_process)
+                   disable=not self.show_progress or not main)
         started, done = time.perf_counter(), 0
         while self.step < end:
-            batch = self._batch(self.step)
-            parts = self.compute_loss(batch, self.step)
+            parts = self.compute_loss(self._batch(self.step), self.step)
             self.accelerator.backward(parts["loss"])
             if self.config.grad_clip:
-                self.accelerator.clip_grad_norm_(
-                    [p for g in self.optimizer.param_groups for p in g["params"]], self.config.grad_clip)
+                self.accelerator.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
             self.optimizer.step()
             self.scheduler.step()
             self.optimizer.zero_grad(set_to_none=True)
             self.step += 1
             done += 1
+            # The global batch's losses: the mean of the processes' (equal) shares.
+            losses = {k: float(v) for k, v in self.accelerator.reduce(
+                {k: v.detach().float() for k, v in parts.items()}, reduction="mean").items()}
             rate = done * self.config.batch_size / (time.perf_counter() - started)
-            row = {"step": self.step, "lr": self.scheduler.get_last_lr()[0], "samples_per_s": rate,
-                   **{k: float(v.detach()) for k, v in parts.items()}}
-            if self.accelerator.is_main_process and (self.step % self.config.log_every == 0 or self.step == end):
+            row = {"step": self.step, "lr": self.scheduler.get_last_lr()[0], "samples_per_s": rate, **losses}
+            if main and (self.step % self.config.log_every == 0 or self.step == end):
                 metrics.write(row)
                 for key in ("loss", "action_loss", "world_model_loss", "reconstruction_loss", "lr"):
                     if key in row:
@@ -185,8 +234,9 @@ class Trainer:
             if self.step % self.config.checkpoint_every == 0 or self.step == self.config.steps:
                 self.save_checkpoint()
         bar.close()
-        writer.close()
-        metrics.close()
+        if main:
+            writer.close()
+            metrics.close()
         return self.save_final() if self.step >= self.config.steps else self.run_dir
 
     # --- checkpoints ----------------------------------------------------------------------------------
@@ -198,17 +248,20 @@ class Trainer:
     def save_checkpoint(self) -> Path:
         final = self.run_dir / "checkpoints" / f"step_{self.step:07d}"
         tmp = final.with_name(final.name + ".tmp")
-        self.accelerator.wait_for_everyone()
-        if self.accelerator.is_main_process:
+        acc = self.accelerator
+        if acc.is_main_process:
             shutil.rmtree(tmp, ignore_errors=True)
-        self.accelerator.save_state(str(tmp))
-        if self.accelerator.is_main_process:
+        acc.wait_for_everyone()  # no process writes into the folder before it is emptied ...
+        acc.save_state(str(tmp))
+        acc.wait_for_everyone()  # ... or after it is renamed (each process writes its own RNG state)
+        if acc.is_main_process:
             state = {"step": self.step, "config": asdict(self.config)}
             (tmp / "trainer_state.json").write_text(json.dumps(state, indent=1))
             shutil.rmtree(final, ignore_errors=True)
             tmp.rename(final)
             for old in self.checkpoints()[: -self.config.keep_checkpoints]:
                 shutil.rmtree(old, ignore_errors=True)
+        acc.wait_for_everyone()
         return final
 
     def resume(self) -> None:
@@ -222,9 +275,14 @@ class Trainer:
         self.step = json.loads((found[-1] / "trainer_state.json").read_text())["step"]
 
     def save_final(self) -> Path:
+        """The trained model, saved by the main process; every process returns once it is there (the next stage
+        of a pipeline loads it on each)."""
         out = self.run_dir / "model"
-        if self.accelerator.is_main_process:
-            self.accelerator.unwrap_model(self.model).save_pretrained(out)
+        acc = self.accelerator
+        state = acc.get_state_dict(self.model)  # gathers sharded (FSDP / ZeRO-3) weights; every process takes part
+        if acc.is_main_process:
+            acc.unwrap_model(self.model).save_pretrained(out, state_dict=state)
+        acc.wait_for_everyone()
         return out
 
 
@@ -257,4 +315,5 @@ class MetricsLog:
         self._handle.close()
 
 
-__all__ = ["METRIC_COLUMNS", "TrainConfig", "Trainer", "MetricsLog", "frames_to_model", "lr_factor", "trainable_groups"]
+__all__ = ["METRIC_COLUMNS", "MIXED_PRECISION", "TrainConfig", "Trainer", "MetricsLog", "expert_context_parameters",
+           "lr_factor", "trainable_groups"]

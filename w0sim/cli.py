@@ -435,21 +435,28 @@ def train(
                                         "1 backbone + world model, 2 action expert)."),
     all_stages: bool = typer.Option(False, "--all", help="Train stages 0, 1 and 2 in order."),
     steps: Optional[int] = typer.Option(None, "--steps", min=1, help="Steps per trained stage (default: per stage)."),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="Samples per step (default: 16 at "
-                                             "every stage)."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="Samples per step, over all processes "
+                                             "(default: 16 at every stage)."),
     lr: Optional[float] = typer.Option(None, "--lr", help="Peak learning rate, after the warm-up and before the "
                                        "cosine decay (default: 2e-3 at stage 0, 1e-3 at stages 1 and 2)."),
     seed: int = _seed_option(),
     checkpoint_every: Optional[int] = typer.Option(None, "--checkpoint-every", min=1, help="Steps between checkpoints."),
     backbone_lr_scale: Optional[float] = typer.Option(None, "--backbone-lr-scale", min=0.0, help="Stage 2: the "
-                                                      "backbone's learning rate as a fraction of --lr (0 freezes it)."),
+                                                      "backbone's learning rate as a fraction of --lr (default 1, as "
+                                                      "the official scripts; 0 freezes it)."),
+    mixed_precision: str = typer.Option("auto", "--mixed-precision", help="auto (bf16 on a GPU, float32 on a CPU), "
+                                        "no, bf16, or fp16 (with loss scaling)."),
+    gradient_checkpointing: bool = typer.Option(False, "--gradient-checkpointing", help="Recompute each layer in the "
+                                                "backward pass: less memory, about a third more compute."),
     world_model: bool = typer.Option(True, "--world-model/--no-world-model",
                                      help="--no-world-model: the action-only baseline."),
     decoder: str = typer.Option("query", "--decoder", help="Action-expert decoder: query, ar or flow."),
 ) -> None:
-    """Train DriveVLA-W0 on collected data; an interrupted run resumes from its last checkpoint when run again."""
+    """Train DriveVLA-W0 on collected data; an interrupted run resumes from its last checkpoint when run again.
+    On several GPUs: `accelerate launch --config_file configs/accelerate/NAME.yaml -m w0sim.cli train ...`."""
     from training.dataset import DatasetError
     from training.pipeline import model_config, train_stages
+    from training.trainer import MIXED_PRECISION
 
     if all_stages == (stage is not None):
         raise typer.BadParameter("give either --stage N or --all", param_hint="--stage / --all")
@@ -457,8 +464,12 @@ def train(
         raise typer.BadParameter(f"{lr} is not a positive learning rate", param_hint="--lr")
     _check_out_folder(out)
     stages = (0, 1, 2) if all_stages else (stage,)
+    if mixed_precision not in MIXED_PRECISION:
+        raise typer.BadParameter(f"{mixed_precision!r}; choose from {', '.join(MIXED_PRECISION)}",
+                                 param_hint="--mixed-precision")
     fields = {"steps": steps, "batch_size": batch_size, "lr": lr, "seed": seed, "checkpoint_every": checkpoint_every,
-              "backbone_lr_scale": backbone_lr_scale}
+              "backbone_lr_scale": backbone_lr_scale, "mixed_precision": mixed_precision,
+              "gradient_checkpointing": gradient_checkpointing}
     overrides = {s: {k: v for k, v in fields.items() if v is not None} for s in stages}
     try:
         model = train_stages(data, out, stages, model_config(config, world_model, decoder), overrides)
@@ -745,6 +756,8 @@ def experiment_scaling(
     seed: int = _seed_option(),
     workers: Optional[int] = typer.Option(None, "--workers", callback=_check_workers,
                                           help="Processes for collection and evaluation (at most 4 per core)."),
+    device: str = typer.Option("cpu", "--device", help="Torch device the trained models are evaluated on (cpu, cuda, "
+                               "cuda:1)."),
     quick: bool = typer.Option(False, "--quick", help="A trial of the whole pipeline in a few minutes: sizes 16 and "
                                "32, 2 steps per stage, 10 held-out scenes, in OUT-quick (its numbers mean nothing)."),
 ) -> None:
@@ -779,7 +792,7 @@ def experiment_scaling(
         run_collect("builtin:navtrain", scenes, data, collect_config, workers)
 
     def evaluate(model_dir: Path, eval_dir: Path) -> dict:
-        spec = AgentSpec("drivevla_w0", AgentOptions(str(model_dir), seed))
+        spec = AgentSpec("drivevla_w0", AgentOptions(str(model_dir), seed, device=device))
         return summarize(evaluate_split(eval_split, spec, eval_dir, limit=eval_limit, workers=workers))
 
     rows = run_scaling(data, out, evaluate, scaling, log=console.print)

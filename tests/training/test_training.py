@@ -122,14 +122,26 @@ def test_learning_rate_warms_up_linearly_then_decays_by_cosine_to_its_floor():
     assert lr_factor(110, config) == pytest.approx(0.1) and lr_factor(500, config) == pytest.approx(0.1)
 
 
-def test_stage_2_trains_the_expert_at_the_learning_rate_and_an_unfrozen_backbone_at_its_scale():
-    model = DriveVLAW0ForDriving(micro_config())
-    backbone = {id(p) for p in model.policy.backbone.parameters()}
-    groups = trainable_groups(model, TrainConfig(stage=2, lr=1e-3, backbone_lr_scale=0.1))
-    assert [g["lr"] for g in groups] == pytest.approx([1e-3, 1e-4])
-    assert not {id(p) for p in groups[0]["params"]} & backbone and {id(p) for p in groups[1]["params"]} == backbone
-    frozen = trainable_groups(model, TrainConfig(stage=2, lr=1e-3))
-    assert len(frozen) == 1 and not any(p.requires_grad for p in model.policy.backbone.parameters())
+def test_stage_2_trains_the_expert_at_the_learning_rate_and_the_backbone_at_its_scale_unless_frozen():
+    """By default (as the official scripts' --freeze_vlm False) stage 2 trains the backbone too, at the same rate:
+    the parameters that compute the context's K/V, not the LM head, final norm or the last layer's other parts,
+    which the expert's loss does not reach. backbone_lr_scale 0 freezes it."""
+    model = DriveVLAW0ForDriving(micro_config(num_hidden_layers=2))
+    backbone = model.policy.backbone
+    groups = trainable_groups(model, TrainConfig(stage=2, lr=1e-3))
+    assert [g["lr"] for g in groups] == pytest.approx([1e-3, 1e-3])
+    names = {id(p): n for n, p in backbone.named_parameters()}
+    trained = {names[id(p)] for p in groups[1]["params"]}
+    unreached = {"lm_head.weight", "model.norm.weight", "model.layers.1.self_attn.q_proj.weight",
+                 "model.layers.1.self_attn.q_proj.bias", "model.layers.1.self_attn.o_proj.weight",
+                 "model.layers.1.post_attention_layernorm.weight", "model.layers.1.mlp.gate_proj.weight",
+                 "model.layers.1.mlp.up_proj.weight", "model.layers.1.mlp.down_proj.weight"}
+    assert trained == set(names.values()) - unreached
+    assert not {id(p) for p in groups[0]["params"]} & set(names)
+    scaled = trainable_groups(model, TrainConfig(stage=2, lr=1e-3, backbone_lr_scale=0.1))
+    assert [g["lr"] for g in scaled] == pytest.approx([1e-3, 1e-4])
+    frozen = trainable_groups(model, TrainConfig(stage=2, lr=1e-3, backbone_lr_scale=0.0))
+    assert len(frozen) == 1 and not any(p.requires_grad for p in backbone.parameters())
 
 
 @pytest.mark.parametrize("image_input, world_model", [("vq", True), ("patch", False)])

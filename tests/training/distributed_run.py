@@ -1,0 +1,45 @@
+"""Trains stages 0-2 of a micro DriveVLA-W0 on a collected data folder, on each process that `torch.distributed.run`
+starts (one or more, gloo on CPU), and saves each process's weights after each stage, for test_distributed.py.
+
+Usage: python -m torch.distributed.run --nproc_per_node N distributed_run.py DATA OUT CONFIG_JSON
+CONFIG_JSON: {"model": {micro config overrides}, "train": {TrainConfig fields for every stage}, "float64": bool}:
+float64 builds the model in double precision, where rounding is too small for AdamW to turn the ~1e-9 gradients
+of parameters that get none in exact arithmetic (a conv bias before a per-channel GroupNorm) into +-lr steps.
+Writes OUT/stage{k}/ (the trainer's run folder) and OUT/weights/rank{r}_stage{k}.safetensors.
+"""
+import json
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from tests.policies.checkpoints import micro_config  # noqa: E402
+from training.dataset import ExpertDataset  # noqa: E402
+from training.pipeline import STAGE_DEFAULTS, stage_model  # noqa: E402
+from training.trainer import Trainer  # noqa: E402
+
+
+def main(data: str, out: str, options: str) -> None:
+    torch.set_num_threads(1)
+    fields = json.loads(options)
+    if fields.get("float64"):
+        torch.set_default_dtype(torch.float64)
+    config = micro_config(**fields["model"])
+    dataset, run = ExpertDataset(data), Path(out)
+    for stage in (0, 1, 2):
+        model = stage_model(run, stage, config)
+        trainer = Trainer(model, dataset, replace(STAGE_DEFAULTS[stage], **fields["train"]), run / f"stage{stage}",
+                          show_progress=False)
+        trainer.train()
+        weights = trainer.accelerator.unwrap_model(trainer.model).state_dict()
+        rank = trainer.accelerator.process_index
+        (run / "weights").mkdir(exist_ok=True)
+        save_file({k: v.contiguous() for k, v in weights.items()}, run / "weights" / f"rank{rank}_stage{stage}.safetensors")
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:])
