@@ -673,7 +673,8 @@ def measure_scaling_csv(ctx: Context) -> dict[str, float]:
 def measure_scaling(ctx: Context) -> dict[str, float]:
     data = collected_data(ctx)
     run = ctx.run("scaling", ["w0sim", "experiment", "scaling", "--sizes", "500,2000,8000", "--config", "tiny",
-                              "--data", "OUT/" + data.name, "--workers", str(ctx.workers), "--out", "OUT/scaling"],
+                              "--data", "OUT/" + data.name, "--workers", str(ctx.workers), "--backbone-lr-scale", "0",
+                              "--out", "OUT/scaling"],
                   env={"OMP_NUM_THREADS": "1"})
     return scaling_from_csv(run.out / "scaling.csv")
 
@@ -681,7 +682,8 @@ def measure_scaling(ctx: Context) -> dict[str, float]:
 def measure_training(ctx: Context) -> dict[str, float]:
     data = collected_data(ctx)
     run = ctx.run("train", ["w0sim", "train", "--config", "tiny", "--all", "--data", "OUT/" + data.name,
-                            "--out", "OUT/drivevla-w0-tiny", "--seed", "0"], env={"OMP_NUM_THREADS": "1"})
+                            "--out", "OUT/drivevla-w0-tiny", "--seed", "0", "--backbone-lr-scale", "0"],
+                  env={"OMP_NUM_THREADS": "1"})
     return {"seconds": run.seconds, "minutes": run.seconds / 60.0}
 
 

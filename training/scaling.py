@@ -43,6 +43,7 @@ class ScalingConfig:
     stage1_max_steps: int = STAGE_DEFAULTS[1].steps
     stage2_epochs: float = 2.0
     stage2_max_steps: int = STAGE_DEFAULTS[2].steps
+    backbone_lr_scale: float = STAGE_DEFAULTS[2].backbone_lr_scale  # stage 2; 0 freezes the backbone
 
     def steps(self, size: int, epochs: float, cap: int) -> int:
         return max(1, min(cap, math.ceil(epochs * size / self.batch_size)))
@@ -79,7 +80,9 @@ def run_scaling(data_dir: str | Path, out_dir: str | Path, evaluate: Evaluate,
             common = {"batch_size": config.batch_size, "seed": config.seed}
             timing = run / "train_minutes.txt"  # kept from the run that trained, not a resumed one
             model = train_stages(data_dir, run, (1, 2), model_config(config.preset, variant == "world_model"),
-                                 {1: {"steps": steps1, **common}, 2: {"steps": steps2, **common}}, indices)
+                                 {1: {"steps": steps1, **common},
+                                  2: {"steps": steps2, "backbone_lr_scale": config.backbone_lr_scale, **common}},
+                                 indices)
             if not timing.exists():
                 timing.write_text(f"{(time.perf_counter() - started) / 60:.1f}\n")
             summary = evaluate(model, run / "eval")

@@ -476,9 +476,12 @@ def train(
     except (DatasetError, FileNotFoundError, ValueError) as err:
         _error(str(err))
         raise typer.Exit(2) from None
+    from accelerate import PartialState
+
     from training.curves import plot_run
 
-    console.print(f"model saved to {model}; loss curves: {plot_run(out)}")
+    if PartialState().is_main_process:  # under `accelerate launch`, one process reports
+        console.print(f"model saved to {model}; loss curves: {plot_run(out)}")
 
 
 @app.command("eval")
@@ -756,6 +759,9 @@ def experiment_scaling(
     seed: int = _seed_option(),
     workers: Optional[int] = typer.Option(None, "--workers", callback=_check_workers,
                                           help="Processes for collection and evaluation (at most 4 per core)."),
+    backbone_lr_scale: float = typer.Option(1.0, "--backbone-lr-scale", min=0.0, help="Stage 2: the backbone's "
+                                            "learning rate as a fraction of the expert's (0 freezes it, as the "
+                                            "published runs did)."),
     device: str = typer.Option("cpu", "--device", help="Torch device the trained models are evaluated on (cpu, cuda, "
                                "cuda:1)."),
     quick: bool = typer.Option(False, "--quick", help="A trial of the whole pipeline in a few minutes: sizes 16 and "
@@ -779,7 +785,7 @@ def experiment_scaling(
         raise typer.BadParameter(f"expected integers, got {sizes!r}", param_hint="--sizes") from None
     if not size_list or size_list[0] < 1:
         raise typer.BadParameter(f"expected positive sample counts, got {sizes!r}", param_hint="--sizes")
-    scaling = ScalingConfig(sizes=size_list, preset=config, seed=seed)
+    scaling = ScalingConfig(sizes=size_list, preset=config, seed=seed, backbone_lr_scale=backbone_lr_scale)
     if quick:  # its own folder: a later full run must not resume from (or be refused by) the trial's data
         scaling = dataclasses.replace(scaling, sizes=(16, 32), batch_size=4, tokenizer_steps=2, stage1_max_steps=2,
                                       stage2_max_steps=2)

@@ -98,3 +98,20 @@ def test_in_float32_the_processes_agree_exactly_and_match_one_process_except_whe
         assert _largest_difference(a, b) == 0.0
         differing = {k for k in a if (a[k].double() - ref[k].double()).abs().max().item() > 1e-5}
         assert differing <= {k for k in a if k.startswith("vq.") and k.endswith(".bias")}, sorted(differing)
+
+
+@pytest.mark.timeout(300)
+def test_w0sim_train_under_torchrun_trains_once_and_reports_once(data, tmp_path):
+    """The command line as a multi-process launch runs it: one run folder, one metrics row per logged step, one
+    final model and one loss-curve plot, reported by the main process only."""
+    out = tmp_path / "run"
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m",
+               "w0sim.cli", "train", "--data", str(data), "--out", str(out), "--stage", "0", "--steps", "2",
+               "--batch-size", "4"]
+    done = subprocess.run(command, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True,
+                          timeout=240)
+    assert done.returncode == 0, done.stderr[-4000:]
+    assert done.stdout.count("model saved to") == 1
+    assert sorted(p.name for p in out.iterdir()) == ["curves.png", "stage0"]
+    assert [r["step"] for r in _metrics(out, 0)] == ["2"]
+    assert (out / "stage0" / "model" / "model.safetensors").exists()

@@ -25,13 +25,17 @@ def test_both_variants_are_trained_per_size_and_results_written(tmp_path):
         seen.append(model_dir)
         return {"all": {"score": 0.5 + 0.01 * len(seen), "failed": 0}, "straight": {"score": 0.9}}
 
-    config = ScalingConfig(sizes=(4, 8), batch_size=4, tokenizer_steps=1, stage1_max_steps=1, stage2_max_steps=1)
+    config = ScalingConfig(sizes=(4, 8), batch_size=4, tokenizer_steps=1, stage1_max_steps=1, stage2_max_steps=1,
+                           backbone_lr_scale=0.0)
     lines = []
     rows = run_scaling(data, tmp_path / "exp", evaluate, config, log=lines.append)
     assert [line for line in lines if "PDMS" in line] == ["  PDMS 0.5100", "  PDMS 0.5200", "  PDMS 0.5300", "  PDMS 0.5400"]
     assert [(r["size"], r["variant"]) for r in rows] == [(4, "action_only"), (4, "world_model"),
                                                          (8, "action_only"), (8, "world_model")]
     assert all((m / "model.safetensors").exists() and m.parent.name == "stage2" for m in seen)
+    # Stage 2 ran as the experiment was configured (here with the backbone frozen, as the published runs).
+    states = [json.loads(next((m.parent / "checkpoints").glob("step_*/trainer_state.json")).read_text()) for m in seen]
+    assert [s["config"]["backbone_lr_scale"] for s in states] == [0.0] * 4
     # The variants differ by the world model alone: only the world-model variant is built and trained with it.
     variants = [json.loads((m / "config.json").read_text()) for m in seen]
     assert [v["use_world_model"] for v in variants] == [False, True, False, True]
