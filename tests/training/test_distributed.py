@@ -33,8 +33,8 @@ def data(tmp_path_factory):
     return folder
 
 
-def _train(data: Path, out: Path, processes: int, model: dict, float64: bool = True) -> Path:
-    options = json.dumps({"model": model, "train": TRAIN, "float64": float64})
+def _train(data: Path, out: Path, processes: int, model: dict, float64: bool = True, **run) -> Path:
+    options = json.dumps({"model": model, "train": TRAIN, "float64": float64, **run})
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(processes),
                str(DRIVER), str(data), str(out), options]
     done = subprocess.run(command, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True,
@@ -115,3 +115,19 @@ def test_w0sim_train_under_torchrun_trains_once_and_reports_once(data, tmp_path)
     assert sorted(p.name for p in out.iterdir()) == ["curves.png", "stage0"]
     assert [r["step"] for r in _metrics(out, 0)] == ["2"]
     assert (out / "stage0" / "model" / "model.safetensors").exists()
+
+
+@pytest.mark.timeout(300)
+def test_an_interrupted_two_process_run_resumes_to_the_weights_of_an_uninterrupted_one(data, tmp_path):
+    """Stopped after the checkpoint of step 2 and run again, a 2-process stage 0 ends with the weights and metrics of
+    a run that was not stopped. Here 512 codes meet at most 4 x 3 x 32 latents a step and a code restarts after one
+    unused step, so step 3's restarts draw from the RNG that each process must resume."""
+    model = {**VARIANTS["vq world model, flow expert"], "vq_codebook_size": 512, "vq_restart_after": 1}
+    straight = _train(data, tmp_path / "straight", 2, model, float64=False, stages=[0])
+    resumed = _train(data, tmp_path / "resumed", 2, model, float64=False, stages=[0], stop_after=2)
+    assert not (resumed / "stage0" / "model").exists()
+    _train(data, resumed, 2, model, float64=False, stages=[0])
+    for rank in (0, 1):
+        assert _largest_difference(_weights(resumed, rank, 0), _weights(straight, rank, 0)) == 0.0
+    assert _metrics(resumed, 0) == [{**row, "samples_per_s": mine["samples_per_s"]}
+                                    for row, mine in zip(_metrics(straight, 0), _metrics(resumed, 0))]
