@@ -31,7 +31,7 @@ from pathlib import Path
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import DataLoaderConfiguration
+from accelerate.utils import DataLoaderConfiguration, DistributedType
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
@@ -146,6 +146,11 @@ class Trainer:
         if launched != self.accelerator.num_processes:
             raise ValueError(f"launched as {launched} processes, but accelerate runs {self.accelerator.num_processes}: "
                              "each would train alone (on CPUs, launch with `accelerate launch --cpu` or torchrun)")
+        precision = self.accelerator.mixed_precision
+        if precision != "no" and not (self.accelerator.native_amp
+                                      or self.accelerator.distributed_type == DistributedType.DEEPSPEED):
+            raise ValueError(f"mixed precision {precision} is not available on {self.accelerator.device} (accelerate "
+                             "would train in float32 without saying so); fp16 needs a GPU")
         if not self.accelerator.split_batches:
             raise ValueError("the trainer's accelerator must split batches (batch_size is the global batch), or the "
                              "learning-rate schedule steps once per process")

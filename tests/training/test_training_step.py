@@ -160,3 +160,13 @@ def test_an_accelerator_that_does_not_split_batches_or_runs_fewer_processes_than
 def test_an_unknown_mixed_precision_is_refused():
     with pytest.raises(ValueError, match="mixed_precision='fp8'; choose from auto, no, bf16, fp16"):
         TrainConfig(stage=1, mixed_precision="fp8")
+
+
+def test_fp16_where_accelerate_cannot_autocast_to_it_is_refused_not_run_in_float32(tmp_path, fresh_accelerate_state):
+    """On a CPU accelerate accepts fp16 but neither autocasts nor scales the loss: the trainer says so."""
+    if torch.cuda.is_available():
+        pytest.skip("a GPU computes in fp16")
+    config = micro_config()
+    with pytest.raises(ValueError, match="mixed precision fp16 is not available on cpu"):
+        Trainer(DriveVLAW0ForDriving(config), _samples(config, 2), TrainConfig(stage=1, steps=1, batch_size=2,
+                                                                               mixed_precision="fp16"), tmp_path)
