@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from transformers import PreTrainedModel
-from transformers.models.qwen2.modeling_qwen2 import apply_rotary_pos_emb
+from transformers.models.qwen2.modeling_qwen2 import rotate_half
 
 from policies.backbone import DriveVLAW0Backbone
 from policies.config import COMMANDS, DriveVLAW0Config
@@ -114,26 +114,28 @@ class DriveVLAW0ExpertPolicy(PreTrainedModel):
 
     # --- context ----------------------------------------------------------------------------------
     def context(self, seq: VLASequence, image_features: torch.Tensor | None = None) -> tuple[list[KV], torch.Tensor]:
-        """One backbone pass; per-layer K/V and mask of the context before <boa> (what the expert reads).
+        """One backbone pass over the context before <boa> (what the expert reads, §4.2); its per-layer K/V and mask.
         image_features: (B,F,h*w,D) patch features on the continuous path, else None.
 
-        Each layer's K/V are its key and value projections (keys with RoPE) of that layer's input, as the
-        layer's attention computes them. They are taken from the layers' inputs, not from a KV cache, because
-        transformers drops the cache of a layer under activation checkpointing (the replay would write it twice)."""
-        model, length = self.backbone.model, seq.action_start - 1  # the expert sees everything before <boa> (§4.2)
-        embeds = self.backbone.embed(seq.input_ids, seq.type_ids, image_features)
-        out = model(inputs_embeds=embeds, attention_mask=seq.attention_mask, position_ids=seq.position_ids,
-                    output_hidden_states=True)
-        position_ids = seq.position_ids[:, :length]
-        cos, sin = model.rotary_emb(embeds, position_ids)
+        The backbone is causal, so the context's K/V do not depend on what follows it (the ground-truth actions and
+        future frame of a training sequence): only the context is run. Each layer's K/V are its key and value
+        projections (keys with RoPE) of that layer's input, as the layer's attention computes them; they are taken
+        from the layers' inputs, not from a KV cache, because transformers drops the cache of a layer under
+        activation checkpointing (the replay would write it twice)."""
+        model, length = self.backbone.model, seq.action_start - 1
+        mask, positions = seq.attention_mask[:, :length], seq.position_ids[:, :length]
+        embeds = self.backbone.embed(seq.input_ids[:, :length], seq.type_ids[:, :length], image_features)
+        out = model(inputs_embeds=embeds, attention_mask=mask, position_ids=positions, output_hidden_states=True,
+                    use_cache=False)
+        cos, sin = (t.unsqueeze(1) for t in model.rotary_emb(embeds, positions))
         kv = []
         for layer, inputs in zip(model.layers, out.hidden_states):
-            attn, x = layer.self_attn, layer.input_layernorm(inputs[:, :length])
+            attn, x = layer.self_attn, layer.input_layernorm(inputs)
             shape = (*x.shape[:-1], -1, attn.head_dim)
             keys = attn.k_proj(x).view(shape).transpose(1, 2)
             values = attn.v_proj(x).view(shape).transpose(1, 2)
-            kv.append((apply_rotary_pos_emb(keys, keys, cos, sin)[1], values))
-        return kv, seq.attention_mask[:, :length].bool()
+            kv.append((keys * cos + rotate_half(keys) * sin, values))
+        return kv, mask.bool()
 
     def _state_token(self, state: torch.Tensor) -> torch.Tensor:
         return self.state_in(state.to(self.state_in[0].weight.dtype))[:, None]

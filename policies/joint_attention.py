@@ -25,10 +25,6 @@ class JointAttentionLayer(Qwen2DecoderLayer):
     A subclass, so that its parameters keep the Qwen2 block's names, FSDP wraps it as a unit, and transformers'
     activation checkpointing recomputes it (its forward is called, not the Qwen2 block's)."""
 
-    def __init__(self, config, layer_idx: int, kv_groups: int) -> None:
-        super().__init__(config, layer_idx)
-        self.kv_groups = kv_groups
-
     def forward(self, x: torch.Tensor, context: KV, past: KV | None, mask: torch.Tensor) -> tuple[torch.Tensor, KV]:
         """x (B,N,He) -> (output, this layer's expert K/V, past included); mask (B,1,N,Lc+past+N) bool."""
         attn, b, n = self.self_attn, x.shape[0], x.shape[1]
@@ -38,9 +34,9 @@ class JointAttentionLayer(Qwen2DecoderLayer):
         v = attn.v_proj(h).view(b, n, -1, attn.head_dim).transpose(1, 2)
         if past is not None:
             k, v = torch.cat([past[0], k], 2), torch.cat([past[1], v], 2)
-        keys = torch.cat([context[0].to(k.dtype), k], 2).repeat_interleave(self.kv_groups, dim=1)
-        values = torch.cat([context[1].to(v.dtype), v], 2).repeat_interleave(self.kv_groups, dim=1)
-        out = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask,
+        keys, values = torch.cat([context[0].to(k.dtype), k], 2), torch.cat([context[1].to(v.dtype), v], 2)
+        # Grouped-query attention in the kernel: K/V are not copied to every query head.
+        out = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, enable_gqa=True,
                                              dropout_p=attn.attention_dropout if self.training else 0.0)
         x = x + attn.o_proj(out.transpose(1, 2).reshape(b, n, -1))
         x = x + self.mlp(self.post_attention_layernorm(x))
@@ -53,8 +49,7 @@ class ActionExpertTransformer(nn.Module):
     def __init__(self, config: DriveVLAW0Config) -> None:
         super().__init__()
         cfg = config.expert_config()
-        kv_groups = config.num_attention_heads // config.num_key_value_heads
-        self.layers = nn.ModuleList(JointAttentionLayer(cfg, i, kv_groups) for i in range(config.num_hidden_layers))
+        self.layers = nn.ModuleList(JointAttentionLayer(cfg, i) for i in range(config.num_hidden_layers))
         self.norm = Qwen2RMSNorm(cfg.hidden_size, eps=cfg.rms_norm_eps)
 
     def forward(self, x: torch.Tensor, context_kv: list[KV], context_mask: torch.Tensor,

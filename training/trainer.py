@@ -181,7 +181,8 @@ class Trainer:
         order = torch.randperm(n, generator=torch.Generator().manual_seed(self.config.seed * 100_003 + epoch))
         return order[k * b : (k + 1) * b][self.share()]
 
-    def _batch(self, step: int) -> dict:
+    def batch(self, step: int) -> dict:
+        """This process's share of global batch `step`, collated and on the accelerator's device."""
         batch = collate([self.dataset[int(i)] for i in self.batch_indices(step)])
         device = self.accelerator.device
         return {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
@@ -193,7 +194,19 @@ class Trainer:
         noise = BatchNoise(generator, self.share(), self.config.batch_size)
         return self.model(**batch, stage=self.config.stage, noise=noise).parts()
 
-    def _set_modes(self) -> None:
+    def train_step(self, batch: dict, step: int) -> dict[str, torch.Tensor]:
+        """One optimizer step on this process's share `batch` of global batch `step`; its losses, detached."""
+        parts = self.compute_loss(batch, step)
+        self.accelerator.backward(parts["loss"])
+        if self.config.grad_clip:
+            self.accelerator.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return {k: v.detach() for k, v in parts.items()}
+
+    def set_modes(self) -> None:
+        """Train mode, with the frozen parts (the tokenizer after stage 0, a frozen backbone) in eval mode."""
         model = self.accelerator.unwrap_model(self.model)
         model.train()
         if self.config.stage > 0 and model.vq is not None:
@@ -209,24 +222,18 @@ class Trainer:
         main = self.accelerator.is_main_process
         writer = SummaryWriter(str(self.run_dir / "tensorboard"), purge_step=self.step) if main else None
         metrics = MetricsLog(self.run_dir / "metrics.csv", self.step) if main else None
-        self._set_modes()
+        self.set_modes()
         end = self.config.steps if stop_after is None else min(self.config.steps, self.step + stop_after)
         bar = tqdm(total=self.config.steps, initial=self.step, desc=f"stage {self.config.stage}",
                    disable=not self.show_progress or not main)
         started, done = time.perf_counter(), 0
         while self.step < end:
-            parts = self.compute_loss(self._batch(self.step), self.step)
-            self.accelerator.backward(parts["loss"])
-            if self.config.grad_clip:
-                self.accelerator.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
-            self.optimizer.step()
-            self.scheduler.step()
-            self.optimizer.zero_grad(set_to_none=True)
+            parts = self.train_step(self.batch(self.step), self.step)
             self.step += 1
             done += 1
             # The global batch's losses: the mean of the processes' (equal) shares.
             losses = {k: float(v) for k, v in self.accelerator.reduce(
-                {k: v.detach().float() for k, v in parts.items()}, reduction="mean").items()}
+                {k: v.float() for k, v in parts.items()}, reduction="mean").items()}
             rate = done * self.config.batch_size / (time.perf_counter() - started)
             row = {"step": self.step, "lr": self.scheduler.get_last_lr()[0], "samples_per_s": rate, **losses}
             if main and (self.step % self.config.log_every == 0 or self.step == end):

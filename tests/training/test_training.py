@@ -187,7 +187,7 @@ def test_a_batch_is_moved_to_the_accelerators_device(tmp_path, monkeypatch):
     trainer = Trainer(DriveVLAW0ForDriving(config), _samples(config), TrainConfig(stage=1, steps=2, batch_size=2),
                       tmp_path, show_progress=False)
     monkeypatch.setattr(Accelerator, "device", property(lambda self: torch.device("meta")))
-    batch = trainer._batch(0)
+    batch = trainer.batch(0)
     tensors = {k: v for k, v in batch.items() if torch.is_tensor(v)}
     assert set(tensors) == {"history_frames", "future_frame", "trajectory", "speed", "accel", "command"}
     assert all(v.device.type == "meta" for v in tensors.values())

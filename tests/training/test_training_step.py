@@ -85,7 +85,7 @@ def test_under_bf16_the_loss_is_computed_in_bf16(tmp_path, precision, expected, 
                                                                    mixed_precision=precision), tmp_path / str(stage),
                           show_progress=False)
         assert trainer.accelerator.mixed_precision == precision
-        trainer.compute_loss(trainer._batch(0), 0)["loss"].backward()
+        trainer.compute_loss(trainer.batch(0), 0)["loss"].backward()
         assert seen == ({"backbone": expected, "lm_head": expected} if stage == 1 else
                         {"backbone": expected, "expert": expected}), stage
         assert all(p.dtype == torch.float32 for p in model.parameters())
