@@ -128,6 +128,24 @@ def lr_factor(step: int, config: TrainConfig) -> float:
     return config.min_lr_ratio + (1 - config.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
 
 
+def _check_launch(accelerator: Accelerator, config: TrainConfig) -> None:
+    """ValueError where this accelerator would not train as asked: processes that would each train alone, a mixed
+    precision accelerate would silently drop, a schedule stepping once per process, an uneven split of the batch."""
+    launched, processes = int(os.environ.get("WORLD_SIZE", "1")), accelerator.num_processes
+    if launched != processes:
+        raise ValueError(f"launched as {launched} processes, but accelerate runs {processes}: each would train "
+                         "alone (on CPUs, launch with `accelerate launch --cpu` or torchrun)")
+    precision = accelerator.mixed_precision
+    if precision != "no" and not (accelerator.native_amp or accelerator.distributed_type == DistributedType.DEEPSPEED):
+        raise ValueError(f"mixed precision {precision} is not available on {accelerator.device} (accelerate would "
+                         "train in float32 without saying so); fp16 needs a GPU")
+    if not accelerator.split_batches:
+        raise ValueError("the trainer's accelerator must split batches (batch_size is the global batch), or the "
+                         "learning-rate schedule steps once per process")
+    if config.batch_size % processes:
+        raise ValueError(f"a global batch of {config.batch_size} does not split evenly over {processes} processes")
+
+
 class Trainer:
     """Trains one stage of `model` on `dataset`, writing checkpoints, metrics.csv and TensorBoard logs to `run_dir`.
     A given `accelerator` must split batches (`DataLoaderConfiguration(split_batches=True)`): `batch_size` is global."""
@@ -142,21 +160,7 @@ class Trainer:
         self.accelerator = accelerator or Accelerator(
             mixed_precision=config.precision(), cpu=not _has_accelerator(),
             dataloader_config=DataLoaderConfiguration(split_batches=True))
-        launched = int(os.environ.get("WORLD_SIZE", "1"))
-        if launched != self.accelerator.num_processes:
-            raise ValueError(f"launched as {launched} processes, but accelerate runs {self.accelerator.num_processes}: "
-                             "each would train alone (on CPUs, launch with `accelerate launch --cpu` or torchrun)")
-        precision = self.accelerator.mixed_precision
-        if precision != "no" and not (self.accelerator.native_amp
-                                      or self.accelerator.distributed_type == DistributedType.DEEPSPEED):
-            raise ValueError(f"mixed precision {precision} is not available on {self.accelerator.device} (accelerate "
-                             "would train in float32 without saying so); fp16 needs a GPU")
-        if not self.accelerator.split_batches:
-            raise ValueError("the trainer's accelerator must split batches (batch_size is the global batch), or the "
-                             "learning-rate schedule steps once per process")
-        processes = self.accelerator.num_processes
-        if config.batch_size % processes:
-            raise ValueError(f"a global batch of {config.batch_size} does not split evenly over {processes} processes")
+        _check_launch(self.accelerator, config)
         self.show_progress = show_progress
         groups = trainable_groups(model, config)
         if config.gradient_checkpointing:

@@ -170,3 +170,19 @@ def test_fp16_where_accelerate_cannot_autocast_to_it_is_refused_not_run_in_float
     with pytest.raises(ValueError, match="mixed precision fp16 is not available on cpu"):
         Trainer(DriveVLAW0ForDriving(config), _samples(config, 2), TrainConfig(stage=1, steps=1, batch_size=2,
                                                                                mixed_precision="fp16"), tmp_path)
+
+
+def test_a_global_batch_that_does_not_split_evenly_over_the_processes_is_refused(monkeypatch):
+    """Unequal shares would weight the processes' mean losses unequally (the step would not be 1 process's)."""
+    from types import SimpleNamespace
+
+    from accelerate.utils import DistributedType
+
+    from training.trainer import _check_launch
+
+    two = SimpleNamespace(num_processes=2, mixed_precision="no", native_amp=False, split_batches=True,
+                          distributed_type=DistributedType.MULTI_CPU, device=torch.device("cpu"))
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    _check_launch(two, TrainConfig(stage=1, batch_size=6))
+    with pytest.raises(ValueError, match="a global batch of 5 does not split evenly over 2 processes"):
+        _check_launch(two, TrainConfig(stage=1, batch_size=5))
