@@ -465,11 +465,13 @@ def mb_(x: float) -> str:
 
 
 def provenance(argv: list[str]) -> str:
+    """When, at which commit (read as the run starts: the code measured) and by which command."""
     root = Path(__file__).resolve().parent.parent
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True).stdout.strip()
-    dirty = subprocess.run(["git", "status", "--porcelain"], cwd=root, capture_output=True, text=True).stdout.strip()
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root, capture_output=True,
+                           text=True).stdout.strip()
     date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    tree = f"{commit} (with uncommitted changes in the tree)" if dirty else commit
+    tree = f"{commit} (with uncommitted changes to tracked files)" if dirty else commit
     return f"Generated {date}, commit {tree}, by `python benchmarks/training_memory.py {' '.join(argv)}`"
 
 
@@ -537,7 +539,7 @@ def markdown(result: dict, argv: list[str]) -> str:
     lines += ["## How it is counted", ""] + [f"- {n}" for n in result["notes"]]
     lines += ["", "No GPU was lent to this session; the GPU benchmark `benchmarks/training_gpu.py` measures peak memory "
               "where one is.", "",
-              f"{provenance(argv)} ({result['runtime_s']:.0f} s, peak {result['peak_rss_gb']} GB of RAM, on "
+              f"{result['provenance']} ({result['runtime_s']:.0f} s, peak {result['peak_rss_gb']} GB of RAM, on "
               f"{os.cpu_count()} CPU cores).", ""]
     return "\n".join(lines)
 
@@ -625,6 +627,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--write", type=Path, help="write the markdown report to this path")
     args = parser.parse_args(argv)
     micro_batches = [int(x) for x in args.micro_batch.split(",")]
+    made_by = provenance(argv)
     started = time.perf_counter()
     config = model_config(args.preset)
     params = count_parameters(config)
@@ -654,6 +657,7 @@ def main(argv: list[str] | None = None) -> dict:
               "checks": checks, "measurements": runs}
     result["notes"] = notes(result)
     result["runtime_s"] = round(time.perf_counter() - started, 1)
+    result["provenance"] = made_by
     result["peak_rss_gb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / GB, 2)
     log(f"done in {result['runtime_s']} s, peak RSS {result['peak_rss_gb']} GB")
     if args.write:
