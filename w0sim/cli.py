@@ -453,6 +453,7 @@ def train(
     decoder: str = typer.Option("query", "--decoder", help="Action-expert decoder: query, ar or flow."),
 ) -> None:
     """Train DriveVLA-W0 on collected data; an interrupted run resumes from its last checkpoint when run again.
+
     On several GPUs: `accelerate launch --config_file configs/accelerate/NAME.yaml -m w0sim.cli train ...`."""
     from training.dataset import DatasetError
     from training.pipeline import model_config, train_stages
