@@ -25,12 +25,22 @@ from training.trainer import Trainer  # noqa: E402
 
 
 def main(data: str, out: str, options: str) -> None:
-    torch.set_num_threads(1)
-    fields = json.loads(options)
-    if fields.get("float64"):
-        torch.set_default_dtype(torch.float64)
+    """Train as CONFIG_JSON says; the default dtype and thread count are restored after (a test calls this)."""
+    dtype, threads = torch.get_default_dtype(), torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        fields = json.loads(options)
+        if fields.get("float64"):
+            torch.set_default_dtype(torch.float64)
+        _train(data, Path(out), fields)
+    finally:
+        torch.set_default_dtype(dtype)
+        torch.set_num_threads(threads)
+
+
+def _train(data: str, run: Path, fields: dict) -> None:
     config = micro_config(**fields["model"])
-    dataset, run = ExpertDataset(data), Path(out)
+    dataset = ExpertDataset(data)
     for stage in fields.get("stages", (0, 1, 2)):
         model = stage_model(run, stage, config)
         trainer = Trainer(model, dataset, replace(STAGE_DEFAULTS[stage], **fields["train"]), run / f"stage{stage}",

@@ -2,7 +2,7 @@
 
 Each run trains stages 0, 1 and 2 of a micro model for 3 steps on a global batch of 4 (2 samples per process) and
 saves every process's weights after each stage (`distributed_run.py`). The flow decoder and the diffusion world
-model draw noise in their losses, so both are run.
+model draw noise in their losses, so both are run. The 1-process reference runs in the test's own process.
 """
 import csv
 import json
@@ -16,14 +16,15 @@ import torch
 from safetensors.torch import load_file
 
 from tests.policies.checkpoints import micro_config
+from tests.training import distributed_run
 from training.collect import CollectConfig, collect
 
 DRIVER = Path(__file__).with_name("distributed_run.py")
 TRAIN = {"steps": 3, "batch_size": 4, "log_every": 1, "warmup_steps": 2, "checkpoint_every": 2}
-VARIANTS = {
-    "vq world model, flow expert": {"expert_decoder": "flow"},
-    "patch input, diffusion world model": {"image_input": "patch", "expert_decoder": "query"},
-}
+# 512 codes meet at most 4 x 3 x 32 latents a step and a code restarts after one unused step, so the tokenizer's
+# restarts draw from the RNG at every step (and a resumed run must restore each process's RNG).
+FLOW = {"expert_decoder": "flow", "vq_codebook_size": 512, "vq_restart_after": 1}
+DIFFUSION = {"image_input": "patch", "expert_decoder": "query"}
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +35,11 @@ def data(tmp_path_factory):
 
 
 def _train(data: Path, out: Path, processes: int, model: dict, float64: bool = True, **run) -> Path:
+    """2 processes as torchrun starts them; 1 process in this one, as a plain `w0sim train` runs."""
     options = json.dumps({"model": model, "train": TRAIN, "float64": float64, **run})
+    if processes == 1:
+        distributed_run.main(str(data), str(out), options)
+        return out
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(processes),
                str(DRIVER), str(data), str(out), options]
     done = subprocess.run(command, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True,
@@ -56,11 +61,7 @@ def _metrics(run: Path, stage: int) -> list[dict]:
     return list(csv.DictReader((run / f"stage{stage}" / "metrics.csv").open(newline="")))
 
 
-@pytest.mark.timeout(600)
-@pytest.mark.parametrize("variant", VARIANTS)
-def test_two_processes_train_the_weights_one_process_trains_on_the_same_global_batch(data, tmp_path, variant):
-    one = _train(data, tmp_path / "one", 1, VARIANTS[variant])
-    two = _train(data, tmp_path / "two", 2, VARIANTS[variant])
+def _assert_two_processes_train_as_one(one: Path, two: Path) -> None:
     for stage in (0, 1, 2):
         ranks = _weights(two, 0, stage), _weights(two, 1, stage)
         assert _largest_difference(*ranks) == 0.0, f"stage {stage}: the processes' weights differ"
@@ -84,13 +85,35 @@ def test_two_processes_train_the_weights_one_process_trains_on_the_same_global_b
         assert states == ["random_states_0.pkl", "random_states_1.pkl"]  # each process's RNG, for an exact resume
 
 
+@pytest.mark.timeout(600)
+def test_two_processes_train_as_one_and_an_interrupted_run_resumes_to_the_same_weights(data, tmp_path):
+    """The flow decoder draws noise in its loss. Stopped after the checkpoint of step 2 and run again, a 2-process
+    stage 0 ends with the weights and metrics of the run that was not stopped."""
+    one, two = _train(data, tmp_path / "one", 1, FLOW), _train(data, tmp_path / "two", 2, FLOW)
+    _assert_two_processes_train_as_one(one, two)
+    resumed = _train(data, tmp_path / "resumed", 2, FLOW, stages=[0], stop_after=2)
+    assert not (resumed / "stage0" / "model").exists()
+    _train(data, resumed, 2, FLOW, stages=[0])
+    for rank in (0, 1):
+        assert _largest_difference(_weights(resumed, rank, 0), _weights(two, rank, 0)) == 0.0
+    assert _metrics(resumed, 0) == [{**row, "samples_per_s": mine["samples_per_s"]}
+                                    for row, mine in zip(_metrics(two, 0), _metrics(resumed, 0))]
+
+
+@pytest.mark.timeout(600)
+def test_two_processes_train_the_patch_path_and_its_diffusion_world_model_as_one(data, tmp_path):
+    """The diffusion world model draws noise and timesteps in its loss."""
+    _assert_two_processes_train_as_one(_train(data, tmp_path / "one", 1, DIFFUSION),
+                                       _train(data, tmp_path / "two", 2, DIFFUSION))
+
+
 @pytest.mark.timeout(300)
 def test_in_float32_the_processes_agree_exactly_and_match_one_process_except_where_adam_amplifies_rounding(data,
                                                                                                           tmp_path):
     """In float32 the processes still hold the same weights, and every parameter that gets a real gradient matches
     the 1-process run; only parameters whose exact gradient is zero (the VQ's conv biases before a per-channel
     GroupNorm, where AdamW turns ~1e-9 rounding into +-lr steps) may differ by up to the learning rate."""
-    model = VARIANTS["vq world model, flow expert"]
+    model = {"expert_decoder": "flow"}  # the micro tokenizer's 8 codes: float32 rounding does not move assignments
     one = _train(data, tmp_path / "one", 1, model, float64=False)
     two = _train(data, tmp_path / "two", 2, model, float64=False)
     for stage in (0, 1, 2):
@@ -116,18 +139,3 @@ def test_w0sim_train_under_torchrun_trains_once_and_reports_once(data, tmp_path)
     assert [r["step"] for r in _metrics(out, 0)] == ["2"]
     assert (out / "stage0" / "model" / "model.safetensors").exists()
 
-
-@pytest.mark.timeout(300)
-def test_an_interrupted_two_process_run_resumes_to_the_weights_of_an_uninterrupted_one(data, tmp_path):
-    """Stopped after the checkpoint of step 2 and run again, a 2-process stage 0 ends with the weights and metrics of
-    a run that was not stopped. Here 512 codes meet at most 4 x 3 x 32 latents a step and a code restarts after one
-    unused step, so step 3's restarts draw from the RNG that each process must resume."""
-    model = {**VARIANTS["vq world model, flow expert"], "vq_codebook_size": 512, "vq_restart_after": 1}
-    straight = _train(data, tmp_path / "straight", 2, model, float64=False, stages=[0])
-    resumed = _train(data, tmp_path / "resumed", 2, model, float64=False, stages=[0], stop_after=2)
-    assert not (resumed / "stage0" / "model").exists()
-    _train(data, resumed, 2, model, float64=False, stages=[0])
-    for rank in (0, 1):
-        assert _largest_difference(_weights(resumed, rank, 0), _weights(straight, rank, 0)) == 0.0
-    assert _metrics(resumed, 0) == [{**row, "samples_per_s": mine["samples_per_s"]}
-                                    for row, mine in zip(_metrics(straight, 0), _metrics(resumed, 0))]
