@@ -117,6 +117,13 @@ def _seed_option(default: int = 0, help: str = "Seed (0 to 2**32 - 1).") -> type
     return typer.Option(default, "--seed", min=0, max=SEED_MAX, help=help)
 
 
+def _backbone_lr_scale_option(default: float | None) -> typer.Option:
+    """--backbone-lr-scale, as `train` and the scaling experiment take it."""
+    return typer.Option(default, "--backbone-lr-scale", min=0.0, help="Stage 2: the backbone's learning rate as a "
+                        "fraction of the expert's (default 1, as the official scripts; 0 freezes it, as the shipped "
+                        "checkpoint and the published scaling runs were trained).")
+
+
 def _check_workers(value):
     """--workers: 1 to `max_workers()` (4 per CPU core, at most 256); None: all cores."""
     return _workers_in_range(value, allow_zero=False)
@@ -441,9 +448,7 @@ def train(
                                        "cosine decay (default: 2e-3 at stage 0, 1e-3 at stages 1 and 2)."),
     seed: int = _seed_option(),
     checkpoint_every: Optional[int] = typer.Option(None, "--checkpoint-every", min=1, help="Steps between checkpoints."),
-    backbone_lr_scale: Optional[float] = typer.Option(None, "--backbone-lr-scale", min=0.0, help="Stage 2: the "
-                                                      "backbone's learning rate as a fraction of --lr (default 1, as "
-                                                      "the official scripts; 0 freezes it)."),
+    backbone_lr_scale: Optional[float] = _backbone_lr_scale_option(None),
     mixed_precision: str = typer.Option("auto", "--mixed-precision", help="auto (bf16 on a GPU, float32 on a CPU), "
                                         "no, bf16, or fp16 (with loss scaling)."),
     gradient_checkpointing: bool = typer.Option(False, "--gradient-checkpointing", help="Recompute each layer in the "
@@ -760,9 +765,7 @@ def experiment_scaling(
     seed: int = _seed_option(),
     workers: Optional[int] = typer.Option(None, "--workers", callback=_check_workers,
                                           help="Processes for collection and evaluation (at most 4 per core)."),
-    backbone_lr_scale: float = typer.Option(1.0, "--backbone-lr-scale", min=0.0, help="Stage 2: the backbone's "
-                                            "learning rate as a fraction of the expert's (0 freezes it, as the "
-                                            "published runs did)."),
+    backbone_lr_scale: float = _backbone_lr_scale_option(1.0),
     device: str = typer.Option("cpu", "--device", help="Torch device the trained models are evaluated on (cpu, cuda, "
                                "cuda:1)."),
     quick: bool = typer.Option(False, "--quick", help="A trial of the whole pipeline in a few minutes: sizes 16 and "
