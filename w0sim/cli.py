@@ -762,7 +762,10 @@ def experiment_scaling(
     out: Path = typer.Option(Path("runs/scaling"), "--out", help="Experiment folder (resumed when run again)."),
     eval_split: str = typer.Option("builtin:navtest", "--eval-split", help="Held-out split the models are scored on."),
     eval_limit: Optional[int] = typer.Option(100, "--eval-limit", min=1, help="First N scenes of the split."),
-    seed: int = _seed_option(),
+    seeds: str = typer.Option("0,1", "--seeds", help="Seeds, comma-separated: each picks its own training subsets "
+                              "and seeds training and evaluation; the table gives the mean and its standard error."),
+    epochs: str = typer.Option("4,2", "--epochs", help="Optimizer epochs of stage 1 and stage 2, the same at every "
+                               "size."),
     workers: Optional[int] = typer.Option(None, "--workers", callback=_check_workers,
                                           help="Processes for collection and evaluation (at most 4 per core)."),
     backbone_lr_scale: float = _backbone_lr_scale_option(1.0),
@@ -771,8 +774,9 @@ def experiment_scaling(
     quick: bool = typer.Option(False, "--quick", help="A trial of the whole pipeline in a few minutes: sizes 16 and "
                                "32, 2 steps per stage, 10 held-out scenes, in OUT-quick (its numbers mean nothing)."),
 ) -> None:
-    """Train the action-only baseline and the world-model variant at each size on the same data and seeds,
-    score both on the held-out split, and write scaling.csv and scaling.png (PDMS vs size, log x)."""
+    """Train the action-only baseline and the world-model variant at each size and seed on the same data, score
+    both on the held-out split, and write scaling.csv, scaling_summary.csv (mean and standard error over the seeds)
+    and scaling.png (PDMS vs size, log x)."""
     import math
 
     from agents.base import AgentOptions
@@ -780,7 +784,7 @@ def experiment_scaling(
     from policies.config import DriveVLAW0Config
     from training.collect import CollectConfig
     from training.collect import collect as run_collect
-    from training.scaling import ScalingConfig, run_scaling
+    from training.scaling import ScalingConfig, run_scaling, summarize_seeds
     from w0sim.one_shot import evaluate_split, summarize
 
     try:
@@ -789,10 +793,21 @@ def experiment_scaling(
         raise typer.BadParameter(f"expected integers, got {sizes!r}", param_hint="--sizes") from None
     if not size_list or size_list[0] < 1:
         raise typer.BadParameter(f"expected positive sample counts, got {sizes!r}", param_hint="--sizes")
-    scaling = ScalingConfig(sizes=size_list, preset=config, seed=seed, backbone_lr_scale=backbone_lr_scale)
+    try:
+        seed_list = tuple(int(s) for s in seeds.split(","))
+        stage1_epochs, stage2_epochs = (float(e) for e in epochs.split(","))
+    except ValueError:
+        raise typer.BadParameter(f"expected comma-separated seeds and two epoch counts, got {seeds!r} and "
+                                 f"{epochs!r}", param_hint="--seeds / --epochs") from None
+    if len(set(seed_list)) != len(seed_list) or min(seed_list) < 0:
+        raise typer.BadParameter(f"expected distinct seeds >= 0, got {seeds!r}", param_hint="--seeds")
+    if not (stage1_epochs > 0 and stage2_epochs > 0):
+        raise typer.BadParameter(f"expected positive epochs, got {epochs!r}", param_hint="--epochs")
+    scaling = ScalingConfig(sizes=size_list, preset=config, seeds=seed_list, stage1_epochs=stage1_epochs,
+                            stage2_epochs=stage2_epochs, backbone_lr_scale=backbone_lr_scale)
     if quick:  # its own folder: a later full run must not resume from (or be refused by) the trial's data
-        scaling = dataclasses.replace(scaling, sizes=(16, 32), batch_size=4, tokenizer_steps=2, stage1_max_steps=2,
-                                      stage2_max_steps=2)
+        scaling = dataclasses.replace(scaling, sizes=(16, 32), seeds=seed_list[:1], batch_size=4, tokenizer_steps=2,
+                                      stage1_max_steps=2, stage2_max_steps=2)
         out, eval_limit = out.with_name(out.name + "-quick"), 10
     if data is None:
         data = out / "data"
@@ -801,14 +816,15 @@ def experiment_scaling(
         console.print(f"collecting expert data: {scenes} scenes of builtin:navtrain -> {data}")
         run_collect("builtin:navtrain", scenes, data, collect_config, workers)
 
-    def evaluate(model_dir: Path, eval_dir: Path) -> dict:
+    def evaluate(model_dir: Path, eval_dir: Path, seed: int) -> dict:
         spec = AgentSpec("drivevla_w0", AgentOptions(str(model_dir), seed, device=device))
         return summarize(evaluate_split(eval_split, spec, eval_dir, limit=eval_limit, workers=workers))
 
     rows = run_scaling(data, out, evaluate, scaling, log=console.print)
-    for row in rows:
-        console.print(f"{row['variant']:>12s} {row['size']:>6d} samples: PDMS {row['pdms']:.4f}")
-    console.print(f"results: {out / 'scaling.csv'}, {out / 'scaling.png'}")
+    for row in summarize_seeds(rows):
+        console.print(f"{row['variant']:>12s} {row['size']:>6d} samples: PDMS {row['pdms_mean']:.4f} "
+                      f"± {row['pdms_stderr']:.4f} ({row['seeds']} seeds)")
+    console.print(f"results: {out / 'scaling.csv'}, {out / 'scaling_summary.csv'}, {out / 'scaling.png'}")
 
 
 if __name__ == "__main__":
