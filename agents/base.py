@@ -100,5 +100,6 @@ class WorldModelAgent(Agent):
         """Seconds between the frames `predict_frames` returns."""
 
     @abstractmethod
-    def predict_frames(self, agent_input: AgentInput, steps: int, seed: int = 0):
-        """(steps, h, w, 3) uint8 frames the world model predicts after the current one."""
+    def predict_frames(self, agent_input: AgentInput, steps: int, seed: int = 0, top_k: int = 0):
+        """(steps, h, w, 3) uint8 frames the world model predicts after the current one: its most likely ones
+        (top_k 0), or sampled from its `top_k` most likely image tokens with `seed`."""

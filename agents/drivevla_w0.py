@@ -1,9 +1,9 @@
 """The DriveVLA-W0 agent: the one bridge between a trained policy and the simulator's agent input (needs torch).
 
 Agent input -> model tensors: the history camera frames one `frame_interval_s` apart (current last),
-area-downsampled to the policy's frame size exactly as the training data was (`downsample_frames`);
-longitudinal speed and acceleration of the current frame; the driving command and its text. The model's
-8 poses at 0.5 s come back as the `Trajectory`.
+area-downsampled to the policy's frame size exactly as the training data was (`downsample_frames`); the ego
+poses of the history (the model's past motions, its only ego state); the driving command and its text. The
+model's 8 poses at 0.5 s come back as the `Trajectory`.
 """
 from __future__ import annotations
 
@@ -117,13 +117,12 @@ class DriveVLAW0Agent(WorldModelAgent):
             raise ValueError(f"DriveVLAW0Agent: {len(agent_input.cameras)} history frames are too few")
         frames = downsample_frames(agent_input.cameras[picks], c.image_height, c.image_width)
         history = torch.from_numpy(np.ascontiguousarray(frames)).movedim(-1, -3).float().div(255.0)[None]
-        # Speed and acceleration stay float32 whatever the agent's dtype, as training fed them: the model bins them in
-        # float64 and embeds them in float32, and bf16 rounding moves a speed such as 7.99 m/s into the next bin.
-        as_tensor = lambda v, dtype=torch.float32: torch.tensor([v], dtype=dtype, device=self.device)  # noqa: E731
+        # Ego poses stay float32 whatever the agent's dtype, as training fed them: the model turns them into FAST
+        # tokens in float64, and bf16 rounding would move a motion into another token.
+        poses = torch.from_numpy(np.ascontiguousarray(agent_input.ego_poses, dtype=np.float32))[None]
+        command = torch.tensor([int(np.argmax(agent_input.driving_command))], dtype=torch.long, device=self.device)
         return {"history_frames": history.to(self.device), "texts": [agent_input.command_text],
-                "speed": as_tensor(float(agent_input.ego_velocity[-1, 0])),
-                "accel": as_tensor(float(agent_input.ego_acceleration[-1, 0])),
-                "command": as_tensor(int(np.argmax(agent_input.driving_command)), torch.long)}
+                "ego_poses": poses.to(self.device), "command": command}
 
     def compute_trajectory(self, agent_input: AgentInput, world: WorldView | None = None) -> Trajectory:
         self.initialize()
@@ -136,11 +135,14 @@ class DriveVLAW0Agent(WorldModelAgent):
         self.initialize()
         return self.model.config.frame_interval_s
 
-    def predict_frames(self, agent_input: AgentInput, steps: int, seed: int = 0) -> np.ndarray:
-        """(steps, h, w, 3) uint8 frames the world model predicts, one `frame_interval_s` apart, re-planning at each."""
+    def predict_frames(self, agent_input: AgentInput, steps: int, seed: int = 0, top_k: int = 0) -> np.ndarray:
+        """(steps, h, w, 3) uint8 frames the world model predicts, one `frame_interval_s` apart, re-planning at each:
+        greedy (top_k 0) or sampled at temperature 1 from the `top_k` most likely codes, with `seed`."""
         self.initialize()
         generator = torch.Generator(self.device).manual_seed(seed)
-        predicted = self.model.rollout_frames(**self.model_inputs(agent_input), steps=steps, generator=generator)[0]
+        sampling = {"temperature": 1.0, "top_k": top_k} if top_k else {}
+        predicted = self.model.rollout_frames(**self.model_inputs(agent_input), steps=steps, generator=generator,
+                                              **sampling)[0]
         return (predicted.float().movedim(1, -1).clamp(0, 1) * 255).round().byte().cpu().numpy()
 
 

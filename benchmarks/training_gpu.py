@@ -1,8 +1,10 @@
 """Training step time, throughput, peak memory and decision latency of DriveVLA-W0 presets on this device (CUDA, else CPU).
 
 For each preset (`--presets`) the model of `training.pipeline.model_config(preset)` (query action expert, AR world
-model; random init, seed 0) is built on the device and trained by `training.trainer.Trainer` on synthetic samples
-shaped as the data set gives them (uint8 frames, one command text, so every sequence has the same length):
+model; random init, seed 0), its action tokenizer fitted on made-up drives as `fit_action_tokenizer` fits one on a
+data set, is built on the device and trained by `training.trainer.Trainer` on synthetic samples shaped as the data
+set gives them (uint8 frames, ego poses, trajectory, command, text; one command text and one made-up drive, so every
+sequence has the same length and no row is padded):
 - step_ms: median over `--steps` steps after `--warmup` warm-up steps of `Trainer.train_step`, the optimizer step
   `Trainer.train` takes (the loss through the accelerate-wrapped model and its autocast, backward, gradient
   clipping, AdamW, schedule), without its logging and checkpoints; the batch is collated and moved to the device
@@ -35,6 +37,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))) 
 
 import torch  # noqa: E402
 
+from policies.action_tokens import fit_action_tokenizer  # noqa: E402
+from policies.config import DriveVLAW0Config  # noqa: E402
 from policies.model import DriveVLAW0ForDriving, frames_to_model  # noqa: E402
 from training.pipeline import model_config  # noqa: E402
 from training.trainer import TrainConfig, Trainer  # noqa: E402
@@ -47,15 +51,31 @@ def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
+def made_up_drives(n: int = 400) -> tuple[torch.Tensor, torch.Tensor]:
+    """(ego poses (n,4,3), plans (n,8,3)): constant speed 0-12 m/s on gentle constant-curvature arcs, 0.5 s apart."""
+    g = torch.Generator().manual_seed(SEED)
+    speed, curvature = torch.rand(n, 1, generator=g) * 12, (torch.rand(n, 1, generator=g) - 0.5) * 0.04
+    s = speed.double() * torch.arange(-3, 9, dtype=torch.float64) * 0.5
+    heading = curvature.double() * s
+    poses = torch.stack([s * torch.cos(heading / 2), s * torch.sin(heading / 2), heading], -1).float()
+    return poses[:, :4], poses[:, 4:]
+
+
+def preset_config(preset: str) -> DriveVLAW0Config:
+    """`model_config(preset)` with its action tokenizer (quantile bounds, FAST BPE) fitted on `made_up_drives`."""
+    config = model_config(preset)
+    return DriveVLAW0Config.from_dict({**config.to_dict(), **fit_action_tokenizer(config, *made_up_drives())})
+
+
 def synthetic_samples(config, n: int) -> list[dict]:
-    """n samples in the layout of `training.dataset.ExpertDataset` (a list serves as the trainer's dataset)."""
+    """n samples in the layout of `training.dataset.ExpertDataset` (a list serves as the trainer's dataset): random
+    frames, the first made-up drive's ego poses and plan, command 0 ("left")."""
     g = torch.Generator().manual_seed(SEED)
     h, w, f = config.image_height, config.image_width, config.num_history_frames
-    trajectory = torch.stack([torch.linspace(2.0, 16.0, config.num_poses), torch.zeros(config.num_poses),
-                              torch.zeros(config.num_poses)], -1)
+    ego_poses, plans = (x[0] for x in made_up_drives())
     return [{"history_frames": torch.randint(0, 256, (f, h, w, 3), generator=g, dtype=torch.uint8),
              "future_frame": torch.randint(0, 256, (h, w, 3), generator=g, dtype=torch.uint8),
-             "trajectory": trajectory, "speed": torch.tensor(6.0), "accel": torch.tensor(0.2),
+             "trajectory": plans.clone(), "ego_poses": ego_poses.clone(),
              "command": torch.tensor(0), "text": COMMAND_TEXT} for _ in range(n)]
 
 
@@ -88,7 +108,7 @@ def measure_training(model: DriveVLAW0ForDriving, args, device: torch.device, ru
     trainer.set_modes()  # train mode, frozen tokenizer in eval mode, as `train` sets them
     with torch.no_grad():  # the sequence the model builds from a batch, as its forward does
         b = trainer.batch(0)
-        inputs = model.build_inputs(frames_to_model(b["history_frames"]), b["text"], b["speed"], b["accel"], b["command"],
+        inputs = model.build_inputs(frames_to_model(b["history_frames"]), b["text"], b["ego_poses"], b["command"],
                                     b["trajectory"], frames_to_model(b["future_frame"]))
     length = inputs.sequence.input_ids.shape[1]
     del inputs, b
@@ -118,13 +138,13 @@ def measure_decision(model: DriveVLAW0ForDriving, args, device: torch.device) ->
     model.eval()
     sample = synthetic_samples(model.config, 1)[0]
     frames = frames_to_model(sample["history_frames"][None]).to(device)
-    speed, accel, command = (sample[k][None].to(device) for k in ("speed", "accel", "command"))
+    ego_poses, command = (sample[k][None].to(device) for k in ("ego_poses", "command"))
     generator = torch.Generator(device).manual_seed(SEED)
     times = []
     for k in range(args.decision_warmup + args.decisions):
         _sync(device)
         started = time.perf_counter()
-        poses = model.predict_trajectory(frames, [sample["text"]], speed, accel, command, generator=generator)
+        poses = model.predict_trajectory(frames, [sample["text"]], ego_poses, command, generator=generator)
         _sync(device)
         if k >= args.decision_warmup:
             times.append(time.perf_counter() - started)
@@ -136,7 +156,7 @@ def measure_decision(model: DriveVLAW0ForDriving, args, device: torch.device) ->
 
 def bench(preset: str, args, device: torch.device) -> dict:
     """Training step and decision of one preset; an out-of-memory stops that part and is recorded."""
-    config = model_config(preset)
+    config = preset_config(preset)
     log(f"[{preset}] building on {device}")
     torch.manual_seed(SEED)
     result: dict = {"stage": args.stage, "batch_size": args.batch_size,

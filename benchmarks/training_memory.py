@@ -2,7 +2,8 @@
 
 What is counted, per stage (1: backbone + world model, 2: action expert + the backbone parameters its loss reaches):
 - parameters: exact counts of the model built on the meta device (`training.pipeline.model_config`: the preset with
-  the action expert and the world model), per part, and the parameters `training.trainer.trainable_groups` trains;
+  the action expert and the world model; an Emu3 decoder as backbone), per part, and the parameters
+  `training.trainer.trainable_groups` trains;
 - model states per GPU on G GPUs under bf16 mixed precision as torch autocast does it: float32 weights (4 B/param),
   float32 gradients (4 B per trained param), AdamW exp_avg + exp_avg_sq (8 B per trained param), frozen parameters
   weights only; sharded over G as DDP / ZeRO-2 / ZeRO-3 / ZeRO-3 with CPU offload do it (see `CHOICES`);
@@ -10,15 +11,18 @@ What is counted, per stage (1: backbone + world model, 2: action expert + the ba
   the backward pass (DDP, ZeRO-2), or, under ZeRO-3, the largest module gathered at once in bf16 (working memory);
 - activations: MEASURED on this CPU as the bytes autograd saves for the backward pass, as they stand at the end of
   the forward (saved_tensors_hooks; each storage once, by its data_ptr, the whole storage even when a view of it is
-  saved) during one bf16-autocast training forward of one sample of the exact training-sequence length, at the
-  preset's width with the depth
-  reduced to 2 and 3 layers (per layer = the difference; 2 and not 1, because in stage 2 the last layer differs:
-  only its K/V path trains) and the vocabulary reduced;
-  the LM head's logits are added analytically at the full vocabulary (`DriveVLAW0Backbone._group_ce` applies the
-  head at the labelled positions only and takes a float32 copy). With activation checkpointing the checkpointed
-  layers keep only their inputs (the tensors handed to the checkpoint function, also measured), plus one layer's
-  activations while it is recomputed. Attention is counted as the fused CUDA kernels keep it (q, k, v, output and
-  a float32 log-sum-exp per row and head), not as the CPU math kernel does (the L x L probabilities).
+  saved) during one bf16-autocast training forward of one sample, its sequence built by the model's own
+  `_inputs` (2VA layout: the longest command text, random image codes for every history frame, the FAST tokens of a
+  made-up drive: of the drives the action tokenizer is fitted on, the one whose sequence is longest), at the
+  preset's width with the depth reduced to 2 and 3 layers (per layer = the difference; 2 and not 1, because in
+  stage 2 the last layer differs: only its K/V path trains) and the vocabulary reduced (a small text range and VQ
+  codebook; the sequence does not depend on them);
+  the LM head's logits are added analytically at the full vocabulary (`DriveVLAW0Backbone.loss` applies the head
+  at the labelled positions only, every frame's image codes and each <boa> ... <eoa> span, and takes a float32
+  copy). With activation checkpointing the checkpointed layers keep only their inputs (the tensors handed to the
+  checkpoint function, also measured), plus one layer's activations while it is recomputed. Attention is counted as
+  the fused CUDA kernels keep it (q, k, v, output and a float32 log-sum-exp per row and head), not as the CPU math
+  kernel does (the L x L probabilities).
 
 Progress goes to stderr; the last stdout line is one JSON object. `--write PATH` writes a markdown report.
 """
@@ -44,12 +48,13 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))) 
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from torch.utils._python_dispatch import TorchDispatchMode  # noqa: E402
-from transformers.models.qwen2.modeling_qwen2 import Qwen2DecoderLayer  # noqa: E402
+from transformers.models.emu3.modeling_emu3 import Emu3DecoderLayer  # noqa: E402
 
-from policies.action_expert import state_features  # noqa: E402
+from policies.action_tokens import ActionTokenizer, fit_action_tokenizer, frame_motions  # noqa: E402
 from policies.config import DriveVLAW0Config  # noqa: E402
 from policies.model import DriveVLAW0ForDriving, DrivingInputs  # noqa: E402
-from policies.sequence import TokenType  # noqa: E402
+from policies.motion import poses_to_deltas  # noqa: E402
+from policies.sequence import IGNORE, TokenType  # noqa: E402
 from policies.text import TEXT_WORDS  # noqa: E402
 from training.pipeline import model_config  # noqa: E402
 from training.trainer import TrainConfig, trainable_groups  # noqa: E402
@@ -59,10 +64,14 @@ LIMITS_GB = {"40GB": 40.0, "80GB": 80.0}  # the paper's L20 (as the paper states
 CHOICES = ("DDP (no sharding)", "ZeRO-2 / FSDP SHARD_GRAD_OP", "ZeRO-3 / FSDP FULL_SHARD",
            "ZeRO-3 + CPU offload (the official scripts' setting)")
 SHORT = dict(zip(CHOICES, ("DDP", "ZeRO-2", "ZeRO-3", "ZeRO-3 + offload")))
-# The longest command text: batch_encode cuts it to config.max_text_length, the longest sequence the data gives.
+# The longest command text: the model cuts it to config.max_text_length words, the longest text the data gives.
 LONGEST_TEXT = " ".join(TEXT_WORDS)
 DEPTHS = (2, 3)  # layers of the measured models
-MEASURED_CODEBOOK = 1024  # vocabulary reduction for the measured models (the sequence length does not depend on it)
+# Vocabulary reduction for the measured models (the sequence does not depend on it): a text range that still holds
+# the instruction words' ids, and a small VQ codebook.
+MEASURED_TEXT_VOCAB = 64
+MEASURED_CODEBOOK = 1024
+DRIVES = 400  # made-up drives the action tokenizer is fitted on
 REGIONS = ("backbone layer", "backbone, outside the layers", "context K/V for the expert", "expert", "LM head", "other")
 
 
@@ -85,6 +94,35 @@ def _rss_gb() -> float:
 
 def numel(module: torch.nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
+
+
+# --- the configuration: the preset with a fitted action tokenizer --------------------------------------------------
+def made_up_drives(n: int = DRIVES) -> tuple[torch.Tensor, torch.Tensor]:
+    """(ego poses (n,4,3), plans (n,8,3)): constant speed 0-12 m/s on gentle constant-curvature arcs, 0.5 s apart."""
+    g = torch.Generator().manual_seed(0)
+    speed, curvature = torch.rand(n, 1, generator=g) * 12, (torch.rand(n, 1, generator=g) - 0.5) * 0.04
+    s = speed.double() * torch.arange(-3, 9, dtype=torch.float64) * 0.5
+    heading = curvature.double() * s
+    poses = torch.stack([s * torch.cos(heading / 2), s * torch.sin(heading / 2), heading], -1).float()
+    return poses[:, :4], poses[:, 4:]
+
+
+@functools.cache
+def preset_config(preset: str) -> DriveVLAW0Config:
+    """`training.pipeline.model_config(preset)` with its action tokenizer fitted on `made_up_drives` (a sequence
+    needs one; the parameter counts do not depend on it)."""
+    config = model_config(preset)
+    return DriveVLAW0Config.from_dict({**config.to_dict(), **fit_action_tokenizer(config, *made_up_drives())})
+
+
+def longest_drive(config: DriveVLAW0Config) -> int:
+    """Index of the made-up drive with the most FAST tokens in its training sequence (past motions of every frame,
+    the actions between frames, the plan): the longest sequence, with the longest text."""
+    ego_poses, plans = made_up_drives()
+    tokenizer, motions = ActionTokenizer(config), frame_motions(config, ego_poses.double())
+    chunks = [*motions.past.unbind(1), *motions.to_next.unbind(1), poses_to_deltas(plans.double())]
+    counts = torch.tensor([[len(row) for row in tokenizer.encode(chunk)] for chunk in chunks]).sum(0)
+    return int(counts.argmax())
 
 
 # --- parameters ----------------------------------------------------------------------------------------------------
@@ -113,27 +151,31 @@ def count_parameters(config: DriveVLAW0Config) -> dict:
 
 # --- the training sequence -----------------------------------------------------------------------------------------
 def training_inputs(model: DriveVLAW0ForDriving, batch: int) -> DrivingInputs:
-    """What `DriveVLAW0ForDriving.forward` hands to `loss` for `batch` samples of the longest text: the training
-    sequence (text, history codes, state, actions, future codes) built by the model's own tokenizers and builder from
-    random codes (the frozen VQ's encoding saves nothing for the backward pass, so it is skipped)."""
+    """What `DriveVLAW0ForDriving.forward` hands to `loss` for `batch` samples of the longest text and the longest
+    made-up drive: the training sequence (per frame: text, image codes, past motions, action; the last frame's action
+    is the plan) built by the model's own `_inputs` from random image codes (the frozen VQ's encoding saves nothing
+    for the backward pass, so it is skipped)."""
     c = model.config
     g = torch.Generator().manual_seed(0)
-    text_ids, text_mask = model.text_tokenizer.batch_encode([LONGEST_TEXT] * batch, max_length=c.max_text_length)
-    speed, accel, command = torch.full((batch,), 8.0), torch.full((batch,), 0.5), torch.ones(batch, dtype=torch.long)
-    poses = torch.stack([torch.linspace(1.0, 30.0, c.num_poses), torch.zeros(c.num_poses), torch.zeros(c.num_poses)], -1)
-    poses = poses.expand(batch, -1, -1).clone()
+    ego_poses, plans = made_up_drives()
+    drive = longest_drive(c)
     history = torch.randint(0, c.vq_codebook_size, (batch, c.num_history_frames, *c.image_grid), generator=g)
-    future = torch.randint(0, c.vq_codebook_size, (batch, *c.image_grid), generator=g)
-    seq = model.builder.build(text_ids, text_mask, history, model.state_tokenizer.encode(speed, accel, command),
-                              model.backbone.action_tokenizer.encode(poses), future)
-    return DrivingInputs(seq, state_features(c, speed, accel, command), None, poses, None)
+    return model._inputs(history, [LONGEST_TEXT] * batch, ego_poses[drive].expand(batch, -1, -1),
+                         torch.ones(batch, dtype=torch.long), plans[drive].expand(batch, -1, -1).clone())
 
 
-def labelled_positions(inputs: DrivingInputs) -> dict[str, int]:
-    """Positions per sample where the stage-1 loss applies the LM head (next-token targets by type)."""
-    targets = inputs.sequence.type_ids[0, 1:]
-    return {"action": int((targets == int(TokenType.ACTION)).sum()),
-            "future_image": int((targets == int(TokenType.FUTURE_IMAGE)).sum())}
+def describe_sequence(inputs: DrivingInputs, config: DriveVLAW0Config) -> dict:
+    """Length and make-up of one sample's training sequence, and the positions where the stage-1 loss applies the LM
+    head (the next token is labelled): image codes (the world model) and the rest (<boa>, FAST tokens, <eoa>)."""
+    seq = inputs.sequence
+    types, targets = seq.type_ids[0], seq.labels[0, 1:]
+    labelled = targets != IGNORE
+    image = targets >= config.image_offset
+    return {"length": seq.input_ids.shape[1],
+            "text_tokens": int((types == int(TokenType.TEXT)).sum()) // config.num_history_frames,  # before each frame
+            "fast_tokens": {"past": int((types == int(TokenType.PAST_ACTION)).sum()),
+                            "actions": int((types == int(TokenType.ACTION)).sum())},
+            "labelled_positions": {"action": int((labelled & ~image).sum()), "image": int((labelled & image).sum())}}
 
 
 # --- measurement ---------------------------------------------------------------------------------------------------
@@ -257,7 +299,9 @@ class SavedForBackward:
             setattr(owner, method, run)
             wrapped.append((owner, method))
 
-        tag(backbone, "_group_ce", "LM head")
+        # `loss` runs the decoder (tagged above; its embedding lookup through `embed`), then the LM head and the CE.
+        tag(backbone, "loss", "LM head")
+        tag(backbone, "embed", "backbone, outside the layers")
         if model.policy is not None:
             tag(model.policy, "context", "context K/V for the expert")
         checkpointing = {m: m._gradient_checkpointing_func for m in model.modules()
@@ -324,10 +368,12 @@ def measure_forward(model: DriveVLAW0ForDriving, stage: int, checkpointing: bool
 
 
 def measured_config(preset: str, depth: int) -> DriveVLAW0Config:
-    """The preset at `depth` layers with a small VQ codebook (so a small vocabulary): same widths, same sequence."""
-    full = model_config(preset)
-    return model_config(preset, num_hidden_layers=depth, vq_codebook_size=min(full.vq_codebook_size, MEASURED_CODEBOOK),
-                        vocab_pad_to=0)
+    """The preset at `depth` layers with a small text range and VQ codebook (so a small vocabulary), the same fitted
+    action tokenizer: same widths, same sequence."""
+    full = preset_config(preset)
+    return DriveVLAW0Config.from_dict({**full.to_dict(), "num_hidden_layers": depth,
+                                       "text_vocab_size": min(full.text_vocab_size, MEASURED_TEXT_VOCAB),
+                                       "vq_codebook_size": min(full.vq_codebook_size, MEASURED_CODEBOOK)})
 
 
 def measure_activations(preset: str, batch_check: bool) -> tuple[dict, dict]:
@@ -338,11 +384,9 @@ def measure_activations(preset: str, batch_check: bool) -> tuple[dict, dict]:
         torch.manual_seed(0)
         model = DriveVLAW0ForDriving(measured_config(preset, depth))
         if depth == DEPTHS[0]:
-            inputs = training_inputs(model, 1)
-            sequence = {"length": inputs.sequence.input_ids.shape[1],
-                        "text_tokens": int((inputs.sequence.type_ids[0] == int(TokenType.TEXT)).sum()),
-                        "labelled_positions": labelled_positions(inputs)}
-            log(f"[measure] training sequence {sequence['length']} tokens, labelled {sequence['labelled_positions']}")
+            sequence = describe_sequence(training_inputs(model, 1), model.config)
+            log(f"[measure] training sequence {sequence['length']} tokens, FAST {sequence['fast_tokens']}, "
+                f"labelled {sequence['labelled_positions']}")
         for stage in (1, 2):
             for checkpointing in (False, True):
                 key = f"stage{stage}, depth {depth}, {'checkpointing' if checkpointing else 'no checkpointing'}"
@@ -401,9 +445,10 @@ def activation_model(runs: dict, params: dict, config: DriveVLAW0Config, positio
 
 
 def linear_parameters(config: DriveVLAW0Config) -> int:
-    """Elements of one backbone decoder layer's linear weights and biases: what autocast casts to bf16 (and caches)."""
+    """Elements of one backbone decoder layer's linear weights (Emu3 blocks have no biases): what autocast casts to
+    bf16 (and caches)."""
     with torch.device("meta"):
-        layer = Qwen2DecoderLayer(config.backbone_config(), 0)
+        layer = Emu3DecoderLayer(config.backbone_config(), 0)
     return sum(p.numel() for m in layer.modules() if isinstance(m, torch.nn.Linear) for p in m.parameters())
 
 
@@ -485,7 +530,7 @@ def markdown(result: dict, argv: list[str]) -> str:
              "MB = 10^6 bytes.", "",
              "## Parameters (exact, model built on the meta device)", "",
              "| part | parameters |", "|---|---:|"]
-    for key, label in (("backbone", "backbone (Qwen2 decoder incl. embedding and LM head)"),
+    for key, label in (("backbone", "backbone (Emu3 decoder incl. embedding and LM head)"),
                        ("action_expert", "action expert (expert layers, state MLP, query head)"),
                        ("vq_tokenizer", "VQ tokenizer (frozen in stages 1 and 2)"), ("total", "**total**"),
                        ("backbone_layer", "one backbone decoder layer"), ("embedding", "embedding table"),
@@ -493,9 +538,11 @@ def markdown(result: dict, argv: list[str]) -> str:
                        ("stage1_trained", "trained in stage 1"), ("stage2_trained", "trained in stage 2")):
         lines.append(f"| {label} | {p[key]:,} |")
     lines += ["", "## Activations per sample (measured on a CPU)", "",
-              f"Training sequence: {s['length']} tokens (the longest command text, {s['text_tokens']} tokens; "
-              f"{s['labelled_positions']['action']} action and {s['labelled_positions']['future_image']} future-image "
-              "positions carry the stage-1 LM-head loss). In MB:", "",
+              f"Training sequence: {s['length']} tokens ({result['frames']} frames of {result['image_tokens']} image "
+              f"codes, the longest command text ({s['text_tokens']} tokens) before each, {s['fast_tokens']['past']} "
+              f"FAST tokens of past motions and {s['fast_tokens']['actions']} of the actions and the plan; "
+              f"{s['labelled_positions']['action']} action (<boa>, FAST, <eoa>) and {s['labelled_positions']['image']} "
+              "image-code positions carry the stage-1 LM-head loss). In MB:", "",
               "| | stage 1 | stage 1, checkpointing | stage 2 | stage 2, checkpointing |", "|---|---:|---:|---:|---:|"]
     cols = [acts[f"stage{st}"][m] for st in (1, 2) for m in ("no checkpointing", "checkpointing")]
     lines.append("| layers counted at the per-layer figures | " + " | ".join(str(c["layers_at_per_layer"]) for c in cols) + " |")
@@ -558,9 +605,12 @@ def notes(result: dict) -> list[str]:
     batch_check = (f"measured at micro-batch 2 (stage 1, {DEPTHS[0]} layers) the kept activations are "
                    f"{check['batch_ratio']:.3f} x those of micro-batch 1" if "batch_ratio" in check
                    else "not checked in this run (--quick)")
+    fast, length = result["sequence"]["fast_tokens"], result["sequence"]["length"]
+    per_token = acts["stage1"]["no checkpointing"]["per_sample"] / length
     return [
         f"Model: `training.pipeline.model_config('{result['preset']}')`, the preset with the query action expert and "
-        "the AR (VQ) world model, every parameter float32 at rest as the trainer keeps it. The frozen VQ tokenizer's "
+        "the AR (VQ) world model (backbone: transformers' `Emu3ForCausalLM`, untied LM head, no attention biases), "
+        "every parameter float32 at rest as the trainer keeps it. The frozen VQ tokenizer's "
         f"weights count as weights; buffers ({p['buffer_bytes'] / 1e6:.0f} MB, the VQ codebook and its EMA) are "
         "counted whole on every GPU.",
         "Stage 1 trains the backbone; stage 2 the action expert plus the backbone parameters its loss reaches "
@@ -575,7 +625,7 @@ def notes(result: dict) -> list[str]:
         "used, caches the copy of every trained weight until the forward's autocast context ends, and autograd keeps "
         "copies for the backward pass; measured as the parameter casts (seen by a dispatch mode) alive at the end of "
         "the forward, per layer by the depth difference (expected per backbone layer: "
-        f"{mb_(check['weight_copies_per_layer_expected'])} MB for its linear weights and biases; measured "
+        f"{mb_(check['weight_copies_per_layer_expected'])} MB for its linear weights, Emu3 blocks having no biases; measured "
         f"{mb_(acts['stage1']['no checkpointing']['bf16_weight_copies_per_layer'])} MB), the LM head's added "
         "analytically. Checkpointing does not remove them (the cache holds them). ZeRO-3: the compute weights are "
         "bf16 gathers freed after use, counted as "
@@ -586,18 +636,21 @@ def notes(result: dict) -> list[str]:
         "(torch.autograd.graph.saved_tensors_hooks, followed by weak references; each storage once, by its data_ptr, "
         "and whole where only a view of it is saved; parameters and weight copies apart), at the preset's widths and "
         f"exact training-sequence length, with {DEPTHS[0]} and {DEPTHS[1]} layers (per layer = the difference, rest = "
-        f"the {DEPTHS[0]}-layer run minus its typical layers) and a {MEASURED_CODEBOOK}-code VQ codebook for a small "
-        "vocabulary (the sequence does not depend on it). Full depth = rest + typical layers x per layer. In stage 2 "
+        f"the {DEPTHS[0]}-layer run minus its typical layers) and a {MEASURED_TEXT_VOCAB}-id text range and "
+        f"{MEASURED_CODEBOOK}-code VQ codebook for a small vocabulary (the sequence does not depend on them). Full depth = "
+        "rest + typical layers x per layer. In stage 2 "
         "the last layer is not typical and sits in the rest: it keeps only what its K/V path needs (its attention "
         "output and MLP feed no loss, and autograd frees them during the forward).",
         "Attention is counted as the fused CUDA kernels (FlashAttention-2, memory-efficient, cuDNN) keep it: q, k, v, "
         "the output and a float32 log-sum-exp per row and head, with K/V as transformers hands them to SDPA (not "
         "repeated for GQA when there is no padding mask). The CPU math kernel would keep the L x L probabilities. A "
-        "micro-batch whose command texts differ in length carries padding, and transformers then repeats K/V for "
+        "micro-batch whose rows differ in length (command texts, FAST token counts) is left-padded, and transformers "
+        "then repeats K/V for "
         f"SDPA: about {mb_(check['padded_kv_extra_per_layer'])} MB more per sample and layer "
         f"({gb(check['padded_kv_extra_per_layer'] * result['layers'])} GB per sample over the {result['layers']} layers).",
         f"LM head, stage 1, analytic: {head['labelled_positions']} labelled positions x {head['vocab']:,} ids x (2 B "
-        "bf16 logits + 4 B float32 copy; `_group_ce` applies the head at the labelled positions only and cross-entropy "
+        "bf16 logits + 4 B float32 copy; `DriveVLAW0Backbone.loss` applies the head at the labelled positions only "
+        "(every frame's image codes, each <boa> ... <eoa> span) and cross-entropy "
         "keeps the float32 log-probabilities), plus the head's bf16 input. Check at the reduced vocabulary: the head "
         f"kept {mb_(check['lm_head_measured_reduced'])} MB, the formula's kept part (float32 log-probabilities + bf16 "
         f"input) gives {mb_(check['lm_head_formula_reduced'])} MB.",
@@ -606,6 +659,12 @@ def notes(result: dict) -> list[str]:
         "the backward pass recomputes it (added in full: an upper bound, as the forward's end, where autocast's cache "
         "is full, and the recompute do not coincide). Stage 2's context K/V (norm, K/V projections and RoPE of each "
         "layer's input, computed outside the checkpointed layers) are kept either way.",
+        f"The sequence's action tokens: the FAST tokenizer (fast_vocab_size {result['fast_vocab_size']:,}) fitted, as "
+        f"`fit_action_tokenizer` does on a data set, on {DRIVES} made-up drives (constant speed 0-12 m/s on gentle arcs); "
+        f"the sample is the drive whose sequence holds the most FAST tokens ({fast['past']} of past motions, "
+        f"{fast['actions']} of the actions and the plan). A data set's chunks can take more tokens (AR decoding caps a "
+        f"plan at {result['max_plan_tokens']}): activations grow about linearly with the sequence, by about "
+        f"{mb_(per_token)} MB per sample per token in stage 1 without checkpointing.",
         f"Activations scale with the micro-batch: {batch_check}. Not counted: transient buffers (the activation "
         "gradients of the layer in its backward pass, a layer's unsharded gradients before ZeRO's reduce-scatter, "
         "communication buckets), the CUDA context (about 0.5-1 GB) and allocator fragmentation: a total within a few "
@@ -629,7 +688,7 @@ def main(argv: list[str] | None = None) -> dict:
     micro_batches = [int(x) for x in args.micro_batch.split(",")]
     made_by = provenance(argv)
     started = time.perf_counter()
-    config = model_config(args.preset)
+    config = preset_config(args.preset)
     params = count_parameters(config)
     log(f"[{args.preset}] {params['total']:,} parameters; trained: stage 1 {params['stage1_trained']:,}, "
         f"stage 2 {params['stage2_trained']:,}")
@@ -650,7 +709,9 @@ def main(argv: list[str] | None = None) -> dict:
     if pair is not None:
         checks["batch_ratio"] = sum(v["activations"] for v in pair.values()) / sum(v["activations"] for v in one.values())
     result = {"preset": args.preset, "gpus": args.gpus, "micro_batches": micro_batches, "sequence": sequence,
-              "layers": config.num_hidden_layers,
+              "layers": config.num_hidden_layers, "frames": config.num_history_frames,
+              "image_tokens": config.image_tokens_per_frame, "fast_vocab_size": config.fast_vocab_size,
+              "max_plan_tokens": config.max_action_tokens - 2,
               "parameters": params, "activations": acts,
               "memory": memory_table(params, acts, args.gpus, micro_batches),
               "host_offload_bytes_per_gpu": {f"stage{s}": host_offload_bytes(params, s, args.gpus) for s in (1, 2)},

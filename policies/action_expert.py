@@ -1,14 +1,14 @@
 """DriveVLA-W0 with the action expert: backbone context pass + joint-attention expert with a query, AR or flow-matching decoder.
 
-drivevla_w0_paper.md §4.3. The expert's first token is a state token, MLP of continuous ego
-features (speed, acceleration normalised by the config's state ranges, command one-hot; the paper
-uses 3 past deltas + command). It reads the backbone's context up to (excluding) <boa>:
-- query: learned queries, one bidirectional pass, LayerNorm + zero-init Linear -> poses, L1 loss;
-- ar: action tokens (backbone embedding table -> MLP) through the expert only, causal, CE over
-  the action-bin block (the head covers the 3*bins action ids, not the whole vocabulary), greedy;
-- flow: x_tau = (1-tau) x0 + tau eps, tau = 1 - Beta(1.5, 1), target eps - x0, adaLN head, Euler
-  from tau 1 to 0 in `flow_steps` steps.
-Continuous decoders work on poses normalised to [-1, 1] by the action ranges of the config.
+drivevla_w0_paper.md §4.3. The expert's first token is the state token, an MLP of the current frame's past
+motions (3 x (dx, dy, dyaw), normalised) and the command one-hot, as the official code builds it. It reads the
+backbone's context up to (excluding) the last <boa>:
+- query: learned queries, one bidirectional pass, LayerNorm + zero-init Linear -> the plan's normalised
+  motions, L1 loss;
+- ar: FAST tokens (backbone embedding table -> MLP) through the expert only, causal, CE over the FAST ids and
+  <eoa> (the head covers those ids, not the whole vocabulary), greedy up to <eoa>;
+- flow: x_tau = (1-tau) x0 + tau eps on the normalised motions, tau = 1 - Beta(1.5, 1), target eps - x0, adaLN
+  head, Euler from tau 1 to 0 in `flow_steps` steps.
 """
 from __future__ import annotations
 
@@ -19,23 +19,23 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from transformers import PreTrainedModel
-from transformers.models.qwen2.modeling_qwen2 import rotate_half
+from transformers.models.emu3.modeling_emu3 import rotate_half
 
 from policies.backbone import DriveVLAW0Backbone
+from policies.batch_mean import at_least_float32, batch_mean
 from policies.config import COMMANDS, DriveVLAW0Config
 from policies.joint_attention import KV, ActionExpertTransformer
+from policies.motion import poses_to_deltas
 from policies.noise import BatchNoise
-from policies.sequence import VLASequence
+from policies.sequence import IGNORE, VLASequence
+
+STATE_FEATURES = 9 + len(COMMANDS)  # 3 past motions x (dx, dy, dyaw), command one-hot
 
 
-def state_features(config: DriveVLAW0Config, speed: torch.Tensor, accel: torch.Tensor,
-                   command: torch.Tensor) -> torch.Tensor:
-    """(B,) speed m/s, acceleration m/s^2, command index -> (B, 2 + len(COMMANDS)) expert state input."""
-    (s_lo, s_hi), (a_lo, a_hi) = config.state_speed_range, config.state_accel_range
-    s = 2 * (speed - s_lo) / (s_hi - s_lo) - 1
-    a = 2 * (accel - a_lo) / (a_hi - a_lo) - 1
-    onehot = F.one_hot(command.long(), len(COMMANDS)).to(speed.dtype)
-    return torch.cat([s[:, None], a[:, None], onehot], dim=1)
+def state_features(past_motions: torch.Tensor, command: torch.Tensor) -> torch.Tensor:
+    """(B,3,3) normalised past motions of the current frame, (B,) command index -> (B, 13) state-token input."""
+    onehot = F.one_hot(command.long(), len(COMMANDS)).to(past_motions.dtype)
+    return torch.cat([past_motions.flatten(1), onehot], dim=1)
 
 
 def _sinusoidal(t: torch.Tensor, width: int, min_period: float = 4e-3, max_period: float = 4.0) -> torch.Tensor:
@@ -51,7 +51,7 @@ class ExpertOutput:
     """Action loss of the expert's decoder (the stage-2 objective) and the decoder's raw output."""
 
     loss: torch.Tensor
-    prediction: torch.Tensor  # query: (B,P,3) normalised poses; flow: velocity; ar: logits
+    prediction: torch.Tensor  # query: (B,P,3) normalised motions; flow: velocity; ar: logits
 
 
 class DriveVLAW0ExpertPolicy(PreTrainedModel):
@@ -60,18 +60,18 @@ class DriveVLAW0ExpertPolicy(PreTrainedModel):
     config_class = DriveVLAW0Config
     base_model_prefix = "policy"
     _supports_sdpa = True
-    _no_split_modules = ["Qwen2DecoderLayer"]
+    _no_split_modules = ["Emu3DecoderLayer"]
 
     def __init__(self, config: DriveVLAW0Config) -> None:
         super().__init__(config)
         he, p = config.expert_hidden_size, config.num_poses
         self.backbone = DriveVLAW0Backbone(config)
         self.expert = ActionExpertTransformer(config)
-        self.state_in = nn.Sequential(nn.Linear(2 + len(COMMANDS), he), nn.SiLU(), nn.Linear(he, he))
+        self.state_in = nn.Sequential(nn.Linear(STATE_FEATURES, he), nn.SiLU(), nn.Linear(he, he))
         decoder = config.expert_decoder
         if decoder == "query":
             self.queries = nn.Parameter(torch.randn(p, he) * he ** -0.5)
-            self.query_norm = nn.LayerNorm(he)
+            self.query_norm = nn.LayerNorm(he, eps=1e-6)
             self.query_out = nn.Linear(he, 3)
         elif decoder == "flow":
             self.flow_in = nn.Linear(3, he)
@@ -82,15 +82,9 @@ class DriveVLAW0ExpertPolicy(PreTrainedModel):
             self.flow_out = nn.Linear(he, 3)
         else:  # "ar"
             self.ar_in = nn.Sequential(nn.Linear(config.hidden_size, he), nn.SiLU(), nn.Linear(he, he))
-            self.ar_out = nn.Linear(he, 3 * config.action_bins)
+            # FAST ids in id order, then <eoa>: the official head's rows of those ids (no bias, as it has none)
+            self.ar_out = nn.Linear(he, config.fast_vocab_size + 1, bias=False)
         self.post_init()
-
-    def _pose_range(self, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        # From the config, not buffers: non-persistent buffers are not restored by from_pretrained.
-        c = self.config
-        ranges = torch.tensor([c.action_x_range, c.action_y_range, c.action_heading_range],
-                              dtype=like.dtype, device=like.device)
-        return ranges[:, 0], ranges[:, 1]
 
     def _init_weights(self, module: nn.Module) -> None:
         super()._init_weights(module)
@@ -103,30 +97,33 @@ class DriveVLAW0ExpertPolicy(PreTrainedModel):
             nn.init.zeros_(module.weight)
             nn.init.zeros_(module.bias)
 
-    # --- pose normalisation ---------------------------------------------------------------------
-    def normalize_poses(self, poses: torch.Tensor) -> torch.Tensor:
-        lo, hi = self._pose_range(poses)
-        return 2 * (poses - lo) / (hi - lo) - 1
+    # --- targets ------------------------------------------------------------------------------------
+    def plan_motions(self, poses: torch.Tensor) -> torch.Tensor:
+        """(B,P,3) plan poses -> (B,P,3) normalised per-step motions, the continuous decoders' target."""
+        return self.backbone.action_tokenizer.normalizer.normalize(poses_to_deltas(poses.double())).float()
 
-    def denormalize_poses(self, x: torch.Tensor) -> torch.Tensor:
-        lo, hi = self._pose_range(x)
-        return lo + (x + 1) / 2 * (hi - lo)
+    def motions_to_poses(self, x: torch.Tensor) -> torch.Tensor:
+        """(B,P,3) normalised motions -> (B,P,3) poses in the current ego frame."""
+        tokenizer = self.backbone.action_tokenizer
+        return tokenizer.plan_to_poses(tokenizer.normalizer.denormalize(x.double())).float()
 
     # --- context ----------------------------------------------------------------------------------
     def context(self, seq: VLASequence, image_features: torch.Tensor | None = None) -> tuple[list[KV], torch.Tensor]:
-        """One backbone pass over the context before <boa> (what the expert reads, §4.2); its per-layer K/V and mask.
+        """One backbone pass over the context before the last <boa> (what the expert reads, §4.2); its per-layer K/V
+        and mask.
         image_features: (B,F,h*w,D) patch features on the continuous path, else None.
 
         The backbone is causal, so the context's K/V do not depend on what follows it (the ground-truth actions and
-        future frame of a training sequence): only the context is run. Each layer's K/V are its key and value
+        plan of a training sequence): only the context is run. Each layer's K/V are its key and value
         projections (keys with RoPE) of that layer's input, as the layer's attention computes them; they are taken
         from the layers' inputs, not from a KV cache, because transformers drops the cache of a layer under
         activation checkpointing (the replay would write it twice)."""
-        model, length = self.backbone.model, seq.action_start - 1
-        mask, positions = seq.attention_mask[:, :length], seq.position_ids[:, :length]
+        model = self.backbone.model
+        length = int(seq.context_mask.long().cumsum(1).argmax(1).max()) + 1  # columns up to the last context token
+        mask, positions = seq.context_mask[:, :length], seq.position_ids[:, :length]
         embeds = self.backbone.embed(seq.input_ids[:, :length], seq.type_ids[:, :length], image_features)
-        out = model(inputs_embeds=embeds, attention_mask=mask, position_ids=positions, output_hidden_states=True,
-                    use_cache=False)
+        out = model(inputs_embeds=embeds, attention_mask=mask.long(), position_ids=positions,
+                    output_hidden_states=True, use_cache=False)
         cos, sin = (t.unsqueeze(1) for t in model.rotary_emb(embeds, positions))
         kv = []
         for layer, inputs in zip(model.layers, out.hidden_states):
@@ -135,7 +132,7 @@ class DriveVLAW0ExpertPolicy(PreTrainedModel):
             keys = attn.k_proj(x).view(shape).transpose(1, 2)
             values = attn.v_proj(x).view(shape).transpose(1, 2)
             kv.append((keys * cos + rotate_half(keys) * sin, values))
-        return kv, mask.bool()
+        return kv, mask
 
     def _state_token(self, state: torch.Tensor) -> torch.Tensor:
         return self.state_in(state.to(self.state_in[0].weight.dtype))[:, None]
@@ -164,15 +161,15 @@ class DriveVLAW0ExpertPolicy(PreTrainedModel):
     def loss(self, seq: VLASequence, state: torch.Tensor, poses: torch.Tensor,
              noise: BatchNoise | None = None, image_features: torch.Tensor | None = None) -> ExpertOutput:
         """Stage-2 action loss of the configured decoder. seq: a VLA sequence (prompt or full training
-        sequence; the expert only reads its context before <boa>); state: (B,6) `state_features`;
+        sequence; the expert only reads its context before the last <boa>); state: (B,13) `state_features`;
         poses: (B,P,3) ground-truth trajectory; noise: the flow decoder's draws (unseeded without)."""
         ctx, mask = self.context(seq, image_features)
         decoder = self.config.expert_decoder
         if decoder == "query":
             pred = self._query_pass(ctx, mask, state)
-            return ExpertOutput(F.l1_loss(pred, self.normalize_poses(poses).to(pred.dtype)), pred)
+            return ExpertOutput(F.l1_loss(pred, self.plan_motions(poses).to(pred.dtype)), pred)
         if decoder == "flow":
-            x0 = self.normalize_poses(poses).to(self.flow_in.weight.dtype)
+            x0 = self.plan_motions(poses).to(self.flow_in.weight.dtype)
             b = x0.shape[0]
             noise = noise or BatchNoise()
             eps = noise.randn(x0.shape, x0.device, x0.dtype)
@@ -182,13 +179,28 @@ class DriveVLAW0ExpertPolicy(PreTrainedModel):
             x_tau = (1 - tau[:, None, None]) * x0 + tau[:, None, None] * eps
             v = self._flow_velocity(ctx, mask, state, x_tau, tau)
             return ExpertOutput(F.mse_loss(v, eps - x0), v)
-        ids = self.backbone.action_tokenizer.encode(poses)  # (B, P*3)
-        boa = ids.new_full((ids.shape[0], 1), self.config.special_id("<boa>"))
-        x = torch.cat([self._state_token(state), self._ar_embed(torch.cat([boa, ids[:, :-1]], 1))], 1)
+        inputs, targets = self._ar_teacher_forcing(poses)
+        x = torch.cat([self._state_token(state), self._ar_embed(inputs.to(state.device))], 1)
         out, _ = self.expert(x, ctx, mask, causal=True)
-        logits = self.ar_out(out[:, 1:]).float()
-        target = ids - self.config.action_offset
-        return ExpertOutput(F.cross_entropy(logits.flatten(0, 1), target.flatten()), logits)
+        logits = at_least_float32(self.ar_out(out[:, 1:]))
+        targets = targets.to(logits.device).flatten()
+        total = F.cross_entropy(logits.flatten(0, 1), targets, ignore_index=IGNORE, reduction="sum")
+        return ExpertOutput(batch_mean(total, (targets != IGNORE).sum().float()), logits)
+
+    def _ar_teacher_forcing(self, poses: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Inputs <boa> t1 .. tn (vocabulary ids, <eoa>-padded) and targets t1 .. tn <eoa> (head classes, IGNORE
+        after <eoa>) of the plans' FAST tokens, cut at `max_action_tokens` with <boa> and <eoa> (official cap)."""
+        c = self.config
+        tokenizer = self.backbone.action_tokenizer
+        rows = [row[:c.max_action_tokens - 2] for row in tokenizer.encode(poses_to_deltas(poses.double()))]
+        width = max(len(r) for r in rows) + 1
+        eoa_class = c.fast_vocab_size
+        inputs = torch.full((len(rows), width), c.special_id("<eoa>"), dtype=torch.long)
+        targets = torch.full((len(rows), width), IGNORE, dtype=torch.long)
+        for i, row in enumerate(rows):
+            inputs[i, :len(row) + 1] = torch.tensor([c.special_id("<boa>"), *row])
+            targets[i, :len(row) + 1] = torch.tensor([*(c.id_to_fast(t) for t in row), eoa_class])
+        return inputs, targets
 
     # --- inference --------------------------------------------------------------------------------
     @torch.no_grad()
@@ -198,7 +210,7 @@ class DriveVLAW0ExpertPolicy(PreTrainedModel):
         ctx, mask = self.context(prompt, image_features)
         decoder = self.config.expert_decoder
         if decoder == "query":
-            return self.denormalize_poses(self._query_pass(ctx, mask, state).float())
+            return self.motions_to_poses(self._query_pass(ctx, mask, state).float())
         if decoder == "flow":
             steps = flow_steps or self.config.flow_steps
             b, dtype = state.shape[0], self.flow_in.weight.dtype
@@ -206,23 +218,28 @@ class DriveVLAW0ExpertPolicy(PreTrainedModel):
             for k in range(steps):  # Euler from tau = 1 (noise) to 0 (data)
                 tau = torch.full((b,), 1 - k / steps, device=state.device, dtype=dtype)
                 x = x - self._flow_velocity(ctx, mask, state, x, tau) / steps
-            return self.denormalize_poses(x.float())
-        return self.backbone.action_tokenizer.decode(self._ar_decode(ctx, mask, state))
+            return self.motions_to_poses(x.float())
+        tokenizer = self.backbone.action_tokenizer
+        motions, _ = tokenizer.decode(self._ar_decode(ctx, mask, state), self.config.num_poses)
+        return tokenizer.plan_to_poses(motions).float()
 
-    def _ar_decode(self, ctx: list[KV], mask: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
-        """Greedy AR decoding through the expert only, with the expert's own K/V cache."""
+    def _ar_decode(self, ctx: list[KV], mask: torch.Tensor, state: torch.Tensor) -> list[list[int]]:
+        """Per row, greedy FAST ids (vocabulary ids) through the expert only, with its own K/V cache, up to <eoa>."""
         c = self.config
         b = state.shape[0]
         boa = torch.full((b, 1), c.special_id("<boa>"), device=state.device, dtype=torch.long)
         x = torch.cat([self._state_token(state), self._ar_embed(boa)], 1)
-        past = None
-        tokens = []
-        for step in range(c.num_action_tokens):
+        past, rows = None, [[] for _ in range(b)]
+        done = torch.zeros(b, dtype=torch.bool)
+        for _ in range(c.max_action_tokens - 1):
             out, past = self.expert(x, ctx, mask, causal=True, past_kv=past)
-            block = (step % 3) * c.action_bins
-            logits = self.ar_out(out[:, -1]).float()[:, block:block + c.action_bins]
-            nxt = logits.argmax(-1) + block + c.action_offset
-            tokens.append(nxt)
-            x = self._ar_embed(nxt[:, None])
-        return torch.stack(tokens, 1)
-
+            cls = self.ar_out(out[:, -1]).float().argmax(-1).cpu()
+            for i in range(b):
+                if not done[i] and int(cls[i]) < c.fast_vocab_size:
+                    rows[i].append(c.fast_to_id(int(cls[i])))
+            done |= cls == c.fast_vocab_size
+            if bool(done.all()):
+                break
+            ids = torch.where(cls == c.fast_vocab_size, c.special_id("<eoa>"), c.fast_to_id(cls))
+            x = self._ar_embed(ids[:, None].to(state.device))
+        return rows

@@ -1,93 +1,116 @@
-"""Action and ego-state tokenizers: uniform bins per quantity, mapped into their ranges of the unified vocabulary.
+"""Actions as the official code represents them: per-step SE(2) motions, quantile-normalised, as FAST tokens.
 
-A trajectory (B, num_poses, 3) of ego-frame poses (x, y, heading) becomes num_poses*3 tokens in the
-order x1 y1 h1 x2 y2 h2 ...; each quantity has its own id block of `action_bins` ids, so a token
-says which quantity it is and decoding needs no position bookkeeping. Values outside a range are
-clipped to it; inside, the round-trip error is at most half a bin.
+drivevla_w0_paper.md §2.4: a motion is (dx, dy, dyaw) of one 0.5 s step in the frame of the pose before it;
+`action_low` / `action_high` (q01 / q99 over the training data) map it to [-1, 1]; the FAST tokenizer (DCT +
+BPE, `policies.fast_tokens`) turns a chunk of motions into a few tokens, which sit at the top of the text
+range of the vocabulary (`DriveVLAW0Config.fast_to_id`).
+
+Each frame of a sequence has its past motions (the `num_past_actions` steps before it) and, except the current
+frame, the action to the next frame (`segment_action_steps` steps); the current frame's action is the plan.
+The agent input holds 4 ego poses 0.5 s apart (NAVSIM's 1.5 s history), so the earlier frame's past motions
+reach back beyond it: the missing steps repeat the earliest motion there is (constant-velocity padding),
+in training and driving alike.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+import numpy as np
 import torch
 
-from policies.config import COMMANDS, DriveVLAW0Config
+from policies.config import DriveVLAW0Config
+from policies.fast_tokens import FastActionTokenizer
+from policies.motion import QuantileNormalizer, deltas_to_poses, poses_to_deltas
+
+MIN_RANGE = 1e-3  # the narrowest fitted range of a motion quantity (m or rad)
 
 
-def _to_bins(values: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, bins: int) -> torch.Tensor:
-    """Uniform binning of `values` on [lo, hi] (broadcast), clipped to [0, bins-1]."""
-    scaled = (values - lo) / (hi - lo) * bins
-    return scaled.floor().clamp_(0, bins - 1).long()
+@dataclass
+class FrameMotions:
+    """Per frame of the history (oldest first): its past motions (B,F,num_past_actions,3) and the action to the
+    next frame (B,F-1,segment_action_steps,3), all unnormalised (m, m, rad)."""
+
+    past: torch.Tensor
+    to_next: torch.Tensor
 
 
-def _bin_centres(index: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, bins: int) -> torch.Tensor:
-    return lo + (index.to(lo.dtype) + 0.5) * (hi - lo) / bins
+def frame_motions(config: DriveVLAW0Config, ego_poses: torch.Tensor) -> FrameMotions:
+    """The motions of each history frame from the ego poses (B,N,3) 0.5 s apart relative to the current pose
+    (last), as the agent input gives them (module docstring)."""
+    c = config
+    per_frame = round(c.frame_interval_s / c.pose_interval_s)
+    deltas = poses_to_deltas(ego_poses[:, 1:], ego_poses[:, 0])  # (B,N-1,3), oldest first, the last ends now
+    n = deltas.shape[1]
+    if n < 1:
+        raise ValueError("ego_poses needs at least 2 poses to give a motion")
+    past, to_next = [], []
+    for f in range(c.num_history_frames):
+        end = n - (c.num_history_frames - 1 - f) * per_frame  # deltas[:end] end at frame f
+        index = torch.arange(end - c.num_past_actions, end).clamp(0, n - 1)
+        past.append(deltas[:, index])
+        if f < c.num_history_frames - 1:
+            index = torch.arange(end, end + c.segment_action_steps).clamp(0, n - 1)
+            to_next.append(deltas[:, index])
+    return FrameMotions(torch.stack(past, 1), torch.stack(to_next, 1) if to_next else deltas[:, :0, None])
 
 
 class ActionTokenizer:
-    """(…, num_poses, 3) poses <-> (…, num_poses*3) token ids in [action_offset, image_offset)."""
-
-    def __init__(self, config: DriveVLAW0Config) -> None:
-        self.bins = config.action_bins
-        self.num_poses = config.num_poses
-        self.offset = config.action_offset
-        # Python floats, not tensors: a tokenizer built inside from_pretrained's meta-device
-        # initialisation would otherwise hold data-less meta tensors.
-        self._ranges = (config.action_x_range, config.action_y_range, config.action_heading_range)
-
-    def _range(self, device: torch.device | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """(3,) float64 lower and upper bounds of x, y, heading."""
-        lo, hi = torch.tensor(self._ranges, dtype=torch.float64, device=device).unbind(1)
-        return lo, hi
-
-    @property
-    def bin_width(self) -> torch.Tensor:
-        """(3,) bin width of x, y, heading."""
-        lo, hi = self._range()
-        return (hi - lo) / self.bins
-
-    def encode(self, poses: torch.Tensor) -> torch.Tensor:
-        """(…, P, 3) float -> (…, P*3) long ids."""
-        lo, hi = self._range(poses.device)
-        index = _to_bins(poses.double(), lo, hi, self.bins)
-        dim_offset = torch.arange(3, device=poses.device) * self.bins
-        return (index + dim_offset + self.offset).flatten(-2)
-
-    def decode(self, ids: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-        """(…, P*3) long ids -> (…, P, 3) bin centres."""
-        ids = ids.unflatten(-1, (-1, 3))
-        dim_offset = torch.arange(3, device=ids.device) * self.bins
-        index = ids - self.offset - dim_offset
-        if bool(((index < 0) | (index >= self.bins)).any()):
-            raise ValueError("action ids outside their x / y / heading blocks of the vocabulary")
-        lo, hi = self._range(ids.device)
-        return _bin_centres(index, lo, hi, self.bins).to(dtype)
-
-    def allowed_range(self, step: int) -> tuple[int, int]:
-        """[start, stop) of the ids the `step`-th action token may take (x, y, heading cycle)."""
-        start = self.offset + (step % 3) * self.bins
-        return start, start + self.bins
-
-
-class StateTokenizer:
-    """Ego state (speed m/s, acceleration m/s^2, command index) -> (B, 3) ids, one token each."""
+    """Motions <-> vocabulary ids of FAST tokens, with the config's quantile normalisation."""
 
     def __init__(self, config: DriveVLAW0Config) -> None:
         self.config = config
+        self.normalizer = QuantileNormalizer(tuple(config.action_low), tuple(config.action_high))
+        self.fast = FastActionTokenizer.from_json(config.fast_tokenizer) if config.fast_tokenizer else None
 
-    def encode(self, speed: torch.Tensor, accel: torch.Tensor, command: torch.Tensor) -> torch.Tensor:
-        c = self.config
-        if bool(((command < 0) | (command >= len(COMMANDS))).any()):
-            raise ValueError(f"driving command index outside 0..{len(COMMANDS) - 1} ({COMMANDS})")
-        s_lo, s_hi = (torch.tensor(v, dtype=torch.float64, device=speed.device) for v in c.state_speed_range)
-        a_lo, a_hi = (torch.tensor(v, dtype=torch.float64, device=accel.device) for v in c.state_accel_range)
-        speed_id = _to_bins(speed.double(), s_lo, s_hi, c.state_speed_bins) + c.speed_offset
-        accel_id = _to_bins(accel.double(), a_lo, a_hi, c.state_accel_bins) + c.accel_offset
-        return torch.stack([speed_id, accel_id, command.long() + c.command_offset], dim=-1)
+    def _fitted(self) -> FastActionTokenizer:
+        if self.fast is None:
+            raise ValueError("the configuration's FAST tokenizer is not fitted (fit_action_tokenizer on the data)")
+        return self.fast
 
-    def decode(self, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(…, 3) ids -> (speed bin centre, acceleration bin centre, command index)."""
-        c = self.config
-        lo = torch.tensor([c.state_speed_range[0], c.state_accel_range[0]], dtype=torch.float64)
-        hi = torch.tensor([c.state_speed_range[1], c.state_accel_range[1]], dtype=torch.float64)
-        speed = _bin_centres(ids[..., 0] - c.speed_offset, lo[0], hi[0], c.state_speed_bins)
-        accel = _bin_centres(ids[..., 1] - c.accel_offset, lo[1], hi[1], c.state_accel_bins)
-        return speed.float(), accel.float(), ids[..., 2] - c.command_offset
+    def encode(self, motions: torch.Tensor) -> list[list[int]]:
+        """(B,T,3) motions -> per row, the vocabulary ids of its FAST tokens (lengths differ)."""
+        fast = self._fitted()
+        chunks = self.normalizer.normalize(motions.detach().double().cpu()).numpy()
+        return [[self.config.fast_to_id(k) for k in fast.encode(chunk)] for chunk in chunks]
+
+    def decode(self, ids: list[list[int]], steps: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per row, vocabulary ids (FAST range; others are skipped) -> ((B,steps,3) float64 motions, (B,) bool:
+        the tokens decoded to exactly steps x 3 coefficients)."""
+        fast = self._fitted()
+        rows, valid = [], []
+        for row in ids:
+            tokens = [self.config.id_to_fast(i) for i in row if self._is_fast(i)]
+            chunk, ok = fast.decode_with_status(tokens, steps, 3)
+            rows.append(chunk)
+            valid.append(ok and len(tokens) == len(row))
+        normalised = torch.from_numpy(np.stack(rows)).clamp(-1, 1)
+        return self.normalizer.denormalize(normalised), torch.tensor(valid)
+
+    def _is_fast(self, token_id: int) -> bool:
+        lo, hi = self.config.fast_id_range
+        return lo <= token_id < hi
+
+    def plan_to_poses(self, motions: torch.Tensor) -> torch.Tensor:
+        """(B,P,3) per-step motions of a plan -> (B,P,3) poses in the current ego frame."""
+        return deltas_to_poses(motions)
+
+
+def fit_action_tokenizer(config: DriveVLAW0Config, ego_poses: torch.Tensor, plans: torch.Tensor) -> dict:
+    """Config fields of an action tokenizer fitted on training data (ego_poses (N,4,3), plans (N,P,3) poses):
+    `action_low` / `action_high` are the q01 / q99 of the plans' motions (the official norm_stats), the FAST
+    BPE is trained on every chunk a sequence holds (past motions, actions to the next frame, plans)."""
+    plan_motions = poses_to_deltas(plans.double())
+    low = torch.quantile(plan_motions.reshape(-1, 3), 0.01, dim=0)
+    high = torch.quantile(plan_motions.reshape(-1, 3), 0.99, dim=0)
+    # A quantity that never varies in the data (e.g. dyaw on straight roads only) gets a small range around its value.
+    half = ((MIN_RANGE - (high - low)) / 2).clamp(min=0)
+    normalizer = QuantileNormalizer(tuple((low - half).tolist()), tuple((high + half).tolist()))
+    motions = frame_motions(config, ego_poses.double())
+    chunks = [motions.past.flatten(0, 1), motions.to_next.flatten(0, 1), plan_motions]
+    normalised = [normalizer.normalize(c).numpy() for c in chunks if c.numel()]
+    fast = FastActionTokenizer.fit([row for block in normalised for row in block], config.fast_vocab_size,
+                                   config.fast_scale)
+    return {"action_low": normalizer.low, "action_high": normalizer.high, "fast_tokenizer": fast.to_json()}
+
+
+__all__ = ["ActionTokenizer", "FrameMotions", "fit_action_tokenizer", "frame_motions"]

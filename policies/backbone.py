@@ -1,27 +1,29 @@
-"""VLA backbone: a Qwen2 causal decoder over the unified vocabulary, its action and AR world-model losses, constrained decoding.
+"""VLA backbone: transformers' Emu3ForCausalLM over the Emu3-layout vocabulary, its one weighted CE, constrained decoding.
 
-Loss convention (w0sim): explicit per-group means, L = action_loss_weight * CE(action tokens)
-+ world_model_loss_weight * CE(future-frame image tokens). The official code instead folds alpha
-into a class weight of one CE over all labels (drivevla_w0_paper.md §3.3); per-group means keep
-alpha meaningful when image tokens outnumber action tokens ~100:1. The LM head runs only at the
-positions that carry a label, so the paper-sized 184k-id head is not applied to every token.
+Loss (the official `Emu3MoE.forward`, drivevla_w0_paper.md §3.1): one next-token cross-entropy over every label
+of the sequence (image codes and <boa> ... <eoa> spans), a weighted mean whose class weight is
+`vision_loss_weight` for image codes and 1 elsewhere, so image codes carry most of it (they outnumber action
+tokens ~10:1 at tiny scale, ~60:1 in the paper's), over the global batch on any number of processes
+(`policies.batch_mean`); so is the action part it reports. The world-model part is the plain mean over image codes,
+which every row has the same number of.
+The LM head runs only at labelled positions, so the paper-sized 184k-id head is not applied to every token.
 
-Image positions hold VQ code ids (Emu3 path) or, with `config.image_input == "patch"`, projected
-continuous patch features (ViT / Qwen2.5-VL path; the ids there are placeholders).
+Image positions hold image code ids (Emu3 path) or, with `config.image_input == "patch"`, projected continuous
+patch features (ViT / Qwen2.5-VL path; the ids there are placeholders).
 """
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import DynamicCache, PreTrainedModel, Qwen2Model
+from transformers import DynamicCache, Emu3ForCausalLM, PreTrainedModel
 
 from policies.action_tokens import ActionTokenizer
+from policies.batch_mean import at_least_float32, batch_mean
 from policies.config import DriveVLAW0Config
-from policies.sequence import TokenType, VLASequence
+from policies.sequence import IGNORE, TokenType, VLASequence
 
 
 @dataclass
@@ -36,28 +38,36 @@ class BackboneOutput:
 
 
 class DriveVLAW0Backbone(PreTrainedModel):
-    """Qwen2Model + untied LM head over `config.vocab_size` ids (random init, no download)."""
+    """`Emu3ForCausalLM` (untied LM head, random init, no download) + the continuous path's patch projection."""
 
     config_class = DriveVLAW0Config
     base_model_prefix = "backbone"
     main_input_name = "input_ids"
     _supports_sdpa = True
-    _no_split_modules = ["Qwen2DecoderLayer"]
+    _no_split_modules = ["Emu3DecoderLayer"]
 
     def __init__(self, config: DriveVLAW0Config) -> None:
         super().__init__(config)
-        self.model = Qwen2Model(config.backbone_config())
-        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
-        # Continuous path: patch features are projected into the history frames' image positions.
+        self.lm = Emu3ForCausalLM(config.backbone_config())
+        # Continuous path: patch features are projected into the frames' image positions.
         self.image_proj = nn.Linear(config.patch_dim, config.hidden_size) if config.image_input == "patch" else None
         self.action_tokenizer = ActionTokenizer(config)
         self.post_init()
+
+    @property
+    def model(self) -> nn.Module:
+        """The decoder (`Emu3TextModel`): embeddings, layers, final norm, rotary embedding."""
+        return self.lm.model
+
+    @property
+    def lm_head(self) -> nn.Linear:
+        return self.lm.lm_head
 
     # --- embedding ------------------------------------------------------------------------------
     def embed(self, input_ids: torch.Tensor, type_ids: torch.Tensor | None = None,
               image_features: torch.Tensor | None = None) -> torch.Tensor:
         """Token embeddings (B,L,H); with `image_features` (B,F,h*w,D) from the patch encoder, the
-        history frames' image positions (type IMAGE, placeholder ids) take the projected features."""
+        frames' image positions (type IMAGE, placeholder ids) take the projected features."""
         x = self.model.embed_tokens(input_ids)
         if image_features is None:
             return x
@@ -66,7 +76,7 @@ class DriveVLAW0Backbone(PreTrainedModel):
         feats = self.image_proj(image_features.flatten(1, 2)).to(x.dtype)  # (B, F*h*w, H), sequence order
         return x.masked_scatter((type_ids == int(TokenType.IMAGE))[..., None], feats)
 
-    # --- forward and losses -----------------------------------------------------------------------
+    # --- forward and loss -------------------------------------------------------------------------
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor,
                 type_ids: torch.Tensor | None = None, image_features: torch.Tensor | None = None,
                 cache: DynamicCache | None = None, use_cache: bool = False) -> BackboneOutput:
@@ -77,55 +87,53 @@ class DriveVLAW0Backbone(PreTrainedModel):
         return BackboneOutput(None, None, None, out.last_hidden_state, out.cache)
 
     def loss(self, seq: VLASequence, image_features: torch.Tensor | None = None) -> BackboneOutput:
-        """Action loss and AR world-model loss of a training `VLASequence` (next-token CE by type)."""
+        """The weighted-mean CE of a training `VLASequence` (module docstring) and its action / image parts."""
+        if seq.labels is None:
+            raise ValueError("the sequence has no labels (build it with with_labels=True)")
         c = self.config
         out = self(seq.input_ids, seq.attention_mask, seq.position_ids, seq.type_ids, image_features)
-        hidden, type_ids = out.hidden_states, seq.type_ids
-        target_types, targets, pred = type_ids[:, 1:], seq.input_ids[:, 1:], hidden[:, :-1]
-        action_loss = self._group_ce(pred, targets, target_types == int(TokenType.ACTION))
-        loss = c.action_loss_weight * action_loss
-        wm_loss = None
-        if c.use_world_model:
-            wm_mask = target_types == int(TokenType.FUTURE_IMAGE)
-            if c.world_model_on_history and image_features is None:
-                wm_mask = wm_mask | (target_types == int(TokenType.IMAGE))
-            if bool(wm_mask.any()):
-                wm_loss = self._group_ce(pred, targets, wm_mask)
-                loss = loss + c.world_model_loss_weight * wm_loss
-        return BackboneOutput(loss, action_loss, wm_loss, hidden)
-
-    def _group_ce(self, pred: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """Mean next-token CE over the masked positions (LM head applied to those only)."""
-        logits = self.lm_head(pred[mask]).float()
-        return F.cross_entropy(logits, targets[mask])
+        targets = seq.labels[:, 1:]
+        keep = targets != IGNORE
+        target = targets[keep]
+        logits = at_least_float32(self.lm_head(out.hidden_states[:, :-1][keep]))
+        per_token = F.cross_entropy(logits, target, reduction="none")
+        is_image = target >= c.image_offset
+        weight = torch.where(is_image, c.vision_loss_weight, 1.0)
+        loss = batch_mean((per_token * weight).sum(), weight.sum())
+        action_loss = batch_mean(per_token[~is_image].sum(), (~is_image).sum().to(per_token.dtype))
+        # Image labels are all or none: every row has the same number, or the world model is off.
+        wm_loss = per_token[is_image].mean() if bool(is_image.any()) else None
+        return BackboneOutput(loss, action_loss, wm_loss, out.hidden_states)
 
     # --- inference --------------------------------------------------------------------------
     @torch.no_grad()
-    def _decode(self, seq: VLASequence, steps: int, allowed: Callable[[int], tuple[int, int]],
+    def _decode(self, seq: VLASequence, steps: int, allowed: torch.Tensor, stop_id: int | None = None,
                 temperature: float = 0.0, top_k: int | None = None, generator: torch.Generator | None = None,
                 image_features: torch.Tensor | None = None) -> torch.Tensor:
-        """Greedy (temperature 0) or sampled decoding of `steps` tokens after `seq`, each restricted
-        to the id range `allowed(step)`, with a KV cache: one prefill, then one token per step."""
+        """Up to `steps` tokens after `seq` (B,steps), greedy (temperature 0) or sampled (with `top_k`), each among
+        the ids where `allowed` (V,) is True, with a KV cache; rows that emitted `stop_id` continue with it."""
         cache = DynamicCache(config=self.model.config)
         mask, pos = seq.attention_mask, seq.position_ids[:, -1:]
         out = self.model(inputs_embeds=self.embed(seq.input_ids, seq.type_ids, image_features),
                          attention_mask=mask, position_ids=seq.position_ids, cache=cache, use_cache=True)
         hidden = out.last_hidden_state[:, -1]
+        blocked = ~allowed.to(hidden.device)
+        done = torch.zeros(hidden.shape[0], dtype=torch.bool, device=hidden.device)
         tokens = []
         for step in range(steps):
-            lo, hi = allowed(step)
-            logits = self.lm_head(hidden).float()[:, lo:hi]
+            logits = self.lm_head(hidden).float().masked_fill(blocked, float("-inf"))
             if temperature <= 0:
                 nxt = logits.argmax(-1)
             else:
                 if top_k is not None:
-                    kth = logits.topk(min(top_k, hi - lo), dim=-1).values[:, -1:]
+                    kth = logits.topk(min(top_k, int(allowed.sum())), dim=-1).values[:, -1:]
                     logits = logits.masked_fill(logits < kth, float("-inf"))
-                probs = torch.softmax(logits / temperature, -1)
-                nxt = torch.multinomial(probs, 1, generator=generator)[:, 0]
-            nxt = nxt + lo
+                nxt = torch.multinomial(torch.softmax(logits / temperature, -1), 1, generator=generator)[:, 0]
+            if stop_id is not None:
+                nxt = torch.where(done, stop_id, nxt)
+                done = done | (nxt == stop_id)
             tokens.append(nxt)
-            if step + 1 == steps:
+            if step + 1 == steps or bool(done.all()):
                 break
             mask = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], 1)
             pos = pos + 1
@@ -134,25 +142,33 @@ class DriveVLAW0Backbone(PreTrainedModel):
             hidden = out.last_hidden_state[:, -1]
         return torch.stack(tokens, 1)
 
-    def generate_action_tokens(self, prompt: VLASequence, image_features: torch.Tensor | None = None) -> torch.Tensor:
-        """(B, num_poses*3) greedy action ids after a prompt ending in <boa> (the baseline VLA)."""
-        if int(prompt.input_ids[0, -1]) != self.config.special_id("<boa>"):
-            raise ValueError("the decoding prompt must end with <boa> (build it without action_ids)")
-        return self._decode(prompt, self.config.num_action_tokens, self.action_tokenizer.allowed_range,
-                            image_features=image_features)
-
-    def generate_actions(self, prompt: VLASequence, image_features: torch.Tensor | None = None) -> torch.Tensor:
-        """(B, num_poses, 3) trajectory (x, y, heading bin centres) decoded through the backbone."""
-        return self.action_tokenizer.decode(self.generate_action_tokens(prompt, image_features))
-
-    def generate_future_codes(self, context: VLASequence, temperature: float = 1.0, top_k: int | None = None,
-                              generator: torch.Generator | None = None) -> torch.Tensor:
-        """(B,h,w) VQ codes of the next frame, sampled after a context ending in <boi> (world-model
-        rollout; temperature 0 is greedy)."""
+    def generate_plan_tokens(self, prompt: VLASequence, image_features: torch.Tensor | None = None) -> list[list[int]]:
+        """Per row, the greedy FAST ids of the plan after a prompt ending in <boa>, up to <eoa> (the baseline VLA;
+        at most `max_action_tokens` with <boa> and <eoa>, as the official decoding)."""
         c = self.config
-        if int(context.input_ids[0, -1]) != c.special_id("<boi>"):
-            raise ValueError("the world-model context must end with <boi>")
-        image_range = (c.image_offset, c.image_offset + c.vq_codebook_size)
-        codes = self._decode(context, c.image_tokens_per_frame, lambda _: image_range,
-                             temperature, top_k, generator)
+        if not bool((prompt.input_ids[:, -1] == c.special_id("<boa>")).all()):
+            raise ValueError("the decoding prompt must end with <boa> (build it without the plan)")
+        eoa = c.special_id("<eoa>")
+        allowed = torch.zeros(c.vocab_size, dtype=torch.bool)
+        allowed[slice(*c.fast_id_range)] = True
+        allowed[eoa] = True
+        ids = self._decode(prompt, c.max_action_tokens - 1, allowed, eoa, image_features=image_features)
+        return [[int(i) for i in row if i != eoa] for row in ids.tolist()]
+
+    def generate_plan(self, prompt: VLASequence, image_features: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, num_poses, 3) trajectory decoded through the backbone (FAST tokens -> motions -> poses)."""
+        motions, _ = self.action_tokenizer.decode(self.generate_plan_tokens(prompt, image_features),
+                                                  self.config.num_poses)
+        return self.action_tokenizer.plan_to_poses(motions).float()
+
+    def generate_image_codes(self, context: VLASequence, temperature: float = 0.0, top_k: int | None = None,
+                             generator: torch.Generator | None = None) -> torch.Tensor:
+        """(B,h,w) image codes of the next frame after a context ending in <boi> <img> (world-model rollout);
+        greedy at temperature 0, else sampled from the `top_k` most likely codes."""
+        c = self.config
+        if not bool((context.input_ids[:, -1] == c.special_id("<img>")).all()):
+            raise ValueError("the world-model context must end with <boi> <img>")
+        allowed = torch.zeros(c.vocab_size, dtype=torch.bool)
+        allowed[c.image_offset:c.image_offset + c.vq_codebook_size] = True
+        codes = self._decode(context, c.image_tokens_per_frame, allowed, None, temperature, top_k, generator)
         return (codes - c.image_offset).view(-1, *c.image_grid)

@@ -2,7 +2,7 @@
 
 Every problem is a `CheckpointError` that names the folder, the file, and the field or tensors at fault:
 - config.json: a JSON object of known fields only (`CONFIG_FIELDS`, `CONFIG_METADATA`), each of its type and
-  in its range; ranges (`action_x_range`, ...) finite with min < max; the model must build from it.
+  in its range; `fast_tokenizer` a FAST tokenizer that loads; the model must build from it.
 - model.safetensors: the header is parsed here and checked against the file (truncation, holes, a file that
   is not safetensors); tensor names, shapes and dtypes must be exactly those of the model the config builds
   (built on the meta device: no memory, no data read). Sizes the weights pin down (hidden size, layers,
@@ -32,6 +32,7 @@ from typing import Any
 import torch
 
 from policies.config import EXPERT_DECODERS, IMAGE_INPUTS, DriveVLAW0Config
+from policies.fast_tokens import FastActionTokenizer
 from policies.model import DriveVLAW0ForDriving
 from policies.text import InstructionTokenizer
 
@@ -55,7 +56,7 @@ FLOAT_DTYPES = {"float32": "F32", "bfloat16": "BF16", "float16": "F16"}
 # Tensors the model does not save, so they are never expected in model.safetensors (a test keeps this list equal
 # to the model's non-persistent buffers): each is recomputed from the config when the model is built.
 NOT_SAVED = {
-    "inv_freq": "rotary embedding frequencies of the Qwen2 backbone, from rope_theta and head_dim",
+    "inv_freq": "rotary embedding frequencies of the Emu3 backbone, from rope_theta and head_dim",
     "original_inv_freq": "the same frequencies before any RoPE scaling, from rope_theta and head_dim",
 }
 # No saved tensor is optional: the model ties no weights (tie_word_embeddings=False), and the VQ quantizer's EMA
@@ -69,8 +70,8 @@ FREE_FIELDS = {
     "vq_commitment_weight": "training loss weight", "vq_ema_decay": "training-time codebook EMA",
     "vq_restart_after": "training-time dead-code restarts", "initializer_range": "initialisation of new weights",
     "attention_dropout": "training-time dropout (inactive in eval mode)", "flow_beta_a": "training-time tau sampling",
-    "diffusion_loss_weight": "training loss weight", "action_loss_weight": "training loss weight",
-    "world_model_loss_weight": "training loss weight", "world_model_on_history": "training-time labels",
+    "diffusion_loss_weight": "training loss weight",
+    "vision_loss_weight": "training loss weight",
 }
 
 
@@ -81,8 +82,9 @@ class CheckpointError(ValueError):
 # --- config.json -------------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Rule:
-    """What one config.json field may hold: kind int / float / bool / choice / range (a [min, max] pair) /
-    sizes (a list of 1 to 8 ints), and bounds (inclusive unless `open_low`)."""
+    """What one config.json field may hold: kind int / float / bool / choice /
+    sizes (a list of 1 to 8 ints) / triple (3 numbers) / fast (a fitted FAST tokenizer's JSON, or ""), and bounds
+    (inclusive unless `open_low`)."""
 
     kind: str
     low: float | None = None
@@ -110,25 +112,24 @@ CONFIG_FIELDS: dict[str, Rule] = {
     "vq_restart_after": _size(),
     "image_input": Rule("choice", choices=IMAGE_INPUTS), "patch_dim": _size(), "patch_layers": _size(1, 1024),
     "patch_heads": _size(1, 1024),
-    "text_vocab_size": _size(len(InstructionTokenizer())), "max_text_length": _size(3),
-    "state_speed_bins": _size(2), "state_speed_range": Rule("range", -1000.0, 1000.0),
-    "state_accel_bins": _size(2), "state_accel_range": Rule("range", -1000.0, 1000.0),
-    "num_poses": _size(1, 1024), "pose_interval_s": _positive(60.0), "action_bins": _size(2),
-    "action_x_range": Rule("range", -1000.0, 1000.0), "action_y_range": Rule("range", -1000.0, 1000.0),
-    "action_heading_range": Rule("range", -2 * math.pi, 2 * math.pi),
+    "text_vocab_size": _size(len(InstructionTokenizer())), "max_text_length": _size(1),
+    "num_poses": _size(1, 1024), "pose_interval_s": _positive(60.0), "num_past_actions": _size(1, 64),
+    "segment_action_steps": _size(1, 1024), "action_low": Rule("triple", -1000.0, 1000.0),
+    "action_high": Rule("triple", -1000.0, 1000.0), "fast_vocab_size": _size(2, 1 << 16),
+    "fast_scale": _positive(1e6), "fast_tokenizer": Rule("fast"), "max_action_tokens": _size(3, 4096),
     "hidden_size": _size(), "num_hidden_layers": _size(1, 1024), "num_attention_heads": _size(1, 1024),
     "num_key_value_heads": _size(1, 1024), "head_dim": _size(), "intermediate_size": _size(),
     "rms_norm_eps": Rule("float", 0.0, 1.0, open_low=True), "rope_theta": _positive(1e12),
     "attention_dropout": Rule("float", 0.0, 1.0), "max_position_embeddings": _size(),
-    "initializer_range": Rule("float", 0.0, 10.0), "vocab_pad_to": _size(0),
+    "initializer_range": Rule("float", 0.0, 10.0),
     "expert_hidden_size": _size(), "expert_intermediate_size": _size(),
     "use_action_expert": Rule("bool"), "expert_decoder": Rule("choice", choices=EXPERT_DECODERS),
     "flow_steps": _size(1, 10_000), "flow_beta_a": _positive(1000.0),
     "diffusion_channels": Rule("sizes", 1, 1 << 16), "diffusion_latent_channels": _size(0),
     "diffusion_cond_channels": _size(), "diffusion_cross_dim": _size(), "diffusion_train_timesteps": _size(1, 100_000),
     "diffusion_sample_steps": _size(1, 100_000), "diffusion_loss_weight": Rule("float", 0.0, 1e6),
-    "action_loss_weight": Rule("float", 0.0, 1e6), "world_model_loss_weight": Rule("float", 0.0, 1e6),
-    "use_world_model": Rule("bool"), "world_model_on_history": Rule("bool"),
+    "vision_loss_weight": Rule("float", 0.0, 1e6),
+    "use_world_model": Rule("bool"),
 }
 # Fields transformers writes beside the model's own; "torch_dtype" is the name older versions gave "dtype".
 CONFIG_METADATA = ("architectures", "model_type", "transformers_version", "dtype", "torch_dtype")
@@ -163,16 +164,20 @@ def _field_problem(name: str, value: Any, rule: Rule) -> str | None:
             return f"{name} is {shown}; it must be a finite number"
         inside = (rule.low < value if rule.open_low else rule.low <= value) and value <= rule.high
         return None if inside else f"{name} is {value:g}; it must be {_bounds(rule)}"
-    if rule.kind == "range":
-        if not (isinstance(value, list) and len(value) == 2 and all(_is_number(v) for v in value)):
-            return f"{name} is {shown}; it must be a [min, max] pair of numbers"
-        low, high = value
-        if not (math.isfinite(low) and math.isfinite(high)):
-            return f"{name} is {shown}; both ends must be finite"
-        if not low < high:
-            return f"{name} is {shown}: its min is not below its max (swapped or empty)"
-        if low < rule.low or high > rule.high:
-            return f"{name} is {shown}; it must lie within [{rule.low:g}, {rule.high:g}]"
+    if rule.kind == "triple":
+        if not (isinstance(value, list) and len(value) == 3 and all(_is_number(v) and math.isfinite(v) for v in value)):
+            return f"{name} is {shown}; it must be 3 finite numbers (dx, dy, dyaw)"
+        bad = [v for v in value if not rule.low <= v <= rule.high]
+        return f"{name} has {bad[0]:g}; every entry must be {_bounds(rule)}" if bad else None
+    if rule.kind == "fast":
+        if not isinstance(value, str):
+            return f"{name} is {shown}; it must be a string (a fitted FAST tokenizer's JSON, or empty)"
+        if not value:
+            return None
+        try:
+            FastActionTokenizer.from_json(value)
+        except ValueError as err:
+            return f"{name} is not a FAST tokenizer: {err}"
         return None
     # sizes: a list of 1 to 8 ints (one per stage)
     if not (isinstance(value, list) and 1 <= len(value) <= 8 and all(_is_int(v) for v in value)):
@@ -223,6 +228,14 @@ def config_problems(raw: Any) -> list[str]:
                         f"diffusion_train_timesteps {raw['diffusion_train_timesteps']}")
     if raw["image_input"] == "patch" and raw["patch_dim"] % raw["patch_heads"]:
         problems.append(f"patch_dim is {raw['patch_dim']}, not a multiple of patch_heads {raw['patch_heads']}")
+    if not all(lo < hi for lo, hi in zip(raw["action_low"], raw["action_high"])):
+        problems.append(f"action_low {raw['action_low']} is not below action_high {raw['action_high']} in every "
+                        "quantity (dx, dy, dyaw)")
+    if raw["fast_tokenizer"]:
+        vocab = FastActionTokenizer.from_json(raw["fast_tokenizer"]).vocab_size
+        if vocab > raw["fast_vocab_size"]:
+            problems.append(f"fast_tokenizer has {vocab} tokens, more than fast_vocab_size {raw['fast_vocab_size']}: "
+                            "its top ids would fall among the instruction words")
     return problems
 
 
@@ -410,7 +423,7 @@ def weights_sizes(tensors: dict[str, TensorInfo]) -> dict[str, tuple[Any, str]]:
     found["use_action_expert"] = ("policy" in prefixes, "policy.* tensors" if "policy" in prefixes else "no policy.*")
     found["image_input"] = ("patch" if "patch_encoder" in prefixes else "vq",
                             "patch_encoder.* tensors" if "patch_encoder" in prefixes else "no patch_encoder.*")
-    backbone = "policy.backbone." if "policy" in prefixes else "vla."
+    backbone = "policy.backbone.lm." if "policy" in prefixes else "vla.lm."
     if (emb := _shape(tensors, f"{backbone}model.embed_tokens.weight", 2)) is not None:
         evidence = f"{backbone}model.embed_tokens.weight {list(emb)}"
         found["vocabulary size"], found["hidden_size"] = (emb[0], evidence), (emb[1], evidence)
@@ -427,8 +440,8 @@ def weights_sizes(tensors: dict[str, TensorInfo]) -> dict[str, tuple[Any, str]]:
     for name, rank, dim, field in probes:
         if (shape := _shape(tensors, name, rank)) is not None:
             found[field] = (shape[dim], f"{name} {list(shape)}")
-    if (shape := _shape(tensors, "policy.ar_out.weight", 2)) is not None and shape[0] % 3 == 0:
-        found["action_bins"] = (shape[0] // 3, f"policy.ar_out.weight {list(shape)}")
+    if (shape := _shape(tensors, "policy.ar_out.weight", 2)) is not None:  # the FAST ids and <eoa>
+        found["fast_vocab_size"] = (shape[0] - 1, f"policy.ar_out.weight {list(shape)} (FAST ids and <eoa>)")
     decoders = {"queries": "query", "flow_in": "flow", "ar_out": "ar"}
     present = [d for part, d in decoders.items() if any(n.startswith(f"policy.{part}") for n in tensors)]
     if len(present) == 1:
@@ -454,7 +467,7 @@ def weights_problems(config: DriveVLAW0Config, header: WeightsHeader) -> list[st
     problems = []
     for field, (value, evidence) in weights_sizes(header.tensors).items():
         if sizes[field] != value:
-            label = field + (" (from text_vocab_size, the state and action bins, vq_codebook_size, vocab_pad_to)"
+            label = field + (" (from text_vocab_size, fast_vocab_size and vq_codebook_size)"
                              if field == "vocabulary size" else "")
             problems.append(f"{label} is {json.dumps(sizes[field])} in {CONFIG_NAME}, {json.dumps(value)} in "
                             f"{WEIGHTS_NAME} ({evidence})")
@@ -488,9 +501,17 @@ def record_problems(config: DriveVLAW0Config, header: WeightsHeader) -> list[str
     if not isinstance(record, dict):
         return [f"its {RECORD_CONFIG} record is not a table of fields"]
     fields = config_fields(config)
-    return [f"{name} is {json.dumps(fields.get(name))} in {CONFIG_NAME}, {json.dumps(record.get(name))} when the "
+    return [f"{name} is {_shown(fields.get(name))} in {CONFIG_NAME}, {_shown(record.get(name))} when the "
             f"weights were saved" for name in CONFIG_FIELDS
             if name not in FREE_FIELDS and (name not in record or fields[name] != record[name])]
+
+
+def _shown(value: Any) -> str:
+    """A field's value for a message: JSON, long strings (a FAST tokenizer) cut to their start and a digest."""
+    text = json.dumps(value)
+    if len(text) <= 80:
+        return text
+    return f"{text[:40]}... ({len(text)} characters, sha256 {hashlib.sha256(text.encode()).hexdigest()[:12]})"
 
 
 def check_checkpoint(folder: str | Path) -> tuple[DriveVLAW0Config, WeightsHeader]:

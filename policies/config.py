@@ -1,18 +1,29 @@
 """DriveVLAW0Config: every size and constant of the DriveVLA-W0 model family, with presets tiny / small / paper.
 
-Sizes follow shared/specs/drivevla_w0.md (w0sim scale-down table) and drivevla_w0_paper.md §10.2.
-The unified token vocabulary (specials, text, ego state, action bins, image codes) is laid out here
-so that every module agrees on the id ranges.
+Sizes follow shared/specs/drivevla_w0.md (w0sim scale-down table) and drivevla_w0_paper.md §10.2. The token
+vocabulary is Emu3's layout (drivevla_w0_paper.md §2.1) with the text part shrunk to what the model reads:
+
+    [ instruction words | FAST action tokens (top of the text range) | <pad> | 210 Emu3 specials | image codes ]
+
+FAST token k is text id `pad - 1 - k`, as the official code maps them; the specials keep Emu3's offsets from
+<pad> (<boa> = pad + 201, ..., <eoi> = pad + 210) and image code c is id `pad + 211 + c`. With Emu3's text
+vocabulary (151,643 ids) and codebook (32,768) these are exactly Emu3's ids, so an official checkpoint's
+embedding rows keep their meaning.
 """
 from __future__ import annotations
 
-import math
 from typing import Any
 
-from transformers import PreTrainedConfig, Qwen2Config
+import torch
+from transformers import Emu3TextConfig, PreTrainedConfig
 
-# Specials of the unified vocabulary, in id order (ids 0..len-1).
-SPECIAL_TOKENS: tuple[str, ...] = ("<pad>", "<boi>", "<eoi>", "<bos_state>", "<boa>", "<eoa>")
+# Emu3's special tokens, by offset from <pad> (= Emu3's 151643, "<|endoftext|>"); the ids in between are
+# Qwen's reserved tokens, kept so the layout matches (configuration_emu3.py of the official code).
+SPECIAL_OFFSETS: dict[str, int] = {
+    "<pad>": 0, "<boa>": 201, "<eoa>": 202, "<eol>": 203, "<eof>": 204, "<bos>": 206, "<eos>": 207,
+    "<img>": 208, "<boi>": 209, "<eoi>": 210,
+}
+IMAGE_CODE_OFFSET = 211  # first image code, from <pad> (Emu3's visual token 0 is 151854)
 # Driving commands, NAVSIM order (one-hot index in the sim's driving command).
 COMMANDS: tuple[str, ...] = ("left", "straight", "right", "unknown")
 EXPERT_DECODERS: tuple[str, ...] = ("query", "ar", "flow")
@@ -47,25 +58,23 @@ class DriveVLAW0Config(PreTrainedConfig):
     patch_layers: int = 2
     patch_heads: int = 4
 
-    # --- text ---------------------------------------------------------------------------------
+    # --- text: the command string of each segment --------------------------------------------
     text_vocab_size: int = 64  # capacity reserved for policies.text's word vocabulary
     max_text_length: int = 16  # truncation for InstructionTokenizer.batch_encode (data pipeline)
 
-    # --- ego state (discrete bins, one token each: speed, acceleration, command) ---------------
-    state_speed_bins: int = 64
-    state_speed_range: tuple[float, float] | list[float] = (0.0, 32.0)  # m/s
-    state_accel_bins: int = 32
-    state_accel_range: tuple[float, float] | list[float] = (-8.0, 8.0)  # m/s^2
-
-    # --- actions (per pose x / y / heading uniform bins) ----------------------------------------
+    # --- actions: per-step SE(2) motions, quantile-normalised, FAST tokens (paper §2.4) ------------
     num_poses: int = 8  # NAVSIM: 8 poses at 0.5 s = 4 s
     pose_interval_s: float = 0.5
-    action_bins: int = 256
-    action_x_range: tuple[float, float] | list[float] = (-5.0, 75.0)  # m, ego frame at t
-    action_y_range: tuple[float, float] | list[float] = (-25.0, 25.0)  # m
-    action_heading_range: tuple[float, float] | list[float] = (-math.pi / 2, math.pi / 2)  # rad
+    num_past_actions: int = 3  # past per-step motions before each segment's frame (no loss)
+    segment_action_steps: int = 2  # the motion from one frame to the next (1 s); the last segment has num_poses
+    action_low: tuple[float, ...] | list[float] = (-1.0, -1.0, -1.0)  # q01 of dx, dy, dyaw (fitted on the data)
+    action_high: tuple[float, ...] | list[float] = (1.0, 1.0, 1.0)  # q99
+    fast_vocab_size: int = 256  # BPE vocabulary of the FAST tokenizer (paper: 2048)
+    fast_scale: float = 10.0  # DCT coefficients x scale, rounded
+    fast_tokenizer: str = ""  # the fitted FAST tokenizer (FastActionTokenizer.to_json); "" until fitted
+    max_action_tokens: int = 15  # AR decoding cap, <boa> and <eoa> included (official)
 
-    # --- VLA backbone (Qwen2-family decoder) ----------------------------------------------------
+    # --- VLA backbone (Emu3 decoder: Llama-style, no attention biases) -------------------------
     hidden_size: int = 256
     num_hidden_layers: int = 4
     num_attention_heads: int = 4
@@ -77,7 +86,6 @@ class DriveVLAW0Config(PreTrainedConfig):
     attention_dropout: float = 0.0
     max_position_embeddings: int = 1024
     initializer_range: float = 0.02
-    vocab_pad_to: int = 0  # pad the unified vocabulary to this size (paper: Emu3's 184,622)
 
     # --- action expert (same depth / heads / head_dim as the backbone, joint attention) --------
     expert_hidden_size: int = 128
@@ -96,16 +104,13 @@ class DriveVLAW0Config(PreTrainedConfig):
     diffusion_sample_steps: int = 20
     diffusion_loss_weight: float = 1.0  # beta (official: 1.0); applied by the trainer
 
-    # --- losses -------------------------------------------------------------------------------
-    action_loss_weight: float = 1.0
-    world_model_loss_weight: float = 0.5  # alpha; official scripts' vision weight (paper §3.3)
-    use_world_model: bool = True  # False = the action-only baseline
-    world_model_on_history: bool = False  # paper code also labels history frames' image tokens
+    # --- losses: one CE over every label, visual-token classes weighted (official `vision_loss_weight`) ---
+    vision_loss_weight: float = 0.5  # class weight of image codes in the weighted-mean CE (paper §3.3)
+    use_world_model: bool = True  # False = the action-only baseline (image codes carry no label)
 
     def __post_init__(self, **kwargs: Any) -> None:
         # JSON stores tuples as lists; normalise so a reloaded config compares equal.
-        for name in ("vq_channels", "diffusion_channels", "state_speed_range", "state_accel_range",
-                     "action_x_range", "action_y_range", "action_heading_range"):
+        for name in ("vq_channels", "diffusion_channels", "action_low", "action_high"):
             setattr(self, name, tuple(getattr(self, name)))
         factor = self.vq_downsample
         if self.image_height % factor or self.image_width % factor:
@@ -115,6 +120,10 @@ class DriveVLAW0Config(PreTrainedConfig):
             raise ValueError(f"image_input={self.image_input!r}; choose from {IMAGE_INPUTS}")
         if self.expert_decoder not in EXPERT_DECODERS:
             raise ValueError(f"expert_decoder={self.expert_decoder!r}; choose from {EXPERT_DECODERS}")
+        if len(self.action_low) != 3 or len(self.action_high) != 3 or not all(
+                lo < hi for lo, hi in zip(self.action_low, self.action_high)):
+            raise ValueError(f"action_low {self.action_low} / action_high {self.action_high} must be 3 values "
+                             "(dx, dy, dyaw) each, low below high")
         if self.num_attention_heads % self.num_key_value_heads:
             raise ValueError(f"num_attention_heads={self.num_attention_heads} is not a multiple of "
                              f"num_key_value_heads={self.num_key_value_heads}")
@@ -143,54 +152,38 @@ class DriveVLAW0Config(PreTrainedConfig):
         h, w = self.image_grid
         return h * w
 
-    @property
-    def num_action_tokens(self) -> int:
-        return self.num_poses * 3
-
-    # --- unified vocabulary layout: [specials | text | state | action bins | image codes | pad] --
-    def special_id(self, name: str) -> int:
-        return SPECIAL_TOKENS.index(name)
-
+    # --- vocabulary (module docstring) ----------------------------------------------------------
     @property
     def pad_id(self) -> int:
-        return SPECIAL_TOKENS.index("<pad>")
+        return self.text_vocab_size + self.fast_vocab_size
+
+    def special_id(self, name: str) -> int:
+        return self.pad_id + SPECIAL_OFFSETS[name]
+
+    def fast_to_id(self, fast: torch.Tensor | int) -> torch.Tensor | int:
+        """FAST token(s) -> vocabulary id(s): the top of the text range, counting down (official mapping)."""
+        return self.pad_id - 1 - fast
+
+    def id_to_fast(self, ids: torch.Tensor | int) -> torch.Tensor | int:
+        return self.pad_id - 1 - ids
 
     @property
-    def text_offset(self) -> int:
-        return len(SPECIAL_TOKENS)
-
-    @property
-    def state_offset(self) -> int:
-        return self.text_offset + self.text_vocab_size
-
-    @property
-    def speed_offset(self) -> int:
-        return self.state_offset
-
-    @property
-    def accel_offset(self) -> int:
-        return self.speed_offset + self.state_speed_bins
-
-    @property
-    def command_offset(self) -> int:
-        return self.accel_offset + self.state_accel_bins
-
-    @property
-    def action_offset(self) -> int:
-        return self.command_offset + len(COMMANDS)
+    def fast_id_range(self) -> tuple[int, int]:
+        """[start, stop) of the vocabulary ids of FAST tokens."""
+        return self.text_vocab_size, self.pad_id
 
     @property
     def image_offset(self) -> int:
-        return self.action_offset + 3 * self.action_bins
+        return self.pad_id + IMAGE_CODE_OFFSET
 
     @property
     def vocab_size(self) -> int:
-        return max(self.image_offset + self.vq_codebook_size, self.vocab_pad_to)
+        return self.image_offset + self.vq_codebook_size
 
     # --- transformers configs of the parts ------------------------------------------------------
-    def backbone_config(self) -> Qwen2Config:
-        """The Qwen2 decoder configuration of the VLA backbone over the unified vocabulary."""
-        cfg = Qwen2Config(
+    def backbone_config(self) -> Emu3TextConfig:
+        """The Emu3 decoder configuration of the VLA backbone (`Emu3ForCausalLM`) over the vocabulary."""
+        cfg = Emu3TextConfig(
             vocab_size=self.vocab_size,
             hidden_size=self.hidden_size,
             intermediate_size=self.intermediate_size,
@@ -204,13 +197,15 @@ class DriveVLAW0Config(PreTrainedConfig):
             attention_dropout=self.attention_dropout,
             tie_word_embeddings=False,
             pad_token_id=self.pad_id,
+            bos_token_id=self.special_id("<bos>"),
+            eos_token_id=self.special_id("<eos>"),
             attn_implementation="sdpa",
         )
-        # Qwen2 reads an explicit head_dim when present (needed for the paired action expert).
+        # Emu3's attention reads an explicit head_dim when present (needed for the paired action expert).
         cfg.head_dim = self.head_dim
         return cfg
 
-    def expert_config(self) -> Qwen2Config:
+    def expert_config(self) -> Emu3TextConfig:
         """Decoder-layer configuration of the action expert: its own width and MLP, the backbone's
         depth, heads, KV heads and head_dim (joint attention concatenates both experts' K/V)."""
         cfg = self.backbone_config()
@@ -224,7 +219,6 @@ PRESETS: dict[str, dict[str, Any]] = {
     "tiny": dict(
         image_height=64, image_width=128, num_history_frames=2,
         vq_channels=(16, 32, 64), vq_codebook_size=512, vq_code_dim=64,
-        action_bins=256,
         hidden_size=256, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2,
         head_dim=64, intermediate_size=688, max_position_embeddings=1024,
         expert_hidden_size=128, expert_intermediate_size=512,
@@ -232,10 +226,9 @@ PRESETS: dict[str, dict[str, Any]] = {
     "small": dict(
         image_height=72, image_width=128, num_history_frames=2,
         vq_channels=(32, 64, 128), vq_codebook_size=1024, vq_code_dim=64,
-        action_bins=256,
         hidden_size=384, num_hidden_layers=8, num_attention_heads=6, num_key_value_heads=2,
         head_dim=64, intermediate_size=1024, max_position_embeddings=2048,
-        expert_hidden_size=192, expert_intermediate_size=384,
+        expert_hidden_size=192, expert_intermediate_size=384, fast_vocab_size=512,
         diffusion_channels=(64, 128), diffusion_cond_channels=64, diffusion_cross_dim=128,
         patch_dim=128, patch_layers=4,
     ),
@@ -246,10 +239,10 @@ PRESETS: dict[str, dict[str, Any]] = {
     "paper": dict(
         image_height=144, image_width=256, num_history_frames=2,
         vq_channels=(128, 256, 512), vq_codebook_size=32768, vq_code_dim=256,
-        action_bins=512,
+        text_vocab_size=151643 - 2048, fast_vocab_size=2048,  # Emu3's ids exactly: vocabulary 184,622
         hidden_size=4096, num_hidden_layers=32, num_attention_heads=32, num_key_value_heads=8,
         head_dim=128, intermediate_size=14336, rms_norm_eps=1e-5, attention_dropout=0.1,
-        max_position_embeddings=4096, vocab_pad_to=184622,
+        max_position_embeddings=4096,
         expert_hidden_size=1024, expert_intermediate_size=1536,
         diffusion_channels=(320, 640, 1280, 1280), diffusion_cond_channels=320, diffusion_cross_dim=768,
         patch_dim=1280, patch_layers=32, patch_heads=16,  # Qwen2.5-VL ViT width / depth

@@ -5,9 +5,10 @@ drivevla_w0_paper.md §3.2 / §10.5. Conditions, as the official ROSS head:
   -> grid (B,H,h,w) -> 1x1 projection -> concatenated to the noisy latent as extra input channels
   whose conv_in weights start at zero (a linear conv over [x; c] = conv(x) + conv(c), i.e. the
   official "add after conv_in with a zero-init gate");
-- action: mean hidden state over the action tokens -> LayerNorm -> MLP -> one cross-attention
+- action: mean hidden state over the plan's FAST tokens -> LayerNorm -> MLP -> one cross-attention
   token (the official context is a constant empty prompt; the action feature takes its place).
-Epsilon prediction with a DDPM scheduler (1000 steps, scaled-linear betas, SD-1.5's setting);
+Epsilon prediction with a DDPM scheduler with SD-1.5's schedule (1000 steps, scaled-linear betas from 0.00085
+to 0.012, not diffusers' defaults);
 sampling with DDIM in `diffusion_sample_steps`. The target latent is whatever frozen image
 encoder the caller uses (here: the VQ-VAE's pre-quantisation map, `DriveVLAW0VQVAE.latents`).
 """
@@ -19,6 +20,7 @@ from diffusers import DDIMScheduler, DDPMScheduler, UNet2DConditionModel
 from torch import nn
 from transformers import PreTrainedModel
 
+from policies.batch_mean import at_least_float32
 from policies.config import DriveVLAW0Config
 from policies.noise import BatchNoise
 from policies.sequence import VLASequence
@@ -54,7 +56,8 @@ class DiffusionWorldModel(PreTrainedModel):
             nn.LayerNorm(config.hidden_size), nn.Linear(config.hidden_size, config.diffusion_cross_dim),
             nn.GELU(), nn.Linear(config.diffusion_cross_dim, config.diffusion_cross_dim))
         self.train_scheduler = DDPMScheduler(num_train_timesteps=config.diffusion_train_timesteps,
-                                             beta_schedule="scaled_linear", prediction_type="epsilon")
+                                             beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+                                             prediction_type="epsilon")
         self.post_init()
 
     def _init_weights(self, module: nn.Module) -> None:
@@ -64,12 +67,13 @@ class DiffusionWorldModel(PreTrainedModel):
     def conditions(self, hidden: torch.Tensor, seq: VLASequence) -> tuple[torch.Tensor, torch.Tensor]:
         """Backbone hidden states (B,L,H) -> image condition map (B,Cc,h,w), action token (B,1,D)."""
         h, w = self.config.image_grid
-        img = self.image_norm(hidden[:, seq.image_positions(-1)])  # (B, h*w, H), raster order
+        rows = torch.arange(hidden.shape[0], device=hidden.device)[:, None]
+        img = self.image_norm(hidden[rows, seq.image_positions(-1)])  # (B, h*w, H), raster order
         img = self.image_proj(img.transpose(1, 2).unflatten(2, (h, w)))
-        n_act = self.config.num_action_tokens
-        if seq.input_ids.shape[1] < seq.action_start + n_act:
-            raise ValueError("the diffusion world model needs a sequence with action tokens")
-        act = hidden[:, seq.action_start:seq.action_start + n_act].mean(1)
+        plan = seq.plan_mask.to(hidden.dtype)[..., None]
+        if not bool((plan.sum(1) > 0).all()):
+            raise ValueError("the diffusion world model needs a sequence with the plan's tokens")
+        act = (hidden * plan).sum(1) / plan.sum(1)
         return img, self.action_mlp(act)[:, None]
 
     def _eps(self, noisy: torch.Tensor, t: torch.Tensor, img: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
@@ -85,7 +89,7 @@ class DiffusionWorldModel(PreTrainedModel):
         noise = draws.randn(target_latent.shape, device, target_latent.dtype)
         t = draws.randint(self.config.diffusion_train_timesteps, (b,), device)
         noisy = self.train_scheduler.add_noise(target_latent, noise, t)
-        return F.mse_loss(self._eps(noisy, t, img, act).float(), noise.float())
+        return F.mse_loss(at_least_float32(self._eps(noisy, t, img, act)), at_least_float32(noise))
 
     @torch.no_grad()
     def sample(self, hidden: torch.Tensor, seq: VLASequence, steps: int | None = None,

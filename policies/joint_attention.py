@@ -12,18 +12,18 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers.models.qwen2.modeling_qwen2 import Qwen2DecoderLayer, Qwen2RMSNorm
+from transformers.models.emu3.modeling_emu3 import Emu3DecoderLayer, Emu3RMSNorm
 
 from policies.config import DriveVLAW0Config
 
 KV = tuple[torch.Tensor, torch.Tensor]  # (B, kv_heads, L, head_dim) keys and values
 
 
-class JointAttentionLayer(Qwen2DecoderLayer):
-    """A Qwen2 block at the expert's width whose attention reads [the paired backbone layer's context K/V ; its own].
+class JointAttentionLayer(Emu3DecoderLayer):
+    """An Emu3 block at the expert's width whose attention reads [the paired backbone layer's context K/V ; its own].
 
-    A subclass, so that its parameters keep the Qwen2 block's names, FSDP wraps it as a unit, and transformers'
-    activation checkpointing recomputes it (its forward is called, not the Qwen2 block's)."""
+    A subclass, so that its parameters keep the Emu3 block's names, FSDP wraps it as a unit, and transformers'
+    activation checkpointing recomputes it (its forward is called, not the Emu3 block's)."""
 
     def forward(self, x: torch.Tensor, context: KV, past: KV | None, mask: torch.Tensor) -> tuple[torch.Tensor, KV]:
         """x (B,N,He) -> (output, this layer's expert K/V, past included); mask (B,1,N,Lc+past+N) bool."""
@@ -38,8 +38,8 @@ class JointAttentionLayer(Qwen2DecoderLayer):
         # Grouped-query attention in the kernel: K/V are not copied to every query head.
         out = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, enable_gqa=True,
                                              dropout_p=attn.attention_dropout if self.training else 0.0)
-        x = x + attn.o_proj(out.transpose(1, 2).reshape(b, n, -1))
-        x = x + self.mlp(self.post_attention_layernorm(x))
+        x = x + self.dropout(attn.o_proj(out.transpose(1, 2).reshape(b, n, -1)))
+        x = x + self.dropout(self.mlp(self.post_attention_layernorm(x)))
         return x, (k, v)
 
 
@@ -50,7 +50,7 @@ class ActionExpertTransformer(nn.Module):
         super().__init__()
         cfg = config.expert_config()
         self.layers = nn.ModuleList(JointAttentionLayer(cfg, i) for i in range(config.num_hidden_layers))
-        self.norm = Qwen2RMSNorm(cfg.hidden_size, eps=cfg.rms_norm_eps)
+        self.norm = Emu3RMSNorm(cfg.hidden_size, eps=cfg.rms_norm_eps)
 
     def forward(self, x: torch.Tensor, context_kv: list[KV], context_mask: torch.Tensor,
                 causal: bool, past_kv: list[KV] | None = None) -> tuple[torch.Tensor, list[KV]]:

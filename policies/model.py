@@ -1,15 +1,17 @@
 """DriveVLAW0ForDriving: the DriveVLA-W0 model an agent loads; raw tensors in, losses, trajectories and world-model rollouts out.
 
 Parts, chosen by the config (one code path, drivevla_w0.md):
-- image_input "vq": the VQ-VAE tokenizes frames; the world model is AR next-frame code prediction
-  by the backbone (drivevla_w0_paper.md §3.1);
+- image_input "vq": the VQ-VAE tokenizes frames; the world model is the backbone's CE on every frame's codes
+  (drivevla_w0_paper.md §3.1: the later frame predicted from the earlier one and the action between them);
 - image_input "patch": the patch encoder feeds the backbone; the world model is the diffusion head,
   whose target latent comes from the VQ-VAE's encoder used as a frozen autoencoder (the role of
   SD's VAE in the official ROSS head, §3.2);
 - use_action_expert: trajectories come from the expert's decoder (`expert_decoder`); otherwise by
   constrained AR decoding through the backbone (the baseline VLA).
 Stage 1 trains the backbone on the action + world-model losses, stage 2 the expert on its action
-loss only (§5.1). Rollouts re-plan each step (or follow given poses) with the ego state held fixed.
+loss only (§5.1). Inputs are the history frames, the ego poses of the last 1.5 s (the past motions: the
+model's only ego state) and the command. Rollouts re-plan each step (or follow given poses) and move the ego
+along the first second of the plan.
 """
 from __future__ import annotations
 
@@ -21,10 +23,11 @@ import torch
 from transformers import PreTrainedModel
 
 from policies.action_expert import DriveVLAW0ExpertPolicy, state_features
-from policies.action_tokens import StateTokenizer
+from policies.action_tokens import frame_motions
 from policies.backbone import DriveVLAW0Backbone
 from policies.config import DriveVLAW0Config
 from policies.diffusion_wm import DiffusionWorldModel
+from policies.motion import deltas_to_poses, poses_to_deltas
 from policies.noise import BatchNoise
 from policies.patch_encoder import DriveVLAW0PatchEncoder
 from policies.sequence import SequenceBuilder, VLASequence
@@ -34,7 +37,7 @@ from policies.vq import DriveVLAW0VQVAE
 
 @dataclass
 class DrivingInputs:
-    """A batch ready for the model: the VLA sequence, the expert's (B,6) state features, the patch
+    """A batch ready for the model: the VLA sequence, the expert's (B,13) state features, the patch
     features (B,F,h*w,D) of the continuous path, target poses (B,P,3) and the diffusion target latent."""
 
     sequence: VLASequence
@@ -71,7 +74,7 @@ class DriveVLAW0ForDriving(PreTrainedModel):
     base_model_prefix = "drivevla_w0"
     main_input_name = "history_frames"
     _supports_sdpa = True
-    _no_split_modules = ["Qwen2DecoderLayer"]
+    _no_split_modules = ["Emu3DecoderLayer"]
     supports_gradient_checkpointing = True  # the backbone's, the expert's and the diffusion UNet's layers
 
     def __init__(self, config: DriveVLAW0Config) -> None:
@@ -84,7 +87,6 @@ class DriveVLAW0ForDriving(PreTrainedModel):
         self.policy = DriveVLAW0ExpertPolicy(config) if config.use_action_expert else None
         self.vla = None if config.use_action_expert else DriveVLAW0Backbone(config)
         self.text_tokenizer = InstructionTokenizer()
-        self.state_tokenizer = StateTokenizer(config)
         self.builder = SequenceBuilder(config)
         self.post_init()
 
@@ -115,43 +117,53 @@ class DriveVLAW0ForDriving(PreTrainedModel):
         with torch.no_grad():  # frozen tokenizer; codes carry no gradient anyway
             return self.vq.encode(flat).view(b, f, *self.config.image_grid)
 
-    def build_inputs(self, history_frames: torch.Tensor, texts: Sequence[str], speed: torch.Tensor,
-                     accel: torch.Tensor, command: torch.Tensor, poses: torch.Tensor | None = None,
+    def build_inputs(self, history_frames: torch.Tensor, texts: Sequence[str], ego_poses: torch.Tensor,
+                     command: torch.Tensor, poses: torch.Tensor | None = None,
                      future_frame: torch.Tensor | None = None) -> DrivingInputs:
-        """Raw batch -> `DrivingInputs`. history_frames: (B,F,3,H,W) in [0,1], oldest first; texts: B
-        command strings; speed (B,) m/s, accel (B,) m/s^2, command (B,) index into COMMANDS; poses:
-        (B,P,3) target trajectory (training; without it the sequence is the decoding prompt);
-        future_frame: (B,3,H,W) the frame after the current one (world-model target, needs poses)."""
-        return self._inputs(self.encode_frames(history_frames), texts, speed, accel, command, poses, future_frame)
+        """Raw batch -> `DrivingInputs`. history_frames: (B,F,3,H,W) in [0,1], oldest first; texts: B command
+        strings; ego_poses: (B,4,3) ego poses 0.5 s apart relative to the current one (last), as the agent input
+        has them; command (B,) index into COMMANDS; poses: (B,P,3) target trajectory (training; without it the
+        sequence is the decoding prompt); future_frame: (B,3,H,W) the frame 1 s after the current one on the plan
+        (the diffusion world model's target)."""
+        return self._inputs(self.encode_frames(history_frames), texts, ego_poses, command, poses, future_frame)
 
-    def _inputs(self, images: torch.Tensor, texts: Sequence[str], speed: torch.Tensor, accel: torch.Tensor,
-                command: torch.Tensor, poses: torch.Tensor | None = None,
-                future_frame: torch.Tensor | None = None, open_future: bool = False) -> DrivingInputs:
-        """As `build_inputs`, from already encoded history `images` (codes or patch features)."""
+    def _inputs(self, images: torch.Tensor, texts: Sequence[str], ego_poses: torch.Tensor, command: torch.Tensor,
+                poses: torch.Tensor | None = None, future_frame: torch.Tensor | None = None,
+                open_image: bool = False) -> DrivingInputs:
+        """As `build_inputs`, from already encoded history `images` (codes or patch features). With `open_image`
+        (and poses) the sequence is the world model's context for the frame after the current one: the current
+        frame, its past motions, the plan's first `segment_action_steps` motions, then <boi> <img>."""
         c, device = self.config, images.device
         patch = self.patch_encoder is not None
-        text_ids, text_mask = self.text_tokenizer.batch_encode(texts, max_length=c.max_text_length)
-        state_ids = self.state_tokenizer.encode(speed, accel, command)
-        action_ids = None if poses is None else self.backbone.action_tokenizer.encode(poses)
-        future_codes = future_latent = None
-        if future_frame is not None and c.use_world_model:
-            with torch.no_grad():  # the VQ-VAE is frozen: codes / latents are targets
-                frame = future_frame.to(self.dtype)
-                if patch:
-                    future_latent = self.vq.latents(frame)
-                else:
-                    future_codes = self.vq.encode(frame)
-        seq = self.builder.build(text_ids.to(device), text_mask.to(device), None if patch else images,
-                                 state_ids.to(device), action_ids, future_codes, open_future)
-        state = state_features(c, speed.to(device, torch.float32), accel.to(device, torch.float32), command.to(device))
+        tokenizer = self.backbone.action_tokenizer
+        texts_ids = [self.text_tokenizer.encode(t, add_special_tokens=False)[:c.max_text_length] for t in texts]
+        motions = frame_motions(c, ego_poses.double().cpu())
+        past = [tokenizer.encode(motions.past[:, f]) for f in range(c.num_history_frames)]
+        actions = [tokenizer.encode(motions.to_next[:, f]) for f in range(c.num_history_frames - 1)]
+        codes = None if patch else images
+        if open_image:
+            if poses is None:
+                raise ValueError("a world-model context needs the plan's poses")
+            step = poses_to_deltas(poses.double().cpu())[:, :c.segment_action_steps]
+            past, actions, codes = past[-1:], [tokenizer.encode(step)], None if patch else images[:, -1:]
+        elif poses is not None:
+            actions.append(tokenizer.encode(poses_to_deltas(poses.double().cpu())))
+        seq = self.builder.build(texts_ids, codes, past, actions, open_image, with_labels=poses is not None)
+        seq = _to_device(seq, device)
+        future_latent = None
+        if future_frame is not None and patch and c.use_world_model:
+            with torch.no_grad():  # the VQ-VAE is frozen: its latents are targets
+                future_latent = self.vq.latents(future_frame.to(self.dtype))
+        current_past = tokenizer.normalizer.normalize(motions.past[:, -1]).float()
+        state = state_features(current_past, command.cpu()).to(device)
         return DrivingInputs(seq, state, images if patch else None, poses, future_latent)
 
     # --- training -----------------------------------------------------------------------------------
     def forward(self, history_frames: torch.Tensor, future_frame: torch.Tensor, trajectory: torch.Tensor,
-                speed: torch.Tensor, accel: torch.Tensor, command: torch.Tensor, text: Sequence[str],
+                ego_poses: torch.Tensor, command: torch.Tensor, text: Sequence[str],
                 stage: int = 1, noise: BatchNoise | None = None) -> DrivingLoss:
         """The training losses of `stage` for a batch as the data set gives it: history_frames (B,F,H,W,3) and
-        future_frame (B,H,W,3) uint8, trajectory (B,P,3), speed, accel, command (B,), text: B strings.
+        future_frame (B,H,W,3) uint8, trajectory (B,P,3), ego_poses (B,4,3), command (B,), text: B strings.
 
         The trainer calls the model through this method (and so through a DDP / FSDP / DeepSpeed wrapper and
         the mixed-precision autocast); `noise` gives the random draws of the flow and diffusion losses.
@@ -162,14 +174,14 @@ class DriveVLAW0ForDriving(PreTrainedModel):
             frames = torch.cat([history_frames, future_frame[:, None]], 1).flatten(0, 1)
             out = self.vq(frames_to_model(frames).to(self.dtype))
             return DrivingLoss(out.loss, reconstruction_loss=out.reconstruction_loss)
-        inputs = self.build_inputs(frames_to_model(history_frames), text, speed, accel, command, trajectory,
+        inputs = self.build_inputs(frames_to_model(history_frames), text, ego_poses, command, trajectory,
                                    frames_to_model(future_frame))
         return self.loss(inputs, stage, noise)
 
     def loss(self, inputs: DrivingInputs, stage: int = 1, noise: BatchNoise | None = None) -> DrivingLoss:
-        """Stage 1: backbone action CE + world-model loss (AR image-code CE inside the backbone on the
-        vq path, diffusion_loss_weight x diffusion eps-MSE on the patch path). Stage 2: the action
-        expert's decoder loss only. `inputs` must carry poses (and a future frame for the world model)."""
+        """Stage 1: the backbone's weighted CE over action and image-code labels (the vq path's world model), plus
+        diffusion_loss_weight x diffusion eps-MSE on the patch path. Stage 2: the action expert's decoder loss
+        only. `inputs` must carry poses (and, on the patch path, the future frame)."""
         c = self.config
         if inputs.poses is None:
             raise ValueError("training inputs need target poses (build_inputs(..., poses=...))")
@@ -188,50 +200,78 @@ class DriveVLAW0ForDriving(PreTrainedModel):
 
     # --- inference ----------------------------------------------------------------------------------
     @torch.no_grad()
-    def predict_trajectory(self, history_frames: torch.Tensor, texts: Sequence[str], speed: torch.Tensor,
-                           accel: torch.Tensor, command: torch.Tensor, generator: torch.Generator | None = None,
+    def predict_trajectory(self, history_frames: torch.Tensor, texts: Sequence[str], ego_poses: torch.Tensor,
+                           command: torch.Tensor, generator: torch.Generator | None = None,
                            flow_steps: int | None = None) -> torch.Tensor:
         """(B, num_poses, 3) ego-frame trajectory (x, y, heading); inputs as `build_inputs`."""
-        return self._plan(self.build_inputs(history_frames, texts, speed, accel, command), generator, flow_steps)
+        return self._plan(self.build_inputs(history_frames, texts, ego_poses, command), generator, flow_steps)
 
     def _plan(self, prompt: DrivingInputs, generator: torch.Generator | None = None,
               flow_steps: int | None = None) -> torch.Tensor:
         if self.policy is not None:
             return self.policy.predict(prompt.sequence, prompt.state, flow_steps, generator, prompt.image_features)
-        return self.backbone.generate_actions(prompt.sequence, prompt.image_features)
+        return self.backbone.generate_plan(prompt.sequence, prompt.image_features)
 
     @torch.no_grad()
-    def rollout_frames(self, history_frames: torch.Tensor, texts: Sequence[str], speed: torch.Tensor,
-                       accel: torch.Tensor, command: torch.Tensor, steps: int, poses: torch.Tensor | None = None,
-                       temperature: float = 1.0, top_k: int | None = None,
+    def predict_next_frame(self, images: torch.Tensor, texts: Sequence[str], ego_poses: torch.Tensor,
+                           command: torch.Tensor, plan: torch.Tensor, temperature: float = 0.0,
+                           top_k: int | None = None, generator: torch.Generator | None = None,
+                           diffusion_steps: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The frame `frame_interval_s` after the current one if the ego drives `plan` (B,P,3): (frame (B,3,H,W) in
+        [0,1], its encoding as `encode_frames` gives it). images: encoded history (codes or patch features).
+        vq: codes decoded greedily (temperature 0) or sampled from the `top_k` most likely, then VQ-decoded; patch:
+        a DDIM latent decoded by the VQ decoder, then re-encoded by the patch encoder."""
+        if self.patch_encoder is None:
+            ctx = self._inputs(images, texts, ego_poses, command, plan, open_image=True)
+            codes = self.backbone.generate_image_codes(ctx.sequence, temperature, top_k, generator)
+            return self.vq.decode(codes), codes
+        ctx = self._inputs(images, texts, ego_poses, command, plan)
+        seq = ctx.sequence
+        hidden = self.backbone(seq.input_ids, seq.attention_mask, seq.position_ids, seq.type_ids,
+                               ctx.image_features).hidden_states
+        frame = self.vq.decode_latents(self.diffusion_wm.sample(hidden, seq, diffusion_steps, generator))
+        return frame, self.patch_encoder.encode(frame)
+
+    @torch.no_grad()
+    def rollout_frames(self, history_frames: torch.Tensor, texts: Sequence[str], ego_poses: torch.Tensor,
+                       command: torch.Tensor, steps: int, poses: torch.Tensor | None = None,
+                       temperature: float = 0.0, top_k: int | None = None,
                        generator: torch.Generator | None = None, diffusion_steps: int | None = None) -> torch.Tensor:
         """(B, steps, 3, H, W) predicted frames in [0,1], one `frame_interval_s` apart.
 
-        Each step conditions the world model on a trajectory (the policy's own plan, or `poses`:
-        (B,P,3) for every step or (B,steps,P,3) per step, e.g. a counterfactual), predicts the next
-        frame (vq: codes sampled with `temperature` / `top_k` and VQ-decoded; patch: a DDIM latent
-        decoded by the VQ decoder, then re-encoded by the patch encoder), and slides the history
-        window: the prediction becomes the current frame, the oldest frame drops out."""
+        Each step conditions the world model on a trajectory (the policy's own plan, or `poses`: (B,P,3) for every
+        step or (B,steps,P,3) per step, e.g. a counterfactual), predicts the next frame (`predict_next_frame`:
+        greedy by default), moves the ego along the plan's first `frame_interval_s`, and slides the history window:
+        the prediction becomes the current frame, the oldest frame drops out."""
         if not self.config.use_world_model:
             raise ValueError("rollouts need a world model (config.use_world_model=True)")
+        c = self.config
         images = self.encode_frames(history_frames)
+        history = ego_poses.double().cpu()
+        step_poses = round(c.frame_interval_s / c.pose_interval_s)
         frames = []
         for k in range(steps):
             plan = poses[:, k] if poses is not None and poses.dim() == 4 else poses
             if plan is None:
-                plan = self._plan(self._inputs(images, texts, speed, accel, command), generator)
-            if self.patch_encoder is None:
-                ctx = self._inputs(images, texts, speed, accel, command, plan, open_future=True)
-                nxt = self.backbone.generate_future_codes(ctx.sequence, temperature, top_k, generator)
-                frame = self.vq.decode(nxt)
-            else:
-                ctx = self._inputs(images, texts, speed, accel, command, plan)
-                seq = ctx.sequence
-                hidden = self.backbone(seq.input_ids, seq.attention_mask, seq.position_ids, seq.type_ids,
-                                       ctx.image_features).hidden_states
-                latent = self.diffusion_wm.sample(hidden, seq, diffusion_steps, generator)
-                frame = self.vq.decode_latents(latent)
-                nxt = self.patch_encoder.encode(frame)
+                plan = self._plan(self._inputs(images, texts, history, command), generator)
+            frame, nxt = self.predict_next_frame(images, texts, history, command, plan, temperature, top_k,
+                                                 generator, diffusion_steps)
+            history = _advance(history, plan.double().cpu()[:, :step_poses])
             images = torch.cat([images[:, 1:], nxt[:, None].to(images.dtype)], 1)
             frames.append(frame)
         return torch.stack(frames, 1)
+
+
+def _advance(history: torch.Tensor, driven: torch.Tensor) -> torch.Tensor:
+    """Ego poses (B,N,3) relative to the current pose, after driving `driven` (B,K,3) poses of the current frame:
+    the last N poses of history + driven, relative to the last driven pose."""
+    motions = torch.cat([poses_to_deltas(history[:, 1:], history[:, 0]), poses_to_deltas(driven)], 1)
+    window = deltas_to_poses(motions[:, -(history.shape[1] - 1):])  # from the window's first pose, at the origin
+    window = torch.cat([torch.zeros_like(window[:, :1]), window], 1)
+    # A pose in the frame of the current one is the one-step motion from the current pose to it.
+    return poses_to_deltas(window[:, :, None], window[:, -1:].expand_as(window))[:, :, 0]
+
+
+def _to_device(seq: VLASequence, device: torch.device) -> VLASequence:
+    """The sequence's tensors on `device`."""
+    return VLASequence(**{k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in vars(seq).items()})

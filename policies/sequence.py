@@ -1,16 +1,21 @@
-"""Interleaved VLA sequences: command text, history frames, ego state, actions, future frame -> ids, masks, positions, types.
+"""The VLA's token sequence as the official code builds it (2VA: vision-action pairs, past actions interleaved) -> padded tensors.
 
-Layout (w0sim keeps the paper's order, drivevla_w0.md "Sequence"):
+drivevla_w0_paper.md §2.2, one row:
 
-    [text ...] [<boi> frame_1 codes <eoi>] ... [<boi> frame_F codes <eoi>]
-    [<bos_state> speed accel command] [<boa> x1 y1 h1 ... x8 y8 h8 <eoa>] [<boi> future codes <eoi>]
+    <bos>  text_1 [<boi> <img> frame_1 codes <eof> <eoi>] past_1  <boa> action_1 <eoa>
+           text_2 [<boi> <img> frame_2 codes <eof> <eoi>] past_2  <boa> plan <eoa>
 
-Ego state is given as discrete tokens (speed bin, acceleration bin, command id) from
-`policies.action_tokens.StateTokenizer`, so every input is an id of the one unified vocabulary
-and the backbone needs no extra projection. Text is LEFT-padded: every segment after the text sits
-at the same index in every row, so loss positions and the decoding position are shared by the
-batch (no per-row loops), and position ids count only real tokens (cumsum of the mask).
-Without actions the sequence ends with <boa> (the decoding prompt).
+text: the command's words; past: FAST tokens of the motions before the frame (no loss); action_f: FAST tokens of
+the motion from frame f to the next one; plan: FAST tokens of the trajectory to drive. Labels (`labels`, -100
+elsewhere) are every image code (the world model: frame 1 from the prompt alone, frame 2 from frame 1 and the
+action between them) and every <boa> ... <eoa> span. No ego speed or acceleration is given: the past motions are
+the only ego state, as in the official code. The official image block also holds its shape as text ("1*18*32")
+after <boi>; the word vocabulary here has no digits, so the block is <boi> <img> codes <eof> <eoi>.
+
+Variants: a decoding prompt ends with the last frame's <boa> (no plan); a world-model context ends with
+`<boi> <img>` of the next frame after the plan's <eoa> (the codes to sample come next). Rows differ in length
+(FAST and text lengths vary) and are LEFT-padded, so every row's last token is the decoding position; position
+ids count real tokens only.
 """
 from __future__ import annotations
 
@@ -21,129 +26,122 @@ import torch
 
 from policies.config import DriveVLAW0Config
 
+IGNORE = -100  # label of a position without loss (PyTorch's cross-entropy ignore_index)
+
 
 class TokenType(IntEnum):
-    """Per-token role, for per-type loss masks."""
+    """Per-token role."""
 
     PAD = 0
     TEXT = 1
-    IMAGE = 2  # history frames
-    STATE = 3
-    ACTION = 4
-    FUTURE_IMAGE = 5  # world-model target frame
-    MARKER = 6  # <boi> <eoi> <bos_state> <boa> <eoa>
+    IMAGE = 2  # an image code (or a patch feature's placeholder on the continuous path)
+    PAST_ACTION = 3
+    ACTION = 4  # FAST tokens between <boa> and <eoa>
+    MARKER = 5  # <bos> <boi> <img> <eof> <eoi> <boa> <eoa>
 
 
 @dataclass
 class VLASequence:
-    """A batch of interleaved sequences, all (B, L); `action_start` / `future_start` index the first
-    action / future-image token (shared by all rows), `future_start` is None without a future frame."""
+    """A batch of left-padded rows (B,L) and where things are in each row.
+
+    image_index: (B,F,h*w) positions of each frame's codes; context_mask: (B,L) the real tokens before the last
+    <boa> (what the action expert reads); plan_mask: (B,L) the plan's FAST tokens (False without a plan);
+    labels: (B,L) targets (IGNORE where none), None for a prompt."""
 
     input_ids: torch.Tensor
     attention_mask: torch.Tensor
     position_ids: torch.Tensor
     type_ids: torch.Tensor
-    action_start: int
-    future_start: int | None = None
-    history_starts: tuple[int, ...] = ()  # index of the first code of each history frame
-    frame_tokens: int = 0  # codes per frame (h*w)
+    image_index: torch.Tensor
+    context_mask: torch.Tensor
+    plan_mask: torch.Tensor
+    labels: torch.Tensor | None = None
 
     def image_positions(self, frame: int = -1) -> torch.Tensor:
-        """(h*w,) sequence indices of the codes of history frame `frame` (default: the current one)."""
-        start = self.history_starts[frame]
-        return torch.arange(start, start + self.frame_tokens, device=self.input_ids.device)
-
-
-def left_align(ids: torch.Tensor, mask: torch.Tensor, pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Move the real tokens of right-padded (B,T) rows to the right end: (ids, mask) left-padded."""
-    t = ids.shape[1]
-    shift = t - mask.sum(1, keepdim=True)  # (B,1) pads to put in front
-    src = torch.arange(t, device=ids.device)[None] - shift
-    valid = src >= 0
-    gathered = ids.gather(1, src.clamp(min=0))
-    return torch.where(valid, gathered, torch.full_like(ids, pad_id)), valid
+        """(B,h*w) positions of frame `frame`'s codes (default: the current frame)."""
+        return self.image_index[:, frame]
 
 
 class SequenceBuilder:
-    """Builds `VLASequence` batches from already-tokenised parts (see module docstring)."""
+    """Builds `VLASequence` batches from tokenised parts (module docstring)."""
 
     def __init__(self, config: DriveVLAW0Config) -> None:
         self.config = config
-        self.boi, self.eoi = config.special_id("<boi>"), config.special_id("<eoi>")
-        self.bos_state = config.special_id("<bos_state>")
-        self.boa, self.eoa = config.special_id("<boa>"), config.special_id("<eoa>")
+        self.ids = {name: config.special_id(name) for name in ("<bos>", "<boi>", "<img>", "<eof>", "<eoi>",
+                                                                   "<boa>", "<eoa>")}
 
-    def _image_block(self, codes: torch.Tensor, token_type: TokenType) -> tuple[torch.Tensor, torch.Tensor]:
-        """(B,F,h,w) codes -> (B, F*(h*w+2)) ids framed by <boi>/<eoi>, and their types."""
-        b, f = codes.shape[:2]
-        flat = codes.flatten(2) + self.config.image_offset
-        boi = flat.new_full((b, f, 1), self.boi)
-        eoi = flat.new_full((b, f, 1), self.eoi)
-        ids = torch.cat([boi, flat, eoi], dim=2).flatten(1)
-        types = torch.full_like(flat, int(token_type))
-        types = torch.cat([torch.full_like(boi, int(TokenType.MARKER)), types,
-                           torch.full_like(eoi, int(TokenType.MARKER))], dim=2).flatten(1)
-        return ids, types
-
-    def build(self, text_ids: torch.Tensor, text_mask: torch.Tensor, history_codes: torch.Tensor | None,
-              state_ids: torch.Tensor, action_ids: torch.Tensor | None = None,
-              future_codes: torch.Tensor | None = None, open_future: bool = False) -> VLASequence:
-        """Assemble a batch.
-
-        text_ids, text_mask: (B,T) right-padded ids of `InstructionTokenizer` (local text ids).
-        history_codes: (B,F,h,w) VQ codes, oldest first; None on the continuous path (placeholder
-        ids; the backbone puts patch features at those IMAGE positions). state_ids: (B,3) from `StateTokenizer`.
-        action_ids: (B, num_poses*3) from `ActionTokenizer`, or None for a decoding prompt.
-        future_codes: (B,h,w) VQ codes of the next frame (world-model target); needs action_ids.
-        open_future: with action_ids and no future_codes, end with the future frame's <boi> (the
-        context for sampling the next frame, `DriveVLAW0Backbone.generate_future_codes`).
-        """
+    def build(self, texts: list[list[int]], codes: torch.Tensor | None, past: list[list[list[int]]],
+              actions: list[list[list[int]]], open_image: bool = False, with_labels: bool = False) -> VLASequence:
+        """texts: per row, the command's word ids (local ids of `InstructionTokenizer`, shared by the frames);
+        codes: (B,F,h,w) image codes, oldest first (None on the continuous path: placeholders); F is at most
+        num_history_frames (a world-model context may hold the last frame only, as the first pair of training);
+        past: per frame, per row, FAST ids of its past motions; actions: per frame, per row, FAST ids of its action
+        (F-1 entries: a decoding prompt ending in <boa>; F entries: the last is the plan); open_image: after the
+        plan, open the next frame (world-model context); with_labels: set `labels` (training)."""
         c = self.config
-        if (future_codes is not None or open_future) and action_ids is None:
-            raise ValueError("a future frame needs action_ids: it follows the actions")
-        if history_codes is None:
-            history_codes = torch.zeros(text_ids.shape[0], c.num_history_frames, *c.image_grid,
-                                        dtype=torch.long, device=text_ids.device)
-        if history_codes.shape[1] != c.num_history_frames:
-            raise ValueError(f"history_codes has {history_codes.shape[1]} frames, "
-                             f"config.num_history_frames is {c.num_history_frames}")
-        b = text_ids.shape[0]
-        text, text_valid = left_align(text_ids + c.text_offset, text_mask.bool(), c.pad_id)
-        parts = [text]
-        types = [torch.where(text_valid, int(TokenType.TEXT), int(TokenType.PAD)).long()]
+        b, frames = len(texts), len(past)
+        if not 1 <= frames <= c.num_history_frames:
+            raise ValueError(f"{frames} frames of past actions; config.num_history_frames is {c.num_history_frames}")
+        if len(actions) not in (frames - 1, frames):
+            raise ValueError(f"{len(actions)} action segments for {frames} frames: give {frames - 1} (a prompt) "
+                             f"or {frames} (with the plan)")
+        if open_image and len(actions) != frames:
+            raise ValueError("a world-model context needs the plan (one action segment per frame)")
+        hw = c.image_tokens_per_frame
+        if codes is not None and codes.shape[:2] != (b, frames):
+            raise ValueError(f"codes hold {tuple(codes.shape[:2])} (rows, frames); the texts and past actions give "
+                             f"{(b, frames)}")
+        placeholders = codes is None  # the continuous path: no codes to predict
+        if placeholders:
+            codes = torch.zeros(b, frames, hw, dtype=torch.long)
+        codes = codes.reshape(b, frames, hw).cpu() + c.image_offset
+        rows = [self._row(r, texts, codes, past, actions, open_image) for r in range(b)]
+        return self._pad(rows, with_labels and c.use_world_model and not placeholders, with_labels)
 
-        img, img_types = self._image_block(history_codes, TokenType.IMAGE)
-        per_frame = history_codes.shape[2] * history_codes.shape[3] + 2
-        t = text.shape[1]
-        history_starts = tuple(t + i * per_frame + 1 for i in range(history_codes.shape[1]))
-        parts.append(img)
-        types.append(img_types)
+    def _row(self, r: int, texts, codes, past, actions, open_image) -> list[tuple[int, int, bool]]:
+        """One row as (id, type, labelled) triples."""
+        s = self.ids
+        text = [(t, TokenType.TEXT, False) for t in texts[r]]  # word ids are the bottom of the text range
+        row = [(s["<bos>"], TokenType.MARKER, False)]
+        for f in range(len(past)):
+            row += text
+            row += [(s["<boi>"], TokenType.MARKER, False), (s["<img>"], TokenType.MARKER, False)]
+            row += [(int(k), TokenType.IMAGE, True) for k in codes[r, f]]
+            row += [(s["<eof>"], TokenType.MARKER, False), (s["<eoi>"], TokenType.MARKER, False)]
+            row += [(k, TokenType.PAST_ACTION, False) for k in past[f][r]]
+            row.append((s["<boa>"], TokenType.MARKER, True))
+            if f < len(actions):
+                row += [(k, TokenType.ACTION, True) for k in actions[f][r]]
+                row.append((s["<eoa>"], TokenType.MARKER, True))
+        if open_image:
+            row += text + [(s["<boi>"], TokenType.MARKER, False), (s["<img>"], TokenType.MARKER, False)]
+        return row
 
-        parts.append(torch.cat([state_ids.new_full((b, 1), self.bos_state), state_ids], 1))
-        types.append(torch.tensor([TokenType.MARKER] + [TokenType.STATE] * 3).expand(b, 4))
+    def _pad(self, rows: list[list[tuple[int, int, bool]]], label_images: bool, with_labels: bool) -> VLASequence:
+        c, b = self.config, len(rows)
+        length = max(len(r) for r in rows)
+        ids = torch.full((b, length), c.pad_id, dtype=torch.long)
+        types = torch.full((b, length), int(TokenType.PAD), dtype=torch.long)
+        labelled = torch.zeros(b, length, dtype=torch.bool)
+        for i, row in enumerate(rows):  # host-side assembly: rows differ in length
+            start = length - len(row)
+            ids[i, start:] = torch.tensor([t[0] for t in row])
+            types[i, start:] = torch.tensor([int(t[1]) for t in row])
+            labelled[i, start:] = torch.tensor([t[2] for t in row])
+        mask = types != int(TokenType.PAD)
+        is_boa = ids == c.special_id("<boa>")
+        last_boa = length - 1 - is_boa.flip(1).long().argmax(1)  # (B,)
+        columns = torch.arange(length)
+        context = mask & (columns[None] < last_boa[:, None])
+        # The plan: ACTION tokens after the last <boa> (a prompt has none).
+        plan = (types == int(TokenType.ACTION)) & (columns[None] > last_boa[:, None])
+        image_index = (types == int(TokenType.IMAGE)).nonzero()[:, 1].view(b, -1, c.image_tokens_per_frame)
+        labels = None
+        if with_labels:
+            keep = labelled & ((types != int(TokenType.IMAGE)) | label_images)
+            labels = torch.where(keep, ids, torch.full_like(ids, IGNORE))
+        positions = (mask.long().cumsum(1) - 1).clamp(min=0)
+        return VLASequence(ids, mask.long(), positions, types, image_index, context, plan, labels)
 
-        parts.append(state_ids.new_full((b, 1), self.boa))
-        types.append(torch.full((b, 1), int(TokenType.MARKER)))
-        action_start = sum(p.shape[1] for p in parts)
-        future_start = None
-        if action_ids is not None:
-            parts += [action_ids, action_ids.new_full((b, 1), self.eoa)]
-            types += [torch.full_like(action_ids, int(TokenType.ACTION)),
-                      torch.full((b, 1), int(TokenType.MARKER))]
-            if future_codes is not None:
-                fut, fut_types = self._image_block(future_codes[:, None], TokenType.FUTURE_IMAGE)
-                future_start = action_start + action_ids.shape[1] + 2  # after <eoa> <boi>
-                parts.append(fut)
-                types.append(fut_types)
-            elif open_future:
-                future_start = action_start + action_ids.shape[1] + 2
-                parts.append(action_ids.new_full((b, 1), self.boi))
-                types.append(torch.full((b, 1), int(TokenType.MARKER)))
 
-        device = text_ids.device
-        input_ids = torch.cat([p.to(device) for p in parts], 1)
-        type_ids = torch.cat([t.to(device=device, dtype=torch.long) for t in types], 1)
-        attention_mask = (type_ids != int(TokenType.PAD)).long()
-        position_ids = (attention_mask.cumsum(1) - 1).clamp(min=0)
-        return VLASequence(input_ids, attention_mask, position_ids, type_ids, action_start, future_start,
-                           history_starts, per_frame - 2)
+__all__ = ["IGNORE", "SequenceBuilder", "TokenType", "VLASequence"]

@@ -9,7 +9,9 @@ import sys
 import pytest
 import torch
 
+from policies.action_tokens import ActionTokenizer, frame_motions
 from policies.model import DriveVLAW0ForDriving
+from policies.motion import poses_to_deltas
 from policies.text import InstructionTokenizer
 from tests.conftest import REPO_ROOT
 from training.pipeline import model_config
@@ -27,11 +29,12 @@ def _run(script: str, *args: str) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def _sequence_length(config, text_tokens: int | None = None) -> int:
-    """Training-sequence length from the layout (policies/sequence.py); the longest text by default."""
-    frame = config.image_tokens_per_frame + 2  # <boi> codes <eoi>
+def _sequence_length(config, fast_tokens: int, text_tokens: int | None = None) -> int:
+    """Training-sequence length from the 2VA layout (policies/sequence.py): <bos>, then per frame the text, <boi> <img>
+    codes <eof> <eoi>, its past motions' FAST tokens, <boa> action (the last frame's: the plan) <eoa>; `fast_tokens`
+    counts every FAST token (past motions, actions, plan); the longest text by default."""
     text = config.max_text_length if text_tokens is None else text_tokens
-    return text + config.num_history_frames * frame + 4 + 1 + config.num_action_tokens + 1 + frame
+    return 1 + config.num_history_frames * (text + 4 + config.image_tokens_per_frame + 2) + fast_tokens
 
 
 def _step_benchmark():
@@ -91,16 +94,22 @@ def test_every_total_is_the_sum_of_its_parts_and_sharding_and_checkpointing_save
 def test_the_measurement_sees_the_sequence_layer_inputs_and_weight_copies_it_should(memory):
     result, _ = memory
     config = model_config("tiny")
-    length = _sequence_length(config)
-    assert result["sequence"]["length"] == length
-    assert result["sequence"]["labelled_positions"] == {"action": config.num_action_tokens,
-                                                        "future_image": config.image_tokens_per_frame}
+    sequence, frames = result["sequence"], config.num_history_frames
+    fast = sequence["fast_tokens"]
+    assert fast["past"] >= frames and fast["actions"] >= frames  # every chunk takes at least one FAST token
+    length = _sequence_length(config, fast["past"] + fast["actions"])
+    assert sequence["text_tokens"] == config.max_text_length  # the longest text, cut
+    assert sequence["length"] == length
+    # The LM head applies where the next token is labelled: every frame's image codes, and each <boa> action <eoa>
+    # span (the past motions carry no loss).
+    assert sequence["labelled_positions"] == {"action": fast["actions"] + 2 * frames,
+                                              "image": frames * config.image_tokens_per_frame}
     acts = result["activations"]["stage1"]
     # A checkpointed layer keeps its input only: one (L, hidden) tensor (float32 or bf16 residual stream).
     kept = acts["checkpointing"]["per_layer"]["backbone layer"]
     assert kept in (length * config.hidden_size * 4, length * config.hidden_size * 2)
     assert acts["no checkpointing"]["per_layer"]["backbone layer"] > 5 * kept
-    # Autocast's cached bf16 copy of each linear weight and bias of a layer, counted once each.
+    # Autocast's cached bf16 copy of each linear weight of a layer (Emu3 blocks have no biases), counted once each.
     layer = DriveVLAW0ForDriving(config).backbone.model.layers[0]
     linear = sum(p.numel() for m in layer.modules() if isinstance(m, torch.nn.Linear) for p in m.parameters())
     assert acts["no checkpointing"]["bf16_weight_copies_per_layer"] == 2 * linear
@@ -128,8 +137,15 @@ def test_the_step_benchmark_runs_on_a_cpu_and_reports_each_figure():
             "sequence_length", "parameters"} <= set(tiny)
     assert tiny["mixed_precision"] == "fp32" and tiny["activation_checkpointing"] is False
     assert tiny["peak_memory_bytes"] is None
-    text_tokens = len(InstructionTokenizer().encode(_step_benchmark().COMMAND_TEXT))
-    assert tiny["sequence_length"] == _sequence_length(model_config("tiny"), text_tokens)
+    bench = _step_benchmark()
+    text_tokens = len(InstructionTokenizer().encode(bench.COMMAND_TEXT, add_special_tokens=False))
+    config = bench.preset_config("tiny")
+    assert config.fast_tokenizer  # a sequence needs a fitted action tokenizer
+    sample = bench.synthetic_samples(config, 1)[0]
+    tokenizer, motions = ActionTokenizer(config), frame_motions(config, sample["ego_poses"][None].double())
+    chunks = [*motions.past.unbind(1), *motions.to_next.unbind(1), poses_to_deltas(sample["trajectory"][None].double())]
+    fast_tokens = sum(len(tokenizer.encode(chunk)[0]) for chunk in chunks)
+    assert tiny["sequence_length"] == _sequence_length(config, fast_tokens, text_tokens)
     assert tiny["step_ms"] > 0 and tiny["decision_ms"] > 0
     assert tiny["tokens_per_s"] == pytest.approx(tiny["sequence_length"] * 2 / (tiny["step_ms"] / 1e3), rel=1e-3)
     assert all(math.isfinite(x) for x in tiny["losses"])

@@ -1,7 +1,8 @@
 """Expert data from the simulator: PDM-Closed plans on generated scenes, with the camera frames before and after, in shards.
 
 One sample = a decision at log step t of a scene: the front-camera frames of the history (t - 1 s and t by
-default), ego speed / acceleration / driving command / command text, PDM-Closed's trajectory (8 poses at
+default), the ego poses of the agent input (4 poses 0.5 s apart, relative to the current one: the policy's past
+motions), the driving command and its text, PDM-Closed's trajectory (8 poses at
 0.5 s in the ego frame) and the ground-truth future frame: the camera 1 s ahead *on the expert's plan*
 (non-reactive: the logged objects and lights of t + 1 s), so the world model learns the frame the action
 leads to. The expert plans from `WorldView.from_log(scene, t, as_logged=False)`: the scene's full state at t
@@ -9,8 +10,8 @@ leads to. The expert plans from `WorldView.from_log(scene, t, as_logged=False)`:
 rendered at the environment's camera resolution and area-downsampled to the policy's.
 
 Layout of DIR: `manifest.json` plus `shard_00000/ ...` each holding `history_frames.npy` (n, F, H, W, 3)
-uint8, `future_frames.npy` (n, H, W, 3) uint8, `trajectories.npy` (n, 8, 3) float32, `speed.npy`,
-`accel.npy` (n,) float32, `command.npy` (n,) int8 and `samples.json` (token, family, seed, step, text per
+uint8, `future_frames.npy` (n, H, W, 3) uint8, `trajectories.npy` (n, 8, 3) float32, `ego_poses.npy`
+(n, 4, 3) float32, `command.npy` (n,) int8 and `samples.json` (token, family, seed, step, text per
 sample; failed scenes with their reasons). A shard is written to a temporary folder and renamed, so a
 killed run leaves only whole shards; running again skips them.
 """
@@ -29,7 +30,7 @@ import numpy as np
 from agents.lane_following_pdm import LaneFollowingPDMPlanner
 from agents.pdm_closed import plan_to_local
 from scenarios.splits import SceneRef, resolve_split
-from sim.agent_input import build_agent_input, history_indices
+from sim.agent_input import NUM_HISTORY_FRAMES, build_agent_input, history_indices
 from sim.envs.frames import FrameRenderer
 from sim.render.camera import CameraConfig, downsample_frames
 from sim.scene import STEP_S
@@ -37,8 +38,8 @@ from sim.state import TrajectorySampling
 from sim.world_view import WorldView
 
 FORMAT = "w0sim-expert-data"
-FORMAT_VERSION = 1
-ARRAYS = ("history_frames", "future_frames", "trajectories", "speed", "accel", "command")
+FORMAT_VERSION = 2  # 2: ego_poses replaced speed and accel
+ARRAYS = ("history_frames", "future_frames", "trajectories", "ego_poses", "command")
 
 
 @dataclass(frozen=True)
@@ -87,8 +88,7 @@ def expert_samples(scene, config: CollectConfig, planner: LaneFollowingPDMPlanne
         out["history_frames"].append(downsample_frames(history, *size))
         out["future_frames"].append(downsample_frames(future, *size))
         out["trajectories"].append(plan_to_local(plan.poses, ego, sampling).astype(np.float32))
-        out["speed"].append(np.float32(agent_input.ego_velocity[-1, 0]))
-        out["accel"].append(np.float32(agent_input.ego_acceleration[-1, 0]))
+        out["ego_poses"].append(agent_input.ego_poses.astype(np.float32))
         out["command"].append(np.int8(scene.driving_command[t]))
         out["meta"].append({"step": int(t), "text": scene.command_text})
     return out
@@ -127,8 +127,8 @@ def collect_shard(out_dir: Path, index: int, scenes: list[SceneRef], config: Col
 def _empty_arrays(config: CollectConfig) -> dict[str, np.ndarray]:
     h, w, f = config.frame_height, config.frame_width, len(config.history_steps)
     return {"history_frames": np.zeros((0, f, h, w, 3), np.uint8), "future_frames": np.zeros((0, h, w, 3), np.uint8),
-            "trajectories": np.zeros((0, 8, 3), np.float32), "speed": np.zeros(0, np.float32),
-            "accel": np.zeros(0, np.float32), "command": np.zeros(0, np.int8)}
+            "trajectories": np.zeros((0, 8, 3), np.float32),
+            "ego_poses": np.zeros((0, NUM_HISTORY_FRAMES, 3), np.float32), "command": np.zeros(0, np.int8)}
 
 
 def _shard_entry(folder: Path) -> dict:

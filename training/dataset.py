@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from training.collect import ARRAYS, FORMAT
+from training.collect import ARRAYS, FORMAT, FORMAT_VERSION
 
 
 class DatasetError(ValueError):
@@ -16,8 +16,8 @@ class DatasetError(ValueError):
 
 
 class ExpertDataset(Dataset):
-    """Samples of a `w0sim collect` folder: dicts of tensors (frames uint8 (F,H,W,3), trajectory (8,3), speed,
-    accel, command) plus the command text. `indices` selects a subset (global sample numbers, in order)."""
+    """Samples of a `w0sim collect` folder: dicts of tensors (frames uint8 (F,H,W,3), trajectory (8,3), ego_poses
+    (4,3), command) plus the command text. `indices` selects a subset (global sample numbers, in order)."""
 
     def __init__(self, root: str | Path, indices: np.ndarray | None = None):
         self.root = Path(root)
@@ -27,6 +27,9 @@ class ExpertDataset(Dataset):
         manifest = json.loads(manifest_path.read_text())
         if manifest.get("format") != FORMAT:
             raise DatasetError(f"{manifest_path}: format {manifest.get('format')!r}, expected {FORMAT!r}")
+        if manifest.get("version") != FORMAT_VERSION:
+            raise DatasetError(f"{manifest_path}: format version {manifest.get('version')!r}, this w0sim reads version "
+                               f"{FORMAT_VERSION}; collect the data again with `w0sim collect`")
         if not manifest.get("complete"):
             raise DatasetError(f"{manifest_path}: the collection did not finish; run the same `w0sim collect` again")
         self.manifest = manifest
@@ -58,6 +61,14 @@ class ExpertDataset(Dataset):
             self._texts[k] = [s["text"] for s in meta["samples"]]
         return self._arrays[k]
 
+    def stacked(self, name: str) -> np.ndarray:
+        """Array `name` (one of the collected ARRAYS) of every selected sample, in order."""
+        rows = []
+        for index in self.indices:
+            k = int(np.searchsorted(self._starts, index, side="right") - 1)
+            rows.append(self._shard(k)[name][int(index) - int(self._starts[k])])
+        return np.stack(rows) if rows else np.zeros((0,))
+
     def __getitem__(self, i: int) -> dict:
         index = int(self.indices[i])
         k = int(np.searchsorted(self._starts, index, side="right") - 1)
@@ -67,8 +78,7 @@ class ExpertDataset(Dataset):
             "history_frames": torch.from_numpy(np.array(arrays["history_frames"][row])),
             "future_frame": torch.from_numpy(np.array(arrays["future_frames"][row])),
             "trajectory": torch.from_numpy(np.array(arrays["trajectories"][row])),
-            "speed": torch.tensor(float(arrays["speed"][row])),
-            "accel": torch.tensor(float(arrays["accel"][row])),
+            "ego_poses": torch.from_numpy(np.array(arrays["ego_poses"][row])),
             "command": torch.tensor(int(arrays["command"][row])),
             "text": self._texts[k][row],
         }

@@ -2,15 +2,19 @@
 
 The model is built once, at stage 0, from a named preset (`tiny`, `small`, `paper`) with the action expert
 attached, so stage 2 needs no weight remapping; `world_model=False` gives the action-only baseline (the
-same model with the world-model loss switched off).
+same model with the world-model loss switched off). The action tokenizer (quantile bounds and FAST BPE) is
+fitted on the run's training data before its first stage, unless the config or the previous stage's model has
+one: a run that starts at stage 1 or 2 keeps the tokenizer its earlier stages were trained with.
 """
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 from pathlib import Path
 
 import torch
 
+from policies.action_tokens import fit_action_tokenizer
 from policies.checkpoint import quiet_loading
 from policies.config import DriveVLAW0Config
 from policies.model import DriveVLAW0ForDriving
@@ -43,6 +47,24 @@ def stage_model(run_dir: Path, stage: int, config: DriveVLAW0Config, seed: int =
         return DriveVLAW0ForDriving.from_pretrained(previous, config=config)
 
 
+ACTION_FIELDS = ("action_low", "action_high", "fast_tokenizer")
+
+
+def with_action_tokenizer(config: DriveVLAW0Config, dataset: ExpertDataset, run_dir: Path,
+                          first_stage: int) -> DriveVLAW0Config:
+    """`config` with a fitted action tokenizer (module docstring)."""
+    if config.fast_tokenizer:
+        return config
+    previous = run_dir / f"stage{first_stage - 1}" / "model" / "config.json"
+    if first_stage > 0 and previous.exists():
+        saved = json.loads(previous.read_text())
+        if saved.get("fast_tokenizer"):
+            return DriveVLAW0Config(**{**config.to_dict(), **{k: saved[k] for k in ACTION_FIELDS}})
+    ego_poses, plans = (torch.from_numpy(dataset.stacked(name)) for name in ("ego_poses", "trajectories"))
+    fitted = fit_action_tokenizer(config, ego_poses, plans)
+    return DriveVLAW0Config(**{**config.to_dict(), **fitted})
+
+
 def train_stages(data_dir: str | Path, run_dir: str | Path, stages: tuple[int, ...] = (0, 1, 2),
                  config: DriveVLAW0Config | None = None, overrides: dict[int, dict] | None = None,
                  indices=None, show_progress: bool = True) -> Path:
@@ -50,7 +72,7 @@ def train_stages(data_dir: str | Path, run_dir: str | Path, stages: tuple[int, .
     `overrides[stage]` replaces fields of that stage's `STAGE_DEFAULTS` (steps, batch_size, lr, seed, ...)."""
     run_dir = Path(run_dir)
     dataset = ExpertDataset(data_dir, indices)
-    config = config or model_config("tiny")
+    config = with_action_tokenizer(config or model_config("tiny"), dataset, run_dir, stages[0])
     out = run_dir
     for stage in stages:
         train_config = replace(STAGE_DEFAULTS[stage], **(overrides or {}).get(stage, {}))

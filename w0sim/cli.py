@@ -725,6 +725,8 @@ def render(
                                     help="v1.1 (PDMS) or v2.2 (EPDMS)."),
     seed: int = _seed_option(help="Seed of the model's sampling (flow-matching and world-model noise), 0 to "
                                   "2**32 - 1."),
+    top_k: int = typer.Option(0, "--top-k", min=0, help="World-model frames: 0 (the default) decodes the most likely "
+                              "image tokens; K samples each from the K most likely, with --seed."),
 ) -> None:
     """Write a rollout video: ground-truth camera frames beside the world model's predictions, a BEV, the scores."""
     from agents.drivevla_w0 import DEFAULT_CHECKPOINT, CheckpointError, DriveVLAW0Agent, check_checkpoint_folder
@@ -740,7 +742,7 @@ def render(
         loaded = load_scene(scene)
         agent = initialized(DriveVLAW0Agent(checkpoint, seed=seed))  # one torch thread, as `eval --videos`
         out.parent.mkdir(parents=True, exist_ok=True)
-        result = render_rollout(agent, loaded, out, pdm_version, seed)
+        result = render_rollout(agent, loaded, out, pdm_version, seed, top_k)
     except (CheckpointError, SceneFormatError, FileNotFoundError) as err:
         _error(str(err))
         raise typer.Exit(2) from None

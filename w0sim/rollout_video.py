@@ -52,9 +52,10 @@ def _panel(image: np.ndarray, width: int) -> np.ndarray:
 
 
 def render_rollout(agent: WorldModelAgent, scene: Scene, out_path: str | Path, pdm_version: str = "v1.1",
-                   seed: int = 0) -> RolloutVideo:
+                   seed: int = 0, top_k: int = 0) -> RolloutVideo:
     """Plan with `agent` on `scene`, score the plan, roll the agent's world model out over the plan's horizon
-    and write `out_path` (mp4) and `<stem>_contact_sheet.png`."""
+    (greedy, or sampled from its `top_k` most likely image tokens with `seed`) and write `out_path` (mp4) and
+    `<stem>_contact_sheet.png`."""
     agent.initialize()
     env = NavsimSceneEnv(scenes=[scene], pdm_version=pdm_version, privileged=agent.privileged)
     _, info = env.reset(seed=0)
@@ -64,7 +65,7 @@ def render_rollout(agent: WorldModelAgent, scene: Scene, out_path: str | Path, p
     interval = agent.frame_interval_s
     stride = int(round(interval / STEP_S))
     steps = int(round(trajectory.sampling.time_horizon / interval))
-    predicted = agent.predict_frames(agent_input, steps, seed)  # (K, h, w, 3) uint8
+    predicted = agent.predict_frames(agent_input, steps, seed, top_k)  # (K, h, w, 3) uint8
     image_height, image_width = predicted.shape[1:3]
 
     now = scene.current_index

@@ -51,7 +51,7 @@ def test_issue_15_deleted_expert_tensors_are_an_error_at_build(tmp_path):
     folder = tmp_path / "ckpt"
     shutil.copytree(DEFAULT_CHECKPOINT, folder)
     edit_tensors(folder, lambda t: {k: v for k, v in t.items() if not k.startswith("policy.expert.")})
-    with pytest.raises(CheckpointError, match=r"model\.safetensors: 49 tensors missing: policy\.expert\..* and 44 more"):
+    with pytest.raises(CheckpointError, match=r"model\.safetensors: 37 tensors missing: policy\.expert\..* and 32 more"):
         _build(folder)
 
 
@@ -65,10 +65,11 @@ def test_issue_15_a_config_over_another_configurations_weights_is_an_error_at_bu
         assert f"{field} is {config} in config.json, {weights} in model.safetensors" in str(err.value)
 
 
-def test_issue_15_a_swapped_action_range_is_an_error_at_build(tmp_path):
+def test_issue_15_swapped_action_bounds_are_an_error_at_build(tmp_path):
     config = json.loads((DEFAULT_CHECKPOINT / "config.json").read_text())
-    folder = _shipped_weights_with_config(tmp_path, {**config, "action_x_range": [75.0, -5.0]})
-    with pytest.raises(CheckpointError, match=r"config\.json: action_x_range is \[75.0, -5.0\]: its min is not below"):
+    folder = _shipped_weights_with_config(tmp_path, {**config, "action_low": config["action_high"],
+                                                     "action_high": config["action_low"]})
+    with pytest.raises(CheckpointError, match=r"config\.json: action_low .* is not below action_high"):
         _build(folder)
 
 
@@ -99,9 +100,9 @@ def test_a_checkpoint_for_another_trajectory_or_history_is_an_error_at_build(tmp
         _build(tmp_path / "long")
 
 
-def test_the_policy_gets_the_current_frames_speed_and_acceleration_and_the_newest_frames_in_order(tmp_path):
-    """Each history frame with its own speed, acceleration and camera image: the policy's inputs are the current
-    (last) frame's speed and acceleration, and the newest camera frames, oldest first."""
+def test_the_policy_gets_the_ego_poses_command_and_the_newest_frames_in_order(tmp_path):
+    """Each history frame with its own pose and camera image: the policy's inputs are the agent input's ego poses
+    (its past motions), the command, and the newest camera frames, oldest first."""
     import numpy as np
 
     from sim.agent_input import AgentInput
@@ -111,23 +112,23 @@ def test_the_policy_gets_the_current_frames_speed_and_acceleration_and_the_newes
     agent.initialize()
     frames = 4  # the environments' history (NUM_HISTORY_FRAMES)
     cameras = np.stack([np.full((128, 256, 3), 40 * (k + 1), dtype=np.uint8) for k in range(frames)])
-    velocity = np.array([[1.0 + k, 0.0] for k in range(frames)], dtype=np.float32)
-    accel = np.array([[-0.5 * k, 0.0] for k in range(frames)], dtype=np.float32)
-    agent_input = AgentInput(ego_poses=np.zeros((frames, 3), np.float32), ego_velocity=velocity,
-                             ego_acceleration=accel, driving_command=np.array([0, 1, 0, 0], np.float32),
+    poses = np.array([[-1.5 * (frames - 1 - k), 0.1 * k, 0.01 * k] for k in range(frames)], dtype=np.float32)
+    agent_input = AgentInput(ego_poses=poses, ego_velocity=np.zeros((frames, 2), np.float32),
+                             ego_acceleration=np.zeros((frames, 2), np.float32),
+                             driving_command=np.array([0, 1, 0, 0], np.float32),
                              cameras=cameras, command_text="go straight", ego_state=np.zeros(11))
     inputs = agent.model_inputs(agent_input)
-    assert inputs["speed"].item() == pytest.approx(float(velocity[-1, 0]))
-    assert inputs["accel"].item() == pytest.approx(float(accel[-1, 0]))
-    assert inputs["command"].item() == 1
+    assert set(inputs) == {"history_frames", "texts", "ego_poses", "command"}
+    assert torch.equal(inputs["ego_poses"][0], torch.from_numpy(poses))
+    assert inputs["command"].item() == 1 and inputs["texts"] == ["go straight"]
     brightness = inputs["history_frames"][0].mean(dim=(1, 2, 3))
     assert torch.all(brightness[1:] > brightness[:-1])  # oldest first, the newest last
     assert brightness[-1].item() == pytest.approx(40 * frames / 255, abs=1e-3)
 
 
-def test_a_bfloat16_agent_gives_the_policy_speed_and_acceleration_unrounded(tmp_path):
-    """Training feeds float32 speeds; in bf16 7.99 m/s would round to 8.0 and change the speed token (bins of 0.5 m/s),
-    so a bf16 agent passes the float32 values and only its weights run in bf16."""
+def test_a_bfloat16_agent_gives_the_policy_its_ego_poses_unrounded(tmp_path):
+    """Training feeds float32 poses, which become FAST tokens; in bf16 a pose of 7.99 m would round to 8.0 and may
+    change a token, so a bf16 agent passes the float32 values and only its weights run in bf16."""
     import numpy as np
 
     from sim.agent_input import AgentInput
@@ -137,20 +138,20 @@ def test_a_bfloat16_agent_gives_the_policy_speed_and_acceleration_unrounded(tmp_
     agent.initialize()
     assert next(agent.model.parameters()).dtype == torch.bfloat16
     frames = 4
-    agent_input = AgentInput(ego_poses=np.zeros((frames, 3), np.float32),
-                             ego_velocity=np.full((frames, 2), [7.99, 0.0], np.float32),
-                             ego_acceleration=np.full((frames, 2), [-1.23, 0.0], np.float32),
+    poses = np.array([[-7.99 * (frames - 1 - k), 0.0, 0.0] for k in range(frames)], dtype=np.float32)
+    agent_input = AgentInput(ego_poses=poses, ego_velocity=np.zeros((frames, 2), np.float32),
+                             ego_acceleration=np.zeros((frames, 2), np.float32),
                              driving_command=np.array([0, 0, 1, 0], np.float32),
                              cameras=np.zeros((frames, 128, 256, 3), np.uint8), command_text="turn right",
                              ego_state=np.zeros(11))
     inputs = agent.model_inputs(agent_input)
-    assert (inputs["speed"].dtype, inputs["accel"].dtype, inputs["command"].dtype) == (torch.float32,) * 2 + (torch.long,)
-    assert inputs["speed"].item() == np.float32(7.99) and inputs["accel"].item() == np.float32(-1.23)
-    assert inputs["command"].item() == 2
+    assert (inputs["ego_poses"].dtype, inputs["command"].dtype) == (torch.float32, torch.long)
+    assert torch.equal(inputs["ego_poses"][0], torch.from_numpy(poses)) and inputs["command"].item() == 2
     default = torch.get_default_dtype()
     try:  # float32 as training fed them, not whatever torch's default dtype is in the process
         torch.set_default_dtype(torch.float64)
         inputs = agent.model_inputs(agent_input)
     finally:
         torch.set_default_dtype(default)
-    assert (inputs["speed"].dtype, inputs["accel"].dtype) == (torch.float32, torch.float32)
+    assert inputs["ego_poses"].dtype == torch.float32
+    assert agent.compute_trajectory(agent_input).poses.shape == (8, 3)  # the bf16 model plans from them

@@ -2,6 +2,7 @@
 second, written in the real layout by `save_pretrained`, and helpers that edit its files."""
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -10,17 +11,43 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
+from policies.action_tokens import fit_action_tokenizer
 from policies.config import DriveVLAW0Config
 from policies.model import DriveVLAW0ForDriving
 
 MICRO = dict(num_hidden_layers=1, hidden_size=32, intermediate_size=32, num_attention_heads=2, num_key_value_heads=1,
              head_dim=16, expert_hidden_size=16, expert_intermediate_size=16, image_height=32, image_width=64,
-             vq_channels=(4, 4, 4), vq_code_dim=4, vq_codebook_size=8, action_bins=8, state_speed_bins=4,
-             state_accel_bins=4, max_position_embeddings=256, use_action_expert=True)
+             vq_channels=(4, 4, 4), vq_code_dim=4, vq_codebook_size=8, fast_vocab_size=64,
+             max_position_embeddings=256, use_action_expert=True)
+
+
+def driving_motion(n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """(ego_poses (n,4,3), plans (n,8,3)) of n made-up drives: speeds 0-12 m/s, gentle curves, poses 0.5 s apart."""
+    g = torch.Generator().manual_seed(seed)
+    # float32 draws whatever the default dtype: a float64 run (tests/training/distributed_run.py) fits the same tokenizer
+    speed = torch.rand(n, generator=g, dtype=torch.float32) * 12
+    curvature = (torch.rand(n, generator=g, dtype=torch.float32) - 0.5) * 0.04
+    t = torch.arange(-3, 9, dtype=torch.float64) * 0.5  # history -1.5..0 s, plan 0.5..4 s
+    s = speed[:, None].double() * t
+    heading = curvature[:, None].double() * s
+    x, y = s * torch.cos(heading / 2), s * torch.sin(heading / 2)
+    poses = torch.stack([x, y, heading], -1).float()
+    return poses[:, :4], poses[:, 4:]
+
+
+@functools.cache
+def _fitted(fast_vocab_size: int, fast_scale: float) -> tuple:
+    config = DriveVLAW0Config.preset("tiny", fast_vocab_size=fast_vocab_size, fast_scale=fast_scale)
+    fields = fit_action_tokenizer(config, *driving_motion(400))
+    return tuple(fields.items())
 
 
 def micro_config(**overrides) -> DriveVLAW0Config:
-    return DriveVLAW0Config.preset("tiny", **{**MICRO, **overrides})
+    """The micro preset with an action tokenizer fitted on `driving_motion` (unless overrides give one)."""
+    fields = {**MICRO, **overrides}
+    base = DriveVLAW0Config.preset("tiny", **fields)
+    fitted = {} if "fast_tokenizer" in overrides else dict(_fitted(base.fast_vocab_size, base.fast_scale))
+    return DriveVLAW0Config.preset("tiny", **{**fields, **fitted})
 
 
 def save_micro(folder: Path, seed: int = 0, **overrides) -> DriveVLAW0ForDriving:

@@ -11,6 +11,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file
 
+from policies.action_tokens import fit_action_tokenizer
 from policies.checkpoint import (
     CONFIG_FIELDS,
     FREE_FIELDS,
@@ -20,11 +21,20 @@ from policies.checkpoint import (
     CheckpointError,
     check_checkpoint,
     config_fields,
+    config_problems,
     load_checkpoint,
 )
 from policies.config import DriveVLAW0Config
 from policies.model import DriveVLAW0ForDriving
-from tests.policies.checkpoints import edit_config, edit_tensors, micro_config, same_state, save_micro, strip_record
+from tests.policies.checkpoints import (
+    driving_motion,
+    edit_config,
+    edit_tensors,
+    micro_config,
+    same_state,
+    save_micro,
+    strip_record,
+)
 
 
 @pytest.fixture(scope="module")
@@ -100,7 +110,21 @@ def test_long_listings_are_bounded(ckpt):
 
 @pytest.mark.parametrize("record", [True, False])
 def test_a_config_over_other_weights_names_the_fields_and_both_values(ckpt, tmp_path, record):
-    save_micro(tmp_path / "wide", hidden_size=48, num_hidden_layers=2, action_bins=16)
+    save_micro(tmp_path / "other", expert_hidden_size=32, vq_codebook_size=16, expert_decoder="flow")
+    shutil.copy(tmp_path / "other" / "model.safetensors", ckpt / "model.safetensors")
+    if not record:
+        strip_record(ckpt)
+    with pytest.raises(CheckpointError) as err:
+        check_checkpoint(ckpt)
+    msg = str(err.value)
+    assert "expert_hidden_size is 16 in config.json, 32 in model.safetensors (policy.expert.norm.weight [32])" in msg
+    assert "vq_codebook_size is 8 in config.json, 16 in model.safetensors" in msg
+    assert 'expert_decoder is "query" in config.json, "flow" in model.safetensors' in msg
+
+
+@pytest.mark.parametrize("record", [True, False])
+def test_a_config_over_other_backbone_weights_names_the_fields_and_both_values(ckpt, tmp_path, record):
+    save_micro(tmp_path / "wide", hidden_size=48, num_hidden_layers=2, fast_vocab_size=128)
     shutil.copy(tmp_path / "wide" / "model.safetensors", ckpt / "model.safetensors")
     if not record:
         strip_record(ckpt)
@@ -109,26 +133,85 @@ def test_a_config_over_other_weights_names_the_fields_and_both_values(ckpt, tmp_
     msg = str(err.value)
     assert "hidden_size is 32 in config.json, 48 in model.safetensors" in msg
     assert "num_hidden_layers is 1 in config.json, 2 in model.safetensors" in msg
-    assert "vocabulary size" in msg  # action_bins moves the vocabulary
+    assert "vocabulary size" in msg  # fast_vocab_size moves the vocabulary
+
+
+def test_an_ar_expert_checkpoint_of_any_fast_vocabulary_is_checked(tmp_path):
+    """policy.ar_out has fast_vocab_size + 1 rows (the FAST ids and <eoa>): 66 here, as 513 in the small preset and 2049
+    in the paper's."""
+    model = save_micro(tmp_path, expert_decoder="ar", fast_vocab_size=65)
+    assert model.policy.ar_out.weight.shape[0] % 3 == 0
+    check_checkpoint(tmp_path)
 
 
 def test_fields_that_differ_from_the_record_are_named(ckpt):
-    edit_config(ckpt, lambda c: c.update(action_x_range=[-5.0, 80.0], frame_interval_s=0.5))
+    edit_config(ckpt, lambda c: c.update(action_high=[6.5, 0.25, 0.1], frame_interval_s=0.5))
     with pytest.raises(CheckpointError, match="recorded in model.safetensors at save time") as err:
         check_checkpoint(ckpt)
-    assert "action_x_range is [-5.0, 80.0] in config.json, [-5.0, 75.0] when the weights were saved" in str(err.value)
+    assert "action_high is [6.5, 0.25, 0.1] in config.json, [6.0" in str(err.value)
     assert "frame_interval_s is 0.5 in config.json, 1.0 when" in str(err.value)
 
 
+def test_another_fast_tokenizer_than_the_recorded_one_is_refused(ckpt):
+    other = fit_action_tokenizer(micro_config(), *driving_motion(50, seed=9))["fast_tokenizer"]
+    assert other != micro_config().fast_tokenizer
+    edit_config(ckpt, lambda c: c.update(fast_tokenizer=other))
+    with pytest.raises(CheckpointError, match="recorded in model.safetensors at save time: fast_tokenizer is "):
+        check_checkpoint(ckpt)
+
+
+def test_a_fast_tokenizer_that_differs_from_the_record_gives_a_bounded_message(ckpt):
+    other = fit_action_tokenizer(micro_config(), *driving_motion(50, seed=9))["fast_tokenizer"]
+    edit_config(ckpt, lambda c: c.update(fast_tokenizer=other))
+    with pytest.raises(CheckpointError) as err:
+        check_checkpoint(ckpt)
+    assert len(str(err.value)) < 3000
+
+
+def test_a_fast_tokenizer_larger_than_the_fast_vocabulary_is_refused(ckpt):
+    strip_record(ckpt)  # a checkpoint saved before the record (the shipped one): config.json alone is the truth
+    edit_config(ckpt, lambda c: c.update(fast_tokenizer=micro_config(fast_vocab_size=128).fast_tokenizer))
+    with pytest.raises(CheckpointError, match="fast_tokenizer"):
+        check_checkpoint(ckpt)
+
+
 def test_free_fields_may_differ_from_the_record(ckpt, saved):
-    edit_config(ckpt, lambda c: c.update(flow_steps=3, world_model_loss_weight=0.0))
+    edit_config(ckpt, lambda c: c.update(flow_steps=3, vision_loss_weight=0.0))
     loaded = load_checkpoint(ckpt)
-    assert loaded.config.flow_steps == 3 and same_state(loaded, saved[1])
+    assert loaded.config.flow_steps == 3 and loaded.config.vision_loss_weight == 0.0 and same_state(loaded, saved[1])
+
+
+def _fast(edit):
+    """config.json edit: the FAST tokenizer's JSON with `edit(data)` applied."""
+    def apply(c):
+        data = json.loads(c["fast_tokenizer"])
+        edit(data)
+        c["fast_tokenizer"] = json.dumps(data)
+    return apply
 
 
 @pytest.mark.parametrize("edit, field", [
-    (lambda c: c.update(action_x_range=[75.0, -5.0]), "action_x_range is \\[75.0, -5.0\\]: its min is not below"),
-    (lambda c: c.update(action_y_range=[float("nan"), 1.0]), "action_y_range .* finite"),
+    (lambda c: c.update(action_low=[0.1, -0.2]), "action_low is \\[0.1, -0.2\\]; it must be 3 finite numbers"),
+    (lambda c: c.update(action_high=[1.0, float("nan"), 1.0]), "action_high is \\[1.0, NaN, 1.0\\]; it must be 3 finite"),
+    (lambda c: c.update(action_low=["0", 0, 0]), "action_low is \\[\"0\", 0, 0\\]; it must be 3 finite numbers"),
+    (lambda c: c.update(action_low=[True, 0, 0]), "action_low is \\[true, 0, 0\\]; it must be 3 finite numbers"),
+    (lambda c: c.update(action_low=0.1), "action_low is 0.1; it must be 3 finite numbers"),
+    (lambda c: c.update(action_high=[2000.0, 1.0, 1.0]), "action_high has 2000; every entry must be in \\[-1000, 1000\\]"),
+    (lambda c: c.update(action_high=c["action_low"]), "action_low .* is not below action_high"),
+    (lambda c: c.update(fast_tokenizer=5), "fast_tokenizer is 5; it must be a string"),
+    (lambda c: c.update(fast_tokenizer=c["fast_tokenizer"][:100]), "fast_tokenizer is not a FAST tokenizer: .*does not parse"),
+    (lambda c: c.update(fast_tokenizer="[1, 2]"), "fast_tokenizer is not a FAST tokenizer: .*must be an object"),
+    (_fast(lambda d: d.update(tokenizer="garbage")), "fast_tokenizer is not a FAST tokenizer: tokenizer is not a valid"),
+    (_fast(lambda d: d.pop("scale")), "fast_tokenizer is not a FAST tokenizer: .*missing scale"),
+    (_fast(lambda d: d.update(scale=-1.0)), "fast_tokenizer is not a FAST tokenizer: scale must be a positive"),
+    (_fast(lambda d: d.update(max_token=d["max_token"] + 1)), "fast_tokenizer is not a FAST tokenizer: .*lacks alphabet"),
+    (_fast(lambda d: d.update(format="other")), "fast_tokenizer is not a FAST tokenizer: unsupported format"),
+    (lambda c: c.update(fast_vocab_size=1), "fast_vocab_size is 1; it must be in \\[2,"),
+    (lambda c: c.update(max_action_tokens=2), "max_action_tokens is 2; it must be in \\[3,"),
+    (lambda c: c.update(num_past_actions=0), "num_past_actions is 0; it must be in \\[1, 64\\]"),
+    (lambda c: c.update(vision_loss_weight=-0.5), "vision_loss_weight is -0.5; it must be in \\[0,"),
+    (lambda c: c.update(action_bins=8), "unknown field 'action_bins'"),
+    (lambda c: c.update(world_model_loss_weight=1.0), "unknown field 'world_model_loss_weight'"),
     (lambda c: c.update(hidden_size=-32), "hidden_size is -32; it must be in \\[1,"),
     (lambda c: c.update(hidden_size="32"), "hidden_size is \"32\"; it must be an integer"),
     (lambda c: c.update(hidden_size=32.0), "hidden_size is 32.0; it must be an integer"),
@@ -138,6 +221,7 @@ def test_free_fields_may_differ_from_the_record(ckpt, saved):
     (lambda c: c.update(frame_interval_s=float("inf")), "frame_interval_s is Infinity; it must be a finite"),
     (lambda c: c.update(hidden_sizes=32), "unknown field 'hidden_sizes'"),
     (lambda c: {k: v for k, v in c.items() if k != "num_poses"}, "field 'num_poses' is missing"),
+    (lambda c: {k: v for k, v in c.items() if k != "fast_tokenizer"}, "field 'fast_tokenizer' is missing"),
     (lambda c: c.update(model_type="llama"), "model_type is \"llama\""),
     (lambda c: c.update(dtype="int8"), "dtype is \"int8\""),
     (lambda c: c.update(num_key_value_heads=3, num_attention_heads=4), "num_attention_heads is 4, not a multiple"),
@@ -150,6 +234,13 @@ def test_config_fields_are_checked_by_type_and_range(ckpt, edit, field):
     edit_config(ckpt, edit)
     with pytest.raises(CheckpointError, match=f"{ckpt}.*config.json: .*{field}"):
         check_checkpoint(ckpt)
+
+
+def test_an_unfitted_fast_tokenizer_is_a_valid_field():
+    """"" (no tokenizer fitted yet) is a value the config holds before `fit_action_tokenizer`: the rule accepts it."""
+    fields = config_fields(micro_config(fast_tokenizer=""))
+    assert fields["fast_tokenizer"] == "" and config_problems(fields) == []
+    assert config_problems(config_fields(micro_config())) == []
 
 
 def test_a_config_whose_dtype_and_older_torch_dtype_disagree_is_refused_naming_both(ckpt):

@@ -31,6 +31,10 @@ def test_samples_hold_frames_state_and_the_expert_trajectory(collected):
     trajectory = batch["trajectory"].numpy()
     assert trajectory.shape == (8, 8, 3) and np.isfinite(trajectory).all()
     assert (np.diff(trajectory[..., 0], axis=1) >= -1e-3).all()  # the expert drives forwards
+    # The ego poses of the agent input: 4 poses 0.5 s apart ending at the current one (the origin), driven forwards.
+    ego = batch["ego_poses"].numpy()
+    assert ego.shape == (8, 4, 3) and np.abs(ego[:, -1]).max() < 1e-5
+    assert (np.diff(ego[..., 0], axis=1) >= -1e-3).all()
     # The future frame is the camera 1 s on: it differs from the current one.
     assert (batch["future_frame"].float() - batch["history_frames"][:, -1].float()).abs().mean() > 1.0
     assert all(isinstance(t, str) and t for t in batch["text"])
@@ -100,13 +104,13 @@ def _broken_scenes(tmp_path):
 
 
 def test_a_shard_whose_scenes_all_fail_holds_every_array_empty_in_its_documented_dtype(tmp_path):
-    """The module docstring's layout (uint8 frames, float32 trajectories / speed / accel, int8 command) holds for a
+    """The module docstring's layout (uint8 frames, float32 trajectories / ego poses, int8 command) holds for a
     shard with no sample too, so shards concatenate whatever their scenes did."""
     manifest = collect(str(_broken_scenes(tmp_path)), 1, tmp_path / "data", CONFIG, workers=1)
     assert manifest["samples"] == 0 and manifest["failures"] == 1
     shard = tmp_path / "data" / "shard_00000"
     expected = {"history_frames": ((0, 2, 64, 128, 3), np.uint8), "future_frames": ((0, 64, 128, 3), np.uint8),
-                "trajectories": ((0, 8, 3), np.float32), "speed": ((0,), np.float32), "accel": ((0,), np.float32),
+                "trajectories": ((0, 8, 3), np.float32), "ego_poses": ((0, 4, 3), np.float32),
                 "command": ((0,), np.int8)}
     for name, (shape, dtype) in expected.items():
         array = np.load(shard / f"{name}.npy")
@@ -166,7 +170,11 @@ def test_training_without_a_model_config_trains_the_tiny_preset_the_data_was_col
     monkeypatch.setattr(pipeline, "stage_model", first_stage)
     with pytest.raises(KeyboardInterrupt):
         pipeline.train_stages(collected[0], tmp_path / "run", stages=(0,), show_progress=False)
-    assert built == [pipeline.model_config("tiny")]
+    # The preset, with the action tokenizer fitted on the data before the first stage.
+    unfitted = {k: v for k, v in built[0].to_dict().items() if k not in pipeline.ACTION_FIELDS}
+    assert unfitted == {k: v for k, v in pipeline.model_config("tiny").to_dict().items()
+                        if k not in pipeline.ACTION_FIELDS}
+    assert built[0].fast_tokenizer and built[0].action_low != pipeline.model_config("tiny").action_low
     assert CollectConfig.for_policy(built[0]) == CollectConfig()
 
 

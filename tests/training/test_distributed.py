@@ -61,11 +61,11 @@ def _metrics(run: Path, stage: int) -> list[dict]:
     return list(csv.DictReader((run / f"stage{stage}" / "metrics.csv").open(newline="")))
 
 
-def _assert_two_processes_train_as_one(one: Path, two: Path) -> None:
+def _assert_two_processes_train_as_one(one: Path, two: Path, tolerance: float = 1e-6) -> None:
     for stage in (0, 1, 2):
         ranks = _weights(two, 0, stage), _weights(two, 1, stage)
         assert _largest_difference(*ranks) == 0.0, f"stage {stage}: the processes' weights differ"
-        assert _largest_difference(ranks[0], _weights(one, 0, stage)) < 1e-6, f"stage {stage}"
+        assert _largest_difference(ranks[0], _weights(one, 0, stage)) < tolerance, f"stage {stage}"
         # One metrics.csv per stage, written by the main process: a row per step, the learning rate of one
         # process's schedule and the global batch's losses.
         rows, reference = _metrics(two, stage), _metrics(one, stage)
@@ -102,9 +102,12 @@ def test_two_processes_train_as_one_and_an_interrupted_run_resumes_to_the_same_w
 
 @pytest.mark.timeout(600)
 def test_two_processes_train_the_patch_path_and_its_diffusion_world_model_as_one(data, tmp_path):
-    """The diffusion world model draws noise and timesteps in its loss."""
+    """The diffusion world model draws noise and timesteps in its loss. Its target latents come from the stage-0 VQ,
+    whose weights the two runs end with ~4e-8 apart (within this test's 1e-6 for stage 0); the UNet's gradients
+    move by that relative amount, and AdamW divides by |g| + 1e-8, so UNet weights whose gradients are near 1e-8
+    step up to ~1e-6 apart after 3 steps (measured: 3.8e-7 after one). Within 1e-5, a step apart is 1e-3."""
     _assert_two_processes_train_as_one(_train(data, tmp_path / "one", 1, DIFFUSION),
-                                       _train(data, tmp_path / "two", 2, DIFFUSION))
+                                       _train(data, tmp_path / "two", 2, DIFFUSION), tolerance=1e-5)
 
 
 @pytest.mark.timeout(300)

@@ -103,6 +103,10 @@ def test_a_corrupt_checkpoint_folder_gives_a_clear_error(tmp_path):
         DriveVLAW0Agent(folder).initialize()
 
 
+# The ego's last 1.5 s at 2 m/s (poses 0.5 s apart relative to the current one), as the data set gives them.
+EGO_POSES = torch.tensor([[-3.0, 0.0, 0.0], [-2.0, 0.0, 0.0], [-1.0, 0.0, 0.0], [0.0, 0.0, 0.0]])
+
+
 def _samples(config: DriveVLAW0Config, n: int = 2) -> list[dict]:
     """n synthetic samples shaped as `ExpertDataset` gives them (a list serves as the trainer's dataset)."""
     g = torch.Generator().manual_seed(0)
@@ -110,7 +114,7 @@ def _samples(config: DriveVLAW0Config, n: int = 2) -> list[dict]:
     trajectory = torch.stack([torch.linspace(1.0, 8.0, 8), torch.zeros(8), torch.zeros(8)], -1)
     return [{"history_frames": torch.randint(0, 256, (f, h, w, 3), generator=g, dtype=torch.uint8),
              "future_frame": torch.randint(0, 256, (h, w, 3), generator=g, dtype=torch.uint8),
-             "trajectory": trajectory, "speed": torch.tensor(5.0), "accel": torch.tensor(0.0),
+             "trajectory": trajectory, "ego_poses": EGO_POSES,
              "command": torch.tensor(1), "text": "go straight"} for _ in range(n)]
 
 
@@ -132,10 +136,10 @@ def test_stage_2_trains_the_expert_at_the_learning_rate_and_the_backbone_at_its_
     assert [g["lr"] for g in groups] == pytest.approx([1e-3, 1e-3])
     names = {id(p): n for n, p in backbone.named_parameters()}
     trained = {names[id(p)] for p in groups[1]["params"]}
-    unreached = {"lm_head.weight", "model.norm.weight", "model.layers.1.self_attn.q_proj.weight",
-                 "model.layers.1.self_attn.q_proj.bias", "model.layers.1.self_attn.o_proj.weight",
-                 "model.layers.1.post_attention_layernorm.weight", "model.layers.1.mlp.gate_proj.weight",
-                 "model.layers.1.mlp.up_proj.weight", "model.layers.1.mlp.down_proj.weight"}
+    unreached = {"lm.lm_head.weight", "lm.model.norm.weight", "lm.model.layers.1.self_attn.q_proj.weight",
+                 "lm.model.layers.1.self_attn.o_proj.weight", "lm.model.layers.1.post_attention_layernorm.weight",
+                 "lm.model.layers.1.mlp.gate_proj.weight", "lm.model.layers.1.mlp.up_proj.weight",
+                 "lm.model.layers.1.mlp.down_proj.weight"}
     assert trained == set(names.values()) - unreached
     assert not {id(p) for p in groups[0]["params"]} & set(names)
     scaled = trainable_groups(model, TrainConfig(stage=2, lr=1e-3, backbone_lr_scale=0.1))
@@ -189,7 +193,7 @@ def test_a_batch_is_moved_to_the_accelerators_device(tmp_path, monkeypatch):
     monkeypatch.setattr(Accelerator, "device", property(lambda self: torch.device("meta")))
     batch = trainer.batch(0)
     tensors = {k: v for k, v in batch.items() if torch.is_tensor(v)}
-    assert set(tensors) == {"history_frames", "future_frame", "trajectory", "speed", "accel", "command"}
+    assert set(tensors) == {"history_frames", "future_frame", "trajectory", "ego_poses", "command"}
     assert all(v.device.type == "meta" for v in tensors.values())
     assert tensors["trajectory"].shape == (2, 8, 3) and batch["text"] == ["go straight"] * 2
 

@@ -23,7 +23,7 @@ MODELS = {
 def _batch(config, n: int = 2) -> dict:
     samples = _samples(config, n)
     samples[-1] = {**samples[-1], "text": "turn left at the next junction", "command": torch.tensor(0),
-                   "speed": torch.tensor(9.0)}
+                   "ego_poses": torch.tensor([[-13.5, 0.5, 0.1], [-9.0, 0.2, 0.05], [-4.5, 0.0, 0.0], [0.0, 0.0, 0.0]])}
     return collate(samples)
 
 

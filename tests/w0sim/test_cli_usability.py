@@ -270,18 +270,20 @@ def test_the_scaling_experiment_has_a_quick_trial_in_its_own_folder(tmp_path, mo
     seen = {}
 
     def run_scaling(data, out, evaluate, config, log):
-        evaluate(out / "model", out / "eval")
+        evaluate(out / "model", out / "eval", 7)
         seen.update(out=out, config=config)
         return []
 
     monkeypatch.setattr(training.collect, "collect",
                         lambda split, scenes, out, config, workers: seen.update(split=split, scenes=scenes, data=out))
     monkeypatch.setattr(training.scaling, "run_scaling", run_scaling)
-    monkeypatch.setattr(w0sim.one_shot, "evaluate_split", lambda split, spec, out, limit, workers: seen.update(limit=limit))
+    monkeypatch.setattr(w0sim.one_shot, "evaluate_split",
+                        lambda split, spec, out, limit, workers: seen.update(limit=limit, agent_seed=spec.options.seed))
     monkeypatch.setattr(w0sim.one_shot, "summarize", lambda rows: {})
     result = invoke("experiment", "scaling", "--quick", "--out", tmp_path / "scaling")
     assert result.exit_code == 0, result.output
     config = seen["config"]
     assert config.sizes == (16, 32) and max(config.tokenizer_steps, config.stage1_max_steps, config.stage2_max_steps) <= 2
+    assert config.seeds == (0,) and seen["agent_seed"] == 7  # one seed in the trial; a run's agent gets its seed
     assert seen["out"] == tmp_path / "scaling-quick" and seen["data"] == tmp_path / "scaling-quick" / "data"
     assert seen["split"] == "builtin:navtrain" and seen["scenes"] <= 32 and seen["limit"] == 10

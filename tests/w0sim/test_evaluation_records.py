@@ -37,7 +37,7 @@ class WorldModel(WorldModelAgent):
     def compute_trajectory(self, agent_input, world=None):
         return ConstantVelocityAgent(self.trajectory_sampling).compute_trajectory(agent_input, world)
 
-    def predict_frames(self, agent_input, steps, seed=0):
+    def predict_frames(self, agent_input, steps, seed=0, top_k=0):
         return np.zeros((steps, 4, 4, 3), np.uint8)
 
 

@@ -120,11 +120,12 @@ def rendered(one_thread, scene_file, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def api(one_thread, scene, tmp_path_factory):
-    """`render_rollout` with a fresh seed-0 agent, and again with the same agent and world-model seed 1."""
+    """`render_rollout` with a fresh seed-0 agent (greedy world model, as `w0sim render` by default), and again with the
+    same agent, its world model sampling from its 8 most likely codes with seed 1."""
     out = tmp_path_factory.mktemp("api")
     agent = DriveVLAW0Agent(CHECKPOINT, seed=0)
     first = render_rollout(agent, scene, out / "seed0.mp4", "v1.1", 0)
-    other = render_rollout(agent, scene, out / "seed1.mp4", "v1.1", 1)
+    other = render_rollout(agent, scene, out / "seed1.mp4", "v1.1", 1, top_k=8)
     return first, other
 
 
@@ -241,7 +242,7 @@ def test_same_seed_same_video_and_the_cli_matches_the_api(rendered, api):
     assert f"PDMS{first.score:.3f}" in squashed(output)
 
 
-def test_the_world_model_seed_changes_only_the_predictions(api):
+def test_sampling_the_world_model_changes_only_the_predictions(api):
     first, other = api
     assert other.score == first.score  # same agent, same plan
     assert other.mean_abs_error != first.mean_abs_error
@@ -297,13 +298,17 @@ def test_render_names_the_score_of_the_version_it_scored(scene_file, tmp_path, m
     """`w0sim render --pdm-version v2.2` reports EPDMS, v1.1 PDMS (the video's caption names it the same way)."""
     import w0sim.rollout_video
 
-    def fake_render(agent, scene, out, pdm_version, seed):
+    asked = []
+
+    def fake_render(agent, scene, out, pdm_version, seed, top_k):
+        asked.append((seed, top_k))
         return RolloutVideo(out, out.with_name("sheet.png"), 3, 0.25, [1.0, 2.0])
 
     monkeypatch.setattr(w0sim.rollout_video, "render_rollout", fake_render)
     for version, name in (("v2.2", "EPDMS"), ("v1.1", "PDMS")):
         result = invoke("render", "--checkpoint", CHECKPOINT, "--scene", scene_file, "--out", tmp_path / "r.mp4",
-                        "--pdm-version", version)
+                        "--pdm-version", version, *(["--top-k", "5", "--seed", "3"] if version == "v1.1" else []))
         assert result.exit_code == 0, result.output
         assert squashed(result.output) == squashed(f"{tmp_path / 'r.mp4'} (3 frames, {name} 0.250); "
                                                    f"{tmp_path / 'sheet.png'}")
+    assert asked == [(0, 0), (3, 5)]  # greedy by default; --top-k samples with --seed

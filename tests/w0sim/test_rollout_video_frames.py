@@ -95,7 +95,7 @@ class Stage:
                 calls["plan"].append((agent_input, world))
                 return SimpleNamespace(poses="the poses", sampling=SimpleNamespace(time_horizon=stage.horizon))
 
-            def predict_frames(self, agent_input, steps, seed):
+            def predict_frames(self, agent_input, steps, seed, top_k=0):
                 calls["predict"].append((agent_input, steps, seed))
                 # frame k predicts the truth at frame k's time, off by 10 * k everywhere
                 stage.predicted = np.stack([truth_at(t) + 10 * k for k, t in enumerate(stage.ts()) if k > 0])

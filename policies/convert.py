@@ -1,0 +1,152 @@
+"""Official DriveVLA-W0 / Emu3 weights <-> w0sim's DriveVLAW0ForDriving, by renaming tensors (no copy of their code).
+
+The official names (BraveGroup/DriveVLA-W0, `reference/Emu3/emu3/mllm/modeling_emu3.py`):
+- an Emu3 backbone (`BAAI/Emu3-Stage1`, the stage-1 `Emu3MoE`) has transformers' `Emu3ForCausalLM` names,
+  `model.*` and `lm_head.weight`; a stage-2 model keeps it under `vlm.`;
+- the action expert: `action_expert.layers.N.*` / `action_expert.norm.weight` (Emu3 blocks; its
+  `action_expert.embed_tokens` is never used and is dropped), the state token MLP `state_projector.{0,2}`;
+- query decoder (`Emu3QFormer`): `action_queries` (1,P,He), `action_decoder.norm_final` (LayerNorm),
+  `action_decoder.linear`; flow matching (`Emu3Pi0`): `action_projector.{W1,W2,W3,pos_embed}`,
+  `action_decoder.adaLN_modulation.1`, `action_decoder.linear`; AR (`Emu3AutoRegressive`):
+  `action_embed_projector.{0,2}` and `action_lm_head.weight` over the whole vocabulary, of which w0sim keeps the
+  FAST rows and <eoa>'s.
+The vocabulary layouts are the same (`policies.config`), so embedding rows need no remapping. Not covered: the
+Emu3 vision tokenizer (w0sim's VQ-VAE is its own model) and the anchor head.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from policies.model import DriveVLAW0ForDriving
+
+# Official name prefix -> w0sim name prefix (relative to the policy / expert), per part.
+EXPERT_RENAMES = {
+    "action_expert.layers.": "expert.layers.", "action_expert.norm.": "expert.norm.",
+    "state_projector.": "state_in.",
+}
+DECODER_RENAMES = {
+    "query": {"action_decoder.norm_final.": "query_norm.", "action_decoder.linear.": "query_out."},
+    "flow": {"action_projector.W1.": "flow_in.", "action_projector.W2.": "flow_mix.0.",
+             "action_projector.W3.": "flow_mix.2.", "action_decoder.adaLN_modulation.1.": "flow_time.1.",
+             "action_decoder.linear.": "flow_out."},
+    "ar": {"action_embed_projector.": "ar_in."},
+}
+UNUSED = ("action_expert.embed_tokens.",)  # saved by the official expert, read by nothing
+
+
+class ConversionError(ValueError):
+    """The weights do not fit the model: the message names the tensors at fault."""
+
+
+def read_weights(folder: str | Path) -> dict[str, torch.Tensor]:
+    """Every tensor of a transformers checkpoint folder: model.safetensors, or the shards its index lists."""
+    folder = Path(folder)
+    index = folder / "model.safetensors.index.json"
+    if index.exists():
+        shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        return {k: v for shard in shards for k, v in load_file(folder / shard).items()}
+    single = folder / "model.safetensors"
+    if not single.exists():
+        raise ConversionError(f"{folder}: no model.safetensors or model.safetensors.index.json")
+    return load_file(single)
+
+
+def _backbone_prefix(model: DriveVLAW0ForDriving) -> str:
+    return "vla.lm." if model.policy is None else "policy.backbone.lm."
+
+
+def _rename(name: str, renames: dict[str, str]) -> str | None:
+    for old, new in renames.items():
+        if name.startswith(old):
+            return new + name[len(old):]
+    return None
+
+
+def official_to_w0sim(weights: dict[str, torch.Tensor], model: DriveVLAW0ForDriving) -> dict[str, torch.Tensor]:
+    """Official (or transformers Emu3) tensors -> `model`'s state-dict names; an Emu3 backbone alone fills only the
+    backbone. Unknown names raise."""
+    c, out, unknown = model.config, {}, []
+    backbone = _backbone_prefix(model)
+    decoder = DECODER_RENAMES[c.expert_decoder] if model.policy is not None else {}
+    for name, tensor in weights.items():
+        stem = name[len("vlm."):] if name.startswith("vlm.") else name
+        if stem.startswith(("model.", "lm_head.")):
+            out[backbone + stem] = tensor
+        elif name.startswith(UNUSED):
+            continue
+        elif model.policy is not None and (new := _rename(name, {**EXPERT_RENAMES, **decoder})):
+            out["policy." + new] = tensor
+        elif model.policy is not None and name == "action_queries" and c.expert_decoder == "query":
+            out["policy.queries"] = tensor.reshape(tensor.shape[-2:])
+        elif model.policy is not None and name == "action_projector.pos_embed.weight" and c.expert_decoder == "flow":
+            out["policy.flow_pos"] = tensor
+        elif model.policy is not None and name == "action_lm_head.weight" and c.expert_decoder == "ar":
+            rows = [c.fast_to_id(k) for k in range(c.fast_vocab_size)] + [c.special_id("<eoa>")]
+            out["policy.ar_out.weight"] = tensor[rows]
+        else:
+            unknown.append(name)
+    if unknown:
+        raise ConversionError(f"{len(unknown)} tensors have no place in a {c.expert_decoder!r} DriveVLAW0ForDriving: "
+                              f"{', '.join(sorted(unknown)[:5])}")
+    return out
+
+
+def w0sim_to_official(model: DriveVLAW0ForDriving) -> dict[str, torch.Tensor]:
+    """`model`'s weights (backbone and action expert) under the official names: `vlm.` + Emu3 names with an expert,
+    the plain Emu3 names without. The VQ-VAE and other parts without an official counterpart are left out."""
+    c, out = model.config, {}
+    backbone = _backbone_prefix(model)
+    vlm = "" if model.policy is None else "vlm."
+    inverse = {new: old for old, new in {**EXPERT_RENAMES, **DECODER_RENAMES[c.expert_decoder]}.items()}
+    for name, tensor in model.state_dict().items():
+        tensor = tensor.detach().contiguous()
+        if name.startswith(backbone):
+            out[vlm + name[len(backbone):]] = tensor
+        elif model.policy is None or not name.startswith("policy."):
+            continue
+        elif (old := _rename(name[len("policy."):], inverse)) is not None:
+            out[old] = tensor
+        elif name == "policy.queries":
+            out["action_queries"] = tensor[None]
+        elif name == "policy.flow_pos":
+            out["action_projector.pos_embed.weight"] = tensor
+        elif name == "policy.ar_out.weight":
+            full = tensor.new_zeros(c.vocab_size, tensor.shape[1])
+            full[[c.fast_to_id(k) for k in range(c.fast_vocab_size)] + [c.special_id("<eoa>")]] = tensor
+            out["action_lm_head.weight"] = full
+    return out
+
+
+def load_official(model: DriveVLAW0ForDriving, folder: str | Path, backbone_only: bool = False) -> DriveVLAW0ForDriving:
+    """Load an official checkpoint folder's weights into `model` (built from the matching config). Every tensor of
+    the folder must fit a tensor of the model with the same shape; every model tensor of the converted parts
+    (the backbone, and the expert unless `backbone_only`) must be given."""
+    weights = official_to_w0sim(read_weights(folder), model)
+    own = model.state_dict()
+    wrong = [f"{k} {list(v.shape)} (model {list(own[k].shape)})" for k, v in weights.items()
+             if k in own and v.shape != own[k].shape]
+    extra = [k for k in weights if k not in own]
+    prefixes = (_backbone_prefix(model),) if backbone_only or model.policy is None else ("policy.",)
+    missing = [k for k in own if k.startswith(prefixes) and k not in weights]
+    for label, names in (("shape mismatch", wrong), ("not in the model", extra), ("missing", missing)):
+        if names:
+            raise ConversionError(f"{folder}: {label}: {', '.join(names[:5])}"
+                                  + (f" and {len(names) - 5} more" if len(names) > 5 else ""))
+    model.load_state_dict(weights, strict=False)
+    return model
+
+
+def save_official(model: DriveVLAW0ForDriving, folder: str | Path) -> Path:
+    """Write `w0sim_to_official(model)` as folder/model.safetensors (for tools that read the official layout)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    save_file(w0sim_to_official(model), folder / "model.safetensors")
+    return folder
+
+
+__all__ = ["ConversionError", "load_official", "official_to_w0sim", "read_weights", "save_official",
+           "w0sim_to_official"]

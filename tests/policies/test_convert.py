@@ -1,0 +1,92 @@
+"""Official-layout checkpoints load through the converter: an Emu3 backbone saved by transformers' own Emu3ForCausalLM,
+and stage-2 models under the official DriveVLA-W0 names (read from its modeling_emu3.py), give the same outputs."""
+from __future__ import annotations
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from transformers import Emu3ForCausalLM
+
+from policies.convert import ConversionError, load_official, save_official, w0sim_to_official
+from policies.model import DriveVLAW0ForDriving
+from tests.policies.checkpoints import driving_motion, micro_config
+
+# The official stage-2 names per decoder, beyond `vlm.*` and the expert's Emu3 blocks (modeling_emu3.py:
+# Emu3QFormer, Emu3Pi0, Emu3AutoRegressive). Written out here, not derived from the converter.
+OFFICIAL_HEADS = {
+    "query": {"action_queries", "action_decoder.norm_final.weight", "action_decoder.norm_final.bias",
+              "action_decoder.linear.weight", "action_decoder.linear.bias"},
+    "flow": {"action_projector.W1.weight", "action_projector.W1.bias", "action_projector.W2.weight",
+             "action_projector.W2.bias", "action_projector.W3.weight", "action_projector.W3.bias",
+             "action_projector.pos_embed.weight", "action_decoder.adaLN_modulation.1.weight",
+             "action_decoder.adaLN_modulation.1.bias", "action_decoder.linear.weight", "action_decoder.linear.bias"},
+    "ar": {"action_embed_projector.0.weight", "action_embed_projector.0.bias", "action_embed_projector.2.weight",
+           "action_embed_projector.2.bias", "action_lm_head.weight"},
+}
+EXPERT_BLOCK = {"self_attn.q_proj.weight", "self_attn.k_proj.weight", "self_attn.v_proj.weight",
+                "self_attn.o_proj.weight", "mlp.gate_proj.weight", "mlp.up_proj.weight", "mlp.down_proj.weight",
+                "input_layernorm.weight", "post_attention_layernorm.weight"}
+
+
+def _batch(config, n: int = 2):
+    torch.manual_seed(1)
+    frames = torch.rand(n, config.num_history_frames, 3, config.image_height, config.image_width)
+    ego_poses, _ = driving_motion(n, seed=3)
+    return frames, ["turn left", "go straight"][:n], ego_poses, torch.tensor([0, 1])[:n]
+
+
+def test_an_emu3_backbone_saved_by_transformers_loads_and_gives_its_logits(tmp_path):
+    config = micro_config(use_action_expert=False)
+    torch.manual_seed(0)
+    emu3 = Emu3ForCausalLM(config.backbone_config()).eval()
+    emu3.save_pretrained(tmp_path)
+    model = load_official(DriveVLAW0ForDriving(config).eval(), tmp_path)
+    ids = torch.randint(0, config.vocab_size, (2, 12))
+    expected = emu3(input_ids=ids).logits
+    hidden = model.backbone(ids, torch.ones_like(ids), torch.arange(12).expand(2, -1)).hidden_states
+    torch.testing.assert_close(model.backbone.lm_head(hidden), expected)
+
+
+@pytest.mark.parametrize("decoder", ["query", "flow", "ar"])
+def test_a_stage_2_checkpoint_in_the_official_layout_gives_the_same_plans(tmp_path, decoder):
+    config = micro_config(expert_decoder=decoder, num_hidden_layers=2)
+    torch.manual_seed(0)
+    model = DriveVLAW0ForDriving(config).eval()
+    for p in model.policy.parameters():  # zero-initialised heads would hide a wrong mapping
+        torch.nn.init.normal_(p, std=0.2)
+    frames, texts, ego_poses, command = _batch(config)
+    before = model.predict_trajectory(frames, texts, ego_poses, command, torch.Generator().manual_seed(0))
+    save_official(model, tmp_path)
+    names = set(load_file(tmp_path / "model.safetensors"))
+    expert = {f"action_expert.layers.{i}.{n}" for i in range(2) for n in EXPERT_BLOCK} | {"action_expert.norm.weight"}
+    state = {f"state_projector.{i}.{k}" for i in (0, 2) for k in ("weight", "bias")}
+    vlm = {n for n in names if n.startswith("vlm.")}
+    assert names - vlm == expert | state | OFFICIAL_HEADS[decoder]
+    assert "vlm.lm_head.weight" in vlm and "vlm.model.embed_tokens.weight" in vlm
+    fresh = DriveVLAW0ForDriving(config).eval()
+    fresh.vq.load_state_dict(model.vq.state_dict())  # the image tokenizer is not part of the official layout
+    load_official(fresh, tmp_path)
+    after = fresh.predict_trajectory(frames, texts, ego_poses, command, torch.Generator().manual_seed(0))
+    torch.testing.assert_close(after, before)
+
+
+def test_the_official_ar_head_keeps_the_fast_rows_and_eoa_of_the_whole_vocabulary():
+    config = micro_config(expert_decoder="ar")
+    model = DriveVLAW0ForDriving(config)
+    head = w0sim_to_official(model)["action_lm_head.weight"]
+    assert head.shape[0] == config.vocab_size
+    ours = model.policy.ar_out.weight
+    torch.testing.assert_close(head[config.fast_to_id(0)], ours[0])
+    torch.testing.assert_close(head[config.special_id("<eoa>")], ours[-1])
+
+
+def test_weights_that_do_not_fit_are_refused_by_name(tmp_path):
+    config = micro_config()
+    model = DriveVLAW0ForDriving(config)
+    save_official(model, tmp_path)
+    wider = DriveVLAW0ForDriving(micro_config(expert_hidden_size=32))
+    with pytest.raises(ConversionError, match="shape mismatch: .*expert"):
+        load_official(wider, tmp_path)
+    other_decoder = DriveVLAW0ForDriving(micro_config(expert_decoder="flow"))
+    with pytest.raises(ConversionError, match="action_queries"):
+        load_official(other_decoder, tmp_path)

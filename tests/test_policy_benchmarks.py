@@ -1,0 +1,249 @@
+"""The policy benchmarks run and measure what they say: world-model quality and camera reliance on a micro checkpoint,
+FAST-token decoding latency at the tiny preset (each script imported as a module and run at tiny sizes)."""
+import importlib.util
+import json
+import math
+import os
+import statistics
+import sys
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+from agents.drivevla_w0 import load_policy
+from policies.model import DriveVLAW0ForDriving, frames_to_model
+from scenarios.splits import resolve_split
+from sim.envs.scene_scoring import SceneScorer
+from sim.state import Trajectory
+from tests.conftest import REPO_ROOT
+from tests.policies.checkpoints import save_micro
+from training.collect import CollectConfig
+
+SPLIT = "builtin:navtest"
+WM_KEYS = {"samples", "wm_mae", "copy_mae", "wm_mae_standstill_plan", "reconstruction_mae", "copy_codes_mae",
+           "wm_mae_teacher_forced"}
+CAMERA_KEYS = {"scenes", "pdms_own", "pdms_other_scene", "pdms_grey", "cost_other_scene", "cost_grey"}
+
+
+def _benchmark(name: str):
+    """benchmarks/<name>.py as a module (benchmarks/ is not a package); the thread settings and environment it
+    changes on import are put back."""
+    env = {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}
+    threads, path = torch.get_num_threads(), list(sys.path)
+    spec = importlib.util.spec_from_file_location(f"benchmark_{name}", REPO_ROOT / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        for key, value in env.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        torch.set_num_threads(threads)
+        sys.path[:] = path
+    return module
+
+
+def _last_json(capsys) -> dict:
+    return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+
+
+def _mae(predicted: torch.Tensor, truth: torch.Tensor) -> float:
+    """Mean absolute error in 0-255 units, computed apart from the benchmark's own `mae`."""
+    return float(np.abs(predicted.clamp(0, 1).double().numpy() - truth.double().numpy()).mean() * 255)
+
+
+@pytest.fixture(scope="module")
+def micro(tmp_path_factory):
+    """A micro DriveVLA-W0 checkpoint folder (VQ path, world model, fitted FAST tokenizer)."""
+    folder = tmp_path_factory.mktemp("micro")
+    save_micro(folder)
+    return folder
+
+
+# --- benchmarks/world_model_quality.py ----------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def wmq():
+    return _benchmark("world_model_quality")
+
+
+@pytest.fixture(scope="module")
+def held_out(wmq, micro):
+    """(model, held-out samples of one navtest scene) of the micro checkpoint."""
+    model = load_policy(micro)
+    return model, wmq.held_out_samples(model, SPLIT, 1)
+
+
+def test_world_model_quality_prints_every_error_of_the_held_out_samples(wmq, micro, held_out, monkeypatch, capsys):
+    model, batch = held_out
+    c = model.config
+    collect = CollectConfig.for_policy(c)
+    assert (collect.frame_height, collect.frame_width) == (c.image_height, c.image_width)
+    samples = len(collect.sample_offsets)  # decisions per scene
+    assert samples == 2
+    assert batch["history_frames"].shape == (samples, c.num_history_frames, c.image_height, c.image_width, 3)
+    assert batch["future_frames"].shape == (samples, c.image_height, c.image_width, 3)
+    assert batch["trajectories"].shape == (samples, c.num_poses, 3) and len(batch["text"]) == samples
+    monkeypatch.setattr(sys, "argv", ["world_model_quality.py", "--checkpoint", str(micro), "--scenes", "1"])
+    wmq.main()
+    result = _last_json(capsys)
+    assert set(result) == WM_KEYS
+    assert result["samples"] == samples
+    for key, value in result.items():
+        assert math.isfinite(value) and value >= 0, (key, value)
+    assert result == wmq.measure(model, batch)  # main measures the held-out samples of the split's first scenes
+    # Copying the current frame, measured here from the stored uint8 frames.
+    frames = batch["history_frames"][:, -1].double().numpy(), batch["future_frames"].double().numpy()
+    assert result["copy_mae"] == pytest.approx(np.abs(frames[0] - frames[1]).mean(), abs=2e-3)
+    # Copying in code space: the current frame through the tokenizer.
+    history, truth = frames_to_model(batch["history_frames"]), frames_to_model(batch["future_frames"])
+    with torch.no_grad():
+        copied = model.vq.decode(model.vq.encode(history[:, -1]))
+        reconstructed = model.vq.decode(model.vq.encode(truth).view(-1, *c.image_grid))
+    assert result["copy_codes_mae"] == pytest.approx(_mae(copied, truth), abs=2e-3)
+    assert result["reconstruction_mae"] == pytest.approx(_mae(reconstructed, truth), abs=2e-3)
+
+
+def test_a_world_model_that_predicts_the_true_codes_scores_the_reconstruction_error(wmq, held_out, monkeypatch):
+    model, batch = held_out
+    c, n = model.config, len(batch["text"])
+    with torch.no_grad():
+        true_codes = model.vq.encode(frames_to_model(batch["future_frames"])).view(-1, *c.image_grid)
+    plans = []
+
+    def oracle(images, texts, ego_poses, command, plan, *args, **kwargs):
+        assert images.shape[0] == n
+        plans.append(plan)
+        return model.vq.decode(true_codes), true_codes
+
+    monkeypatch.setattr(model, "predict_next_frame", oracle)
+    monkeypatch.setattr(wmq, "teacher_forced_codes", lambda model, images, common, plan, codes: codes)
+    result = wmq.measure(model, batch, chunk=n)
+    assert result["wm_mae"] == result["wm_mae_standstill_plan"] == result["reconstruction_mae"]
+    assert result["wm_mae_teacher_forced"] == result["reconstruction_mae"]
+    # The world model is asked with the expert's plan, then with the stand-still plan (8 poses at the origin).
+    assert len(plans) == 2
+    torch.testing.assert_close(plans[0], batch["trajectories"])
+    assert plans[1].shape == plans[0].shape and not plans[1].any()
+
+
+def test_teacher_forcing_predicts_each_code_from_the_true_codes_before_it(wmq, held_out, monkeypatch):
+    model, batch = held_out
+    c = model.config
+    images = model.encode_frames(frames_to_model(batch["history_frames"]))
+    common = (list(batch["text"]), batch["ego_poses"], batch["command"].long())
+    plan = batch["trajectories"]
+    # The real model: fed the codes it decodes greedily itself, it predicts them again, code by code.
+    _, greedy = model.predict_next_frame(images, *common, plan)
+    torch.testing.assert_close(wmq.teacher_forced_codes(model, images, common, plan, greedy), greedy)
+    # A model that predicts "the next code is the one just read": the output is the true codes shifted by one.
+    true_codes = torch.randint(0, c.vq_codebook_size, greedy.shape, generator=torch.Generator().manual_seed(0))
+    fake = _CopyBackbone(model.backbone, c.vocab_size)
+    monkeypatch.setattr(DriveVLAW0ForDriving, "backbone", property(lambda self: fake))
+    out = wmq.teacher_forced_codes(model, images, common, plan, true_codes)
+    assert out.shape == true_codes.shape
+    assert torch.equal(fake.seen[0][:, -c.image_tokens_per_frame:], true_codes.flatten(1) + c.image_offset)
+    assert torch.equal(out.flatten(1)[:, 1:], true_codes.flatten(1)[:, :-1])
+
+
+class _CopyBackbone:
+    """A stand-in backbone whose hidden state at each position is the one-hot of the token there, read by an identity
+    LM head: it predicts that the next token is the one just read."""
+
+    def __init__(self, real, vocab_size: int):
+        self.action_tokenizer, self.vocab_size, self.seen = real.action_tokenizer, vocab_size, []
+
+    def __call__(self, ids, mask, positions):
+        self.seen.append(ids)
+        return SimpleNamespace(hidden_states=torch.nn.functional.one_hot(ids, self.vocab_size).float())
+
+    def lm_head(self, hidden):
+        return hidden
+
+
+# --- benchmarks/camera_reliance.py --------------------------------------------------------------------------------
+
+def test_camera_reliance_plans_from_own_other_and_grey_frames_and_scores_each(micro, monkeypatch, capsys):
+    cr = _benchmark("camera_reliance")
+    original = cr.DriveVLAW0Agent.compute_trajectory
+    calls = []
+
+    def recording(self, agent_input, world=None):
+        trajectory = original(self, agent_input, world)
+        if len(calls) % 3 == 2:  # grey frames: stand still, so the conditions score differently
+            trajectory = Trajectory(np.zeros_like(trajectory.poses), trajectory.sampling)
+        calls.append((agent_input, trajectory))
+        return trajectory
+
+    monkeypatch.setattr(cr.DriveVLAW0Agent, "compute_trajectory", recording)
+    monkeypatch.setattr(sys, "argv", ["camera_reliance.py", "--checkpoint", str(micro), "--scenes", "2"])
+    cr.main()
+    result = _last_json(capsys)
+    assert set(result) == CAMERA_KEYS and result["scenes"] == 2
+    n = result["scenes"]
+    assert len(calls) == 3 * n  # own, other scene, grey per scene
+    own = [calls[3 * i][0] for i in range(n)]
+    assert not np.array_equal(own[0].cameras, own[1].cameras)  # two scenes, two roads
+    for i in range(n):
+        mine, other, grey = (calls[3 * i + k][0] for k in range(3))
+        assert np.array_equal(other.cameras, own[(i + 1) % n].cameras)
+        assert not np.array_equal(other.cameras, mine.cameras)
+        assert grey.cameras.shape == mine.cameras.shape and grey.cameras.dtype == mine.cameras.dtype
+        assert (grey.cameras == 128).all()
+        for swapped in (other, grey):  # only the frames change
+            assert swapped.command_text == mine.command_text
+            for name in ("ego_poses", "ego_velocity", "ego_acceleration", "driving_command", "ego_state"):
+                assert np.array_equal(getattr(swapped, name), getattr(mine, name)), name
+    # Each plan is scored by its own scene's PDMS v1.1 scorer; the means and costs come from those scores.
+    scorers = [SceneScorer(ref.load(), "v1.1") for ref in resolve_split(SPLIT, n)]
+    for k, condition in enumerate(("own", "other_scene", "grey")):
+        scores = [scorers[i].score(t.poses, t.sampling.interval)[1] for i, (_, t) in enumerate(calls[k::3])]
+        assert result[f"pdms_{condition}"] == pytest.approx(np.mean(scores), abs=1e-4), condition
+    for condition in ("other_scene", "grey"):
+        assert result[f"cost_{condition}"] == pytest.approx(result["pdms_own"] - result[f"pdms_{condition}"],
+                                                            abs=1e-4)
+
+
+# --- benchmarks/policy_latency.py ---------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def latency():
+    return _benchmark("policy_latency")
+
+
+def test_the_latency_models_take_the_steps_of_a_plan_of_the_asked_tokens_and_its_eoa(latency):
+    """Both AR decoders take tokens + 1 steps, as a plan of `tokens` FAST tokens followed by <eoa> does."""
+    config, backbone, policies = latency.build_models("tiny", tokens=3)
+    prompt, state = latency.build_inputs(config)
+    with torch.inference_mode():
+        assert len(backbone.generate_plan_tokens(prompt)[0]) == 4
+        ar = policies["ar"]
+        ctx, mask = ar.context(prompt)
+        assert len(ar._ar_decode(ctx, mask, state)[0]) == 4
+
+
+def test_the_latency_ratios_are_expert_over_baseline_medians(latency, monkeypatch):
+    # A clock that makes each timed run last a set time: per method, 3 repeats whose median is not their mean.
+    durations = {"baseline_ar_ms": [10, 30, 14], "query_ms": [5, 1, 12], "ar_expert_ms": [40, 50, 45],
+                 "flow_ms": [2, 4, 3]}
+    ticks, now = [], 0.0
+    for repeat in range(3):
+        for ms in durations.values():  # the benchmark times the methods round-robin, in this order
+            ticks += [now, now + ms[repeat] / 1e3]
+            now += 1.0
+    clock = iter(ticks)
+    monkeypatch.setattr(latency, "REPEATS", {"tiny": 3})
+    monkeypatch.setattr(latency, "WARMUP", 1)
+    monkeypatch.setattr(latency, "time", SimpleNamespace(perf_counter=lambda: next(clock)))
+    result = latency.bench("tiny", 3)
+    assert next(clock, None) is None  # every timed run read the clock twice
+    medians = {name: statistics.median(ms) for name, ms in durations.items()}
+    for name, median in medians.items():
+        assert result[name] == pytest.approx(median)
+    for name, ratio in (("query_ms", "query_ratio"), ("ar_expert_ms", "ar_expert_ratio"), ("flow_ms", "flow_ratio")):
+        assert result[ratio] == pytest.approx(medians[name] / medians["baseline_ar_ms"], abs=1e-3)
+        assert result[ratio] > 0
