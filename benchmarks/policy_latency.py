@@ -10,8 +10,9 @@ frames of image codes, past motions, ending at the current frame's <boa>) are ti
   default `flow_steps`): one backbone context pass over the same prompt plus the expert's decoding.
 A random model's plans have random lengths, so the two AR decoders are made to take the steps of a plan of
 `--tokens` FAST tokens and its <eoa>: their heads' weights are zeroed (every logit ties, the first FAST id wins,
-<eoa> never does) and the cap `max_action_tokens` is set to tokens + 2, so they stop after tokens + 1 steps. The paper's NAVSIM plans average 5.6 FAST tokens, its in-house ones
-17.8 (drivevla_w0_paper.md §4.5: query expert / baseline = 63.1 % on an H200 at 5.6 tokens).
+<eoa> never does) and the cap `max_action_tokens` is set to tokens + 2, so they stop after tokens + 1 steps.
+The paper's NAVSIM plans average 5.6 FAST tokens, its in-house ones 17.8 (drivevla_w0_paper.md §4.5: query
+expert / baseline = 63.1 % on an H200 at 5.6 tokens).
 All policies share the baseline's backbone weights (and the expert trunk / state MLP weights), so only the decoding
 differs. Repeats are interleaved round-robin over the four methods so machine-load drift hits all alike. Ratios
 are expert / baseline medians. Progress goes to stderr; the last stdout line is one JSON object
