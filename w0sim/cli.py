@@ -456,10 +456,14 @@ def train(
     world_model: bool = typer.Option(True, "--world-model/--no-world-model",
                                      help="--no-world-model: the action-only baseline."),
     decoder: str = typer.Option("query", "--decoder", help="Action-expert decoder: query, ar or flow."),
+    image_input: str = typer.Option("vq", "--image-input", help="vq: image codes, the world model predicts the next "
+                                    "frame's codes (the Emu3 track); patch: continuous patch features, the world "
+                                    "model is the diffusion head (the ViT track)."),
 ) -> None:
     """Train DriveVLA-W0 on collected data; an interrupted run resumes from its last checkpoint when run again.
 
     On several GPUs: `accelerate launch --config_file configs/accelerate/NAME.yaml -m w0sim.cli train ...`."""
+    from policies.config import EXPERT_DECODERS, IMAGE_INPUTS
     from training.dataset import DatasetError
     from training.pipeline import model_config, train_stages
     from training.trainer import MIXED_PRECISION
@@ -470,6 +474,10 @@ def train(
         raise typer.BadParameter(f"{lr} is not a positive learning rate", param_hint="--lr")
     _check_out_folder(out)
     stages = (0, 1, 2) if all_stages else (stage,)
+    if image_input not in IMAGE_INPUTS:
+        raise typer.BadParameter(f"{image_input!r}; choose from {', '.join(IMAGE_INPUTS)}", param_hint="--image-input")
+    if decoder not in EXPERT_DECODERS:
+        raise typer.BadParameter(f"{decoder!r}; choose from {', '.join(EXPERT_DECODERS)}", param_hint="--decoder")
     if mixed_precision not in MIXED_PRECISION:
         raise typer.BadParameter(f"{mixed_precision!r}; choose from {', '.join(MIXED_PRECISION)}",
                                  param_hint="--mixed-precision")
@@ -478,7 +486,8 @@ def train(
               "gradient_checkpointing": gradient_checkpointing}
     overrides = {s: {k: v for k, v in fields.items() if v is not None} for s in stages}
     try:
-        model = train_stages(data, out, stages, model_config(config, world_model, decoder), overrides)
+        model = train_stages(data, out, stages, model_config(config, world_model, decoder, image_input=image_input),
+                             overrides)
     except (DatasetError, FileNotFoundError, ValueError) as err:
         _error(str(err))
         raise typer.Exit(2) from None

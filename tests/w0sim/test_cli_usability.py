@@ -287,3 +287,34 @@ def test_the_scaling_experiment_has_a_quick_trial_in_its_own_folder(tmp_path, mo
     assert config.seeds == (0,) and seen["agent_seed"] == 7  # one seed in the trial; a run's agent gets its seed
     assert seen["out"] == tmp_path / "scaling-quick" and seen["data"] == tmp_path / "scaling-quick" / "data"
     assert seen["split"] == "builtin:navtrain" and seen["scenes"] <= 32 and seen["limit"] == 10
+
+
+@pytest.mark.parametrize("image_input", ["vq", "patch"])
+def test_train_builds_the_image_path_asked_for_so_the_diffusion_world_model_is_trainable(tmp_path, monkeypatch,
+                                                                                         image_input):
+    """`--image-input patch` trains the continuous path, whose world model is the diffusion head; vq the code path."""
+    import training.pipeline
+
+    built = {}
+
+    def train_stages(data, out, stages, config, overrides):
+        built.update(config=config, stages=stages)
+        return out / "stage2" / "model"
+
+    monkeypatch.setattr(training.pipeline, "train_stages", train_stages)
+    result = invoke("train", "--all", "--data", tmp_path / "data", "--out", tmp_path / "run",
+                    "--image-input", image_input)
+    assert result.exit_code == 0, result.output
+    config = built["config"]
+    assert (config.image_input, config.use_world_model, built["stages"]) == (image_input, True, (0, 1, 2))
+    from policies.model import DriveVLAW0ForDriving
+
+    with __import__("torch").device("meta"):
+        model = DriveVLAW0ForDriving(config)
+    assert (model.diffusion_wm is not None) == (image_input == "patch")
+
+
+def test_train_refuses_an_unknown_image_input_or_decoder_naming_the_option(tmp_path):
+    for option, value in (("--image-input", "pixels"), ("--decoder", "diffusion")):
+        result = invoke("train", "--all", "--data", tmp_path / "data", "--out", tmp_path / "run", option, value)
+        assert result.exit_code == 2 and option in result.output and value in result.output, result.output
