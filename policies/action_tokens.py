@@ -100,11 +100,8 @@ def fit_action_tokenizer(config: DriveVLAW0Config, ego_poses: torch.Tensor, plan
     `action_low` / `action_high` are the q01 / q99 of the plans' motions (the official norm_stats), the FAST
     BPE is trained on every chunk a sequence holds (past motions, actions to the next frame, plans)."""
     plan_motions = poses_to_deltas(plans.double())
-    low = torch.quantile(plan_motions.reshape(-1, 3), 0.01, dim=0)
-    high = torch.quantile(plan_motions.reshape(-1, 3), 0.99, dim=0)
     # A quantity that never varies in the data (e.g. dyaw on straight roads only) gets a small range around its value.
-    half = ((MIN_RANGE - (high - low)) / 2).clamp(min=0)
-    normalizer = QuantileNormalizer(tuple((low - half).tolist()), tuple((high + half).tolist()))
+    normalizer = QuantileNormalizer.fit(plan_motions, min_range=MIN_RANGE)
     motions = frame_motions(config, ego_poses.double())
     chunks = [motions.past.flatten(0, 1), motions.to_next.flatten(0, 1), plan_motions]
     normalised = [normalizer.normalize(c).numpy() for c in chunks if c.numel()]

@@ -126,8 +126,10 @@ class QuantileNormalizer:
         object.__setattr__(self, "high", high)
 
     @classmethod
-    def fit(cls, deltas: torch.Tensor | np.ndarray, low_q: float = 0.01, high_q: float = 0.99) -> QuantileNormalizer:
-        """Per-dimension `low_q` / `high_q` quantiles over all leading dims of (..., 3) samples."""
+    def fit(cls, deltas: torch.Tensor | np.ndarray, low_q: float = 0.01, high_q: float = 0.99,
+            min_range: float = 0.0) -> QuantileNormalizer:
+        """Per-dimension `low_q` / `high_q` quantiles over all leading dims of (..., 3) samples; a dimension whose
+        range is narrower than `min_range` (one that never varies in the data) is widened to it about its centre."""
         if not 0.0 <= low_q < high_q <= 1.0:
             raise ValueError(f"need 0 <= low_q < high_q <= 1, got low_q={low_q}, high_q={high_q}")
         x, _, _ = _as_float64(deltas)
@@ -138,7 +140,9 @@ class QuantileNormalizer:
             raise ValueError("cannot fit a QuantileNormalizer on zero samples")
         if not torch.isfinite(x).all():
             raise ValueError("samples contain NaN or infinite values")
-        return cls(low=tuple(_quantiles(x, low_q).tolist()), high=tuple(_quantiles(x, high_q).tolist()))
+        low, high = _quantiles(x, low_q), _quantiles(x, high_q)
+        half = ((min_range - (high - low)) / 2).clamp(min=0)
+        return cls(low=tuple((low - half).tolist()), high=tuple((high + half).tolist()))
 
     def _bounds(self, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         low = torch.tensor(self.low, dtype=torch.float64, device=like.device)

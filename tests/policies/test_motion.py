@@ -131,6 +131,15 @@ def test_quantile_normalizer_clips_and_inverts_inside_the_range():
     assert isinstance(y_np, np.ndarray) and y_np.dtype == np.float32
 
 
+def test_quantile_normalizer_fit_widens_a_dimension_that_never_varies_to_min_range():
+    samples = torch.randn(100, 3, dtype=torch.float64)
+    samples[:, 2] = 0.25
+    plain = QuantileNormalizer.fit(samples[:, [0, 1, 0]])
+    norm = QuantileNormalizer.fit(samples, min_range=1e-3)
+    assert norm.low[:2] == plain.low[:2] and norm.high[:2] == plain.high[:2]  # wide ranges are kept as fitted
+    assert norm.low[2] == pytest.approx(0.25 - 5e-4) and norm.high[2] == pytest.approx(0.25 + 5e-4)
+
+
 def test_quantile_normalizer_errors_name_the_dimension():
     samples = torch.randn(100, 3, dtype=torch.float64)
     samples[:, 2] = 0.25  # heading never changes: empty range
