@@ -61,18 +61,19 @@ class ExpertDataset(Dataset):
             self._texts[k] = [s["text"] for s in meta["samples"]]
         return self._arrays[k]
 
+    def _locate(self, i: int) -> tuple[int, int]:
+        """(shard, row in it) of selected sample i."""
+        index = int(self.indices[i])
+        k = int(np.searchsorted(self._starts, index, side="right") - 1)
+        return k, index - int(self._starts[k])
+
     def stacked(self, name: str) -> np.ndarray:
         """Array `name` (one of the collected ARRAYS) of every selected sample, in order."""
-        rows = []
-        for index in self.indices:
-            k = int(np.searchsorted(self._starts, index, side="right") - 1)
-            rows.append(self._shard(k)[name][int(index) - int(self._starts[k])])
+        rows = [self._shard(k)[name][row] for k, row in map(self._locate, range(len(self)))]
         return np.stack(rows) if rows else np.zeros((0,))
 
     def __getitem__(self, i: int) -> dict:
-        index = int(self.indices[i])
-        k = int(np.searchsorted(self._starts, index, side="right") - 1)
-        row = index - int(self._starts[k])
+        k, row = self._locate(i)
         arrays = self._shard(k)
         return {
             "history_frames": torch.from_numpy(np.array(arrays["history_frames"][row])),
