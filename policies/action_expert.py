@@ -25,7 +25,7 @@ from policies.backbone import DriveVLAW0Backbone
 from policies.batch_mean import at_least_float32, batch_mean
 from policies.config import COMMANDS, DriveVLAW0Config
 from policies.joint_attention import KV, ActionExpertTransformer
-from policies.motion import poses_to_deltas
+from policies.motion import deltas_to_poses, poses_to_deltas
 from policies.noise import BatchNoise
 from policies.sequence import IGNORE, VLASequence
 
@@ -104,8 +104,7 @@ class DriveVLAW0ExpertPolicy(PreTrainedModel):
 
     def motions_to_poses(self, x: torch.Tensor) -> torch.Tensor:
         """(B,P,3) normalised motions -> (B,P,3) poses in the current ego frame."""
-        tokenizer = self.backbone.action_tokenizer
-        return tokenizer.plan_to_poses(tokenizer.normalizer.denormalize(x.double())).float()
+        return deltas_to_poses(self.backbone.action_tokenizer.normalizer.denormalize(x.double())).float()
 
     # --- context ----------------------------------------------------------------------------------
     def context(self, seq: VLASequence, image_features: torch.Tensor | None = None) -> tuple[list[KV], torch.Tensor]:
@@ -219,9 +218,7 @@ class DriveVLAW0ExpertPolicy(PreTrainedModel):
                 tau = torch.full((b,), 1 - k / steps, device=state.device, dtype=dtype)
                 x = x - self._flow_velocity(ctx, mask, state, x, tau) / steps
             return self.motions_to_poses(x.float())
-        tokenizer = self.backbone.action_tokenizer
-        motions, _ = tokenizer.decode(self._ar_decode(ctx, mask, state), self.config.num_poses)
-        return tokenizer.plan_to_poses(motions).float()
+        return self.backbone.action_tokenizer.decode_plan(self._ar_decode(ctx, mask, state))
 
     def _ar_decode(self, ctx: list[KV], mask: torch.Tensor, state: torch.Tensor) -> list[list[int]]:
         """Per row, greedy FAST ids (vocabulary ids) through the expert only, with its own K/V cache, up to <eoa>."""

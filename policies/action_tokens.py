@@ -90,9 +90,11 @@ class ActionTokenizer:
         lo, hi = self.config.fast_id_range
         return lo <= token_id < hi
 
-    def plan_to_poses(self, motions: torch.Tensor) -> torch.Tensor:
-        """(B,P,3) per-step motions of a plan -> (B,P,3) poses in the current ego frame."""
-        return deltas_to_poses(motions)
+    def decode_plan(self, ids: list[list[int]]) -> torch.Tensor:
+        """Per row, a plan's vocabulary ids -> (B,num_poses,3) float32 poses in the current ego frame (its decoded
+        motions composed from the current pose)."""
+        motions, _ = self.decode(ids, self.config.num_poses)
+        return deltas_to_poses(motions).float()
 
 
 def fit_action_tokenizer(config: DriveVLAW0Config, ego_poses: torch.Tensor, plans: torch.Tensor) -> dict:

@@ -157,9 +157,7 @@ class DriveVLAW0Backbone(PreTrainedModel):
 
     def generate_plan(self, prompt: VLASequence, image_features: torch.Tensor | None = None) -> torch.Tensor:
         """(B, num_poses, 3) trajectory decoded through the backbone (FAST tokens -> motions -> poses)."""
-        motions, _ = self.action_tokenizer.decode(self.generate_plan_tokens(prompt, image_features),
-                                                  self.config.num_poses)
-        return self.action_tokenizer.plan_to_poses(motions).float()
+        return self.action_tokenizer.decode_plan(self.generate_plan_tokens(prompt, image_features))
 
     def generate_image_codes(self, context: VLASequence, temperature: float = 0.0, top_k: int | None = None,
                              generator: torch.Generator | None = None) -> torch.Tensor:

@@ -304,9 +304,9 @@ def test_the_ar_decoder_learns_the_plans_fast_tokens():
     assert _check_cached_decoding(model, batch) == plan_ids  # stopped by <eoa>
     with torch.no_grad():
         traj = model.predict(batch.prompt, batch.state)
-    motions, valid = tokenizer.decode(plan_ids, config.num_poses)
+    _, valid = tokenizer.decode(plan_ids, config.num_poses)
     assert valid.all()
-    torch.testing.assert_close(traj, tokenizer.plan_to_poses(motions).float())
+    torch.testing.assert_close(traj, tokenizer.decode_plan(plan_ids))
     assert (traj - batch.plans).abs()[..., :2].max() < 1.0
 
 

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from policies.action_tokens import ActionTokenizer, frame_motions
 from policies.backbone import DriveVLAW0Backbone
 from policies.config import DriveVLAW0Config
-from policies.motion import poses_to_deltas
+from policies.motion import deltas_to_poses, poses_to_deltas
 from policies.sequence import IGNORE, SequenceBuilder, VLASequence
 from policies.text import InstructionTokenizer
 from tests.policies.checkpoints import driving_motion, micro_config
@@ -188,7 +188,7 @@ def test_plan_decoding_stops_at_eoa_and_emits_only_fast_ids():
     traj = model.generate_plan(prompt)
     assert traj.shape == (2, config.num_poses, 3) and traj.dtype == torch.float32
     motions, _ = model.action_tokenizer.decode(tokens, config.num_poses)
-    torch.testing.assert_close(traj, model.action_tokenizer.plan_to_poses(motions).float())
+    torch.testing.assert_close(traj, deltas_to_poses(motions).float())
 
 
 @torch.no_grad()

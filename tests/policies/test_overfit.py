@@ -71,8 +71,8 @@ def test_tiny_model_fits_four_samples_and_drives_their_plans():
                     f"{w0:.3f}->{out.world_model_loss.item():.3f}, plan tokens {decoded} (target {plan_ids})")
     model.eval()
     traj = model.predict_trajectory(frames[:, :f], TEXTS, ego_poses, command)
-    motions, valid = tokenizer.decode(plan_ids, config.num_poses)
+    _, valid = tokenizer.decode(plan_ids, config.num_poses)
     assert valid.all()
-    torch.testing.assert_close(traj, tokenizer.plan_to_poses(motions).float())
+    torch.testing.assert_close(traj, tokenizer.decode_plan(plan_ids))
     error = (traj - plans).abs().amax((0, 1))  # FAST's rounding, summed along the plan
     assert error[0] < 0.5 and error[1] < 0.5 and error[2] < 0.02, error
