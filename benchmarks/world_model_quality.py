@@ -65,7 +65,8 @@ def teacher_forced_codes(model, images: torch.Tensor, common: tuple, plan: torch
     codes = true_codes.flatten(1) + c.image_offset
     ids = torch.cat([seq.input_ids, codes], 1)
     mask = torch.cat([seq.attention_mask, torch.ones_like(codes)], 1)
-    hidden = model.backbone(ids, mask, (mask.cumsum(1) - 1).clamp(min=0)).hidden_states
+    hidden = model.backbone.model(input_ids=ids, attention_mask=mask,
+                                  position_ids=(mask.cumsum(1) - 1).clamp(min=0)).last_hidden_state
     logits = model.backbone.lm_head(hidden[:, seq.input_ids.shape[1] - 1:-1])
     image = logits[..., c.image_offset:c.image_offset + c.vq_codebook_size]
     return image.argmax(-1).view(-1, *c.image_grid)
@@ -107,7 +108,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.manual_seed(0)
     model = load_policy(args.checkpoint)
-    if model.vq is None or model.patch_encoder is not None:
+    if model.vq is None:
         raise SystemExit("this benchmark measures the VQ path's AR world model; the checkpoint has none")
     result = measure(model, held_out_samples(model, args.split, args.scenes))
     for key, value in result.items():

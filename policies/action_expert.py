@@ -107,10 +107,9 @@ class DriveVLAW0ExpertPolicy(PreTrainedModel):
         return deltas_to_poses(self.backbone.action_tokenizer.normalizer.denormalize(x.double())).float()
 
     # --- context ----------------------------------------------------------------------------------
-    def context(self, seq: VLASequence, image_features: torch.Tensor | None = None) -> tuple[list[KV], torch.Tensor]:
+    def context(self, seq: VLASequence) -> tuple[list[KV], torch.Tensor]:
         """One backbone pass over the context before the last <boa> (what the expert reads, §4.2); its per-layer K/V
         and mask.
-        image_features: (B,F,h*w,D) patch features on the continuous path, else None.
 
         The backbone is causal, so the context's K/V do not depend on what follows it (the ground-truth actions and
         plan of a training sequence): only the context is run. Each layer's K/V are its key and value
@@ -120,7 +119,7 @@ class DriveVLAW0ExpertPolicy(PreTrainedModel):
         model = self.backbone.model
         length = int(seq.context_mask.long().cumsum(1).argmax(1).max()) + 1  # columns up to the last context token
         mask, positions = seq.context_mask[:, :length], seq.position_ids[:, :length]
-        embeds = self.backbone.embed(seq.input_ids[:, :length], seq.type_ids[:, :length], image_features)
+        embeds = self.backbone.embed(seq.input_ids[:, :length])
         out = model(inputs_embeds=embeds, attention_mask=mask.long(), position_ids=positions,
                     output_hidden_states=True, use_cache=False)
         cos, sin = (t.unsqueeze(1) for t in model.rotary_emb(embeds, positions))
@@ -158,11 +157,11 @@ class DriveVLAW0ExpertPolicy(PreTrainedModel):
 
     # --- training ---------------------------------------------------------------------------------
     def loss(self, seq: VLASequence, state: torch.Tensor, poses: torch.Tensor,
-             noise: BatchNoise | None = None, image_features: torch.Tensor | None = None) -> ExpertOutput:
+             noise: BatchNoise | None = None) -> ExpertOutput:
         """Stage-2 action loss of the configured decoder. seq: a VLA sequence (prompt or full training
         sequence; the expert only reads its context before the last <boa>); state: (B,13) `state_features`;
         poses: (B,P,3) ground-truth trajectory; noise: the flow decoder's draws (unseeded without)."""
-        ctx, mask = self.context(seq, image_features)
+        ctx, mask = self.context(seq)
         decoder = self.config.expert_decoder
         if decoder == "query":
             pred = self._query_pass(ctx, mask, state)
@@ -204,9 +203,9 @@ class DriveVLAW0ExpertPolicy(PreTrainedModel):
     # --- inference --------------------------------------------------------------------------------
     @torch.no_grad()
     def predict(self, prompt: VLASequence, state: torch.Tensor, flow_steps: int | None = None,
-                generator: torch.Generator | None = None, image_features: torch.Tensor | None = None) -> torch.Tensor:
+                generator: torch.Generator | None = None) -> torch.Tensor:
         """(B, num_poses, 3) trajectory: one backbone context pass, then the expert decodes."""
-        ctx, mask = self.context(prompt, image_features)
+        ctx, mask = self.context(prompt)
         decoder = self.config.expert_decoder
         if decoder == "query":
             return self.motions_to_poses(self._query_pass(ctx, mask, state).float())

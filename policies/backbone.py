@@ -8,8 +8,11 @@ tokens ~10:1 at tiny scale, ~60:1 in the paper's), over the global batch on any 
 which every row has the same number of.
 The LM head runs only at labelled positions, so the paper-sized 184k-id head is not applied to every token.
 
-Image positions hold image code ids (Emu3 path) or, with `config.image_input == "patch"`, projected continuous
-patch features (ViT / Qwen2.5-VL path; the ids there are placeholders).
+The decoder is transformers' `Emu3ForCausalLM` (Emu3 track: image positions hold image code ids) or, with
+`config.image_input == "vit"`, `Qwen2_5_VLForConditionalGeneration` (Qwen2.5-VL track: image positions are
+<|image_pad|> placeholders that take its ViT's features of the frames' pixel patches, and rotary positions are Qwen's
+3-D M-RoPE ones from its `get_rope_index`; the loss has no image labels there, so it is the mean CE over action
+tokens, as the official Qwen code's).
 """
 from __future__ import annotations
 
@@ -18,7 +21,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import DynamicCache, Emu3ForCausalLM, PreTrainedModel
+from transformers import DynamicCache, Emu3ForCausalLM, PreTrainedModel, Qwen2_5_VLForConditionalGeneration
 
 from policies.action_tokens import ActionTokenizer
 from policies.batch_mean import at_least_float32, batch_mean
@@ -38,60 +41,73 @@ class BackboneOutput:
 
 
 class DriveVLAW0Backbone(PreTrainedModel):
-    """`Emu3ForCausalLM` (untied LM head, random init, no download) + the continuous path's patch projection."""
+    """The VLA decoder of either track (module docstring): untied LM head, random init, no download."""
 
     config_class = DriveVLAW0Config
     base_model_prefix = "backbone"
     main_input_name = "input_ids"
     _supports_sdpa = True
-    _no_split_modules = ["Emu3DecoderLayer"]
+    _no_split_modules = ["Emu3DecoderLayer", "Qwen2_5_VLDecoderLayer", "Qwen2_5_VLVisionBlock"]
 
     def __init__(self, config: DriveVLAW0Config) -> None:
         super().__init__(config)
-        self.lm = Emu3ForCausalLM(config.backbone_config())
-        # Continuous path: patch features are projected into the frames' image positions.
-        self.image_proj = nn.Linear(config.patch_dim, config.hidden_size) if config.image_input == "patch" else None
+        self.is_qwen = config.image_input == "vit"
+        self.lm = (Qwen2_5_VLForConditionalGeneration(config.qwen_config()) if self.is_qwen
+                   else Emu3ForCausalLM(config.backbone_config()))
         self.action_tokenizer = ActionTokenizer(config)
         self.post_init()
 
     @property
     def model(self) -> nn.Module:
-        """The decoder (`Emu3TextModel`): embeddings, layers, final norm, rotary embedding."""
-        return self.lm.model
+        """The text decoder (`Emu3TextModel` / `Qwen2_5_VLTextModel`): embeddings, layers, final norm, rotary."""
+        return self.lm.model.language_model if self.is_qwen else self.lm.model
 
     @property
     def lm_head(self) -> nn.Linear:
         return self.lm.lm_head
 
-    # --- embedding ------------------------------------------------------------------------------
-    def embed(self, input_ids: torch.Tensor, type_ids: torch.Tensor | None = None,
-              image_features: torch.Tensor | None = None) -> torch.Tensor:
-        """Token embeddings (B,L,H); with `image_features` (B,F,h*w,D) from the patch encoder, the
-        frames' image positions (type IMAGE, placeholder ids) take the projected features."""
+    # --- embedding and positions ------------------------------------------------------------------
+    def _grid_thw(self, images: int, device: torch.device) -> torch.Tensor:
+        return torch.tensor([self.config.vit_grid_thw] * images, device=device)
+
+    def embed(self, input_ids: torch.Tensor, pixel_patches: torch.Tensor | None = None) -> torch.Tensor:
+        """Token embeddings (B,L,H); on the Qwen track the <|image_pad|> positions take the ViT's features of
+        `pixel_patches` (B,F,N,D): each frame's patches as Qwen's image processor gives them, oldest frame first."""
         x = self.model.embed_tokens(input_ids)
-        if image_features is None:
+        if pixel_patches is None:
             return x
-        if self.image_proj is None or type_ids is None:
-            raise ValueError("image_features need config.image_input='patch' and the sequence's type_ids")
-        feats = self.image_proj(image_features.flatten(1, 2)).to(x.dtype)  # (B, F*h*w, H), sequence order
-        return x.masked_scatter((type_ids == int(TokenType.IMAGE))[..., None], feats)
+        if not self.is_qwen:
+            raise ValueError("pixel patches feed the Qwen track's ViT (config.image_input='vit')")
+        grid = self._grid_thw(pixel_patches.shape[0] * pixel_patches.shape[1], x.device)
+        feats = torch.cat(self.lm.model.get_image_features(pixel_patches.flatten(0, 2), grid).pooler_output)
+        return x.masked_scatter((input_ids == self.lm.config.image_token_id)[..., None], feats.to(x.dtype))
+
+    def positions(self, seq: VLASequence) -> torch.Tensor:
+        """Rotary positions of `seq`: its (B,L) position ids (Emu3), or Qwen's (3,B,L) M-RoPE ones."""
+        if not self.is_qwen:
+            return seq.position_ids
+        is_image = seq.type_ids == int(TokenType.IMAGE)
+        images = int(is_image.sum()) // self.config.image_tokens_per_frame
+        positions, _ = self.lm.model.get_rope_index(seq.input_ids, mm_token_type_ids=is_image.int(),
+                                                    image_grid_thw=self._grid_thw(images, seq.input_ids.device),
+                                                    attention_mask=seq.attention_mask)
+        return positions
 
     # --- forward and loss -------------------------------------------------------------------------
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor,
-                type_ids: torch.Tensor | None = None, image_features: torch.Tensor | None = None,
+    def forward(self, seq: VLASequence, pixel_patches: torch.Tensor | None = None,
                 cache: DynamicCache | None = None, use_cache: bool = False) -> BackboneOutput:
-        """Run the decoder: last hidden states (and the KV cache); no loss (see `loss`)."""
-        out = self.model(inputs_embeds=self.embed(input_ids, type_ids, image_features),
-                         attention_mask=attention_mask, position_ids=position_ids,
+        """Run the decoder over `seq`: last hidden states (and the KV cache); no loss (see `loss`)."""
+        out = self.model(inputs_embeds=self.embed(seq.input_ids, pixel_patches),
+                         attention_mask=seq.attention_mask, position_ids=self.positions(seq),
                          cache=cache, use_cache=use_cache)
         return BackboneOutput(None, None, None, out.last_hidden_state, out.cache)
 
-    def loss(self, seq: VLASequence, image_features: torch.Tensor | None = None) -> BackboneOutput:
+    def loss(self, seq: VLASequence, pixel_patches: torch.Tensor | None = None) -> BackboneOutput:
         """The weighted-mean CE of a training `VLASequence` (module docstring) and its action / image parts."""
         if seq.labels is None:
             raise ValueError("the sequence has no labels (build it with with_labels=True)")
         c = self.config
-        out = self(seq.input_ids, seq.attention_mask, seq.position_ids, seq.type_ids, image_features)
+        out = self(seq, pixel_patches)
         targets = seq.labels[:, 1:]
         keep = targets != IGNORE
         target = targets[keep]
@@ -109,14 +125,13 @@ class DriveVLAW0Backbone(PreTrainedModel):
     @torch.no_grad()
     def _decode(self, seq: VLASequence, steps: int, allowed: torch.Tensor, stop_id: int | None = None,
                 temperature: float = 0.0, top_k: int | None = None, generator: torch.Generator | None = None,
-                image_features: torch.Tensor | None = None) -> torch.Tensor:
+                pixel_patches: torch.Tensor | None = None) -> torch.Tensor:
         """Up to `steps` tokens after `seq` (B,steps), greedy (temperature 0) or sampled (with `top_k`), each among
         the ids where `allowed` (V,) is True, with a KV cache; rows that emitted `stop_id` continue with it."""
         cache = DynamicCache(config=self.model.config)
-        mask, pos = seq.attention_mask, seq.position_ids[:, -1:]
-        out = self.model(inputs_embeds=self.embed(seq.input_ids, seq.type_ids, image_features),
-                         attention_mask=mask, position_ids=seq.position_ids, cache=cache, use_cache=True)
-        hidden = out.last_hidden_state[:, -1]
+        out = self(seq, pixel_patches, cache, use_cache=True)
+        mask, pos = seq.attention_mask, self.positions(seq)[..., -1:]
+        hidden = out.hidden_states[:, -1]
         blocked = ~allowed.to(hidden.device)
         done = torch.zeros(hidden.shape[0], dtype=torch.bool, device=hidden.device)
         tokens = []
@@ -142,7 +157,7 @@ class DriveVLAW0Backbone(PreTrainedModel):
             hidden = out.last_hidden_state[:, -1]
         return torch.stack(tokens, 1)
 
-    def generate_plan_tokens(self, prompt: VLASequence, image_features: torch.Tensor | None = None) -> list[list[int]]:
+    def generate_plan_tokens(self, prompt: VLASequence, pixel_patches: torch.Tensor | None = None) -> list[list[int]]:
         """Per row, the greedy FAST ids of the plan after a prompt ending in <boa>, up to <eoa> (the baseline VLA;
         at most `max_action_tokens` with <boa> and <eoa>, as the official decoding)."""
         c = self.config
@@ -152,12 +167,12 @@ class DriveVLAW0Backbone(PreTrainedModel):
         allowed = torch.zeros(c.vocab_size, dtype=torch.bool)
         allowed[slice(*c.fast_id_range)] = True
         allowed[eoa] = True
-        ids = self._decode(prompt, c.max_action_tokens - 1, allowed, eoa, image_features=image_features)
+        ids = self._decode(prompt, c.max_action_tokens - 1, allowed, eoa, pixel_patches=pixel_patches)
         return [[int(i) for i in row if i != eoa] for row in ids.tolist()]
 
-    def generate_plan(self, prompt: VLASequence, image_features: torch.Tensor | None = None) -> torch.Tensor:
+    def generate_plan(self, prompt: VLASequence, pixel_patches: torch.Tensor | None = None) -> torch.Tensor:
         """(B, num_poses, 3) trajectory decoded through the backbone (FAST tokens -> motions -> poses)."""
-        return self.action_tokenizer.decode_plan(self.generate_plan_tokens(prompt, image_features))
+        return self.action_tokenizer.decode_plan(self.generate_plan_tokens(prompt, pixel_patches))
 
     def generate_image_codes(self, context: VLASequence, temperature: float = 0.0, top_k: int | None = None,
                              generator: torch.Generator | None = None) -> torch.Tensor:

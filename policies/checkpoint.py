@@ -110,8 +110,13 @@ CONFIG_FIELDS: dict[str, Rule] = {
     "vq_channels": Rule("sizes", 1, 1 << 16), "vq_codebook_size": _size(),
     "vq_code_dim": _size(), "vq_commitment_weight": Rule("float", 0.0, 1e6), "vq_ema_decay": Rule("float", 0.0, 1.0),
     "vq_restart_after": _size(),
-    "image_input": Rule("choice", choices=IMAGE_INPUTS), "patch_dim": _size(), "patch_layers": _size(1, 1024),
-    "patch_heads": _size(1, 1024),
+    "image_input": Rule("choice", choices=IMAGE_INPUTS), "vit_patch_size": _size(1, 4096),
+    "vit_merge_size": _size(1, 64), "vit_depth": _size(1, 1024), "vit_hidden_size": _size(),
+    "vit_intermediate_size": _size(), "vit_heads": _size(1, 1024), "vit_window_size": _size(1, 1 << 16),
+    "vit_fullatt_blocks": Rule("sizes", 0, 1024), "mrope_section": Rule("sizes", 1, 1 << 16),
+    "qwen_vocab_size": _size(0), "vae_channels": Rule("sizes", 1, 1 << 16), "vae_latent_channels": _size(1, 1 << 16),
+    "vae_layers_per_block": _size(1, 64), "vae_kl_weight": Rule("float", 0.0, 1e6),
+    "vae_scaling_factor": Rule("float", 0.0, 1e6),
     "text_vocab_size": _size(len(InstructionTokenizer())), "max_text_length": _size(1),
     "num_poses": _size(1, 1024), "pose_interval_s": _positive(60.0), "num_past_actions": _size(1, 64),
     "segment_action_steps": _size(1, 1024), "action_low": Rule("triple", -1000.0, 1000.0),
@@ -125,8 +130,8 @@ CONFIG_FIELDS: dict[str, Rule] = {
     "expert_hidden_size": _size(), "expert_intermediate_size": _size(),
     "use_action_expert": Rule("bool"), "expert_decoder": Rule("choice", choices=EXPERT_DECODERS),
     "flow_steps": _size(1, 10_000), "flow_beta_a": _positive(1000.0),
-    "diffusion_channels": Rule("sizes", 1, 1 << 16), "diffusion_latent_channels": _size(0),
-    "diffusion_cond_channels": _size(), "diffusion_cross_dim": _size(), "diffusion_train_timesteps": _size(1, 100_000),
+    "diffusion_channels": Rule("sizes", 1, 1 << 16), "diffusion_layers_per_block": _size(1, 64),
+    "diffusion_cross_dim": _size(), "diffusion_train_timesteps": _size(1, 100_000),
     "diffusion_sample_steps": _size(1, 100_000), "diffusion_loss_weight": Rule("float", 0.0, 1e6),
     "vision_loss_weight": Rule("float", 0.0, 1e6),
     "use_world_model": Rule("bool"),
@@ -215,19 +220,25 @@ def config_problems(raw: Any) -> list[str]:
     if problems:
         return problems
     # Fields that are valid alone but not together.
-    factor = 2 ** len(raw["vq_channels"])
-    for side in ("image_height", "image_width"):
-        if raw[side] % factor:
-            problems.append(f"{side} is {raw[side]}, not a multiple of the VQ downsampling {factor} "
-                            f"(2 ** len(vq_channels))")
+    factors = {"the VQ downsampling": (2 ** len(raw["vq_channels"]), "2 ** len(vq_channels)")}
+    if raw["image_input"] == "vit":
+        factors = {"the ViT token size": (raw["vit_patch_size"] * raw["vit_merge_size"], "vit_patch_size x "
+                                          "vit_merge_size"),
+                   "the VAE downsampling": (2 ** (len(raw["vae_channels"]) - 1), "2 ** (len(vae_channels) - 1)")}
+        if raw["use_action_expert"]:
+            problems.append("use_action_expert is true on the Qwen2.5-VL track (image_input 'vit'), which has none")
+        if 2 * sum(raw["mrope_section"]) != raw["head_dim"]:
+            problems.append(f"mrope_section {raw['mrope_section']} does not sum to head_dim / 2 ({raw['head_dim']} / 2)")
+    for what, (factor, source) in factors.items():
+        for side in ("image_height", "image_width"):
+            if raw[side] % factor:
+                problems.append(f"{side} is {raw[side]}, not a multiple of {what} {factor} ({source})")
     if raw["num_attention_heads"] % raw["num_key_value_heads"]:
         problems.append(f"num_attention_heads is {raw['num_attention_heads']}, not a multiple of "
                         f"num_key_value_heads {raw['num_key_value_heads']}")
     if raw["diffusion_sample_steps"] > raw["diffusion_train_timesteps"]:
         problems.append(f"diffusion_sample_steps is {raw['diffusion_sample_steps']}, more than "
                         f"diffusion_train_timesteps {raw['diffusion_train_timesteps']}")
-    if raw["image_input"] == "patch" and raw["patch_dim"] % raw["patch_heads"]:
-        problems.append(f"patch_dim is {raw['patch_dim']}, not a multiple of patch_heads {raw['patch_heads']}")
     if not all(lo < hi for lo, hi in zip(raw["action_low"], raw["action_high"])):
         problems.append(f"action_low {raw['action_low']} is not below action_high {raw['action_high']} in every "
                         "quantity (dx, dy, dyaw)")
@@ -421,18 +432,19 @@ def weights_sizes(tensors: dict[str, TensorInfo]) -> dict[str, tuple[Any, str]]:
     found: dict[str, tuple[Any, str]] = {}
     prefixes = {name.split(".")[0] for name in tensors}
     found["use_action_expert"] = ("policy" in prefixes, "policy.* tensors" if "policy" in prefixes else "no policy.*")
-    found["image_input"] = ("patch" if "patch_encoder" in prefixes else "vq",
-                            "patch_encoder.* tensors" if "patch_encoder" in prefixes else "no patch_encoder.*")
-    backbone = "policy.backbone.lm." if "policy" in prefixes else "vla.lm."
-    if (emb := _shape(tensors, f"{backbone}model.embed_tokens.weight", 2)) is not None:
-        evidence = f"{backbone}model.embed_tokens.weight {list(emb)}"
+    lm = "policy.backbone.lm." if "policy" in prefixes else "vla.lm."
+    vit = any(name.startswith(f"{lm}model.visual.") for name in tensors)
+    found["image_input"] = ("vit" if vit else "vq", f"{lm}model.visual.* tensors" if vit else f"no {lm}model.visual.*")
+    backbone = f"{lm}model.language_model." if vit else f"{lm}model."  # the text decoder
+    if (emb := _shape(tensors, f"{backbone}embed_tokens.weight", 2)) is not None:
+        evidence = f"{backbone}embed_tokens.weight {list(emb)}"
         found["vocabulary size"], found["hidden_size"] = (emb[0], evidence), (emb[1], evidence)
-    layers = {int(m.group(1)) for name in tensors if (m := re.match(re.escape(backbone) + r"model\.layers\.(\d+)\.", name))}
+    layers = {int(m.group(1)) for name in tensors if (m := re.match(re.escape(backbone) + r"layers\.(\d+)\.", name))}
     if layers:
-        found["num_hidden_layers"] = (max(layers) + 1, f"{backbone}model.layers.0-{max(layers)}")
-    probes = [(f"{backbone}model.layers.0.mlp.gate_proj.weight", 2, 0, "intermediate_size"),
-              (f"{backbone}model.layers.0.self_attn.q_proj.weight", 2, 0, "num_attention_heads x head_dim"),
-              (f"{backbone}model.layers.0.self_attn.k_proj.weight", 2, 0, "num_key_value_heads x head_dim"),
+        found["num_hidden_layers"] = (max(layers) + 1, f"{backbone}layers.0-{max(layers)}")
+    probes = [(f"{backbone}layers.0.mlp.gate_proj.weight", 2, 0, "intermediate_size"),
+              (f"{backbone}layers.0.self_attn.q_proj.weight", 2, 0, "num_attention_heads x head_dim"),
+              (f"{backbone}layers.0.self_attn.k_proj.weight", 2, 0, "num_key_value_heads x head_dim"),
               ("policy.expert.norm.weight", 1, 0, "expert_hidden_size"),
               ("policy.expert.layers.0.mlp.gate_proj.weight", 2, 0, "expert_intermediate_size"),
               ("policy.queries", 2, 0, "num_poses"), ("policy.flow_pos", 2, 0, "num_poses"),

@@ -1,7 +1,9 @@
 """DriveVLAW0Config: every size and constant of the DriveVLA-W0 model family, with presets tiny / small / paper.
 
-Sizes follow shared/specs/drivevla_w0.md (w0sim scale-down table) and drivevla_w0_paper.md §10.2. The token
-vocabulary is Emu3's layout (drivevla_w0_paper.md §2.1) with the text part shrunk to what the model reads:
+Sizes follow shared/specs/drivevla_w0.md (w0sim scale-down table) and drivevla_w0_paper.md §10.2. The paper's two
+tracks are `image_input` "vq" (Emu3: VQ image codes, AR world model) and "vit" (Qwen2.5-VL: ViT features, diffusion
+world model over an AutoencoderKL latent). The Emu3 track's token vocabulary is Emu3's layout
+(drivevla_w0_paper.md §2.1) with the text part shrunk to what the model reads:
 
     [ instruction words | FAST action tokens (top of the text range) | <pad> | 210 Emu3 specials | image codes ]
 
@@ -9,13 +11,17 @@ FAST token k is text id `pad - 1 - k`, as the official code maps them; the speci
 <pad> (<boa> = pad + 201, ..., <eoi> = pad + 210) and image code c is id `pad + 211 + c`. With Emu3's text
 vocabulary (151,643 ids) and codebook (32,768) these are exactly Emu3's ids, so an official checkpoint's
 embedding rows keep their meaning.
+
+The Qwen track keeps Qwen2.5's layout the same way: words | FAST tokens (pad - 1 - k, as the official Qwen code
+maps them) | <|endoftext|> (= pad) | Qwen's specials at their offsets from it | the two action markers the official
+code adds after Qwen's 151,665 tokens (`QWEN_SPECIAL_OFFSETS`).
 """
 from __future__ import annotations
 
 from typing import Any
 
 import torch
-from transformers import Emu3TextConfig, PreTrainedConfig
+from transformers import Emu3TextConfig, PreTrainedConfig, Qwen2_5_VLConfig
 
 # Emu3's special tokens, by offset from <pad> (= Emu3's 151643, "<|endoftext|>"); the ids in between are
 # Qwen's reserved tokens, kept so the layout matches (configuration_emu3.py of the official code).
@@ -23,17 +29,25 @@ SPECIAL_OFFSETS: dict[str, int] = {
     "<pad>": 0, "<boa>": 201, "<eoa>": 202, "<eol>": 203, "<eof>": 204, "<bos>": 206, "<eos>": 207,
     "<img>": 208, "<boi>": 209, "<eoi>": 210,
 }
+# Qwen2.5's special tokens by offset from <|endoftext|> (151643), and the official code's added <action_start> /
+# <action_end> (token_utils.py adds them after Qwen's 151,665 tokens; their order there follows a Python set, so
+# <boa> < <eoa> is this project's choice).
+QWEN_SPECIAL_OFFSETS: dict[str, int] = {
+    "<pad>": 0, "<|im_start|>": 1, "<|im_end|>": 2, "<|vision_start|>": 9, "<|vision_end|>": 10,
+    "<|image_pad|>": 12, "<|video_pad|>": 13, "<boa>": 22, "<eoa>": 23,
+}
 IMAGE_CODE_OFFSET = 211  # first image code, from <pad> (Emu3's visual token 0 is 151854)
 # Driving commands, NAVSIM order (one-hot index in the sim's driving command).
 COMMANDS: tuple[str, ...] = ("left", "straight", "right", "unknown")
 EXPERT_DECODERS: tuple[str, ...] = ("query", "ar", "flow")
-IMAGE_INPUTS: tuple[str, ...] = ("vq", "patch")
+IMAGE_INPUTS: tuple[str, ...] = ("vq", "vit")
 
 
 class DriveVLAW0Config(PreTrainedConfig):
     """Configuration of the DriveVLA-W0 policy: image tokenizer, VLA backbone, action expert, losses.
 
-    Use `DriveVLAW0Config.preset("tiny" | "small" | "paper", **overrides)`.
+    Use `DriveVLAW0Config.preset("tiny" | "small" | "paper", **overrides)`; `preset(name, image_input="vit")` is
+    the preset's Qwen2.5-VL track.
     """
 
     model_type = "drivevla_w0"
@@ -52,11 +66,25 @@ class DriveVLAW0Config(PreTrainedConfig):
     vq_ema_decay: float = 0.99
     vq_restart_after: int = 10  # training steps a code may go unused before it is restarted
 
-    # --- continuous image path (ViT / Qwen2.5-VL track): patch encoder, patch = vq_downsample ---
-    image_input: str = "vq"  # "vq": image tokens are VQ codes; "patch": continuous patch features
-    patch_dim: int = 64
-    patch_layers: int = 2
-    patch_heads: int = 4
+    # --- Qwen2.5-VL track (image_input "vit"): Qwen's ViT (Qwen2VLImageProcessor patches) ------------
+    image_input: str = "vq"  # "vq": the Emu3 track (VQ codes); "vit": the Qwen2.5-VL track (ViT features)
+    vit_patch_size: int = 8  # pixels (Qwen2.5-VL: 14)
+    vit_merge_size: int = 2  # 2x2 patches merged into one token (Qwen2.5-VL's merger)
+    vit_depth: int = 2
+    vit_hidden_size: int = 64
+    vit_intermediate_size: int = 128
+    vit_heads: int = 4
+    vit_window_size: int = 112  # pixels (Qwen2.5-VL's window attention)
+    vit_fullatt_blocks: tuple[int, ...] | list[int] = (1,)  # blocks with full attention (Qwen2.5-VL: 7, 15, 23, 31)
+    mrope_section: tuple[int, ...] | list[int] = (8, 12, 12)  # temporal / height / width halves of head_dim
+    qwen_vocab_size: int = 0  # embedding rows of the Qwen backbone; 0 = just the layout (Qwen2.5-VL-7B: 152064)
+
+    # --- AutoencoderKL of the Qwen track's diffusion world model (SD-1.5's VAE role) ---------------
+    vae_channels: tuple[int, ...] | list[int] = (32, 64, 64, 64)  # one block per entry, 2x down after all but the last
+    vae_latent_channels: int = 4
+    vae_layers_per_block: int = 1  # SD-1.5: 2
+    vae_kl_weight: float = 1e-6  # KL term of the stage-0 reconstruction loss
+    vae_scaling_factor: float = 0.0  # latent x factor has unit variance; fitted after stage 0 (SD-1.5: 0.18215)
 
     # --- text: the command string of each segment --------------------------------------------
     text_vocab_size: int = 64  # capacity reserved for policies.text's word vocabulary
@@ -95,11 +123,10 @@ class DriveVLAW0Config(PreTrainedConfig):
     flow_steps: int = 10  # Euler steps, tau 1 -> 0
     flow_beta_a: float = 1.5  # tau = 1 - u, u ~ Beta(a, 1) (official Beta(1.5, 1))
 
-    # --- diffusion world model (ViT / Qwen2.5-VL track, drivevla_w0_paper.md §3.2 / §10.5) ------
-    diffusion_channels: tuple[int, ...] | list[int] = (32, 64)  # UNet block widths
-    diffusion_latent_channels: int = 0  # channels of the target latent; 0 = vq_code_dim (VQ latents)
-    diffusion_cond_channels: int = 32  # backbone image-state map, concatenated to the latent
-    diffusion_cross_dim: int = 64  # width of the action-feature token (cross-attention context)
+    # --- diffusion world model (Qwen2.5-VL track, drivevla_w0_paper.md §3.2 / §10.5) ----------------
+    diffusion_channels: tuple[int, ...] | list[int] = (32, 64)  # UNet block widths (SD-1.5: 320, 640, 1280, 1280)
+    diffusion_layers_per_block: int = 1  # SD-1.5: 2
+    diffusion_cross_dim: int = 64  # cross-attention width (SD-1.5's CLIP: 768); its context is constant
     diffusion_train_timesteps: int = 1000
     diffusion_sample_steps: int = 20
     diffusion_loss_weight: float = 1.0  # beta (official: 1.0); applied by the trainer
@@ -110,14 +137,27 @@ class DriveVLAW0Config(PreTrainedConfig):
 
     def __post_init__(self, **kwargs: Any) -> None:
         # JSON stores tuples as lists; normalise so a reloaded config compares equal.
-        for name in ("vq_channels", "diffusion_channels", "action_low", "action_high"):
+        for name in ("vq_channels", "diffusion_channels", "action_low", "action_high", "vit_fullatt_blocks",
+                     "mrope_section", "vae_channels"):
             setattr(self, name, tuple(getattr(self, name)))
-        factor = self.vq_downsample
-        if self.image_height % factor or self.image_width % factor:
-            raise ValueError(f"image {self.image_height}x{self.image_width} is not divisible by "
-                             f"the VQ downsampling factor {factor} (vq_channels={self.vq_channels})")
         if self.image_input not in IMAGE_INPUTS:
             raise ValueError(f"image_input={self.image_input!r}; choose from {IMAGE_INPUTS}")
+        factors = {"the VQ downsampling factor": (self.vq_downsample, f"vq_channels={self.vq_channels}")}
+        if self.image_input == "vit":
+            factors = {"the ViT token size": (self.vit_patch_size * self.vit_merge_size, "vit_patch_size x "
+                                              "vit_merge_size"),
+                       "the VAE downsampling factor": (self.vae_downsample, f"vae_channels={self.vae_channels}")}
+            if self.use_action_expert:
+                raise ValueError("the Qwen2.5-VL track (image_input='vit') has no action expert in the official "
+                                 "code; set use_action_expert=False")
+            if 2 * sum(self.mrope_section) != self.head_dim:
+                raise ValueError(f"mrope_section {self.mrope_section} must sum to head_dim/2 = {self.head_dim // 2}")
+            if self.hidden_size != self.num_attention_heads * self.head_dim:
+                raise ValueError(f"hidden_size {self.hidden_size} must be num_attention_heads x head_dim for Qwen2.5")
+        for what, (factor, source) in factors.items():
+            if self.image_height % factor or self.image_width % factor:
+                raise ValueError(f"image {self.image_height}x{self.image_width} is not divisible by {what} {factor} "
+                                 f"({source})")
         if self.expert_decoder not in EXPERT_DECODERS:
             raise ValueError(f"expert_decoder={self.expert_decoder!r}; choose from {EXPERT_DECODERS}")
         if len(self.action_low) != 3 or len(self.action_high) != 3 or not all(
@@ -132,10 +172,14 @@ class DriveVLAW0Config(PreTrainedConfig):
     # --- presets ------------------------------------------------------------------------------
     @classmethod
     def preset(cls, name: str, **overrides: Any) -> "DriveVLAW0Config":
-        """A named configuration (`tiny`, `small`, `paper`) with optional field overrides."""
+        """A named configuration (`tiny`, `small`, `paper`) with optional field overrides; with
+        `image_input="vit"`, the preset's Qwen2.5-VL track (`VIT_PRESETS`, no action expert)."""
         if name not in PRESETS:
             raise ValueError(f"unknown DriveVLA-W0 preset {name!r}; choose from {sorted(PRESETS)}")
-        return cls(**{**PRESETS[name], **overrides})
+        fields = dict(PRESETS[name])
+        if overrides.get("image_input") == "vit":
+            fields.update(use_action_expert=False, **VIT_PRESETS[name])
+        return cls(**{**fields, **overrides})
 
     # --- derived sizes --------------------------------------------------------------------------
     @property
@@ -143,9 +187,24 @@ class DriveVLAW0Config(PreTrainedConfig):
         return 2 ** len(self.vq_channels)
 
     @property
+    def vae_downsample(self) -> int:
+        return 2 ** (len(self.vae_channels) - 1)
+
+    @property
     def image_grid(self) -> tuple[int, int]:
-        """(h, w) of the VQ code grid."""
-        return self.image_height // self.vq_downsample, self.image_width // self.vq_downsample
+        """(h, w) of a frame's image tokens: the VQ code grid, or the ViT's merged-patch grid."""
+        size = self.vit_patch_size * self.vit_merge_size if self.image_input == "vit" else self.vq_downsample
+        return self.image_height // size, self.image_width // size
+
+    @property
+    def vit_grid_thw(self) -> tuple[int, int, int]:
+        """(t, h, w) patch grid of one frame as Qwen's image processor gives it (`image_grid_thw`)."""
+        return 1, self.image_height // self.vit_patch_size, self.image_width // self.vit_patch_size
+
+    @property
+    def latent_grid(self) -> tuple[int, int]:
+        """(h, w) of the VAE latent (the diffusion world model's target)."""
+        return self.image_height // self.vae_downsample, self.image_width // self.vae_downsample
 
     @property
     def image_tokens_per_frame(self) -> int:
@@ -157,8 +216,19 @@ class DriveVLAW0Config(PreTrainedConfig):
     def pad_id(self) -> int:
         return self.text_vocab_size + self.fast_vocab_size
 
+    @property
+    def special_offsets(self) -> dict[str, int]:
+        return QWEN_SPECIAL_OFFSETS if self.image_input == "vit" else SPECIAL_OFFSETS
+
     def special_id(self, name: str) -> int:
-        return self.pad_id + SPECIAL_OFFSETS[name]
+        offsets = self.special_offsets
+        if name not in offsets:
+            raise KeyError(f"{name} is not a special token of the {self.track} track's vocabulary")
+        return self.pad_id + offsets[name]
+
+    @property
+    def track(self) -> str:
+        return "Qwen2.5-VL" if self.image_input == "vit" else "Emu3"
 
     def fast_to_id(self, fast: torch.Tensor | int) -> torch.Tensor | int:
         """FAST token(s) -> vocabulary id(s): the top of the text range, counting down (official mapping)."""
@@ -174,11 +244,14 @@ class DriveVLAW0Config(PreTrainedConfig):
 
     @property
     def image_offset(self) -> int:
-        return self.pad_id + IMAGE_CODE_OFFSET
+        """First image-code id (Emu3 track); on the Qwen track, past the vocabulary (no id is an image code)."""
+        return self.vocab_size if self.image_input == "vit" else self.pad_id + IMAGE_CODE_OFFSET
 
     @property
     def vocab_size(self) -> int:
-        return self.image_offset + self.vq_codebook_size
+        if self.image_input == "vit":
+            return max(self.pad_id + max(QWEN_SPECIAL_OFFSETS.values()) + 1, self.qwen_vocab_size)
+        return self.pad_id + IMAGE_CODE_OFFSET + self.vq_codebook_size
 
     # --- transformers configs of the parts ------------------------------------------------------
     def backbone_config(self) -> Emu3TextConfig:
@@ -205,6 +278,30 @@ class DriveVLAW0Config(PreTrainedConfig):
         cfg.head_dim = self.head_dim
         return cfg
 
+    def qwen_config(self) -> Qwen2_5_VLConfig:
+        """The `Qwen2_5_VLForConditionalGeneration` configuration of the Qwen track's backbone (text decoder and ViT)."""
+        text = dict(
+            vocab_size=self.vocab_size, hidden_size=self.hidden_size, intermediate_size=self.intermediate_size,
+            num_hidden_layers=self.num_hidden_layers, num_attention_heads=self.num_attention_heads,
+            num_key_value_heads=self.num_key_value_heads, max_position_embeddings=self.max_position_embeddings,
+            initializer_range=self.initializer_range, rms_norm_eps=self.rms_norm_eps,
+            attention_dropout=self.attention_dropout, pad_token_id=self.pad_id, bos_token_id=self.pad_id,
+            eos_token_id=self.special_id("<|im_end|>"), tie_word_embeddings=False,
+            rope_parameters={"rope_type": "default", "rope_theta": self.rope_theta,
+                             "mrope_section": list(self.mrope_section)},
+        )
+        vision = dict(
+            depth=self.vit_depth, hidden_size=self.vit_hidden_size, intermediate_size=self.vit_intermediate_size,
+            num_heads=self.vit_heads, patch_size=self.vit_patch_size, spatial_merge_size=self.vit_merge_size,
+            temporal_patch_size=2, window_size=self.vit_window_size, out_hidden_size=self.hidden_size,
+            fullatt_block_indexes=list(self.vit_fullatt_blocks), initializer_range=self.initializer_range,
+        )
+        ids = {name: self.special_id(token) for name, token in (
+            ("image_token_id", "<|image_pad|>"), ("video_token_id", "<|video_pad|>"),
+            ("vision_start_token_id", "<|vision_start|>"), ("vision_end_token_id", "<|vision_end|>"))}
+        return Qwen2_5_VLConfig(text_config=text, vision_config=vision, tie_word_embeddings=False,
+                                attn_implementation="sdpa", **ids)
+
     def expert_config(self) -> Emu3TextConfig:
         """Decoder-layer configuration of the action expert: its own width and MLP, the backbone's
         depth, heads, KV heads and head_dim (joint attention concatenates both experts' K/V)."""
@@ -229,8 +326,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         hidden_size=384, num_hidden_layers=8, num_attention_heads=6, num_key_value_heads=2,
         head_dim=64, intermediate_size=1024, max_position_embeddings=2048,
         expert_hidden_size=192, expert_intermediate_size=384, fast_vocab_size=512,
-        diffusion_channels=(64, 128), diffusion_cond_channels=64, diffusion_cross_dim=128,
-        patch_dim=128, patch_layers=4,
+        diffusion_channels=(64, 128), diffusion_cross_dim=128,
     ),
     # Emu3-8B shape (configs/moe_fast_video.json): h 4096, 32 L, 32/8 heads x 128, MLP 14336,
     # RMSNorm 1e-5, RoPE 1e6, attention dropout 0.1, vocab 184,622 untied. Frames 256x144 -> 18x32
@@ -244,7 +340,23 @@ PRESETS: dict[str, dict[str, Any]] = {
         head_dim=128, intermediate_size=14336, rms_norm_eps=1e-5, attention_dropout=0.1,
         max_position_embeddings=4096,
         expert_hidden_size=1024, expert_intermediate_size=1536,
-        diffusion_channels=(320, 640, 1280, 1280), diffusion_cond_channels=320, diffusion_cross_dim=768,
-        patch_dim=1280, patch_layers=32, patch_heads=16,  # Qwen2.5-VL ViT width / depth
+    ),
+}
+# The Qwen2.5-VL track's changes to each preset (`preset(name, image_input="vit")`). Paper: Qwen2.5-VL-7B's shape
+# (its config.json): text h 3584, 28 L, 28/4 heads x 128, MLP 18944, RMSNorm 1e-6, RoPE 1e6 with mrope_section
+# 16/24/24, vocab 152064 untied; ViT 32 blocks of 1280 (MLP 3420, 16 heads, 14 px patches, 2x2 merge, window 112,
+# full attention in 7/15/23/31). Frames 504x280 (the released run's max_pixels 147,456) -> 10x18 tokens. Diffusion:
+# SD-1.5's UNet widths, 2 layers per block and CLIP width; its VAE (128-256-512-512, 2 layers): latents 35x63.
+VIT_PRESETS: dict[str, dict[str, Any]] = {
+    "tiny": {},
+    "small": dict(vit_hidden_size=128, vit_depth=4, vit_intermediate_size=256, vit_fullatt_blocks=(1, 3)),
+    "paper": dict(
+        image_height=280, image_width=504, qwen_vocab_size=152064,
+        hidden_size=3584, num_hidden_layers=28, num_attention_heads=28, num_key_value_heads=4,
+        head_dim=128, intermediate_size=18944, rms_norm_eps=1e-6, attention_dropout=0.0,
+        mrope_section=(16, 24, 24), vit_patch_size=14, vit_merge_size=2, vit_depth=32, vit_hidden_size=1280,
+        vit_intermediate_size=3420, vit_heads=16, vit_window_size=112, vit_fullatt_blocks=(7, 15, 23, 31),
+        vae_channels=(128, 256, 512, 512), vae_layers_per_block=2,
+        diffusion_channels=(320, 640, 1280, 1280), diffusion_layers_per_block=2, diffusion_cross_dim=768,
     ),
 }

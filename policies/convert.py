@@ -1,6 +1,6 @@
-"""Official DriveVLA-W0 / Emu3 weights <-> w0sim's DriveVLAW0ForDriving, by renaming tensors (no copy of their code).
+"""Official DriveVLA-W0 / Emu3 / Qwen2.5-VL weights <-> w0sim's DriveVLAW0ForDriving, by renaming tensors (no copy of their code).
 
-The official names (BraveGroup/DriveVLA-W0, `reference/Emu3/emu3/mllm/modeling_emu3.py`):
+The official names of the Emu3 track (BraveGroup/DriveVLA-W0, `reference/Emu3/emu3/mllm/modeling_emu3.py`):
 - an Emu3 backbone (`BAAI/Emu3-Stage1`, the stage-1 `Emu3MoE`) has transformers' `Emu3ForCausalLM` names,
   `model.*` and `lm_head.weight`; a stage-2 model keeps it under `vlm.`;
 - the action expert: `action_expert.layers.N.*` / `action_expert.norm.weight` (Emu3 blocks; its
@@ -10,6 +10,13 @@ The official names (BraveGroup/DriveVLA-W0, `reference/Emu3/emu3/mllm/modeling_e
   `action_decoder.adaLN_modulation.1`, `action_decoder.linear`; AR (`Emu3AutoRegressive`):
   `action_embed_projector.{0,2}` and `action_lm_head.weight` over the whole vocabulary, of which w0sim keeps the
   FAST rows and <eoa>'s.
+The Qwen2.5-VL track (`reference/Qwen2.5-VL/qwen2_5_vl/modeling_qwen2_5_vl_ross.py`, `modeling_ross/denoiser_sd.py`):
+- the backbone has the names transformers and the Hub write for `Qwen2_5_VLForConditionalGeneration`: `model.*`
+  (the text decoder), `visual.*` (the ViT), `lm_head.weight`; transformers' in-memory names
+  (`model.language_model.*`, `model.visual.*`) are read too;
+- the ROSS head: `denoiser.unet.*` (diffusers' UNet names), `denoiser.mlp.{0,2}` / `denoiser.mlp_a.{0,2}` (image /
+  action condition MLPs), `denoiser.factor` / `denoiser.factor_a` (their gates); `denoiser.pos_embed` is never read
+  by the official forward and is dropped; the frozen SD VAE is `vae.*` (diffusers' AutoencoderKL names).
 The vocabulary layouts are the same (`policies.config`), so embedding rows need no remapping. Not covered: the
 Emu3 vision tokenizer (w0sim's VQ-VAE is its own model) and the anchor head.
 """
@@ -35,7 +42,14 @@ DECODER_RENAMES = {
              "action_decoder.linear.": "flow_out."},
     "ar": {"action_embed_projector.": "ar_in."},
 }
-UNUSED = ("action_expert.embed_tokens.",)  # saved by the official expert, read by nothing
+UNUSED = ("action_expert.embed_tokens.", "denoiser.pos_embed")  # saved by the official code, read by nothing
+ROSS_RENAMES = {
+    "denoiser.unet.": "diffusion_wm.unet.", "denoiser.mlp.": "diffusion_wm.image_mlp.",
+    "denoiser.mlp_a.": "diffusion_wm.action_mlp.", "vae.": "vae.autoencoder.",
+}
+ROSS_GATES = {"denoiser.factor": "diffusion_wm.image_gate", "denoiser.factor_a": "diffusion_wm.action_gate"}
+# Qwen2.5-VL's saved names -> transformers' in-memory ones (the Hub layout keeps the text decoder at `model.`).
+QWEN_SAVED = {"visual.": "model.visual.", "model.": "model.language_model."}
 
 
 class ConversionError(ValueError):
@@ -66,18 +80,31 @@ def _rename(name: str, renames: dict[str, str]) -> str | None:
     return None
 
 
+def _qwen_backbone_name(stem: str) -> str:
+    """A Qwen2.5-VL tensor name, saved or in-memory, -> its in-memory name."""
+    if stem.startswith(("model.language_model.", "model.visual.", "lm_head.")):
+        return stem
+    return _rename(stem, QWEN_SAVED) or stem
+
+
 def official_to_w0sim(weights: dict[str, torch.Tensor], model: DriveVLAW0ForDriving) -> dict[str, torch.Tensor]:
-    """Official (or transformers Emu3) tensors -> `model`'s state-dict names; an Emu3 backbone alone fills only the
-    backbone. Unknown names raise."""
+    """Official (or transformers Emu3 / Qwen2.5-VL) tensors -> `model`'s state-dict names; a backbone alone fills only
+    the backbone. Unknown names raise."""
     c, out, unknown = model.config, {}, []
     backbone = _backbone_prefix(model)
+    qwen = model.backbone.is_qwen
     decoder = DECODER_RENAMES[c.expert_decoder] if model.policy is not None else {}
+    ross = model.diffusion_wm is not None
     for name, tensor in weights.items():
         stem = name[len("vlm."):] if name.startswith("vlm.") else name
-        if stem.startswith(("model.", "lm_head.")):
-            out[backbone + stem] = tensor
+        if stem.startswith(("model.", "lm_head.")) or (qwen and stem.startswith("visual.")):
+            out[backbone + (_qwen_backbone_name(stem) if qwen else stem)] = tensor
         elif name.startswith(UNUSED):
             continue
+        elif ross and name in ROSS_GATES:
+            out[ROSS_GATES[name]] = tensor
+        elif ross and (new := _rename(name, ROSS_RENAMES)):
+            out[new] = tensor
         elif model.policy is not None and (new := _rename(name, {**EXPERT_RENAMES, **decoder})):
             out["policy." + new] = tensor
         elif model.policy is not None and name == "action_queries" and c.expert_decoder == "query":
@@ -90,22 +117,32 @@ def official_to_w0sim(weights: dict[str, torch.Tensor], model: DriveVLAW0ForDriv
         else:
             unknown.append(name)
     if unknown:
-        raise ConversionError(f"{len(unknown)} tensors have no place in a {c.expert_decoder!r} DriveVLAW0ForDriving: "
+        kind = f"{c.track} " + (f"{c.expert_decoder!r} " if model.policy is not None else "")
+        raise ConversionError(f"{len(unknown)} tensors have no place in a {kind}DriveVLAW0ForDriving: "
                               f"{', '.join(sorted(unknown)[:5])}")
     return out
 
 
 def w0sim_to_official(model: DriveVLAW0ForDriving) -> dict[str, torch.Tensor]:
-    """`model`'s weights (backbone and action expert) under the official names: `vlm.` + Emu3 names with an expert,
-    the plain Emu3 names without. The VQ-VAE and other parts without an official counterpart are left out."""
+    """`model`'s weights under the official names: the Emu3 backbone and action expert (`vlm.` + Emu3 names with an
+    expert, the plain Emu3 names without), or the Qwen2.5-VL backbone under its saved names and the ROSS head and
+    VAE. The VQ-VAE and other parts without an official counterpart are left out."""
     c, out = model.config, {}
     backbone = _backbone_prefix(model)
     vlm = "" if model.policy is None else "vlm."
     inverse = {new: old for old, new in {**EXPERT_RENAMES, **DECODER_RENAMES[c.expert_decoder]}.items()}
+    qwen_saved = {new: old for old, new in QWEN_SAVED.items()}
+    ross = {new: old for old, new in ROSS_RENAMES.items()}
+    gates = {new: old for old, new in ROSS_GATES.items()}
     for name, tensor in model.state_dict().items():
         tensor = tensor.detach().contiguous()
         if name.startswith(backbone):
-            out[vlm + name[len(backbone):]] = tensor
+            stem = name[len(backbone):]
+            out[vlm + (_rename(stem, qwen_saved) or stem if model.backbone.is_qwen else stem)] = tensor
+        elif name in gates:
+            out[gates[name]] = tensor
+        elif (old := _rename(name, ross)) is not None:
+            out[old] = tensor
         elif model.policy is None or not name.startswith("policy."):
             continue
         elif (old := _rename(name[len("policy."):], inverse)) is not None:
@@ -124,13 +161,18 @@ def w0sim_to_official(model: DriveVLAW0ForDriving) -> dict[str, torch.Tensor]:
 def load_official(model: DriveVLAW0ForDriving, folder: str | Path, backbone_only: bool = False) -> DriveVLAW0ForDriving:
     """Load an official checkpoint folder's weights into `model` (built from the matching config). Every tensor of
     the folder must fit a tensor of the model with the same shape; every model tensor of the converted parts
-    (the backbone, and the expert unless `backbone_only`) must be given."""
+    (the backbone, and unless `backbone_only` the expert, or the Qwen track's ROSS head and VAE) must be given."""
     weights = official_to_w0sim(read_weights(folder), model)
     own = model.state_dict()
     wrong = [f"{k} {list(v.shape)} (model {list(own[k].shape)})" for k, v in weights.items()
              if k in own and v.shape != own[k].shape]
     extra = [k for k in weights if k not in own]
-    prefixes = (_backbone_prefix(model),) if backbone_only or model.policy is None else ("policy.",)
+    if backbone_only:
+        prefixes = (_backbone_prefix(model),)
+    elif model.policy is not None:
+        prefixes = ("policy.",)
+    else:
+        prefixes = (_backbone_prefix(model),) + (("diffusion_wm.", "vae.") if model.diffusion_wm is not None else ())
     missing = [k for k in own if k.startswith(prefixes) and k not in weights]
     for label, names in (("shape mismatch", wrong), ("not in the model", extra), ("missing", missing)):
         if names:

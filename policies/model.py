@@ -1,15 +1,15 @@
 """DriveVLAW0ForDriving: the DriveVLA-W0 model an agent loads; raw tensors in, losses, trajectories and world-model rollouts out.
 
 Parts, chosen by the config (one code path, drivevla_w0.md):
-- image_input "vq": the VQ-VAE tokenizes frames; the world model is the backbone's CE on every frame's codes
-  (drivevla_w0_paper.md §3.1: the later frame predicted from the earlier one and the action between them);
-- image_input "patch": the patch encoder feeds the backbone; the world model is the diffusion head,
-  whose target latent comes from the VQ-VAE's encoder used as a frozen autoencoder (the role of
-  SD's VAE in the official ROSS head, §3.2);
+- image_input "vq" (Emu3 track): the VQ-VAE tokenizes frames; the world model is the backbone's CE on every frame's
+  codes (drivevla_w0_paper.md §3.1: the later frame predicted from the earlier one and the action between them);
+- image_input "vit" (Qwen2.5-VL track): Qwen's image processor cuts frames into patches for the backbone's ViT; the
+  world model is the diffusion head on the AutoencoderKL latent of the second frame (§3.2), the same pairing;
 - use_action_expert: trajectories come from the expert's decoder (`expert_decoder`); otherwise by
-  constrained AR decoding through the backbone (the baseline VLA).
-Stage 1 trains the backbone on the action + world-model losses, stage 2 the expert on its action
-loss only (§5.1). Inputs are the history frames, the ego poses of the last 1.5 s (the past motions: the
+  constrained AR decoding through the backbone (the baseline VLA; the only decoding of the Qwen track).
+Stage 0 trains the image tokenizer (VQ-VAE or VAE), which stays frozen after; stage 1 the backbone on the action +
+world-model losses, stage 2 the expert on its action loss only (§5.1).
+Inputs are the history frames, the ego poses of the last 1.5 s (the past motions: the
 model's only ego state) and the command. Rollouts re-plan each step (or follow given poses) and move the ego
 along the first second of the plan.
 """
@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
-from transformers import PreTrainedModel
+from transformers import PreTrainedModel, Qwen2VLImageProcessorPil
 
 from policies.action_expert import DriveVLAW0ExpertPolicy, state_features
 from policies.action_tokens import frame_motions
@@ -29,22 +29,22 @@ from policies.config import DriveVLAW0Config
 from policies.diffusion_wm import DiffusionWorldModel
 from policies.motion import deltas_to_poses, poses_to_deltas
 from policies.noise import BatchNoise
-from policies.patch_encoder import DriveVLAW0PatchEncoder
-from policies.sequence import SequenceBuilder, VLASequence
+from policies.sequence import ChatSequenceBuilder, SequenceBuilder, VLASequence
 from policies.text import InstructionTokenizer
+from policies.vae import DriveVLAW0VAE
 from policies.vq import DriveVLAW0VQVAE
 
 
 @dataclass
 class DrivingInputs:
-    """A batch ready for the model: the VLA sequence, the expert's (B,13) state features, the patch
-    features (B,F,h*w,D) of the continuous path, target poses (B,P,3) and the diffusion target latent."""
+    """A batch ready for the model: the VLA sequence, the expert's (B,13) state features, the frames' pixel patches
+    (B,F,N,D) on the Qwen track, target poses (B,P,3) and the diffusion world model's target latent."""
 
     sequence: VLASequence
     state: torch.Tensor
-    image_features: torch.Tensor | None = None
+    pixel_patches: torch.Tensor | None = None
     poses: torch.Tensor | None = None
-    future_latent: torch.Tensor | None = None
+    target_latent: torch.Tensor | None = None
 
 
 @dataclass
@@ -74,20 +74,25 @@ class DriveVLAW0ForDriving(PreTrainedModel):
     base_model_prefix = "drivevla_w0"
     main_input_name = "history_frames"
     _supports_sdpa = True
-    _no_split_modules = ["Emu3DecoderLayer"]
+    _no_split_modules = ["Emu3DecoderLayer", "Qwen2_5_VLDecoderLayer", "Qwen2_5_VLVisionBlock"]
     supports_gradient_checkpointing = True  # the backbone's, the expert's and the diffusion UNet's layers
 
     def __init__(self, config: DriveVLAW0Config) -> None:
         super().__init__(config)
-        patch = config.image_input == "patch"
-        self.patch_encoder = DriveVLAW0PatchEncoder(config) if patch else None
-        self.vq = DriveVLAW0VQVAE(config) if not patch or config.use_world_model else None
-        self.diffusion_wm = DiffusionWorldModel(config) if patch and config.use_world_model else None
+        vit = config.image_input == "vit"
+        self.vq = None if vit else DriveVLAW0VQVAE(config)
+        self.vae = DriveVLAW0VAE(config) if vit and config.use_world_model else None
+        self.diffusion_wm = DiffusionWorldModel(config) if vit and config.use_world_model else None
+        # Qwen's own image processor (no resize: frames are already a multiple of the token size).
+        self.image_processor = Qwen2VLImageProcessorPil(
+            patch_size=config.vit_patch_size, merge_size=config.vit_merge_size, temporal_patch_size=2,
+            min_pixels=(config.vit_patch_size * config.vit_merge_size) ** 2,
+            max_pixels=config.image_height * config.image_width) if vit else None
         # The expert policy owns its backbone; registering it once keeps the checkpoint free of shared tensors.
         self.policy = DriveVLAW0ExpertPolicy(config) if config.use_action_expert else None
         self.vla = None if config.use_action_expert else DriveVLAW0Backbone(config)
         self.text_tokenizer = InstructionTokenizer()
-        self.builder = SequenceBuilder(config)
+        self.builder = ChatSequenceBuilder(config) if vit else SequenceBuilder(config)
         self.post_init()
 
     def _init_weights(self, module: torch.nn.Module) -> None:
@@ -109,54 +114,56 @@ class DriveVLAW0ForDriving(PreTrainedModel):
 
     # --- inputs -------------------------------------------------------------------------------------
     def encode_frames(self, frames: torch.Tensor) -> torch.Tensor:
-        """(B,F,3,H,W) in [0,1] -> VQ codes (B,F,h,w), or patch features (B,F,h*w,D) on the patch path."""
+        """(B,F,3,H,W) in [0,1] -> VQ codes (B,F,h,w), or on the Qwen track the pixel patches (B,F,N,D) its image
+        processor gives (the ViT runs inside the backbone, trained with it)."""
         b, f = frames.shape[:2]
-        flat = frames.flatten(0, 1).to(self.dtype)
-        if self.patch_encoder is not None:
-            return self.patch_encoder.encode(flat).unflatten(0, (b, f))
+        flat = frames.flatten(0, 1)
+        if self.image_processor is not None:
+            patches = self.image_processor(images=list(flat.float().cpu()), return_tensors="pt", do_rescale=False,
+                                           do_resize=False)["pixel_values"]
+            return patches.view(b, f, -1, patches.shape[-1]).to(frames.device, self.dtype)
         with torch.no_grad():  # frozen tokenizer; codes carry no gradient anyway
-            return self.vq.encode(flat).view(b, f, *self.config.image_grid)
+            return self.vq.encode(flat.to(self.dtype)).view(b, f, *self.config.image_grid)
 
     def build_inputs(self, history_frames: torch.Tensor, texts: Sequence[str], ego_poses: torch.Tensor,
                      command: torch.Tensor, poses: torch.Tensor | None = None,
-                     future_frame: torch.Tensor | None = None) -> DrivingInputs:
+                     noise: BatchNoise | None = None) -> DrivingInputs:
         """Raw batch -> `DrivingInputs`. history_frames: (B,F,3,H,W) in [0,1], oldest first; texts: B command
         strings; ego_poses: (B,4,3) ego poses 0.5 s apart relative to the current one (last), as the agent input
         has them; command (B,) index into COMMANDS; poses: (B,P,3) target trajectory (training; without it the
-        sequence is the decoding prompt); future_frame: (B,3,H,W) the frame 1 s after the current one on the plan
-        (the diffusion world model's target)."""
-        return self._inputs(self.encode_frames(history_frames), texts, ego_poses, command, poses, future_frame)
+        sequence is the decoding prompt). Training inputs of the Qwen track carry the diffusion world model's target,
+        the second history frame's VAE latent (official), its posterior sample drawn from `noise`."""
+        inputs = self._inputs(self.encode_frames(history_frames), texts, ego_poses, command, poses)
+        if self.diffusion_wm is not None and poses is not None:
+            inputs.target_latent = self.vae.latents(history_frames[:, 1].to(self.dtype), noise)
+        return inputs
 
     def _inputs(self, images: torch.Tensor, texts: Sequence[str], ego_poses: torch.Tensor, command: torch.Tensor,
-                poses: torch.Tensor | None = None, future_frame: torch.Tensor | None = None,
-                open_image: bool = False) -> DrivingInputs:
-        """As `build_inputs`, from already encoded history `images` (codes or patch features). With `open_image`
+                poses: torch.Tensor | None = None, open_image: bool = False) -> DrivingInputs:
+        """As `build_inputs`, from already encoded history `images` (codes or pixel patches). With `open_image`
         (and poses) the sequence is the world model's context for the frame after the current one: the current
-        frame, its past motions, the plan's first `segment_action_steps` motions, then <boi> <img>."""
+        frame, its past motions, the plan's first `segment_action_steps` motions, then (Emu3 track) <boi> <img>."""
         c, device = self.config, images.device
-        patch = self.patch_encoder is not None
+        vit = self.image_processor is not None
         tokenizer = self.backbone.action_tokenizer
         texts_ids = [self.text_tokenizer.encode(t, add_special_tokens=False)[:c.max_text_length] for t in texts]
         motions = frame_motions(c, ego_poses.double().cpu())
         past = [tokenizer.encode(motions.past[:, f]) for f in range(c.num_history_frames)]
         actions = [tokenizer.encode(motions.to_next[:, f]) for f in range(c.num_history_frames - 1)]
-        codes = None if patch else images
         if open_image:
             if poses is None:
                 raise ValueError("a world-model context needs the plan's poses")
             step = poses_to_deltas(poses.double().cpu())[:, :c.segment_action_steps]
-            past, actions, codes = past[-1:], [tokenizer.encode(step)], None if patch else images[:, -1:]
+            past, actions, images = past[-1:], [tokenizer.encode(step)], images[:, -1:]
         elif poses is not None:
             actions.append(tokenizer.encode(poses_to_deltas(poses.double().cpu())))
-        seq = self.builder.build(texts_ids, codes, past, actions, open_image, with_labels=poses is not None)
-        seq = _to_device(seq, device)
-        future_latent = None
-        if future_frame is not None and patch and c.use_world_model:
-            with torch.no_grad():  # the VQ-VAE is frozen: its latents are targets
-                future_latent = self.vq.latents(future_frame.to(self.dtype))
+        if vit:
+            seq = self.builder.build(texts_ids, past, actions, with_labels=poses is not None and not open_image)
+        else:
+            seq = self.builder.build(texts_ids, images, past, actions, open_image, with_labels=poses is not None)
         current_past = tokenizer.normalizer.normalize(motions.past[:, -1]).float()
         state = state_features(current_past, command.cpu()).to(device)
-        return DrivingInputs(seq, state, images if patch else None, poses, future_latent)
+        return DrivingInputs(_to_device(seq, device), state, images if vit else None, poses)
 
     # --- training -----------------------------------------------------------------------------------
     def forward(self, history_frames: torch.Tensor, future_frame: torch.Tensor, trajectory: torch.Tensor,
@@ -166,36 +173,43 @@ class DriveVLAW0ForDriving(PreTrainedModel):
         future_frame (B,H,W,3) uint8, trajectory (B,P,3), ego_poses (B,4,3), command (B,), text: B strings.
 
         The trainer calls the model through this method (and so through a DDP / FSDP / DeepSpeed wrapper and
-        the mixed-precision autocast); `noise` gives the random draws of the flow and diffusion losses.
-        Stage 0 trains the tokenizer on every frame of each sample, sample by sample (history, then future)."""
+        the mixed-precision autocast); `noise` gives the random draws of the VAE, flow and diffusion losses.
+        Stage 0 trains the image tokenizer on every frame of each sample, sample by sample (history, then future)."""
         if stage == 0:
-            if self.vq is None:
-                raise ValueError("stage 0 trains the VQ-VAE, which this configuration does not have")
-            frames = torch.cat([history_frames, future_frame[:, None]], 1).flatten(0, 1)
-            out = self.vq(frames_to_model(frames).to(self.dtype))
+            frames = frames_to_model(torch.cat([history_frames, future_frame[:, None]], 1).flatten(0, 1))
+            if self.vae is not None:  # the posterior draws are made per sample, for all its frames at once
+                b, per_sample = history_frames.shape[0], history_frames.shape[1] + 1
+                shape = (b, per_sample * self.config.vae_latent_channels, *self.config.latent_grid)
+                draws = (noise or BatchNoise()).randn(shape, frames.device, self.dtype)
+                out = self.vae(frames.to(self.dtype), draws.view(b * per_sample, -1, *self.config.latent_grid))
+            elif self.vq is not None:
+                out = self.vq(frames.to(self.dtype))
+            else:
+                raise ValueError("stage 0 trains the image tokenizer, which this configuration does not have")
             return DrivingLoss(out.loss, reconstruction_loss=out.reconstruction_loss)
-        inputs = self.build_inputs(frames_to_model(history_frames), text, ego_poses, command, trajectory,
-                                   frames_to_model(future_frame))
+        inputs = self.build_inputs(frames_to_model(history_frames), text, ego_poses, command, trajectory, noise)
         return self.loss(inputs, stage, noise)
 
     def loss(self, inputs: DrivingInputs, stage: int = 1, noise: BatchNoise | None = None) -> DrivingLoss:
-        """Stage 1: the backbone's weighted CE over action and image-code labels (the vq path's world model), plus
-        diffusion_loss_weight x diffusion eps-MSE on the patch path. Stage 2: the action expert's decoder loss
-        only. `inputs` must carry poses (and, on the patch path, the future frame)."""
+        """Stage 1: the backbone's weighted CE over action and image-code labels (the Emu3 track's world model),
+        plus diffusion_loss_weight x diffusion eps-MSE on the Qwen track. Stage 2: the action expert's decoder
+        loss only. `inputs` must carry poses (and, for the diffusion world model, its target latent)."""
         c = self.config
         if inputs.poses is None:
             raise ValueError("training inputs need target poses (build_inputs(..., poses=...))")
         if stage == 2:
             if self.policy is None:
                 raise ValueError("stage 2 trains the action expert; set config.use_action_expert=True")
-            out = self.policy.loss(inputs.sequence, inputs.state, inputs.poses, noise, inputs.image_features)
+            out = self.policy.loss(inputs.sequence, inputs.state, inputs.poses, noise)
             return DrivingLoss(out.loss, out.loss)
         if stage != 1:
             raise ValueError(f"stage={stage!r}; choose 1 (backbone + world model) or 2 (action expert)")
-        out = self.backbone.loss(inputs.sequence, inputs.image_features)
-        if inputs.future_latent is None:
+        out = self.backbone.loss(inputs.sequence, inputs.pixel_patches)
+        if self.diffusion_wm is None:
             return DrivingLoss(out.loss, out.action_loss, out.world_model_loss)
-        wm = self.diffusion_wm.loss(out.hidden_states, inputs.sequence, inputs.future_latent, noise)
+        if inputs.target_latent is None:
+            raise ValueError("the diffusion world model's loss needs inputs.target_latent (the second frame's latent)")
+        wm = self.diffusion_wm.loss(out.hidden_states, inputs.sequence, inputs.target_latent, noise)
         return DrivingLoss(out.loss + c.diffusion_loss_weight * wm, out.action_loss, wm)
 
     # --- inference ----------------------------------------------------------------------------------
@@ -209,8 +223,8 @@ class DriveVLAW0ForDriving(PreTrainedModel):
     def _plan(self, prompt: DrivingInputs, generator: torch.Generator | None = None,
               flow_steps: int | None = None) -> torch.Tensor:
         if self.policy is not None:
-            return self.policy.predict(prompt.sequence, prompt.state, flow_steps, generator, prompt.image_features)
-        return self.backbone.generate_plan(prompt.sequence, prompt.image_features)
+            return self.policy.predict(prompt.sequence, prompt.state, flow_steps, generator)
+        return self.backbone.generate_plan(prompt.sequence, prompt.pixel_patches)
 
     @torch.no_grad()
     def predict_next_frame(self, images: torch.Tensor, texts: Sequence[str], ego_poses: torch.Tensor,
@@ -218,19 +232,17 @@ class DriveVLAW0ForDriving(PreTrainedModel):
                            top_k: int | None = None, generator: torch.Generator | None = None,
                            diffusion_steps: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """The frame `frame_interval_s` after the current one if the ego drives `plan` (B,P,3): (frame (B,3,H,W) in
-        [0,1], its encoding as `encode_frames` gives it). images: encoded history (codes or patch features).
-        vq: codes decoded greedily (temperature 0) or sampled from the `top_k` most likely, then VQ-decoded; patch:
-        a DDIM latent decoded by the VQ decoder, then re-encoded by the patch encoder."""
-        if self.patch_encoder is None:
-            ctx = self._inputs(images, texts, ego_poses, command, plan, open_image=True)
+        [0,1], its encoding as `encode_frames` gives it). images: encoded history (codes or pixel patches).
+        Emu3 track: codes decoded greedily (temperature 0) or sampled from the `top_k` most likely, then VQ-decoded;
+        Qwen track: the diffusion head, conditioned on the current frame and the plan's first second as on its
+        training pair, samples the latent (DDPM, `diffusion_steps`), which the VAE decodes."""
+        ctx = self._inputs(images, texts, ego_poses, command, plan, open_image=True)
+        if self.diffusion_wm is None:
             codes = self.backbone.generate_image_codes(ctx.sequence, temperature, top_k, generator)
             return self.vq.decode(codes), codes
-        ctx = self._inputs(images, texts, ego_poses, command, plan)
-        seq = ctx.sequence
-        hidden = self.backbone(seq.input_ids, seq.attention_mask, seq.position_ids, seq.type_ids,
-                               ctx.image_features).hidden_states
-        frame = self.vq.decode_latents(self.diffusion_wm.sample(hidden, seq, diffusion_steps, generator))
-        return frame, self.patch_encoder.encode(frame)
+        hidden = self.backbone(ctx.sequence, ctx.pixel_patches).hidden_states
+        frame = self.vae.decode_latents(self.diffusion_wm.sample(hidden, ctx.sequence, diffusion_steps, generator))
+        return frame, self.encode_frames(frame[:, None])[:, 0]
 
     @torch.no_grad()
     def rollout_frames(self, history_frames: torch.Tensor, texts: Sequence[str], ego_poses: torch.Tensor,

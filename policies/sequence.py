@@ -16,6 +16,12 @@ Variants: a decoding prompt ends with the last frame's <boa> (no plan); a world-
 `<boi> <img>` of the next frame after the plan's <eoa> (the codes to sample come next). Rows differ in length
 (FAST and text lengths vary) and are LEFT-padded, so every row's last token is the decoding position; position
 ids count real tokens only.
+
+The Qwen2.5-VL track (`ChatSequenceBuilder`) holds the same content in Qwen's chat template, as the official
+`data_qwen_vla.py` builds it: a system turn ("you are a helpful assistant"), then per frame a user turn
+`<|vision_start|> <|image_pad|> x n <|vision_end|> text past` and an assistant turn `<boa> action <eoa>`, each turn
+`<|im_start|> role ... <|im_end|>`. Only the <boa> ... <eoa> spans are labelled (the world model is the diffusion
+head). The template's newlines are left out: the word vocabulary has none.
 """
 from __future__ import annotations
 
@@ -34,7 +40,7 @@ class TokenType(IntEnum):
 
     PAD = 0
     TEXT = 1
-    IMAGE = 2  # an image code (or a patch feature's placeholder on the continuous path)
+    IMAGE = 2  # an image code (Emu3 track) or an <|image_pad|> placeholder of a ViT feature (Qwen track)
     PAST_ACTION = 3
     ACTION = 4  # FAST tokens between <boa> and <eoa>
     MARKER = 5  # <bos> <boi> <img> <eof> <eoi> <boa> <eoa>
@@ -70,10 +76,10 @@ class SequenceBuilder:
         self.ids = {name: config.special_id(name) for name in ("<bos>", "<boi>", "<img>", "<eof>", "<eoi>",
                                                                    "<boa>", "<eoa>")}
 
-    def build(self, texts: list[list[int]], codes: torch.Tensor | None, past: list[list[list[int]]],
+    def build(self, texts: list[list[int]], codes: torch.Tensor, past: list[list[list[int]]],
               actions: list[list[list[int]]], open_image: bool = False, with_labels: bool = False) -> VLASequence:
         """texts: per row, the command's word ids (local ids of `InstructionTokenizer`, shared by the frames);
-        codes: (B,F,h,w) image codes, oldest first (None on the continuous path: placeholders); F is at most
+        codes: (B,F,h,w) image codes, oldest first; F is at most
         num_history_frames (a world-model context may hold the last frame only, as the first pair of training);
         past: per frame, per row, FAST ids of its past motions; actions: per frame, per row, FAST ids of its action
         (F-1 entries: a decoding prompt ending in <boa>; F entries: the last is the plan); open_image: after the
@@ -87,16 +93,12 @@ class SequenceBuilder:
                              f"or {frames} (with the plan)")
         if open_image and len(actions) != frames:
             raise ValueError("a world-model context needs the plan (one action segment per frame)")
-        hw = c.image_tokens_per_frame
-        if codes is not None and codes.shape[:2] != (b, frames):
+        if codes.shape[:2] != (b, frames):
             raise ValueError(f"codes hold {tuple(codes.shape[:2])} (rows, frames); the texts and past actions give "
                              f"{(b, frames)}")
-        placeholders = codes is None  # the continuous path: no codes to predict
-        if placeholders:
-            codes = torch.zeros(b, frames, hw, dtype=torch.long)
-        codes = codes.reshape(b, frames, hw).cpu() + c.image_offset
+        codes = codes.reshape(b, frames, c.image_tokens_per_frame).cpu() + c.image_offset
         rows = [self._row(r, texts, codes, past, actions, open_image) for r in range(b)]
-        return self._pad(rows, with_labels and c.use_world_model and not placeholders, with_labels)
+        return pad_rows(c, rows, with_labels and c.use_world_model, with_labels)
 
     def _row(self, r: int, texts, codes, past, actions, open_image) -> list[tuple[int, int, bool]]:
         """One row as (id, type, labelled) triples."""
@@ -117,31 +119,83 @@ class SequenceBuilder:
             row += text + [(s["<boi>"], TokenType.MARKER, False), (s["<img>"], TokenType.MARKER, False)]
         return row
 
-    def _pad(self, rows: list[list[tuple[int, int, bool]]], label_images: bool, with_labels: bool) -> VLASequence:
-        c, b = self.config, len(rows)
-        length = max(len(r) for r in rows)
-        ids = torch.full((b, length), c.pad_id, dtype=torch.long)
-        types = torch.full((b, length), int(TokenType.PAD), dtype=torch.long)
-        labelled = torch.zeros(b, length, dtype=torch.bool)
-        for i, row in enumerate(rows):  # host-side assembly: rows differ in length
-            start = length - len(row)
-            ids[i, start:] = torch.tensor([t[0] for t in row])
-            types[i, start:] = torch.tensor([int(t[1]) for t in row])
-            labelled[i, start:] = torch.tensor([t[2] for t in row])
-        mask = types != int(TokenType.PAD)
-        is_boa = ids == c.special_id("<boa>")
-        last_boa = length - 1 - is_boa.flip(1).long().argmax(1)  # (B,)
-        columns = torch.arange(length)
-        context = mask & (columns[None] < last_boa[:, None])
-        # The plan: ACTION tokens after the last <boa> (a prompt has none).
-        plan = (types == int(TokenType.ACTION)) & (columns[None] > last_boa[:, None])
-        image_index = (types == int(TokenType.IMAGE)).nonzero()[:, 1].view(b, -1, c.image_tokens_per_frame)
-        labels = None
-        if with_labels:
-            keep = labelled & ((types != int(TokenType.IMAGE)) | label_images)
-            labels = torch.where(keep, ids, torch.full_like(ids, IGNORE))
-        positions = (mask.long().cumsum(1) - 1).clamp(min=0)
-        return VLASequence(ids, mask.long(), positions, types, image_index, context, plan, labels)
+
+class ChatSequenceBuilder:
+    """Builds the Qwen track's `VLASequence` batches (module docstring); image tokens are `<|image_pad|>`
+    placeholders, which the backbone fills with ViT features."""
+
+    SYSTEM = ("you", "are", "a", "helpful", "assistant")
+
+    def __init__(self, config: DriveVLAW0Config) -> None:
+        from policies.text import InstructionTokenizer  # word ids of the roles and the system prompt
+
+        self.config = config
+        words = InstructionTokenizer()
+        self.role = {r: words.encode(r, add_special_tokens=False)[0] for r in ("system", "user", "assistant")}
+        self.system = words.encode(" ".join(self.SYSTEM), add_special_tokens=False)
+        self.ids = {name: config.special_id(name) for name in ("<|im_start|>", "<|im_end|>", "<|vision_start|>",
+                                                               "<|vision_end|>", "<|image_pad|>", "<boa>", "<eoa>")}
+
+    def build(self, texts: list[list[int]], past: list[list[list[int]]], actions: list[list[list[int]]],
+              with_labels: bool = False) -> VLASequence:
+        """As `SequenceBuilder.build` without codes (every frame's tokens are placeholders) or world-model contexts."""
+        c = self.config
+        if not 1 <= len(past) <= c.num_history_frames:
+            raise ValueError(f"{len(past)} frames of past actions; config.num_history_frames is {c.num_history_frames}")
+        if len(actions) not in (len(past) - 1, len(past)):
+            raise ValueError(f"{len(actions)} action segments for {len(past)} frames: give {len(past) - 1} (a prompt) "
+                             f"or {len(past)} (with the plan)")
+        rows = [self._row(r, texts, past, actions) for r in range(len(texts))]
+        return pad_rows(c, rows, False, with_labels)
+
+    def _turn(self, role: str, body: list[tuple[int, int, bool]], close: bool = True) -> list[tuple[int, int, bool]]:
+        s = self.ids
+        turn = [(s["<|im_start|>"], TokenType.MARKER, False), (self.role[role], TokenType.TEXT, False), *body]
+        return turn + [(s["<|im_end|>"], TokenType.MARKER, False)] if close else turn
+
+    def _row(self, r: int, texts, past, actions) -> list[tuple[int, int, bool]]:
+        s, n = self.ids, self.config.image_tokens_per_frame
+        row = self._turn("system", [(t, TokenType.TEXT, False) for t in self.system])
+        for f in range(len(past)):
+            image = [(s["<|vision_start|>"], TokenType.MARKER, False)]
+            image += [(s["<|image_pad|>"], TokenType.IMAGE, False)] * n
+            image.append((s["<|vision_end|>"], TokenType.MARKER, False))
+            text = [(t, TokenType.TEXT, False) for t in texts[r]]
+            row += self._turn("user", image + text + [(k, TokenType.PAST_ACTION, False) for k in past[f][r]])
+            answer = [(s["<boa>"], TokenType.MARKER, True)]
+            if f < len(actions):
+                answer += [(k, TokenType.ACTION, True) for k in actions[f][r]] + [(s["<eoa>"], TokenType.MARKER, True)]
+            row += self._turn("assistant", answer, close=f < len(actions))
+        return row
 
 
-__all__ = ["IGNORE", "SequenceBuilder", "TokenType", "VLASequence"]
+def pad_rows(c: DriveVLAW0Config, rows: list[list[tuple[int, int, bool]]], label_images: bool,
+             with_labels: bool) -> VLASequence:
+    """Left-pad (id, type, labelled) rows into a `VLASequence`."""
+    b = len(rows)
+    length = max(len(r) for r in rows)
+    ids = torch.full((b, length), c.pad_id, dtype=torch.long)
+    types = torch.full((b, length), int(TokenType.PAD), dtype=torch.long)
+    labelled = torch.zeros(b, length, dtype=torch.bool)
+    for i, row in enumerate(rows):  # host-side assembly: rows differ in length
+        start = length - len(row)
+        ids[i, start:] = torch.tensor([t[0] for t in row])
+        types[i, start:] = torch.tensor([int(t[1]) for t in row])
+        labelled[i, start:] = torch.tensor([t[2] for t in row])
+    mask = types != int(TokenType.PAD)
+    is_boa = ids == c.special_id("<boa>")
+    last_boa = length - 1 - is_boa.flip(1).long().argmax(1)  # (B,)
+    columns = torch.arange(length)
+    context = mask & (columns[None] < last_boa[:, None])
+    # The plan: ACTION tokens after the last <boa> (a prompt has none).
+    plan = (types == int(TokenType.ACTION)) & (columns[None] > last_boa[:, None])
+    image_index = (types == int(TokenType.IMAGE)).nonzero()[:, 1].view(b, -1, c.image_tokens_per_frame)
+    labels = None
+    if with_labels:
+        keep = labelled & ((types != int(TokenType.IMAGE)) | label_images)
+        labels = torch.where(keep, ids, torch.full_like(ids, IGNORE))
+    positions = (mask.long().cumsum(1) - 1).clamp(min=0)
+    return VLASequence(ids, mask.long(), positions, types, image_index, context, plan, labels)
+
+
+__all__ = ["IGNORE", "ChatSequenceBuilder", "SequenceBuilder", "TokenType", "VLASequence", "pad_rows"]

@@ -16,6 +16,8 @@ TEXT_WORDS: tuple[str, ...] = (
     "down", "exit", "take", "roundabout", "u-turn", "make", "a", "ahead", "drive", "forward",
     "road", "first", "second", "third", "unknown", "and", "then", "into", "on", "off", "ramp",
     "yield", "park", "pull", "over", "lanes", "junction", "crossing", "traffic", "light",
+    # Qwen chat template: roles and the official system prompt ("You are a helpful assistant.")
+    "system", "user", "assistant", "you", "are", "helpful",
 )
 
 

@@ -156,10 +156,11 @@ class _CopyBackbone:
 
     def __init__(self, real, vocab_size: int):
         self.action_tokenizer, self.vocab_size, self.seen = real.action_tokenizer, vocab_size, []
+        self.model = self._decoder
 
-    def __call__(self, ids, mask, positions):
-        self.seen.append(ids)
-        return SimpleNamespace(hidden_states=torch.nn.functional.one_hot(ids, self.vocab_size).float())
+    def _decoder(self, input_ids, attention_mask, position_ids):
+        self.seen.append(input_ids)
+        return SimpleNamespace(last_hidden_state=torch.nn.functional.one_hot(input_ids, self.vocab_size).float())
 
     def lm_head(self, hidden):
         return hidden

@@ -4,7 +4,9 @@ The model is built once, at stage 0, from a named preset (`tiny`, `small`, `pape
 attached, so stage 2 needs no weight remapping; `world_model=False` gives the action-only baseline (the
 same model with the world-model loss switched off). The action tokenizer (quantile bounds and FAST BPE) is
 fitted on the run's training data before its first stage, unless the config or the previous stage's model has
-one: a run that starts at stage 1 or 2 keeps the tokenizer its earlier stages were trained with.
+one: a run that starts at stage 1 or 2 keeps the tokenizer its earlier stages were trained with. On the Qwen2.5-VL
+track (stages 0 and 1; it has no action expert) the VAE's latent scaling factor is fitted the same way, after stage
+0, on the run's frames.
 """
 from __future__ import annotations
 
@@ -17,7 +19,8 @@ import torch
 from policies.action_tokens import fit_action_tokenizer
 from policies.checkpoint import quiet_loading
 from policies.config import DriveVLAW0Config
-from policies.model import DriveVLAW0ForDriving
+from policies.model import DriveVLAW0ForDriving, frames_to_model
+from policies.vae import fit_scaling_factor
 from training.dataset import ExpertDataset
 from training.trainer import TrainConfig, Trainer
 
@@ -29,9 +32,11 @@ STAGE_DEFAULTS = {
 }
 
 
-def model_config(preset: str, world_model: bool = True, expert_decoder: str = "query", **overrides) -> DriveVLAW0Config:
-    return DriveVLAW0Config.preset(preset, use_action_expert=True, expert_decoder=expert_decoder,
-                                   use_world_model=world_model, **overrides)
+def model_config(preset: str, world_model: bool = True, expert_decoder: str = "query", image_input: str = "vq",
+                 **overrides) -> DriveVLAW0Config:
+    """The run's model: the preset with the action expert on the Emu3 track; the Qwen2.5-VL track has none."""
+    return DriveVLAW0Config.preset(preset, use_action_expert=image_input != "vit", expert_decoder=expert_decoder,
+                                   use_world_model=world_model, image_input=image_input, **overrides)
 
 
 def stage_model(run_dir: Path, stage: int, config: DriveVLAW0Config, seed: int = 0) -> DriveVLAW0ForDriving:
@@ -48,6 +53,7 @@ def stage_model(run_dir: Path, stage: int, config: DriveVLAW0Config, seed: int =
 
 
 ACTION_FIELDS = ("action_low", "action_high", "fast_tokenizer")
+SCALING_SAMPLES = 256  # frames the VAE's latent scaling factor is fitted on (SD-1.5's came from one batch)
 
 
 def with_action_tokenizer(config: DriveVLAW0Config, dataset: ExpertDataset, run_dir: Path,
@@ -65,6 +71,23 @@ def with_action_tokenizer(config: DriveVLAW0Config, dataset: ExpertDataset, run_
     return DriveVLAW0Config(**{**config.to_dict(), **fitted})
 
 
+def with_vae_scaling(config: DriveVLAW0Config, dataset: ExpertDataset, run_dir: Path, stage: int) -> DriveVLAW0Config:
+    """`config` with the VAE's latent scaling factor, before a stage that trains the diffusion world model: the
+    config's, the previous stage's, or fitted with the previous stage's VAE on the first `SCALING_SAMPLES` samples'
+    current frames."""
+    if config.image_input != "vit" or not config.use_world_model or config.vae_scaling_factor > 0 or stage == 0:
+        return config
+    previous = run_dir / f"stage{stage - 1}" / "model"
+    if (previous / "config.json").exists():
+        saved = json.loads((previous / "config.json").read_text()).get("vae_scaling_factor", 0.0)
+        if saved > 0:
+            return DriveVLAW0Config(**{**config.to_dict(), "vae_scaling_factor": saved})
+    model = stage_model(run_dir, stage, config)
+    frames = torch.stack([dataset[i]["history_frames"][-1] for i in range(min(len(dataset), SCALING_SAMPLES))])
+    factor = fit_scaling_factor(model.vae, frames_to_model(frames))
+    return DriveVLAW0Config(**{**config.to_dict(), "vae_scaling_factor": factor})
+
+
 def train_stages(data_dir: str | Path, run_dir: str | Path, stages: tuple[int, ...] = (0, 1, 2),
                  config: DriveVLAW0Config | None = None, overrides: dict[int, dict] | None = None,
                  indices=None, show_progress: bool = True) -> Path:
@@ -75,10 +98,14 @@ def train_stages(data_dir: str | Path, run_dir: str | Path, stages: tuple[int, .
     config = with_action_tokenizer(config or model_config("tiny"), dataset, run_dir, stages[0])
     out = run_dir
     for stage in stages:
+        if stage == 2 and config.image_input == "vit":
+            raise ValueError("stage 2 trains the action expert, which the Qwen2.5-VL track (image input vit) does not "
+                             "have: train stages 0 and 1")
+        config = with_vae_scaling(config, dataset, run_dir, stage)
         train_config = replace(STAGE_DEFAULTS[stage], **(overrides or {}).get(stage, {}))
         model = stage_model(run_dir, stage, config, train_config.seed)
         out = Trainer(model, dataset, train_config, run_dir / f"stage{stage}", show_progress=show_progress).train()
     return out
 
 
-__all__ = ["STAGE_DEFAULTS", "model_config", "stage_model", "train_stages"]
+__all__ = ["STAGE_DEFAULTS", "model_config", "stage_model", "train_stages", "with_vae_scaling"]

@@ -1,8 +1,8 @@
 """Stage 0-2 training of DriveVLAW0ForDriving on collected expert data, on `accelerate`, on one process or many, resumable.
 
-Stage 0 trains the VQ-VAE image tokenizer (reconstruction + commitment, EMA codebook); stage 1 the
-backbone (and the patch encoder / diffusion world model of the continuous path) on the action +
-world-model losses with the tokenizer frozen; stage 2 the action expert on its action loss, with the
+Stage 0 trains the image tokenizer (the VQ-VAE: reconstruction + commitment, EMA codebook; on the Qwen track the
+VAE: reconstruction + KL); stage 1 the backbone (on the Qwen track with its ViT and the diffusion world model) on
+the action + world-model losses with the tokenizer frozen; stage 2 the action expert on its action loss, with the
 backbone trained at `backbone_lr_scale` x the learning rate (1, as the official scripts' `--freeze_vlm False`;
 0 freezes it).
 
@@ -78,14 +78,13 @@ def trainable_groups(model: DriveVLAW0ForDriving, config: TrainConfig) -> list[d
     for p in model.parameters():
         p.requires_grad_(False)
     if config.stage == 0:
-        if model.vq is None:
-            raise ValueError("stage 0 trains the VQ-VAE, which this configuration does not have")
-        groups = [list(model.vq.parameters())]
+        tokenizer = model.vae if model.vae is not None else model.vq
+        if tokenizer is None:
+            raise ValueError("stage 0 trains the image tokenizer, which this configuration does not have")
+        groups = [list(tokenizer.parameters())]
     elif config.stage == 1:
-        parts = [model.backbone, model.patch_encoder, model.diffusion_wm]
-        # The patch encoder's pixel decoder has a reconstruction loss of its own that no stage's loss includes.
-        unreached = set() if model.patch_encoder is None else {id(p) for p in model.patch_encoder.to_pixels.parameters()}
-        groups = [[p for part in parts if part is not None for p in part.parameters() if id(p) not in unreached]]
+        parts = [model.backbone, model.diffusion_wm]
+        groups = [[p for part in parts if part is not None for p in part.parameters()]]
     elif config.stage == 2:
         if model.policy is None:
             raise ValueError("stage 2 trains the action expert; the configuration has use_action_expert=False")
@@ -213,8 +212,9 @@ class Trainer:
         """Train mode, with the frozen parts (the tokenizer after stage 0, a frozen backbone) in eval mode."""
         model = self.accelerator.unwrap_model(self.model)
         model.train()
-        if self.config.stage > 0 and model.vq is not None:
-            model.vq.eval()  # frozen tokenizer: no EMA codebook updates
+        for tokenizer in (model.vq, model.vae) if self.config.stage > 0 else ():
+            if tokenizer is not None:
+                tokenizer.eval()  # frozen tokenizer: no EMA codebook updates
         if self.config.stage == 2 and self.config.backbone_lr_scale == 0:
             model.policy.backbone.eval()
 

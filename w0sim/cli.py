@@ -440,7 +440,7 @@ def train(
     config: str = typer.Option("tiny", "--config", help="Model preset: tiny, small or paper."),
     stage: Optional[int] = typer.Option(None, "--stage", min=0, max=2, help="Train one stage (0 tokenizer, "
                                         "1 backbone + world model, 2 action expert)."),
-    all_stages: bool = typer.Option(False, "--all", help="Train stages 0, 1 and 2 in order."),
+    all_stages: bool = typer.Option(False, "--all", help="Train stages 0, 1 and 2 in order (0 and 1 with --image-input vit)."),
     steps: Optional[int] = typer.Option(None, "--steps", min=1, help="Steps per trained stage (default: per stage)."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="Samples per step, over all processes "
                                              "(default: 16 at every stage)."),
@@ -456,9 +456,9 @@ def train(
     world_model: bool = typer.Option(True, "--world-model/--no-world-model",
                                      help="--no-world-model: the action-only baseline."),
     decoder: str = typer.Option("query", "--decoder", help="Action-expert decoder: query, ar or flow."),
-    image_input: str = typer.Option("vq", "--image-input", help="vq: image codes, the world model predicts the next "
-                                    "frame's codes (the Emu3 track); patch: continuous patch features, the world "
-                                    "model is the diffusion head (the ViT track)."),
+    image_input: str = typer.Option("vq", "--image-input", help="vq: the Emu3 track (VQ image codes; the world "
+                                    "model predicts them); vit: the Qwen2.5-VL track (its ViT; the world model is "
+                                    "a diffusion head on a VAE latent; no action expert, so --all is stages 0-1)."),
 ) -> None:
     """Train DriveVLA-W0 on collected data; an interrupted run resumes from its last checkpoint when run again.
 
@@ -473,9 +473,12 @@ def train(
     if lr is not None and not lr > 0:  # also NaN
         raise typer.BadParameter(f"{lr} is not a positive learning rate", param_hint="--lr")
     _check_out_folder(out)
-    stages = (0, 1, 2) if all_stages else (stage,)
     if image_input not in IMAGE_INPUTS:
         raise typer.BadParameter(f"{image_input!r}; choose from {', '.join(IMAGE_INPUTS)}", param_hint="--image-input")
+    if image_input == "vit" and stage == 2:
+        raise typer.BadParameter("the Qwen2.5-VL track (--image-input vit) has no action expert to train",
+                                 param_hint="--stage")
+    stages = ((0, 1) if image_input == "vit" else (0, 1, 2)) if all_stages else (stage,)
     if decoder not in EXPERT_DECODERS:
         raise typer.BadParameter(f"{decoder!r}; choose from {', '.join(EXPERT_DECODERS)}", param_hint="--decoder")
     if mixed_precision not in MIXED_PRECISION:

@@ -21,6 +21,12 @@ MICRO = dict(num_hidden_layers=1, hidden_size=32, intermediate_size=32, num_atte
              max_position_embeddings=256, use_action_expert=True)
 
 
+# The Qwen2.5-VL track at micro size: 4 px patches (8 px tokens: 4x8 per frame), a 2-block VAE (16x32 latents).
+MICRO_VIT = dict(image_input="vit", use_action_expert=False, vit_patch_size=4, vit_depth=1, vit_hidden_size=16,
+                 vit_intermediate_size=16, vit_heads=2, vit_fullatt_blocks=(0,), mrope_section=(2, 3, 3),
+                 vae_channels=(4, 4), vae_scaling_factor=1.0, diffusion_channels=(8, 16), diffusion_cross_dim=16)
+
+
 def driving_motion(n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """(ego_poses (n,4,3), plans (n,8,3)) of n made-up drives: speeds 0-12 m/s, gentle curves, poses 0.5 s apart."""
     g = torch.Generator().manual_seed(seed)
@@ -43,8 +49,9 @@ def _fitted(fast_vocab_size: int, fast_scale: float) -> tuple:
 
 
 def micro_config(**overrides) -> DriveVLAW0Config:
-    """The micro preset with an action tokenizer fitted on `driving_motion` (unless overrides give one)."""
-    fields = {**MICRO, **overrides}
+    """The micro preset (with `image_input="vit"`, its Qwen track) with an action tokenizer fitted on `driving_motion`
+    (unless overrides give one)."""
+    fields = {**MICRO, **(MICRO_VIT if overrides.get("image_input") == "vit" else {}), **overrides}
     base = DriveVLAW0Config.preset("tiny", **fields)
     fitted = {} if "fast_tokenizer" in overrides else dict(_fitted(base.fast_vocab_size, base.fast_scale))
     return DriveVLAW0Config.preset("tiny", **{**fields, **fitted})

@@ -14,7 +14,7 @@ from policies.action_tokens import ActionTokenizer, frame_motions
 from policies.config import COMMANDS, DriveVLAW0Config
 from policies.motion import deltas_to_poses, poses_to_deltas
 from policies.noise import BatchNoise
-from policies.sequence import IGNORE, SequenceBuilder, TokenType, VLASequence
+from policies.sequence import IGNORE, ChatSequenceBuilder, SequenceBuilder, TokenType, VLASequence
 from policies.text import InstructionTokenizer
 from tests.policies.checkpoints import driving_motion, micro_config
 
@@ -38,7 +38,8 @@ class VLABatch:
 def vla_batch(config: DriveVLAW0Config, seed: int = 0, codes: torch.Tensor | None = None,
               plans: torch.Tensor | None = None, command: torch.Tensor | None = None,
               texts: list[str] = TEXTS) -> VLABatch:
-    """Sequences of `len(texts)` made-up drives (`driving_motion`), random image codes (none on the patch path)."""
+    """Sequences of `len(texts)` made-up drives (`driving_motion`): random image codes on the Emu3 track, Qwen's chat
+    layout (image placeholders, `codes` None) on the Qwen track."""
     b, frames = len(texts), config.num_history_frames
     ego_poses, made_up = driving_motion(b, seed)
     plans = made_up if plans is None else plans
@@ -52,9 +53,14 @@ def vla_batch(config: DriveVLAW0Config, seed: int = 0, codes: torch.Tensor | Non
     past = [tokenizer.encode(motions.past[:, f]) for f in range(frames)]
     to_next = [tokenizer.encode(motions.to_next[:, f]) for f in range(frames - 1)]
     plan_ids = tokenizer.encode(poses_to_deltas(plans.double()))
-    builder = SequenceBuilder(config)
-    prompt = builder.build(words, codes, past, to_next)
-    full = builder.build(words, codes, past, to_next + [plan_ids], with_labels=True)
+    if config.image_input == "vit":
+        chat = ChatSequenceBuilder(config)
+        prompt = chat.build(words, past, to_next)
+        full = chat.build(words, past, to_next + [plan_ids], with_labels=True)
+    else:
+        builder = SequenceBuilder(config)
+        prompt = builder.build(words, codes, past, to_next)
+        full = builder.build(words, codes, past, to_next + [plan_ids], with_labels=True)
     state = state_features(tokenizer.normalizer.normalize(motions.past[:, -1]).float(), command)
     return VLABatch(prompt, full, state, plans, ego_poses, command, codes)
 
@@ -114,7 +120,7 @@ def test_the_context_kv_are_the_backbones_own_attention_kv_before_the_last_boa()
     model.eval()
     seq = batch.full
     cache = DynamicCache(config=model.backbone.model.config)
-    model.backbone(seq.input_ids, seq.attention_mask, seq.position_ids, seq.type_ids, cache=cache, use_cache=True)
+    model.backbone(seq, cache=cache, use_cache=True)
     ctx, mask = model.context(seq)
     n = mask.shape[1]
     # The context: every real token before the row's last <boa> (so not the plan), no column beyond it.
@@ -174,7 +180,7 @@ def test_the_expert_never_changes_the_backbones_hidden_states():
 
     def hidden():
         with torch.no_grad():
-            return model.backbone(seq.input_ids, seq.attention_mask, seq.position_ids, seq.type_ids).hidden_states
+            return model.backbone(seq).hidden_states
 
     before = hidden()
     model.loss(seq, batch.state, batch.plans).loss.backward()

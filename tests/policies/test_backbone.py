@@ -79,7 +79,7 @@ def test_loss_is_the_weighted_mean_of_per_token_ce():
     model.requires_grad_(False)
     out = model.loss(seq)
     # Reference: full-vocabulary logits, shifted targets, a per-token CE written out by hand.
-    hidden = model(seq.input_ids, seq.attention_mask, seq.position_ids, seq.type_ids).hidden_states
+    hidden = model(seq).hidden_states
     assert hidden.shape == (*seq.input_ids.shape, config.hidden_size)
     torch.testing.assert_close(out.hidden_states, hidden)
     logits = model.lm_head(hidden[:, :-1]).float()
@@ -240,7 +240,7 @@ def _greedy_reference(model: DriveVLAW0Backbone, seq: VLASequence, steps: int, a
     ids, mask, pos = seq.input_ids, seq.attention_mask, seq.position_ids
     out = []
     for _ in range(steps):
-        logits = model.lm_head(model(ids, mask, pos).hidden_states[:, -1])
+        logits = model.lm_head(model.model(input_ids=ids, attention_mask=mask, position_ids=pos).last_hidden_state[:, -1])
         nxt = logits.masked_fill(~allowed, float("-inf")).argmax(-1)
         out.append(nxt)
         ids = torch.cat([ids, nxt[:, None]], 1)

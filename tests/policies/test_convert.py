@@ -1,14 +1,18 @@
 """Official-layout checkpoints load through the converter: an Emu3 backbone saved by transformers' own Emu3ForCausalLM,
-and stage-2 models under the official DriveVLA-W0 names (read from its modeling_emu3.py), give the same outputs."""
+stage-2 models under the official DriveVLA-W0 names (read from its modeling_emu3.py), a Qwen2.5-VL backbone saved by
+transformers' own Qwen2_5_VLForConditionalGeneration, and a Qwen-track model with the official ROSS head's names (read
+from its modeling_qwen2_5_vl_ross.py and denoiser_sd.py) give the same outputs."""
 from __future__ import annotations
 
 import pytest
 import torch
-from safetensors.torch import load_file
-from transformers import Emu3ForCausalLM
+from safetensors.torch import load_file, save_file
+from transformers import Emu3ForCausalLM, Qwen2_5_VLForConditionalGeneration
 
 from policies.convert import ConversionError, load_official, save_official, w0sim_to_official
 from policies.model import DriveVLAW0ForDriving
+from policies.noise import BatchNoise
+from policies.sequence import TokenType
 from tests.policies.checkpoints import driving_motion, micro_config
 
 # The official stage-2 names per decoder, beyond `vlm.*` and the expert's Emu3 blocks (modeling_emu3.py:
@@ -43,7 +47,8 @@ def test_an_emu3_backbone_saved_by_transformers_loads_and_gives_its_logits(tmp_p
     model = load_official(DriveVLAW0ForDriving(config).eval(), tmp_path)
     ids = torch.randint(0, config.vocab_size, (2, 12))
     expected = emu3(input_ids=ids).logits
-    hidden = model.backbone(ids, torch.ones_like(ids), torch.arange(12).expand(2, -1)).hidden_states
+    hidden = model.backbone.model(input_ids=ids, attention_mask=torch.ones_like(ids),
+                                  position_ids=torch.arange(12).expand(2, -1)).last_hidden_state
     torch.testing.assert_close(model.backbone.lm_head(hidden), expected)
 
 
@@ -90,3 +95,64 @@ def test_weights_that_do_not_fit_are_refused_by_name(tmp_path):
     other_decoder = DriveVLAW0ForDriving(micro_config(expert_decoder="flow"))
     with pytest.raises(ConversionError, match="action_queries"):
         load_official(other_decoder, tmp_path)
+
+
+# The ROSS head's parameters in the official Qwen track (RossStableDiffusionXOmni, mlp_depth 2: Linear, GELU, Linear
+# without bias; its UNet and the SD VAE keep diffusers' names), written out here, not derived from the converter.
+OFFICIAL_ROSS = {"denoiser.mlp.0.weight", "denoiser.mlp.0.bias", "denoiser.mlp.2.weight", "denoiser.mlp_a.0.weight",
+                 "denoiser.mlp_a.0.bias", "denoiser.mlp_a.2.weight", "denoiser.factor", "denoiser.factor_a"}
+
+
+def test_a_qwen2_5_vl_backbone_saved_by_transformers_loads_and_gives_its_logits(tmp_path):
+    config = micro_config(image_input="vit")
+    torch.manual_seed(0)
+    qwen = Qwen2_5_VLForConditionalGeneration(config.qwen_config()).eval()
+    qwen.save_pretrained(tmp_path)
+    assert any(k.startswith("visual.") for k in load_file(tmp_path / "model.safetensors"))  # the saved layout
+    model = load_official(DriveVLAW0ForDriving(config).eval(), tmp_path, backbone_only=True)
+    frames, texts, ego_poses, command = _batch(config)
+    inputs = model.build_inputs(frames, texts, ego_poses, command)
+    seq, patches = inputs.sequence, inputs.pixel_patches
+    grid = torch.tensor([config.vit_grid_thw] * 2 * config.num_history_frames)
+    with torch.no_grad():
+        expected = qwen(input_ids=seq.input_ids, attention_mask=seq.attention_mask, pixel_values=patches.flatten(0, 2),
+                        image_grid_thw=grid, mm_token_type_ids=(seq.type_ids == TokenType.IMAGE).int()).logits
+        logits = model.backbone.lm_head(model.backbone(seq, patches).hidden_states)
+    keep = seq.attention_mask.bool()
+    torch.testing.assert_close(logits[keep], expected[keep])
+    with pytest.raises(ConversionError, match="missing: (vae|diffusion_wm)"):  # a backbone alone is no ROSS model
+        load_official(DriveVLAW0ForDriving(config), tmp_path)
+
+
+@torch.no_grad()
+def test_a_qwen_track_model_in_the_official_ross_layout_gives_the_same_plans_and_world_model(tmp_path):
+    config = micro_config(image_input="vit")
+    torch.manual_seed(0)
+    model = DriveVLAW0ForDriving(config).eval()
+    for p in model.diffusion_wm.parameters():  # zero gates would hide a wrong mapping of the condition MLPs
+        torch.nn.init.normal_(p, std=0.2)
+    frames, texts, ego_poses, command = _batch(config)
+    save_official(model, tmp_path)
+    weights = load_file(tmp_path / "model.safetensors")
+    names = set(weights)
+    assert OFFICIAL_ROSS <= names and "denoiser.unet.conv_in.weight" in names and "vae.encoder.conv_in.weight" in names
+    assert {"lm_head.weight", "model.embed_tokens.weight", "visual.patch_embed.proj.weight"} <= names
+    assert all(n.startswith(("model.", "visual.", "lm_head.", "denoiser.", "vae.")) for n in names)
+    # The official file also holds the denoiser's positional embedding, which its forward never reads.
+    weights["denoiser.pos_embed"] = torch.zeros(1, config.image_tokens_per_frame, config.hidden_size)
+    save_file(weights, tmp_path / "model.safetensors")
+    fresh = load_official(DriveVLAW0ForDriving(config).eval(), tmp_path)
+    torch.testing.assert_close(fresh.predict_trajectory(frames, texts, ego_poses, command),
+                               model.predict_trajectory(frames, texts, ego_poses, command))
+    _, plans = driving_motion(2, seed=5)
+    images = model.encode_frames(frames)
+
+    def world_model(m: DriveVLAW0ForDriving) -> tuple[torch.Tensor, torch.Tensor]:
+        """A sampled next frame and the world-model loss, from fixed seeds."""
+        frame, _ = m.predict_next_frame(images, texts, ego_poses, command, plans, diffusion_steps=3,
+                                        generator=torch.Generator().manual_seed(0))
+        inputs = m.build_inputs(frames, texts, ego_poses, command, plans, BatchNoise(torch.Generator().manual_seed(1)))
+        return frame, m.loss(inputs, noise=BatchNoise(torch.Generator().manual_seed(2))).world_model_loss
+
+    for got, want in zip(world_model(fresh), world_model(model)):
+        torch.testing.assert_close(got, want)

@@ -18,11 +18,10 @@ from policies.sequence import TokenType
 from tests.policies.checkpoints import driving_motion, micro_config
 from tests.policies.frames import road_frames
 
-SMALL = dict(num_hidden_layers=2, vq_codebook_size=16, patch_dim=32, patch_layers=1, diffusion_channels=(16, 32),
-             diffusion_cond_channels=8, diffusion_cross_dim=32, diffusion_sample_steps=2, flow_steps=3)
+SMALL = dict(num_hidden_layers=2, vq_codebook_size=16, diffusion_sample_steps=2, flow_steps=3)
 TEXTS = ["go straight", "turn left at the next intersection"]
 # (image_input, action expert decoder or None for the baseline VLA)
-VARIANTS = [("vq", None), ("vq", "query"), ("vq", "ar"), ("vq", "flow"), ("patch", None), ("patch", "flow")]
+VARIANTS = [("vq", None), ("vq", "query"), ("vq", "ar"), ("vq", "flow"), ("vit", None)]
 
 
 def _model(image_input: str = "vq", decoder: str | None = None, seed: int = 0, **overrides) -> DriveVLAW0ForDriving:
@@ -41,6 +40,11 @@ def _raw(config, seed: int = 0) -> dict:
     ego_poses, plans = driving_motion(b, seed=seed + 1)
     return dict(history_frames=frames[:, :f], texts=TEXTS, ego_poses=ego_poses, command=torch.tensor([1, 0]),
                 poses=plans, future_frame=frames[:, f])
+
+
+def _training(raw: dict) -> dict:
+    """`build_inputs` arguments of a training batch (the future frame is the data set's, not an input)."""
+    return {k: v for k, v in raw.items() if k != "future_frame"}
 
 
 def _prompt(raw: dict) -> dict:
@@ -79,7 +83,7 @@ def test_losses_trajectory_and_rollout(image_input, decoder):
     model = _model(image_input, decoder)
     config = model.config
     raw = _raw(config)
-    inputs = model.build_inputs(**raw)
+    inputs = model.build_inputs(**_training(raw), noise=BatchNoise(torch.Generator().manual_seed(1)))
     stage1 = model.loss(inputs, stage=1, noise=BatchNoise(torch.Generator().manual_seed(0)))
     assert torch.isfinite(stage1.loss) and torch.isfinite(stage1.action_loss)
     assert stage1.world_model_loss is not None and torch.isfinite(stage1.world_model_loss)
@@ -91,7 +95,7 @@ def test_losses_trajectory_and_rollout(image_input, decoder):
             model.loss(inputs, stage=2)
     else:
         model.zero_grad()
-        inputs = model.build_inputs(**raw)  # patch features carry the stage-1 graph
+        inputs = model.build_inputs(**_training(raw))
         stage2 = model.loss(inputs, stage=2, noise=BatchNoise(torch.Generator().manual_seed(0)))
         assert torch.isfinite(stage2.loss) and stage2.world_model_loss is None
         assert torch.equal(stage2.loss, stage2.action_loss)
@@ -118,19 +122,22 @@ def test_losses_trajectory_and_rollout(image_input, decoder):
     assert forced.shape == (2, 1, 3, config.image_height, config.image_width)
 
 
-@pytest.mark.parametrize("image_input,decoder", [("vq", "flow"), ("patch", None)])
+@pytest.mark.parametrize("image_input,decoder", [("vq", "flow"), ("vit", None)])
 def test_forward_takes_the_data_sets_uint8_batch(image_input, decoder):
-    """`forward` (what the trainer calls) on uint8 (B,F,H,W,3) frames gives the losses of `loss(build_inputs(...))`."""
+    """`forward` (what the trainer calls) on uint8 (B,F,H,W,3) frames gives the losses of `loss(build_inputs(...))`;
+    on the Qwen track with the diffusion target of the second history frame's VAE latent, drawn from the same noise
+    stream first."""
     model = _model(image_input, decoder)
     raw = _raw(model.config)
     history, future = ((raw[k] * 255).round().to(torch.uint8).movedim(-3, -1) for k in ("history_frames", "future_frame"))
     batch = dict(history_frames=history, future_frame=future, trajectory=raw["poses"], ego_poses=raw["ego_poses"],
                  command=raw["command"], text=raw["texts"])
-    expected = model.build_inputs(frames_to_model(history), raw["texts"], raw["ego_poses"], raw["command"],
-                                  raw["poses"], frames_to_model(future))
     for stage in (1, 2) if decoder else (1,):
         got = model(**batch, stage=stage, noise=BatchNoise(torch.Generator().manual_seed(0)))
-        want = model.loss(expected, stage, BatchNoise(torch.Generator().manual_seed(0)))
+        noise = BatchNoise(torch.Generator().manual_seed(0))
+        expected = model.build_inputs(frames_to_model(history), raw["texts"], raw["ego_poses"], raw["command"],
+                                      raw["poses"], noise)
+        want = model.loss(expected, stage, noise)
         assert got.parts().keys() == want.parts().keys()
         for name, value in got.parts().items():
             torch.testing.assert_close(value, want.parts()[name])
@@ -186,11 +193,11 @@ def test_the_world_model_context_is_the_current_frame_and_the_plans_first_second
 
 def test_inputs_are_built_on_the_device_of_the_history_images():
     """Text, ego poses and command arrive on the CPU; the model's inputs must all be where the images are (a GPU in use;
-    here the meta device, which holds shapes only, stands in for it: the patch path, whose features the sequence
+    here the meta device, which holds shapes only, stands in for it: the Qwen track, whose pixel patches the sequence
     builder never reads)."""
-    model = _model("patch", "flow")
+    model = _model("vit")
     config = model.config
-    feats = torch.zeros(2, config.num_history_frames, config.image_tokens_per_frame, config.patch_dim, device="meta")
+    feats = torch.zeros(2, config.num_history_frames, 128, 48, device="meta")
     inputs = model._inputs(feats, TEXTS, driving_motion(2)[0], torch.tensor([1, 2]))
     assert inputs.state.device.type == "meta" and inputs.state.dtype == torch.float32
     seq = inputs.sequence
@@ -270,10 +277,10 @@ def test_a_rollout_is_greedy_by_default_and_sampling_is_reproducible_with_a_seed
 
 
 @torch.no_grad()
-@pytest.mark.parametrize("image_input", ["vq", "patch"])
-def test_a_rollout_follows_the_poses_it_is_given_step_by_step(image_input):
+@pytest.mark.parametrize("image_input,decoder", [("vq", "flow"), ("vit", None)])
+def test_a_rollout_follows_the_poses_it_is_given_step_by_step(image_input, decoder):
     """Per-step poses (B,steps,P,3): step k's frame depends on poses[:, k] and on no later step's poses."""
-    model = _model(image_input, "flow").eval()
+    model = _model(image_input, decoder).eval()
     _perturb(model)
     raw = _raw(model.config)
     a, b = raw["poses"], raw["poses"].flip(1) * torch.tensor([1.0, -1.0, -1.0])  # another path: mirrored, reversed
@@ -291,9 +298,9 @@ def test_a_rollout_follows_the_poses_it_is_given_step_by_step(image_input):
 @torch.no_grad()
 def test_a_rollout_slides_its_history_window_onto_its_own_prediction():
     """Two steps equal one step, then one more from [newest history frame, first prediction] with the ego advanced
-    along the first step's poses (patch path, where a predicted frame is re-encoded exactly as a camera frame is),
+    along the first step's poses (Qwen track, where a predicted frame is re-encoded exactly as a camera frame is),
     with the same noise stream."""
-    model = _model("patch", "flow").eval()
+    model = _model("vit").eval()
     _perturb(model)
     raw = _raw(model.config)
     prompt, per_step = _prompt(raw), torch.stack([raw["poses"], raw["poses"] * 0.5], 1)
@@ -317,24 +324,26 @@ def test_invalid_use():
     with pytest.raises(ValueError, match="target poses"):
         model.loss(model.build_inputs(**_prompt(raw)))
     with pytest.raises(ValueError, match="stage"):
-        model.loss(model.build_inputs(**raw), stage=3)
+        model.loss(model.build_inputs(**_training(raw)), stage=3)
     images = model.encode_frames(raw["history_frames"])
     with pytest.raises(ValueError, match="plan"):
         model._inputs(images, raw["texts"], raw["ego_poses"], raw["command"], open_image=True)
     no_wm = _model("vq", None, use_world_model=False)
-    out = no_wm.loss(no_wm.build_inputs(**raw))
+    out = no_wm.loss(no_wm.build_inputs(**_training(raw)))
     assert out.world_model_loss is None and torch.isfinite(out.loss)
     torch.testing.assert_close(out.loss, out.action_loss)  # no image code carries a label
     with pytest.raises(ValueError, match="world model"):
         no_wm.rollout_frames(**_prompt(raw), steps=1)
-    no_vq = _model("patch", None, use_world_model=False)
-    assert no_vq.vq is None and no_vq.diffusion_wm is None
-    with pytest.raises(ValueError, match="VQ-VAE"):
-        no_vq(None, None, None, None, None, None, stage=0)
+    no_vae = _model("vit", None, use_world_model=False)
+    assert no_vae.vq is None and no_vae.vae is None and no_vae.diffusion_wm is None
+    with pytest.raises(ValueError, match="image tokenizer"):
+        no_vae(raw["history_frames"], raw["future_frame"], None, None, None, None, stage=0)
+    with pytest.raises(ValueError, match="action expert"):
+        _model("vit", "query")
 
 
 @torch.no_grad()
-@pytest.mark.parametrize("image_input,decoder", [("vq", "query"), ("vq", "flow"), ("patch", None)])
+@pytest.mark.parametrize("image_input,decoder", [("vq", "query"), ("vq", "flow"), ("vit", None)])
 def test_save_load_round_trip(tmp_path, image_input, decoder):
     model = _model(image_input, decoder).eval()
     _perturb(model)

@@ -40,7 +40,7 @@ def test_tiny_model_fits_four_samples_and_drives_their_plans():
     frames = frames.view(b, f + 1, *frames.shape[1:])
     ego_poses, plans = driving_motion(b, seed=7)
     command = torch.arange(b) % 4
-    inputs = model.build_inputs(frames[:, :f], TEXTS, ego_poses, command, plans, frames[:, f])
+    inputs = model.build_inputs(frames[:, :f], TEXTS, ego_poses, command, plans)
     prompt = model.build_inputs(frames[:, :f], TEXTS, ego_poses, command).sequence
     tokenizer = ActionTokenizer(config)
     plan_ids = tokenizer.encode(poses_to_deltas(plans.double()))

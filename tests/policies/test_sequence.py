@@ -200,14 +200,6 @@ def test_world_model_context_opens_the_next_frame(config):
         builder.build(texts, codes, past, actions[:1], open_image=True)  # no plan to condition on
 
 
-def test_placeholder_codes_on_the_continuous_path(config):
-    texts, codes, past, actions = _parts(config)
-    seq = SequenceBuilder(config).build(texts, None, past, actions)
-    ref = SequenceBuilder(config).build(texts, codes, past, actions)
-    assert torch.equal(seq.type_ids, ref.type_ids) and torch.equal(seq.image_index, ref.image_index)
-    assert bool((seq.input_ids[seq.type_ids == T.IMAGE] == config.image_offset).all())
-
-
 def test_bad_frame_and_segment_counts_are_refused(config):
     texts, codes, past, actions = _parts(config)
     builder = SequenceBuilder(config)

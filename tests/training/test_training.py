@@ -148,22 +148,23 @@ def test_stage_2_trains_the_expert_at_the_learning_rate_and_the_backbone_at_its_
     assert len(frozen) == 1 and not any(p.requires_grad for p in backbone.parameters())
 
 
-@pytest.mark.parametrize("image_input, world_model", [("vq", True), ("patch", False)])
+@pytest.mark.parametrize("image_input, world_model", [("vq", True), ("vit", True), ("vit", False)])
 def test_a_stage_1_step_logs_the_world_model_loss_of_a_world_model_only_and_keeps_the_tokenizer_frozen(
         tmp_path, image_input, world_model):
-    """The world-model variant logs its world-model loss; the action-only patch model (which has no tokenizer)
-    trains too and logs none. The VQ tokenizer, frozen in stage 1, runs in eval mode (no EMA codebook updates)."""
+    """The world-model variants log their world-model loss; the action-only Qwen model (which has no VAE) trains too
+    and logs none. The tokenizer (VQ-VAE or VAE), frozen in stage 1, runs in eval mode (no EMA codebook updates)."""
     config = micro_config(image_input=image_input, use_world_model=world_model)
     model = DriveVLAW0ForDriving(config)
-    assert (model.vq is None) == (not world_model)
+    assert (model.vae is None) == (image_input == "vq" or not world_model)
     trainer = Trainer(model, _samples(config), TrainConfig(stage=1, steps=2, batch_size=2, log_every=1), tmp_path,
                       show_progress=False)
     trainer.train(stop_after=1)
     (row,) = csv.DictReader((tmp_path / "metrics.csv").open())
     assert np.isfinite(float(row["action_loss"]))
     assert np.isfinite(float(row["world_model_loss"])) if world_model else row["world_model_loss"] == ""
-    if model.vq is not None:
-        assert model.training and not model.vq.training
+    for tokenizer in (model.vq, model.vae):
+        if tokenizer is not None:
+            assert model.training and not tokenizer.training
     assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*")), "TensorBoard logs belong in the run folder"
 
 
@@ -235,3 +236,28 @@ def test_a_model_config_has_the_world_model_and_the_query_decoder_unless_told_ot
     assert (default.use_action_expert, default.use_world_model, default.expert_decoder) == (True, True, "query")
     other = model_config("tiny", world_model=False, expert_decoder="flow")
     assert (other.use_world_model, other.expert_decoder) == (False, "flow")
+
+
+def test_the_qwen_track_trains_stages_0_and_1_and_fits_the_vae_scaling_between_them(tmp_path):
+    """Stage 0 trains the VAE; before stage 1 the latent scaling factor is fitted with the stage-0 VAE on the run's
+    current frames (1 / their latents' standard deviation) and kept in the stage-1 model's config; the track has no
+    stage 2."""
+    from policies.model import frames_to_model
+    from policies.vae import fit_scaling_factor
+    from training.dataset import ExpertDataset
+
+    config = micro_config(image_input="vit", vae_scaling_factor=0.0)
+    data = tmp_path / "data"
+    collect("builtin:navtrain", 2, data, CollectConfig.for_policy(config, scenes_per_shard=2), workers=1)
+    steps = {0: {"steps": 2, "batch_size": 2}, 1: {"steps": 2, "batch_size": 2}}
+    out = train_stages(data, tmp_path / "run", (0, 1), config, steps, show_progress=False)
+    assert out.parent.name == "stage1"
+    stage0 = DriveVLAW0ForDriving.from_pretrained(tmp_path / "run" / "stage0" / "model")
+    assert stage0.config.vae_scaling_factor == 0.0
+    dataset = ExpertDataset(data)
+    frames = torch.stack([dataset[i]["history_frames"][-1] for i in range(len(dataset))])
+    expected = fit_scaling_factor(stage0.vae, frames_to_model(frames))
+    stage1 = DriveVLAW0ForDriving.from_pretrained(out)
+    assert stage1.config.vae_scaling_factor == pytest.approx(expected) and expected > 0
+    with pytest.raises(ValueError, match="action expert"):
+        train_stages(data, tmp_path / "run", (2,), stage1.config, show_progress=False)

@@ -289,29 +289,38 @@ def test_the_scaling_experiment_has_a_quick_trial_in_its_own_folder(tmp_path, mo
     assert seen["split"] == "builtin:navtrain" and seen["scenes"] <= 32 and seen["limit"] == 10
 
 
-@pytest.mark.parametrize("image_input", ["vq", "patch"])
-def test_train_builds_the_image_path_asked_for_so_the_diffusion_world_model_is_trainable(tmp_path, monkeypatch,
-                                                                                         image_input):
-    """`--image-input patch` trains the continuous path, whose world model is the diffusion head; vq the code path."""
+@pytest.mark.parametrize("image_input, stages", [("vq", (0, 1, 2)), ("vit", (0, 1))])
+def test_train_builds_the_track_asked_for(tmp_path, monkeypatch, image_input, stages):
+    """`--image-input vit` trains the Qwen2.5-VL track (Qwen's classes, the diffusion world model, no action expert:
+    `--all` is stages 0 and 1); vq the Emu3 track with its expert."""
     import training.pipeline
 
     built = {}
 
     def train_stages(data, out, stages, config, overrides):
         built.update(config=config, stages=stages)
-        return out / "stage2" / "model"
+        return out / f"stage{stages[-1]}" / "model"
 
     monkeypatch.setattr(training.pipeline, "train_stages", train_stages)
     result = invoke("train", "--all", "--data", tmp_path / "data", "--out", tmp_path / "run",
                     "--image-input", image_input)
     assert result.exit_code == 0, result.output
     config = built["config"]
-    assert (config.image_input, config.use_world_model, built["stages"]) == (image_input, True, (0, 1, 2))
+    assert (config.image_input, config.use_world_model, built["stages"]) == (image_input, True, stages)
+    from transformers import Qwen2_5_VLForConditionalGeneration
+
     from policies.model import DriveVLAW0ForDriving
 
     with __import__("torch").device("meta"):
         model = DriveVLAW0ForDriving(config)
-    assert (model.diffusion_wm is not None) == (image_input == "patch")
+    assert (model.diffusion_wm is not None) == (model.policy is None) == (image_input == "vit")
+    assert isinstance(model.backbone.lm, Qwen2_5_VLForConditionalGeneration) == (image_input == "vit")
+
+
+def test_train_refuses_stage_2_on_the_qwen_track(tmp_path):
+    result = invoke("train", "--stage", "2", "--data", tmp_path / "data", "--out", tmp_path / "run",
+                    "--image-input", "vit")
+    assert result.exit_code == 2 and "--stage" in result.output and "action expert" in result.output, result.output
 
 
 def test_train_refuses_an_unknown_image_input_or_decoder_naming_the_option(tmp_path):
