@@ -4,7 +4,8 @@ drivevla_w0_paper.md §4.3. The expert's first token is the state token, an MLP 
 motions (3 x (dx, dy, dyaw), normalised) and the command one-hot, as the official code builds it. It reads the
 backbone's context up to (excluding) the last <boa>:
 - query: learned queries, one bidirectional pass, LayerNorm + zero-init Linear -> the plan's normalised
-  motions, L1 loss;
+  motions, L1 loss; with `num_anchors`, `anchor_queries` queries and the anchor head (`policies.anchors`) score
+  fitted trajectory anchors instead (symmetric KL; the best-scored anchor is the plan);
 - ar: FAST tokens (backbone embedding table -> MLP) through the expert only, causal, CE over the FAST ids and
   <eoa> (the head covers those ids, not the whole vocabulary), greedy up to <eoa>;
 - flow: x_tau = (1-tau) x0 + tau eps on the normalised motions, tau = 1 - Beta(1.5, 1), target eps - x0, adaLN
@@ -21,6 +22,7 @@ from torch import nn
 from transformers import PreTrainedModel
 from transformers.models.emu3.modeling_emu3 import rotate_half
 
+from policies.anchors import AnchorHead, anchor_targets, symmetric_kl
 from policies.backbone import DriveVLAW0Backbone
 from policies.batch_mean import at_least_float32, batch_mean
 from policies.config import COMMANDS, DriveVLAW0Config
@@ -69,7 +71,12 @@ class DriveVLAW0ExpertPolicy(PreTrainedModel):
         self.expert = ActionExpertTransformer(config)
         self.state_in = nn.Sequential(nn.Linear(STATE_FEATURES, he), nn.SiLU(), nn.Linear(he, he))
         decoder = config.expert_decoder
-        if decoder == "query":
+        if decoder == "query" and config.num_anchors:
+            self.queries = nn.Parameter(torch.randn(config.anchor_queries, he) * he ** -0.5)
+            self.anchor_head = AnchorHead(config)
+            # Fitted on the training plans before stage 2 (training.pipeline); all zeros until then.
+            self.register_buffer("anchors", torch.zeros(config.num_anchors, p, 3))
+        elif decoder == "query":
             self.queries = nn.Parameter(torch.randn(p, he) * he ** -0.5)
             self.query_norm = nn.LayerNorm(he, eps=1e-6)
             self.query_out = nn.Linear(he, 3)
@@ -137,10 +144,19 @@ class DriveVLAW0ExpertPolicy(PreTrainedModel):
 
     # --- decoders: one pass ----------------------------------------------------------------------
     def _query_pass(self, ctx: list[KV], mask: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
+        """(B,P,3) normalised motions, or with anchors (B,K) anchor logits."""
         b = state.shape[0]
         x = torch.cat([self._state_token(state), self.queries[None].expand(b, -1, -1)], 1)
         out, _ = self.expert(x, ctx, mask, causal=False)
+        if hasattr(self, "anchor_head"):  # the official head reads all final states, the state token's too
+            return self.anchor_head(self._fitted_anchors(), out)
         return self.query_out(self.query_norm(out[:, 1:]))
+
+    def _fitted_anchors(self) -> torch.Tensor:
+        if not bool(self.anchors.any()):
+            raise ValueError("the anchor head's anchors are not fitted (all zeros): training.pipeline fits them on the "
+                             "training plans before stage 2 (policies.anchors.fit_anchors)")
+        return self.anchors
 
     def _flow_velocity(self, ctx: list[KV], mask: torch.Tensor, state: torch.Tensor,
                        x_tau: torch.Tensor, tau: torch.Tensor) -> torch.Tensor:
@@ -163,6 +179,9 @@ class DriveVLAW0ExpertPolicy(PreTrainedModel):
         poses: (B,P,3) ground-truth trajectory; noise: the flow decoder's draws (unseeded without)."""
         ctx, mask = self.context(seq)
         decoder = self.config.expert_decoder
+        if decoder == "query" and hasattr(self, "anchor_head"):
+            logits = self._query_pass(ctx, mask, state)
+            return ExpertOutput(symmetric_kl(logits, anchor_targets(self.anchors, poses.to(logits.device))), logits)
         if decoder == "query":
             pred = self._query_pass(ctx, mask, state)
             return ExpertOutput(F.l1_loss(pred, self.plan_motions(poses).to(pred.dtype)), pred)
@@ -207,6 +226,8 @@ class DriveVLAW0ExpertPolicy(PreTrainedModel):
         """(B, num_poses, 3) trajectory: one backbone context pass, then the expert decodes."""
         ctx, mask = self.context(prompt)
         decoder = self.config.expert_decoder
+        if decoder == "query" and hasattr(self, "anchor_head"):
+            return self.anchors[self._query_pass(ctx, mask, state).argmax(-1)].float()
         if decoder == "query":
             return self.motions_to_poses(self._query_pass(ctx, mask, state).float())
         if decoder == "flow":

@@ -129,7 +129,8 @@ CONFIG_FIELDS: dict[str, Rule] = {
     "initializer_range": Rule("float", 0.0, 10.0),
     "expert_hidden_size": _size(), "expert_intermediate_size": _size(),
     "use_action_expert": Rule("bool"), "expert_decoder": Rule("choice", choices=EXPERT_DECODERS),
-    "flow_steps": _size(1, 10_000), "flow_beta_a": _positive(1000.0),
+    "num_anchors": _size(0, 1 << 20), "anchor_queries": _size(1, 1 << 16), "anchor_layers": _size(1, 64),
+    "anchor_heads": _size(1, 1024), "flow_steps": _size(1, 10_000), "flow_beta_a": _positive(1000.0),
     "diffusion_channels": Rule("sizes", 1, 1 << 16), "diffusion_layers_per_block": _size(1, 64),
     "diffusion_cross_dim": _size(), "diffusion_train_timesteps": _size(1, 100_000),
     "diffusion_sample_steps": _size(1, 100_000), "diffusion_loss_weight": Rule("float", 0.0, 1e6),
@@ -229,6 +230,9 @@ def config_problems(raw: Any) -> list[str]:
             problems.append("use_action_expert is true on the Qwen2.5-VL track (image_input 'vit'), which has none")
         if 2 * sum(raw["mrope_section"]) != raw["head_dim"]:
             problems.append(f"mrope_section {raw['mrope_section']} does not sum to head_dim / 2 ({raw['head_dim']} / 2)")
+    if raw["num_anchors"] and (raw["expert_decoder"] != "query" or not raw["use_action_expert"]):
+        problems.append(f"num_anchors is {raw['num_anchors']}, but anchors are scored by the action expert's query "
+                        "decoder")
     for what, (factor, source) in factors.items():
         for side in ("image_height", "image_width"):
             if raw[side] % factor:
@@ -447,7 +451,7 @@ def weights_sizes(tensors: dict[str, TensorInfo]) -> dict[str, tuple[Any, str]]:
               (f"{backbone}layers.0.self_attn.k_proj.weight", 2, 0, "num_key_value_heads x head_dim"),
               ("policy.expert.norm.weight", 1, 0, "expert_hidden_size"),
               ("policy.expert.layers.0.mlp.gate_proj.weight", 2, 0, "expert_intermediate_size"),
-              ("policy.queries", 2, 0, "num_poses"), ("policy.flow_pos", 2, 0, "num_poses"),
+              ("policy.flow_pos", 2, 0, "num_poses"), ("policy.anchors", 3, 0, "num_anchors"),
               ("vq.quantizer.codebook", 2, 0, "vq_codebook_size"), ("vq.quantizer.codebook", 2, 1, "vq_code_dim")]
     for name, rank, dim, field in probes:
         if (shape := _shape(tensors, name, rank)) is not None:

@@ -120,6 +120,10 @@ class DriveVLAW0Config(PreTrainedConfig):
     expert_intermediate_size: int = 512
     use_action_expert: bool = False  # DriveVLAW0ForDriving: False = the baseline VLA (AR actions via the backbone)
     expert_decoder: str = "query"  # "query" | "ar" | "flow" (drivevla_w0_paper.md §4.3)
+    num_anchors: int = 0  # query decoder: score K trajectory anchors instead of regressing (official: 8192); 0 = off
+    anchor_queries: int = 256  # expert queries of the anchor variant (official)
+    anchor_layers: int = 3  # encoder and decoder layers of the anchor head (official)
+    anchor_heads: int = 8
     flow_steps: int = 10  # Euler steps, tau 1 -> 0
     flow_beta_a: float = 1.5  # tau = 1 - u, u ~ Beta(a, 1) (official Beta(1.5, 1))
 
@@ -160,6 +164,12 @@ class DriveVLAW0Config(PreTrainedConfig):
                                  f"({source})")
         if self.expert_decoder not in EXPERT_DECODERS:
             raise ValueError(f"expert_decoder={self.expert_decoder!r}; choose from {EXPERT_DECODERS}")
+        if self.num_anchors and (self.expert_decoder != "query" or not self.use_action_expert):
+            raise ValueError(f"num_anchors={self.num_anchors}: anchors are scored by the query decoder of the action "
+                             f"expert (expert_decoder='query', use_action_expert=True)")
+        if self.num_anchors and self.expert_hidden_size % self.anchor_heads:
+            raise ValueError(f"expert_hidden_size {self.expert_hidden_size} is not a multiple of anchor_heads "
+                             f"{self.anchor_heads}")
         if len(self.action_low) != 3 or len(self.action_high) != 3 or not all(
                 lo < hi for lo, hi in zip(self.action_low, self.action_high)):
             raise ValueError(f"action_low {self.action_low} / action_high {self.action_high} must be 3 values "

@@ -9,7 +9,10 @@ The official names of the Emu3 track (BraveGroup/DriveVLA-W0, `reference/Emu3/em
   `action_decoder.linear`; flow matching (`Emu3Pi0`): `action_projector.{W1,W2,W3,pos_embed}`,
   `action_decoder.adaLN_modulation.1`, `action_decoder.linear`; AR (`Emu3AutoRegressive`):
   `action_embed_projector.{0,2}` and `action_lm_head.weight` over the whole vocabulary, of which w0sim keeps the
-  FAST rows and <eoa>'s.
+  FAST rows and <eoa>'s; the anchor variant (`Emu3QFormer` with `anchor`): `anchor_mlp_planning.{0,2}`,
+  `anchor_cluster_encoder.*`, `anchor_tf_decoder.*` (torch transformer layers), `anchor_policy_head.{0,2}`, its
+  unused regression head `action_decoder.*` is dropped, and its anchors are not in the checkpoint (the official
+  code reads them from `cluster_centers_8192.npy`: `load_official(..., anchors=PATH)`).
 The Qwen2.5-VL track (`reference/Qwen2.5-VL/qwen2_5_vl/modeling_qwen2_5_vl_ross.py`, `modeling_ross/denoiser_sd.py`):
 - the backbone has the names transformers and the Hub write for `Qwen2_5_VLForConditionalGeneration`: `model.*`
   (the text decoder), `visual.*` (the ViT), `lm_head.weight`; transformers' in-memory names
@@ -25,6 +28,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
@@ -41,7 +45,10 @@ DECODER_RENAMES = {
              "action_projector.W3.": "flow_mix.2.", "action_decoder.adaLN_modulation.1.": "flow_time.1.",
              "action_decoder.linear.": "flow_out."},
     "ar": {"action_embed_projector.": "ar_in."},
+    "anchor": {"anchor_mlp_planning.": "anchor_head.anchor_in.", "anchor_cluster_encoder.": "anchor_head.encoder.",
+               "anchor_tf_decoder.": "anchor_head.decoder.", "anchor_policy_head.": "anchor_head.score."},
 }
+ANCHOR_UNUSED = ("action_decoder.",)  # the anchor variant's regression head, which its forward never calls
 UNUSED = ("action_expert.embed_tokens.", "denoiser.pos_embed")  # saved by the official code, read by nothing
 ROSS_RENAMES = {
     "denoiser.unet.": "diffusion_wm.unet.", "denoiser.mlp.": "diffusion_wm.image_mlp.",
@@ -73,6 +80,11 @@ def _backbone_prefix(model: DriveVLAW0ForDriving) -> str:
     return "vla.lm." if model.policy is None else "policy.backbone.lm."
 
 
+def _decoder(model: DriveVLAW0ForDriving) -> str:
+    """The expert decoder's renaming table: query, flow, ar, or anchor (the query decoder with an anchor head)."""
+    return "anchor" if model.config.num_anchors else model.config.expert_decoder
+
+
 def _rename(name: str, renames: dict[str, str]) -> str | None:
     for old, new in renames.items():
         if name.startswith(old):
@@ -93,13 +105,14 @@ def official_to_w0sim(weights: dict[str, torch.Tensor], model: DriveVLAW0ForDriv
     c, out, unknown = model.config, {}, []
     backbone = _backbone_prefix(model)
     qwen = model.backbone.is_qwen
-    decoder = DECODER_RENAMES[c.expert_decoder] if model.policy is not None else {}
+    decoder = DECODER_RENAMES[_decoder(model)] if model.policy is not None else {}
+    unused = UNUSED + (ANCHOR_UNUSED if _decoder(model) == "anchor" else ())
     ross = model.diffusion_wm is not None
     for name, tensor in weights.items():
         stem = name[len("vlm."):] if name.startswith("vlm.") else name
         if stem.startswith(("model.", "lm_head.")) or (qwen and stem.startswith("visual.")):
             out[backbone + (_qwen_backbone_name(stem) if qwen else stem)] = tensor
-        elif name.startswith(UNUSED):
+        elif name.startswith(unused):
             continue
         elif ross and name in ROSS_GATES:
             out[ROSS_GATES[name]] = tensor
@@ -130,7 +143,7 @@ def w0sim_to_official(model: DriveVLAW0ForDriving) -> dict[str, torch.Tensor]:
     c, out = model.config, {}
     backbone = _backbone_prefix(model)
     vlm = "" if model.policy is None else "vlm."
-    inverse = {new: old for old, new in {**EXPERT_RENAMES, **DECODER_RENAMES[c.expert_decoder]}.items()}
+    inverse = {new: old for old, new in {**EXPERT_RENAMES, **DECODER_RENAMES[_decoder(model)]}.items()}
     qwen_saved = {new: old for old, new in QWEN_SAVED.items()}
     ross = {new: old for old, new in ROSS_RENAMES.items()}
     gates = {new: old for old, new in ROSS_GATES.items()}
@@ -158,11 +171,15 @@ def w0sim_to_official(model: DriveVLAW0ForDriving) -> dict[str, torch.Tensor]:
     return out
 
 
-def load_official(model: DriveVLAW0ForDriving, folder: str | Path, backbone_only: bool = False) -> DriveVLAW0ForDriving:
+def load_official(model: DriveVLAW0ForDriving, folder: str | Path, backbone_only: bool = False,
+                  anchors: str | Path | None = None) -> DriveVLAW0ForDriving:
     """Load an official checkpoint folder's weights into `model` (built from the matching config). Every tensor of
     the folder must fit a tensor of the model with the same shape; every model tensor of the converted parts
-    (the backbone, and unless `backbone_only` the expert, or the Qwen track's ROSS head and VAE) must be given."""
+    (the backbone, and unless `backbone_only` the expert, or the Qwen track's ROSS head and VAE) must be given.
+    `anchors`: the anchor variant's anchor file (a .npy of (K, P, 3) x, y, yaw, as `cluster_centers_8192.npy`)."""
     weights = official_to_w0sim(read_weights(folder), model)
+    if anchors is not None:
+        weights["policy.anchors"] = torch.from_numpy(np.load(anchors)).float()
     own = model.state_dict()
     wrong = [f"{k} {list(v.shape)} (model {list(own[k].shape)})" for k, v in weights.items()
              if k in own and v.shape != own[k].shape]

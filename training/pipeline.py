@@ -6,7 +6,8 @@ same model with the world-model loss switched off). The action tokenizer (quanti
 fitted on the run's training data before its first stage, unless the config or the previous stage's model has
 one: a run that starts at stage 1 or 2 keeps the tokenizer its earlier stages were trained with. On the Qwen2.5-VL
 track (stages 0 and 1; it has no action expert) the VAE's latent scaling factor is fitted the same way, after stage
-0, on the run's frames.
+0, on the run's frames. A query expert with an anchor head (`num_anchors`) gets its anchors before stage 2: k-means
+centres of the run's training plans.
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from pathlib import Path
 import torch
 
 from policies.action_tokens import fit_action_tokenizer
+from policies.anchors import fit_anchors
 from policies.checkpoint import quiet_loading
 from policies.config import DriveVLAW0Config
 from policies.model import DriveVLAW0ForDriving, frames_to_model
@@ -88,6 +90,17 @@ def with_vae_scaling(config: DriveVLAW0Config, dataset: ExpertDataset, run_dir: 
     return DriveVLAW0Config(**{**config.to_dict(), "vae_scaling_factor": factor})
 
 
+def with_anchors(model: DriveVLAW0ForDriving, dataset: ExpertDataset, seed: int = 0) -> DriveVLAW0ForDriving:
+    """`model` with its anchor head's anchors fitted on the data set's plans, unless it has none or they are fitted."""
+    policy = model.policy
+    if policy is None or not hasattr(policy, "anchors") or bool(policy.anchors.any()):
+        return model
+    plans = torch.from_numpy(dataset.stacked("trajectories")).float()
+    with torch.no_grad():
+        policy.anchors.copy_(fit_anchors(plans, model.config.num_anchors, seed))
+    return model
+
+
 def train_stages(data_dir: str | Path, run_dir: str | Path, stages: tuple[int, ...] = (0, 1, 2),
                  config: DriveVLAW0Config | None = None, overrides: dict[int, dict] | None = None,
                  indices=None, show_progress: bool = True) -> Path:
@@ -104,8 +117,10 @@ def train_stages(data_dir: str | Path, run_dir: str | Path, stages: tuple[int, .
         config = with_vae_scaling(config, dataset, run_dir, stage)
         train_config = replace(STAGE_DEFAULTS[stage], **(overrides or {}).get(stage, {}))
         model = stage_model(run_dir, stage, config, train_config.seed)
+        if stage == 2:
+            with_anchors(model, dataset, train_config.seed)
         out = Trainer(model, dataset, train_config, run_dir / f"stage{stage}", show_progress=show_progress).train()
     return out
 
 
-__all__ = ["STAGE_DEFAULTS", "model_config", "stage_model", "train_stages", "with_vae_scaling"]
+__all__ = ["STAGE_DEFAULTS", "model_config", "stage_model", "train_stages", "with_anchors", "with_vae_scaling"]

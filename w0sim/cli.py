@@ -456,6 +456,9 @@ def train(
     world_model: bool = typer.Option(True, "--world-model/--no-world-model",
                                      help="--no-world-model: the action-only baseline."),
     decoder: str = typer.Option("query", "--decoder", help="Action-expert decoder: query, ar or flow."),
+    anchors: int = typer.Option(0, "--anchors", min=0, help="Query decoder: score this many trajectory anchors "
+                                "(k-means of the training plans) instead of regressing the plan, the paper's anchor "
+                                "variant (official: 8192); 0: off."),
     image_input: str = typer.Option("vq", "--image-input", help="vq: the Emu3 track (VQ image codes; the world "
                                     "model predicts them); vit: the Qwen2.5-VL track (its ViT; the world model is "
                                     "a diffusion head on a VAE latent; no action expert, so --all is stages 0-1)."),
@@ -481,6 +484,9 @@ def train(
     stages = ((0, 1) if image_input == "vit" else (0, 1, 2)) if all_stages else (stage,)
     if decoder not in EXPERT_DECODERS:
         raise typer.BadParameter(f"{decoder!r}; choose from {', '.join(EXPERT_DECODERS)}", param_hint="--decoder")
+    if anchors and (decoder != "query" or image_input == "vit"):
+        raise typer.BadParameter("anchors are scored by the action expert's query decoder (--decoder query, "
+                                 "--image-input vq)", param_hint="--anchors")
     if mixed_precision not in MIXED_PRECISION:
         raise typer.BadParameter(f"{mixed_precision!r}; choose from {', '.join(MIXED_PRECISION)}",
                                  param_hint="--mixed-precision")
@@ -489,8 +495,8 @@ def train(
               "gradient_checkpointing": gradient_checkpointing}
     overrides = {s: {k: v for k, v in fields.items() if v is not None} for s in stages}
     try:
-        model = train_stages(data, out, stages, model_config(config, world_model, decoder, image_input=image_input),
-                             overrides)
+        model = train_stages(data, out, stages, model_config(config, world_model, decoder, image_input=image_input,
+                                                             num_anchors=anchors), overrides)
     except (DatasetError, FileNotFoundError, ValueError) as err:
         _error(str(err))
         raise typer.Exit(2) from None

@@ -156,3 +156,41 @@ def test_a_qwen_track_model_in_the_official_ross_layout_gives_the_same_plans_and
 
     for got, want in zip(world_model(fresh), world_model(model)):
         torch.testing.assert_close(got, want)
+
+
+@torch.no_grad()
+def test_the_anchor_variant_in_the_official_layout_gives_the_same_plans(tmp_path):
+    """The official anchor head's names (Emu3QFormer._ensure_anchor_setup: torch transformer layers), its anchors from a
+    separate .npy (the official cluster_centers_8192.npy is not in the checkpoint) and its unused regression head."""
+    import numpy as np
+
+    from policies.anchors import fit_anchors
+
+    config = micro_config(num_anchors=5, anchor_queries=3, anchor_layers=1, anchor_heads=2, num_hidden_layers=2)
+    torch.manual_seed(0)
+    model = DriveVLAW0ForDriving(config).eval()
+    for p in model.policy.parameters():
+        torch.nn.init.normal_(p, std=0.2)
+    model.policy.anchors.copy_(fit_anchors(driving_motion(20, seed=2)[1], 5))
+    save_official(model, tmp_path)
+    weights = load_file(tmp_path / "model.safetensors")
+    for name in ("anchor_mlp_planning.0.weight", "anchor_mlp_planning.2.bias",
+                 "anchor_cluster_encoder.layers.0.self_attn.in_proj_weight", "anchor_cluster_encoder.layers.0.linear1.weight",
+                 "anchor_tf_decoder.layers.0.multihead_attn.in_proj_weight", "anchor_tf_decoder.layers.0.norm3.weight",
+                 "anchor_policy_head.0.weight", "anchor_policy_head.2.bias"):
+        assert name in weights, name
+    assert weights["action_queries"].shape == (1, 3, config.expert_hidden_size)
+    weights["action_decoder.linear.weight"] = torch.zeros(3, config.expert_hidden_size)  # official, never called
+    save_file(weights, tmp_path / "model.safetensors")
+    np.save(tmp_path / "cluster_centers.npy", model.policy.anchors.numpy())
+    fresh = DriveVLAW0ForDriving(config).eval()
+    fresh.vq.load_state_dict(model.vq.state_dict())
+    with pytest.raises(ConversionError, match="missing: policy.anchors"):
+        load_official(fresh, tmp_path)
+    load_official(fresh, tmp_path, anchors=tmp_path / "cluster_centers.npy")
+    frames, texts, ego_poses, command = _batch(config)
+    torch.testing.assert_close(fresh.predict_trajectory(frames, texts, ego_poses, command),
+                               model.predict_trajectory(frames, texts, ego_poses, command))
+    _, plans = driving_motion(2, seed=5)  # the loss reads every anchor's logit, not only the best one
+    losses = [m.loss(m.build_inputs(frames, texts, ego_poses, command, plans), stage=2).loss for m in (fresh, model)]
+    torch.testing.assert_close(*losses)

@@ -327,3 +327,18 @@ def test_train_refuses_an_unknown_image_input_or_decoder_naming_the_option(tmp_p
     for option, value in (("--image-input", "pixels"), ("--decoder", "diffusion")):
         result = invoke("train", "--all", "--data", tmp_path / "data", "--out", tmp_path / "run", option, value)
         assert result.exit_code == 2 and option in result.output and value in result.output, result.output
+
+
+def test_train_builds_the_anchor_variant_of_the_query_decoder_and_refuses_anchors_elsewhere(tmp_path, monkeypatch):
+    import training.pipeline
+
+    built = {}
+    monkeypatch.setattr(training.pipeline, "train_stages",
+                        lambda data, out, stages, config, overrides: built.update(config=config) or out / "m")
+    result = invoke("train", "--all", "--data", tmp_path / "data", "--out", tmp_path / "run", "--anchors", "64")
+    assert result.exit_code == 0, result.output
+    assert (built["config"].num_anchors, built["config"].expert_decoder) == (64, "query")
+    for other in (("--decoder", "flow"), ("--image-input", "vit")):
+        result = invoke("train", "--all", "--data", tmp_path / "data", "--out", tmp_path / "other", "--anchors", "8",
+                        *other)
+        assert result.exit_code == 2 and "--anchors" in result.output, result.output
