@@ -130,6 +130,13 @@ class DriveVLAW0Agent(WorldModelAgent):
         poses = self.model.predict_trajectory(**self.model_inputs(agent_input), generator=generator)
         return Trajectory(poses[0].double().cpu().numpy(), self.trajectory_sampling)
 
+    def candidate_trajectories(self, agent_input: AgentInput, n: int, seed: int = 0) -> list[Trajectory]:
+        """n candidate trajectories for best-of-N selection (`DriveVLAW0ForDriving.predict_candidates`), from `seed`."""
+        self.initialize()
+        generator = torch.Generator(self.device).manual_seed(seed)
+        poses = self.model.predict_candidates(**self.model_inputs(agent_input), n=n, generator=generator)
+        return [Trajectory(p.double().cpu().numpy(), self.trajectory_sampling) for p in poses[0]]
+
     @property
     def frame_interval_s(self) -> float:
         self.initialize()

@@ -231,17 +231,43 @@ class DriveVLAW0ExpertPolicy(PreTrainedModel):
         if decoder == "query":
             return self.motions_to_poses(self._query_pass(ctx, mask, state).float())
         if decoder == "flow":
-            steps = flow_steps or self.config.flow_steps
-            b, dtype = state.shape[0], self.flow_in.weight.dtype
-            x = torch.randn(b, self.config.num_poses, 3, generator=generator, device=state.device, dtype=dtype)
-            for k in range(steps):  # Euler from tau = 1 (noise) to 0 (data)
-                tau = torch.full((b,), 1 - k / steps, device=state.device, dtype=dtype)
-                x = x - self._flow_velocity(ctx, mask, state, x, tau) / steps
-            return self.motions_to_poses(x.float())
+            return self._flow_decode(ctx, mask, state, flow_steps, generator)
         return self.backbone.action_tokenizer.decode_plan(self._ar_decode(ctx, mask, state))
 
-    def _ar_decode(self, ctx: list[KV], mask: torch.Tensor, state: torch.Tensor) -> list[list[int]]:
-        """Per row, greedy FAST ids (vocabulary ids) through the expert only, with its own K/V cache, up to <eoa>."""
+    @torch.no_grad()
+    def candidates(self, prompt: VLASequence, state: torch.Tensor, n: int, generator: torch.Generator | None = None,
+                   temperature: float = 1.0) -> torch.Tensor:
+        """(B, n, num_poses, 3) candidate trajectories for best-of-N selection, from one context pass: the n
+        best-scored anchors, n flow samples, or n AR-expert decodes sampled at `temperature`. The regression query
+        decoder has only one plan."""
+        ctx, mask = self.context(prompt)
+        decoder = self.config.expert_decoder
+        if decoder == "query" and hasattr(self, "anchor_head"):
+            logits = self._query_pass(ctx, mask, state)
+            return self.anchors[logits.topk(min(n, logits.shape[-1]), -1).indices].float()
+        if decoder == "query":
+            raise ValueError("the query decoder regresses one plan: best-of-N needs the ar or flow decoder, or anchors")
+        if decoder == "flow":
+            plans = [self._flow_decode(ctx, mask, state, None, generator) for _ in range(n)]
+        else:
+            decode = self.backbone.action_tokenizer.decode_plan
+            plans = [decode(self._ar_decode(ctx, mask, state, temperature, generator)) for _ in range(n)]
+        return torch.stack(plans, 1)
+
+    def _flow_decode(self, ctx: list[KV], mask: torch.Tensor, state: torch.Tensor, flow_steps: int | None,
+                     generator: torch.Generator | None) -> torch.Tensor:
+        steps = flow_steps or self.config.flow_steps
+        b, dtype = state.shape[0], self.flow_in.weight.dtype
+        x = torch.randn(b, self.config.num_poses, 3, generator=generator, device=state.device, dtype=dtype)
+        for k in range(steps):  # Euler from tau = 1 (noise) to 0 (data)
+            tau = torch.full((b,), 1 - k / steps, device=state.device, dtype=dtype)
+            x = x - self._flow_velocity(ctx, mask, state, x, tau) / steps
+        return self.motions_to_poses(x.float())
+
+    def _ar_decode(self, ctx: list[KV], mask: torch.Tensor, state: torch.Tensor, temperature: float = 0.0,
+                   generator: torch.Generator | None = None) -> list[list[int]]:
+        """Per row, FAST ids (vocabulary ids) through the expert only, with its own K/V cache, up to <eoa>: greedy,
+        or sampled at `temperature` > 0."""
         c = self.config
         b = state.shape[0]
         boa = torch.full((b, 1), c.special_id("<boa>"), device=state.device, dtype=torch.long)
@@ -250,7 +276,12 @@ class DriveVLAW0ExpertPolicy(PreTrainedModel):
         done = torch.zeros(b, dtype=torch.bool)
         for _ in range(c.max_action_tokens - 1):
             out, past = self.expert(x, ctx, mask, causal=True, past_kv=past)
-            cls = self.ar_out(out[:, -1]).float().argmax(-1).cpu()
+            logits = self.ar_out(out[:, -1]).float()
+            if temperature > 0:
+                probs = torch.softmax(logits / temperature, -1).cpu()
+                cls = torch.multinomial(probs, 1, generator=generator)[:, 0]
+            else:
+                cls = logits.argmax(-1).cpu()
             for i in range(b):
                 if not done[i] and int(cls[i]) < c.fast_vocab_size:
                     rows[i].append(c.fast_to_id(int(cls[i])))

@@ -220,6 +220,17 @@ class DriveVLAW0ForDriving(PreTrainedModel):
         """(B, num_poses, 3) ego-frame trajectory (x, y, heading); inputs as `build_inputs`."""
         return self._plan(self.build_inputs(history_frames, texts, ego_poses, command), generator, flow_steps)
 
+    @torch.no_grad()
+    def predict_candidates(self, history_frames: torch.Tensor, texts: Sequence[str], ego_poses: torch.Tensor,
+                           command: torch.Tensor, n: int, generator: torch.Generator | None = None,
+                           temperature: float = 1.0) -> torch.Tensor:
+        """(B, n, num_poses, 3) candidate trajectories for best-of-N selection (the paper's 93.0 row picks the best of
+        6 by PDM score, an oracle): the action expert's candidates (`DriveVLAW0ExpertPolicy.candidates`)."""
+        if self.policy is None:
+            raise ValueError("candidate trajectories come from the action expert; this model has none")
+        prompt = self.build_inputs(history_frames, texts, ego_poses, command)
+        return self.policy.candidates(prompt.sequence, prompt.state, n, generator, temperature)
+
     def _plan(self, prompt: DrivingInputs, generator: torch.Generator | None = None,
               flow_steps: int | None = None) -> torch.Tensor:
         if self.policy is not None:

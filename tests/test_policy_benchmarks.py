@@ -209,6 +209,42 @@ def test_camera_reliance_plans_from_own_other_and_grey_frames_and_scores_each(mi
                                                             abs=1e-4)
 
 
+# --- benchmarks/oracle_best_of_n.py -------------------------------------------------------------------------------
+
+def test_oracle_best_of_n_scores_every_candidate_and_keeps_each_scenes_best(tmp_path, monkeypatch, capsys):
+    bon = _benchmark("oracle_best_of_n")
+    folder = tmp_path / "flow"
+    save_micro(folder, expert_decoder="flow")
+    calls = []
+    original = bon.DriveVLAW0Agent.candidate_trajectories
+
+    def recording(self, agent_input, n, seed=0):
+        candidates = original(self, agent_input, n, seed)
+        candidates[1] = Trajectory(np.zeros_like(candidates[1].poses), candidates[1].sampling)  # one stands still
+        calls.append(candidates)
+        return candidates
+
+    monkeypatch.setattr(bon.DriveVLAW0Agent, "candidate_trajectories", recording)
+    monkeypatch.setattr(sys, "argv", ["oracle_best_of_n.py", "--checkpoint", str(folder), "--scenes", "2", "--n", "3"])
+    bon.main()
+    result = _last_json(capsys)
+    assert set(result) == {"scenes", "n", "pdms_policy", "pdms_oracle_best_of_n", "pdms_mean_candidate"}
+    assert (result["scenes"], result["n"]) == (2, 3) and len(calls) == 2 and all(len(c) == 3 for c in calls)
+    scorers = [SceneScorer(ref.load(), "v1.1") for ref in resolve_split(SPLIT, 2)]
+    scores = [[scorers[i].score(t.poses, t.sampling.interval)[1] for t in calls[i]] for i in range(2)]
+    assert len({s for row in scores for s in row}) > 1  # the candidates score differently
+    assert result["pdms_oracle_best_of_n"] == pytest.approx(np.mean([max(r) for r in scores]), abs=1e-4)
+    assert result["pdms_mean_candidate"] == pytest.approx(np.mean([np.mean(r) for r in scores]), abs=1e-4)
+    assert result["pdms_oracle_best_of_n"] >= result["pdms_mean_candidate"]
+
+
+def test_oracle_best_of_n_refuses_a_decoder_with_one_plan(micro, monkeypatch):
+    bon = _benchmark("oracle_best_of_n")
+    monkeypatch.setattr(sys, "argv", ["oracle_best_of_n.py", "--checkpoint", str(micro), "--scenes", "1"])
+    with pytest.raises(SystemExit, match="one plan"):
+        bon.main()
+
+
 # --- benchmarks/policy_latency.py ---------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")

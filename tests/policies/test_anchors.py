@@ -128,3 +128,45 @@ def test_the_pipeline_fits_the_anchors_on_the_training_plans_once():
     assert torch.equal(model.policy.anchors, fitted)
     plain = _model(num_anchors=0)
     assert with_anchors(plain, Plans(plans)) is plain and not hasattr(plain.policy, "anchors")
+
+
+# --- best-of-N candidates ------------------------------------------------------------------------------------------
+@torch.no_grad()
+@pytest.mark.parametrize("decoder", ["ar", "flow"])
+def test_sampling_decoders_give_n_different_reproducible_candidates(decoder):
+    torch.manual_seed(0)
+    model = DriveVLAW0ForDriving(micro_config(expert_decoder=decoder, num_hidden_layers=2)).eval()
+    for p in model.policy.parameters():  # zero-initialised heads would make every sample the same
+        p.add_(torch.randn_like(p) * 0.3)
+    frames, texts, ego_poses, command, _ = _batch(model.config, 2)
+
+    def candidates(seed: int, **kwargs) -> torch.Tensor:
+        return model.predict_candidates(frames, texts, ego_poses, command, 5, torch.Generator().manual_seed(seed),
+                                        **kwargs)
+
+    first = candidates(0)
+    assert first.shape == (2, 5, model.config.num_poses, 3) and torch.isfinite(first).all()
+    assert torch.equal(candidates(0), first)
+    assert (first[:, 1:] - first[:, :1]).abs().amax((2, 3)).min() > 0  # every sample differs from the first
+    if decoder == "ar":  # temperature 0 samples the greedy plan every time
+        greedy = candidates(1, temperature=0.0)
+        expected = model.predict_trajectory(frames, texts, ego_poses, command)
+        assert torch.equal(greedy, expected[:, None].expand_as(greedy))
+
+
+@torch.no_grad()
+def test_anchor_candidates_are_the_best_scored_anchors_in_order_and_regression_has_none():
+    model = _model().eval()
+    model.policy.anchors.copy_(fit_anchors(driving_motion(30, seed=1)[1], model.config.num_anchors))
+    for p in model.policy.anchor_head.parameters():
+        p.add_(torch.randn_like(p) * 0.3)
+    frames, texts, ego_poses, command, _ = _batch(model.config, 2)
+    got = model.predict_candidates(frames, texts, ego_poses, command, 3)
+    prompt = model.build_inputs(frames, texts, ego_poses, command)
+    ctx, mask = model.policy.context(prompt.sequence)
+    order = model.policy._query_pass(ctx, mask, prompt.state).argsort(-1, descending=True)[:, :3]
+    assert torch.equal(got, model.policy.anchors[order])
+    assert torch.equal(got[:, 0], model.predict_trajectory(frames, texts, ego_poses, command))
+    for plain in (_model(num_anchors=0), _model(num_anchors=0, use_action_expert=False)):
+        with pytest.raises(ValueError, match="one plan|action expert"):
+            plain.predict_candidates(frames, texts, ego_poses, command, 3)
