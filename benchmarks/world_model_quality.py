@@ -16,7 +16,9 @@ at the origin), and compared with the true frame. Mean absolute pixel error, 0-2
 - copy_codes_mae: the current frame through the image tokenizer as the prediction (copying in code space: the
   baseline that pays the tokenizer's loss as the world model does);
 - wm_mae_teacher_forced: each code predicted (argmax) from the true codes before it, not the model's own: what the
-  model knows one code at a time, without the drift of decoding a whole frame from its own guesses.
+  model knows one code at a time, without the drift of decoding a whole frame from its own guesses (Emu3 track only).
+On the Qwen2.5-VL track the prediction is the diffusion world model's sample (DDPM from a generator seeded with 0 per
+chunk of samples) decoded by the VAE, and the image tokenizer is the VAE (a posterior sample, seeded alike).
 Prints a line per measure to stderr, then one JSON object on the last stdout line with those keys and "samples".
 """
 from __future__ import annotations
@@ -32,6 +34,7 @@ from tqdm import tqdm
 from agents.drivevla_w0 import DEFAULT_CHECKPOINT, load_policy
 from agents.lane_following_pdm import LaneFollowingPDMPlanner
 from policies.model import frames_to_model
+from policies.noise import BatchNoise
 from scenarios.splits import resolve_split
 from sim.state import TrajectorySampling
 from training.collect import CollectConfig, expert_samples
@@ -72,11 +75,19 @@ def teacher_forced_codes(model, images: torch.Tensor, common: tuple, plan: torch
     return image.argmax(-1).view(-1, *c.image_grid)
 
 
+def round_trip(model, frames: torch.Tensor) -> torch.Tensor:
+    """Frames (B,3,H,W) through the image tokenizer: VQ codes, or a VAE latent (posterior draws seeded with 0)."""
+    if model.vq is not None:
+        return model.vq.decode(model.vq.encode(frames))
+    return model.vae.decode_latents(model.vae.latents(frames, BatchNoise(torch.Generator().manual_seed(0))))
+
+
 @torch.no_grad()
 def measure(model, batch: dict, chunk: int = 8) -> dict:
-    """The four errors over the batch (module docstring), in chunks of `chunk` samples."""
+    """The errors over the batch (module docstring), in chunks of `chunk` samples."""
+    vq = model.vq is not None
     sums = {"wm_mae": 0.0, "copy_mae": 0.0, "wm_mae_standstill_plan": 0.0, "reconstruction_mae": 0.0,
-            "copy_codes_mae": 0.0, "wm_mae_teacher_forced": 0.0}
+            "copy_codes_mae": 0.0} | ({"wm_mae_teacher_forced": 0.0} if vq else {})
     n = len(batch["text"])
     for start in tqdm(range(0, n, chunk), desc="predicting", file=sys.stderr):
         part = slice(start, start + chunk)
@@ -85,18 +96,19 @@ def measure(model, batch: dict, chunk: int = 8) -> dict:
         images = model.encode_frames(history)
         common = ([*batch["text"][part]], batch["ego_poses"][part], batch["command"][part].long())
         plan = batch["trajectories"][part]
-        predicted, _ = model.predict_next_frame(images, *common, plan)
-        standstill, _ = model.predict_next_frame(images, *common, torch.zeros_like(plan))
-        true_codes = model.vq.encode(truth).view(-1, *model.config.image_grid)
-        reconstructed = model.vq.decode(true_codes)
-        teacher_forced = model.vq.decode(teacher_forced_codes(model, images, common, plan, true_codes))
+        predicted, _ = model.predict_next_frame(images, *common, plan, generator=torch.Generator().manual_seed(0))
+        standstill, _ = model.predict_next_frame(images, *common, torch.zeros_like(plan),
+                                                 generator=torch.Generator().manual_seed(0))
         k = truth.shape[0]
         sums["wm_mae"] += mae(predicted, truth) * k
         sums["copy_mae"] += mae(history[:, -1], truth) * k
         sums["wm_mae_standstill_plan"] += mae(standstill, truth) * k
-        sums["reconstruction_mae"] += mae(reconstructed, truth) * k
-        sums["copy_codes_mae"] += mae(model.vq.decode(model.vq.encode(history[:, -1])), truth) * k
-        sums["wm_mae_teacher_forced"] += mae(teacher_forced, truth) * k
+        sums["reconstruction_mae"] += mae(round_trip(model, truth), truth) * k
+        sums["copy_codes_mae"] += mae(round_trip(model, history[:, -1]), truth) * k
+        if vq:
+            true_codes = model.vq.encode(truth).view(-1, *model.config.image_grid)
+            teacher_forced = model.vq.decode(teacher_forced_codes(model, images, common, plan, true_codes))
+            sums["wm_mae_teacher_forced"] += mae(teacher_forced, truth) * k
     return {"samples": n} | {key: round(value / n, 3) for key, value in sums.items()}
 
 
@@ -108,8 +120,8 @@ def main() -> None:
     args = parser.parse_args()
     torch.manual_seed(0)
     model = load_policy(args.checkpoint)
-    if model.vq is None:
-        raise SystemExit("this benchmark measures the VQ path's AR world model; the checkpoint has none")
+    if not model.config.use_world_model:
+        raise SystemExit("this benchmark measures the world model; the checkpoint has none")
     result = measure(model, held_out_samples(model, args.split, args.scenes))
     for key, value in result.items():
         print(f"{key:24s} {value}", file=sys.stderr)

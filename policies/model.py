@@ -101,7 +101,10 @@ class DriveVLAW0ForDriving(PreTrainedModel):
 
     def save_pretrained(self, save_directory: str | os.PathLike, *args, **kwargs) -> None:
         """`PreTrainedModel.save_pretrained`, then the record in model.safetensors' metadata (the config and a sha256
-        of the tensor data, `policies.checkpoint.write_record`) that loading checks config.json and the data against."""
+        of the tensor data, `policies.checkpoint.write_record`) that loading checks config.json and the data against.
+        Tensors keep their in-memory names: transformers would otherwise rename the Qwen backbone's to the Hub's
+        layout (`save_original_format`); the official layout is `policies.convert.save_official`'s."""
+        kwargs.setdefault("save_original_format", False)
         super().save_pretrained(save_directory, *args, **kwargs)
         if kwargs.get("is_main_process", args[0] if args else True):
             from policies.checkpoint import write_record  # it imports this module

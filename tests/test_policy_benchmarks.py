@@ -14,11 +14,12 @@ import torch
 
 from agents.drivevla_w0 import load_policy
 from policies.model import DriveVLAW0ForDriving, frames_to_model
+from policies.noise import BatchNoise
 from scenarios.splits import resolve_split
 from sim.envs.scene_scoring import SceneScorer
 from sim.state import Trajectory
 from tests.conftest import REPO_ROOT
-from tests.policies.checkpoints import save_micro
+from tests.policies.checkpoints import micro_config, save_micro
 from training.collect import CollectConfig
 
 SPLIT = "builtin:navtest"
@@ -106,6 +107,31 @@ def test_world_model_quality_prints_every_error_of_the_held_out_samples(wmq, mic
         reconstructed = model.vq.decode(model.vq.encode(truth).view(-1, *c.image_grid))
     assert result["copy_codes_mae"] == pytest.approx(_mae(copied, truth), abs=2e-3)
     assert result["reconstruction_mae"] == pytest.approx(_mae(reconstructed, truth), abs=2e-3)
+
+
+def test_world_model_quality_measures_the_qwen_tracks_diffusion_world_model_through_its_vae(wmq, tmp_path,
+                                                                                            monkeypatch, capsys):
+    """The Qwen track: the prediction is a seeded diffusion sample, the tokenizer round trip the VAE's; no teacher
+    forcing (there are no codes)."""
+    folder = tmp_path / "vit"
+    model = DriveVLAW0ForDriving(micro_config(image_input="vit"))
+    with torch.no_grad():  # open the condition gates (0 at init), so that the plan reaches the sample
+        model.diffusion_wm.image_gate.fill_(1.0)
+        model.diffusion_wm.action_gate.fill_(1.0)
+    model.save_pretrained(folder)
+    monkeypatch.setattr(sys, "argv", ["world_model_quality.py", "--checkpoint", str(folder), "--scenes", "1"])
+    wmq.main()
+    result = _last_json(capsys)
+    assert set(result) == WM_KEYS - {"wm_mae_teacher_forced"}
+    model = load_policy(folder)
+    batch = wmq.held_out_samples(model, SPLIT, 1)
+    assert wmq.measure(model, batch) == result  # seeded: the same samples again
+    truth = frames_to_model(batch["future_frames"])
+    with torch.no_grad():
+        latents = model.vae.latents(truth, BatchNoise(torch.Generator().manual_seed(0)))
+        reconstructed = model.vae.decode_latents(latents)
+    assert result["reconstruction_mae"] == pytest.approx(_mae(reconstructed, truth), abs=2e-3)
+    assert result["wm_mae"] != result["wm_mae_standstill_plan"]  # the sample depends on the plan
 
 
 def test_a_world_model_that_predicts_the_true_codes_scores_the_reconstruction_error(wmq, held_out, monkeypatch):

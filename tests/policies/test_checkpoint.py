@@ -143,6 +143,19 @@ def test_an_ar_expert_checkpoint_of_any_fast_vocabulary_is_checked(tmp_path):
     check_checkpoint(tmp_path)
 
 
+@pytest.mark.parametrize("overrides", [{"image_input": "vit"}, {"num_anchors": 4, "anchor_queries": 2,
+                                                                 "anchor_layers": 1, "anchor_heads": 2}])
+def test_qwen_track_and_anchor_checkpoints_keep_their_names_and_pass_the_checks(tmp_path, overrides):
+    """transformers would save the Qwen backbone under the Hub's names (`model.language_model.*` as `model.*`); the
+    project's checkpoints keep the in-memory names its checks and loader read."""
+    model = save_micro(tmp_path, **overrides)
+    assert set(load_file(tmp_path / "model.safetensors")) == set(model.state_dict())
+    check_checkpoint(tmp_path)
+    with pytest.raises(CheckpointError, match="image_input"):
+        edit_config(tmp_path, lambda c: c.update(image_input="vq" if "image_input" in overrides else "vit"))
+        check_checkpoint(tmp_path)
+
+
 def test_fields_that_differ_from_the_record_are_named(ckpt):
     edit_config(ckpt, lambda c: c.update(action_high=[6.5, 0.25, 0.1], frame_interval_s=0.5))
     with pytest.raises(CheckpointError, match="recorded in model.safetensors at save time") as err:
