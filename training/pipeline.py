@@ -58,36 +58,38 @@ ACTION_FIELDS = ("action_low", "action_high", "fast_tokenizer")
 SCALING_SAMPLES = 256  # frames the VAE's latent scaling factor is fitted on (SD-1.5's came from one batch)
 
 
+def _saved_config(run_dir: Path, stage: int) -> dict:
+    """The fields of stage `stage - 1`'s saved model config in this run (none before stage 1 or before it ran)."""
+    previous = run_dir / f"stage{stage - 1}" / "model" / "config.json"
+    return json.loads(previous.read_text()) if stage > 0 and previous.exists() else {}
+
+
 def with_action_tokenizer(config: DriveVLAW0Config, dataset: ExpertDataset, run_dir: Path,
                           first_stage: int) -> DriveVLAW0Config:
     """`config` with a fitted action tokenizer (module docstring)."""
     if config.fast_tokenizer:
         return config
-    previous = run_dir / f"stage{first_stage - 1}" / "model" / "config.json"
-    if first_stage > 0 and previous.exists():
-        saved = json.loads(previous.read_text())
-        if saved.get("fast_tokenizer"):
-            return DriveVLAW0Config(**{**config.to_dict(), **{k: saved[k] for k in ACTION_FIELDS}})
+    saved = _saved_config(run_dir, first_stage)
+    if saved.get("fast_tokenizer"):
+        return DriveVLAW0Config(**{**config.to_dict(), **{k: saved[k] for k in ACTION_FIELDS}})
     ego_poses, plans = (torch.from_numpy(dataset.stacked(name)) for name in ("ego_poses", "trajectories"))
     fitted = fit_action_tokenizer(config, ego_poses, plans)
     return DriveVLAW0Config(**{**config.to_dict(), **fitted})
 
 
-def with_vae_scaling(config: DriveVLAW0Config, dataset: ExpertDataset, run_dir: Path, stage: int) -> DriveVLAW0Config:
-    """`config` with the VAE's latent scaling factor, before a stage that trains the diffusion world model: the
-    config's, the previous stage's, or fitted with the previous stage's VAE on the first `SCALING_SAMPLES` samples'
-    current frames."""
-    if config.image_input != "vit" or not config.use_world_model or config.vae_scaling_factor > 0 or stage == 0:
-        return config
-    previous = run_dir / f"stage{stage - 1}" / "model"
-    if (previous / "config.json").exists():
-        saved = json.loads((previous / "config.json").read_text()).get("vae_scaling_factor", 0.0)
-        if saved > 0:
-            return DriveVLAW0Config(**{**config.to_dict(), "vae_scaling_factor": saved})
-    model = stage_model(run_dir, stage, config)
-    frames = torch.stack([dataset[i]["history_frames"][-1] for i in range(min(len(dataset), SCALING_SAMPLES))])
-    factor = fit_scaling_factor(model.vae, frames_to_model(frames))
-    return DriveVLAW0Config(**{**config.to_dict(), "vae_scaling_factor": factor})
+def with_vae_scaling(model: DriveVLAW0ForDriving, dataset: ExpertDataset, run_dir: Path,
+                     stage: int) -> DriveVLAW0ForDriving:
+    """`model` with its VAE's latent scaling factor, before a stage that trains the diffusion world model: its
+    config's, the previous stage's, or fitted with its own (stage-0, frozen) VAE on the first `SCALING_SAMPLES`
+    samples' current frames. The factor goes into the model's config, which all its parts share."""
+    if model.vae is None or model.config.vae_scaling_factor > 0 or stage == 0:
+        return model
+    factor = _saved_config(run_dir, stage).get("vae_scaling_factor", 0.0)
+    if not factor > 0:
+        frames = torch.stack([dataset[i]["history_frames"][-1] for i in range(min(len(dataset), SCALING_SAMPLES))])
+        factor = fit_scaling_factor(model.vae, frames_to_model(frames))
+    model.config.vae_scaling_factor = factor
+    return model
 
 
 def with_anchors(model: DriveVLAW0ForDriving, dataset: ExpertDataset, seed: int = 0) -> DriveVLAW0ForDriving:
@@ -114,11 +116,12 @@ def train_stages(data_dir: str | Path, run_dir: str | Path, stages: tuple[int, .
         if stage == 2 and config.image_input == "vit":
             raise ValueError("stage 2 trains the action expert, which the Qwen2.5-VL track (image input vit) does not "
                              "have: train stages 0 and 1")
-        config = with_vae_scaling(config, dataset, run_dir, stage)
         train_config = replace(STAGE_DEFAULTS[stage], **(overrides or {}).get(stage, {}))
-        model = stage_model(run_dir, stage, config, train_config.seed)
+        model = with_vae_scaling(stage_model(run_dir, stage, config, train_config.seed), dataset, run_dir, stage)
         if stage == 2:
             with_anchors(model, dataset, train_config.seed)
+        if model.config.vae_scaling_factor != config.vae_scaling_factor:  # fitted for this stage: keep it for the next
+            config = DriveVLAW0Config(**{**config.to_dict(), "vae_scaling_factor": model.config.vae_scaling_factor})
         out = Trainer(model, dataset, train_config, run_dir / f"stage{stage}", show_progress=show_progress).train()
     return out
 
