@@ -23,7 +23,7 @@ from transformers import PreTrainedModel
 from transformers.models.emu3.modeling_emu3 import rotate_half
 
 from policies.anchors import AnchorHead, anchor_targets, symmetric_kl
-from policies.backbone import DriveVLAW0Backbone
+from policies.backbone import DriveVLAW0Backbone, pick_tokens
 from policies.batch_mean import at_least_float32, batch_mean
 from policies.config import COMMANDS, DriveVLAW0Config
 from policies.joint_attention import KV, ActionExpertTransformer
@@ -276,12 +276,7 @@ class DriveVLAW0ExpertPolicy(PreTrainedModel):
         done = torch.zeros(b, dtype=torch.bool)
         for _ in range(c.max_action_tokens - 1):
             out, past = self.expert(x, ctx, mask, causal=True, past_kv=past)
-            logits = self.ar_out(out[:, -1]).float()
-            if temperature > 0:
-                probs = torch.softmax(logits / temperature, -1).cpu()
-                cls = torch.multinomial(probs, 1, generator=generator)[:, 0]
-            else:
-                cls = logits.argmax(-1).cpu()
+            cls = pick_tokens(self.ar_out(out[:, -1]).float(), temperature, generator=generator).cpu()
             for i in range(b):
                 if not done[i] and int(cls[i]) < c.fast_vocab_size:
                     rows[i].append(c.fast_to_id(int(cls[i])))

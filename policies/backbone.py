@@ -1,4 +1,4 @@
-"""VLA backbone: transformers' Emu3ForCausalLM over the Emu3-layout vocabulary, its one weighted CE, constrained decoding.
+"""VLA backbone: transformers' Emu3ForCausalLM or Qwen2_5_VLForConditionalGeneration, its one weighted CE, constrained decoding.
 
 Loss (the official `Emu3MoE.forward`, drivevla_w0_paper.md §3.1): one next-token cross-entropy over every label
 of the sequence (image codes and <boa> ... <eoa> spans), a weighted mean whose class weight is
@@ -27,6 +27,18 @@ from policies.action_tokens import ActionTokenizer
 from policies.batch_mean import at_least_float32, batch_mean
 from policies.config import DriveVLAW0Config
 from policies.sequence import IGNORE, TokenType, VLASequence
+
+
+def pick_tokens(logits: torch.Tensor, temperature: float = 0.0, top_k: int | None = None,
+                generator: torch.Generator | None = None) -> torch.Tensor:
+    """(B,) next tokens of (B,V) logits: the argmax at temperature 0, else a sample at `temperature` from the `top_k`
+    most likely (from all without); the generator must be on the logits' device."""
+    if temperature <= 0:
+        return logits.argmax(-1)
+    if top_k is not None:
+        kth = logits.topk(min(top_k, logits.shape[-1]), dim=-1).values[:, -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    return torch.multinomial(torch.softmax(logits / temperature, -1), 1, generator=generator)[:, 0]
 
 
 @dataclass
@@ -137,13 +149,7 @@ class DriveVLAW0Backbone(PreTrainedModel):
         tokens = []
         for step in range(steps):
             logits = self.lm_head(hidden).float().masked_fill(blocked, float("-inf"))
-            if temperature <= 0:
-                nxt = logits.argmax(-1)
-            else:
-                if top_k is not None:
-                    kth = logits.topk(min(top_k, int(allowed.sum())), dim=-1).values[:, -1:]
-                    logits = logits.masked_fill(logits < kth, float("-inf"))
-                nxt = torch.multinomial(torch.softmax(logits / temperature, -1), 1, generator=generator)[:, 0]
+            nxt = pick_tokens(logits, temperature, top_k, generator)
             if stop_id is not None:
                 nxt = torch.where(done, stop_id, nxt)
                 done = done | (nxt == stop_id)

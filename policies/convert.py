@@ -32,6 +32,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from policies.config import DriveVLAW0Config
 from policies.model import DriveVLAW0ForDriving
 
 # Official name prefix -> w0sim name prefix (relative to the policy / expert), per part.
@@ -85,6 +86,11 @@ def _decoder(model: DriveVLAW0ForDriving) -> str:
     return "anchor" if model.config.num_anchors else model.config.expert_decoder
 
 
+def _ar_head_rows(c: DriveVLAW0Config) -> list[int]:
+    """Vocabulary rows of the AR expert's head classes: the FAST ids in id order, then <eoa>."""
+    return [c.fast_to_id(k) for k in range(c.fast_vocab_size)] + [c.special_id("<eoa>")]
+
+
 def _rename(name: str, renames: dict[str, str]) -> str | None:
     for old, new in renames.items():
         if name.startswith(old):
@@ -125,8 +131,7 @@ def official_to_w0sim(weights: dict[str, torch.Tensor], model: DriveVLAW0ForDriv
         elif model.policy is not None and name == "action_projector.pos_embed.weight" and c.expert_decoder == "flow":
             out["policy.flow_pos"] = tensor
         elif model.policy is not None and name == "action_lm_head.weight" and c.expert_decoder == "ar":
-            rows = [c.fast_to_id(k) for k in range(c.fast_vocab_size)] + [c.special_id("<eoa>")]
-            out["policy.ar_out.weight"] = tensor[rows]
+            out["policy.ar_out.weight"] = tensor[_ar_head_rows(c)]
         else:
             unknown.append(name)
     if unknown:
@@ -166,7 +171,7 @@ def w0sim_to_official(model: DriveVLAW0ForDriving) -> dict[str, torch.Tensor]:
             out["action_projector.pos_embed.weight"] = tensor
         elif name == "policy.ar_out.weight":
             full = tensor.new_zeros(c.vocab_size, tensor.shape[1])
-            full[[c.fast_to_id(k) for k in range(c.fast_vocab_size)] + [c.special_id("<eoa>")]] = tensor
+            full[_ar_head_rows(c)] = tensor
             out["action_lm_head.weight"] = full
     return out
 
