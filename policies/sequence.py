@@ -31,6 +31,7 @@ from enum import IntEnum
 import torch
 
 from policies.config import DriveVLAW0Config
+from policies.text import InstructionTokenizer
 
 IGNORE = -100  # label of a position without loss (PyTorch's cross-entropy ignore_index)
 
@@ -68,6 +69,16 @@ class VLASequence:
         return self.image_index[:, frame]
 
 
+def check_segments(c: DriveVLAW0Config, frames: int, actions: int) -> None:
+    """A ValueError unless a sequence of `frames` frames with `actions` action segments is one a builder makes:
+    1 to num_history_frames frames; one segment fewer (a prompt) or as many (with the plan)."""
+    if not 1 <= frames <= c.num_history_frames:
+        raise ValueError(f"{frames} frames of past actions; config.num_history_frames is {c.num_history_frames}")
+    if actions not in (frames - 1, frames):
+        raise ValueError(f"{actions} action segments for {frames} frames: give {frames - 1} (a prompt) "
+                         f"or {frames} (with the plan)")
+
+
 class SequenceBuilder:
     """Builds `VLASequence` batches from tokenised parts (module docstring)."""
 
@@ -86,11 +97,7 @@ class SequenceBuilder:
         plan, open the next frame (world-model context); with_labels: set `labels` (training)."""
         c = self.config
         b, frames = len(texts), len(past)
-        if not 1 <= frames <= c.num_history_frames:
-            raise ValueError(f"{frames} frames of past actions; config.num_history_frames is {c.num_history_frames}")
-        if len(actions) not in (frames - 1, frames):
-            raise ValueError(f"{len(actions)} action segments for {frames} frames: give {frames - 1} (a prompt) "
-                             f"or {frames} (with the plan)")
+        check_segments(c, frames, len(actions))
         if open_image and len(actions) != frames:
             raise ValueError("a world-model context needs the plan (one action segment per frame)")
         if codes.shape[:2] != (b, frames):
@@ -127,8 +134,6 @@ class ChatSequenceBuilder:
     SYSTEM = ("you", "are", "a", "helpful", "assistant")
 
     def __init__(self, config: DriveVLAW0Config) -> None:
-        from policies.text import InstructionTokenizer  # word ids of the roles and the system prompt
-
         self.config = config
         words = InstructionTokenizer()
         self.role = {r: words.encode(r, add_special_tokens=False)[0] for r in ("system", "user", "assistant")}
@@ -140,11 +145,7 @@ class ChatSequenceBuilder:
               with_labels: bool = False) -> VLASequence:
         """As `SequenceBuilder.build` without codes (every frame's tokens are placeholders) or world-model contexts."""
         c = self.config
-        if not 1 <= len(past) <= c.num_history_frames:
-            raise ValueError(f"{len(past)} frames of past actions; config.num_history_frames is {c.num_history_frames}")
-        if len(actions) not in (len(past) - 1, len(past)):
-            raise ValueError(f"{len(actions)} action segments for {len(past)} frames: give {len(past) - 1} (a prompt) "
-                             f"or {len(past)} (with the plan)")
+        check_segments(c, len(past), len(actions))
         rows = [self._row(r, texts, past, actions) for r in range(len(texts))]
         return pad_rows(c, rows, False, with_labels)
 
@@ -198,4 +199,5 @@ def pad_rows(c: DriveVLAW0Config, rows: list[list[tuple[int, int, bool]]], label
     return VLASequence(ids, mask.long(), positions, types, image_index, context, plan, labels)
 
 
-__all__ = ["IGNORE", "ChatSequenceBuilder", "SequenceBuilder", "TokenType", "VLASequence", "pad_rows"]
+__all__ = ["IGNORE", "ChatSequenceBuilder", "SequenceBuilder", "TokenType", "VLASequence", "check_segments",
+           "pad_rows"]
