@@ -31,7 +31,7 @@ from typing import Any
 
 import torch
 
-from policies.config import EXPERT_DECODERS, IMAGE_INPUTS, DriveVLAW0Config
+from policies.config import EXPERT_DECODERS, IMAGE_INPUTS, DriveVLAW0Config, cross_field_problems
 from policies.fast_tokens import FastActionTokenizer
 from policies.model import DriveVLAW0ForDriving
 from policies.text import InstructionTokenizer
@@ -220,32 +220,10 @@ def config_problems(raw: Any) -> list[str]:
             problems.append(problem)
     if problems:
         return problems
-    # Fields that are valid alone but not together.
-    factors = {"the VQ downsampling": (2 ** len(raw["vq_channels"]), "2 ** len(vq_channels)")}
-    if raw["image_input"] == "vit":
-        factors = {"the ViT token size": (raw["vit_patch_size"] * raw["vit_merge_size"], "vit_patch_size x "
-                                          "vit_merge_size"),
-                   "the VAE downsampling": (2 ** (len(raw["vae_channels"]) - 1), "2 ** (len(vae_channels) - 1)")}
-        if raw["use_action_expert"]:
-            problems.append("use_action_expert is true on the Qwen2.5-VL track (image_input 'vit'), which has none")
-        if 2 * sum(raw["mrope_section"]) != raw["head_dim"]:
-            problems.append(f"mrope_section {raw['mrope_section']} does not sum to head_dim / 2 ({raw['head_dim']} / 2)")
-    if raw["num_anchors"] and (raw["expert_decoder"] != "query" or not raw["use_action_expert"]):
-        problems.append(f"num_anchors is {raw['num_anchors']}, but anchors are scored by the action expert's query "
-                        "decoder")
-    for what, (factor, source) in factors.items():
-        for side in ("image_height", "image_width"):
-            if raw[side] % factor:
-                problems.append(f"{side} is {raw[side]}, not a multiple of {what} {factor} ({source})")
-    if raw["num_attention_heads"] % raw["num_key_value_heads"]:
-        problems.append(f"num_attention_heads is {raw['num_attention_heads']}, not a multiple of "
-                        f"num_key_value_heads {raw['num_key_value_heads']}")
+    problems = cross_field_problems(raw)  # fields valid alone but not together
     if raw["diffusion_sample_steps"] > raw["diffusion_train_timesteps"]:
         problems.append(f"diffusion_sample_steps is {raw['diffusion_sample_steps']}, more than "
                         f"diffusion_train_timesteps {raw['diffusion_train_timesteps']}")
-    if not all(lo < hi for lo, hi in zip(raw["action_low"], raw["action_high"])):
-        problems.append(f"action_low {raw['action_low']} is not below action_high {raw['action_high']} in every "
-                        "quantity (dx, dy, dyaw)")
     if raw["fast_tokenizer"]:
         vocab = FastActionTokenizer.from_json(raw["fast_tokenizer"]).vocab_size
         if vocab > raw["fast_vocab_size"]:

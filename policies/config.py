@@ -18,6 +18,7 @@ code adds after Qwen's 151,665 tokens (`QWEN_SPECIAL_OFFSETS`).
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -41,6 +42,43 @@ IMAGE_CODE_OFFSET = 211  # first image code, from <pad> (Emu3's visual token 0 i
 COMMANDS: tuple[str, ...] = ("left", "straight", "right", "unknown")
 EXPERT_DECODERS: tuple[str, ...] = ("query", "ar", "flow")
 IMAGE_INPUTS: tuple[str, ...] = ("vq", "vit")
+
+
+def cross_field_problems(f: Mapping[str, Any]) -> list[str]:
+    """Every way config fields that are valid alone contradict each other: `DriveVLAW0Config` refuses a config with
+    any, and the checkpoint loader names them all in a config.json (`policies.checkpoint.config_problems`)."""
+    problems = []
+    if f["image_input"] == "vit":
+        factors = {"the ViT token size": (f["vit_patch_size"] * f["vit_merge_size"], "vit_patch_size x vit_merge_size"),
+                   "the VAE downsampling": (2 ** (len(f["vae_channels"]) - 1), "2 ** (len(vae_channels) - 1)")}
+        if f["use_action_expert"]:
+            problems.append("use_action_expert is true on the Qwen2.5-VL track (image_input 'vit'), which has no action "
+                            "expert in the official code")
+        if 2 * sum(f["mrope_section"]) != f["head_dim"]:
+            problems.append(f"mrope_section {list(f['mrope_section'])} does not sum to head_dim / 2 "
+                            f"({f['head_dim']} / 2)")
+        if f["hidden_size"] != f["num_attention_heads"] * f["head_dim"]:
+            problems.append(f"hidden_size is {f['hidden_size']}, not num_attention_heads x head_dim "
+                            f"({f['num_attention_heads']} x {f['head_dim']}), as Qwen2.5 needs")
+    else:
+        factors = {"the VQ downsampling": (2 ** len(f["vq_channels"]), "2 ** len(vq_channels)")}
+    for what, (factor, source) in factors.items():
+        for side in ("image_height", "image_width"):
+            if f[side] % factor:
+                problems.append(f"{side} is {f[side]}, not a multiple of {what} {factor} ({source})")
+    if f["num_anchors"] and (f["expert_decoder"] != "query" or not f["use_action_expert"]):
+        problems.append(f"num_anchors is {f['num_anchors']}, but anchors are scored by the action expert's query "
+                        "decoder (expert_decoder 'query', use_action_expert true)")
+    if f["num_anchors"] and f["expert_hidden_size"] % f["anchor_heads"]:
+        problems.append(f"expert_hidden_size is {f['expert_hidden_size']}, not a multiple of anchor_heads "
+                        f"{f['anchor_heads']}")
+    if f["num_attention_heads"] % f["num_key_value_heads"]:
+        problems.append(f"num_attention_heads is {f['num_attention_heads']}, not a multiple of "
+                        f"num_key_value_heads {f['num_key_value_heads']}")
+    if not all(lo < hi for lo, hi in zip(f["action_low"], f["action_high"])):
+        problems.append(f"action_low {list(f['action_low'])} is not below action_high {list(f['action_high'])} in "
+                        "every quantity (dx, dy, dyaw)")
+    return problems
 
 
 class DriveVLAW0Config(PreTrainedConfig):
@@ -146,37 +184,14 @@ class DriveVLAW0Config(PreTrainedConfig):
             setattr(self, name, tuple(getattr(self, name)))
         if self.image_input not in IMAGE_INPUTS:
             raise ValueError(f"image_input={self.image_input!r}; choose from {IMAGE_INPUTS}")
-        factors = {"the VQ downsampling factor": (self.vq_downsample, f"vq_channels={self.vq_channels}")}
-        if self.image_input == "vit":
-            factors = {"the ViT token size": (self.vit_patch_size * self.vit_merge_size, "vit_patch_size x "
-                                              "vit_merge_size"),
-                       "the VAE downsampling factor": (self.vae_downsample, f"vae_channels={self.vae_channels}")}
-            if self.use_action_expert:
-                raise ValueError("the Qwen2.5-VL track (image_input='vit') has no action expert in the official "
-                                 "code; set use_action_expert=False")
-            if 2 * sum(self.mrope_section) != self.head_dim:
-                raise ValueError(f"mrope_section {self.mrope_section} must sum to head_dim/2 = {self.head_dim // 2}")
-            if self.hidden_size != self.num_attention_heads * self.head_dim:
-                raise ValueError(f"hidden_size {self.hidden_size} must be num_attention_heads x head_dim for Qwen2.5")
-        for what, (factor, source) in factors.items():
-            if self.image_height % factor or self.image_width % factor:
-                raise ValueError(f"image {self.image_height}x{self.image_width} is not divisible by {what} {factor} "
-                                 f"({source})")
         if self.expert_decoder not in EXPERT_DECODERS:
             raise ValueError(f"expert_decoder={self.expert_decoder!r}; choose from {EXPERT_DECODERS}")
-        if self.num_anchors and (self.expert_decoder != "query" or not self.use_action_expert):
-            raise ValueError(f"num_anchors={self.num_anchors}: anchors are scored by the query decoder of the action "
-                             f"expert (expert_decoder='query', use_action_expert=True)")
-        if self.num_anchors and self.expert_hidden_size % self.anchor_heads:
-            raise ValueError(f"expert_hidden_size {self.expert_hidden_size} is not a multiple of anchor_heads "
-                             f"{self.anchor_heads}")
-        if len(self.action_low) != 3 or len(self.action_high) != 3 or not all(
-                lo < hi for lo, hi in zip(self.action_low, self.action_high)):
+        if len(self.action_low) != 3 or len(self.action_high) != 3:
             raise ValueError(f"action_low {self.action_low} / action_high {self.action_high} must be 3 values "
                              "(dx, dy, dyaw) each, low below high")
-        if self.num_attention_heads % self.num_key_value_heads:
-            raise ValueError(f"num_attention_heads={self.num_attention_heads} is not a multiple of "
-                             f"num_key_value_heads={self.num_key_value_heads}")
+        problems = cross_field_problems(vars(self))
+        if problems:
+            raise ValueError("; ".join(problems))
         super().__post_init__(**kwargs)
 
     # --- presets ------------------------------------------------------------------------------
