@@ -2,7 +2,8 @@
 
 Every problem is a `CheckpointError` that names the folder, the file, and the field or tensors at fault:
 - config.json: a JSON object of known fields only (`CONFIG_FIELDS`, `CONFIG_METADATA`), each of its type and
-  in its range; `fast_tokenizer` a FAST tokenizer that loads; the model must build from it.
+  in its range; `fast_tokenizer` a FAST tokenizer that loads; the model must build from it. Only the fields added
+  after checkpoints were published (`ADDED_FIELDS`) may be absent: they take the value those checkpoints meant.
 - model.safetensors: the header is parsed here and checked against the file (truncation, holes, a file that
   is not safetensors); tensor names, shapes and dtypes must be exactly those of the model the config builds
   (built on the meta device: no memory, no data read). Sizes the weights pin down (hidden size, layers,
@@ -31,7 +32,7 @@ from typing import Any
 
 import torch
 
-from policies.config import EXPERT_DECODERS, IMAGE_INPUTS, DriveVLAW0Config, cross_field_problems
+from policies.config import EXPERT_DECODERS, IMAGE_INPUTS, VQ_MODELS, DriveVLAW0Config, cross_field_problems
 from policies.fast_tokens import FastActionTokenizer
 from policies.model import DriveVLAW0ForDriving
 from policies.text import InstructionTokenizer
@@ -74,6 +75,18 @@ FREE_FIELDS = {
     "vision_loss_weight": "training loss weight",
 }
 
+# Fields added after checkpoints were published (the shipped one included): a config.json or record without one
+# is read with the class default, which is what every checkpoint saved before it describes (Emu3's tokenizer came
+# with vq_model; before it the image tokenizer was always w0sim's). Any other missing field is an error.
+ADDED_FIELDS = ("vq_model", "emu3_vq_channels", "emu3_vq_res_blocks", "emu3_vq_attn_stages", "emu3_vq_latent_channels",
+                "emu3_vq_temporal_factor")
+
+
+def with_added_fields(raw: dict[str, Any]) -> dict[str, Any]:
+    """`raw` config fields with each absent `ADDED_FIELDS` field at its default (tuples as JSON lists)."""
+    defaults = {name: getattr(DriveVLAW0Config, name) for name in ADDED_FIELDS if name not in raw}
+    return {**{k: list(v) if isinstance(v, tuple) else v for k, v in defaults.items()}, **raw}
+
 
 class CheckpointError(ValueError):
     """A checkpoint folder cannot be loaded: the message names the folder, the file and what is wrong."""
@@ -109,7 +122,10 @@ CONFIG_FIELDS: dict[str, Rule] = {
     "frame_interval_s": _positive(60.0),
     "vq_channels": Rule("sizes", 1, 1 << 16), "vq_codebook_size": _size(),
     "vq_code_dim": _size(), "vq_commitment_weight": Rule("float", 0.0, 1e6), "vq_ema_decay": Rule("float", 0.0, 1.0),
-    "vq_restart_after": _size(),
+    "vq_restart_after": _size(), "vq_model": Rule("choice", choices=VQ_MODELS),
+    "emu3_vq_channels": Rule("sizes", 32, 1 << 16), "emu3_vq_res_blocks": _size(1, 64),
+    "emu3_vq_attn_stages": Rule("sizes", 0, 7), "emu3_vq_latent_channels": _size(1, 1 << 16),
+    "emu3_vq_temporal_factor": _size(1, 64),
     "image_input": Rule("choice", choices=IMAGE_INPUTS), "vit_patch_size": _size(1, 4096),
     "vit_merge_size": _size(1, 64), "vit_depth": _size(1, 1024), "vit_hidden_size": _size(),
     "vit_intermediate_size": _size(), "vit_heads": _size(1, 1024), "vit_window_size": _size(1, 1 << 16),
@@ -209,6 +225,7 @@ def config_problems(raw: Any) -> list[str]:
     """Every reason the parsed config.json `raw` is not a valid DriveVLA-W0 config, each naming its field."""
     if not isinstance(raw, dict):
         return [f"it holds a JSON {type(raw).__name__}, not an object of fields"]
+    raw = with_added_fields(raw)
     problems = [f"unknown field {name!r}" for name in raw if name not in CONFIG_FIELDS and name not in CONFIG_METADATA]
     problems += [f"field {name!r} is missing" for name in CONFIG_FIELDS if name not in raw]
     if "dtype" in raw and "torch_dtype" in raw and raw["dtype"] != raw["torch_dtype"]:
@@ -296,7 +313,7 @@ def read_config(folder: str | Path) -> DriveVLAW0Config:
     if problems:
         raise _fail(folder, f"{CONFIG_NAME}: {'; '.join(problems[:MAX_LISTED])}"
                             + (f" (and {len(problems) - MAX_LISTED} more problems)" if len(problems) > MAX_LISTED else ""))
-    raw = {**raw, "dtype": raw.get("dtype") or raw.get("torch_dtype") or "float32"}
+    raw = {**with_added_fields(raw), "dtype": raw.get("dtype") or raw.get("torch_dtype") or "float32"}
     raw.pop("torch_dtype", None)
     try:
         return DriveVLAW0Config.from_dict(raw)
@@ -494,6 +511,7 @@ def record_problems(config: DriveVLAW0Config, header: WeightsHeader) -> list[str
         return [f"its {RECORD_CONFIG} record is not JSON"]
     if not isinstance(record, dict):
         return [f"its {RECORD_CONFIG} record is not a table of fields"]
+    record = with_added_fields(record)
     fields = config_fields(config)
     return [f"{name} is {_shown(fields.get(name))} in {CONFIG_NAME}, {_shown(record.get(name))} when the "
             f"weights were saved" for name in CONFIG_FIELDS

@@ -42,6 +42,7 @@ IMAGE_CODE_OFFSET = 211  # first image code, from <pad> (Emu3's visual token 0 i
 COMMANDS: tuple[str, ...] = ("left", "straight", "right", "unknown")
 EXPERT_DECODERS: tuple[str, ...] = ("query", "ar", "flow")
 IMAGE_INPUTS: tuple[str, ...] = ("vq", "vit")
+VQ_MODELS: tuple[str, ...] = ("w0sim", "emu3")
 
 
 def cross_field_problems(f: Mapping[str, Any]) -> list[str]:
@@ -60,6 +61,20 @@ def cross_field_problems(f: Mapping[str, Any]) -> list[str]:
         if f["hidden_size"] != f["num_attention_heads"] * f["head_dim"]:
             problems.append(f"hidden_size is {f['hidden_size']}, not num_attention_heads x head_dim "
                             f"({f['num_attention_heads']} x {f['head_dim']}), as Qwen2.5 needs")
+    elif f["vq_model"] == "emu3":
+        channels = f["emu3_vq_channels"]
+        factors = {"the Emu3 VQ downsampling": (2 ** (len(channels) - 1), "2 ** (len(emu3_vq_channels) - 1)")}
+        problems += [f"emu3_vq_channels {list(channels)}: {c} is not a multiple of 32 (Emu3's group norms have 32 "
+                     "groups)" for c in channels if c % 32]
+        problems += [f"emu3_vq_channels {list(channels)}: {c} is not a multiple of the first stage's {channels[0]}"
+                     for c in channels if c % channels[0]]
+        for stage in f["emu3_vq_attn_stages"]:
+            if stage >= len(channels) or channels[stage] != channels[-1]:
+                problems.append(f"emu3_vq_attn_stages has stage {stage}, which is not a stage of emu3_vq_channels "
+                                f"{list(channels)} with the last stage's channels (transformers' Emu3VQVAE sizes "
+                                "every attention block alike)")
+        if f["emu3_vq_temporal_factor"] & (f["emu3_vq_temporal_factor"] - 1):
+            problems.append(f"emu3_vq_temporal_factor is {f['emu3_vq_temporal_factor']}, not a power of 2")
     else:
         factors = {"the VQ downsampling": (2 ** len(f["vq_channels"]), "2 ** len(vq_channels)")}
     for what, (factor, source) in factors.items():
@@ -103,6 +118,16 @@ class DriveVLAW0Config(PreTrainedConfig):
     vq_commitment_weight: float = 0.25
     vq_ema_decay: float = 0.99
     vq_restart_after: int = 10  # training steps a code may go unused before it is restarted
+    vq_model: str = "w0sim"  # "w0sim": the conv VQ-VAE above (vq_channels); "emu3": Emu3's tokenizer (below)
+
+    # --- Emu3's vision tokenizer (vq_model "emu3": transformers' Emu3VQVAE, policies.emu3_vq) --------
+    # Defaults: BAAI's Emu3-VisionTokenizer (ch 256, ch_mult 1/2/2/4, z 4, 2 res blocks, attention in the last
+    # stage, temporal factor 4; with vq_codebook_size 32768 and vq_code_dim 4).
+    emu3_vq_channels: tuple[int, ...] | list[int] = (256, 512, 512, 1024)  # per stage; 2x down between stages
+    emu3_vq_res_blocks: int = 2
+    emu3_vq_attn_stages: tuple[int, ...] | list[int] = (3,)  # stages with self-attention
+    emu3_vq_latent_channels: int = 4  # the encoder's output channels (Emu3's z_channels)
+    emu3_vq_temporal_factor: int = 4  # a still frame is repeated this many times, as Emu3VQVAE.encode does
 
     # --- Qwen2.5-VL track (image_input "vit"): Qwen's ViT (Qwen2VLImageProcessor patches) ------------
     image_input: str = "vq"  # "vq": the Emu3 track (VQ codes); "vit": the Qwen2.5-VL track (ViT features)
@@ -180,10 +205,12 @@ class DriveVLAW0Config(PreTrainedConfig):
     def __post_init__(self, **kwargs: Any) -> None:
         # JSON stores tuples as lists; normalise so a reloaded config compares equal.
         for name in ("vq_channels", "diffusion_channels", "action_low", "action_high", "vit_fullatt_blocks",
-                     "mrope_section", "vae_channels"):
+                     "mrope_section", "vae_channels", "emu3_vq_channels", "emu3_vq_attn_stages"):
             setattr(self, name, tuple(getattr(self, name)))
         if self.image_input not in IMAGE_INPUTS:
             raise ValueError(f"image_input={self.image_input!r}; choose from {IMAGE_INPUTS}")
+        if self.vq_model not in VQ_MODELS:
+            raise ValueError(f"vq_model={self.vq_model!r}; choose from {VQ_MODELS}")
         if self.expert_decoder not in EXPERT_DECODERS:
             raise ValueError(f"expert_decoder={self.expert_decoder!r}; choose from {EXPERT_DECODERS}")
         if len(self.action_low) != 3 or len(self.action_high) != 3:
@@ -198,17 +225,22 @@ class DriveVLAW0Config(PreTrainedConfig):
     @classmethod
     def preset(cls, name: str, **overrides: Any) -> "DriveVLAW0Config":
         """A named configuration (`tiny`, `small`, `paper`) with optional field overrides; with
-        `image_input="vit"`, the preset's Qwen2.5-VL track (`VIT_PRESETS`, no action expert)."""
+        `image_input="vit"`, the preset's Qwen2.5-VL track (`VIT_PRESETS`, no action expert); with
+        `vq_model="emu3"`, its Emu3 tokenizer (`EMU3_VQ_PRESETS`)."""
         if name not in PRESETS:
             raise ValueError(f"unknown DriveVLA-W0 preset {name!r}; choose from {sorted(PRESETS)}")
         fields = dict(PRESETS[name])
         if overrides.get("image_input") == "vit":
             fields.update(use_action_expert=False, **VIT_PRESETS[name])
+        if overrides.get("vq_model") == "emu3":
+            fields.update(EMU3_VQ_PRESETS[name])
         return cls(**{**fields, **overrides})
 
     # --- derived sizes --------------------------------------------------------------------------
     @property
     def vq_downsample(self) -> int:
+        if self.vq_model == "emu3":
+            return 2 ** (len(self.emu3_vq_channels) - 1)
         return 2 ** len(self.vq_channels)
 
     @property
@@ -384,4 +416,13 @@ VIT_PRESETS: dict[str, dict[str, Any]] = {
         vae_channels=(128, 256, 512, 512), vae_layers_per_block=2,
         diffusion_channels=(320, 640, 1280, 1280), diffusion_layers_per_block=2, diffusion_cross_dim=768,
     ),
+}
+# The Emu3 tokenizer of each preset (`preset(name, vq_model="emu3")`), 8x down like the presets' own. Paper: BAAI's
+# Emu3-VisionTokenizer (32,768 codes of 4 dims; the class defaults). Tiny and small repeat a frame once, not 4
+# times: the same latent for a still frame at a quarter of the work.
+EMU3_VQ_PRESETS: dict[str, dict[str, Any]] = {
+    "tiny": dict(emu3_vq_channels=(32, 64, 64, 128), emu3_vq_res_blocks=1, emu3_vq_temporal_factor=1, vq_code_dim=4),
+    "small": dict(emu3_vq_channels=(64, 128, 128, 256), emu3_vq_res_blocks=1, emu3_vq_temporal_factor=1,
+                  vq_code_dim=4),
+    "paper": dict(vq_code_dim=4),
 }

@@ -20,13 +20,18 @@ The Qwen2.5-VL track (`reference/Qwen2.5-VL/qwen2_5_vl/modeling_qwen2_5_vl_ross.
 - the ROSS head: `denoiser.unet.*` (diffusers' UNet names), `denoiser.mlp.{0,2}` / `denoiser.mlp_a.{0,2}` (image /
   action condition MLPs), `denoiser.factor` / `denoiser.factor_a` (their gates); `denoiser.pos_embed` is never read
   by the official forward and is dropped; the frozen SD VAE is `vae.*` (diffusers' AutoencoderKL names).
-The vocabulary layouts are the same (`policies.config`), so embedding rows need no remapping. Not covered: the
-Emu3 vision tokenizer (w0sim's VQ-VAE is its own model) and the anchor head.
+The vocabulary layouts are the same (`policies.config`), so embedding rows need no remapping.
+Emu3's vision tokenizer is a checkpoint of its own (BAAI's `Emu3-VisionTokenizer`, the official
+`reference/Emu3/emu3/tokenizer/modeling_emu3visionvq.py`): `load_official_vision_tokenizer` reads it, with its
+config.json, into the image tokenizer of a model built with `vq_model="emu3"` (transformers' `Emu3VQVAE`, whose
+names differ: `VISION_RENAMES`).
 """
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -58,6 +63,34 @@ ROSS_RENAMES = {
 ROSS_GATES = {"denoiser.factor": "diffusion_wm.image_gate", "denoiser.factor_a": "diffusion_wm.action_gate"}
 # Qwen2.5-VL's saved names -> transformers' in-memory ones (the Hub layout keeps the text decoder at `model.`).
 QWEN_SAVED = {"visual.": "model.visual.", "model.": "model.language_model."}
+
+# Emu3-VisionTokenizer names -> transformers' Emu3VQVAE names, regular expressions applied in order; the attention
+# q / k / v / proj_out are 1x1 convolutions there and Linear layers in transformers. VISION_INVERSE undoes them.
+VISION_RENAMES = (
+    (r"^(encoder|decoder)\.mid\.attn_1\.norm\.", r"\1.middle_block.attn_norm."),
+    (r"^(encoder|decoder)\.mid\.", r"\1.middle_block."),
+    (r"^encoder\.down\.", "encoder.down_block.down."),
+    (r"^decoder\.up\.", "decoder.up_block.up."),
+    (r"\.attn\.(\d+)\.norm\.", r".attn_norms.\1."),
+    (r"\.(attn_1|attn\.\d+)\.([qkv])\.", r".\1.\2_proj."),
+    (r"\.(attn_1|attn\.\d+)\.proj_out\.", r".\1.out_proj."),
+)
+VISION_INVERSE = (
+    (r"^(encoder|decoder)\.middle_block\.attn_norm\.", r"\1.mid.attn_1.norm."),
+    (r"^(encoder|decoder)\.middle_block\.", r"\1.mid."),
+    (r"^encoder\.down_block\.down\.", "encoder.down."),
+    (r"^decoder\.up_block\.up\.", "decoder.up."),
+    (r"\.attn_norms\.(\d+)\.", r".attn.\1.norm."),
+    (r"\.(attn_1|attn\.\d+)\.([qkv])_proj\.", r".\1.\2."),
+    (r"\.(attn_1|attn\.\d+)\.out_proj\.", r".\1.proj_out."),
+)
+# What transformers writes in a safetensors header (its from_pretrained refuses a file without it, as 4.44 does).
+PT_METADATA = {"format": "pt"}
+VISION_PROJECTIONS = re.compile(r"\.(attn_1|attn\.\d+)\.(q_proj|k_proj|v_proj|out_proj)\.weight$")
+# Emu3-VisionTokenizer config.json field -> w0sim config field.
+VISION_CONFIG = {"codebook_size": "vq_codebook_size", "embed_dim": "vq_code_dim", "z_channels": "emu3_vq_latent_channels",
+                 "num_res_blocks": "emu3_vq_res_blocks", "attn_resolutions": "emu3_vq_attn_stages",
+                 "temporal_downsample_factor": "emu3_vq_temporal_factor"}
 
 
 class ConversionError(ValueError):
@@ -208,9 +241,77 @@ def save_official(model: DriveVLAW0ForDriving, folder: str | Path) -> Path:
     """Write `w0sim_to_official(model)` as folder/model.safetensors (for tools that read the official layout)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    save_file(w0sim_to_official(model), folder / "model.safetensors")
+    save_file(w0sim_to_official(model), folder / "model.safetensors", metadata=PT_METADATA)
     return folder
 
 
-__all__ = ["ConversionError", "load_official", "official_to_w0sim", "read_weights", "save_official",
-           "w0sim_to_official"]
+def _renamed(name: str, renames: tuple[tuple[str, str], ...]) -> str:
+    for pattern, new in renames:
+        name = re.sub(pattern, new, name)
+    return name
+
+
+def vision_tokenizer_fields(official: dict[str, Any]) -> dict[str, Any]:
+    """The w0sim config fields (vq_model "emu3", emu3_vq_*, vq_codebook_size, vq_code_dim) of an Emu3-VisionTokenizer
+    config.json's fields."""
+    if official.get("double_z") or official.get("in_channels", 3) != 3 or official.get("out_channels", 3) != 3:
+        raise ConversionError("an Emu3 vision tokenizer of RGB frames with double_z false is expected, got double_z "
+                              f"{official.get('double_z')}, in/out channels {official.get('in_channels')} / "
+                              f"{official.get('out_channels')}")
+    missing = [k for k in (*VISION_CONFIG, "ch", "ch_mult") if k not in official]
+    if missing:
+        raise ConversionError(f"the vision tokenizer's config.json lacks {', '.join(missing)}")
+    fields = {ours: official[theirs] for theirs, ours in VISION_CONFIG.items()}
+    return {"vq_model": "emu3", "emu3_vq_channels": [official["ch"] * m for m in official["ch_mult"]], **fields}
+
+
+def load_official_vision_tokenizer(model: DriveVLAW0ForDriving, folder: str | Path) -> DriveVLAW0ForDriving:
+    """Load an Emu3-VisionTokenizer checkpoint folder (official names, or transformers' Emu3VQVAE names) into the
+    image tokenizer of `model`, which must be built with `vq_model="emu3"` and the folder's sizes
+    (`vision_tokenizer_fields` of its config.json). Every tensor must be given, with its shape."""
+    if model.config.vq_model != "emu3":
+        raise ConversionError(f"the model's image tokenizer is vq_model {model.config.vq_model!r}; Emu3's weights "
+                              "need vq_model 'emu3'")
+    own = model.vq.model.state_dict()
+    weights = {}
+    for name, tensor in read_weights(folder).items():
+        new = _renamed(name, VISION_RENAMES)
+        if VISION_PROJECTIONS.search(new) and tensor.dim() == 4:
+            tensor = tensor[:, :, 0, 0]  # a 1x1 convolution's kernel is the Linear layer's matrix
+        weights[new] = tensor
+    wrong = [f"{k} {list(v.shape)} (model {list(own[k].shape)})" for k, v in weights.items()
+             if k in own and v.shape != own[k].shape]
+    extra = [k for k in weights if k not in own]
+    missing = [k for k in own if k not in weights]
+    for label, names in (("shape mismatch", wrong), ("not in the model", extra), ("missing", missing)):
+        if names:
+            raise ConversionError(f"{folder}: vision tokenizer: {label}: {', '.join(names[:5])}"
+                                  + (f" and {len(names) - 5} more" if len(names) > 5 else ""))
+    model.vq.model.load_state_dict(weights)
+    return model
+
+
+def save_official_vision_tokenizer(model: DriveVLAW0ForDriving, folder: str | Path) -> Path:
+    """Write the image tokenizer of a `vq_model="emu3"` model as an Emu3-VisionTokenizer folder: model.safetensors
+    under the official names and config.json with the official fields."""
+    c = model.config
+    if c.vq_model != "emu3":
+        raise ConversionError(f"the model's image tokenizer is vq_model {c.vq_model!r}, not Emu3's")
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    out = {}
+    for name, tensor in model.vq.model.state_dict().items():
+        tensor = tensor.detach().contiguous()
+        out[_renamed(name, VISION_INVERSE)] = tensor[:, :, None, None] if VISION_PROJECTIONS.search(name) else tensor
+    save_file(out, folder / "model.safetensors", metadata=PT_METADATA)
+    official = {theirs: getattr(c, ours) for theirs, ours in VISION_CONFIG.items()}
+    official["attn_resolutions"] = list(c.emu3_vq_attn_stages)
+    ch = c.emu3_vq_channels[0]
+    official.update(model_type="Emu3VisionVQ", ch=ch, ch_mult=[x // ch for x in c.emu3_vq_channels], double_z=False,
+                    in_channels=3, out_channels=3, dropout=0.0)
+    (folder / "config.json").write_text(json.dumps(official, indent=2) + "\n")
+    return folder
+
+
+__all__ = ["ConversionError", "load_official", "load_official_vision_tokenizer", "official_to_w0sim", "read_weights",
+           "save_official", "save_official_vision_tokenizer", "vision_tokenizer_fields", "w0sim_to_official"]

@@ -32,7 +32,7 @@ from policies.noise import BatchNoise
 from policies.sequence import ChatSequenceBuilder, SequenceBuilder, VLASequence
 from policies.text import InstructionTokenizer
 from policies.vae import DriveVLAW0VAE
-from policies.vq import DriveVLAW0VQVAE
+from policies.vq import image_tokenizer
 
 
 @dataclass
@@ -80,7 +80,7 @@ class DriveVLAW0ForDriving(PreTrainedModel):
     def __init__(self, config: DriveVLAW0Config) -> None:
         super().__init__(config)
         vit = config.image_input == "vit"
-        self.vq = None if vit else DriveVLAW0VQVAE(config)
+        self.vq = None if vit else image_tokenizer(config)
         self.vae = DriveVLAW0VAE(config) if vit and config.use_world_model else None
         self.diffusion_wm = DiffusionWorldModel(config) if vit and config.use_world_model else None
         # Qwen's own image processor (no resize: frames are already a multiple of the token size).

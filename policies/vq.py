@@ -214,14 +214,6 @@ class DriveVLAW0VQVAE(PreTrainedModel):
         b, d, h, w = z.shape
         return self.quantizer.nearest(z.permute(0, 2, 3, 1).reshape(-1, d)).view(b, h, w)
 
-    def latents(self, frames: torch.Tensor) -> torch.Tensor:
-        """(B,3,H,W) in [0,1] -> (B,D,h,w) continuous pre-quantisation latents (diffusion target)."""
-        return self.encoder(frames * 2 - 1)
-
-    def decode_latents(self, z: torch.Tensor) -> torch.Tensor:
-        """(B,D,h,w) continuous latents (e.g. sampled by the diffusion world model) -> frames in [0,1]."""
-        return ((self.decoder(z) + 1) / 2).clamp(0, 1)
-
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
         """(B,h,w) long codes -> (B,3,H,W) frames clamped to [0,1]."""
         dtype = self.decoder.net[0].weight.dtype
@@ -235,3 +227,14 @@ class DriveVLAW0VQVAE(PreTrainedModel):
         rec_loss = F.mse_loss(recon, frames)
         loss = rec_loss + self.config.vq_commitment_weight * commitment
         return VQOutput(recon, codes, loss, rec_loss, commitment)
+
+
+def image_tokenizer(config: DriveVLAW0Config) -> nn.Module:
+    """The Emu3 track's image tokenizer `config.vq_model` names: this module's VQ-VAE ("w0sim") or Emu3's
+    (`policies.emu3_vq`, "emu3"). Both encode (B,3,H,W) frames in [0,1] to (B,h,w) codes, decode them, and return
+    a `VQOutput` with their training loss when called."""
+    if config.vq_model == "emu3":
+        from policies.emu3_vq import Emu3ImageTokenizer  # it imports VQOutput from here
+
+        return Emu3ImageTokenizer(config)
+    return DriveVLAW0VQVAE(config)

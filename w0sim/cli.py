@@ -462,11 +462,14 @@ def train(
     image_input: str = typer.Option("vq", "--image-input", help="vq: the Emu3 track (VQ image codes; the world "
                                     "model predicts them); vit: the Qwen2.5-VL track (its ViT; the world model is "
                                     "a diffusion head on a VAE latent; no action expert, so --all is stages 0-1)."),
+    vq_model: str = typer.Option("w0sim", "--vq-model", help="Image tokenizer of the Emu3 track: w0sim (its own conv "
+                                 "VQ-VAE) or emu3 (Emu3's vision tokenizer, transformers' Emu3VQVAE, at the preset's "
+                                 "size)."),
 ) -> None:
     """Train DriveVLA-W0 on collected data; an interrupted run resumes from its last checkpoint when run again.
 
     On several GPUs: `accelerate launch --config_file configs/accelerate/NAME.yaml -m w0sim.cli train ...`."""
-    from policies.config import EXPERT_DECODERS, IMAGE_INPUTS
+    from policies.config import EXPERT_DECODERS, IMAGE_INPUTS, VQ_MODELS
     from training.dataset import DatasetError
     from training.pipeline import model_config, train_stages
     from training.trainer import MIXED_PRECISION
@@ -481,6 +484,10 @@ def train(
     if image_input == "vit" and stage == 2:
         raise typer.BadParameter("the Qwen2.5-VL track (--image-input vit) has no action expert to train",
                                  param_hint="--stage")
+    if vq_model not in VQ_MODELS:
+        raise typer.BadParameter(f"{vq_model!r}; choose from {', '.join(VQ_MODELS)}", param_hint="--vq-model")
+    if vq_model != "w0sim" and image_input == "vit":
+        raise typer.BadParameter("the Qwen2.5-VL track (--image-input vit) has no VQ tokenizer", param_hint="--vq-model")
     stages = ((0, 1) if image_input == "vit" else (0, 1, 2)) if all_stages else (stage,)
     if decoder not in EXPERT_DECODERS:
         raise typer.BadParameter(f"{decoder!r}; choose from {', '.join(EXPERT_DECODERS)}", param_hint="--decoder")
@@ -496,7 +503,7 @@ def train(
     overrides = {s: {k: v for k, v in fields.items() if v is not None} for s in stages}
     try:
         model = train_stages(data, out, stages, model_config(config, world_model, decoder, image_input=image_input,
-                                                             num_anchors=anchors), overrides)
+                                                             num_anchors=anchors, vq_model=vq_model), overrides)
     except (DatasetError, FileNotFoundError, ValueError) as err:
         _error(str(err))
         raise typer.Exit(2) from None

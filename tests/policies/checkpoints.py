@@ -26,6 +26,11 @@ MICRO_VIT = dict(image_input="vit", use_action_expert=False, vit_patch_size=4, v
                  vit_intermediate_size=16, vit_heads=2, vit_fullatt_blocks=(0,), mrope_section=(2, 3, 3),
                  vae_channels=(4, 4), vae_scaling_factor=1.0, diffusion_channels=(8, 16), diffusion_cross_dim=16)
 
+# Emu3's vision tokenizer (transformers' Emu3VQVAE) at micro size: four 32-channel stages (8x down: 4x8 codes per
+# frame), attention in the last, one copy of each frame.
+MICRO_EMU3 = dict(vq_model="emu3", emu3_vq_channels=(32, 32, 32, 32), emu3_vq_res_blocks=1, emu3_vq_attn_stages=(3,),
+                  emu3_vq_latent_channels=4, emu3_vq_temporal_factor=1)
+
 
 def driving_motion(n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """(ego_poses (n,4,3), plans (n,8,3)) of n made-up drives: speeds 0-12 m/s, gentle curves, poses 0.5 s apart."""

@@ -9,10 +9,11 @@ import struct
 import pytest
 import torch
 from safetensors import safe_open
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 
 from policies.action_tokens import fit_action_tokenizer
 from policies.checkpoint import (
+    ADDED_FIELDS,
     CONFIG_FIELDS,
     FREE_FIELDS,
     NOT_SAVED,
@@ -27,6 +28,7 @@ from policies.checkpoint import (
 from policies.config import DriveVLAW0Config
 from policies.model import DriveVLAW0ForDriving
 from tests.policies.checkpoints import (
+    MICRO_EMU3,
     driving_motion,
     edit_config,
     edit_tensors,
@@ -338,3 +340,24 @@ def test_weights_transformers_reports_as_not_loaded_exactly_are_refused_by_kind(
     with pytest.raises(CheckpointError, match=r"model\.safetensors did not load exactly: 1 missing keys: "
                                               r"policy\.query_out\.weight; 1 unexpected keys: policy\.renamed"):
         load_checkpoint(ckpt)
+
+
+def test_an_emu3_tokenizer_checkpoint_passes_the_checks_and_loads(tmp_path):
+    model = save_micro(tmp_path, **MICRO_EMU3)
+    loaded = load_checkpoint(tmp_path)
+    assert same_state(model, loaded) and loaded.config.vq_model == "emu3"
+    edit_config(tmp_path, lambda c: c.update(vq_model="w0sim"))
+    with pytest.raises(CheckpointError, match="tensors missing: vq\\.encoder\\.net.*tensors unexpected: vq\\.model\\."):
+        check_checkpoint(tmp_path)
+
+
+def test_a_checkpoint_saved_before_the_added_fields_loads_with_their_defaults(ckpt, saved):
+    """The shipped checkpoint predates vq_model and the emu3_vq_* fields: its config.json and record lack them."""
+    edit_config(ckpt, lambda c: {k: v for k, v in c.items() if k not in ADDED_FIELDS})
+    path = ckpt / "model.safetensors"
+    with safe_open(path, "pt") as f:
+        metadata = f.metadata()
+    record = {k: v for k, v in json.loads(metadata[RECORD_CONFIG]).items() if k not in ADDED_FIELDS}
+    save_file(load_file(path), path, metadata={**metadata, RECORD_CONFIG: json.dumps(record)})
+    loaded = load_checkpoint(ckpt)
+    assert same_state(saved[1], loaded) and loaded.config.vq_model == "w0sim"

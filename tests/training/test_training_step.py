@@ -6,7 +6,7 @@ from accelerate.utils import DataLoaderConfiguration
 
 from policies.model import DriveVLAW0ForDriving
 from policies.noise import BatchNoise
-from tests.policies.checkpoints import micro_config
+from tests.policies.checkpoints import MICRO_EMU3, micro_config
 from tests.training.test_training import _samples
 from training.dataset import collate
 from training.trainer import TrainConfig, Trainer, trainable_groups
@@ -17,6 +17,7 @@ MODELS = {
     "vq, ar": {"expert_decoder": "ar"},
     "vq, no world model": {"use_world_model": False},
     "vit, diffusion": {"image_input": "vit"},
+    "vq emu3, query": MICRO_EMU3,
 }
 
 

@@ -317,6 +317,24 @@ def test_train_builds_the_track_asked_for(tmp_path, monkeypatch, image_input, st
     assert isinstance(model.backbone.lm, Qwen2_5_VLForConditionalGeneration) == (image_input == "vit")
 
 
+def test_train_builds_emu3s_vision_tokenizer_on_the_emu3_track_only(tmp_path, monkeypatch):
+    import training.pipeline
+    from policies.emu3_vq import Emu3ImageTokenizer
+    from policies.model import DriveVLAW0ForDriving
+
+    built = {}
+    monkeypatch.setattr(training.pipeline, "train_stages",
+                        lambda data, out, stages, config, overrides: built.update(config=config) or out / "m")
+    result = invoke("train", "--all", "--data", tmp_path / "data", "--out", tmp_path / "run", "--vq-model", "emu3")
+    assert result.exit_code == 0, result.output
+    assert (built["config"].vq_model, built["config"].emu3_vq_channels) == ("emu3", (32, 64, 64, 128))
+    with __import__("torch").device("meta"):
+        assert isinstance(DriveVLAW0ForDriving(built["config"]).vq, Emu3ImageTokenizer)
+    for other in (("--vq-model", "taming"), ("--vq-model", "emu3", "--image-input", "vit")):
+        result = invoke("train", "--all", "--data", tmp_path / "data", "--out", tmp_path / "other", *other)
+        assert result.exit_code == 2 and "--vq-model" in result.output, result.output
+
+
 def test_train_refuses_stage_2_on_the_qwen_track(tmp_path):
     result = invoke("train", "--stage", "2", "--data", tmp_path / "data", "--out", tmp_path / "run",
                     "--image-input", "vit")
