@@ -251,16 +251,23 @@ def _renamed(name: str, renames: tuple[tuple[str, str], ...]) -> str:
     return name
 
 
-def vision_tokenizer_fields(official: dict[str, Any]) -> dict[str, Any]:
-    """The w0sim config fields (vq_model "emu3", emu3_vq_*, vq_codebook_size, vq_code_dim) of an Emu3-VisionTokenizer
-    config.json's fields."""
+def vision_tokenizer_fields(folder: str | Path) -> dict[str, Any]:
+    """The w0sim config fields (vq_model "emu3", emu3_vq_*, vq_codebook_size, vq_code_dim) of the Emu3-VisionTokenizer
+    in `folder`, from its config.json."""
+    path = Path(folder) / "config.json"
+    try:
+        official = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as err:
+        raise ConversionError(f"{path}: not a readable JSON config ({type(err).__name__}: {err})") from None
+    if not isinstance(official, dict):
+        raise ConversionError(f"{path}: holds a JSON {type(official).__name__}, not an object of fields")
     if official.get("double_z") or official.get("in_channels", 3) != 3 or official.get("out_channels", 3) != 3:
-        raise ConversionError("an Emu3 vision tokenizer of RGB frames with double_z false is expected, got double_z "
-                              f"{official.get('double_z')}, in/out channels {official.get('in_channels')} / "
+        raise ConversionError(f"{path}: an Emu3 vision tokenizer of RGB frames with double_z false is expected, got "
+                              f"double_z {official.get('double_z')}, in/out channels {official.get('in_channels')} / "
                               f"{official.get('out_channels')}")
     missing = [k for k in (*VISION_CONFIG, "ch", "ch_mult") if k not in official]
     if missing:
-        raise ConversionError(f"the vision tokenizer's config.json lacks {', '.join(missing)}")
+        raise ConversionError(f"{path}: lacks {', '.join(missing)}")
     fields = {ours: official[theirs] for theirs, ours in VISION_CONFIG.items()}
     return {"vq_model": "emu3", "emu3_vq_channels": [official["ch"] * m for m in official["ch_mult"]], **fields}
 

@@ -21,6 +21,7 @@ from policies.action_tokens import fit_action_tokenizer
 from policies.anchors import fit_anchors
 from policies.checkpoint import quiet_loading
 from policies.config import DriveVLAW0Config
+from policies.convert import load_official_vision_tokenizer
 from policies.model import DriveVLAW0ForDriving, frames_to_model
 from policies.vae import fit_scaling_factor
 from training.dataset import ExpertDataset
@@ -103,11 +104,23 @@ def with_anchors(model: DriveVLAW0ForDriving, dataset: ExpertDataset, seed: int 
     return model
 
 
+def pretrained_tokenizer_stage(run_dir: Path, config: DriveVLAW0Config, vision_tokenizer: Path,
+                               seed: int = 0) -> Path:
+    """Stage 0 without training: a fresh model (from `seed`) with the Emu3-VisionTokenizer weights of
+    `vision_tokenizer` (`load_official_vision_tokenizer`), saved as the stage's model, as the paper starts from
+    Emu3's pretrained tokenizer."""
+    out = run_dir / "stage0" / "model"
+    model = load_official_vision_tokenizer(stage_model(run_dir, 0, config, seed), vision_tokenizer)
+    model.save_pretrained(out)
+    return out
+
+
 def train_stages(data_dir: str | Path, run_dir: str | Path, stages: tuple[int, ...] = (0, 1, 2),
                  config: DriveVLAW0Config | None = None, overrides: dict[int, dict] | None = None,
-                 indices=None, show_progress: bool = True) -> Path:
+                 indices=None, show_progress: bool = True, vision_tokenizer: str | Path | None = None) -> Path:
     """Train `stages` in order on the data in `data_dir` (a subset with `indices`); returns the last model folder.
-    `overrides[stage]` replaces fields of that stage's `STAGE_DEFAULTS` (steps, batch_size, lr, seed, ...)."""
+    `overrides[stage]` replaces fields of that stage's `STAGE_DEFAULTS` (steps, batch_size, lr, seed, ...).
+    `vision_tokenizer`: an Emu3-VisionTokenizer folder that stage 0 loads instead of training a tokenizer."""
     run_dir = Path(run_dir)
     dataset = ExpertDataset(data_dir, indices)
     config = with_action_tokenizer(config or model_config("tiny"), dataset, run_dir, stages[0])
@@ -117,6 +130,9 @@ def train_stages(data_dir: str | Path, run_dir: str | Path, stages: tuple[int, .
             raise ValueError("stage 2 trains the action expert, which the Qwen2.5-VL track (image input vit) does not "
                              "have: train stages 0 and 1")
         train_config = replace(STAGE_DEFAULTS[stage], **(overrides or {}).get(stage, {}))
+        if stage == 0 and vision_tokenizer is not None:
+            out = pretrained_tokenizer_stage(run_dir, config, Path(vision_tokenizer), train_config.seed)
+            continue
         model = with_vae_scaling(stage_model(run_dir, stage, config, train_config.seed), dataset, run_dir, stage)
         if stage == 2:
             with_anchors(model, dataset, train_config.seed)
@@ -126,4 +142,5 @@ def train_stages(data_dir: str | Path, run_dir: str | Path, stages: tuple[int, .
     return out
 
 
-__all__ = ["STAGE_DEFAULTS", "model_config", "stage_model", "train_stages", "with_anchors", "with_vae_scaling"]
+__all__ = ["STAGE_DEFAULTS", "model_config", "pretrained_tokenizer_stage", "stage_model", "train_stages", "with_anchors",
+           "with_vae_scaling"]

@@ -465,6 +465,10 @@ def train(
     vq_model: str = typer.Option("w0sim", "--vq-model", help="Image tokenizer of the Emu3 track: w0sim (its own conv "
                                  "VQ-VAE) or emu3 (Emu3's vision tokenizer, transformers' Emu3VQVAE, at the preset's "
                                  "size)."),
+    vision_tokenizer: Optional[Path] = typer.Option(None, "--vision-tokenizer", help="An Emu3-VisionTokenizer folder "
+                                                    "(config.json + model.safetensors, official or transformers' "
+                                                    "names): stage 0 loads it instead of training a tokenizer, as the "
+                                                    "paper starts from Emu3's; implies --vq-model emu3 at its size."),
 ) -> None:
     """Train DriveVLA-W0 on collected data; an interrupted run resumes from its last checkpoint when run again.
 
@@ -486,8 +490,9 @@ def train(
                                  param_hint="--stage")
     if vq_model not in VQ_MODELS:
         raise typer.BadParameter(f"{vq_model!r}; choose from {', '.join(VQ_MODELS)}", param_hint="--vq-model")
-    if vq_model != "w0sim" and image_input == "vit":
-        raise typer.BadParameter("the Qwen2.5-VL track (--image-input vit) has no VQ tokenizer", param_hint="--vq-model")
+    if (vq_model != "w0sim" or vision_tokenizer) and image_input == "vit":
+        raise typer.BadParameter("the Qwen2.5-VL track (--image-input vit) has no VQ tokenizer",
+                                 param_hint="--vq-model / --vision-tokenizer")
     stages = ((0, 1) if image_input == "vit" else (0, 1, 2)) if all_stages else (stage,)
     if decoder not in EXPERT_DECODERS:
         raise typer.BadParameter(f"{decoder!r}; choose from {', '.join(EXPERT_DECODERS)}", param_hint="--decoder")
@@ -502,8 +507,14 @@ def train(
               "gradient_checkpointing": gradient_checkpointing}
     overrides = {s: {k: v for k, v in fields.items() if v is not None} for s in stages}
     try:
+        tokenizer_fields = {"vq_model": vq_model}
+        if vision_tokenizer is not None:
+            from policies.convert import vision_tokenizer_fields
+
+            tokenizer_fields = vision_tokenizer_fields(vision_tokenizer)
         model = train_stages(data, out, stages, model_config(config, world_model, decoder, image_input=image_input,
-                                                             num_anchors=anchors, vq_model=vq_model), overrides)
+                                                             num_anchors=anchors, **tokenizer_fields), overrides,
+                             vision_tokenizer=vision_tokenizer)
     except (DatasetError, FileNotFoundError, ValueError) as err:
         _error(str(err))
         raise typer.Exit(2) from None

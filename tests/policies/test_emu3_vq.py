@@ -3,8 +3,6 @@ transformers' `Emu3VQVAE`'s own, stage 0 trains it, and a checkpoint under the o
 (read from the official `modeling_emu3visionvq.py`) loads through the converter and gives the same codes."""
 from __future__ import annotations
 
-import json
-
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -119,7 +117,7 @@ def test_an_official_vision_tokenizer_checkpoint_loads_through_the_converter(tmp
     saved = {k: tuple(v.shape) for k, v in load_file(tmp_path / "model.safetensors").items()}
     assert {k: saved.get(k) for k in OFFICIAL_NAMES} == OFFICIAL_NAMES
     assert not [k for k in saved if any(s in k for s in ("_proj", "middle_block", "down_block", "up_block", "attn_norm"))]
-    fields = vision_tokenizer_fields(json.loads((tmp_path / "config.json").read_text()))
+    fields = vision_tokenizer_fields(tmp_path)
     fresh = DriveVLAW0ForDriving(DriveVLAW0Config.preset("tiny", **{**MICRO, **fields})).eval()
     assert fresh.config.emu3_vq_channels == config.emu3_vq_channels and fresh.config.image_grid == config.image_grid
     load_official_vision_tokenizer(fresh, tmp_path)

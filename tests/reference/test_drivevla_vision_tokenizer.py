@@ -82,7 +82,7 @@ def _frames() -> torch.Tensor:
 def test_an_official_vision_tokenizer_loads_through_the_converter_and_gives_its_codes_and_frames(tmp_path):
     frames = _frames()
     official = _official("save", tmp_path / "official", frames, tmp_path)
-    fields = vision_tokenizer_fields(json.loads((tmp_path / "official" / "config.json").read_text()))
+    fields = vision_tokenizer_fields(tmp_path / "official")
     model = DriveVLAW0ForDriving(DriveVLAW0Config.preset("tiny", **{**MICRO, **fields})).eval()
     load_official_vision_tokenizer(model, tmp_path / "official")
     with torch.no_grad():

@@ -261,3 +261,26 @@ def test_the_qwen_track_trains_stages_0_and_1_and_fits_the_vae_scaling_between_t
     assert stage1.config.vae_scaling_factor == pytest.approx(expected) and expected > 0
     with pytest.raises(ValueError, match="action expert"):
         train_stages(data, tmp_path / "run", (2,), stage1.config, show_progress=False)
+
+
+def test_a_pretrained_vision_tokenizer_is_stage_0_and_stays_frozen_through_stage_1(tmp_path):
+    """`vision_tokenizer`: stage 0 loads an Emu3-VisionTokenizer folder instead of training one (the paper's start),
+    and stage 1 trains the backbone on its codes without changing it."""
+    from policies.convert import save_official_vision_tokenizer, vision_tokenizer_fields
+    from tests.policies.checkpoints import MICRO_EMU3
+
+    torch.manual_seed(5)
+    pretrained = DriveVLAW0ForDriving(micro_config(**MICRO_EMU3))
+    save_official_vision_tokenizer(pretrained, tmp_path / "emu3-vq")
+    config = micro_config(**vision_tokenizer_fields(tmp_path / "emu3-vq"))
+    data = tmp_path / "data"
+    collect("builtin:navtrain", 2, data, CollectConfig.for_policy(config, scenes_per_shard=2), workers=1)
+    steps = {0: {"steps": 2, "batch_size": 2}, 1: {"steps": 2, "batch_size": 2}}
+    out = train_stages(data, tmp_path / "run", (0, 1), config, steps, show_progress=False,
+                       vision_tokenizer=tmp_path / "emu3-vq")
+    assert not (tmp_path / "run" / "stage0" / "metrics.csv").exists()  # nothing trained at stage 0
+    expected = pretrained.vq.state_dict()
+    for stage_model in (tmp_path / "run" / "stage0" / "model", out):
+        loaded = DriveVLAW0ForDriving.from_pretrained(stage_model).vq.state_dict()
+        assert all(torch.equal(loaded[k], expected[k]) for k in expected)
+    assert (tmp_path / "run" / "stage1" / "metrics.csv").exists()

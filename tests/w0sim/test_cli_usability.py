@@ -297,7 +297,7 @@ def test_train_builds_the_track_asked_for(tmp_path, monkeypatch, image_input, st
 
     built = {}
 
-    def train_stages(data, out, stages, config, overrides):
+    def train_stages(data, out, stages, config, overrides, **_):
         built.update(config=config, stages=stages)
         return out / f"stage{stages[-1]}" / "model"
 
@@ -324,7 +324,7 @@ def test_train_builds_emu3s_vision_tokenizer_on_the_emu3_track_only(tmp_path, mo
 
     built = {}
     monkeypatch.setattr(training.pipeline, "train_stages",
-                        lambda data, out, stages, config, overrides: built.update(config=config) or out / "m")
+                        lambda data, out, stages, config, overrides, **_: built.update(config=config) or out / "m")
     result = invoke("train", "--all", "--data", tmp_path / "data", "--out", tmp_path / "run", "--vq-model", "emu3")
     assert result.exit_code == 0, result.output
     assert (built["config"].vq_model, built["config"].emu3_vq_channels) == ("emu3", (32, 64, 64, 128))
@@ -333,6 +333,27 @@ def test_train_builds_emu3s_vision_tokenizer_on_the_emu3_track_only(tmp_path, mo
     for other in (("--vq-model", "taming"), ("--vq-model", "emu3", "--image-input", "vit")):
         result = invoke("train", "--all", "--data", tmp_path / "data", "--out", tmp_path / "other", *other)
         assert result.exit_code == 2 and "--vq-model" in result.output, result.output
+
+
+def test_train_starts_from_a_pretrained_vision_tokenizer_of_its_size(tmp_path, monkeypatch):
+    import training.pipeline
+    from policies.convert import save_official_vision_tokenizer
+    from policies.model import DriveVLAW0ForDriving
+    from tests.policies.checkpoints import MICRO_EMU3, micro_config
+
+    save_official_vision_tokenizer(DriveVLAW0ForDriving(micro_config(**MICRO_EMU3)), tmp_path / "vq")
+    built = {}
+    monkeypatch.setattr(training.pipeline, "train_stages", lambda data, out, stages, config, overrides,
+                        vision_tokenizer: built.update(config=config, tokenizer=vision_tokenizer) or out / "m")
+    result = invoke("train", "--all", "--data", tmp_path / "data", "--out", tmp_path / "run",
+                    "--vision-tokenizer", tmp_path / "vq")
+    assert result.exit_code == 0, result.output
+    config = built["config"]
+    assert (config.vq_model, config.emu3_vq_channels, config.vq_codebook_size) == ("emu3", (32,) * 4, 8)
+    assert built["tokenizer"] == tmp_path / "vq"
+    result = invoke("train", "--all", "--data", tmp_path / "data", "--out", tmp_path / "other",
+                    "--vision-tokenizer", tmp_path / "absent")
+    assert result.exit_code == 2 and "absent/config.json" in result.output, result.output
 
 
 def test_train_refuses_stage_2_on_the_qwen_track(tmp_path):
@@ -352,7 +373,7 @@ def test_train_builds_the_anchor_variant_of_the_query_decoder_and_refuses_anchor
 
     built = {}
     monkeypatch.setattr(training.pipeline, "train_stages",
-                        lambda data, out, stages, config, overrides: built.update(config=config) or out / "m")
+                        lambda data, out, stages, config, overrides, **_: built.update(config=config) or out / "m")
     result = invoke("train", "--all", "--data", tmp_path / "data", "--out", tmp_path / "run", "--anchors", "64")
     assert result.exit_code == 0, result.output
     assert (built["config"].num_anchors, built["config"].expert_decoder) == (64, "query")
