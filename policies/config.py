@@ -232,7 +232,7 @@ class DriveVLAW0Config(PreTrainedConfig):
         fields = dict(PRESETS[name])
         if overrides.get("image_input") == "vit":
             fields.update(use_action_expert=False, **VIT_PRESETS[name])
-        if overrides.get("vq_model") == "emu3":
+        if overrides.get("vq_model", fields.get("vq_model")) == "emu3":
             fields.update(EMU3_VQ_PRESETS[name])
         return cls(**{**fields, **overrides})
 
@@ -387,10 +387,11 @@ PRESETS: dict[str, dict[str, Any]] = {
     ),
     # Emu3-8B shape (configs/moe_fast_video.json): h 4096, 32 L, 32/8 heads x 128, MLP 14336,
     # RMSNorm 1e-5, RoPE 1e6, attention dropout 0.1, vocab 184,622 untied. Frames 256x144 -> 18x32
-    # codes from a 32,768-code VQ. Expert: 32 paired layers, h 1024; MLP 1536 puts the expert
-    # blocks at ~0.49B, the paper's "500M" (the third-party reading 1024/512 gives 0.39B).
+    # codes from Emu3's vision tokenizer (32,768 codes; EMU3_VQ_PRESETS). Expert: 32 paired layers, h 1024; MLP
+    # 1536 puts the expert blocks at ~0.49B, the paper's "500M" (the third-party reading 1024/512 gives 0.39B).
+    # vq_channels and vq_code_dim size w0sim's own VQ-VAE, when `vq_model="w0sim"` asks for it.
     "paper": dict(
-        image_height=144, image_width=256, num_history_frames=2,
+        image_height=144, image_width=256, num_history_frames=2, vq_model="emu3",
         vq_channels=(128, 256, 512), vq_codebook_size=32768, vq_code_dim=256,
         text_vocab_size=151643 - 2048, fast_vocab_size=2048,  # Emu3's ids exactly: vocabulary 184,622
         hidden_size=4096, num_hidden_layers=32, num_attention_heads=32, num_key_value_heads=8,
@@ -408,7 +409,7 @@ VIT_PRESETS: dict[str, dict[str, Any]] = {
     "tiny": {},
     "small": dict(vit_hidden_size=128, vit_depth=4, vit_intermediate_size=256, vit_fullatt_blocks=(1, 3)),
     "paper": dict(
-        image_height=280, image_width=504, qwen_vocab_size=152064,
+        image_height=280, image_width=504, qwen_vocab_size=152064, vq_model="w0sim",  # no VQ tokenizer on this track
         hidden_size=3584, num_hidden_layers=28, num_attention_heads=28, num_key_value_heads=4,
         head_dim=128, intermediate_size=18944, rms_norm_eps=1e-6, attention_dropout=0.0,
         mrope_section=(16, 24, 24), vit_patch_size=14, vit_merge_size=2, vit_depth=32, vit_hidden_size=1280,

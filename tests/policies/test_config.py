@@ -9,7 +9,7 @@ from transformers import Emu3ForCausalLM, Emu3TextConfig
 from policies.backbone import DriveVLAW0Backbone
 from policies.config import SPECIAL_OFFSETS, DriveVLAW0Config
 from policies.text import InstructionTokenizer
-from policies.vq import DriveVLAW0VQVAE
+from policies.vq import image_tokenizer
 from tests.policies.checkpoints import micro_config
 
 PRESETS = ["tiny", "small", "paper"]
@@ -132,7 +132,7 @@ def test_backbone_config_is_emu3_with_explicit_head_dim():
 
 def _count(config: DriveVLAW0Config) -> tuple[int, int]:
     with torch.device("meta"):  # shapes only, no memory
-        backbone, vq = DriveVLAW0Backbone(config), DriveVLAW0VQVAE(config)
+        backbone, vq = DriveVLAW0Backbone(config), image_tokenizer(config)
     return sum(p.numel() for p in backbone.parameters()), sum(p.numel() for p in vq.parameters())
 
 
@@ -142,5 +142,6 @@ def test_parameter_counts():
     small_backbone, _ = _count(DriveVLAW0Config.preset("small"))
     assert 10e6 < small_backbone < 20e6
     # Emu3-8B: 8.49B parameters (h 4096, 32 L, GQA 32/8, MLP 14336, untied 184,622-id vocabulary).
-    paper_backbone, _ = _count(DriveVLAW0Config.preset("paper"))
+    paper_backbone, paper_vq = _count(DriveVLAW0Config.preset("paper"))
     assert abs(paper_backbone - 8.49e9) < 0.1 * 8.49e9
+    assert abs(paper_vq - 270.7e6) < 1e6  # Emu3-VisionTokenizer's 270.7M parameters

@@ -76,9 +76,10 @@ def test_the_model_builds_it_from_the_config_and_the_preset_keeps_the_code_grid(
     emu3 = DriveVLAW0Config.preset("tiny", vq_model="emu3")
     assert emu3.image_grid == tiny.image_grid and emu3.vocab_size == tiny.vocab_size
     assert isinstance(DriveVLAW0ForDriving(_config()).vq, Emu3ImageTokenizer)
-    paper = DriveVLAW0Config.preset("paper", vq_model="emu3")  # BAAI's Emu3-VisionTokenizer: 18x32 codes per frame
+    paper = DriveVLAW0Config.preset("paper")  # the paper's tokenizer is BAAI's Emu3-VisionTokenizer: 18x32 codes a frame
     assert paper.image_grid == (18, 32) and (paper.vq_codebook_size, paper.vq_code_dim) == (32768, 4)
-    assert (paper.emu3_vq_channels, paper.emu3_vq_temporal_factor) == ((256, 512, 512, 1024), 4)
+    assert (paper.vq_model, paper.emu3_vq_channels, paper.emu3_vq_temporal_factor) == ("emu3", (256, 512, 512, 1024), 4)
+    assert DriveVLAW0Config.preset("paper", image_input="vit").vq_model == "w0sim"  # that track has no VQ tokenizer
 
 
 @pytest.mark.parametrize("overrides, message", [
