@@ -64,26 +64,30 @@ ROSS_GATES = {"denoiser.factor": "diffusion_wm.image_gate", "denoiser.factor_a":
 # Qwen2.5-VL's saved names -> transformers' in-memory ones (the Hub layout keeps the text decoder at `model.`).
 QWEN_SAVED = {"visual.": "model.visual.", "model.": "model.language_model."}
 
-# Emu3-VisionTokenizer names -> transformers' Emu3VQVAE names, regular expressions applied in order; the attention
-# q / k / v / proj_out are 1x1 convolutions there and Linear layers in transformers. VISION_INVERSE undoes them.
-VISION_RENAMES = (
-    (r"^(encoder|decoder)\.mid\.attn_1\.norm\.", r"\1.middle_block.attn_norm."),
-    (r"^(encoder|decoder)\.mid\.", r"\1.middle_block."),
-    (r"^encoder\.down\.", "encoder.down_block.down."),
-    (r"^decoder\.up\.", "decoder.up_block.up."),
-    (r"\.attn\.(\d+)\.norm\.", r".attn_norms.\1."),
-    (r"\.(attn_1|attn\.\d+)\.([qkv])\.", r".\1.\2_proj."),
-    (r"\.(attn_1|attn\.\d+)\.proj_out\.", r".\1.out_proj."),
+# Emu3-VisionTokenizer name pieces and transformers' Emu3VQVAE ones, applied in order (from the start of a name unless
+# the piece starts with "."): {s} is encoder or decoder, {i} a block index, {p} q, k or v. The attention q / k / v /
+# proj_out are 1x1 convolutions there and Linear layers in transformers.
+VISION_NAMES = (
+    ("{s}.mid.attn_1.norm.", "{s}.middle_block.attn_norm."), ("{s}.mid.", "{s}.middle_block."),
+    ("encoder.down.", "encoder.down_block.down."), ("decoder.up.", "decoder.up_block.up."),
+    (".attn.{i}.norm.", ".attn_norms.{i}."), (".attn.{i}.{p}.", ".attn.{i}.{p}_proj."),
+    (".attn_1.{p}.", ".attn_1.{p}_proj."), (".attn.{i}.proj_out.", ".attn.{i}.out_proj."),
+    (".attn_1.proj_out.", ".attn_1.out_proj."),
 )
-VISION_INVERSE = (
-    (r"^(encoder|decoder)\.middle_block\.attn_norm\.", r"\1.mid.attn_1.norm."),
-    (r"^(encoder|decoder)\.middle_block\.", r"\1.mid."),
-    (r"^encoder\.down_block\.down\.", "encoder.down."),
-    (r"^decoder\.up_block\.up\.", "decoder.up."),
-    (r"\.attn_norms\.(\d+)\.", r".attn.\1.norm."),
-    (r"\.(attn_1|attn\.\d+)\.([qkv])_proj\.", r".\1.\2."),
-    (r"\.(attn_1|attn\.\d+)\.out_proj\.", r".\1.proj_out."),
-)
+PIECE_GROUPS = {"s": "encoder|decoder", "i": r"\d+", "p": "[qkv]"}
+
+
+def _piece_rule(old: str, new: str) -> tuple[re.Pattern, str]:
+    """A (pattern, replacement) that rewrites name piece `old` into `new` (VISION_NAMES' placeholders)."""
+    pattern = re.escape(old)
+    for name, group in PIECE_GROUPS.items():
+        pattern = pattern.replace(re.escape("{" + name + "}"), f"(?P<{name}>{group})")
+        new = new.replace("{" + name + "}", rf"\g<{name}>")
+    return re.compile(pattern if old.startswith(".") else "^" + pattern), new
+
+
+VISION_RENAMES = tuple(_piece_rule(official, ours) for official, ours in VISION_NAMES)
+VISION_INVERSE = tuple(_piece_rule(ours, official) for official, ours in VISION_NAMES)
 # What transformers writes in a safetensors header (its from_pretrained refuses a file without it, as 4.44 does).
 PT_METADATA = {"format": "pt"}
 VISION_PROJECTIONS = re.compile(r"\.(attn_1|attn\.\d+)\.(q_proj|k_proj|v_proj|out_proj)\.weight$")
@@ -245,9 +249,9 @@ def save_official(model: DriveVLAW0ForDriving, folder: str | Path) -> Path:
     return folder
 
 
-def _renamed(name: str, renames: tuple[tuple[str, str], ...]) -> str:
-    for pattern, new in renames:
-        name = re.sub(pattern, new, name)
+def _renamed(name: str, rules: tuple[tuple[re.Pattern, str], ...]) -> str:
+    for pattern, new in rules:
+        name = pattern.sub(new, name)
     return name
 
 

@@ -289,21 +289,25 @@ def test_the_scaling_experiment_has_a_quick_trial_in_its_own_folder(tmp_path, mo
     assert seen["split"] == "builtin:navtrain" and seen["scenes"] <= 32 and seen["limit"] == 10
 
 
-@pytest.mark.parametrize("image_input, stages", [("vq", (0, 1, 2)), ("vit", (0, 1))])
-def test_train_builds_the_track_asked_for(tmp_path, monkeypatch, image_input, stages):
-    """`--image-input vit` trains the Qwen2.5-VL track (Qwen's classes, the diffusion world model, no action expert:
-    `--all` is stages 0 and 1); vq the Emu3 track with its expert."""
+def _train(tmp_path, monkeypatch, *options) -> tuple:
+    """`w0sim train --all` with `options`, its trainer replaced by a recorder: (result, what train_stages got)."""
     import training.pipeline
 
     built = {}
 
-    def train_stages(data, out, stages, config, overrides, **_):
-        built.update(config=config, stages=stages)
+    def train_stages(data, out, stages, config, overrides, vision_tokenizer=None):
+        built.update(config=config, stages=stages, vision_tokenizer=vision_tokenizer)
         return out / f"stage{stages[-1]}" / "model"
 
     monkeypatch.setattr(training.pipeline, "train_stages", train_stages)
-    result = invoke("train", "--all", "--data", tmp_path / "data", "--out", tmp_path / "run",
-                    "--image-input", image_input)
+    return invoke("train", "--all", "--data", tmp_path / "data", "--out", tmp_path / "run", *options), built
+
+
+@pytest.mark.parametrize("image_input, stages", [("vq", (0, 1, 2)), ("vit", (0, 1))])
+def test_train_builds_the_track_asked_for(tmp_path, monkeypatch, image_input, stages):
+    """`--image-input vit` trains the Qwen2.5-VL track (Qwen's classes, the diffusion world model, no action expert:
+    `--all` is stages 0 and 1); vq the Emu3 track with its expert."""
+    result, built = _train(tmp_path, monkeypatch, "--image-input", image_input)
     assert result.exit_code == 0, result.output
     config = built["config"]
     assert (config.image_input, config.use_world_model, built["stages"]) == (image_input, True, stages)
@@ -318,14 +322,10 @@ def test_train_builds_the_track_asked_for(tmp_path, monkeypatch, image_input, st
 
 
 def test_train_builds_emu3s_vision_tokenizer_on_the_emu3_track_only(tmp_path, monkeypatch):
-    import training.pipeline
     from policies.emu3_vq import Emu3ImageTokenizer
     from policies.model import DriveVLAW0ForDriving
 
-    built = {}
-    monkeypatch.setattr(training.pipeline, "train_stages",
-                        lambda data, out, stages, config, overrides, **_: built.update(config=config) or out / "m")
-    result = invoke("train", "--all", "--data", tmp_path / "data", "--out", tmp_path / "run", "--vq-model", "emu3")
+    result, built = _train(tmp_path, monkeypatch, "--vq-model", "emu3")
     assert result.exit_code == 0, result.output
     assert (built["config"].vq_model, built["config"].emu3_vq_channels) == ("emu3", (32, 64, 64, 128))
     with __import__("torch").device("meta"):
@@ -336,21 +336,16 @@ def test_train_builds_emu3s_vision_tokenizer_on_the_emu3_track_only(tmp_path, mo
 
 
 def test_train_starts_from_a_pretrained_vision_tokenizer_of_its_size(tmp_path, monkeypatch):
-    import training.pipeline
     from policies.convert import save_official_vision_tokenizer
     from policies.model import DriveVLAW0ForDriving
     from tests.policies.checkpoints import MICRO_EMU3, micro_config
 
     save_official_vision_tokenizer(DriveVLAW0ForDriving(micro_config(**MICRO_EMU3)), tmp_path / "vq")
-    built = {}
-    monkeypatch.setattr(training.pipeline, "train_stages", lambda data, out, stages, config, overrides,
-                        vision_tokenizer: built.update(config=config, tokenizer=vision_tokenizer) or out / "m")
-    result = invoke("train", "--all", "--data", tmp_path / "data", "--out", tmp_path / "run",
-                    "--vision-tokenizer", tmp_path / "vq")
+    result, built = _train(tmp_path, monkeypatch, "--vision-tokenizer", tmp_path / "vq")
     assert result.exit_code == 0, result.output
     config = built["config"]
     assert (config.vq_model, config.emu3_vq_channels, config.vq_codebook_size) == ("emu3", (32,) * 4, 8)
-    assert built["tokenizer"] == tmp_path / "vq"
+    assert built["vision_tokenizer"] == tmp_path / "vq"
     result = invoke("train", "--all", "--data", tmp_path / "data", "--out", tmp_path / "other",
                     "--vision-tokenizer", tmp_path / "absent")
     assert result.exit_code == 2 and "absent/config.json" in result.output, result.output
@@ -369,12 +364,7 @@ def test_train_refuses_an_unknown_image_input_or_decoder_naming_the_option(tmp_p
 
 
 def test_train_builds_the_anchor_variant_of_the_query_decoder_and_refuses_anchors_elsewhere(tmp_path, monkeypatch):
-    import training.pipeline
-
-    built = {}
-    monkeypatch.setattr(training.pipeline, "train_stages",
-                        lambda data, out, stages, config, overrides, **_: built.update(config=config) or out / "m")
-    result = invoke("train", "--all", "--data", tmp_path / "data", "--out", tmp_path / "run", "--anchors", "64")
+    result, built = _train(tmp_path, monkeypatch, "--anchors", "64")
     assert result.exit_code == 0, result.output
     assert (built["config"].num_anchors, built["config"].expert_decoder) == (64, "query")
     for other in (("--decoder", "flow"), ("--image-input", "vit")):
