@@ -651,19 +651,20 @@ def measure_checkpoint(ctx: Context) -> dict[str, float | str]:
 
 
 def scaling_from_csv(path: Path) -> dict[str, float]:
-    """Per size: both variants' PDMS (the mean over seeds where the file has several) and their difference, from an
-    experiment's scaling.csv."""
+    """Per size: both variants' mean PDMS over the seeds, its standard error (NaN for one seed) and the difference of
+    the means, from an experiment's scaling.csv (`training.scaling.summarize_seeds`)."""
+    from training.scaling import summarize_seeds
+
     with path.open() as handle:
-        rows = list(csv.DictReader(handle))
-    runs: dict[tuple[int, str], list[float]] = {}
-    for r in rows:
-        runs.setdefault((int(r["size"]), r["variant"]), []).append(float(r["pdms"]))
-    pdms = {key: sum(values) / len(values) for key, values in runs.items()}
+        rows = [{"size": int(r["size"]), "variant": r["variant"], "pdms": float(r["pdms"])} for r in csv.DictReader(handle)]
+    summary = {(r["size"], r["variant"]): r for r in summarize_seeds(rows)}
     measured = {}
-    for size in sorted({size for size, _ in pdms}):
-        action, world = pdms[size, "action_only"], pdms[size, "world_model"]
-        measured |= {f"{size}.action_only": action, f"{size}.world_model": world, f"{size}.difference": world - action,
-                     f"ao_{size}": action, f"wm_{size}": world}
+    for size in sorted({size for size, _ in summary}):
+        action, world = summary[size, "action_only"], summary[size, "world_model"]
+        measured |= {f"{size}.action_only": action["pdms_mean"], f"{size}.world_model": world["pdms_mean"],
+                     f"{size}.action_only_se": action["pdms_stderr"], f"{size}.world_model_se": world["pdms_stderr"],
+                     f"{size}.difference": world["pdms_mean"] - action["pdms_mean"],
+                     f"ao_{size}": action["pdms_mean"], f"wm_{size}": world["pdms_mean"]}
     return measured
 
 
@@ -676,10 +677,10 @@ def measure_scaling_csv(ctx: Context) -> dict[str, float]:
 
 def measure_scaling(ctx: Context) -> dict[str, float]:
     data = collected_data(ctx)
-    run = ctx.run("scaling", ["w0sim", "experiment", "scaling", "--sizes", "500,2000,8000", "--config", "tiny",
+    run = ctx.run("scaling", ["w0sim", "experiment", "scaling", "--sizes", "500,2000", "--config", "tiny",
                               "--data", "OUT/" + data.name, "--workers", str(ctx.workers), "--seeds", "0,1",
                               "--epochs", "4,2", "--out", "OUT/scaling"],
-                  env={"OMP_NUM_THREADS": "1"})
+                  env={"OMP_NUM_THREADS": "2"})
     return scaling_from_csv(run.out / "scaling.csv")
 
 
