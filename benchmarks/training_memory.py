@@ -611,8 +611,8 @@ def notes(result: dict) -> list[str]:
         f"Model: `training.pipeline.model_config('{result['preset']}')`, the preset with the query action expert and "
         "the AR (VQ) world model (backbone: transformers' `Emu3ForCausalLM`, untied LM head, no attention biases), "
         "every parameter float32 at rest as the trainer keeps it. The frozen VQ tokenizer's "
-        f"weights count as weights; buffers ({p['buffer_bytes'] / 1e6:.0f} MB, the VQ codebook and its EMA) are "
-        "counted whole on every GPU.",
+        f"weights count as weights; buffers ({p['buffer_bytes'] / 1e6:.0f} MB: Emu3's tokenizer has only batch-norm "
+        "statistics, w0sim's VQ-VAE its codebook and its EMA) are counted whole on every GPU.",
         "Stage 1 trains the backbone; stage 2 the action expert plus the backbone parameters its loss reaches "
         "(`trainable_groups` with backbone_lr_scale 1, as the official `--freeze_vlm False`).",
         "DDP: every GPU holds float32 weights (4 B per parameter), float32 gradients (4 B) and AdamW exp_avg + "
