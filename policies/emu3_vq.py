@@ -8,7 +8,9 @@ at a quarter of the work).
 
 The official code never trains the tokenizer. For stage 0 from scratch this module adds the VQ-VAE loss of van den
 Oord et al. (2017): reconstruction MSE, codebook loss ||sg(z) - e||^2 and commitment `vq_commitment_weight` x
-||z - sg(e)||^2, with straight-through gradients through the quantizer.
+||z - sg(e)||^2, with straight-through gradients through the quantizer. It has no dead-code restarts (our
+`policies.vq` has them), and from scratch at tiny size its codebook collapses (docs/DESIGN.md): it is meant for
+Emu3's pretrained weights.
 """
 from __future__ import annotations
 
