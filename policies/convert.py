@@ -213,6 +213,19 @@ def w0sim_to_official(model: DriveVLAW0ForDriving) -> dict[str, torch.Tensor]:
     return out
 
 
+def _check_fit(where: str, weights: dict[str, torch.Tensor], own: dict[str, torch.Tensor], required: list[str]) -> None:
+    """Raise a `ConversionError` naming, after `where`, the converted tensors of another shape than the model's,
+    those the model lacks, or the `required` model tensors not given (the first 5 of a kind)."""
+    wrong = [f"{k} {list(v.shape)} (model {list(own[k].shape)})" for k, v in weights.items()
+             if k in own and v.shape != own[k].shape]
+    extra = [k for k in weights if k not in own]
+    missing = [k for k in required if k not in weights]
+    for label, names in (("shape mismatch", wrong), ("not in the model", extra), ("missing", missing)):
+        if names:
+            raise ConversionError(f"{where}: {label}: {', '.join(names[:5])}"
+                                  + (f" and {len(names) - 5} more" if len(names) > 5 else ""))
+
+
 def load_official(model: DriveVLAW0ForDriving, folder: str | Path, backbone_only: bool = False,
                   anchors: str | Path | None = None) -> DriveVLAW0ForDriving:
     """Load an official checkpoint folder's weights into `model` (built from the matching config). Every tensor of
@@ -223,20 +236,13 @@ def load_official(model: DriveVLAW0ForDriving, folder: str | Path, backbone_only
     if anchors is not None:
         weights["policy.anchors"] = torch.from_numpy(np.load(anchors)).float()
     own = model.state_dict()
-    wrong = [f"{k} {list(v.shape)} (model {list(own[k].shape)})" for k, v in weights.items()
-             if k in own and v.shape != own[k].shape]
-    extra = [k for k in weights if k not in own]
     if backbone_only:
         prefixes = (_backbone_prefix(model),)
     elif model.policy is not None:
         prefixes = ("policy.",)
     else:
         prefixes = (_backbone_prefix(model),) + (("diffusion_wm.", "vae.") if model.diffusion_wm is not None else ())
-    missing = [k for k in own if k.startswith(prefixes) and k not in weights]
-    for label, names in (("shape mismatch", wrong), ("not in the model", extra), ("missing", missing)):
-        if names:
-            raise ConversionError(f"{folder}: {label}: {', '.join(names[:5])}"
-                                  + (f" and {len(names) - 5} more" if len(names) > 5 else ""))
+    _check_fit(f"{folder}", weights, own, [k for k in own if k.startswith(prefixes)])
     model.load_state_dict(weights, strict=False)
     return model
 
@@ -290,14 +296,7 @@ def load_official_vision_tokenizer(model: DriveVLAW0ForDriving, folder: str | Pa
         if VISION_PROJECTIONS.search(new) and tensor.dim() == 4:
             tensor = tensor[:, :, 0, 0]  # a 1x1 convolution's kernel is the Linear layer's matrix
         weights[new] = tensor
-    wrong = [f"{k} {list(v.shape)} (model {list(own[k].shape)})" for k, v in weights.items()
-             if k in own and v.shape != own[k].shape]
-    extra = [k for k in weights if k not in own]
-    missing = [k for k in own if k not in weights]
-    for label, names in (("shape mismatch", wrong), ("not in the model", extra), ("missing", missing)):
-        if names:
-            raise ConversionError(f"{folder}: vision tokenizer: {label}: {', '.join(names[:5])}"
-                                  + (f" and {len(names) - 5} more" if len(names) > 5 else ""))
+    _check_fit(f"{folder}: vision tokenizer", weights, own, list(own))
     model.vq.model.load_state_dict(weights)
     return model
 

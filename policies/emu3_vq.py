@@ -55,8 +55,9 @@ class Emu3ImageTokenizer(nn.Module):
         return self.model.quant_conv(hidden.permute(0, 2, 1, 3, 4)).permute(0, 2, 1, 3, 4)
 
     def _decode(self, quant: torch.Tensor) -> torch.Tensor:
-        """(B,1,D,h,w) code vectors -> (B,3,H,W) frames in [0,1] (unclamped), as `Emu3VQVAE.decode`: the decoder
-        reads the post-quant latents and, in its spatial norms, the code vectors; the first of the frames."""
+        """(B,1,D,h,w) code vectors -> (B,3,H,W) frames in [0,1] (unclamped), as `Emu3VQVAE.decode` from codes (this
+        takes the straight-through vectors of training): the decoder reads the post-quant latents and, in its
+        spatial norms, the code vectors; the first of the frames."""
         post = self.model.post_quant_conv(quant.permute(0, 2, 1, 3, 4)).permute(0, 2, 1, 3, 4)
         video = self.model.decoder(post, quant)
         b, _, _, h, w = quant.shape
@@ -69,9 +70,8 @@ class Emu3ImageTokenizer(nn.Module):
         return self.model.quantize(self._latents(frames))[:, 0]
 
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
-        """(B,h,w) long codes -> (B,3,H,W) frames clamped to [0,1]."""
-        quant = self.model.quantize.embedding(codes[:, None]).permute(0, 1, 4, 2, 3)
-        return self._decode(quant).clamp(0, 1)
+        """(B,h,w) long codes -> (B,3,H,W) frames clamped to [0,1], by `Emu3VQVAE.decode`."""
+        return ((self.model.decode(codes) + 1) / 2).clamp(0, 1)
 
     def forward(self, frames: torch.Tensor) -> VQOutput:
         """Encode, quantise (straight-through) and reconstruct, with the VQ-VAE loss (module docstring)."""
