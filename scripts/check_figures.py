@@ -687,7 +687,7 @@ def measure_scaling(ctx: Context) -> dict[str, float]:
 def measure_training(ctx: Context) -> dict[str, float]:
     data = collected_data(ctx)
     run = ctx.run("train", ["w0sim", "train", "--config", "tiny", "--all", "--data", "OUT/" + data.name,
-                            "--out", "OUT/drivevla-w0-tiny", "--seed", "0"],
+                            "--out", "OUT/drivevla-w0-tiny", "--seed", "0", "--backbone-lr-scale", "0"],
                   env={"OMP_NUM_THREADS": "2"})
     return {"seconds": run.seconds, "minutes": run.seconds / 60.0}
 

@@ -32,7 +32,9 @@ STAGE_DEFAULTS = {
     # 1,500 tokenizer steps: at 300 the tiny VQ-VAE reconstructs held-out frames worse (mean absolute error 6.7 of
     # 255) than copying the previous frame predicts them (6.5), a floor no world model on its codes can go below.
     0: TrainConfig(stage=0, steps=1500, batch_size=16, lr=2e-3, warmup_steps=20),
-    1: TrainConfig(stage=1, steps=800, batch_size=16, lr=1e-3, warmup_steps=50),
+    # 2,400 backbone steps: over 800 (the earlier default) the world model's teacher-forced next-frame error on
+    # held-out frames falls from 5.3 to 4.8 of 255, its greedy error from 9.3 to 9.2.
+    1: TrainConfig(stage=1, steps=2400, batch_size=16, lr=1e-3, warmup_steps=50),
     2: TrainConfig(stage=2, steps=400, batch_size=16, lr=1e-3, warmup_steps=30),
 }
 
