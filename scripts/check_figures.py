@@ -835,12 +835,12 @@ FIGURES = (
             Place("README.md", "scaling", (SCALING_PROSE,), provenance=False),
             Place(CARD, "scaling", (SCALING_PROSE,), provenance=False)),
            measure_scaling_csv),
-    Figure("scaling", "~1.5 h (collect, then 8 trainings, 4 and 2 epochs at 500 and 2,000 samples, 2 seeds, and their "
-           "evaluations)",
+    Figure("scaling", "~1.7 h (collect, the image tokenizer, then 8 trainings, 4 and 2 epochs at 500 and 2,000 samples, "
+           "2 seeds, and their evaluations)",
            (Place(RESULTS, "scaling", (SCALING_TABLE,)), Place("README.md", "scaling", (SCALING_PROSE,)),
             Place(CARD, "scaling", (SCALING_PROSE,))),
            measure_scaling, tolerances={"*": Absolute(0.05)},
-           slow="an hour and a half of training; a re-run is compared within ±0.05 PDMS, not to the printed digit",
+           slow="close to two hours of training; a re-run is compared within ±0.05 PDMS, not to the printed digit",
            artifacts=lambda ctx: {"docs/results/scaling_tiny.csv": ctx.out / "scaling" / "scaling.csv",
                                   "docs/results/scaling_tiny.png": ctx.out / "scaling" / "scaling.png"}),
     Figure("training", "~1 h (collect, then stages 0-2 of the tiny checkpoint on two threads)",
