@@ -314,8 +314,7 @@ def save_official_vision_tokenizer(model: DriveVLAW0ForDriving, folder: str | Pa
         tensor = tensor.detach().contiguous()
         out[_renamed(name, VISION_INVERSE)] = tensor[:, :, None, None] if VISION_PROJECTIONS.search(name) else tensor
     save_file(out, folder / "model.safetensors", metadata=PT_METADATA)
-    official = {theirs: getattr(c, ours) for theirs, ours in VISION_CONFIG.items()}
-    official["attn_resolutions"] = list(c.emu3_vq_attn_stages)
+    official = {theirs: getattr(c, ours) for theirs, ours in VISION_CONFIG.items()}  # tuples are written as lists
     ch = c.emu3_vq_channels[0]
     official.update(model_type="Emu3VisionVQ", ch=ch, ch_mult=[x // ch for x in c.emu3_vq_channels], double_z=False,
                     in_channels=3, out_channels=3, dropout=0.0)
