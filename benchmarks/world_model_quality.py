@@ -17,6 +17,9 @@ at the origin), and compared with the true frame. Mean absolute pixel error, 0-2
   baseline that pays the tokenizer's loss as the world model does);
 - wm_mae_teacher_forced: each code predicted (argmax) from the true codes before it, not the model's own: what the
   model knows one code at a time, without the drift of decoding a whole frame from its own guesses (Emu3 track only).
+Emu3 track, in code space (the fraction of the next frame's true codes each gets right, 0-1): code_accuracy (greedy,
+the true plan), code_accuracy_teacher_forced and code_accuracy_copy (the current frame's codes): where greedy falls
+below teacher forcing, the gap is drift.
 On the Qwen2.5-VL track the prediction is the diffusion world model's sample (DDPM from a generator seeded with 0 per
 chunk of samples) decoded by the VAE, and the image tokenizer is the VAE (a posterior sample, seeded alike).
 Prints a line per measure to stderr, then one JSON object on the last stdout line with those keys and "samples".
@@ -87,7 +90,8 @@ def measure(model, batch: dict, chunk: int = 8) -> dict:
     """The errors over the batch (module docstring), in chunks of `chunk` samples."""
     vq = model.vq is not None
     sums = {"wm_mae": 0.0, "copy_mae": 0.0, "wm_mae_standstill_plan": 0.0, "reconstruction_mae": 0.0,
-            "copy_codes_mae": 0.0} | ({"wm_mae_teacher_forced": 0.0} if vq else {})
+            "copy_codes_mae": 0.0} | ({"wm_mae_teacher_forced": 0.0, "code_accuracy": 0.0,
+                                       "code_accuracy_teacher_forced": 0.0, "code_accuracy_copy": 0.0} if vq else {})
     n = len(batch["text"])
     for start in tqdm(range(0, n, chunk), desc="predicting", file=sys.stderr):
         part = slice(start, start + chunk)
@@ -96,7 +100,7 @@ def measure(model, batch: dict, chunk: int = 8) -> dict:
         images = model.encode_frames(history)
         common = ([*batch["text"][part]], batch["ego_poses"][part], batch["command"][part].long())
         plan = batch["trajectories"][part]
-        predicted, _ = model.predict_next_frame(images, *common, plan, generator=torch.Generator().manual_seed(0))
+        predicted, codes = model.predict_next_frame(images, *common, plan, generator=torch.Generator().manual_seed(0))
         standstill, _ = model.predict_next_frame(images, *common, torch.zeros_like(plan),
                                                  generator=torch.Generator().manual_seed(0))
         k = truth.shape[0]
@@ -107,8 +111,11 @@ def measure(model, batch: dict, chunk: int = 8) -> dict:
         sums["copy_codes_mae"] += mae(round_trip(model, history[:, -1]), truth) * k
         if vq:
             true_codes = model.vq.encode(truth).view(-1, *model.config.image_grid)
-            teacher_forced = model.vq.decode(teacher_forced_codes(model, images, common, plan, true_codes))
-            sums["wm_mae_teacher_forced"] += mae(teacher_forced, truth) * k
+            forced = teacher_forced_codes(model, images, common, plan, true_codes)
+            sums["wm_mae_teacher_forced"] += mae(model.vq.decode(forced), truth) * k
+            for key, guess in (("code_accuracy", codes), ("code_accuracy_teacher_forced", forced),
+                               ("code_accuracy_copy", images[:, -1])):
+                sums[key] += float((guess == true_codes).float().mean()) * k
     return {"samples": n} | {key: round(value / n, 3) for key, value in sums.items()}
 
 
@@ -124,7 +131,7 @@ def main() -> None:
         raise SystemExit("this benchmark measures the world model; the checkpoint has none")
     result = measure(model, held_out_samples(model, args.split, args.scenes))
     for key, value in result.items():
-        print(f"{key:24s} {value}", file=sys.stderr)
+        print(f"{key:28s} {value}", file=sys.stderr)
     print(json.dumps(result))
 
 

@@ -650,6 +650,14 @@ def measure_checkpoint(ctx: Context) -> dict[str, float | str]:
     return {"params": model.num_parameters() / 1e6, "sha": sha}
 
 
+def measure_world_model(ctx: Context) -> dict[str, float]:
+    run = ctx.run("world-model", ["python", "benchmarks/world_model_quality.py"])
+    result = json.loads(run.stdout.strip().splitlines()[-1])
+    accuracy = ("code_accuracy", "code_accuracy_teacher_forced", "code_accuracy_copy")
+    return ({f"{key}.mae": value for key, value in result.items() if "_mae" in key}
+            | {key: 100 * result[key] for key in accuracy})
+
+
 def scaling_from_csv(path: Path) -> dict[str, float]:
     """Per size: both variants' mean PDMS over the seeds, its standard error (NaN for one seed) and the difference of
     the means, from an experiment's scaling.csv (`training.scaling.summarize_seeds`)."""
@@ -740,6 +748,18 @@ ROUTE_TABLE = (Prose(rf"driving score {value('ds')}, route completion {value('rc
                Table({"status": {"text": "status"}, "driving score": {0: "ds"}, "route completion": {0: "rc"},
                       "penalty": {0: "ip"}}, header="route"))
 TIME = Ratio(3.0)
+# The model card's world-model table (benchmarks/world_model_quality.py) and its code-space sentence.
+WORLD_MODEL_FIGURES = (
+    Table({"MAE": {0: "mae"}}, {"world model, greedy, the true plan": "wm_mae",
+                                "world model, greedy, a stand-still plan": "wm_mae_standstill_plan",
+                                "world model, each code from the true codes before it (teacher forced)":
+                                    "wm_mae_teacher_forced",
+                                "copy the current frame": "copy_mae",
+                                "copy the current frame's codes (through the image tokenizer)": "copy_codes_mae",
+                                "the true frame through the image tokenizer (the floor)": "reconstruction_mae"}),
+    Prose(rf"greedy decoding gets {value('code_accuracy')} % of them right, teacher forcing "
+          rf"{value('code_accuracy_teacher_forced')} % and copying the current frame's codes "
+          rf"{value('code_accuracy_copy')} %"))
 
 
 def carla_file_figure(agent: str, split: str) -> Figure:
@@ -826,6 +846,8 @@ FIGURES = (
             Place(CARD, "checkpoint-file", (Prose(rf"sha256 begins `{text_value('sha', '[0-9a-f]+')}`"),),
                   provenance=False)),
            measure_checkpoint, tolerances={"sha": Prefix()}),
+    Figure("world-model", "~1 min (benchmarks/world_model_quality.py on the shipped checkpoint)",
+           (Place(CARD, "world-model", WORLD_MODEL_FIGURES),), measure_world_model),
     Figure("collect-hash", "~4-7 min (w0sim collect --scenes 4000, all workers)",
            (Place(CARD, "collect-hash", (Prose(rf"content hash `{text_value('hash', '[0-9a-f]+')}…`"),)),
             Place(RESULTS, "collect-hash", (Prose(rf"content hash `{text_value('hash', '[0-9a-f]+')}…`"),))),
@@ -970,7 +992,7 @@ def with_provenance(text: str, place: Place, line: str) -> str:
 def commit_description() -> str:
     """The commit measured, and whether code outside tests and docs differed from it."""
     commit = git("rev-parse", "--short=7", "HEAD")
-    changed = [line[3:] for line in git("status", "--porcelain", "--untracked-files=no").splitlines()]
+    changed = git("diff", "--name-only", "HEAD").splitlines()
     code = [p for p in changed if not p.endswith(".md") and not p.startswith(("tests/", "docs/"))]
     return f"`{commit}`" + (f" (plus uncommitted changes to {', '.join(code)})" if code else "")
 

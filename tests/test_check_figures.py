@@ -153,3 +153,25 @@ def test_every_published_figure_of_the_project_is_readable():
     for fig in check_figures.FIGURES:
         for place in fig.places:
             assert check_figures.read_place((REPO_ROOT / place.file).read_text(), place), (fig.name, place.file)
+
+
+def test_provenance_names_each_uncommitted_code_file_whole(tmp_path, monkeypatch):
+    """Modified code files are listed by their full paths, the first included (a porcelain status line starts
+    with a space that stripping the output loses); tests and documents are left out."""
+    import subprocess
+
+    def git(*args):
+        subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
+
+    git("init", "-q")
+    for name in ("benchmarks/a.py", "policies/b.py", "tests/c.py", "notes.md"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text("0\n")
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "start")
+    monkeypatch.setattr(check_figures, "ROOT", tmp_path)
+    assert "uncommitted" not in check_figures.commit_description()
+    for name in ("benchmarks/a.py", "policies/b.py", "tests/c.py", "notes.md"):
+        (tmp_path / name).write_text("1\n")
+    git("add", "policies/b.py")  # staged and unstaged changes alike
+    assert check_figures.commit_description().endswith("(plus uncommitted changes to benchmarks/a.py, policies/b.py)")

@@ -24,7 +24,8 @@ from training.collect import CollectConfig
 
 SPLIT = "builtin:navtest"
 WM_KEYS = {"samples", "wm_mae", "copy_mae", "wm_mae_standstill_plan", "reconstruction_mae", "copy_codes_mae",
-           "wm_mae_teacher_forced"}
+           "wm_mae_teacher_forced",
+           "code_accuracy", "code_accuracy_teacher_forced", "code_accuracy_copy"}
 CAMERA_KEYS = {"scenes", "pdms_own", "pdms_other_scene", "pdms_grey", "cost_other_scene", "cost_grey"}
 
 
@@ -107,6 +108,12 @@ def test_world_model_quality_prints_every_error_of_the_held_out_samples(wmq, mic
         reconstructed = model.vq.decode(model.vq.encode(truth).view(-1, *c.image_grid))
     assert result["copy_codes_mae"] == pytest.approx(_mae(copied, truth), abs=2e-3)
     assert result["reconstruction_mae"] == pytest.approx(_mae(reconstructed, truth), abs=2e-3)
+    # In code space: the share of the next frame's codes that copying the current frame's gets right.
+    with torch.no_grad():
+        same = model.vq.encode(history[:, -1]) == model.vq.encode(truth)
+    assert result["code_accuracy_copy"] == pytest.approx(float(same.float().mean()), abs=1e-3)
+    for key in ("code_accuracy", "code_accuracy_teacher_forced", "code_accuracy_copy"):
+        assert 0 <= result[key] <= 1, key
 
 
 def test_world_model_quality_measures_the_qwen_tracks_diffusion_world_model_through_its_vae(wmq, tmp_path,
@@ -122,7 +129,8 @@ def test_world_model_quality_measures_the_qwen_tracks_diffusion_world_model_thro
     monkeypatch.setattr(sys, "argv", ["world_model_quality.py", "--checkpoint", str(folder), "--scenes", "1"])
     wmq.main()
     result = _last_json(capsys)
-    assert set(result) == WM_KEYS - {"wm_mae_teacher_forced"}
+    assert set(result) == WM_KEYS - {"wm_mae_teacher_forced", "code_accuracy", "code_accuracy_teacher_forced",
+                                     "code_accuracy_copy"}
     model = load_policy(folder)
     batch = wmq.held_out_samples(model, SPLIT, 1)
     assert wmq.measure(model, batch) == result  # seeded: the same samples again
