@@ -652,6 +652,9 @@ def measure_checkpoint(ctx: Context) -> dict[str, float | str]:
 
 def measure_world_model(ctx: Context) -> dict[str, float]:
     run = ctx.run("world-model", ["python", "benchmarks/world_model_quality.py"])
+    from w0sim.runner import checkpoint_sha256
+
+    ctx.data["checkpoint sha256"] = checkpoint_sha256(CHECKPOINT)[:16]
     result = json.loads(run.stdout.strip().splitlines()[-1])
     accuracy = ("code_accuracy", "code_accuracy_teacher_forced", "code_accuracy_copy")
     return ({f"{key}.mae": value for key, value in result.items() if "_mae" in key}
