@@ -19,7 +19,9 @@ at the origin), and compared with the true frame. Mean absolute pixel error, 0-2
   model knows one code at a time, without the drift of decoding a whole frame from its own guesses (Emu3 track only).
 Emu3 track, in code space (the fraction of the next frame's true codes each gets right, 0-1): code_accuracy (greedy,
 the true plan), code_accuracy_teacher_forced and code_accuracy_copy (the current frame's codes): where greedy falls
-below teacher forcing, the gap is drift.
+below teacher forcing, the gap is drift; and code_accuracy_teacher_forced_other_scene, teacher forcing with another
+scene's history frames in the context (those of the samples one scene earlier, cyclically): the closer it is to
+code_accuracy_teacher_forced, the less the world model reads the frame it is asked to continue.
 On the Qwen2.5-VL track the prediction is the diffusion world model's sample (DDPM from a generator seeded with 0 per
 chunk of samples) decoded by the VAE, and the image tokenizer is the VAE (a posterior sample, seeded alike).
 Prints a line per measure to stderr, then one JSON object on the last stdout line with those keys and "samples".
@@ -54,6 +56,8 @@ def held_out_samples(model, split: str, scenes: int) -> dict[str, torch.Tensor]:
             rows.setdefault(name, []).extend(values)
     batch = {name: torch.from_numpy(np.stack(v)) for name, v in rows.items() if name != "meta"}
     batch["text"] = [m["text"] for m in rows["meta"]]
+    # Another scene's history frames for each sample: the samples one scene earlier (every scene gives as many).
+    batch["other_scene"] = batch["history_frames"].roll(len(got["meta"]), 0)
     return batch
 
 
@@ -91,7 +95,8 @@ def measure(model, batch: dict, chunk: int = 8) -> dict:
     vq = model.vq is not None
     sums = {"wm_mae": 0.0, "copy_mae": 0.0, "wm_mae_standstill_plan": 0.0, "reconstruction_mae": 0.0,
             "copy_codes_mae": 0.0} | ({"wm_mae_teacher_forced": 0.0, "code_accuracy": 0.0,
-                                       "code_accuracy_teacher_forced": 0.0, "code_accuracy_copy": 0.0} if vq else {})
+                                       "code_accuracy_teacher_forced": 0.0, "code_accuracy_copy": 0.0,
+                                       "code_accuracy_teacher_forced_other_scene": 0.0} if vq else {})
     n = len(batch["text"])
     for start in tqdm(range(0, n, chunk), desc="predicting", file=sys.stderr):
         part = slice(start, start + chunk)
@@ -113,8 +118,11 @@ def measure(model, batch: dict, chunk: int = 8) -> dict:
             true_codes = model.vq.encode(truth).view(-1, *model.config.image_grid)
             forced = teacher_forced_codes(model, images, common, plan, true_codes)
             sums["wm_mae_teacher_forced"] += mae(model.vq.decode(forced), truth) * k
+            other = model.encode_frames(frames_to_model(batch["other_scene"][part]))
+            unrelated = teacher_forced_codes(model, other, common, plan, true_codes)
             for key, guess in (("code_accuracy", codes), ("code_accuracy_teacher_forced", forced),
-                               ("code_accuracy_copy", images[:, -1])):
+                               ("code_accuracy_copy", images[:, -1]),
+                               ("code_accuracy_teacher_forced_other_scene", unrelated)):
                 sums[key] += float((guess == true_codes).float().mean()) * k
     return {"samples": n} | {key: round(value / n, 3) for key, value in sums.items()}
 

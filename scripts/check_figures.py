@@ -656,7 +656,8 @@ def measure_world_model(ctx: Context) -> dict[str, float]:
 
     ctx.data["checkpoint sha256"] = checkpoint_sha256(CHECKPOINT)[:16]
     result = json.loads(run.stdout.strip().splitlines()[-1])
-    accuracy = ("code_accuracy", "code_accuracy_teacher_forced", "code_accuracy_copy")
+    accuracy = ("code_accuracy", "code_accuracy_teacher_forced", "code_accuracy_copy",
+                "code_accuracy_teacher_forced_other_scene")
     return ({f"{key}.mae": value for key, value in result.items() if "_mae" in key}
             | {key: 100 * result[key] for key in accuracy})
 
@@ -762,7 +763,9 @@ WORLD_MODEL_FIGURES = (
                                 "the true frame through the image tokenizer (the floor)": "reconstruction_mae"}),
     Prose(rf"greedy decoding gets {value('code_accuracy')} % of them right, teacher forcing "
           rf"{value('code_accuracy_teacher_forced')} % and copying the current frame's codes "
-          rf"{value('code_accuracy_copy')} %"))
+          rf"{value('code_accuracy_copy')} %"),
+    Prose(rf"another scene's history frames in its context, teacher forcing still gets "
+          rf"{value('code_accuracy_teacher_forced_other_scene')} %"))
 
 
 def carla_file_figure(agent: str, split: str) -> Figure:

@@ -25,7 +25,8 @@ from training.collect import CollectConfig
 SPLIT = "builtin:navtest"
 WM_KEYS = {"samples", "wm_mae", "copy_mae", "wm_mae_standstill_plan", "reconstruction_mae", "copy_codes_mae",
            "wm_mae_teacher_forced",
-           "code_accuracy", "code_accuracy_teacher_forced", "code_accuracy_copy"}
+           "code_accuracy", "code_accuracy_teacher_forced", "code_accuracy_copy",
+           "code_accuracy_teacher_forced_other_scene"}
 CAMERA_KEYS = {"scenes", "pdms_own", "pdms_other_scene", "pdms_grey", "cost_other_scene", "cost_grey"}
 
 
@@ -112,8 +113,24 @@ def test_world_model_quality_prints_every_error_of_the_held_out_samples(wmq, mic
     with torch.no_grad():
         same = model.vq.encode(history[:, -1]) == model.vq.encode(truth)
     assert result["code_accuracy_copy"] == pytest.approx(float(same.float().mean()), abs=1e-3)
-    for key in ("code_accuracy", "code_accuracy_teacher_forced", "code_accuracy_copy"):
+    for key in ("code_accuracy", "code_accuracy_teacher_forced", "code_accuracy_copy",
+                "code_accuracy_teacher_forced_other_scene"):
         assert 0 <= result[key] <= 1, key
+
+
+def test_world_model_quality_gives_each_sample_another_scenes_frames(wmq, micro):
+    """Teacher forcing "with another scene's frames" reads, for each sample, the history of the sample one scene
+    earlier (cyclically): never its own scene's, and measured with exactly those frames."""
+    model = load_policy(micro)
+    batch = wmq.held_out_samples(model, SPLIT, 2)
+    per_scene = len(batch["text"]) // 2
+    assert torch.equal(batch["other_scene"][:per_scene], batch["history_frames"][per_scene:])
+    assert torch.equal(batch["other_scene"][per_scene:], batch["history_frames"][:per_scene])
+    swapped = dict(batch, history_frames=batch["other_scene"], other_scene=batch["history_frames"])
+    own, other = wmq.measure(model, batch), wmq.measure(model, swapped)
+    # Swapping the two scenes' frames swaps the two teacher-forced accuracies (the true codes stay the same).
+    assert own["code_accuracy_teacher_forced_other_scene"] == other["code_accuracy_teacher_forced"]
+    assert own["code_accuracy_teacher_forced"] == other["code_accuracy_teacher_forced_other_scene"]
 
 
 def test_world_model_quality_measures_the_qwen_tracks_diffusion_world_model_through_its_vae(wmq, tmp_path,
@@ -129,8 +146,7 @@ def test_world_model_quality_measures_the_qwen_tracks_diffusion_world_model_thro
     monkeypatch.setattr(sys, "argv", ["world_model_quality.py", "--checkpoint", str(folder), "--scenes", "1"])
     wmq.main()
     result = _last_json(capsys)
-    assert set(result) == WM_KEYS - {"wm_mae_teacher_forced", "code_accuracy", "code_accuracy_teacher_forced",
-                                     "code_accuracy_copy"}
+    assert set(result) == {key for key in WM_KEYS if not key.startswith(("code_", "wm_mae_teacher"))}
     model = load_policy(folder)
     batch = wmq.held_out_samples(model, SPLIT, 1)
     assert wmq.measure(model, batch) == result  # seeded: the same samples again
