@@ -46,7 +46,8 @@ from training.collect import CollectConfig, expert_samples
 
 
 def held_out_samples(model, split: str, scenes: int) -> dict[str, torch.Tensor]:
-    """Samples of the first `scenes` scenes of `split`, as the training data holds them (stacked tensors)."""
+    """Samples of the first `scenes` scenes of `split`, as the training data holds them (stacked tensors), and per
+    sample another scene's history frames ("other_scene")."""
     config = CollectConfig.for_policy(model.config)
     planner, sampling = LaneFollowingPDMPlanner(), TrajectorySampling()
     rows: dict[str, list] = {}

@@ -651,9 +651,9 @@ def measure_checkpoint(ctx: Context) -> dict[str, float | str]:
 
 
 def measure_world_model(ctx: Context) -> dict[str, float]:
-    run = ctx.run("world-model", ["python", "benchmarks/world_model_quality.py"])
     from w0sim.runner import checkpoint_sha256
 
+    run = ctx.run("world-model", ["python", "benchmarks/world_model_quality.py"])
     ctx.data["checkpoint sha256"] = checkpoint_sha256(CHECKPOINT)[:16]
     result = json.loads(run.stdout.strip().splitlines()[-1])
     accuracy = ("code_accuracy", "code_accuracy_teacher_forced", "code_accuracy_copy",
@@ -752,7 +752,7 @@ ROUTE_TABLE = (Prose(rf"driving score {value('ds')}, route completion {value('rc
                Table({"status": {"text": "status"}, "driving score": {0: "ds"}, "route completion": {0: "rc"},
                       "penalty": {0: "ip"}}, header="route"))
 TIME = Ratio(3.0)
-# The model card's world-model table (benchmarks/world_model_quality.py) and its code-space sentence.
+# The model card's world-model table (benchmarks/world_model_quality.py) and its code-space sentences.
 WORLD_MODEL_FIGURES = (
     Table({"MAE": {0: "mae"}}, {"world model, greedy, the true plan": "wm_mae",
                                 "world model, greedy, a stand-still plan": "wm_mae_standstill_plan",
