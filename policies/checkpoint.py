@@ -96,7 +96,8 @@ class CheckpointError(ValueError):
 @dataclass(frozen=True)
 class Rule:
     """What one config.json field may hold: kind int / float / bool / choice /
-    sizes (a list of 1 to 8 ints) / triple (3 numbers) / fast (a fitted FAST tokenizer's JSON, or ""), and bounds
+    sizes (a list of 1 to 8 ints, one per stage) / indices (a list of 0 to 8 ints: which stages or blocks) / triple
+    (3 numbers) / fast (a fitted FAST tokenizer's JSON, or ""), and bounds
     (inclusive unless `open_low`)."""
 
     kind: str
@@ -124,12 +125,12 @@ CONFIG_FIELDS: dict[str, Rule] = {
     "vq_code_dim": _size(), "vq_commitment_weight": Rule("float", 0.0, 1e6), "vq_ema_decay": Rule("float", 0.0, 1.0),
     "vq_restart_after": _size(), "vq_model": Rule("choice", choices=VQ_MODELS),
     "emu3_vq_channels": Rule("sizes", 32, 1 << 16), "emu3_vq_res_blocks": _size(1, 64),
-    "emu3_vq_attn_stages": Rule("sizes", 0, 7), "emu3_vq_latent_channels": _size(1, 1 << 16),
+    "emu3_vq_attn_stages": Rule("indices", 0, 7), "emu3_vq_latent_channels": _size(1, 1 << 16),
     "emu3_vq_temporal_factor": _size(1, 64),
     "image_input": Rule("choice", choices=IMAGE_INPUTS), "vit_patch_size": _size(1, 4096),
     "vit_merge_size": _size(1, 64), "vit_depth": _size(1, 1024), "vit_hidden_size": _size(),
     "vit_intermediate_size": _size(), "vit_heads": _size(1, 1024), "vit_window_size": _size(1, 1 << 16),
-    "vit_fullatt_blocks": Rule("sizes", 0, 1024), "mrope_section": Rule("sizes", 1, 1 << 16),
+    "vit_fullatt_blocks": Rule("indices", 0, 1024), "mrope_section": Rule("sizes", 1, 1 << 16),
     "qwen_vocab_size": _size(0), "vae_channels": Rule("sizes", 1, 1 << 16), "vae_latent_channels": _size(1, 1 << 16),
     "vae_layers_per_block": _size(1, 64), "vae_kl_weight": Rule("float", 0.0, 1e6),
     "vae_scaling_factor": Rule("float", 0.0, 1e6),
@@ -201,9 +202,10 @@ def _field_problem(name: str, value: Any, rule: Rule) -> str | None:
         except ValueError as err:
             return f"{name} is not a FAST tokenizer: {err}"
         return None
-    # sizes: a list of 1 to 8 ints (one per stage)
-    if not (isinstance(value, list) and 1 <= len(value) <= 8 and all(_is_int(v) for v in value)):
-        return f"{name} is {shown}; it must be a list of 1 to 8 integers"
+    # sizes / indices: a list of 1 / 0 to 8 ints
+    fewest = 0 if rule.kind == "indices" else 1
+    if not (isinstance(value, list) and fewest <= len(value) <= 8 and all(_is_int(v) for v in value)):
+        return f"{name} is {shown}; it must be a list of {fewest} to 8 integers"
     bad = [v for v in value if not rule.low <= v <= rule.high]
     return f"{name} has {bad[0]}; every entry must be {_bounds(rule)}" if bad else None
 

@@ -351,6 +351,18 @@ def test_an_emu3_tokenizer_checkpoint_passes_the_checks_and_loads(tmp_path):
         check_checkpoint(tmp_path)
 
 
+@pytest.mark.parametrize("overrides", [
+    {**MICRO_EMU3, "emu3_vq_attn_stages": ()},  # transformers' Emu3VQVAE builds without attention blocks
+    {"image_input": "vit", "use_action_expert": False, "vit_fullatt_blocks": ()},  # a ViT of windowed blocks only
+])
+def test_empty_index_lists_are_valid_fields(tmp_path, overrides):
+    model = save_micro(tmp_path, **overrides)
+    assert same_state(model, load_checkpoint(tmp_path))
+    edit_config(tmp_path, lambda c: c.update({k: [9999] for k, v in overrides.items() if v == ()}))
+    with pytest.raises(CheckpointError, match="has 9999; every entry must be in"):
+        check_checkpoint(tmp_path)
+
+
 def test_a_checkpoint_saved_before_the_added_fields_loads_with_their_defaults(ckpt, saved):
     """The shipped checkpoint predates vq_model and the emu3_vq_* fields: its config.json and record lack them."""
     edit_config(ckpt, lambda c: {k: v for k, v in c.items() if k not in ADDED_FIELDS})
