@@ -53,18 +53,23 @@ class DriveVLAW0VAE(PreTrainedModel):
     def _posterior(self, frames: torch.Tensor):
         return self.autoencoder.encode(frames * 2 - 1).latent_dist
 
+    @staticmethod
+    def _draw(posterior, noise: torch.Tensor) -> torch.Tensor:
+        """The posterior sample that standard-normal `noise` gives (the reparameterisation)."""
+        return posterior.mean + posterior.std * noise.to(posterior.mean.dtype)
+
     def _sample(self, frames: torch.Tensor, draws: BatchNoise | None) -> torch.Tensor:
         """A posterior sample (B,C,h,w), unscaled; the draw comes from `draws` (per-row seeds across processes)."""
         posterior = self._posterior(frames)
-        noise = (draws or BatchNoise()).randn(posterior.mean.shape, frames.device, posterior.mean.dtype)
-        return posterior.mean + posterior.std * noise
+        return self._draw(posterior, (draws or BatchNoise()).randn(posterior.mean.shape, frames.device,
+                                                                   posterior.mean.dtype))
 
     def forward(self, frames: torch.Tensor, noise: torch.Tensor | None = None) -> VAEOutput:
         """Stage-0 loss of a batch of frames (N,3,H,W) in [0,1]; `noise` (N,C,h,w) draws the posterior sample
         (standard normal drawn here without it)."""
         posterior = self._posterior(frames)
-        noise = torch.randn_like(posterior.mean) if noise is None else noise.to(posterior.mean.dtype)
-        reconstruction = self.autoencoder.decode(posterior.mean + posterior.std * noise).sample
+        noise = torch.randn_like(posterior.mean) if noise is None else noise
+        reconstruction = self.autoencoder.decode(self._draw(posterior, noise)).sample
         rec = F.mse_loss(reconstruction.float(), frames.float() * 2 - 1)
         return VAEOutput(rec + self.config.vae_kl_weight * posterior.kl().float().mean(), rec)
 
