@@ -38,8 +38,9 @@ torch.set_num_threads(1)
 
 import argparse  # noqa: E402
 
+from benchmarks.made_up_drives import made_up_drives, with_fitted_tokenizer  # noqa: E402
 from policies.action_expert import DriveVLAW0ExpertPolicy, state_features  # noqa: E402
-from policies.action_tokens import ActionTokenizer, fit_action_tokenizer, frame_motions  # noqa: E402
+from policies.action_tokens import ActionTokenizer, frame_motions  # noqa: E402
 from policies.backbone import DriveVLAW0Backbone  # noqa: E402
 from policies.config import DriveVLAW0Config  # noqa: E402
 from policies.sequence import SequenceBuilder  # noqa: E402
@@ -55,20 +56,10 @@ def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def made_up_drives(n: int = 400) -> tuple[torch.Tensor, torch.Tensor]:
-    """(ego poses (n,4,3), plans (n,8,3)): constant speed 0-12 m/s on gentle constant-curvature arcs, 0.5 s apart."""
-    g = torch.Generator().manual_seed(SEED)
-    speed, curvature = torch.rand(n, 1, generator=g) * 12, (torch.rand(n, 1, generator=g) - 0.5) * 0.04
-    s = speed.double() * torch.arange(-3, 9, dtype=torch.float64) * 0.5
-    heading = curvature.double() * s
-    poses = torch.stack([s * torch.cos(heading / 2), s * torch.sin(heading / 2), heading], -1)
-    return poses[:, :4], poses[:, 4:]
-
-
 def preset_config(preset: str, tokens: int, **overrides) -> DriveVLAW0Config:
     """The preset with a fitted FAST tokenizer and the AR cap at `tokens` FAST tokens (+ <boa>, <eoa>)."""
     config = DriveVLAW0Config.preset(preset, max_action_tokens=tokens + 2, **overrides)
-    return DriveVLAW0Config.from_dict({**config.to_dict(), **fit_action_tokenizer(config, *made_up_drives())})
+    return with_fitted_tokenizer(config, made_up_drives(dtype=torch.float64))
 
 
 def build_inputs(config: DriveVLAW0Config):
@@ -77,7 +68,7 @@ def build_inputs(config: DriveVLAW0Config):
     text = InstructionTokenizer().encode(COMMAND_TEXT, add_special_tokens=False)
     h, w = config.image_grid
     codes = torch.randint(0, config.vq_codebook_size, (1, config.num_history_frames, h, w), generator=g)
-    ego_poses, _ = made_up_drives(1)
+    ego_poses, _ = made_up_drives(1, torch.float64)
     tokenizer, motions = ActionTokenizer(config), frame_motions(config, ego_poses)
     past = [tokenizer.encode(motions.past[:, f]) for f in range(config.num_history_frames)]
     actions = [tokenizer.encode(motions.to_next[:, f]) for f in range(config.num_history_frames - 1)]

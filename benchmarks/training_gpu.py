@@ -37,7 +37,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))) 
 
 import torch  # noqa: E402
 
-from policies.action_tokens import fit_action_tokenizer  # noqa: E402
+from benchmarks.made_up_drives import made_up_drives, with_fitted_tokenizer  # noqa: E402
 from policies.config import DriveVLAW0Config  # noqa: E402
 from policies.model import DriveVLAW0ForDriving, frames_to_model  # noqa: E402
 from training.pipeline import model_config  # noqa: E402
@@ -51,20 +51,9 @@ def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def made_up_drives(n: int = 400) -> tuple[torch.Tensor, torch.Tensor]:
-    """(ego poses (n,4,3), plans (n,8,3)): constant speed 0-12 m/s on gentle constant-curvature arcs, 0.5 s apart."""
-    g = torch.Generator().manual_seed(SEED)
-    speed, curvature = torch.rand(n, 1, generator=g) * 12, (torch.rand(n, 1, generator=g) - 0.5) * 0.04
-    s = speed.double() * torch.arange(-3, 9, dtype=torch.float64) * 0.5
-    heading = curvature.double() * s
-    poses = torch.stack([s * torch.cos(heading / 2), s * torch.sin(heading / 2), heading], -1).float()
-    return poses[:, :4], poses[:, 4:]
-
-
 def preset_config(preset: str) -> DriveVLAW0Config:
     """`model_config(preset)` with its action tokenizer (quantile bounds, FAST BPE) fitted on `made_up_drives`."""
-    config = model_config(preset)
-    return DriveVLAW0Config.from_dict({**config.to_dict(), **fit_action_tokenizer(config, *made_up_drives())})
+    return with_fitted_tokenizer(model_config(preset))
 
 
 def synthetic_samples(config, n: int) -> list[dict]:

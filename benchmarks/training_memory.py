@@ -50,7 +50,8 @@ import torch.nn.functional as F  # noqa: E402
 from torch.utils._python_dispatch import TorchDispatchMode  # noqa: E402
 from transformers.models.emu3.modeling_emu3 import Emu3DecoderLayer  # noqa: E402
 
-from policies.action_tokens import ActionTokenizer, fit_action_tokenizer, frame_motions  # noqa: E402
+from benchmarks.made_up_drives import DRIVES, made_up_drives, with_fitted_tokenizer  # noqa: E402
+from policies.action_tokens import ActionTokenizer, frame_motions  # noqa: E402
 from policies.config import DriveVLAW0Config  # noqa: E402
 from policies.model import DriveVLAW0ForDriving, DrivingInputs  # noqa: E402
 from policies.motion import poses_to_deltas  # noqa: E402
@@ -71,7 +72,6 @@ DEPTHS = (2, 3)  # layers of the measured models
 # the instruction words' ids, and a small VQ codebook.
 MEASURED_TEXT_VOCAB = 64
 MEASURED_CODEBOOK = 1024
-DRIVES = 400  # made-up drives the action tokenizer is fitted on
 REGIONS = ("backbone layer", "backbone, outside the layers", "context K/V for the expert", "expert", "LM head", "other")
 
 
@@ -97,22 +97,11 @@ def numel(module: torch.nn.Module) -> int:
 
 
 # --- the configuration: the preset with a fitted action tokenizer --------------------------------------------------
-def made_up_drives(n: int = DRIVES) -> tuple[torch.Tensor, torch.Tensor]:
-    """(ego poses (n,4,3), plans (n,8,3)): constant speed 0-12 m/s on gentle constant-curvature arcs, 0.5 s apart."""
-    g = torch.Generator().manual_seed(0)
-    speed, curvature = torch.rand(n, 1, generator=g) * 12, (torch.rand(n, 1, generator=g) - 0.5) * 0.04
-    s = speed.double() * torch.arange(-3, 9, dtype=torch.float64) * 0.5
-    heading = curvature.double() * s
-    poses = torch.stack([s * torch.cos(heading / 2), s * torch.sin(heading / 2), heading], -1).float()
-    return poses[:, :4], poses[:, 4:]
-
-
 @functools.cache
 def preset_config(preset: str) -> DriveVLAW0Config:
     """`training.pipeline.model_config(preset)` with its action tokenizer fitted on `made_up_drives` (a sequence
     needs one; the parameter counts do not depend on it)."""
-    config = model_config(preset)
-    return DriveVLAW0Config.from_dict({**config.to_dict(), **fit_action_tokenizer(config, *made_up_drives())})
+    return with_fitted_tokenizer(model_config(preset))
 
 
 def longest_drive(config: DriveVLAW0Config) -> int:
