@@ -1,4 +1,4 @@
-"""Loss curves of a training run (every stage's metrics.csv) as one png."""
+"""Loss curves of a training run (every stage's metrics.csv, held-out losses dashed) as one png."""
 from __future__ import annotations
 
 import csv
@@ -23,10 +23,12 @@ def plot_run(run_dir: str | Path, path: str | Path | None = None) -> Path | None
         rows = list(csv.DictReader(metrics.open()))
         steps = [int(r["step"]) for r in rows]
         for name in CURVES:
-            values = [float(r[name]) if r.get(name) else None for r in rows]
-            if any(v is not None for v in values):
-                ax.plot([s for s, v in zip(steps, values) if v is not None], [v for v in values if v is not None],
-                        label=name.replace("_", " "))
+            line = None
+            for column, style in ((name, "-"), (f"val_{name}", "--")):  # held-out losses dashed, in the same colour
+                points = [(s, float(r[column])) for s, r in zip(steps, rows) if r.get(column)]
+                if points:
+                    line, = ax.plot(*zip(*points), style, color=line.get_color() if line else None,
+                                    label=column.replace("val_", "held-out ").replace("_", " "))
         ax.set_yscale("log")
         ax.set_title(metrics.parent.name.replace("stage", "stage "))
         ax.set_xlabel("step")

@@ -121,12 +121,16 @@ def pretrained_tokenizer_stage(run_dir: Path, config: DriveVLAW0Config, vision_t
 
 def train_stages(data_dir: str | Path, run_dir: str | Path, stages: tuple[int, ...] = (0, 1, 2),
                  config: DriveVLAW0Config | None = None, overrides: dict[int, dict] | None = None,
-                 indices=None, show_progress: bool = True, vision_tokenizer: str | Path | None = None) -> Path:
+                 indices=None, show_progress: bool = True, vision_tokenizer: str | Path | None = None,
+                 eval_data: str | Path | None = None) -> Path:
     """Train `stages` in order on the data in `data_dir` (a subset with `indices`); returns the last model folder.
     `overrides[stage]` replaces fields of that stage's `STAGE_DEFAULTS` (steps, batch_size, lr, seed, ...).
-    `vision_tokenizer`: an Emu3-VisionTokenizer folder that stage 0 loads instead of training a tokenizer."""
+    `vision_tokenizer`: an Emu3-VisionTokenizer folder that stage 0 loads instead of training a tokenizer.
+    `eval_data`: a held-out data folder each stage is evaluated on every `eval_every` steps (default: at each
+    checkpoint)."""
     run_dir = Path(run_dir)
     dataset = ExpertDataset(data_dir, indices)
+    eval_dataset = ExpertDataset(eval_data) if eval_data is not None else None
     config = with_action_tokenizer(config or model_config("tiny"), dataset, run_dir, stages[0])
     out = run_dir
     for stage in stages:
@@ -134,6 +138,8 @@ def train_stages(data_dir: str | Path, run_dir: str | Path, stages: tuple[int, .
             raise ValueError("stage 2 trains the action expert, which the Qwen2.5-VL track (image input vit) does not "
                              "have: train stages 0 and 1")
         train_config = replace(STAGE_DEFAULTS[stage], **(overrides or {}).get(stage, {}))
+        if eval_dataset is not None and not train_config.eval_every:
+            train_config = replace(train_config, eval_every=train_config.checkpoint_every)
         if stage == 0 and vision_tokenizer is not None:
             out = pretrained_tokenizer_stage(run_dir, config, Path(vision_tokenizer), train_config.seed)
             continue
@@ -142,7 +148,8 @@ def train_stages(data_dir: str | Path, run_dir: str | Path, stages: tuple[int, .
             with_anchors(model, dataset, train_config.seed)
         if model.config.vae_scaling_factor != config.vae_scaling_factor:  # fitted for this stage: keep it for the next
             config = DriveVLAW0Config(**{**config.to_dict(), "vae_scaling_factor": model.config.vae_scaling_factor})
-        out = Trainer(model, dataset, train_config, run_dir / f"stage{stage}", show_progress=show_progress).train()
+        out = Trainer(model, dataset, train_config, run_dir / f"stage{stage}", show_progress=show_progress,
+                      eval_dataset=eval_dataset).train()
     return out
 
 

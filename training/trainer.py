@@ -12,6 +12,11 @@ averaged and autocast applies), the schedule steps once per optimizer step, and 
 made for the whole global batch (`policies.noise.BatchNoise`): a step on N processes is the step one process
 takes on the same batch. Only the main process writes metrics.csv, TensorBoard logs and the final model.
 
+Held-out evaluation (`eval_every`, with an `eval_dataset`): every `eval_every` steps and at the last, the stage's
+losses on the first `eval_samples` held-out samples (whole global batches), the model in eval mode and each
+batch's noise seeded alike at every evaluation, so the val_* columns compare across steps and with the training
+losses (over- or underfitting). Evaluating reads no random state the training uses: a run trains the same with it.
+
 Determinism across interruptions: batch k of a run is a fixed function of (seed, k) (a seeded
 permutation per epoch) and the loss's noise generator is seeded with (seed, k), so a run resumed from the
 checkpoint of step s computes exactly the steps an uninterrupted run computes after s. Checkpoints
@@ -39,7 +44,8 @@ from policies.model import DriveVLAW0ForDriving
 from policies.noise import BatchNoise
 from training.dataset import ExpertDataset, collate
 
-METRIC_COLUMNS = ("step", "loss", "action_loss", "world_model_loss", "reconstruction_loss", "lr", "samples_per_s")
+LOSSES = ("loss", "action_loss", "world_model_loss", "reconstruction_loss")
+METRIC_COLUMNS = ("step", *LOSSES, "lr", "samples_per_s", *(f"val_{name}" for name in LOSSES))
 MIXED_PRECISION = ("auto", "no", "bf16", "fp16")  # auto: bf16 where CUDA is, float32 elsewhere
 
 
@@ -60,6 +66,8 @@ class TrainConfig:
     seed: int = 0
     mixed_precision: str = "auto"  # one of MIXED_PRECISION: autocast to bf16 / fp16 (with loss scaling) or float32
     gradient_checkpointing: bool = False  # recompute each transformer layer in the backward pass (less memory)
+    eval_every: int = 0  # steps between held-out evaluations (module docstring); 0: none
+    eval_samples: int = 256  # held-out samples an evaluation takes (the first ones, in whole batches)
 
     def __post_init__(self) -> None:
         if self.mixed_precision not in MIXED_PRECISION:
@@ -150,10 +158,17 @@ class Trainer:
     A given `accelerator` must split batches (`DataLoaderConfiguration(split_batches=True)`): `batch_size` is global."""
 
     def __init__(self, model: DriveVLAW0ForDriving, dataset: ExpertDataset, config: TrainConfig, run_dir: str | Path,
-                 accelerator: Accelerator | None = None, show_progress: bool = True):
+                 accelerator: Accelerator | None = None, show_progress: bool = True,
+                 eval_dataset: ExpertDataset | None = None):
         if len(dataset) < config.batch_size:
             raise ValueError(f"{len(dataset)} samples cannot fill a batch of {config.batch_size}")
+        if config.eval_every and eval_dataset is None:
+            raise ValueError(f"eval_every is {config.eval_every}, but no held-out data set was given")
+        if config.eval_every and min(len(eval_dataset), config.eval_samples) < config.batch_size:
+            raise ValueError(f"{min(len(eval_dataset), config.eval_samples)} held-out samples (of eval_samples "
+                             f"{config.eval_samples}) cannot fill a batch of {config.batch_size}")
         self.config, self.dataset, self.run_dir = config, dataset, Path(run_dir)
+        self.eval_dataset = eval_dataset
         # cpu=True where torch has no accelerator: accelerate then joins a multi-process CPU launch (torchrun,
         # gloo) instead of running each process alone.
         self.accelerator = accelerator or Accelerator(
@@ -186,16 +201,42 @@ class Trainer:
 
     def batch(self, step: int) -> dict:
         """This process's share of global batch `step`, collated and on the accelerator's device."""
-        batch = collate([self.dataset[int(i)] for i in self.batch_indices(step)])
+        return self._on_device(collate([self.dataset[int(i)] for i in self.batch_indices(step)]))
+
+    def _on_device(self, batch: dict) -> dict:
         device = self.accelerator.device
         return {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
 
     # --- one step -----------------------------------------------------------------------------------
     def compute_loss(self, batch: dict, step: int) -> dict[str, torch.Tensor]:
         """The stage's losses of this process's share of batch `step`, through the (wrapped) model."""
-        generator = torch.Generator(self.accelerator.device).manual_seed(self.config.seed * 1_000_003 + step)
+        return self._losses(batch, self.config.seed * 1_000_003 + step)
+
+    def _losses(self, batch: dict, noise_seed: int) -> dict[str, torch.Tensor]:
+        generator = torch.Generator(self.accelerator.device).manual_seed(noise_seed)
         noise = BatchNoise(generator, self.share(), self.config.batch_size)
         return self.model(**batch, stage=self.config.stage, noise=noise).parts()
+
+    def _global_mean(self, parts: dict[str, torch.Tensor]) -> dict[str, float]:
+        """The global batch's losses: the mean of the processes' (equal) shares."""
+        return {k: float(v) for k, v in self.accelerator.reduce(
+            {k: v.detach().float() for k, v in parts.items()}, reduction="mean").items()}
+
+    @torch.no_grad()
+    def evaluate(self) -> dict[str, float]:
+        """The stage's mean losses on the held-out set, as val_<loss> (module docstring)."""
+        b = self.config.batch_size
+        batches = min(len(self.eval_dataset), self.config.eval_samples) // b
+        self.model.eval()
+        sums: dict[str, float] = {}
+        for k in range(batches):
+            rows = range(k * b, (k + 1) * b)[self.share()]
+            batch = self._on_device(collate([self.eval_dataset[i] for i in rows]))
+            # Noise seeded with k: the same draws at every evaluation, and in every run whatever its seed.
+            for name, value in self._global_mean(self._losses(batch, k)).items():
+                sums[name] = sums.get(name, 0.0) + value
+        self.set_modes()
+        return {f"val_{name}": total / batches for name, total in sums.items()}
 
     def train_step(self, batch: dict, step: int) -> dict[str, torch.Tensor]:
         """One optimizer step on this process's share `batch` of global batch `step`; its losses, detached."""
@@ -235,15 +276,17 @@ class Trainer:
             parts = self.train_step(self.batch(self.step), self.step)
             self.step += 1
             done += 1
-            # The global batch's losses: the mean of the processes' (equal) shares.
-            losses = {k: float(v) for k, v in self.accelerator.reduce(
-                {k: v.float() for k, v in parts.items()}, reduction="mean").items()}
             rate = done * self.config.batch_size / (time.perf_counter() - started)
-            row = {"step": self.step, "lr": self.scheduler.get_last_lr()[0], "samples_per_s": rate, **losses}
-            if main and (self.step % self.config.log_every == 0 or self.step == end):
+            row = {"step": self.step, "lr": self.scheduler.get_last_lr()[0], "samples_per_s": rate,
+                   **self._global_mean(parts)}
+            evaluated = self.config.eval_every and (self.step % self.config.eval_every == 0
+                                                    or self.step == self.config.steps)
+            if evaluated:
+                row |= self.evaluate()
+            if main and (self.step % self.config.log_every == 0 or self.step == end or evaluated):
                 metrics.write(row)
-                for key in ("loss", "action_loss", "world_model_loss", "reconstruction_loss", "lr"):
-                    if key in row:
+                for key in METRIC_COLUMNS[1:]:
+                    if key in row and key != "samples_per_s":
                         writer.add_scalar(f"stage{self.config.stage}/{key}", row[key], self.step)
             bar.update(1)
             bar.set_postfix(loss=f"{row['loss']:.4f}", samples_per_s=f"{rate:.1f}")

@@ -469,6 +469,11 @@ def train(
                                                     "(config.json + model.safetensors, official or transformers' "
                                                     "names): stage 0 loads it instead of training a tokenizer, as the "
                                                     "paper starts from Emu3's; implies --vq-model emu3 at its size."),
+    val_data: Optional[Path] = typer.Option(None, "--val-data", help="A `w0sim collect` folder of held-out scenes "
+                                            "(e.g. --split builtin:navtest): each stage's losses on it go to "
+                                            "metrics.csv (val_*), TensorBoard and the curves."),
+    eval_every: Optional[int] = typer.Option(None, "--eval-every", min=1, help="Steps between evaluations on "
+                                             "--val-data (default: at each checkpoint, and at the last step)."),
 ) -> None:
     """Train DriveVLA-W0 on collected data; an interrupted run resumes from its last checkpoint when run again.
 
@@ -502,9 +507,11 @@ def train(
     if mixed_precision not in MIXED_PRECISION:
         raise typer.BadParameter(f"{mixed_precision!r}; choose from {', '.join(MIXED_PRECISION)}",
                                  param_hint="--mixed-precision")
+    if eval_every is not None and val_data is None:
+        raise typer.BadParameter("evaluates on held-out data: give --val-data too", param_hint="--eval-every")
     fields = {"steps": steps, "batch_size": batch_size, "lr": lr, "seed": seed, "checkpoint_every": checkpoint_every,
               "backbone_lr_scale": backbone_lr_scale, "mixed_precision": mixed_precision,
-              "gradient_checkpointing": gradient_checkpointing}
+              "gradient_checkpointing": gradient_checkpointing, "eval_every": eval_every}
     overrides = {s: {k: v for k, v in fields.items() if v is not None} for s in stages}
     try:
         tokenizer_fields = {"vq_model": vq_model}
@@ -514,7 +521,7 @@ def train(
             tokenizer_fields = vision_tokenizer_fields(vision_tokenizer)
         model = train_stages(data, out, stages, model_config(config, world_model, decoder, image_input=image_input,
                                                              num_anchors=anchors, **tokenizer_fields), overrides,
-                             vision_tokenizer=vision_tokenizer)
+                             vision_tokenizer=vision_tokenizer, eval_data=val_data)
     except (DatasetError, FileNotFoundError, ValueError) as err:
         _error(str(err))
         raise typer.Exit(2) from None

@@ -7,9 +7,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 from training.curves import plot_run  # noqa: E402
 
 
-def _write(path, rows):
+def _write(path, rows, columns="step,loss,action_loss,world_model_loss,reconstruction_loss"):
     path.parent.mkdir(parents=True)
-    lines = ["step,loss,action_loss,world_model_loss,reconstruction_loss"]
+    lines = [columns]
     lines += [",".join(str(v) for v in row) for row in rows]
     path.write_text("\n".join(lines) + "\n")
 
@@ -31,4 +31,19 @@ def test_each_stage_gets_a_panel_with_a_named_line_per_logged_loss(tmp_path, mon
     assert lines["action loss"] == [[1.0, 2.0], [3.0, 1.5]]  # the blank step 2 is skipped, not drawn as 0
     assert lines["world model loss"] == [[1.0, 1.0], [2.0, 0.8], [3.0, 0.5]]
     assert second.get_yscale() == "log"
+    plt.close(figures[0])
+
+
+def test_held_out_losses_are_dashed_in_their_training_losss_colour(tmp_path, monkeypatch):
+    _write(tmp_path / "stage1" / "metrics.csv", [(1, 3.0, "", ""), (2, 2.5, 2.9, ""), (3, 2.0, 2.7, 2.6)],
+           "step,loss,val_loss,val_world_model_loss")
+    figures = []
+    monkeypatch.setattr(plt, "close", figures.append)
+    plot_run(tmp_path)
+    monkeypatch.undo()
+    lines = {line.get_label(): line for line in figures[0].axes[0].get_lines()}
+    assert list(lines) == ["loss", "held-out loss", "held-out world model loss"]
+    assert lines["held-out loss"].get_xydata().tolist() == [[2.0, 2.9], [3.0, 2.7]]
+    assert lines["held-out loss"].get_linestyle() == "--" and lines["loss"].get_linestyle() == "-"
+    assert lines["held-out loss"].get_color() == lines["loss"].get_color()
     plt.close(figures[0])

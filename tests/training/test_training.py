@@ -28,11 +28,17 @@ TINY_STEPS = {0: {"steps": 4, "batch_size": 4}, 1: {"steps": 3, "batch_size": 4}
 def test_collect_train_all_stages_and_evaluate_end_to_end(tmp_path):
     data = tmp_path / "data"
     collect("builtin:navtrain", 4, data, CollectConfig(scenes_per_shard=2), workers=2)
-    model_dir = train_stages(data, tmp_path / "run", (0, 1, 2), model_config("tiny"), TINY_STEPS, show_progress=False)
+    held_out = tmp_path / "held_out"
+    collect("builtin:navtest", 2, held_out, CollectConfig(scenes_per_shard=2), workers=1)
+    model_dir = train_stages(data, tmp_path / "run", (0, 1, 2), model_config("tiny"), TINY_STEPS, show_progress=False,
+                             eval_data=held_out)
     assert (model_dir / "model.safetensors").exists() and model_dir.parent.name == "stage2"
     for stage in (0, 1, 2):
         rows = list(csv.DictReader((tmp_path / "run" / f"stage{stage}" / "metrics.csv").open()))
         assert rows and all(np.isfinite(float(r["loss"])) for r in rows)
+        # Evaluated on the held-out data at the last step (the default: at each checkpoint, and the last step).
+        assert [r["step"] for r in rows if r["val_loss"]] == [str(TINY_STEPS[stage]["steps"])]
+        assert np.isfinite(float(rows[-1]["val_loss"]))
     agent = DriveVLAW0Agent(model_dir)
     env = NavsimSceneEnv(scenes=[ref.load() for ref in resolve_split("builtin:navtest", 2)])
     trajectories = []
@@ -107,9 +113,9 @@ def test_a_corrupt_checkpoint_folder_gives_a_clear_error(tmp_path):
 EGO_POSES = torch.tensor([[-3.0, 0.0, 0.0], [-2.0, 0.0, 0.0], [-1.0, 0.0, 0.0], [0.0, 0.0, 0.0]])
 
 
-def _samples(config: DriveVLAW0Config, n: int = 2) -> list[dict]:
+def _samples(config: DriveVLAW0Config, n: int = 2, seed: int = 0) -> list[dict]:
     """n synthetic samples shaped as `ExpertDataset` gives them (a list serves as the trainer's dataset)."""
-    g = torch.Generator().manual_seed(0)
+    g = torch.Generator().manual_seed(seed)
     h, w, f = config.image_height, config.image_width, config.num_history_frames
     trajectory = torch.stack([torch.linspace(1.0, 8.0, 8), torch.zeros(8), torch.zeros(8)], -1)
     return [{"history_frames": torch.randint(0, 256, (f, h, w, 3), generator=g, dtype=torch.uint8),
@@ -227,6 +233,50 @@ def test_a_resumed_metrics_log_keeps_the_rows_up_to_the_resumed_step_and_appends
     log.close()
     rows = list(csv.DictReader(path.open(newline="")))
     assert [(r["step"], r["loss"]) for r in rows] == [("1", "11.0"), ("2", "12.0"), ("3", "0.5")]
+
+
+def test_held_out_evaluation_logs_the_stage_losses_there_and_leaves_the_training_as_it_was(tmp_path):
+    """Every eval_every steps (and at the last) metrics.csv gets val_* columns: the stage's losses on the first
+    eval_samples held-out samples in whole batches, the model in eval mode, batch k's noise seeded with k. A run
+    with it trains exactly as one without (the model has dropout, which draws from the RNG in train mode)."""
+    from policies.noise import BatchNoise
+    from training.dataset import collate
+
+    config = micro_config(attention_dropout=0.1)
+    train, held_out = _samples(config, 4), _samples(config, 5, seed=1)
+    runs = {}
+    for evaluated in (True, False):
+        torch.manual_seed(0)
+        model = DriveVLAW0ForDriving(config)
+        train_config = TrainConfig(stage=1, steps=4, batch_size=2, log_every=1, eval_every=3 if evaluated else 0,
+                                   eval_samples=5)
+        Trainer(model, train, train_config, tmp_path / str(evaluated), show_progress=False,
+                eval_dataset=held_out if evaluated else None).train()
+        runs[evaluated] = model, list(csv.DictReader((tmp_path / str(evaluated) / "metrics.csv").open()))
+    (model, rows), (plain, plain_rows) = runs[True], runs[False]
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), plain.state_dict().values()))
+    columns = ("loss", "action_loss", "world_model_loss")
+    assert [[r[c] for c in columns] for r in rows] == [[r[c] for c in columns] for r in plain_rows]
+    assert [r["step"] for r in rows if r["val_loss"]] == ["3", "4"] and not any(r["val_loss"] for r in plain_rows)
+    model.eval()
+    with torch.no_grad():  # two whole batches of the five samples, as the trainer takes them
+        direct = [model(**collate(held_out[2 * k:2 * k + 2]), stage=1,
+                        noise=BatchNoise(torch.Generator().manual_seed(k), slice(0, 2), 2)) for k in range(2)]
+    for column in columns:
+        expected = sum(float(getattr(out, column)) for out in direct) / 2
+        assert float(rows[-1][f"val_{column}"]) == pytest.approx(expected, rel=1e-5)
+    assert rows[-2]["val_loss"] != rows[-1]["val_loss"]  # the weights of each step, not the first ones
+
+
+@pytest.mark.parametrize("held_out, message", [(None, "eval_every is 2, but no held-out data set was given"),
+                                               (1, "1 held-out samples .* cannot fill a batch of 2")])
+def test_held_out_evaluation_without_a_full_batch_of_held_out_samples_is_refused(tmp_path, held_out, message):
+    config = micro_config()
+    eval_dataset = None if held_out is None else _samples(config, held_out)
+    with pytest.raises(ValueError, match=message):
+        Trainer(DriveVLAW0ForDriving(config), _samples(config), TrainConfig(stage=1, steps=2, batch_size=2,
+                                                                            eval_every=2), tmp_path,
+                show_progress=False, eval_dataset=eval_dataset)
 
 
 def test_a_model_config_has_the_world_model_and_the_query_decoder_unless_told_otherwise():

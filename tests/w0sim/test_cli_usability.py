@@ -295,8 +295,9 @@ def _train(tmp_path, monkeypatch, *options) -> tuple:
 
     built = {}
 
-    def train_stages(data, out, stages, config, overrides, vision_tokenizer=None):
-        built.update(config=config, stages=stages, vision_tokenizer=vision_tokenizer)
+    def train_stages(data, out, stages, config, overrides, vision_tokenizer=None, eval_data=None):
+        built.update(config=config, stages=stages, vision_tokenizer=vision_tokenizer, overrides=overrides,
+                     eval_data=eval_data)
         return out / f"stage{stages[-1]}" / "model"
 
     monkeypatch.setattr(training.pipeline, "train_stages", train_stages)
@@ -349,6 +350,17 @@ def test_train_starts_from_a_pretrained_vision_tokenizer_of_its_size(tmp_path, m
     result = invoke("train", "--all", "--data", tmp_path / "data", "--out", tmp_path / "other",
                     "--vision-tokenizer", tmp_path / "absent")
     assert result.exit_code == 2 and "absent/config.json" in result.output, result.output
+
+
+def test_train_evaluates_on_held_out_data_when_given_it(tmp_path, monkeypatch):
+    result, built = _train(tmp_path, monkeypatch, "--val-data", tmp_path / "held_out", "--eval-every", "50")
+    assert result.exit_code == 0, result.output
+    assert built["eval_data"] == tmp_path / "held_out"
+    assert [built["overrides"][s]["eval_every"] for s in (0, 1, 2)] == [50, 50, 50]
+    result, built = _train(tmp_path, monkeypatch)
+    assert built["eval_data"] is None and "eval_every" not in built["overrides"][1]
+    result = invoke("train", "--all", "--data", tmp_path / "data", "--out", tmp_path / "other", "--eval-every", "5")
+    assert result.exit_code == 2 and "--eval-every" in result.output and "--val-data" in result.output, result.output
 
 
 def test_train_refuses_stage_2_on_the_qwen_track(tmp_path):
