@@ -3,7 +3,8 @@ starts (one or more, gloo on CPU), and saves each process's weights after each s
 
 Usage: python -m torch.distributed.run --nproc_per_node N distributed_run.py DATA OUT CONFIG_JSON
 CONFIG_JSON: {"model": {micro config overrides}, "train": {TrainConfig fields for every stage}, "float64": bool,
-"stages": [stages to train, default 0, 1, 2], "stop_after": steps (the last stage stops early, as if interrupted)}:
+"stages": [stages to train, default 0, 1, 2], "stop_after": steps (the last stage stops early, as if interrupted),
+"held_out": bool (evaluate on the first 4 samples every 2 steps)}:
 float64 builds the model in double precision, where rounding is too small for AdamW to turn the ~1e-9 gradients
 of parameters that get none in exact arithmetic (a conv bias before a per-channel GroupNorm) into +-lr steps.
 Writes OUT/stage{k}/ (the trainer's run folder) and OUT/weights/rank{r}_stage{k}.safetensors.
@@ -41,10 +42,11 @@ def main(data: str, out: str, options: str) -> None:
 def _train(data: str, run: Path, fields: dict) -> None:
     config = micro_config(**fields["model"])
     dataset = ExpertDataset(data)
+    held_out = {"eval_every": 2, "eval_samples": 4} if fields.get("held_out") else {}
     for stage in fields.get("stages", (0, 1, 2)):
         model = stage_model(run, stage, config)
-        trainer = Trainer(model, dataset, replace(STAGE_DEFAULTS[stage], **fields["train"]), run / f"stage{stage}",
-                          show_progress=False)
+        trainer = Trainer(model, dataset, replace(STAGE_DEFAULTS[stage], **fields["train"], **held_out),
+                          run / f"stage{stage}", show_progress=False, eval_dataset=dataset if held_out else None)
         trainer.train(stop_after=fields.get("stop_after"))
         weights = trainer.accelerator.unwrap_model(trainer.model).state_dict()
         rank = trainer.accelerator.process_index

@@ -18,6 +18,7 @@ from safetensors.torch import load_file
 from tests.policies.checkpoints import micro_config
 from tests.training import distributed_run
 from training.collect import CollectConfig, collect
+from training.trainer import LOSSES
 
 DRIVER = Path(__file__).with_name("distributed_run.py")
 TRAIN = {"steps": 3, "batch_size": 4, "log_every": 1, "warmup_steps": 2, "checkpoint_every": 2}
@@ -72,7 +73,7 @@ def _assert_two_processes_train_as_one(one: Path, two: Path, tolerance: float = 
         assert [r["step"] for r in rows] == ["1", "2", "3"]
         assert [r["lr"] for r in rows] == [r["lr"] for r in reference]
         for row, ref in zip(rows, reference):
-            for key in ("loss", "action_loss", "world_model_loss", "reconstruction_loss"):
+            for key in (*LOSSES, *(f"val_{name}" for name in LOSSES)):
                 assert (row[key] == "") == (ref[key] == "")
                 if ref[key]:
                     assert float(row[key]) == pytest.approx(float(ref[key]), rel=1e-6, abs=1e-9), (stage, key)
@@ -88,12 +89,15 @@ def _assert_two_processes_train_as_one(one: Path, two: Path, tolerance: float = 
 @pytest.mark.timeout(600)
 def test_two_processes_train_as_one_and_an_interrupted_run_resumes_to_the_same_weights(data, tmp_path):
     """The flow decoder draws noise in its loss. Stopped after the checkpoint of step 2 and run again, a 2-process
-    stage 0 ends with the weights and metrics of the run that was not stopped."""
-    one, two = _train(data, tmp_path / "one", 1, FLOW), _train(data, tmp_path / "two", 2, FLOW)
+    stage 0 ends with the weights and metrics of the run that was not stopped. Both evaluate on held-out samples
+    (here the first of the training data) at steps 2 and 3: the same val_* losses as one process."""
+    one = _train(data, tmp_path / "one", 1, FLOW, held_out=True)
+    two = _train(data, tmp_path / "two", 2, FLOW, held_out=True)
     _assert_two_processes_train_as_one(one, two)
-    resumed = _train(data, tmp_path / "resumed", 2, FLOW, stages=[0], stop_after=2)
+    assert [r["step"] for r in _metrics(two, 1) if r["val_loss"]] == ["2", "3"]
+    resumed = _train(data, tmp_path / "resumed", 2, FLOW, stages=[0], stop_after=2, held_out=True)
     assert not (resumed / "stage0" / "model").exists()
-    _train(data, resumed, 2, FLOW, stages=[0])
+    _train(data, resumed, 2, FLOW, stages=[0], held_out=True)
     for rank in (0, 1):
         assert _largest_difference(_weights(resumed, rank, 0), _weights(two, rank, 0)) == 0.0
     assert _metrics(resumed, 0) == [{**row, "samples_per_s": mine["samples_per_s"]}
