@@ -282,7 +282,9 @@ class Trainer:
             evaluated = self.config.eval_every and (self.step % self.config.eval_every == 0
                                                     or self.step == self.config.steps)
             if evaluated:
+                began = time.perf_counter()
                 row |= self.evaluate()
+                started += time.perf_counter() - began  # samples_per_s counts training time only
             if main and (self.step % self.config.log_every == 0 or self.step == end or evaluated):
                 metrics.write(row)
                 for key in METRIC_COLUMNS[1:]:
