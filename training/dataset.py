@@ -1,6 +1,7 @@
 """The collected expert data as a torch Dataset that reads its shards memory-mapped (a data set larger than memory trains)."""
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -46,6 +47,15 @@ class ExpertDataset(Dataset):
     @property
     def total_samples(self) -> int:
         return int(self._starts[-1])
+
+    def record(self) -> dict:
+        """What this data set is, for a model's training record: the collected split, the folder's content hash,
+        and the samples taken (with a hash of their indices where they are a subset)."""
+        record = {"split": self.manifest["split"], "content_hash": self.manifest["content_hash"],
+                  "samples": len(self), "of": self.total_samples}
+        if len(self) != self.total_samples:
+            record["indices_sha256"] = hashlib.sha256(self.indices.astype("<i8").tobytes()).hexdigest()
+        return record
 
     def __len__(self) -> int:
         return len(self.indices)

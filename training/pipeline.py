@@ -25,7 +25,7 @@ from policies.convert import load_official_vision_tokenizer
 from policies.model import DriveVLAW0ForDriving, frames_to_model
 from policies.vae import fit_scaling_factor
 from training.dataset import ExpertDataset
-from training.trainer import TrainConfig, Trainer
+from training.trainer import TRAINING_RECORD, TrainConfig, Trainer, training_record
 
 # Per-stage defaults for the tiny model on a CPU (what `w0sim train --all` runs unless told otherwise).
 STAGE_DEFAULTS = {
@@ -116,6 +116,8 @@ def pretrained_tokenizer_stage(run_dir: Path, config: DriveVLAW0Config, vision_t
     out = run_dir / "stage0" / "model"
     model = load_official_vision_tokenizer(stage_model(run_dir, 0, config, seed), vision_tokenizer)
     model.save_pretrained(out)
+    stage = {"stage": 0, "loaded_vision_tokenizer": str(vision_tokenizer.resolve())}
+    (out / TRAINING_RECORD).write_text(json.dumps({"stages": [stage]}, indent=1) + "\n")
     return out
 
 
@@ -148,8 +150,9 @@ def train_stages(data_dir: str | Path, run_dir: str | Path, stages: tuple[int, .
             with_anchors(model, dataset, train_config.seed)
         if model.config.vae_scaling_factor != config.vae_scaling_factor:  # fitted for this stage: keep it for the next
             config = DriveVLAW0Config(**{**config.to_dict(), "vae_scaling_factor": model.config.vae_scaling_factor})
+        earlier = training_record(run_dir / f"stage{stage - 1}" / "model")["stages"] if stage else []
         out = Trainer(model, dataset, train_config, run_dir / f"stage{stage}", show_progress=show_progress,
-                      eval_dataset=eval_dataset).train()
+                      eval_dataset=eval_dataset, earlier_stages=earlier).train()
     return out
 
 

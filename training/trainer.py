@@ -17,6 +17,10 @@ losses on the first `eval_samples` held-out samples (whole global batches), the 
 batch's noise seeded alike at every evaluation, so the val_* columns compare across steps and with the training
 losses (over- or underfitting). Evaluating reads no random state the training uses: a run trains the same with it.
 
+The final model's folder holds `training.json`, its training record: per stage so far (the earlier ones as the
+pipeline passes them on), the TrainConfig, the steps, and the training and held-out data (split, content hash,
+samples; null for an in-memory data set).
+
 Determinism across interruptions: batch k of a run is a fixed function of (seed, k) (a seeded
 permutation per epoch) and the loss's noise generator is seeded with (seed, k), so a run resumed from the
 checkpoint of step s computes exactly the steps an uninterrupted run computes after s. Checkpoints
@@ -46,6 +50,7 @@ from training.dataset import ExpertDataset, collate
 
 LOSSES = ("loss", "action_loss", "world_model_loss", "reconstruction_loss")
 METRIC_COLUMNS = ("step", *LOSSES, "lr", "samples_per_s", *(f"val_{name}" for name in LOSSES))
+TRAINING_RECORD = "training.json"  # in the final model's folder (module docstring)
 MIXED_PRECISION = ("auto", "no", "bf16", "fp16")  # auto: bf16 where CUDA is, float32 elsewhere
 
 
@@ -159,7 +164,7 @@ class Trainer:
 
     def __init__(self, model: DriveVLAW0ForDriving, dataset: ExpertDataset, config: TrainConfig, run_dir: str | Path,
                  accelerator: Accelerator | None = None, show_progress: bool = True,
-                 eval_dataset: ExpertDataset | None = None):
+                 eval_dataset: ExpertDataset | None = None, earlier_stages: tuple[dict, ...] = ()):
         if len(dataset) < config.batch_size:
             raise ValueError(f"{len(dataset)} samples cannot fill a batch of {config.batch_size}")
         if config.eval_every and eval_dataset is None:
@@ -169,6 +174,7 @@ class Trainer:
                              f"{config.eval_samples}) cannot fill a batch of {config.batch_size}")
         self.config, self.dataset, self.run_dir = config, dataset, Path(run_dir)
         self.eval_dataset = eval_dataset
+        self.earlier_stages = tuple(earlier_stages)  # the training records of the stages the model comes from
         # cpu=True where torch has no accelerator: accelerate then joins a multi-process CPU launch (torchrun,
         # gloo) instead of running each process alone.
         self.accelerator = accelerator or Accelerator(
@@ -343,8 +349,24 @@ class Trainer:
         state = acc.get_state_dict(self.model)  # gathers sharded (FSDP / ZeRO-3) weights; every process takes part
         if acc.is_main_process:
             acc.unwrap_model(self.model).save_pretrained(out, state_dict=state)
+            stages = [*self.earlier_stages, self.stage_record()]
+            (out / TRAINING_RECORD).write_text(json.dumps({"stages": stages}, indent=1) + "\n")
         acc.wait_for_everyone()
         return out
+
+    def stage_record(self) -> dict:
+        """This stage's entry of the training record (module docstring)."""
+        def data(dataset):
+            return dataset.record() if isinstance(dataset, ExpertDataset) else None
+        return {"stage": self.config.stage, "steps": self.step, "config": asdict(self.config),
+                "data": data(self.dataset), "held_out": data(self.eval_dataset)}
+
+
+def training_record(model_dir: str | Path) -> dict:
+    """The training record in a model folder (`{"stages": [...]}`); empty stages where there is none (a model not
+    trained by this trainer, or saved before the record existed)."""
+    path = Path(model_dir) / TRAINING_RECORD
+    return json.loads(path.read_text()) if path.exists() else {"stages": []}
 
 
 class MetricsLog:
@@ -376,5 +398,5 @@ class MetricsLog:
         self._handle.close()
 
 
-__all__ = ["METRIC_COLUMNS", "MIXED_PRECISION", "TrainConfig", "Trainer", "MetricsLog", "expert_context_parameters",
-           "lr_factor", "trainable_groups"]
+__all__ = ["METRIC_COLUMNS", "MIXED_PRECISION", "TRAINING_RECORD", "TrainConfig", "Trainer", "MetricsLog",
+           "expert_context_parameters", "lr_factor", "trainable_groups", "training_record"]

@@ -40,6 +40,17 @@ def test_samples_hold_frames_state_and_the_expert_trajectory(collected):
     assert all(isinstance(t, str) and t for t in batch["text"])
 
 
+def test_a_data_sets_record_names_its_content_and_the_subset_taken(collected):
+    """What a model's training record says of its data: the split, the folder's content hash, the samples taken of
+    all, and for a subset a hash of its indices (another subset, another hash)."""
+    out, manifest = collected
+    assert ExpertDataset(out).record() == {"split": "builtin:navtrain", "content_hash": manifest["content_hash"],
+                                           "samples": 8, "of": 8}
+    first, other = ExpertDataset(out, np.array([0, 1, 2])).record(), ExpertDataset(out, np.array([0, 1, 3])).record()
+    assert (first["samples"], first["of"], len(first["indices_sha256"])) == (3, 8, 64)
+    assert first["indices_sha256"] != other["indices_sha256"]
+
+
 def test_resume_rewrites_only_missing_shards_and_gives_the_same_content(collected, tmp_path):
     out, manifest = collected
     copy = tmp_path / "copy"

@@ -1,5 +1,6 @@
 """Training: collect -> stage 0 -> 1 -> 2 -> evaluation end to end, and a killed run resumes to the same loss curve."""
 import csv
+import json
 import os
 import re
 import signal
@@ -20,7 +21,7 @@ from sim.envs.navsim_env import NavsimSceneEnv
 from tests.policies.checkpoints import micro_config
 from training.collect import CollectConfig, collect
 from training.pipeline import model_config, train_stages
-from training.trainer import MetricsLog, TrainConfig, Trainer, lr_factor, trainable_groups
+from training.trainer import MetricsLog, TrainConfig, Trainer, lr_factor, trainable_groups, training_record
 
 TINY_STEPS = {0: {"steps": 4, "batch_size": 4}, 1: {"steps": 3, "batch_size": 4}, 2: {"steps": 3, "batch_size": 4}}
 
@@ -39,6 +40,14 @@ def test_collect_train_all_stages_and_evaluate_end_to_end(tmp_path):
         # Evaluated on the held-out data at the last step (the default: at each checkpoint, and the last step).
         assert [r["step"] for r in rows if r["val_loss"]] == [str(TINY_STEPS[stage]["steps"])]
         assert np.isfinite(float(rows[-1]["val_loss"]))
+    # The final model's training record: every stage it went through, on what data, with which settings.
+    stages = training_record(model_dir)["stages"]
+    hashes = {json.loads((folder / "manifest.json").read_text())["content_hash"] for folder in (data, held_out)}
+    assert [s["stage"] for s in stages] == [0, 1, 2] and [s["steps"] for s in stages] == [4, 3, 3]
+    assert {s["data"]["content_hash"] for s in stages} | {s["held_out"]["content_hash"] for s in stages} == hashes
+    assert [s["data"]["split"] for s in stages] == ["builtin:navtrain"] * 3 and stages[0]["held_out"]["split"] == \
+        "builtin:navtest"
+    assert [s["config"]["batch_size"] for s in stages] == [4, 4, 4] and stages[1]["config"]["lr"] == 1e-3
     agent = DriveVLAW0Agent(model_dir)
     env = NavsimSceneEnv(scenes=[ref.load() for ref in resolve_split("builtin:navtest", 2)])
     trajectories = []
@@ -334,3 +343,6 @@ def test_a_pretrained_vision_tokenizer_is_stage_0_and_stays_frozen_through_stage
         loaded = DriveVLAW0ForDriving.from_pretrained(stage_model).vq.state_dict()
         assert all(torch.equal(loaded[k], expected[k]) for k in expected)
     assert (tmp_path / "run" / "stage1" / "metrics.csv").exists()
+    loaded, trained = training_record(out)["stages"]  # stage 0 was loaded, not trained, and the record says so
+    assert loaded == {"stage": 0, "loaded_vision_tokenizer": str((tmp_path / "emu3-vq").resolve())}
+    assert trained["stage"] == 1 and trained["held_out"] is None
