@@ -25,7 +25,8 @@ from policies.convert import load_official_vision_tokenizer
 from policies.model import DriveVLAW0ForDriving, frames_to_model
 from policies.vae import fit_scaling_factor
 from training.dataset import ExpertDataset
-from training.trainer import TRAINING_RECORD, TrainConfig, Trainer, training_record
+from training.record import training_record, write_training_record
+from training.trainer import TrainConfig, Trainer
 
 # Per-stage defaults for the tiny model on a CPU (what `w0sim train --all` runs unless told otherwise).
 STAGE_DEFAULTS = {
@@ -116,8 +117,7 @@ def pretrained_tokenizer_stage(run_dir: Path, config: DriveVLAW0Config, vision_t
     out = run_dir / "stage0" / "model"
     model = load_official_vision_tokenizer(stage_model(run_dir, 0, config, seed), vision_tokenizer)
     model.save_pretrained(out)
-    stage = {"stage": 0, "loaded_vision_tokenizer": str(vision_tokenizer.resolve())}
-    (out / TRAINING_RECORD).write_text(json.dumps({"stages": [stage]}, indent=1) + "\n")
+    write_training_record(out, [{"stage": 0, "loaded_vision_tokenizer": str(vision_tokenizer.resolve())}])
     return out
 
 

@@ -47,10 +47,10 @@ from tqdm import tqdm
 from policies.model import DriveVLAW0ForDriving
 from policies.noise import BatchNoise
 from training.dataset import ExpertDataset, collate
+from training.record import write_training_record
 
 LOSSES = ("loss", "action_loss", "world_model_loss", "reconstruction_loss")
 METRIC_COLUMNS = ("step", *LOSSES, "lr", "samples_per_s", *(f"val_{name}" for name in LOSSES))
-TRAINING_RECORD = "training.json"  # in the final model's folder (module docstring)
 MIXED_PRECISION = ("auto", "no", "bf16", "fp16")  # auto: bf16 where CUDA is, float32 elsewhere
 
 
@@ -349,8 +349,7 @@ class Trainer:
         state = acc.get_state_dict(self.model)  # gathers sharded (FSDP / ZeRO-3) weights; every process takes part
         if acc.is_main_process:
             acc.unwrap_model(self.model).save_pretrained(out, state_dict=state)
-            stages = [*self.earlier_stages, self.stage_record()]
-            (out / TRAINING_RECORD).write_text(json.dumps({"stages": stages}, indent=1) + "\n")
+            write_training_record(out, [*self.earlier_stages, self.stage_record()])
         acc.wait_for_everyone()
         return out
 
@@ -360,13 +359,6 @@ class Trainer:
             return dataset.record() if isinstance(dataset, ExpertDataset) else None
         return {"stage": self.config.stage, "steps": self.step, "config": asdict(self.config),
                 "data": data(self.dataset), "held_out": data(self.eval_dataset)}
-
-
-def training_record(model_dir: str | Path) -> dict:
-    """The training record in a model folder (`{"stages": [...]}`); empty stages where there is none (a model not
-    trained by this trainer, or saved before the record existed)."""
-    path = Path(model_dir) / TRAINING_RECORD
-    return json.loads(path.read_text()) if path.exists() else {"stages": []}
 
 
 class MetricsLog:
@@ -398,5 +390,5 @@ class MetricsLog:
         self._handle.close()
 
 
-__all__ = ["METRIC_COLUMNS", "MIXED_PRECISION", "TRAINING_RECORD", "TrainConfig", "Trainer", "MetricsLog",
-           "expert_context_parameters", "lr_factor", "trainable_groups", "training_record"]
+__all__ = ["METRIC_COLUMNS", "MIXED_PRECISION", "TrainConfig", "Trainer", "MetricsLog", "expert_context_parameters",
+           "lr_factor", "trainable_groups"]

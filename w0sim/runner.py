@@ -34,6 +34,7 @@ from agents.registry import AgentSpec
 from scenarios.splits import SceneRef
 from sim.agent_input import NUM_HISTORY_FRAMES
 from sim.state import TrajectorySampling
+from training.record import TRAINING_RECORD
 
 Task = Callable[[SceneRef, int, Agent], dict]
 
@@ -183,14 +184,14 @@ INFORMATION_FIELDS = ("agent", "checkpoint")
 
 
 def checkpoint_sha256(path: str | Path) -> str | None:
-    """sha256 over a checkpoint's files (a folder: every file in it but documentation (*.md), by relative path and
-    content; a file: its content); None when `path` does not exist."""
+    """sha256 over a checkpoint's files (a folder: every file in it but documentation (*.md) and its training record,
+    by relative path and content; a file: its content); None when `path` does not exist."""
     path = Path(path)
     if path.is_file():
         files = [(path.name, path)]
     elif path.is_dir():
         files = sorted((f.relative_to(path).as_posix(), f) for f in path.rglob("*")
-                       if f.is_file() and f.suffix.lower() != ".md")
+                       if f.is_file() and f.suffix.lower() != ".md" and f.relative_to(path).as_posix() != TRAINING_RECORD)
     else:
         return None
     stats = [(name, file.stat()) for name, file in files]

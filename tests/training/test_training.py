@@ -21,7 +21,8 @@ from sim.envs.navsim_env import NavsimSceneEnv
 from tests.policies.checkpoints import micro_config
 from training.collect import CollectConfig, collect
 from training.pipeline import model_config, train_stages
-from training.trainer import MetricsLog, TrainConfig, Trainer, lr_factor, trainable_groups, training_record
+from training.record import training_record
+from training.trainer import MetricsLog, TrainConfig, Trainer, lr_factor, trainable_groups
 
 TINY_STEPS = {0: {"steps": 4, "batch_size": 4}, 1: {"steps": 3, "batch_size": 4}, 2: {"steps": 3, "batch_size": 4}}
 

@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 
 from agents.registry import AgentSpec
 from tests.conftest import REPO_ROOT
+from training.record import TRAINING_RECORD
 from w0sim.cli import app
 from w0sim.one_shot import evaluate_split, write_csv
 from w0sim.runner import (
@@ -183,6 +184,7 @@ def test_checkpoints_are_compared_by_content_not_by_path(tmp_path):
     weights[-1] ^= 1
     (changed / "model.safetensors").write_bytes(bytes(weights))
     (same / "README.md").write_text("notes, not weights")
+    (same / TRAINING_RECORD).write_text('{"stages": []}')  # how it was made, not what it computes
     assert checkpoint_sha256(same) == checkpoint_sha256(source) != checkpoint_sha256(changed)
 
     def manifest(folder):
