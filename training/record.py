@@ -15,4 +15,5 @@ def training_record(model_dir: str | Path) -> dict:
 
 
 def write_training_record(model_dir: str | Path, stages: list[dict]) -> None:
+    """Write a model folder's training record: its stages' entries, oldest first."""
     (Path(model_dir) / TRAINING_RECORD).write_text(json.dumps({"stages": stages}, indent=1) + "\n")
