@@ -226,7 +226,8 @@ def _frame(scene: Scene, step: int, token: str, names: dict, ids: NuplanMapIds, 
         "ego_dynamic_state": [float(v) for v in (*velocity, *acceleration)],
         "traffic_lights": traffic_lights, "driving_command": command,
         "cams": _cameras(names["log_name"], token), "sample_prev": None, "sample_next": None, "anns": anns,
-        EXTENSION_KEY: {"traffic_lights": light_states, "track_ids": track_ids, "command_text": scene.command_text},
+        EXTENSION_KEY: {"traffic_lights": light_states, "track_ids": track_ids, "command_text": scene.command_text,
+                        "family": scene.family},
     }
 
 

@@ -405,7 +405,8 @@ def _check_cameras(cams: object, where: str) -> None:
 
 
 def _check_extension(extension: object, count: int, where: str) -> None:
-    """The w0sim key: light states (connector fid, light id, status), track ids (one per box), command text."""
+    """The w0sim key: light states (connector fid, light id, status), track ids (one per box), command text, and the
+    scene family of a log w0sim wrote from a generated scene."""
     if not isinstance(extension, dict):
         raise NavsimLogError(f"{where}: {EXTENSION_KEY!r} must be a dict")
     lights = extension.get("traffic_lights", [])
@@ -421,6 +422,8 @@ def _check_extension(extension: object, count: int, where: str) -> None:
         raise NavsimLogError(f"{where}: {EXTENSION_KEY!r} track_ids must name each of the {count} boxes once")
     if not isinstance(extension.get("command_text", ""), str):
         raise NavsimLogError(f"{where}: {EXTENSION_KEY!r} command_text must be a string")
+    if not isinstance(extension.get("family", ""), str):
+        raise NavsimLogError(f"{where}: {EXTENSION_KEY!r} family must be a string")
 
 
 def filter_scenes(frames: list[dict], num_history_frames: int = NUM_HISTORY_FRAMES,
@@ -628,6 +631,8 @@ def scene_from_frames(window: list[dict], maps_root: str | Path, sensor_blobs: s
     metadata = {"source": "navsim", "log_name": str(current["log_name"]), "map_location": location,
                 "frame_tokens": [str(f["token"]) for f in window], "num_history_frames": num_history_frames,
                 "route_roadblocks": [str(r) for r in current["roadblock_ids"]]}
+    if current.get(EXTENSION_KEY, {}).get("family"):  # a log w0sim exported: its scenes keep their family
+        metadata["family"] = str(current[EXTENSION_KEY]["family"])
     if sensor_blobs is not None:
         images = {str(k * FRAME_STRIDE): str(Path(sensor_blobs) / f["cams"]["CAM_F0"]["data_path"])
                   for k, f in enumerate(window) if "CAM_F0" in f.get("cams", {})}

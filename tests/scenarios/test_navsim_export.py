@@ -156,6 +156,7 @@ def agents():
 def test_a_scene_of_the_city_map_scores_as_the_built_in_scene(export, agents, family):
     k = FAMILIES.index(family)
     original, read_back = export["scenes"][k], _read_back(export, k)
+    assert read_back.family == family  # w0sim's extension key carries it, so per-family tables survive the export
     # The crop of the city map around the scene is the scene's whole map, nothing of its neighbours.
     assert [int(lane.id) // FID_BLOCK for lane in read_back.map.lanes] == [k] * len(original.map.lanes)
     assert len(read_back.map.areas) == len(original.map.areas)

@@ -278,6 +278,7 @@ def test_a_plain_navsim_log_scores_the_same_for_agents_without_cameras(tmp_path,
         pickle.dump(frames, handle)
     read_back = scene_from_frames(filter_scenes(load_navsim_log(log))[0], tmp_path / "maps")
     assert read_back.command_text == "" and all(light.isdigit() for light in read_back.light_ids)
+    assert read_back.family == "navsim"  # a log from elsewhere has no generator family
     scenes = (scene, read_back)
     for version in ("v1.1", "v2.2"):
         scorers = [SceneScorer(s, version) for s in scenes]
@@ -452,6 +453,7 @@ def _with_boxes(frame_index, edit):
     (lambda a, f: a.__setitem__("gt_names", [1] * len(a["track_tokens"])), r"'gt_names' must be strings"),
     (lambda a, f: f[EXTENSION_KEY].__setitem__("traffic_lights", [(1, "light", 99)]), r"'w0sim' traffic_lights"),
     (lambda a, f: f[EXTENSION_KEY].__setitem__("track_ids", ["x"]), r"'w0sim' track_ids must name each"),
+    (lambda a, f: f[EXTENSION_KEY].__setitem__("family", 3), r"'w0sim' family must be a string"),
 ])
 def test_implausible_boxes_name_the_frame(one_log, tmp_path, edit, message):
     log, _ = one_log
