@@ -6,7 +6,9 @@ objects at constant velocity along their heading (the nearest 50 vehicles, 25 pe
 static objects within 100 m, every 0.2 s) with red on-route connectors as obstacles, unroll IDM at five fractions
 of the starting lane's speed limit, simulate and score the 15 proposals, extend the best to 5 s. Its quirks are
 kept on purpose (lead-agent state shared between the proposals of a path, the first IDM step against a lead at
-progress 0): the score must be NAVSIM's.
+progress 0): the score must be NAVSIM's. One more is the caller's to pass: NAVSIM's metric caching plans a log's
+tokens in turn with one planner, whose observation keeps every token the ego overlapped at an earlier token's
+current frame (`earlier_collided`): those objects are left out of the forecast, those red lights no longer lead.
 """
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ import shapely
 
 from agents.navsim_path import NavsimPath, parallel_path
 from agents.navsim_route import (
+    RoadblockGraph,
     centerline_lanes,
     centerline_poses,
     correct_route,
@@ -77,12 +80,13 @@ class ConstantVelocityForecast:
     """PDM-Closed's forecast: object boxes moved at constant velocity, one map every `sample_steps` steps."""
 
     def __init__(self, agents: AgentSlice | None, ego_state: np.ndarray, red_ids: list[str], red_polygons: list,
-                 config: NavsimPDMClosedConfig):
+                 config: NavsimPDMClosedConfig, earlier_collided: frozenset[str] = frozenset()):
+        """`earlier_collided`: tokens the planner recorded at earlier tokens of the log (objects left out)."""
         self.sample_steps, self.interval = config.forecast_sample_steps, config.interval
         self.agents = agents
         samples = config.trajectory_steps // self.sample_steps + 1
         centre = ego_center(ego_state[None], config.vehicle)[0]
-        static, dynamic = self._nearest(agents, centre, config.map_radius)
+        static, dynamic = self._nearest(agents, centre, config.map_radius, earlier_collided)
         rows = static + dynamic
         self.tokens = [agents.track_ids[i] for i in rows] + [f"red_light_{i}" for i in red_ids]
         self.rows = np.array(rows, dtype=int)
@@ -108,18 +112,22 @@ class ConstantVelocityForecast:
         self.trees = [shapely.STRtree(self.polygons[k]) for k in range(samples)]
         footprint = shapely.Polygon(ego_corners(ego_state[None], config.vehicle, nuplan_formula=True)[0])
         hits = self.trees[0].query(footprint, predicate="intersects")
-        self.collided = set()
+        self.collided_now = set()  # what a fresh planner records here: objects hit, red connectors the ego is within
         for k in sorted(hits):
             if k >= len(rows) and not footprint.within(self.polygons[0, k]):
                 continue
-            self.collided.add(self.tokens[k])
+            self.collided_now.add(self.tokens[k])
+        self.collided = self.collided_now | set(earlier_collided)
         self.red_ids, self.red_polygons = list(red_ids), list(red_polygons)
 
     @staticmethod
-    def _nearest(agents: AgentSlice | None, centre: np.ndarray, radius: float) -> tuple[list[int], list[int]]:
+    def _nearest(agents: AgentSlice | None, centre: np.ndarray, radius: float,
+                 left_out: frozenset[str]) -> tuple[list[int], list[int]]:
         if agents is None:
             return [], []
         valid = np.flatnonzero(agents.valid)
+        if left_out:  # before the caps, as NAVSIM's object manager leaves them out
+            valid = valid[[str(agents.track_ids[i]) not in left_out for i in valid]]
         distance = np.hypot(agents.x - centre[0], agents.y - centre[1])
         near = valid[distance[valid] <= radius]
         static = near[~np.isin(agents.agent_type[near], DYNAMIC_TYPES)]
@@ -172,11 +180,12 @@ class NavsimPDMClosedPlanner:
     def __init__(self, config: NavsimPDMClosedConfig = NavsimPDMClosedConfig()):
         self.config = config
 
-    def plan_view(self, world: WorldView, roadblocks: list[str] | None = None) -> NavsimPDMClosedPlan:
-        """Plan from the view; `roadblocks` the route's roadblock ids as logged (default: the route lanes' groups)."""
+    def plan_view(self, world: WorldView, roadblocks: list[str] | None = None,
+                  earlier_collided: frozenset[str] = frozenset()) -> NavsimPDMClosedPlan:
+        """Plan from the view; `roadblocks` the route's roadblock ids as logged (default: the route lanes' groups);
+        `earlier_collided` the tokens NAVSIM's caching planner kept from the log's earlier tokens (`collided_now`)."""
         config, ego = self.config, np.asarray(world.ego_state, dtype=np.float64)
-        graph = roadblock_graph(world.road_map)
-        route = correct_route(graph, ego[:3], roadblocks or route_lane_groups(world.road_map, world.route))
+        graph, route = self._corrected_route(world, roadblocks)
         lanes = route_lanes(graph, route)
         centre = ego_center(ego[None], config.vehicle)[0]
         scoring_map = ScoringMap.from_road_map(world.road_map, lanes, centre, config.map_radius)
@@ -186,7 +195,7 @@ class NavsimPDMClosedPlanner:
         start = starting_lane(graph, lanes, at_rear_axle, ego[:3], footprint, centre)
         centerline = NavsimPath(centerline_poses(graph, centerline_lanes(graph, route, lanes, start)))
         paths = [centerline] + [NavsimPath(parallel_path(centerline.poses, o)) for o in config.lateral_offsets]
-        forecast = self._forecast(world, ego, lanes)
+        forecast = self._forecast(world, ego, lanes, earlier_collided)
         speed_limit = world.road_map.lane(start).speed_limit
         targets = np.asarray(config.speed_fractions) * (config.fallback_speed if speed_limit is None else speed_limit)
         generator = _ProposalGenerator(paths, targets, forecast, ego, config)
@@ -198,7 +207,21 @@ class NavsimPDMClosedPlanner:
         best = int(np.argmax(scores))
         return NavsimPDMClosedPlan(generator.extend(best), scores, best, scoring_map, centerline, lanes)
 
-    def _forecast(self, world: WorldView, ego: np.ndarray, lanes: list[str]) -> ConstantVelocityForecast:
+    def collided_now(self, world: WorldView, roadblocks: list[str] | None = None) -> frozenset[str]:
+        """The tokens the planner records at this frame, which NAVSIM's caching carries to the log's later tokens:
+        objects the ego footprint intersects, `red_light_<connector>` for red on-route connectors it is within."""
+        graph, route = self._corrected_route(world, roadblocks)
+        ego = np.asarray(world.ego_state, dtype=np.float64)
+        return frozenset(self._forecast(world, ego, route_lanes(graph, route)).collided_now)
+
+    @staticmethod
+    def _corrected_route(world: WorldView, roadblocks: list[str] | None) -> tuple[RoadblockGraph, list[str]]:
+        graph = roadblock_graph(world.road_map)
+        ego_pose = np.asarray(world.ego_state, dtype=np.float64)[:3]
+        return graph, correct_route(graph, ego_pose, roadblocks or route_lane_groups(world.road_map, world.route))
+
+    def _forecast(self, world: WorldView, ego: np.ndarray, lanes: list[str],
+                  earlier_collided: frozenset[str] = frozenset()) -> ConstantVelocityForecast:
         road_map, route = world.road_map, set(lanes)
         red_ids, red_polygons = [], []
         for light, status in zip(world.light_ids, np.asarray(world.light_status).tolist()):
@@ -207,7 +230,7 @@ class NavsimPDMClosedPlanner:
             for lane in road_map.lanes:
                 if lane.traffic_light == light and lane.is_connector and lane.id in route:
                     red_ids.append(lane.id), red_polygons.append(road_map.lane_polygons[road_map.lane_index[lane.id]])
-        return ConstantVelocityForecast(world.agents, ego, red_ids, red_polygons, self.config)
+        return ConstantVelocityForecast(world.agents, ego, red_ids, red_polygons, self.config, earlier_collided)
 
 
 class _ProposalGenerator:

@@ -28,6 +28,7 @@ class BuiltinSplit:
     frames_per_log: int = 1
 
 
+EARLIER_WINDOWS_KEY = "metric_cache_earlier_windows"  # scene metadata: {"log", "nuplan_maps", "starts"}
 BUILTIN_SPLITS = {
     split.name: split for split in (
         BuiltinSplit("navtrain", 1, 100_000, "one_shot", "training scenes for data collection"),
@@ -48,7 +49,9 @@ class SceneRef:
     (`navsim_log` from frame `window_start`, its map under `nuplan_maps`, images under `sensor_blobs`), or a
     Leaderboard route (`route_id` of `route_file`, its town read from `town_dir`, traffic drawn from `seed`).
     A generated scene's `frame` > 0 is its log `frame` 2 Hz frames after the generated current frame; its
-    `repetition` k > 0 redraws the other road users and signal phases from (seed, k) (`generate_scene`)."""
+    `repetition` k > 0 redraws the other road users and signal phases from (seed, k) (`generate_scene`).
+    A NAVSIM log window's `earlier_windows` are the starts of the split's windows of that log before it, the tokens
+    NAVSIM's metric caching plans before this one with the same PDM-Closed planner (`sim.envs.scene_scoring`)."""
 
     token: str
     family: str | None = None
@@ -63,6 +66,7 @@ class SceneRef:
     town_dir: Path | None = None
     frame: int = 0
     repetition: int = 0
+    earlier_windows: tuple[int, ...] = ()
 
     @property
     def log_frame(self) -> tuple[str, int]:
@@ -85,7 +89,12 @@ class SceneRef:
         if self.navsim_log is not None:
             from scenarios.navsim_logs import load_log_scene
 
-            return load_log_scene(self.navsim_log, self.window_start, self.nuplan_maps, self.sensor_blobs)
+            scene = load_log_scene(self.navsim_log, self.window_start, self.nuplan_maps, self.sensor_blobs)
+            if not self.earlier_windows:
+                return scene
+            earlier = {"log": str(self.navsim_log), "nuplan_maps": str(self.nuplan_maps),
+                       "starts": list(self.earlier_windows)}
+            return replace(scene, metadata={**scene.metadata, EARLIER_WINDOWS_KEY: earlier})
         if self.path is not None:
             return load_scene(self.path)
         scene = generate_scene(self.family, self.seed, repetition=self.repetition)
@@ -214,10 +223,12 @@ def navsim_split(name: str, navsim_logs: str | Path | None, nuplan_maps: str | P
                 locations.add(location)
         except NavsimLogError as exc:
             raise SplitError(str(exc)) from None
-        starts = {id(frame): k for k, frame in enumerate(frames)}
-        refs += [SceneRef(str(w[NUM_HISTORY_FRAMES - 1]["token"]), "navsim", navsim_log=log, window_start=starts[id(w[0])],
-                          nuplan_maps=Path(nuplan_maps), sensor_blobs=None if sensor_blobs is None else Path(sensor_blobs))
-                 for w in windows]
+        index = {id(frame): k for k, frame in enumerate(frames)}
+        starts = [index[id(w[0])] for w in windows]
+        refs += [SceneRef(str(w[NUM_HISTORY_FRAMES - 1]["token"]), "navsim", navsim_log=log, window_start=start,
+                          nuplan_maps=Path(nuplan_maps), sensor_blobs=None if sensor_blobs is None else Path(sensor_blobs),
+                          earlier_windows=tuple(starts[:k]))
+                 for k, (w, start) in enumerate(zip(windows, starts))]
         if limit is not None and len(refs) >= limit:
             break
     if not refs:
@@ -248,5 +259,5 @@ def carla_split(route_file: Path, town_dir: str | Path | None, limit: int | None
                      town_dir=Path(town_dir)) for r in routes]
 
 
-__all__ = ["BUILTIN_SPLITS", "BuiltinSplit", "SceneRef", "SplitError", "builtin_split", "carla_split", "navsim_log_dir",
-           "navsim_split", "repeated", "resolve_split"]
+__all__ = ["BUILTIN_SPLITS", "EARLIER_WINDOWS_KEY", "BuiltinSplit", "SceneRef", "SplitError", "builtin_split",
+           "carla_split", "navsim_log_dir", "navsim_split", "repeated", "resolve_split"]

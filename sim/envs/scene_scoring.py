@@ -2,9 +2,15 @@
 observation) built once per scene, then PDMS v1.1 or EPDMS v2.2 for any trajectory.
 
 The cache reads only what a NAVSIM log holds (`scenarios.log_frames`): the 2 Hz frames, objects
-interpolated between them, and the logged ego state, as NAVSIM's metric cache does.
+interpolated between them, and the logged ego state, as NAVSIM's metric cache does. NAVSIM's metric caching plans
+a log's tokens in turn with one PDM-Closed planner, which keeps what the ego overlapped at each earlier token's
+current frame and leaves it out of later plans; a scene of a NAVSIM split names its earlier windows
+(`scenarios.splits.EARLIER_WINDOWS_KEY`), and its cache carries their tokens in the same way.
 """
 from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
 
@@ -14,6 +20,8 @@ from metrics.observation import Observation, red_mask_from_2hz
 from metrics.pdm import OBSERVATION_STEPS, VERSIONS, PDMRows, ScoringContext, final_score
 from metrics.pdm_agent import PDMReference, score_agent
 from scenarios.log_frames import FRAME_STRIDE, interpolate_tracks, window_steps
+from scenarios.navsim_logs import load_log_scene
+from scenarios.splits import EARLIER_WINDOWS_KEY
 from sim.scene import STEP_S, Scene
 from sim.state import TrafficLightStatus, TrajectorySampling
 from sim.world_view import WorldView
@@ -33,7 +41,8 @@ class SceneScorer:
         self.scene, self.version = scene, version
         world = WorldView.from_log(scene)  # the metric cache reads what the log holds
         planner = NavsimPDMClosedPlanner(NavsimPDMClosedConfig(version=version))
-        self.pdm_closed = planner.plan_view(world, scene.metadata.get("route_roadblocks"))
+        self.carried_collided = carried_collided(scene)
+        self.pdm_closed = planner.plan_view(world, scene.metadata.get("route_roadblocks"), self.carried_collided)
         self.reference = PDMReference.from_global_poses(world.ego_state, self.pdm_closed.poses)
         self.human_poses = None
         if version == "v2.2" and human_filter:
@@ -82,3 +91,22 @@ class SceneScorer:
                            HUMAN_SAMPLING.interval)
         score = float(final_score(rows)[0]) if rows.valid[0] else 0.0
         return rows, score
+
+
+def carried_collided(scene: Scene) -> frozenset[str]:
+    """The tokens NAVSIM's caching planner holds when it reaches this scene: what the ego overlapped at the current
+    frames of the log's earlier windows in the split (none for a scene that names none)."""
+    earlier = scene.metadata.get(EARLIER_WINDOWS_KEY)
+    if not earlier:
+        return frozenset()
+    log = Path(earlier["log"])
+    mtime_ns = log.stat().st_mtime_ns
+    return frozenset().union(*(_collided_at(str(log), mtime_ns, str(earlier["nuplan_maps"]), int(start))
+                               for start in earlier["starts"]))
+
+
+@lru_cache(maxsize=4096)  # a log's windows are asked for again by each of its later scenes
+def _collided_at(log: str, mtime_ns: int, nuplan_maps: str, start: int) -> frozenset[str]:
+    scene = load_log_scene(log, start, nuplan_maps)
+    return NavsimPDMClosedPlanner().collided_now(WorldView.from_log(scene), scene.metadata.get("route_roadblocks"))
+

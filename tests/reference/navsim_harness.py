@@ -9,7 +9,9 @@ Standalone (never imported by w0sim's tests): it needs NAVSIM (one tag) and nupl
 
 For every scene of SceneLoader(LOGS, SceneFilter(4 history, 10 future frames, has_route=True; frame interval, logs
 and tokens from the scene filter YAML `w0sim scenes export-navsim` writes, if given)): NAVSIM's metric
-cache (MetricCacheProcessor on a NavSimScenario), then `pdm_score` of ConstantVelocityAgent, HumanAgent and the
+cache (one MetricCacheProcessor on each NavSimScenario in the loader's order, as NAVSIM's `cache_scenarios` runs a
+worker's logs: its PDM-Closed planner keeps what the ego overlapped at earlier tokens), then `pdm_score` of
+ConstantVelocityAgent, HumanAgent and the
 cache's PDM-Closed trajectory (40 poses at 0.1 s in the ego frame, as NAVSIM's Trajectory holds them; the poses
 are written out so that w0sim scores the very same ones). v2.2 adds NAVSIM's one-stage two-frame extended
 comfort and final score. OUT.json: {"version", "tokens": {token: {"scores": {agent: {column: value}},
@@ -118,6 +120,8 @@ def run(args: argparse.Namespace, result: dict) -> None:
     for agent in agents.values():
         agent.initialize()
     cache_dir = Path(tempfile.mkdtemp(prefix="navsim_metric_cache_"))
+    # One processor for every token, as `cache_scenarios` makes one per worker for the tokens of its logs.
+    processor = MetricCacheProcessor(str(cache_dir), True, sampling) if v22 else MetricCacheProcessor(str(cache_dir), True)
     rows_v22 = {name: [] for name in AGENTS}
     for token in loader.tokens:
         try:
@@ -126,9 +130,9 @@ def run(args: argparse.Namespace, result: dict) -> None:
             scene = loader.get_scene_from_token(token)
             scenario = NavSimScenario(scene, map_root=os.environ["NUPLAN_MAPS_ROOT"], map_version="nuplan-maps-v1.0")
             if v22:
-                cache = MetricCacheProcessor(str(cache_dir), True, sampling).compute_metric_cache(scenario)
+                cache = processor.compute_metric_cache(scenario)
             else:  # v1.1 writes the cache (an lzma pickle) and returns its path
-                entry = MetricCacheProcessor(str(cache_dir), True).compute_metric_cache(scenario)
+                entry = processor.compute_metric_cache(scenario)
                 with lzma.open(entry.file_name, "rb") as f:
                     cache = pickle.load(f)
             seconds["metric_cache"] = time.perf_counter() - start

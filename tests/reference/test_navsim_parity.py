@@ -10,6 +10,9 @@ NAVSIM (constant velocity, human, NAVSIM's cached PDM-Closed trajectory); w0sim 
 poses (written by the harness) with w0sim's scorer of that scene (`SceneScorer`, what `w0sim eval` scores with), so
 both sides score identical poses. Every column of every token must agree to 1e-6 (NaN equals NaN).
 v2.2 runs twice: with NAVSIM's human penalty filter (its default) and without it, on both sides.
+A second export is one log scored at every frame (`tests/ghost_scene.py`): the ego overlaps a car at the first
+token that stands ahead at the next, so NAVSIM's caching planner, which keeps what the ego overlapped at a log's
+earlier tokens, plans the next token as if the car were not there; w0sim must do the same.
 """
 from __future__ import annotations
 
@@ -78,6 +81,27 @@ def exported(tmp_path_factory) -> dict:
     assert done.returncode == 0, f"w0sim scenes export-navsim failed:\n{done.stdout}\n{done.stderr}"
     return {"count": count, "logs": out / "navsim_logs", "maps": out / "maps",
             "scene_filter": out / "scene_filters" / f"{SPLIT}.yaml"}
+
+
+@pytest.fixture(scope="module")
+def exported_carry(tmp_path_factory) -> dict:
+    """The ghost scene as one NAVSIM log, every window of it (frame interval 1, no token list)."""
+    from scenarios.scene import save_scene
+    from scenarios.scene_filter import SceneFilter
+    from scenarios.splits import resolve_split
+    from tests.ghost_scene import ghost_scene
+
+    scenes = tmp_path_factory.mktemp("ghost_scenes")
+    save_scene(ghost_scene(), scenes / "ghost.npz")
+    out = tmp_path_factory.mktemp("navsim_export_carry")
+    done, _ = run(w0sim_command("scenes", "export-navsim", "--split", str(scenes), "--name", SPLIT, "--out", str(out)),
+                  timeout=600)
+    assert done.returncode == 0, f"w0sim scenes export-navsim failed:\n{done.stdout}\n{done.stderr}"
+    scene_filter = SceneFilter(frame_interval=1).write_yaml(out / "scene_filters" / f"{SPLIT}.yaml")
+    windows = resolve_split(f"navsim:{SPLIT}", navsim_logs=out / "navsim_logs", nuplan_maps=out / "maps",
+                            scene_filter=scene_filter)
+    assert len(windows) > 2 and windows[1].earlier_windows, "the ghost log has no second window"
+    return {"count": len(windows), "logs": out / "navsim_logs", "maps": out / "maps", "scene_filter": scene_filter}
 
 
 def same(a, b) -> bool:
@@ -201,10 +225,12 @@ def navsim_python(version) -> str:
 
 
 @pytest.mark.timeout(7200)
+@pytest.mark.parametrize("export", ["exported", "exported_carry"], ids=["navtest", "carry"])
 @pytest.mark.parametrize("version, human_filter", [("v1.1", True), ("v2.2", True), ("v2.2", False)],
                          ids=["v1.1", "v2.2", "v2.2-no-human-filter"])
-def test_navsim_scores_equal_w0sim_scores_per_token(version, human_filter, navsim_python, exported, tmp_path):
+def test_navsim_scores_equal_w0sim_scores_per_token(version, human_filter, export, navsim_python, request, tmp_path):
     python = navsim_python
+    exported = request.getfixturevalue(export)
     count = exported["count"]
     navsim_json = tmp_path / f"navsim_{version}.json"
     command = [python, str(HARNESS), str(exported["logs"] / SPLIT), str(exported["maps"]), version, str(navsim_json),
