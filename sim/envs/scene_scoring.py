@@ -100,6 +100,9 @@ def carried_collided(scene: Scene) -> frozenset[str]:
     if not earlier:
         return frozenset()
     log = Path(earlier["log"])
+    if not log.is_file():  # e.g. a scene file saved from a NAVSIM split, read where its log is not
+        raise ValueError(f"scene {scene.token}: its metric cache needs the earlier tokens of NAVSIM log {log} "
+                         f"(metadata {EARLIER_WINDOWS_KEY!r}), and that file is not there")
     mtime_ns = log.stat().st_mtime_ns
     return frozenset().union(*(_collided_at(str(log), mtime_ns, str(earlier["nuplan_maps"]), int(start))
                                for start in earlier["starts"]))

@@ -57,3 +57,10 @@ def test_what_the_ego_overlapped_at_an_earlier_token_is_left_out_of_pdm_closed_l
     assert travelled(fresh) < AHEAD_M - FRONT_OVERHANG
     np.testing.assert_array_equal(scorer.pdm_closed.poses, ghost_free.poses)
     assert travelled(scorer.pdm_closed) > travelled(fresh) + 5.0
+
+
+def test_a_scene_whose_earlier_log_is_gone_is_refused_naming_the_log(log_split, tmp_path):
+    second = log_split["refs"][1].load()
+    moved = {**second.metadata[EARLIER_WINDOWS_KEY], "log": str(tmp_path / "gone.pkl")}
+    with pytest.raises(ValueError, match="gone.pkl.*not there"):
+        SceneScorer(replace(second, metadata={**second.metadata, EARLIER_WINDOWS_KEY: moved}))
