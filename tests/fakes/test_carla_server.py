@@ -20,6 +20,7 @@ from tests.fakes.carla_server import (
     shared_town_dir,
     timeout_message,
 )
+from tests.fakes.fake_carla import geometry
 
 _PORTS = itertools.count(2300)
 SHORT = 0.1   # client time-out used by the tests (s)
@@ -70,7 +71,7 @@ def _straight_start(world) -> carla.Transform:
             ahead, behind = wp.next(40.0), wp.previous(35.0)
             if ahead and behind and ahead[0].road_id == wp.road_id == behind[0].road_id and \
                     carla_map.get_waypoint(wp.transform.location).road_id == wp.road_id and \
-                    abs(fake._wrap_deg(ahead[0].transform.rotation.yaw - wp.transform.rotation.yaw)) < 0.5:
+                    abs(geometry._wrap_deg(ahead[0].transform.rotation.yaw - wp.transform.rotation.yaw)) < 0.5:
                 _STRAIGHT[carla_map.name] = wp.transform
                 break
     start = _STRAIGHT[carla_map.name]
@@ -85,7 +86,7 @@ def _spawn(world, bp_id, transform, role="autopilot", attach_to=None):
 
 
 def _offset(transform, forward=0.0, right=0.0, yaw=0.0):
-    fx, fy = fake._forward(transform.rotation.yaw)
+    fx, fy = geometry._forward(transform.rotation.yaw)
     loc = transform.location
     return carla.Transform(carla.Location(x=loc.x + forward * fx - right * fy, y=loc.y + forward * fy + right * fx, z=loc.z),
                            carla.Rotation(yaw=transform.rotation.yaw + yaw))
@@ -207,7 +208,7 @@ def test_throttle_moves_forward_along_yaw_at_about_4_mps(client):
         world.tick()
     end = hero.get_transform()
     dx, dy = end.location.x - start.location.x, end.location.y - start.location.y
-    fx, fy = fake._forward(start.rotation.yaw)
+    fx, fy = geometry._forward(start.rotation.yaw)
     travelled = math.hypot(dx, dy)
     assert 1.5 < travelled < 2.5
     assert (dx * fx + dy * fy) / travelled > 0.999
@@ -237,8 +238,8 @@ def test_steer_positive_turns_right(client, steer):
     for _ in range(20):
         world.tick()
     end = hero.get_transform()
-    turn = fake._wrap_deg(end.rotation.yaw - start.rotation.yaw)
-    fx, fy = fake._forward(start.rotation.yaw)
+    turn = geometry._wrap_deg(end.rotation.yaw - start.rotation.yaw)
+    fx, fy = geometry._forward(start.rotation.yaw)
     lateral = -(end.location.x - start.location.x) * fy + (end.location.y - start.location.y) * fx
     assert math.copysign(1.0, turn) == math.copysign(1.0, steer) and abs(turn) > 5.0
     assert math.copysign(1.0, lateral) == math.copysign(1.0, steer)          # right is +y of the heading
