@@ -15,7 +15,6 @@ import csv
 import itertools
 import math
 import shutil
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +24,7 @@ import torch
 
 from training.dataset import ExpertDataset
 from training.pipeline import STAGE_DEFAULTS, model_config, train_stages
+from training.record import training_record
 
 # evaluate(model_dir, out_dir, seed) -> {"all": {"score", "failed", ...}, family: {...}} on the held-out split
 Evaluate = Callable[[Path, Path, int], dict]
@@ -78,24 +78,29 @@ def run_scaling(data_dir: str | Path, out_dir: str | Path, evaluate: Evaluate,
             steps1 = config.steps(size, config.stage1_epochs, config.stage1_max_steps)
             steps2 = config.steps(size, config.stage2_epochs, config.stage2_max_steps)
             log(f"{variant} on {size} samples, seed {seed}: stage 1 {steps1} steps, stage 2 {steps2} steps")
-            started = time.perf_counter()
             common = {"batch_size": config.batch_size, "seed": seed}
-            timing = run / "train_minutes.txt"  # kept from the run that trained, not a resumed one
             model = train_stages(data_dir, run, (1, 2), model_config(config.preset, variant == "world_model"),
                                  {1: {"steps": steps1, **common},
                                   2: {"steps": steps2, "backbone_lr_scale": config.backbone_lr_scale, **common}},
                                  indices)
-            if not timing.exists():
-                timing.write_text(f"{(time.perf_counter() - started) / 60:.1f}\n")
             summary = evaluate(model, run / "eval", seed)
             row = {"size": size, "variant": variant, "seed": seed, "pdms": summary["all"]["score"],
                    "failed": summary["all"]["failed"], "stage1_steps": steps1, "stage2_steps": steps2,
-                   "train_minutes": float(timing.read_text())}
+                   "train_minutes": train_minutes(model)}
             row.update({f"pdms_{f}": summary.get(f, {}).get("score", math.nan) for f in FAMILY_COLUMNS})
             log(f"  PDMS {row['pdms']:.4f}")
             rows.append(row)
             write_results(rows, out_dir)
     return rows
+
+
+def train_minutes(model_dir: Path) -> float:
+    """Stages 1 and 2's training wall time from the model's training record, summed over resumed processes; NaN
+    for a model whose record has no time (trained before the record kept it)."""
+    seconds = [entry.get("train_seconds") for entry in training_record(model_dir)["stages"] if entry.get("stage") in (1, 2)]
+    if len(seconds) != 2 or None in seconds:
+        return math.nan
+    return round(sum(seconds) / 60, 1)
 
 
 def summarize_seeds(rows: list[dict]) -> list[dict]:

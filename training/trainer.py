@@ -18,8 +18,9 @@ batch's noise seeded alike at every evaluation, so the val_* columns compare acr
 losses (over- or underfitting). Evaluating reads no random state the training uses: a run trains the same with it.
 
 The final model's folder holds `training.json`, its training record: per stage so far (the earlier ones as the
-pipeline passes them on), the TrainConfig, the steps, and the training and held-out data (split, content hash,
-samples; null for an in-memory data set).
+pipeline passes them on), the TrainConfig, the steps, the training seconds (the steps' wall time summed over the
+processes a resumed stage ran in, evaluation left out; the lost steps of an interrupted process are not counted),
+and the training and held-out data (split, content hash, samples; null for an in-memory data set).
 
 Determinism across interruptions: batch k of a run is a fixed function of (seed, k) (a seeded
 permutation per epoch) and the loss's noise generator is seeded with (seed, k), so a run resumed from the
@@ -189,6 +190,7 @@ class Trainer:
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, config))
         self.model, self.optimizer, self.scheduler = self.accelerator.prepare(model, optimizer, scheduler)
         self.step = 0
+        self.train_seconds = 0.0  # training wall time over every process that ran this stage (evaluation left out)
 
     # --- data ---------------------------------------------------------------------------------------
     def share(self) -> slice:
@@ -277,12 +279,13 @@ class Trainer:
         end = self.config.steps if stop_after is None else min(self.config.steps, self.step + stop_after)
         bar = tqdm(total=self.config.steps, initial=self.step, desc=f"stage {self.config.stage}",
                    disable=not self.show_progress or not main)
-        started, done = time.perf_counter(), 0
+        started, done, resumed_seconds = time.perf_counter(), 0, self.train_seconds
         while self.step < end:
             parts = self.train_step(self.batch(self.step), self.step)
             self.step += 1
             done += 1
             rate = done * self.config.batch_size / (time.perf_counter() - started)
+            self.train_seconds = resumed_seconds + time.perf_counter() - started
             row = {"step": self.step, "lr": self.scheduler.get_last_lr()[0], "samples_per_s": rate,
                    **self._global_mean(parts)}
             evaluated = self.config.eval_every and (self.step % self.config.eval_every == 0
@@ -322,7 +325,7 @@ class Trainer:
         acc.save_state(str(tmp))
         acc.wait_for_everyone()  # ... or after it is renamed (each process writes its own RNG state)
         if acc.is_main_process:
-            state = {"step": self.step, "config": asdict(self.config)}
+            state = {"step": self.step, "train_seconds": round(self.train_seconds, 3), "config": asdict(self.config)}
             (tmp / "trainer_state.json").write_text(json.dumps(state, indent=1))
             shutil.rmtree(final, ignore_errors=True)
             tmp.rename(final)
@@ -339,7 +342,9 @@ class Trainer:
             torch.manual_seed(self.config.seed)
             return
         self.accelerator.load_state(str(found[-1]))
-        self.step = json.loads((found[-1] / "trainer_state.json").read_text())["step"]
+        state = json.loads((found[-1] / "trainer_state.json").read_text())
+        self.step = state["step"]
+        self.train_seconds = float(state.get("train_seconds", 0.0))  # absent in checkpoints of older versions
 
     def save_final(self) -> Path:
         """The trained model, saved by the main process; every process returns once it is there (the next stage
@@ -357,8 +362,8 @@ class Trainer:
         """This stage's entry of the training record (module docstring)."""
         def data(dataset):
             return dataset.record() if isinstance(dataset, ExpertDataset) else None
-        return {"stage": self.config.stage, "steps": self.step, "config": asdict(self.config),
-                "data": data(self.dataset), "held_out": data(self.eval_dataset)}
+        return {"stage": self.config.stage, "steps": self.step, "train_seconds": round(self.train_seconds, 3),
+                "config": asdict(self.config), "data": data(self.dataset), "held_out": data(self.eval_dataset)}
 
 
 class MetricsLog:

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from training.collect import CollectConfig, collect
-from training.scaling import ScalingConfig, plot, run_scaling, subset
+from training.record import training_record, write_training_record
+from training.scaling import ScalingConfig, plot, run_scaling, subset, train_minutes
 
 
 def test_subsets_are_nested_and_reproducible():
@@ -56,8 +57,21 @@ def test_both_variants_are_trained_per_size_and_results_written(tmp_path):
     assert [float(r["pdms_mean"]) for r in summary] == pytest.approx([0.53, 0.54, 0.55, 0.56])
     assert [float(r["pdms_stderr"]) for r in summary] == pytest.approx([0.02] * 4)
     assert (tmp_path / "exp" / "scaling.png").stat().st_size > 1000
+    # Training minutes: stages 1 and 2's training time from each model's training record.
+    recorded = [sum(s["train_seconds"] for s in training_record(m)["stages"] if s["stage"] in (1, 2)) for m in models]
+    assert all(seconds > 0 for seconds in recorded)
+    assert [r["train_minutes"] for r in rows] == [round(seconds / 60, 1) for seconds in recorded]
     again = run_scaling(data, tmp_path / "exp", evaluate, config, log=lambda _: None)  # resumes: no retraining
     assert [r["stage1_steps"] for r in again] == [1] * 8
+    assert [r["train_minutes"] for r in again] == [r["train_minutes"] for r in rows]
+
+
+def test_a_model_trained_before_the_record_kept_its_time_has_no_training_minutes(tmp_path):
+    write_training_record(tmp_path, [{"stage": 1, "steps": 2}, {"stage": 2, "steps": 2, "train_seconds": 6.0}])
+    assert np.isnan(train_minutes(tmp_path))
+    write_training_record(tmp_path, [{"stage": 0, "train_seconds": 60.0}, {"stage": 1, "train_seconds": 30.0},
+                                     {"stage": 2, "train_seconds": 60.0}])
+    assert train_minutes(tmp_path) == 1.5
 
 
 def test_every_size_trains_the_same_epochs_unless_capped():

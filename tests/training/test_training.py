@@ -94,6 +94,8 @@ def test_a_killed_run_resumes_to_the_same_loss_curve_and_weights(tmp_path):
     process.send_signal(signal.SIGKILL)
     process.wait()
     assert not (tmp_path / "killed" / "stage0" / "model").exists(), "the run finished before it could be killed"
+    newest = sorted((tmp_path / "killed" / "stage0" / "checkpoints").glob("step_*/trainer_state.json"))[-1]
+    kept = json.loads(newest.read_text())
     resumed = subprocess.run(_train_command(data, tmp_path / "killed", steps), check=True, env=env, capture_output=True,
                              text=True)
     # It resumed from the checkpoint: its progress starts at the checkpoint's step, not at 0 (training being
@@ -101,6 +103,12 @@ def test_a_killed_run_resumes_to_the_same_loss_curve_and_weights(tmp_path):
     first = re.search(rf"(\d+)/{steps}", resumed.stderr)
     assert first is not None and int(first.group(1)) >= 10, resumed.stderr[-2000:]
     assert _curve(tmp_path / "killed") == _curve(tmp_path / "straight")
+    # Its training time goes on from the checkpoint's: the resumed process's own (from its last samples_per_s, a
+    # running rate since it started) added to what the kept steps took.
+    last = list(csv.DictReader((tmp_path / "killed" / "stage0" / "metrics.csv").open()))[-1]
+    own = (steps - kept["step"]) * 2 / float(last["samples_per_s"])  # batch size 2
+    recorded = training_record(tmp_path / "killed" / "stage0" / "model")["stages"][-1]["train_seconds"]
+    assert kept["train_seconds"] > 0 and recorded == pytest.approx(kept["train_seconds"] + own, rel=0.02, abs=0.05)
     from safetensors.torch import load_file
 
     a = load_file(tmp_path / "straight" / "stage0" / "model" / "model.safetensors")
@@ -227,6 +235,7 @@ def test_a_checkpoint_records_its_step_and_training_config_and_only_a_gpu_trains
     assert trainer.accelerator.mixed_precision == ("bf16" if torch.cuda.is_available() else "no")
     trainer.train()
     state = json.loads((trainer.checkpoints()[-1] / "trainer_state.json").read_text())
+    assert state.pop("train_seconds") > 0
     assert state == {"step": 2, "config": json.loads(json.dumps(dataclasses.asdict(train)))}
 
 
