@@ -19,7 +19,8 @@ losses (over- or underfitting). Evaluating reads no random state the training us
 
 The final model's folder holds `training.json`, its training record: per stage so far (the earlier ones as the
 pipeline passes them on), the TrainConfig, the steps, the training seconds (the steps' wall time summed over the
-processes a resumed stage ran in, evaluation left out; the lost steps of an interrupted process are not counted),
+processes a resumed stage ran in, evaluation left out; the lost steps of an interrupted process are not counted;
+null when resumed from a checkpoint that did not keep it),
 and the training and held-out data (split, content hash, samples; null for an in-memory data set).
 
 Determinism across interruptions: batch k of a run is a fixed function of (seed, k) (a seeded
@@ -190,7 +191,9 @@ class Trainer:
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, config))
         self.model, self.optimizer, self.scheduler = self.accelerator.prepare(model, optimizer, scheduler)
         self.step = 0
-        self.train_seconds = 0.0  # training wall time over every process that ran this stage (evaluation left out)
+        # Training wall time over every process that ran this stage (evaluation left out); None once it is unknown
+        # (resumed from a checkpoint of a version that did not keep it).
+        self.train_seconds: float | None = 0.0
 
     # --- data ---------------------------------------------------------------------------------------
     def share(self) -> slice:
@@ -285,7 +288,8 @@ class Trainer:
             self.step += 1
             done += 1
             rate = done * self.config.batch_size / (time.perf_counter() - started)
-            self.train_seconds = resumed_seconds + time.perf_counter() - started
+            if resumed_seconds is not None:
+                self.train_seconds = resumed_seconds + time.perf_counter() - started
             row = {"step": self.step, "lr": self.scheduler.get_last_lr()[0], "samples_per_s": rate,
                    **self._global_mean(parts)}
             evaluated = self.config.eval_every and (self.step % self.config.eval_every == 0
@@ -325,7 +329,7 @@ class Trainer:
         acc.save_state(str(tmp))
         acc.wait_for_everyone()  # ... or after it is renamed (each process writes its own RNG state)
         if acc.is_main_process:
-            state = {"step": self.step, "train_seconds": round(self.train_seconds, 3), "config": asdict(self.config)}
+            state = {"step": self.step, "train_seconds": self._rounded_seconds(), "config": asdict(self.config)}
             (tmp / "trainer_state.json").write_text(json.dumps(state, indent=1))
             shutil.rmtree(final, ignore_errors=True)
             tmp.rename(final)
@@ -344,7 +348,7 @@ class Trainer:
         self.accelerator.load_state(str(found[-1]))
         state = json.loads((found[-1] / "trainer_state.json").read_text())
         self.step = state["step"]
-        self.train_seconds = float(state.get("train_seconds", 0.0))  # absent in checkpoints of older versions
+        self.train_seconds = state.get("train_seconds")  # absent in checkpoints of older versions: unknown
 
     def save_final(self) -> Path:
         """The trained model, saved by the main process; every process returns once it is there (the next stage
@@ -362,8 +366,11 @@ class Trainer:
         """This stage's entry of the training record (module docstring)."""
         def data(dataset):
             return dataset.record() if isinstance(dataset, ExpertDataset) else None
-        return {"stage": self.config.stage, "steps": self.step, "train_seconds": round(self.train_seconds, 3),
+        return {"stage": self.config.stage, "steps": self.step, "train_seconds": self._rounded_seconds(),
                 "config": asdict(self.config), "data": data(self.dataset), "held_out": data(self.eval_dataset)}
+
+    def _rounded_seconds(self) -> float | None:
+        return None if self.train_seconds is None else round(self.train_seconds, 3)
 
 
 class MetricsLog:

@@ -69,6 +69,8 @@ def test_both_variants_are_trained_per_size_and_results_written(tmp_path):
 def test_a_model_trained_before_the_record_kept_its_time_has_no_training_minutes(tmp_path):
     write_training_record(tmp_path, [{"stage": 1, "steps": 2}, {"stage": 2, "steps": 2, "train_seconds": 6.0}])
     assert np.isnan(train_minutes(tmp_path))
+    write_training_record(tmp_path, [{"stage": 1, "train_seconds": None}, {"stage": 2, "train_seconds": 6.0}])
+    assert np.isnan(train_minutes(tmp_path))
     write_training_record(tmp_path, [{"stage": 0, "train_seconds": 60.0}, {"stage": 1, "train_seconds": 30.0},
                                      {"stage": 2, "train_seconds": 60.0}])
     assert train_minutes(tmp_path) == 1.5

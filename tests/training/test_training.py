@@ -239,6 +239,25 @@ def test_a_checkpoint_records_its_step_and_training_config_and_only_a_gpu_trains
     assert state == {"step": 2, "config": json.loads(json.dumps(dataclasses.asdict(train)))}
 
 
+def test_a_stage_resumed_from_a_checkpoint_without_its_time_records_the_time_as_unknown(tmp_path):
+    """A checkpoint of a version that kept no training time: the resumed stage's time is unknown (null), not 0."""
+    import json
+    import shutil
+
+    config = micro_config()
+    train = TrainConfig(stage=1, steps=2, batch_size=2, checkpoint_every=1, keep_checkpoints=2)
+    trainer = Trainer(DriveVLAW0ForDriving(config), _samples(config), train, tmp_path, show_progress=False)
+    trainer.train()
+    first, second = trainer.checkpoints()
+    state = json.loads((first / "trainer_state.json").read_text())
+    (first / "trainer_state.json").write_text(json.dumps({k: v for k, v in state.items() if k != "train_seconds"}))
+    shutil.rmtree(second), shutil.rmtree(tmp_path / "model")
+    again = Trainer(DriveVLAW0ForDriving(config), _samples(config), train, tmp_path, show_progress=False)
+    model = again.train()
+    assert training_record(model)["stages"][-1]["train_seconds"] is None
+    assert json.loads((again.checkpoints()[-1] / "trainer_state.json").read_text())["train_seconds"] is None
+
+
 def test_a_resumed_metrics_log_keeps_the_rows_up_to_the_resumed_step_and_appends_after_them(tmp_path):
     """Resuming at step k keeps metrics.csv's rows of steps 1..k as they were and drops the later ones (the run
     recomputes them), so that each step has one row."""
