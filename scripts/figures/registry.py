@@ -216,7 +216,8 @@ NOT_CHECKED = (
      "a bound checked token by token by the reference suite's export, not a published score"),
     ("README.md main job; model card and docs/results commands", "'about a minute', '~7 min', '3 min' on 2 cores",
      "rough wall-clock guidance, not measurements"),
-    ("docs/results/scaling_tiny.csv", "train_minutes", "wall clock of the first runs, beside another process"),
+    ("docs/results/scaling_tiny.csv", "train_minutes", "stages 1-2 wall time summed over resumed processes (the "
+     "training record's), beside other processes; runs trained before the record kept it: reconstructed from logs"),
     ("README.md, model card, docs/results", "figures marked before / was / first run, in brackets",
      "history: what earlier code measured"),
 )
