@@ -1,5 +1,9 @@
 """Scoring time per scene on one core: one agent trajectory with a cached PDM-Closed reference, and the full
-pipeline (running PDM-Closed first), on the golden scene and on a generated intersection with 50 agents.
+pipeline (running PDM-Closed first), on the golden scene and on a generated intersection with 50 agents; and the
+same intersection exported as a NAVSIM log and scored at every 2 Hz frame (7 windows) in log order, as a `navsim:`
+split scores it: each window's cache carries what the ego overlapped at the log's earlier windows, each of which is
+loaded and checked once (`navsim_log_ms_per_window`), beside the same windows with that carry-over taken out
+(`navsim_log_ms_per_window_no_carry`).
 
 Prints progress to stderr, then one JSON object on the last stdout line (milliseconds, medians).
 """
@@ -13,7 +17,9 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 import json
 import statistics
 import sys
+import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +28,9 @@ from agents.navsim_pdm_closed import NavsimPDMClosedPlanner
 from metrics.golden_scene import golden_objects, golden_road_map, initial_state, pdm_reference, scoring_context
 from metrics.pdm_agent import PDMReference, score_agent
 from scenarios.generator import GeneratorConfig, generate_scene
+from scenarios.navsim_log_writer import NavsimExport
+from scenarios.splits import EARLIER_WINDOWS_KEY, navsim_split
+from sim.envs import scene_scoring
 from sim.envs.scene_scoring import SceneScorer
 from sim.world_view import WorldView
 
@@ -68,7 +77,30 @@ def main() -> None:
     result["intersection50_cached_ms_per_scene"] = median_ms(lambda: scorer.score(AGENT_POSES, 0.5))
     result["intersection50_full_ms_per_scene"] = median_ms(lambda: SceneScorer(busy).score(AGENT_POSES, 0.5), repeats=20)
     log(f"intersection with {busy.agents.num_tracks} tracks: {result}")
+    result |= navsim_log_windows(busy)
+    log(f"its NAVSIM log's windows: {result}")
     print(json.dumps(result))
+
+
+def navsim_log_windows(scene) -> dict:
+    """Per window, loading and scoring a log's windows in order, with and without the metric-cache carry-over."""
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        with NavsimExport(root / "logs", root / "maps") as writer:
+            writer.add(scene)
+        (root / "every_frame.yaml").write_text("frame_interval: 1\n")
+        refs = navsim_split("log", root / "logs", root / "maps", scene_filter=root / "every_frame.yaml")
+        scenes = [ref.load() for ref in refs]
+        alone = [replace(s, metadata={k: v for k, v in s.metadata.items() if k != EARLIER_WINDOWS_KEY}) for s in scenes]
+
+        def in_order(windows) -> None:
+            scene_scoring._collided_at.cache_clear()  # each earlier window is loaded and checked once per pass
+            for window in windows:
+                SceneScorer(window).score(AGENT_POSES, 0.5)
+
+        return {"navsim_log_windows": len(scenes),
+                "navsim_log_ms_per_window": round(median_ms(lambda: in_order(scenes), 10) / len(scenes), 3),
+                "navsim_log_ms_per_window_no_carry": round(median_ms(lambda: in_order(alone), 10) / len(scenes), 3)}
 
 
 if __name__ == "__main__":
