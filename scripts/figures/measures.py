@@ -404,7 +404,7 @@ def measure_scaling_csv(ctx: Context) -> dict[str, float]:
 
 def measure_scaling(ctx: Context) -> dict[str, float]:
     data = collected_data(ctx)
-    run = ctx.run("scaling", ["w0sim", "experiment", "scaling", "--sizes", "500,2000", "--config", "tiny",
+    run = ctx.run("scaling", ["w0sim", "experiment", "scaling", "--sizes", "500,2000,8000", "--config", "tiny",
                               "--data", "OUT/" + data.name, "--workers", str(ctx.workers), "--seeds", "0,1",
                               "--epochs", "4,2", "--out", "OUT/scaling"],
                   env={"OMP_NUM_THREADS": "2"})
