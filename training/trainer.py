@@ -20,8 +20,8 @@ losses (over- or underfitting). Evaluating reads no random state the training us
 The final model's folder holds `training.json`, its training record: per stage so far (the earlier ones as the
 pipeline passes them on), the TrainConfig, the steps, the training seconds (the steps' wall time summed over the
 processes a resumed stage ran in, evaluation left out; the lost steps of an interrupted process are not counted;
-null when resumed from a checkpoint that did not keep it),
-and the training and held-out data (split, content hash, samples; null for an in-memory data set).
+null when resumed from a checkpoint that did not keep it), and the training and held-out data (split, content
+hash, samples; null for an in-memory data set).
 
 Determinism across interruptions: batch k of a run is a fixed function of (seed, k) (a seeded
 permutation per epoch) and the loss's noise generator is seeded with (seed, k), so a run resumed from the
