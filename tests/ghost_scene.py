@@ -2,13 +2,11 @@
 it half a second (one 2 Hz frame) later, so that the log's next window meets it as an obstacle."""
 from __future__ import annotations
 
-from dataclasses import replace
-
 import numpy as np
 
 from scenarios.generator import generate_scene
 from sim.scene import Scene
-from sim.state import AgentType
+from tests.scene_tracks import with_standing_car
 
 GHOST = "ghost"
 FRONT_OVERHANG = 4.049  # Pacifica rear axle to front bumper
@@ -25,11 +23,4 @@ def ghost_scene() -> Scene:
         anchor, forward = (now, FRONT_OVERHANG + 1.0) if step < later else (later, AHEAD_M)
         ex, ey, eh = scene.ego_log[anchor, :3]
         x[step], y[step], heading[step] = ex + forward * np.cos(eh), ey + forward * np.sin(eh), eh
-    tracks = scene.agents
-    grow = lambda name, values: np.hstack([getattr(tracks, name), values[:, None]])  # noqa: E731
-    grown = replace(tracks, x=grow("x", x), y=grow("y", y), heading=grow("heading", heading),
-                    vx=grow("vx", np.zeros(steps)), vy=grow("vy", np.zeros(steps)),
-                    valid=np.hstack([tracks.valid, np.ones((steps, 1), bool)]), length=np.append(tracks.length, 4.5),
-                    width=np.append(tracks.width, 2.0), height=np.append(tracks.height, 1.5),
-                    agent_type=np.append(tracks.agent_type, int(AgentType.VEHICLE)), track_ids=[*tracks.track_ids, GHOST])
-    return replace(scene, agents=grown)
+    return with_standing_car(scene, x, y, heading, GHOST)

@@ -20,6 +20,7 @@ from sim.envs.scene_scoring import SceneScorer
 from sim.route import route_lane_groups
 from sim.state import AgentSlice, AgentType, TrajectorySampling
 from sim.world_view import WorldView
+from tests.scene_tracks import with_standing_car
 
 
 def test_path_keeps_the_vertex_two_lanes_share_and_clips_distances():
@@ -110,16 +111,7 @@ def _with_stopped_car_on_the_logged_path(scene, seconds_ahead: float):
     step = scene.current_index + int(round(seconds_ahead / 0.1))
     x, y, heading = scene.ego_log[step, :3]
     centre = np.array([x, y]) + 1.461 * np.array([np.cos(heading), np.sin(heading)])
-    tracks = scene.agents
-    steps = tracks.num_steps
-    column = lambda value: np.full((steps, 1), value)  # noqa: E731
-    grown = replace(tracks, x=np.hstack([tracks.x, column(centre[0])]), y=np.hstack([tracks.y, column(centre[1])]),
-                    heading=np.hstack([tracks.heading, column(heading)]), vx=np.hstack([tracks.vx, column(0.0)]),
-                    vy=np.hstack([tracks.vy, column(0.0)]), valid=np.hstack([tracks.valid, np.ones((steps, 1), bool)]),
-                    length=np.append(tracks.length, 4.5), width=np.append(tracks.width, 2.0),
-                    height=np.append(tracks.height, 1.5), agent_type=np.append(tracks.agent_type, int(AgentType.VEHICLE)),
-                    track_ids=[*tracks.track_ids, "stopped_car"])
-    return replace(scene, agents=grown)
+    return with_standing_car(scene, centre[0], centre[1], heading, "stopped_car")
 
 
 def _constant_velocity(scene) -> np.ndarray:
