@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 import time
 from pathlib import Path
@@ -32,6 +33,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--tick-delay", type=float, default=0.0)
     parser.add_argument("command", nargs=argparse.REMAINDER)
     args = parser.parse_args(argv)
+    # A process started from a shell that ignores SIGINT (a background job, nohup) inherits that, and Python then
+    # raises no KeyboardInterrupt: the Ctrl-C tests would see the run finish instead.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
     carla.Client = FakeClient
     if args.tick_marker or args.tick_delay:
