@@ -119,7 +119,16 @@ class EMAQuantizer(nn.Module):
         """(N,D) latents -> (N,) index of the nearest code (squared L2)."""
         cb = self.codebook.to(flat.dtype)
         dist = flat.pow(2).sum(1, keepdim=True) - 2 * flat @ cb.t() + cb.pow(2).sum(1)[None]
-        return dist.argmin(1)
+        return self._first_duplicate(dist.argmin(1))
+
+    def _first_duplicate(self, idx: torch.Tensor) -> torch.Tensor:
+        """idx with each code replaced by the first code equal to it. Restarts can copy one latent into two codes;
+        those tie, and which one the argmin picks then follows the matmul's rounding, which depends on the batch's
+        shape: a latent's code would depend on what else is in the batch (1 process or N)."""
+        _, group = torch.unique(self.codebook, dim=0, return_inverse=True)
+        codes = torch.arange(self.num_codes, device=idx.device)
+        first = torch.full_like(codes, self.num_codes).scatter_reduce(0, group, codes, "amin")
+        return first[group][idx]
 
     @torch.no_grad()
     def _update(self, flat: torch.Tensor, idx: torch.Tensor) -> None:
